@@ -1,0 +1,1 @@
+"""overlaynet: Docker Swarm-style multi-host container networking, built in the open."""

@@ -1,0 +1,20 @@
+"""Shared test set-up: tests that need root and real namespaces are marked and skip without it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Integration and e2e tests need root; skip them with a clear reason otherwise."""
+    skip = pytest.mark.skip(reason="needs root: real network namespaces (CI runs as root)")
+    for item in items:
+        path = str(item.fspath)
+        if "/integration/" in path or "/e2e/" in path:
+            item.add_marker(pytest.mark.root)
+            if not IS_ROOT:
+                item.add_marker(skip)

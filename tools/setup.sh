@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up: installs the Debian packages and the Python environment overlaynet needs.
+# Safe to run again and again; it only installs what is missing. Needs root (namespaces do too).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(
+  iproute2 iputils-ping iperf3 bind9-dnsutils tcpdump ethtool procps psmisc
+  util-linux kmod dnsperf python3-venv
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "overlaynet set-up needs root (network namespaces do): run it with sudo" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "set-up: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "set-up: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.overlaynet-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "set-up: installing overlaynet and its Python dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/pip install -q -e '.[test,bench]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import overlaynet, trio, pyroute2, dnslib, scapy, pytest_trio, hypothesis'
+  touch "$stamp"
+fi
