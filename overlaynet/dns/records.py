@@ -1,0 +1,175 @@
+"""The names the embedded DNS knows: records per network, which container sits on which network.
+
+The agent owns one `DnsTable` and updates it from its own containers and from the control
+plane's endpoint table; every change bumps `generation`, which drops the answers prepared from
+the old contents. Lookups are per container: a container sees only the networks it is attached
+to, and only those that resolve names (Docker's default `bridge` does not).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+#: Answers change when containers come and go, so keep caches short. Docker's fixed 600 s keeps
+#: stale addresses for ten minutes; CoreDNS's kubernetes plugin defaults to 5 s.
+DEFAULT_TTL = 5
+#: libnetwork reads at most 3 nameservers from the host, as glibc's MAXNS does.
+MAX_UPSTREAMS = 3
+#: Docker's default network name; it has no embedded name resolution.
+DEFAULT_BRIDGE = "bridge"
+
+
+class RecordKind(enum.Enum):
+    """Where a name comes from; reverse lookups prefer the kinds earlier in this list."""
+
+    CONTAINER = "container"
+    SERVICE = "service"
+    TASK = "task"
+    ALIAS = "alias"
+    #: Docker also resolves a container's 12-digit short id; never the preferred PTR name.
+    SHORT_ID = "short-id"
+
+
+_PTR_PREFERENCE = {kind: rank for rank, kind in enumerate(RecordKind)}
+
+
+@dataclass(frozen=True, slots=True)
+class NameRecord:
+    """One name on one network: a container name, a short id, an alias, a service or tasks.X."""
+
+    network_id: str
+    name: str
+    address: ipaddress.IPv4Address
+    kind: RecordKind = RecordKind.CONTAINER
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A network as DNS sees it: its id, its name (also a lookup suffix) and whether it resolves."""
+
+    network_id: str
+    name: str
+    resolves_names: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A resolver that gets the names not known locally."""
+
+    address: str
+    port: int = 53
+
+
+def normalize(name: str) -> str:
+    """DNS names compare case-insensitively (RFC 4343) and without the root dot."""
+    return name.rstrip(".").lower()
+
+
+@dataclass
+class DnsTable:
+    """The agent's mutable name table; `generation` changes with every update."""
+
+    ttl: int = DEFAULT_TTL
+    generation: int = 0
+    _networks: dict[str, Network] = field(default_factory=dict)
+    _records: dict[str, set[NameRecord]] = field(default_factory=dict)
+    _attachments: dict[str, set[str]] = field(default_factory=dict)
+    _upstreams: tuple[Upstream, ...] = ()
+
+    # -- updates (the agent calls these) -------------------------------------------------------
+
+    def set_network(self, network: Network) -> None:
+        self._networks[network.network_id] = network
+        self._records.setdefault(network.network_id, set())
+        self.generation += 1
+
+    def remove_network(self, network_id: str) -> None:
+        self._networks.pop(network_id, None)
+        self._records.pop(network_id, None)
+        for networks in self._attachments.values():
+            networks.discard(network_id)
+        self.generation += 1
+
+    def add_record(self, record: NameRecord) -> None:
+        self._records.setdefault(record.network_id, set()).add(record)
+        self.generation += 1
+
+    def remove_record(self, record: NameRecord) -> None:
+        self._records.get(record.network_id, set()).discard(record)
+        self.generation += 1
+
+    def replace_records(self, network_id: str, records: Iterable[NameRecord]) -> None:
+        """Set all records of one network at once (e.g. from the control plane's table)."""
+        self._records[network_id] = {r for r in records if r.network_id == network_id}
+        self.generation += 1
+
+    def attach(self, container_id: str, network_id: str) -> None:
+        self._attachments.setdefault(container_id, set()).add(network_id)
+        self.generation += 1
+
+    def detach(self, container_id: str, network_id: str) -> None:
+        self._attachments.get(container_id, set()).discard(network_id)
+        self.generation += 1
+
+    def forget_container(self, container_id: str) -> None:
+        self._attachments.pop(container_id, None)
+        self.generation += 1
+
+    def set_upstreams(self, upstreams: Iterable[Upstream | tuple[str, int]]) -> None:
+        """The host's resolvers, at most `MAX_UPSTREAMS` of them (later ones are ignored)."""
+        chosen = [u if isinstance(u, Upstream) else Upstream(u[0], u[1]) for u in upstreams]
+        self._upstreams = tuple(chosen[:MAX_UPSTREAMS])
+        self.generation += 1
+
+    @property
+    def upstreams(self) -> tuple[Upstream, ...]:
+        return self._upstreams
+
+    # -- lookups (the answering core calls these) -------------------------------------------
+
+    def visible_networks(self, container_id: str) -> list[Network]:
+        """The container's networks that resolve names, in a stable order."""
+        ids = sorted(self._attachments.get(container_id, ()))
+        found = (self._networks.get(i) for i in ids)
+        return [n for n in found if n is not None and n.resolves_names]
+
+    def resolve(self, container_id: str, name: str) -> list[ipaddress.IPv4Address] | None:
+        """Addresses of `name` as `container_id` sees it; None when the name is not known here.
+
+        `name` matches a record on any visible network, or is `<record>.<network name>` for
+        one network, as in Docker (libnetwork strips the network name suffix).
+        """
+        wanted = normalize(name)
+        addresses: set[ipaddress.IPv4Address] = set()
+        known = False
+        for network in self.visible_networks(container_id):
+            suffix = "." + network.name.lower()
+            bare = wanted[: -len(suffix)] if wanted.endswith(suffix) else None
+            for record in self._records.get(network.network_id, ()):
+                record_name = record.name.lower()
+                if record_name in (wanted, bare):
+                    known = True
+                    addresses.add(record.address)
+        return sorted(addresses) if known else None
+
+    def in_network_zone(self, container_id: str, name: str) -> bool:
+        """Is `name` below a visible network's name? Then its absence is ours to state."""
+        wanted = normalize(name)
+        return any(
+            wanted.endswith("." + n.name.lower()) for n in self.visible_networks(container_id)
+        )
+
+    def reverse(self, container_id: str, address: ipaddress.IPv4Address) -> str | None:
+        """The name for a PTR answer, `<name>.<network name>` as Docker gives it, or None."""
+        best: tuple[int, str] | None = None
+        for network in self.visible_networks(container_id):
+            for record in self._records.get(network.network_id, ()):
+                if record.address != address:
+                    continue
+                candidate = (_PTR_PREFERENCE[record.kind], f"{record.name}.{network.name}")
+                if best is None or candidate < best:
+                    best = candidate
+        return best[1] if best is not None else None
