@@ -1,0 +1,282 @@
+"""One host's gossip core: membership, network tables and piggybacked dissemination behind a
+sans-IO interface (datagrams and `now` in; datagrams, push-pull requests and events out)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from overlaynet.gossip.broadcast import BroadcastQueue
+from overlaynet.gossip.config import SwimConfig, push_pull_scale, retransmit_limit
+from overlaynet.gossip.swim import LIVE_STATES, MemberChange, Membership, MemberView
+from overlaynet.gossip.tables import EntryEvent, LamportClock, NetworkTables, TableEntry
+from overlaynet.wire.gossip import (
+    PACKET_OVERHEAD,
+    Address,
+    MalformedGossip,
+    MemberRecord,
+    Message,
+    NetworkEvent,
+    PushPullHeader,
+    TableEvent,
+    decode,
+    encode,
+    encode_message,
+    encode_packet,
+)
+
+GossipEvent = MemberChange | EntryEvent
+
+
+@dataclass(frozen=True)
+class PushPullRequest:
+    """Ask the shell for a full-state exchange over TCP with `addr` (on join, periodically,
+    after joining a network, and toward failed members to heal partitions)."""
+
+    addr: Address
+    join: bool
+
+
+class GossipNode:
+    """The whole control-plane core of one host. Drive it with `receive_datagram`,
+    `handle_timer` at `next_deadline()`, and the push-pull pair; drain the outputs after."""
+
+    def __init__(
+        self, name: str, addr: Address, config: SwimConfig, rng: random.Random, now: float
+    ) -> None:
+        self.name = name
+        self.addr = addr
+        self.config = config
+        self.rng = rng
+        self._member_queue = BroadcastQueue()
+        self._network_queues: dict[str, BroadcastQueue] = {}
+        self.membership = Membership(name, addr, config, rng, now, self._member_queue)
+        self.clock = LamportClock()
+        self.tables = NetworkTables(name, self.clock, config.tombstone_ttl, self.membership.is_live)
+        self._datagrams: list[tuple[Address, bytes]] = []
+        self._push_pulls: list[PushPullRequest] = []
+        self._events: list[GossipEvent] = []
+        self.next_gossip_at = now + rng.uniform(0, config.gossip_interval)
+        self.next_push_pull_at = now + rng.uniform(0.5, 1.5) * config.push_pull_interval
+        self.next_reconnect_at = now + rng.uniform(0.5, 1.5) * config.reconnect_interval
+        self.next_reap_at = now + config.reap_interval
+
+    # ---- outputs -----------------------------------------------------------------------
+
+    def drain_datagrams(self) -> list[tuple[Address, bytes]]:
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def drain_push_pulls(self) -> list[PushPullRequest]:
+        out, self._push_pulls = self._push_pulls, []
+        return out
+
+    def drain_events(self) -> list[GossipEvent]:
+        out, self._events = self._events, []
+        return out
+
+    def next_deadline(self) -> float:
+        return min(
+            self.membership.next_deadline(),
+            self.next_gossip_at,
+            self.next_push_pull_at,
+            self.next_reconnect_at,
+            self.next_reap_at,
+        )
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def members(self) -> list[MemberView]:
+        return self.membership.views()
+
+    def entries(self, table: str, network: str) -> dict[str, TableEntry]:
+        return self.tables.entries(table, network)
+
+    def networks(self) -> set[str]:
+        return set(self.tables.local_networks)
+
+    # ---- local commands ----------------------------------------------------------------
+
+    def start_join(self, addrs: list[Address]) -> None:
+        """Join through known addresses: a push-pull with each (memberlist Join)."""
+        self._push_pulls.extend(PushPullRequest(a, True) for a in addrs if a != self.addr)
+
+    def leave(self, now: float) -> None:
+        self.membership.leave(now)
+        self._after(now)
+
+    def join_network(self, network: str, now: float) -> None:
+        if network in self.tables.local_networks:
+            return
+        self._broadcast_network(self.tables.join_network(network))
+        # networkdb bulk-syncs with a member of the network on join.
+        peers = self._network_peers(network, 1)
+        if peers:
+            self._push_pulls.append(PushPullRequest(peers[0], False))
+        self._after(now)
+
+    def leave_network(self, network: str, now: float) -> None:
+        if network not in self.tables.local_networks:
+            return
+        self._broadcast_network(self.tables.leave_network(network))
+        self._network_queues.pop(network, None)
+        self._after(now)
+
+    def set_entry(self, table: str, network: str, key: str, value: bytes, now: float) -> None:
+        self._broadcast_entry(self.tables.set_entry(table, network, key, value, now))
+        self._after(now)
+
+    def delete_entry(self, table: str, network: str, key: str, now: float) -> None:
+        event = self.tables.delete_entry(table, network, key, now)
+        if event is not None:
+            self._broadcast_entry(event)
+        self._after(now)
+
+    # ---- network inputs ----------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, src: Address, now: float) -> None:
+        """One decrypted datagram; MalformedGossip leaves the state untouched."""
+        if len(data) > self.config.packet_budget:
+            raise MalformedGossip(f"datagram of {len(data)} bytes over budget")
+        for msg in decode(data):
+            self._dispatch(msg, src, now)
+        self._after(now)
+
+    def push_pull_payload(self, join: bool) -> bytes:
+        """Our full state for a push-pull exchange."""
+        networks, tables = self.tables.snapshot()
+        messages: list[Message] = [PushPullHeader(self.name, join)]
+        messages.extend(self.membership.records())
+        messages.extend(networks)
+        messages.extend(tables)
+        return encode(messages)
+
+    def merge_push_pull(self, data: bytes, now: float) -> str:
+        """A peer's full state; returns its name. MalformedGossip leaves the state untouched."""
+        messages = decode(data)
+        if not messages or not isinstance(messages[0], PushPullHeader):
+            raise MalformedGossip("push-pull without its header")
+        records = [m for m in messages if isinstance(m, MemberRecord)]
+        self.membership.merge_remote(records, now)
+        self._absorb_changes()
+        for msg in messages:
+            if isinstance(msg, NetworkEvent):
+                self._on_network_event(msg, now)
+        for msg in messages:
+            if isinstance(msg, TableEvent):
+                # networkdb bulk sync: repair quietly, broadcast only our own restatements.
+                event = self.tables.apply_table_event(msg, now, rebroadcast=False)
+                if event is not None:
+                    self._broadcast_entry(event)
+        self._after(now)
+        return messages[0].sender
+
+    def bootstrap(self, records: list[MemberRecord], now: float) -> None:
+        """Simulator start-up: learn a converged membership without announcing it."""
+        self.membership.merge_remote(records, now)
+        self._member_queue.clear()
+        self.membership.changes.clear()
+
+    # ---- timers ------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        self.membership.handle_timer(now)
+        if now >= self.next_gossip_at:
+            self.next_gossip_at = now + self.config.gossip_interval
+            self._gossip(now)
+        if now >= self.next_push_pull_at:
+            n = self.membership.live_count()
+            self.next_push_pull_at = now + push_pull_scale(self.config.push_pull_interval, n)
+            peers = self.membership.random_live(1)
+            addr = None if not peers else self.membership.address_of(peers[0])
+            if addr is not None:
+                self._push_pulls.append(PushPullRequest(addr, False))
+        if now >= self.next_reconnect_at:
+            self.next_reconnect_at = now + self.config.reconnect_interval
+            dead = self.membership.random_dead()
+            if dead is not None:
+                self._push_pulls.append(PushPullRequest(dead, False))
+        if now >= self.next_reap_at:
+            self.next_reap_at = now + self.config.reap_interval
+            for name in self.membership.reap(now):
+                self.tables.forget_owner(name, now)
+            self.tables.reap(now)
+        self._after(now)
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _dispatch(self, msg: Message, src: Address, now: float) -> None:
+        if isinstance(msg, NetworkEvent):
+            self._on_network_event(msg, now)
+        elif isinstance(msg, TableEvent):
+            event = self.tables.apply_table_event(msg, now)
+            if event is not None:
+                self._broadcast_entry(event)
+        elif not isinstance(msg, MemberRecord | PushPullHeader):
+            self.membership.handle(msg, src, now)
+
+    def _on_network_event(self, msg: NetworkEvent, now: float) -> None:
+        event = self.tables.apply_network_event(msg, now)
+        if event is not None:
+            self._broadcast_network(event)
+
+    def _broadcast_network(self, event: NetworkEvent) -> None:
+        self._member_queue.push(("network", event.node, event.network), encode_message(event))
+
+    def _broadcast_entry(self, event: TableEvent) -> None:
+        queue = self._network_queues.setdefault(event.network, BroadcastQueue())
+        queue.push(("entry", event.table, event.key), encode_message(event))
+
+    def _network_peers(self, network: str, k: int) -> list[Address]:
+        live = [
+            n
+            for n in self.tables.participants(network)
+            if n != self.name and self.membership.is_live(n)
+        ]
+        picked = self.rng.sample(live, k) if len(live) > k else live
+        return [a for a in map(self.membership.address_of, picked) if a is not None]
+
+    def _gossip(self, now: float) -> None:
+        budget = self.config.packet_budget - PACKET_OVERHEAD
+        if len(self._member_queue):
+            limit = retransmit_limit(self.config.retransmit_mult, self.membership.live_count())
+            for addr in self.membership.gossip_targets(self.config.gossip_nodes, now):
+                self._send(addr, self._member_queue.take(budget, limit))
+        for network, queue in list(self._network_queues.items()):
+            if not len(queue):
+                continue
+            peers = self._network_peers(network, self.config.gossip_nodes)
+            n = len(self.tables.participants(network))
+            limit = retransmit_limit(self.config.retransmit_mult, n)
+            for addr in peers:
+                self._send(addr, queue.take(budget, limit))
+
+    def _send(self, addr: Address, messages: list[bytes]) -> None:
+        if messages:
+            self._datagrams.append((addr, encode_packet(messages)))
+
+    def _absorb_changes(self) -> None:
+        for change in self.membership.changes:
+            was = change.old in LIVE_STATES
+            now_live = change.new in LIVE_STATES
+            if was != now_live:
+                self.tables.owner_liveness_changed(change.name, now_live)
+            self._events.extend(self.tables.events)
+            self.tables.events.clear()
+            self._events.append(change)
+        self.membership.changes.clear()
+
+    def _after(self, now: float) -> None:
+        """Turn what the cores produced into datagrams and events."""
+        self._absorb_changes()
+        self._events.extend(self.tables.events)
+        self.tables.events.clear()
+        if self.membership.outbox:
+            limit = retransmit_limit(self.config.retransmit_mult, self.membership.live_count())
+            for addr, primaries in self.membership.outbox:
+                encoded = [encode_message(m) for m in primaries]
+                room = self.config.packet_budget - PACKET_OVERHEAD - sum(map(len, encoded))
+                # Piggyback fresh updates on every probe message (SWIM section 4.4).
+                encoded.extend(self._member_queue.take(room, limit))
+                self._datagrams.append((addr, encode_packet(encoded)))
+            self.membership.outbox.clear()

@@ -1,0 +1,359 @@
+"""Gossip wire format: SWIM and network-table messages, packed into one datagram or one
+push-pull stream. Pure codec: bytes in, frozen records out; anything wrong is MalformedGossip."""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+# Bumped when the format changes incompatibly; a peer speaking a newer one is "from the future".
+PROTOCOL_VERSION = 1
+
+# A message body is length-prefixed with 16 bits: nothing in one datagram can be larger.
+MAX_MESSAGE_BODY = 0xFFFF
+
+# Names, table and network ids travel with an 8-bit length: Docker ids are 25-64 characters.
+MAX_NAME_BYTES = 255
+
+Address = tuple[str, int]
+
+
+class MalformedGossip(ValueError):
+    """A gossip datagram or stream that cannot be trusted: the shell counts and drops it."""
+
+
+class FutureGossip(MalformedGossip):
+    """Well-formed, but from a newer protocol version or a clock too far ahead."""
+
+
+class MemberState(enum.IntEnum):
+    """SWIM member states, ordered the way they override each other at equal incarnation."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+    target: str
+    source: str
+    source_addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    seq: int
+    target: str
+    target_addr: Address
+    source: str
+    source_addr: Address
+    want_nack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    seq: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    incarnation: int
+    node: str
+    addr: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    incarnation: int
+    node: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """`source == node` means a graceful leave (memberlist's convention)."""
+
+    incarnation: int
+    node: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkEvent:
+    """`node` joined or left `network`'s gossip at Lamport time `ltime`."""
+
+    node: str
+    network: str
+    ltime: int
+    joined: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TableEvent:
+    """One table entry's state as its owner last wrote it; `deleted` makes it a tombstone."""
+
+    table: str
+    network: str
+    key: str
+    owner: str
+    ltime: int
+    deleted: bool
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """A member as one node sees it: the unit of the push-pull membership exchange."""
+
+    node: str
+    addr: Address
+    incarnation: int
+    state: MemberState
+
+
+@dataclass(frozen=True, slots=True)
+class PushPullHeader:
+    sender: str
+    join: bool
+
+
+Message = (
+    Ping
+    | PingReq
+    | Ack
+    | Nack
+    | Alive
+    | Suspect
+    | Dead
+    | NetworkEvent
+    | TableEvent
+    | MemberRecord
+    | PushPullHeader
+)
+
+
+class _Kind(enum.IntEnum):
+    PING = 1
+    PING_REQ = 2
+    ACK = 3
+    NACK = 4
+    ALIVE = 5
+    SUSPECT = 6
+    DEAD = 7
+    NETWORK = 8
+    TABLE = 9
+    MEMBER = 10
+    PUSH_PULL = 11
+
+
+_U8 = struct.Struct("!B")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_U64 = struct.Struct("!Q")
+_HEAD = struct.Struct("!BH")
+
+
+def _str(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > MAX_NAME_BYTES:
+        raise ValueError(f"name longer than {MAX_NAME_BYTES} bytes: {text[:40]!r}...")
+    return _U8.pack(len(raw)) + raw
+
+
+def _addr(addr: Address) -> bytes:
+    return _str(addr[0]) + _U16.pack(addr[1])
+
+
+def _body(msg: Message) -> tuple[_Kind, bytes]:
+    match msg:
+        case Ping():
+            return _Kind.PING, (
+                _U32.pack(msg.seq) + _str(msg.target) + _str(msg.source) + _addr(msg.source_addr)
+            )
+        case PingReq():
+            return _Kind.PING_REQ, (
+                _U32.pack(msg.seq)
+                + _str(msg.target)
+                + _addr(msg.target_addr)
+                + _str(msg.source)
+                + _addr(msg.source_addr)
+                + _U8.pack(msg.want_nack)
+            )
+        case Ack():
+            return _Kind.ACK, _U32.pack(msg.seq) + _str(msg.source)
+        case Nack():
+            return _Kind.NACK, _U32.pack(msg.seq) + _str(msg.source)
+        case Alive():
+            return _Kind.ALIVE, _U32.pack(msg.incarnation) + _str(msg.node) + _addr(msg.addr)
+        case Suspect():
+            return _Kind.SUSPECT, _U32.pack(msg.incarnation) + _str(msg.node) + _str(msg.source)
+        case Dead():
+            return _Kind.DEAD, _U32.pack(msg.incarnation) + _str(msg.node) + _str(msg.source)
+        case NetworkEvent():
+            return _Kind.NETWORK, (
+                _str(msg.node) + _str(msg.network) + _U64.pack(msg.ltime) + _U8.pack(msg.joined)
+            )
+        case TableEvent():
+            if len(msg.value) > MAX_MESSAGE_BODY - 1100:
+                raise ValueError("table value too large for a datagram")
+            return _Kind.TABLE, (
+                _str(msg.table)
+                + _str(msg.network)
+                + _str(msg.key)
+                + _str(msg.owner)
+                + _U64.pack(msg.ltime)
+                + _U8.pack(msg.deleted)
+                + _U16.pack(len(msg.value))
+                + msg.value
+            )
+        case MemberRecord():
+            return _Kind.MEMBER, (
+                _str(msg.node) + _addr(msg.addr) + _U32.pack(msg.incarnation) + _U8.pack(msg.state)
+            )
+        case PushPullHeader():
+            return _Kind.PUSH_PULL, _str(msg.sender) + _U8.pack(msg.join)
+    raise TypeError(f"not a gossip message: {msg!r}")
+
+
+def encode_message(msg: Message) -> bytes:
+    """One message with its type and length: the unit a packet is built from."""
+    kind, body = _body(msg)
+    return _HEAD.pack(kind, len(body)) + body
+
+
+def encode_packet(messages: Iterable[bytes]) -> bytes:
+    """Join already-encoded messages behind the version byte."""
+    return _U8.pack(PROTOCOL_VERSION) + b"".join(messages)
+
+
+def encode(messages: Sequence[Message]) -> bytes:
+    return encode_packet(encode_message(m) for m in messages)
+
+
+# The version byte in front of every packet.
+PACKET_OVERHEAD = 1
+
+
+class _Reader:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.buf):
+            raise MalformedGossip("truncated message")
+        out = self.buf[self.pos : end]
+        self.pos = end
+        return out
+
+    def u8(self) -> int:
+        value: int = _U8.unpack(self.take(1))[0]
+        return value
+
+    def u16(self) -> int:
+        value: int = _U16.unpack(self.take(2))[0]
+        return value
+
+    def u32(self) -> int:
+        value: int = _U32.unpack(self.take(4))[0]
+        return value
+
+    def u64(self) -> int:
+        value: int = _U64.unpack(self.take(8))[0]
+        return value
+
+    def flag(self) -> bool:
+        value = self.u8()
+        if value > 1:
+            raise MalformedGossip(f"bad flag {value}")
+        return value == 1
+
+    def text(self) -> str:
+        raw = self.take(self.u8())
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise MalformedGossip("name is not UTF-8") from exc
+
+    def name(self) -> str:
+        text = self.text()
+        if not text:
+            raise MalformedGossip("empty name")
+        return text
+
+    def addr(self) -> Address:
+        return self.name(), self.u16()
+
+
+def _decode_ping(r: _Reader) -> Message:
+    return Ping(r.u32(), r.name(), r.name(), r.addr())
+
+
+def _decode_ping_req(r: _Reader) -> Message:
+    return PingReq(r.u32(), r.name(), r.addr(), r.name(), r.addr(), r.flag())
+
+
+def _decode_member(r: _Reader) -> Message:
+    node, addr, incarnation, state = r.name(), r.addr(), r.u32(), r.u8()
+    if state > max(MemberState):
+        raise MalformedGossip(f"unknown member state {state}")
+    return MemberRecord(node, addr, incarnation, MemberState(state))
+
+
+def _decode_table(r: _Reader) -> Message:
+    table, network, key, owner = r.name(), r.name(), r.name(), r.name()
+    ltime, deleted = r.u64(), r.flag()
+    return TableEvent(table, network, key, owner, ltime, deleted, r.take(r.u16()))
+
+
+_DECODERS: dict[int, Callable[[_Reader], Message]] = {
+    _Kind.PING: _decode_ping,
+    _Kind.PING_REQ: _decode_ping_req,
+    _Kind.ACK: lambda r: Ack(r.u32(), r.name()),
+    _Kind.NACK: lambda r: Nack(r.u32(), r.name()),
+    _Kind.ALIVE: lambda r: Alive(r.u32(), r.name(), r.addr()),
+    _Kind.SUSPECT: lambda r: Suspect(r.u32(), r.name(), r.name()),
+    _Kind.DEAD: lambda r: Dead(r.u32(), r.name(), r.name()),
+    _Kind.NETWORK: lambda r: NetworkEvent(r.name(), r.name(), r.u64(), r.flag()),
+    _Kind.TABLE: _decode_table,
+    _Kind.MEMBER: _decode_member,
+    _Kind.PUSH_PULL: lambda r: PushPullHeader(r.name(), r.flag()),
+}
+
+
+def decode(data: bytes) -> list[Message]:
+    """All messages of one packet, or MalformedGossip (FutureGossip for a newer version)."""
+    if not data:
+        raise MalformedGossip("empty packet")
+    if data[0] != PROTOCOL_VERSION:
+        if data[0] > PROTOCOL_VERSION:
+            raise FutureGossip(f"protocol version {data[0]} is newer than {PROTOCOL_VERSION}")
+        raise MalformedGossip(f"unknown protocol version {data[0]}")
+    outer = _Reader(data)
+    outer.pos = 1
+    messages: list[Message] = []
+    while outer.pos < len(data):
+        kind, length = _HEAD.unpack(outer.take(_HEAD.size))
+        decoder = _DECODERS.get(kind)
+        if decoder is None:
+            raise MalformedGossip(f"unknown message type {kind}")
+        inner = _Reader(outer.take(length))
+        messages.append(decoder(inner))
+        if inner.pos != length:
+            raise MalformedGossip(f"{length - inner.pos} trailing bytes in message type {kind}")
+    return messages
