@@ -1,0 +1,99 @@
+"""Run one VTEP from the command line with static peers: the path for tests, benchmarks and any
+host whose endpoints are known in advance (e.g. to join a non-overlaynet kernel VTEP).
+
+    python -m overlaynet.dataplane.vtep_main --local-ip 192.168.0.11 --vni 4097 \
+        --tap on-tap-x --bridge br0 --peer 192.168.0.12 --fdb 02:42:0a:00:00:03=192.168.0.12
+
+Run it inside the host's network namespace (`ip netns exec` / `nsenter --net=`). SIGTERM or
+SIGINT stops it; SIGUSR1 writes the counters to `--stats` (also written on exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from overlaynet.dataplane.switching import DEFAULT_MTU
+from overlaynet.dataplane.vtep import Vtep
+from overlaynet.wire import vxlan
+
+
+def _pair(text: str) -> tuple[str, str]:
+    left, sep, right = text.partition("=")
+    if not sep or not left or not right:
+        raise argparse.ArgumentTypeError(f"expected A=B, got {text!r}")
+    return left, right
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; every list option may be repeated."""
+    p = argparse.ArgumentParser(prog="vtep_main", description=__doc__.split("\n\n")[0])
+    p.add_argument("--local-ip", required=True, help="this host's underlay address")
+    p.add_argument("--port", type=int, default=vxlan.VXLAN_PORT)
+    p.add_argument("--vni", type=int, required=True)
+    p.add_argument("--tap", required=True, help="TAP name to create (on-tap-… in a host ns)")
+    p.add_argument("--bridge", help="attach the TAP to this bridge")
+    p.add_argument("--mtu", type=int, default=DEFAULT_MTU)
+    p.add_argument("--peer", action="append", default=[], help="host for flooded frames")
+    p.add_argument("--member", action="append", default=[], help="extra host allowed to send")
+    p.add_argument("--fdb", action="append", default=[], type=_pair, metavar="MAC=HOST_IP")
+    p.add_argument("--arp", action="append", default=[], type=_pair, metavar="IP=MAC")
+    p.add_argument("--strict", action="store_true", help="drop VXLAN with reserved bits set")
+    p.add_argument("--stats", type=Path, help="write counters here as JSON")
+    p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
+    return p.parse_args(argv)
+
+
+def _attach(tap: str, bridge: str) -> None:
+    """Make the TAP a port of `bridge` (pyroute2, current namespace)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        (tap_index,) = ipr.link_lookup(ifname=tap)
+        (bridge_index,) = ipr.link_lookup(ifname=bridge)
+        ipr.link("set", index=tap_index, master=bridge_index, state="up")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the VTEP, serve until signalled, write the counters."""
+    args = parse_args(argv)
+    vtep = Vtep(args.local_ip, args.port, strict=args.strict)
+    try:
+        vtep.add_network(args.vni, args.tap, args.mtu)
+        if args.bridge:
+            _attach(args.tap, args.bridge)
+        vtep.set_peers(args.vni, args.peer)
+        vtep.members = args.member
+        for mac, host in args.fdb:
+            vtep.fdb.add(args.vni, mac, host)
+        for ip, mac in args.arp:
+            vtep.add_arp(args.vni, ip, mac)
+
+        def dump(_signum: int = 0, _frame: FrameType | None = None) -> None:
+            if args.stats is not None:
+                tmp = args.stats.with_suffix(".tmp")
+                tmp.write_text(json.dumps(vtep.stats(), indent=1, sort_keys=True))
+                tmp.replace(args.stats)
+
+        def finish(_signum: int, _frame: FrameType | None) -> None:
+            vtep.stop()
+
+        signal.signal(signal.SIGTERM, finish)
+        signal.signal(signal.SIGINT, finish)
+        signal.signal(signal.SIGUSR1, dump)
+        if args.ready is not None:
+            args.ready.touch()
+        vtep.serve()
+        dump()
+    finally:
+        vtep.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Two VTEPs on loopback (127.0.0.2 and 127.0.0.3), socketpairs standing in for the TAPs: the
+hot loop, the public control interface and the trio wrapper, without root."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+import trio
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.l2 import ARP, Ether
+
+from overlaynet.dataplane.fdb import RemoteEndpoint
+from overlaynet.dataplane.vtep import Vtep
+
+VNI = 4097
+MAC_A, MAC_B = "02:42:0a:00:00:02", "02:42:0a:00:00:03"
+HOST_A, HOST_B = "127.0.0.2", "127.0.0.3"
+TIMEOUT = 5.0  # generous: only bounds a hang, never asserts speed
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Pair:
+    """Two VTEPs, each serving VNI on one end of a socketpair; the other end is 'the bridge'."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        port = free_port()
+        self.a = stack.enter_context(Vtep(HOST_A, port, source_sockets=2, socket_buffer=1 << 20))
+        self.b = stack.enter_context(Vtep(HOST_B, port, source_sockets=2, socket_buffer=1 << 20))
+        self.port = port
+        self.bridge_a, tap_a = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.bridge_b, tap_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (self.bridge_a, tap_a, self.bridge_b, tap_b):
+            stack.enter_context(s)
+            s.settimeout(TIMEOUT)
+        tap_a.setblocking(False)
+        tap_b.setblocking(False)
+        self.a.add_network(VNI, tap_a.fileno())
+        self.b.add_network(VNI, tap_b.fileno())
+        self.a.set_peers(VNI, [HOST_B])
+        self.b.set_peers(VNI, [HOST_A])
+        self.a.endpoint_added(RemoteEndpoint(VNI, MAC_B, "10.0.0.3", HOST_B))
+        self.b.endpoint_added(RemoteEndpoint(VNI, MAC_A, "10.0.0.2", HOST_A))
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    with ExitStack() as stack:
+        p = Pair(stack)
+        p.a.start()
+        p.b.start()
+        yield p
+
+
+def frame_a_to_b(payload: bytes = b"hello") -> bytes:
+    return bytes(
+        Ether(src=MAC_A, dst=MAC_B) / IP(src="10.0.0.2", dst="10.0.0.3") / ICMP() / payload
+    )
+
+
+def test_frame_crosses_from_one_tap_to_the_other_unchanged(pair: Pair) -> None:
+    frame = frame_a_to_b()
+    pair.bridge_a.send(frame)
+    assert pair.bridge_b.recv(65536) == frame
+    back = bytes(Ether(src=MAC_B, dst=MAC_A) / IP(src="10.0.0.3", dst="10.0.0.2") / ICMP())
+    pair.bridge_b.send(back)
+    assert pair.bridge_a.recv(65536) == back
+    fdb = pair.a.inspect(VNI)["fdb"]
+    assert fdb[0]["tx_frames"] == 1
+    assert fdb[0]["rx_frames"] == 1
+
+
+def test_arp_is_answered_without_leaving_the_host(pair: Pair) -> None:
+    request = Ether(src=MAC_A, dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc=MAC_A, psrc="10.0.0.2",
+                                                              pdst="10.0.0.3")  # fmt: skip
+    pair.bridge_a.send(bytes(request))
+    reply = Ether(pair.bridge_a.recv(65536))
+    assert reply[ARP].hwsrc == MAC_B
+    assert pair.a.stats()["networks"][str(VNI)]["counters"]["arp_answered"] == 1
+    assert "rx_frames" not in pair.b.stats()["networks"][str(VNI)]["counters"]
+
+
+def test_datagrams_from_non_members_are_dropped_and_forwarding_continues(pair: Pair) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind(("127.0.0.9", 0))
+        for i in range(50):
+            stranger.sendto(bytes([8, 0, 0, 0, 0, 0x10, 0x01, 0]) + bytes(i), (HOST_B, pair.port))
+    frame = frame_a_to_b(b"after")
+    pair.bridge_a.send(frame)
+    assert pair.bridge_b.recv(65536) == frame  # same socket, so the strangers came first
+    assert pair.b.stats()["counters"]["rx_drop_not_member"] == 50
+
+
+def test_members_setter_admits_extra_hosts(pair: Pair) -> None:
+    pair.b.members = ["127.0.0.9"]
+    assert "127.0.0.9" in pair.b.members
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as joined:
+        joined.bind(("127.0.0.9", 0))
+        frame = frame_a_to_b(b"static")
+        joined.sendto(bytes([8, 0, 0, 0, 0, 0x10, 0x01, 0]) + frame, (HOST_B, pair.port))
+        assert pair.bridge_b.recv(65536) == frame
+
+
+def test_outer_source_port_is_from_the_pool_in_the_rfc_range(pair: Pair) -> None:
+    ports = pair.a.stats()["source_ports"]
+    assert len(ports) == 2
+    assert all(49152 <= p <= 65535 for p in ports)
+
+
+def test_remove_network_forgets_its_state(pair: Pair) -> None:
+    pair.a.remove_network(VNI)
+    assert pair.a.fdb.lookup(VNI, MAC_B) is None
+    assert pair.a.stats()["networks"] == {}
+
+
+async def test_run_serves_under_trio_and_stops_on_cancel() -> None:
+    with ExitStack() as stack:
+        p = Pair(stack)
+        p.bridge_a.setblocking(False)
+        p.bridge_b.setblocking(False)
+        frame = frame_a_to_b(b"trio")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(p.a.run)
+            nursery.start_soon(p.b.run)
+            await trio.lowlevel.wait_writable(p.bridge_a)
+            p.bridge_a.send(frame)
+            with trio.fail_after(TIMEOUT):
+                await trio.lowlevel.wait_readable(p.bridge_b)
+            assert p.bridge_b.recv(65536) == frame
+            nursery.cancel_scope.cancel()
