@@ -1,0 +1,450 @@
+"""The per-host daemon: one trio nursery wiring the planes, and the local API that drives them.
+
+Kernel work runs in worker threads under one lock (pyroute2 and subprocess calls block), so the
+event loop stays free and requests are applied one at a time. A client's request can fail; it
+can never stop the agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import signal
+import socket as stdsocket
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from overlaynet import api, views
+from overlaynet.errors import ApiError, InvalidArgument
+from overlaynet.host import links, netns
+from overlaynet.model import Container, Status
+from overlaynet.paths import HostPaths
+from overlaynet.runtime import ContainerRequest, NetworkRequest, Runtime
+
+log = logging.getLogger("overlaynet.agent")
+T = TypeVar("T")
+
+# How often the agent looks for containers whose process ended (Docker learns it from
+# containerd events; a poll this often keeps `ps` and `run`'s exit code prompt).
+POLL_INTERVAL = 0.2
+VERSION = "0.1.0"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line: easy to grep, easy to load."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def _arg(args: dict[str, Any], name: str, kind: type[T], default: T | None = None) -> T:
+    value = args.get(name, default)
+    if value is None and default is None and name not in args:
+        raise InvalidArgument(f"missing argument {name!r}")
+    if not isinstance(value, kind):
+        raise InvalidArgument(f"argument {name!r} must be {kind.__name__}")
+    return value
+
+
+def _opt_str(args: dict[str, Any], name: str) -> str | None:
+    value = args.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument(f"argument {name!r} must be a string")
+    return value
+
+
+def _str_list(args: dict[str, Any], name: str) -> list[str]:
+    value = args.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"argument {name!r} must be a list of strings")
+    return value
+
+
+def _str_dict(args: dict[str, Any], name: str) -> dict[str, str]:
+    value = args.get(name, {})
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise InvalidArgument(f"argument {name!r} must be an object of strings")
+    return value
+
+
+class Agent:
+    def __init__(self, paths: HostPaths) -> None:
+        self.paths = paths
+        self.runtime = Runtime(paths.host, paths.state_dir, paths.kernel_names)
+        self.lock = trio.Lock()
+        self.counters: Counter[str] = Counter()
+        self.started = time.time()
+        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "ping": self.op_ping,
+            "info": self.op_info,
+            "network.create": self.op_network_create,
+            "network.ls": self.op_network_ls,
+            "network.inspect": self.op_network_inspect,
+            "network.rm": self.op_network_rm,
+            "network.connect": self.op_network_connect,
+            "network.disconnect": self.op_network_disconnect,
+            "container.create": self.op_container_create,
+            "container.start": self.op_container_start,
+            "container.stop": self.op_container_stop,
+            "container.rm": self.op_container_rm,
+            "container.ls": self.op_container_ls,
+            "container.inspect": self.op_container_inspect,
+            "container.wait": self.op_container_wait,
+            "container.top": self.op_container_top,
+            "container.logs": self.op_container_logs,
+            "host.kernel": self.op_host_kernel,
+        }
+
+    async def locked(self, fn: Callable[[], T]) -> T:
+        """Run kernel work in a thread, one request at a time."""
+        async with self.lock:
+            return await trio.to_thread.run_sync(fn)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        counts = await self.locked(self.runtime.restore)
+        log.info("restored state", extra={"fields": counts})
+        listener = self._bind_socket()
+        self.paths.pid_file.write_text(f"{os.getpid()}\n")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._serve, listener)
+                nursery.start_soon(self._poll_processes)
+                nursery.start_soon(self._handle_signals, nursery.cancel_scope)
+                log.info("agent ready", extra={"fields": {"socket": str(self.paths.socket)}})
+                task_status.started()
+        finally:
+            listener.close()
+            self.paths.socket.unlink(missing_ok=True)
+            self.paths.pid_file.unlink(missing_ok=True)
+            log.info("agent stopped")
+
+    def _bind_socket(self) -> trio.socket.SocketType:
+        path = self.paths.socket
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink(missing_ok=True)  # left by an agent that died
+        else:
+            raise SystemExit(f"another agent already serves {path}")
+        finally:
+            probe.close()
+        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+        sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
+        # Bind synchronously: trio's async bind only differs for name resolution.
+        sock._sock.bind(str(path))  # type: ignore[attr-defined]
+        os.chmod(path, 0o660)
+        sock.listen(64)
+        return sock
+
+    async def _handle_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("shutting down", extra={"fields": {"signal": signum}})
+                scope.cancel()
+                return
+
+    async def _poll_processes(self) -> None:
+        while True:
+            await trio.sleep(POLL_INTERVAL)
+            ended = await self.locked(self.runtime.poll)
+            for c in ended:
+                log.info(
+                    "container exited",
+                    extra={"fields": {"container": c.name, "exit_code": c.exit_code}},
+                )
+
+    async def _serve(self, listener: trio.socket.SocketType) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    conn, _ = await listener.accept()
+                except OSError as e:
+                    if e.errno in (errno.EMFILE, errno.ENFILE):
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                nursery.start_soon(self._handle_connection, trio.SocketStream(conn))
+
+    async def _handle_connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                line = await self._read_line(stream)
+                reply = await self.dispatch(line)
+                await stream.send_all(reply)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.counters["client_gone"] += 1
+
+    async def _read_line(self, stream: trio.SocketStream) -> bytes:
+        buf = bytearray()
+        with trio.move_on_after(30):
+            while b"\n" not in buf and len(buf) <= api.MAX_REQUEST_BYTES:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        return bytes(buf.split(b"\n", 1)[0])
+
+    async def dispatch(self, line: bytes) -> bytes:
+        """One request line in, one response line out; nothing a client sends escapes this."""
+        try:
+            op, args = api.decode_request(line)
+        except api.MalformedRequest as e:
+            self.counters["malformed_requests"] += 1
+            log.warning("malformed request", extra={"fields": {"error": str(e)}})
+            return api.encode_error("invalid", f"malformed request: {e}")
+        handler = self.handlers.get(op)
+        if handler is None:
+            self.counters["unknown_ops"] += 1
+            return api.encode_error("invalid", f"unknown operation {op!r}")
+        self.counters[f"op:{op}"] += 1
+        try:
+            return api.encode_result(await handler(args))
+        except ApiError as e:
+            self.counters["refused_requests"] += 1
+            return api.encode_error(e.kind, str(e))
+        except Exception as e:
+            self.counters["internal_errors"] += 1
+            log.exception("request failed", extra={"fields": {"op": op}})
+            return api.encode_error("unavailable", f"{op} failed inside the agent: {e}")
+
+    # ---- operations ---------------------------------------------------------------------
+
+    async def op_ping(self, args: dict[str, Any]) -> Any:
+        return {"host": self.paths.host, "pid": os.getpid(), "version": VERSION}
+
+    async def op_info(self, args: dict[str, Any]) -> Any:
+        rt = self.runtime
+        running = sum(1 for c in rt.containers.values() if c.status == Status.RUNNING)
+        return {
+            "Name": self.paths.host,
+            "Lab": self.paths.lab,
+            "Pid": os.getpid(),
+            "Uptime": round(time.time() - self.started, 1),
+            "Containers": len(rt.containers),
+            "ContainersRunning": running,
+            "Networks": len(rt.networks),
+            "StateDir": str(self.paths.state_dir),
+            "Counters": dict(self.counters),
+        }
+
+    async def op_network_create(self, args: dict[str, Any]) -> Any:
+        req = NetworkRequest(
+            name=_arg(args, "name", str),
+            driver=_arg(args, "driver", str, "bridge"),
+            subnet=_opt_str(args, "subnet"),
+            gateway=_opt_str(args, "gateway"),
+            options=_str_dict(args, "options"),
+            labels=_str_dict(args, "labels"),
+            internal=bool(args.get("internal", False)),
+            attachable=bool(args.get("attachable", False)),
+        )
+        net = await self.locked(partial(self.runtime.network_create, req))
+        log.info("network created", extra={"fields": {"network": net.name, "id": net.id}})
+        return {"id": net.id}
+
+    async def op_network_ls(self, args: dict[str, Any]) -> Any:
+        return [
+            {"id": n.id, "name": n.name, "driver": str(n.driver), "scope": n.scope}
+            for n in sorted(self.runtime.networks.values(), key=lambda n: n.name)
+        ]
+
+    async def op_network_inspect(self, args: dict[str, Any]) -> Any:
+        rt = self.runtime
+        net = rt.network(_arg(args, "network", str))
+        return views.network_doc(net, list(rt.containers.values()))
+
+    async def op_network_rm(self, args: dict[str, Any]) -> Any:
+        net = await self.locked(partial(self.runtime.network_rm, _arg(args, "network", str)))
+        return {"id": net.id, "name": net.name}
+
+    async def op_network_connect(self, args: dict[str, Any]) -> Any:
+        fn = partial(
+            self.runtime.network_connect,
+            _arg(args, "network", str),
+            _arg(args, "container", str),
+            _opt_str(args, "ip"),
+            _str_list(args, "aliases"),
+        )
+        c = await self.locked(fn)
+        return {"id": c.id}
+
+    async def op_network_disconnect(self, args: dict[str, Any]) -> Any:
+        fn = partial(
+            self.runtime.network_disconnect,
+            _arg(args, "network", str),
+            _arg(args, "container", str),
+        )
+        c = await self.locked(fn)
+        return {"id": c.id}
+
+    async def op_container_create(self, args: dict[str, Any]) -> Any:
+        req = ContainerRequest(
+            image=_arg(args, "image", str),
+            cmd=_str_list(args, "cmd"),
+            name=_opt_str(args, "name"),
+            network=_arg(args, "network", str, "bridge"),
+            ip=_opt_str(args, "ip"),
+            aliases=_str_list(args, "aliases"),
+            env=_str_list(args, "env"),
+        )
+        c = await self.locked(partial(self.runtime.container_create, req))
+        log.info("container created", extra={"fields": {"container": c.name, "id": c.id}})
+        if args.get("start", False):
+            try:
+                await self.locked(partial(self.runtime.container_start, c.id))
+            except ApiError:
+                await self.locked(partial(self.runtime.container_rm, c.id, True))
+                raise
+        return {"id": c.id, "name": c.name}
+
+    async def op_container_start(self, args: dict[str, Any]) -> Any:
+        c = await self.locked(partial(self.runtime.container_start, _arg(args, "container", str)))
+        return {"id": c.id, "name": c.name}
+
+    async def op_container_stop(self, args: dict[str, Any]) -> Any:
+        timeout = args.get("timeout", 10)
+        if not isinstance(timeout, int | float) or timeout < 0:
+            raise InvalidArgument("argument 'timeout' must be a number of seconds ≥ 0")
+        fn = partial(self.runtime.container_stop, _arg(args, "container", str), float(timeout))
+        c = await self.locked(fn)
+        return {"id": c.id, "name": c.name}
+
+    async def op_container_rm(self, args: dict[str, Any]) -> Any:
+        fn = partial(
+            self.runtime.container_rm, _arg(args, "container", str), bool(args.get("force", False))
+        )
+        c = await self.locked(fn)
+        return {"id": c.id, "name": c.name}
+
+    async def op_container_ls(self, args: dict[str, Any]) -> Any:
+        include_all = bool(args.get("all", False))
+        now = time.time()
+        rows = []
+        for c in sorted(self.runtime.containers.values(), key=lambda c: c.created, reverse=True):
+            if not include_all and c.status != Status.RUNNING:
+                continue
+            ages = {
+                "started": now - _epoch(c.started_at),
+                "finished": now - _epoch(c.finished_at),
+            }
+            rows.append(
+                {
+                    "id": c.id,
+                    "image": c.image,
+                    "command": views.command_text(c.cmd),
+                    "created": views.human_duration(now - _epoch(c.created)) + " ago",
+                    "status": views.status_text(c, ages),
+                    "ports": "",
+                    "names": c.name,
+                    "state": str(c.status),
+                }
+            )
+        return rows
+
+    async def op_container_inspect(self, args: dict[str, Any]) -> Any:
+        rt = self.runtime
+        c = rt.container(_arg(args, "container", str))
+        ns = rt.container_netns(c)
+        key = netns.path(ns) if ns else f"/proc/{os.getpid()}/ns/net"
+        return views.container_doc(c, rt.networks, key)
+
+    async def op_container_wait(self, args: dict[str, Any]) -> Any:
+        ref = _arg(args, "container", str)
+        while True:
+            c: Container = self.runtime.container(ref)
+            if c.status != Status.RUNNING:
+                return {"StatusCode": c.exit_code or 0}
+            await trio.sleep(POLL_INTERVAL / 2)
+
+    async def op_container_top(self, args: dict[str, Any]) -> Any:
+        return await self.locked(partial(self.runtime.top, _arg(args, "container", str)))
+
+    async def op_container_logs(self, args: dict[str, Any]) -> Any:
+        c = self.runtime.container(_arg(args, "container", str))
+        return {"path": str(self.runtime.container_dir(c) / "output.log")}
+
+    async def op_host_kernel(self, args: dict[str, Any]) -> Any:
+        """What is built under the hood: links (with their bridge), addresses, routes."""
+
+        def snapshot() -> dict[str, Any]:
+            dumped = links.dump()
+            by_index = {link.index: link.ifname for link in dumped}
+            return {
+                "links": [
+                    {
+                        "ifname": link.ifname,
+                        "kind": link.kind,
+                        "master": by_index.get(link.master or 0, ""),
+                        "state": link.state,
+                        "mtu": link.mtu,
+                        "mac": link.mac,
+                    }
+                    for link in dumped
+                ],
+                "addresses": [[name, str(addr)] for name, addr in links.addresses()],
+                "routes": links.routes(),
+            }
+
+        return await trio.to_thread.run_sync(snapshot)
+
+
+def _epoch(iso: str | None) -> float:
+    if not iso:
+        return time.time()
+    import datetime
+
+    return (
+        datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ")
+        .replace(tzinfo=datetime.UTC)
+        .timestamp()
+    )
+
+
+def setup_logging(log_file: Path | None, level: str = "info") -> None:
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="overlaynet agent", description="run one host's agent")
+    p.add_argument("--host", required=True, help="this host's name (node1, …)")
+    p.add_argument("--lab", default=None, help="the lab this host belongs to (none on a VM)")
+    p.add_argument("--log-file", type=Path, default=None)
+    p.add_argument("--log-level", default="info")
+    ns = p.parse_args(argv)
+    paths = HostPaths(ns.host, ns.lab)
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(ns.log_file, ns.log_level)
+    agent = Agent(paths)
+    trio.run(agent.run)
+    return 0

@@ -1,0 +1,579 @@
+"""The `overlaynet` command: docker's verbs and output shapes, talking to one host's agent.
+
+`-H/--host NAME` (or OVERLAYNET_HOST) picks the host, `--lab NAME` (or OVERLAYNET_LAB) the lab;
+`--lab none` talks to the agent of a real host (a VM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from overlaynet import api, gotemplate, views
+from overlaynet.errors import ApiError
+from overlaynet.names import BadName, short_id
+from overlaynet.paths import HostPaths
+
+# docker exits 1 for a daemon error, 125 when `run` itself fails (docker run reference).
+EXIT_ERROR = 1
+EXIT_RUN_FAILED = 125
+
+
+class CliError(Exception):
+    """A one-line error for stderr, with the exit status to leave with."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _host_paths(ns: argparse.Namespace) -> HostPaths:
+    lab = ns.lab
+    if lab in ("none", ""):
+        return HostPaths(ns.host or socket.gethostname().split(".")[0], None)
+    return HostPaths(ns.host or "node1", lab)
+
+
+def _client(ns: argparse.Namespace, timeout: float | None = 120.0) -> api.Client:
+    return api.Client(_host_paths(ns).socket, timeout=timeout)
+
+
+def call(ns: argparse.Namespace, op: str, wait: float | None = 120.0, **args: Any) -> Any:
+    """One API call; `wait` is how long to wait for the answer (None: as long as it takes)."""
+    paths = _host_paths(ns)
+    try:
+        return _client(ns, wait).call(op, **args)
+    except api.AgentDown:
+        where = f"host {paths.host} of lab {paths.lab}" if paths.lab else f"host {paths.host}"
+        hint = (
+            f"start it with `overlaynet lab up --name {paths.lab}`"
+            if paths.lab
+            else "start it with `overlaynet agent --host NAME`"
+        )
+        raise CliError(
+            f"Cannot connect to the overlaynet agent of {where} at unix://{paths.socket}. "
+            f"Is the agent running? ({hint})"
+        ) from None
+    except ApiError as e:
+        raise CliError(f"Error response from daemon: {e}") from None
+    except TimeoutError:
+        raise CliError(f"the agent of {paths.host} did not answer in time") from None
+
+
+def _print_json(docs: list[Any], template: str | None) -> None:
+    if template is None:
+        print(json.dumps(docs, indent=4))
+        return
+    for doc in docs:
+        try:
+            print(gotemplate.render(template, doc))
+        except gotemplate.TemplateError as e:
+            raise CliError(str(e)) from None
+
+
+def _key_values(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"invalid {what} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+# ---- networks ------------------------------------------------------------------------------
+
+
+def cmd_network_create(ns: argparse.Namespace) -> int:
+    res = call(
+        ns,
+        "network.create",
+        name=ns.name,
+        driver=ns.driver,
+        subnet=ns.subnet,
+        gateway=ns.gateway,
+        options=_key_values(ns.opt, "option"),
+        labels=_key_values(ns.label, "label"),
+        internal=ns.internal,
+        attachable=ns.attachable,
+    )
+    print(res["id"])
+    return 0
+
+
+def cmd_network_ls(ns: argparse.Namespace) -> int:
+    rows = call(ns, "network.ls")
+    ids = [r["id"] if ns.no_trunc else short_id(r["id"]) for r in rows]
+    if ns.quiet:
+        print("\n".join(ids))
+        return 0
+    body = [[i, r["name"], r["driver"], r["scope"]] for i, r in zip(ids, rows, strict=True)]
+    print(views.table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], body))
+    return 0
+
+
+def cmd_network_inspect(ns: argparse.Namespace) -> int:
+    docs, status = _each(ns.networks, lambda n: call(ns, "network.inspect", network=n))
+    _print_json(docs, ns.format)
+    return status
+
+
+def cmd_network_rm(ns: argparse.Namespace) -> int:
+    _, status = _each(ns.networks, lambda n: call(ns, "network.rm", network=n), echo=True)
+    return status
+
+
+def cmd_network_connect(ns: argparse.Namespace) -> int:
+    call(
+        ns,
+        "network.connect",
+        network=ns.network,
+        container=ns.container,
+        ip=ns.ip,
+        aliases=ns.alias or [],
+    )
+    return 0
+
+
+def cmd_network_disconnect(ns: argparse.Namespace) -> int:
+    call(ns, "network.disconnect", network=ns.network, container=ns.container)
+    return 0
+
+
+def _each(refs: list[str], fn: Callable[[str], Any], echo: bool = False) -> tuple[list[Any], int]:
+    """Apply to each name; report each failure and go on, as docker does for several names."""
+    results, status = [], 0
+    for ref in refs:
+        try:
+            results.append(fn(ref))
+            if echo:
+                print(ref)
+        except CliError as e:
+            print(e, file=sys.stderr)
+            status = e.status
+    return results, status
+
+
+# ---- containers ----------------------------------------------------------------------------
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    try:
+        res = call(
+            ns,
+            "container.create",
+            image=ns.image,
+            cmd=ns.cmd,
+            name=ns.name,
+            network=ns.network or "bridge",
+            ip=ns.ip,
+            aliases=ns.network_alias or [],
+            env=ns.env or [],
+            start=True,
+        )
+    except CliError as e:
+        raise CliError(str(e), EXIT_RUN_FAILED) from None
+    if ns.detach:
+        print(res["id"])
+        return 0
+    code = _follow_until_exit(ns, res["id"])
+    if ns.rm:
+        call(ns, "container.rm", container=res["id"], force=True)
+    return code
+
+
+def _follow_until_exit(ns: argparse.Namespace, cid: str) -> int:
+    path = call(ns, "container.logs", container=cid)["path"]
+    result: dict[str, Any] = {}
+
+    def wait() -> None:
+        try:
+            result["code"] = call(ns, "container.wait", wait=None, container=cid)["StatusCode"]
+        except CliError as e:
+            result["error"] = e
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    with open(path, "rb") as f:
+        while True:
+            done = not waiter.is_alive()
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                continue
+            if done:
+                break
+            time.sleep(0.05)
+    if "error" in result:
+        raise result["error"]
+    return int(result.get("code", 0))
+
+
+def cmd_ps(ns: argparse.Namespace) -> int:
+    rows = call(ns, "container.ls", all=ns.all)
+    ids = [r["id"] if ns.no_trunc else short_id(r["id"]) for r in rows]
+    if ns.quiet:
+        if ids:
+            print("\n".join(ids))
+        return 0
+    headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    body = [
+        [i, r["image"], r["command"], r["created"], r["status"], r["ports"], r["names"]]
+        for i, r in zip(ids, rows, strict=True)
+    ]
+    print(views.table(headers, body))
+    return 0
+
+
+def cmd_start(ns: argparse.Namespace) -> int:
+    return _each(ns.containers, lambda c: call(ns, "container.start", container=c), echo=True)[1]
+
+
+def cmd_stop(ns: argparse.Namespace) -> int:
+    timeout = ns.time
+
+    def stop(c: str) -> Any:
+        return call(ns, "container.stop", wait=timeout + 30, container=c, timeout=timeout)
+
+    return _each(ns.containers, stop, echo=True)[1]
+
+
+def cmd_rm(ns: argparse.Namespace) -> int:
+    if not ns.containers:
+        raise CliError(
+            '"rm" requires at least 1 argument: overlaynet rm [OPTIONS] CONTAINER [CONTAINER...]'
+        )
+    rm = lambda c: call(ns, "container.rm", container=c, force=ns.force)  # noqa: E731
+    return _each(ns.containers, rm, echo=True)[1]
+
+
+def cmd_inspect(ns: argparse.Namespace) -> int:
+    kind = getattr(ns, "kind", None)
+
+    def one(ref: str) -> Any:
+        if kind == "container":
+            return call(ns, "container.inspect", container=ref)
+        try:
+            return call(ns, "container.inspect", container=ref)
+        except CliError:
+            try:
+                return call(ns, "network.inspect", network=ref)
+            except CliError:
+                raise CliError(f"Error: No such object: {ref}") from None
+
+    docs, status = _each(ns.objects, one)
+    _print_json(docs, ns.format)
+    return status
+
+
+def cmd_exec(ns: argparse.Namespace) -> NoReturn:
+    doc = call(ns, "container.inspect", container=ns.container)
+    state = doc["State"]
+    if not state["Running"] or not state["Pid"]:
+        raise CliError(f"Error response from daemon: container {ns.container} is not running")
+    if not ns.cmd:
+        raise CliError("exec needs a command: overlaynet exec CONTAINER COMMAND [ARG...]")
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOSTNAME": doc["Config"]["Hostname"],
+        "HOME": "/root",
+        "TERM": os.environ.get("TERM", "xterm") if ns.tty else "",
+    }
+    env.update(_key_values(doc["Config"]["Env"], "environment variable"))
+    env.update(_key_values(ns.env, "environment variable"))
+    env = {k: v for k, v in env.items() if v}
+    if not ns.interactive:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+    argv = ["nsenter", "-t", str(state["Pid"]), "-n", "-m", "-u", "--", *ns.cmd]
+    sys.stdout.flush()
+    try:
+        os.execvpe("nsenter", argv, env)
+    except OSError as e:
+        raise CliError(f"cannot exec in {ns.container}: {e}", 126) from None
+
+
+def cmd_top(ns: argparse.Namespace) -> int:
+    print(call(ns, "container.top", container=ns.container), end="")
+    return 0
+
+
+def cmd_logs(ns: argparse.Namespace) -> int:
+    path = call(ns, "container.logs", container=ns.container)["path"]
+    try:
+        with open(path, "rb") as f:
+            sys.stdout.buffer.write(f.read())
+            sys.stdout.buffer.flush()
+            while ns.follow:
+                chunk = f.read(65536)
+                if chunk:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                else:
+                    time.sleep(0.2)
+    except FileNotFoundError:
+        pass
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def cmd_info(ns: argparse.Namespace) -> int:
+    print(json.dumps(call(ns, "info"), indent=4))
+    return 0
+
+
+def cmd_host_show(ns: argparse.Namespace) -> int:
+    """What the agent built in the kernel: bridges with their ports, addresses, routes."""
+    k = call(ns, "host.kernel")
+    rows = [
+        [
+            lk["ifname"],
+            lk["kind"] or "-",
+            lk["master"] or "-",
+            lk["state"],
+            str(lk["mtu"]),
+            lk["mac"],
+        ]
+        for lk in k["links"]
+    ]
+    print(views.table(["LINK", "KIND", "BRIDGE", "STATE", "MTU", "MAC"], rows))
+    print()
+    print(views.table(["LINK", "ADDRESS"], [[a, b] for a, b in k["addresses"]]))
+    print()
+    print(
+        views.table(
+            ["ROUTE", "VIA", "DEV"],
+            [[r["dst"], r["gateway"] or "-", r["dev"]] for r in k["routes"]],
+        )
+    )
+    return 0
+
+
+# ---- lab -----------------------------------------------------------------------------------
+
+
+def cmd_lab_up(ns: argparse.Namespace) -> int:
+    from overlaynet import lab
+
+    name = ns.name or ns.lab
+    try:
+        hosts = lab.up(name, ns.hosts)
+    except (lab.LabError, BadName) as e:
+        raise CliError(str(e)) from None
+    rows = [[name, h.name, h.ip, "up"] for h in hosts]
+    print(views.table(["LAB", "HOST", "ADDRESS", "AGENT"], rows))
+    return 0
+
+
+def cmd_lab_down(ns: argparse.Namespace) -> int:
+    from overlaynet import lab
+
+    names = lab.all_labs() if ns.all else [ns.name or ns.lab]
+    for name in names:
+        try:
+            count = lab.down(name)
+        except BadName as e:
+            raise CliError(str(e)) from None
+        print(f"lab {name}: removed {count} namespaces")
+    return 0
+
+
+def cmd_lab_ls(ns: argparse.Namespace) -> int:
+    from overlaynet import lab
+
+    rows = []
+    for name in lab.all_labs():
+        for st in lab.status(name) or [lab.HostStatus(name, "-", "-", None, False)]:
+            health = "healthy" if st.healthy else ("no agent" if st.pid is None else "unhealthy")
+            rows.append([name, st.host, st.ip, str(st.pid or "-"), health])
+    print(views.table(["LAB", "HOST", "ADDRESS", "AGENT PID", "HEALTH"], rows))
+    return 0
+
+
+def cmd_lab_demo(ns: argparse.Namespace) -> int:
+    from overlaynet import demo
+
+    return demo.run(ns.name or "demo", keep=ns.keep)
+
+
+# ---- parser --------------------------------------------------------------------------------
+
+
+def _container_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-d", "--detach", action="store_true", help="run in the background, print the ID"
+    )
+    p.add_argument(
+        "-i", "--interactive", action="store_true", help="accepted for docker compatibility"
+    )
+    p.add_argument("-t", "--tty", action="store_true", help="accepted for docker compatibility")
+    p.add_argument("--name", help="the container's name")
+    p.add_argument("--network", "--net", help="network to connect to (default: bridge)")
+    p.add_argument("--ip", help="IPv4 address on that network")
+    p.add_argument("--network-alias", action="append", help="extra DNS name on that network")
+    p.add_argument("-e", "--env", action="append", help="environment variable KEY=VALUE")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("image", help="image label (recorded and shown; commands run from the host)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run (default: idle)")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_container_verbs(sub: Any, top_level: bool) -> None:
+    run = sub.add_parser("run", help="create and start a container")
+    _container_run_args(run)
+    for verb in ("ls", "ps", "list") if not top_level else ("ps",):
+        p = sub.add_parser(verb, help="list containers")
+        p.add_argument("-a", "--all", action="store_true")
+        p.add_argument("-q", "--quiet", action="store_true")
+        p.add_argument("--no-trunc", action="store_true")
+        p.set_defaults(func=cmd_ps)
+    p = sub.add_parser("start", help="start stopped containers")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_start)
+    p = sub.add_parser("stop", help="stop running containers")
+    p.add_argument("-t", "--time", type=int, default=10, help="seconds before SIGKILL")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(func=cmd_stop)
+    p = sub.add_parser("rm", help="remove containers")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("containers", nargs="*")
+    p.set_defaults(func=cmd_rm)
+    p = sub.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append")
+    p.add_argument("container")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_exec)
+    p = sub.add_parser("inspect", help="low-level information as JSON")
+    p.add_argument("-f", "--format", help="Go template, e.g. '{{.NetworkSettings.Networks}}'")
+    p.add_argument("objects", nargs="+")
+    p.set_defaults(func=cmd_inspect, kind=None if top_level else "container")
+    p = sub.add_parser("top", help="processes of a container")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_top)
+    p = sub.add_parser("logs", help="output of a container")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_logs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="overlaynet",
+        description="Docker-style container networking, built in the open.",
+    )
+    p.add_argument(
+        "-H",
+        "--host",
+        default=os.environ.get("OVERLAYNET_HOST"),
+        help="host whose agent to talk to (env OVERLAYNET_HOST; default node1)",
+    )
+    p.add_argument(
+        "--lab",
+        default=os.environ.get("OVERLAYNET_LAB", "default"),
+        help="lab name (env OVERLAYNET_LAB; default 'default'; 'none' on a real host)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    net = sub.add_parser("network", help="manage networks").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    c = net.add_parser("create", help="create a network")
+    c.add_argument("-d", "--driver", default="bridge")
+    c.add_argument("--subnet")
+    c.add_argument("--gateway")
+    c.add_argument("-o", "--opt", action="append", help="driver option KEY=VALUE")
+    c.add_argument("--label", action="append")
+    c.add_argument("--internal", action="store_true")
+    c.add_argument("--attachable", action="store_true")
+    c.add_argument("name")
+    c.set_defaults(func=cmd_network_create)
+    for verb in ("ls", "list"):
+        c = net.add_parser(verb, help="list networks")
+        c.add_argument("-q", "--quiet", action="store_true")
+        c.add_argument("--no-trunc", action="store_true")
+        c.set_defaults(func=cmd_network_ls)
+    c = net.add_parser("inspect", help="network details as JSON")
+    c.add_argument("-f", "--format")
+    c.add_argument("networks", nargs="+")
+    c.set_defaults(func=cmd_network_inspect)
+    for verb in ("rm", "remove"):
+        c = net.add_parser(verb, help="remove networks")
+        c.add_argument("networks", nargs="+")
+        c.set_defaults(func=cmd_network_rm)
+    c = net.add_parser("connect", help="connect a container to a network")
+    c.add_argument("--ip")
+    c.add_argument("--alias", action="append")
+    c.add_argument("network")
+    c.add_argument("container")
+    c.set_defaults(func=cmd_network_connect)
+    c = net.add_parser("disconnect", help="disconnect a container from a network")
+    c.add_argument("-f", "--force", action="store_true")
+    c.add_argument("network")
+    c.add_argument("container")
+    c.set_defaults(func=cmd_network_disconnect)
+
+    cont = sub.add_parser("container", help="manage containers").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    _add_container_verbs(cont, top_level=False)
+    _add_container_verbs(sub, top_level=True)
+
+    p_info = sub.add_parser("info", help="the agent's view of its host")
+    p_info.set_defaults(func=cmd_info)
+    host = sub.add_parser("host", help="under the hood of one host").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    c = host.add_parser("show", help="links, bridge ports, addresses and routes")
+    c.set_defaults(func=cmd_host_show)
+
+    lab = sub.add_parser("lab", help="the one-machine lab").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    c = lab.add_parser("up", help="build a lab and start its agents")
+    c.add_argument("--hosts", type=int, default=3)
+    c.add_argument("--name", help="lab name (default: --lab)")
+    c.set_defaults(func=cmd_lab_up)
+    c = lab.add_parser("down", help="stop a lab's agents and remove all it made")
+    c.add_argument("--name", help="lab name (default: --lab)")
+    c.add_argument("--all", action="store_true", help="every lab on this machine")
+    c.set_defaults(func=cmd_lab_down)
+    c = lab.add_parser("ls", help="labs, hosts, agents and their health")
+    c.set_defaults(func=cmd_lab_ls)
+    c = lab.add_parser("demo", help="walk through the tutorial on a fresh lab")
+    c.add_argument("--name", help="lab name (default: demo)")
+    c.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    c.set_defaults(func=cmd_lab_demo)
+
+    sub.add_parser("agent", help="run a host agent (`lab up` starts them; see agent --help)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["agent"]:
+        # The daemon has its own options (and its --host is not the client's -H).
+        from overlaynet import agent
+
+        return agent.main(args[1:])
+    parser = build_parser()
+    ns = parser.parse_args(args)
+    try:
+        return int(ns.func(ns))
+    except CliError as e:
+        print(e, file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,246 @@
+"""The one-machine lab: emulated hosts as namespaces on an underlay bridge of the lab's own.
+
+    onet-<lab>-ul      the underlay: bridge `br0`, one port per host (named after the host)
+    onet-<lab>-nodeN   a host: `lo`, `eth0` 192.168.0.(10+N)/24 on the underlay, one agent
+    onet-<lab>-nodeN-… that host's containers (made by its agent)
+
+Nothing touches the root namespace's links, addresses or routes, and the lab hosts have no
+route out: no lab traffic can leave the machine. Cleanup is by the lab's namespace prefix, so it
+also works after a crash or a half-finished `up`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from overlaynet import api
+from overlaynet.host import links, netns
+from overlaynet.names import NAMESPACE_PREFIX, check_lab_name, lab_namespace, lab_of_namespace
+from overlaynet.paths import HostPaths, lab_dir, run_root
+
+UNDERLAY = "ul"
+UNDERLAY_BRIDGE = "br0"
+# The tutorial's hosts sit on 192.168.0.0/24; host N gets .10+N.
+UNDERLAY_PREFIX = "192.168.0."
+UNDERLAY_PREFIXLEN = 24
+FIRST_HOST_OCTET = 11
+MAX_HOSTS = 200
+# An agent restores its state before it answers; a busy 2-core machine can take a while.
+AGENT_READY_TIMEOUT = 30.0
+
+
+class LabError(RuntimeError):
+    """A lab request that cannot be done; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    ip: str
+
+    @staticmethod
+    def numbered(n: int) -> LabHost:
+        return LabHost(f"node{n}", f"{UNDERLAY_PREFIX}{FIRST_HOST_OCTET + n - 1}")
+
+
+def lab_file(lab: str) -> Path:
+    return lab_dir(lab) / "lab.json"
+
+
+def read_hosts(lab: str) -> list[LabHost]:
+    try:
+        doc = json.loads(lab_file(lab).read_text())
+    except (OSError, ValueError):
+        return []
+    return [LabHost(h["name"], h["ip"]) for h in doc.get("hosts", [])]
+
+
+def _write_lab_file(lab: str, hosts: list[LabHost]) -> None:
+    lab_dir(lab).mkdir(parents=True, exist_ok=True)
+    doc = {"name": lab, "hosts": [{"name": h.name, "ip": h.ip} for h in hosts]}
+    tmp = lab_file(lab).with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(lab_file(lab))
+
+
+def up(lab: str, hosts: int = 3, progress: bool = False) -> list[LabHost]:
+    """Build the lab (or the parts of it that are missing) and start every agent."""
+    check_lab_name(lab)
+    if not 1 <= hosts <= MAX_HOSTS:
+        raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}")
+    existing = read_hosts(lab)
+    wanted = [LabHost.numbered(n) for n in range(1, hosts + 1)]
+    if existing and len(existing) != hosts:
+        raise LabError(
+            f"lab {lab} already has {len(existing)} hosts: run `overlaynet lab down --name {lab}` "
+            "first to rebuild it with another size"
+        )
+    _write_lab_file(lab, wanted)
+    ul = lab_namespace(lab, UNDERLAY)
+    netns.create(ul)
+    _ensure_underlay_bridge(ul)
+    for host in wanted:
+        _ensure_host(lab, ul, host)
+    started = {host.name: start_agent(lab, host.name) for host in wanted}
+    for host in wanted:
+        wait_for_agent(lab, host.name, started[host.name])
+        if progress:
+            print(f"{host.name}  {host.ip}  agent ready", flush=True)
+    return wanted
+
+
+def _ensure_underlay_bridge(ul: str) -> None:
+    with links.ipr(ul) as sock:
+        if links.index_of(sock, UNDERLAY_BRIDGE) is None:
+            sock.link("add", ifname=UNDERLAY_BRIDGE, kind="bridge")
+        sock.link("set", index=links.index_of(sock, UNDERLAY_BRIDGE), state="up")
+
+
+def _ensure_host(lab: str, ul: str, host: LabHost) -> None:
+    ns = lab_namespace(lab, host.name)
+    netns.create(ns)
+    if links.exists("eth0", netns=ns):
+        return
+    temp = f"{host.name}-e"[:15]
+    with links.ipr(ul) as sock:
+        if links.index_of(sock, host.name) is not None:
+            sock.link("del", index=links.index_of(sock, host.name))
+        sock.link("add", ifname=host.name, kind="veth", peer={"ifname": temp})
+        br = links.index_of(sock, UNDERLAY_BRIDGE)
+        sock.link("set", index=links.index_of(sock, host.name), master=br, state="up")
+        sock.link("set", index=links.index_of(sock, temp), net_ns_fd=ns)
+    addr = IPv4Interface(f"{host.ip}/{UNDERLAY_PREFIXLEN}")
+    with links.ipr(ns) as sock:
+        idx = links.index_of(sock, temp)
+        sock.link("set", index=idx, ifname="eth0")
+        sock.addr("add", index=idx, address=str(addr.ip), prefixlen=UNDERLAY_PREFIXLEN)
+        sock.link("set", index=idx, state="up")
+
+
+def agent_pid(lab: str, host: str) -> int | None:
+    try:
+        pid = int(HostPaths(host, lab).pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def agent_answers(lab: str, host: str) -> bool:
+    try:
+        api.Client(HostPaths(host, lab).socket, timeout=2).call("ping")
+    except (OSError, api.AgentDown, ValueError):
+        return False
+    return True
+
+
+def start_agent(lab: str, host: str) -> subprocess.Popen[bytes] | None:
+    """Start the host's agent inside its namespace, unless one already answers."""
+    if agent_answers(lab, host):
+        return None
+    paths = HostPaths(host, lab)
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    ns = paths.netns
+    assert ns is not None
+    argv = ["nsenter", f"--net={netns.path(ns)}", "--"]
+    argv += [sys.executable, "-m", "overlaynet", "agent", "--host", host, "--lab", lab]
+    argv += ["--log-file", str(paths.log_file)]
+    with open(paths.state_dir / "agent.out", "ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            cwd="/",
+        )
+
+
+def wait_for_agent(
+    lab: str,
+    host: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout: float = AGENT_READY_TIMEOUT,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent_answers(lab, host):
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    out = HostPaths(host, lab).state_dir / "agent.out"
+    tail = out.read_text(errors="replace").strip().splitlines()[-5:] if out.exists() else []
+    raise LabError(
+        f"the agent of {host} did not come up (see {out}); its last output:\n" + "\n".join(tail)
+    )
+
+
+def stop_agent(lab: str, host: str, sig: signal.Signals = signal.SIGTERM) -> None:
+    pid = agent_pid(lab, host)
+    if pid is None:
+        return
+    os.kill(pid, sig)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+def namespaces_of(lab: str) -> list[str]:
+    return [ns for ns in netns.list_names(NAMESPACE_PREFIX) if lab_of_namespace(ns) == lab]
+
+
+def down(lab: str) -> int:
+    """Stop the lab's agents and remove every namespace and link it has; returns how many."""
+    check_lab_name(lab)
+    for host in read_hosts(lab):
+        stop_agent(lab, host.name)
+    spaces = namespaces_of(lab)
+    # Containers first (their veths die with them), then hosts, the underlay last.
+    order = sorted(spaces, key=lambda ns: (-ns.count("-"), ns))
+    for ns in order:
+        netns.remove(ns)
+    shutil.rmtree(lab_dir(lab), ignore_errors=True)
+    shutil.rmtree(run_root() / lab, ignore_errors=True)
+    return len(spaces)
+
+
+def all_labs() -> list[str]:
+    names = {lab_of_namespace(ns) for ns in netns.list_names(NAMESPACE_PREFIX)}
+    labs_root = lab_dir("x").parent
+    if labs_root.is_dir():
+        names |= {p.name for p in labs_root.iterdir() if p.is_dir()}
+    return sorted(n for n in names if n)
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    lab: str
+    host: str
+    ip: str
+    pid: int | None
+    healthy: bool
+
+
+def status(lab: str) -> list[HostStatus]:
+    return [
+        HostStatus(lab, h.name, h.ip, agent_pid(lab, h.name), agent_answers(lab, h.name))
+        for h in read_hosts(lab)
+    ]

@@ -1,0 +1,105 @@
+"""The records a host agent keeps: networks, containers and their endpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from overlaynet.names import KernelNames
+
+PREDEFINED_NETWORKS = ("bridge", "host", "none")
+# Docker's default bridge is docker0; ours carries the project's link prefix.
+DEFAULT_BRIDGE_IFNAME = "on-docker0"
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+MTU_OPTION = "com.docker.network.driver.mtu"
+# Ethernet MTU; overlays take 50 bytes off for the VXLAN/UDP/IP/Ethernet headers (RFC 7348).
+BRIDGE_MTU = 1500
+OVERLAY_MTU = 1450
+
+
+class Driver(StrEnum):
+    BRIDGE = "bridge"
+    HOST = "host"
+    NULL = "null"
+    OVERLAY = "overlay"
+
+
+class Status(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+@dataclass
+class Network:
+    id: str
+    name: str
+    driver: Driver
+    created: str
+    scope: str = "local"
+    subnet: str | None = None
+    gateway: str | None = None
+    mtu: int = BRIDGE_MTU
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    internal: bool = False
+    attachable: bool = False
+    vni: int | None = None
+
+    @property
+    def bridge_ifname(self) -> str | None:
+        if self.driver not in (Driver.BRIDGE, Driver.OVERLAY):
+            return None
+        return self.options.get(BRIDGE_NAME_OPTION) or KernelNames.bridge(self.id)
+
+    @property
+    def has_name_resolution(self) -> bool:
+        """Docker resolves names on user-defined networks only, never on the default bridge."""
+        return self.driver in (Driver.BRIDGE, Driver.OVERLAY) and self.name != "bridge"
+
+
+@dataclass
+class Endpoint:
+    id: str
+    network_id: str
+    ifname: str
+    ip: str | None = None
+    mac: str | None = None
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Container:
+    id: str
+    name: str
+    image: str
+    cmd: list[str]
+    created: str
+    endpoints: list[Endpoint] = field(default_factory=list)
+    network_mode: str = "bridge"
+    desired_running: bool = False
+    status: Status = Status.CREATED
+    pid: int | None = None
+    pid_start: int | None = None
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    env: list[str] = field(default_factory=list)
+
+    def endpoint_on(self, network_id: str) -> Endpoint | None:
+        return next((e for e in self.endpoints if e.network_id == network_id), None)
+
+
+def to_doc(obj: Network | Container) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def network_from_doc(doc: dict[str, Any]) -> Network:
+    return Network(**{**doc, "driver": Driver(doc["driver"])})
+
+
+def container_from_doc(doc: dict[str, Any]) -> Container:
+    eps = [Endpoint(**e) for e in doc.get("endpoints", [])]
+    return Container(**{**doc, "endpoints": eps, "status": Status(doc["status"])})

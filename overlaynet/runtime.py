@@ -1,0 +1,630 @@
+"""One host's networks and containers: the decisions, the store and the kernel kept in step.
+
+Synchronous on purpose: the agent calls it from a worker thread under one lock, so every request
+sees and leaves a consistent state. Every change is written to the store before it is answered,
+and `restore()` rebuilds the kernel side from the store after a crash or restart.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+from overlaynet.cluster import ipam
+from overlaynet.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from overlaynet.host import links, netns, process
+from overlaynet.model import (
+    BRIDGE_MTU,
+    BRIDGE_NAME_OPTION,
+    DEFAULT_BRIDGE_IFNAME,
+    MTU_OPTION,
+    PREDEFINED_NETWORKS,
+    Container,
+    Driver,
+    Endpoint,
+    Network,
+    Status,
+)
+from overlaynet.names import (
+    LINK_PREFIX,
+    BadName,
+    KernelNames,
+    check_ifname,
+    check_object_name,
+    new_id,
+    short_id,
+)
+from overlaynet.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    name: str
+    driver: str = "bridge"
+    subnet: str | None = None
+    gateway: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    internal: bool = False
+    attachable: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerRequest:
+    image: str
+    cmd: list[str]
+    name: str | None = None
+    network: str = "bridge"
+    ip: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+
+
+# Adjectives and names for containers started without --name, as Docker does (names-generator).
+_LEFT = ("admiring", "brave", "clever", "dreamy", "eager", "focused", "gallant", "happy", "keen")
+_RIGHT = ("babbage", "curie", "dijkstra", "hopper", "lovelace", "noether", "shannon", "turing")
+
+
+class Runtime:
+    """Networks and containers of one host; `names` says how its kernel objects are named."""
+
+    def __init__(self, host: str, state_dir: Path, names: KernelNames) -> None:
+        self.host = host
+        self.state_dir = state_dir
+        self.names = names
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / "containers").mkdir(exist_ok=True)
+        self.store = Store(state_dir / "state.db")
+        self.networks: dict[str, Network] = {n.id: n for n in self.store.networks()}
+        self.containers: dict[str, Container] = {c.id: c for c in self.store.containers()}
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        # Called after any change to endpoints, so other planes (DNS, overlay) can follow.
+        self.on_change: Callable[[], None] = lambda: None
+
+    # ---- lookups ------------------------------------------------------------------------
+
+    def network(self, ref: str) -> Network:
+        """By full id, name, or unique id prefix (Docker's rules)."""
+        if ref in self.networks:
+            return self.networks[ref]
+        for n in self.networks.values():
+            if n.name == ref:
+                return n
+        matches = [n for n in self.networks.values() if n.id.startswith(ref)] if ref else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"network {ref} is ambiguous: give more of its id")
+        raise NotFound(f"network {ref} not found")
+
+    def container(self, ref: str) -> Container:
+        if ref in self.containers:
+            return self.containers[ref]
+        for c in self.containers.values():
+            if c.name == ref or c.name == ref.lstrip("/"):
+                return c
+        matches = [c for c in self.containers.values() if c.id.startswith(ref)] if ref else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"container {ref} is ambiguous: give more of its id")
+        raise NotFound(f"No such container: {ref}")
+
+    def containers_on(self, network_id: str) -> list[Container]:
+        return [c for c in self.containers.values() if c.endpoint_on(network_id)]
+
+    def container_dir(self, c: Container) -> Path:
+        return self.state_dir / "containers" / c.id
+
+    def container_netns(self, c: Container) -> str | None:
+        return None if c.network_mode == "host" else self.names.container_netns(c.id)
+
+    # ---- networks -----------------------------------------------------------------------
+
+    def ensure_predefined(self) -> None:
+        """The networks every host has: `bridge` (no name resolution), `host` and `none`."""
+        have = {n.name for n in self.networks.values()}
+        for name in PREDEFINED_NETWORKS:
+            if name in have:
+                continue
+            if name == "bridge":
+                cfg = ipam.make_config(ipam.DEFAULT_BRIDGE_SUBNET)
+                net = Network(
+                    id=new_id(),
+                    name="bridge",
+                    driver=Driver.BRIDGE,
+                    created=now_iso(),
+                    subnet=str(cfg.subnet),
+                    gateway=str(cfg.gateway),
+                    options={BRIDGE_NAME_OPTION: DEFAULT_BRIDGE_IFNAME},
+                )
+            else:
+                driver = Driver.HOST if name == "host" else Driver.NULL
+                net = Network(id=new_id(), name=name, driver=driver, created=now_iso())
+            self._save_network(net)
+
+    def _save_network(self, net: Network) -> None:
+        self.store.put_network(net)
+        self.networks[net.id] = net
+
+    def _used_subnets(self) -> list[tuple[str, IPv4Network]]:
+        """Subnets of our networks and of every address on this host (the underlay included)."""
+        used = [
+            (f"network {n.name}", IPv4Network(n.subnet)) for n in self.networks.values() if n.subnet
+        ]
+        ours = {n.bridge_ifname for n in self.networks.values()}
+        for ifname, iface in links.addresses():
+            if ifname not in ours and not iface.ip.is_loopback:
+                used.append((f"interface {ifname}", iface.network))
+        return used
+
+    def network_create(self, req: NetworkRequest) -> Network:
+        try:
+            check_object_name(req.name, "network")
+        except BadName as e:
+            raise InvalidArgument(str(e)) from None
+        if any(n.name == req.name for n in self.networks.values()):
+            raise Conflict(f"network with name {req.name} already exists")
+        if req.driver != "bridge":
+            raise InvalidArgument(
+                f"driver {req.driver!r} is not available here: use -d bridge"
+                + (" (overlay networks need the data plane)" if req.driver == "overlay" else "")
+            )
+        options = dict(req.options)
+        bridge_name = options.get(BRIDGE_NAME_OPTION)
+        try:
+            if bridge_name is not None:
+                check_ifname(bridge_name)
+        except BadName as e:
+            raise InvalidArgument(str(e)) from None
+        if bridge_name and any(n.bridge_ifname == bridge_name for n in self.networks.values()):
+            raise Conflict(f"bridge name {bridge_name} is already used by another network")
+        mtu = _parse_mtu(options.get(MTU_OPTION), BRIDGE_MTU)
+        used = self._used_subnets()
+        try:
+            if req.subnet:
+                subnet = ipam.parse_subnet(req.subnet)
+                ipam.check_subnet_free(subnet, used)
+            elif req.gateway:
+                raise InvalidArgument("--gateway needs --subnet: give the subnet it belongs to")
+            else:
+                subnet = ipam.allocate_subnet(ipam.BRIDGE_POOLS, (u for _, u in used))
+            cfg = ipam.make_config(subnet, req.gateway)
+        except ipam.IpamError as e:
+            raise InvalidArgument(str(e)) from None
+        net = Network(
+            id=new_id(),
+            name=req.name,
+            driver=Driver.BRIDGE,
+            created=now_iso(),
+            subnet=str(cfg.subnet),
+            gateway=str(cfg.gateway),
+            mtu=mtu,
+            options=options,
+            labels=dict(req.labels),
+            internal=req.internal,
+            attachable=req.attachable,
+        )
+        self._build_bridge(net)
+        try:
+            self._save_network(net)
+        except Exception:
+            links.delete(net.bridge_ifname or "")
+            raise
+        return net
+
+    def _build_bridge(self, net: Network) -> None:
+        assert net.bridge_ifname and net.subnet and net.gateway
+        addr = IPv4Interface(f"{net.gateway}/{IPv4Network(net.subnet).prefixlen}")
+        try:
+            links.ensure_bridge(net.bridge_ifname, addr, net.mtu)
+        except (links.LinkError, OSError) as e:
+            links.delete(net.bridge_ifname)
+            raise Unavailable(f"cannot create bridge {net.bridge_ifname}: {e}") from None
+
+    def network_rm(self, ref: str) -> Network:
+        net = self.network(ref)
+        if net.name in PREDEFINED_NETWORKS:
+            raise Conflict(f"{net.name} is a pre-defined network and cannot be removed")
+        users = self.containers_on(net.id)
+        if users:
+            names = ", ".join(c.name for c in users)
+            raise Conflict(
+                f"error while removing network: network {net.name} id {net.id} has active "
+                f"endpoints ({names}): disconnect or remove them first"
+            )
+        if net.bridge_ifname:
+            links.delete(net.bridge_ifname)
+        self.store.delete_network(net.id)
+        del self.networks[net.id]
+        return net
+
+    # ---- containers ---------------------------------------------------------------------
+
+    def _pick_name(self) -> str:
+        taken = {c.name for c in self.containers.values()}
+        for left in _LEFT:
+            for right in _RIGHT:
+                if f"{left}_{right}" not in taken:
+                    return f"{left}_{right}"
+        return f"container_{len(taken)}"
+
+    def container_create(self, req: ContainerRequest) -> Container:
+        name = req.name or self._pick_name()
+        try:
+            check_object_name(name, "container")
+        except BadName as e:
+            raise InvalidArgument(str(e)) from None
+        for other in self.containers.values():
+            if other.name == name:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{other.id}". You have to remove (or rename) that container to be able '
+                    "to reuse that name."
+                )
+        for item in req.env:
+            if "=" not in item or not item.split("=", 1)[0]:
+                raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
+        net = self.network(req.network)
+        if req.ip and net.driver in (Driver.HOST, Driver.NULL):
+            raise InvalidArgument(f"--ip is not allowed on network {net.name}")
+        if req.aliases and not net.has_name_resolution:
+            raise InvalidArgument(
+                "network-scoped aliases are only supported for user-defined networks"
+            )
+        c = Container(
+            id=new_id(),
+            name=name,
+            image=req.image,
+            cmd=list(req.cmd) or list(process.IDLE_COMMAND),
+            created=now_iso(),
+            network_mode="host" if net.driver == Driver.HOST else net.name,
+            env=list(req.env),
+        )
+        ns = self.container_netns(c)
+        self.container_dir(c).mkdir(parents=True, exist_ok=True)
+        try:
+            if ns is not None:
+                netns.create(ns)
+            if net.driver in (Driver.BRIDGE, Driver.OVERLAY):
+                ep = self._new_endpoint(c, net, req.ip, req.aliases, first=True)
+                self._build_endpoint(c, ep, net, default_route=True)
+                c.endpoints.append(ep)
+            self.store.put_container(c)
+        except BaseException:
+            if ns is not None:
+                netns.remove(ns)
+            _rmtree(self.container_dir(c))
+            raise
+        self.containers[c.id] = c
+        self._write_container_files(c)
+        self.on_change()
+        return c
+
+    def _new_endpoint(
+        self, c: Container, net: Network, ip: str | None, aliases: list[str], first: bool
+    ) -> Endpoint:
+        assert net.subnet and net.gateway
+        cfg = ipam.IpamConfig(IPv4Network(net.subnet), IPv4Address(net.gateway))
+        taken = [
+            IPv4Address(e.ip)
+            for other in self.containers_on(net.id)
+            for e in other.endpoints
+            if e.network_id == net.id and e.ip
+        ]
+        try:
+            addr = ipam.allocate_address(cfg, taken, ip)
+        except ipam.IpamError as e:
+            raise InvalidArgument(str(e)) from None
+        for alias in aliases:
+            try:
+                check_object_name(alias, "alias")
+            except BadName as e:
+                raise InvalidArgument(str(e)) from None
+        ifname = "eth0" if first else f"eth{_next_eth(c.endpoints)}"
+        return Endpoint(
+            id=new_id(),
+            network_id=net.id,
+            ifname=ifname,
+            ip=str(addr),
+            mac=ipam.mac_for(addr),
+            aliases=list(aliases),
+        )
+
+    def _veth_plan(
+        self, c: Container, ep: Endpoint, net: Network, default_route: bool
+    ) -> links.VethPlan:
+        ns = self.container_netns(c)
+        assert ns is not None and net.bridge_ifname and net.subnet
+        prefix = IPv4Network(net.subnet).prefixlen
+        return links.VethPlan(
+            host_ifname=KernelNames.veth_host(ep.id),
+            temp_ifname=KernelNames.veth_temp(ep.id),
+            bridge=net.bridge_ifname,
+            container_netns=ns,
+            ifname=ep.ifname,
+            mac=ep.mac,
+            address=IPv4Interface(f"{ep.ip}/{prefix}") if ep.ip else None,
+            gateway=net.gateway if default_route and not net.internal else None,
+            mtu=net.mtu,
+        )
+
+    def _build_endpoint(
+        self, c: Container, ep: Endpoint, net: Network, default_route: bool
+    ) -> None:
+        try:
+            links.create_endpoint(self._veth_plan(c, ep, net, default_route))
+        except (links.LinkError, OSError) as e:
+            raise Unavailable(f"cannot connect {c.name} to {net.name}: {e}") from None
+
+    def _write_container_files(self, c: Container) -> None:
+        """/etc/hosts and /etc/resolv.conf as the container will see them."""
+        d = self.container_dir(c)
+        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+        lines += [f"{e.ip}\t{short_id(c.id)}" for e in c.endpoints if e.ip]
+        (d / "hosts").write_text("\n".join(lines) + "\n")
+        resolv = d / "resolv.conf"
+        if any(self.networks[e.network_id].has_name_resolution for e in c.endpoints):
+            # The embedded DNS answers here (Docker's 127.0.0.11); ndots:0 as Docker writes it.
+            resolv.write_text("nameserver 127.0.0.11\noptions ndots:0\n")
+        else:
+            resolv.write_text(_host_resolv_conf())
+
+    def container_start(self, ref: str) -> Container:
+        c = self.container(ref)
+        if c.status == Status.RUNNING and self._alive(c):
+            return c
+        self._launch(c)
+        return c
+
+    def _launch(self, c: Container) -> None:
+        d = self.container_dir(c)
+        ns = self.container_netns(c)
+        spec = process.Launch(
+            netns_path=netns.path(ns) if ns else None,
+            cmd=c.cmd,
+            hostname=short_id(c.id),
+            hosts_file=d / "hosts",
+            resolv_file=d / "resolv.conf",
+            log_file=d / "output.log",
+            exit_file=d / "exitcode",
+            env=c.env,
+        )
+        try:
+            proc, run = process.start(spec)
+        except OSError as e:
+            raise Unavailable(f"cannot start {c.name}: {e}") from None
+        self._children[c.id] = proc
+        c.pid, c.pid_start = run.pid, run.start_ticks
+        c.status, c.exit_code = Status.RUNNING, None
+        c.desired_running = True
+        c.started_at, c.finished_at = now_iso(), None
+        self.store.put_container(c)
+
+    def _running(self, c: Container) -> process.Running | None:
+        if c.pid is None or c.pid_start is None:
+            return None
+        return process.Running(c.pid, c.pid_start)
+
+    def _alive(self, c: Container) -> bool:
+        proc = self._children.get(c.id)
+        if proc is not None:
+            return proc.poll() is None
+        run = self._running(c)
+        return run is not None and process.alive(run)
+
+    def container_stop(self, ref: str, timeout: float = process.STOP_TIMEOUT) -> Container:
+        c = self.container(ref)
+        c.desired_running = False
+        self.store.put_container(c)
+        run = self._running(c)
+        if run is not None and c.status == Status.RUNNING:
+            process.stop(run, timeout)
+        self.poll()
+        return c
+
+    def poll(self) -> list[Container]:
+        """Notice containers whose process has ended; returns those that just did."""
+        ended = []
+        for c in self.containers.values():
+            if c.status != Status.RUNNING or self._alive(c):
+                continue
+            proc = self._children.pop(c.id, None)
+            code = process.read_exit_code(self.container_dir(c) / "exitcode")
+            if code is None and proc is not None:
+                rc = proc.returncode
+                code = 128 - rc if rc is not None and rc < 0 else rc
+            c.status = Status.EXITED
+            c.exit_code = code if code is not None else 137
+            c.finished_at = now_iso()
+            c.desired_running = False
+            self.store.put_container(c)
+            ended.append(c)
+        return ended
+
+    def container_rm(self, ref: str, force: bool = False) -> Container:
+        c = self.container(ref)
+        if c.status == Status.RUNNING and self._alive(c):
+            if not force:
+                raise Conflict(
+                    f"You cannot remove a running container {c.id}. Stop the container "
+                    "before attempting removal or force remove"
+                )
+            run = self._running(c)
+            if run is not None:
+                process.stop(run, timeout=0)
+            self.poll()
+        self._teardown(c)
+        self.store.delete_container(c.id)
+        del self.containers[c.id]
+        self._children.pop(c.id, None)
+        _rmtree(self.container_dir(c))
+        self.on_change()
+        return c
+
+    def _teardown(self, c: Container) -> None:
+        for ep in c.endpoints:
+            links.delete(KernelNames.veth_host(ep.id))
+        ns = self.container_netns(c)
+        if ns is not None:
+            netns.remove(ns)
+
+    def network_connect(
+        self, net_ref: str, container_ref: str, ip: str | None = None, aliases: Iterable[str] = ()
+    ) -> Container:
+        net = self.network(net_ref)
+        c = self.container(container_ref)
+        if c.network_mode == "host" or net.driver == Driver.HOST:
+            raise InvalidArgument(
+                "container cannot be disconnected from host network or connected to host network"
+            )
+        if net.driver == Driver.NULL:
+            raise InvalidArgument("container cannot be connected to the none network")
+        if c.endpoint_on(net.id):
+            raise Conflict(f"endpoint with name {c.name} already exists in network {net.name}")
+        if aliases and not net.has_name_resolution:
+            raise InvalidArgument(
+                "network-scoped aliases are only supported for user-defined networks"
+            )
+        first = not c.endpoints
+        ep = self._new_endpoint(c, net, ip, list(aliases), first=first)
+        self._build_endpoint(c, ep, net, default_route=first)
+        c.endpoints.append(ep)
+        if c.network_mode == "none":
+            c.network_mode = net.name
+        self.store.put_container(c)
+        self._write_container_files(c)
+        self.on_change()
+        return c
+
+    def network_disconnect(self, net_ref: str, container_ref: str) -> Container:
+        net = self.network(net_ref)
+        c = self.container(container_ref)
+        ep = c.endpoint_on(net.id)
+        if ep is None:
+            raise NotFound(f"container {c.name} is not connected to network {net.name}")
+        links.delete(KernelNames.veth_host(ep.id))
+        c.endpoints.remove(ep)
+        self.store.put_container(c)
+        self._write_container_files(c)
+        self.on_change()
+        return c
+
+    def top(self, ref: str) -> str:
+        c = self.container(ref)
+        if c.status != Status.RUNNING or c.pid is None or not self._alive(c):
+            raise Conflict(f"container {c.name} is not running")
+        return process.top(c.pid)
+
+    # ---- restart reconciliation ---------------------------------------------------------
+
+    def restore(self) -> dict[str, int]:
+        """Make the kernel match the store: rebuild what is missing, remove strays of ours."""
+        counts = {"bridges": 0, "endpoints": 0, "relaunched": 0, "strays": 0}
+        self.ensure_predefined()
+        for net in self.networks.values():
+            if net.driver == Driver.BRIDGE:
+                if not links.exists(net.bridge_ifname or ""):
+                    counts["bridges"] += 1
+                self._build_bridge(net)
+        for c in self.containers.values():
+            ns = self.container_netns(c)
+            if ns is not None:
+                netns.create(ns)
+            for i, ep in enumerate(c.endpoints):
+                ep_net = self.networks.get(ep.network_id)
+                if ep_net is None:
+                    continue
+                plan = self._veth_plan(c, ep, ep_net, default_route=i == 0)
+                if not links.endpoint_ok(plan):
+                    links.delete(plan.host_ifname)
+                    links.delete(plan.ifname, netns=plan.container_netns)
+                    self._build_endpoint(c, ep, ep_net, default_route=i == 0)
+                    counts["endpoints"] += 1
+            self._write_container_files(c)
+            ended_by_itself = process.read_exit_code(self.container_dir(c) / "exitcode") is not None
+            if c.status == Status.RUNNING and not self._alive(c) and not ended_by_itself:
+                # Killed with the host or the agent, not ended by itself: bring it back.
+                self._launch(c)
+                counts["relaunched"] += 1
+        counts["strays"] = self._remove_strays()
+        self.poll()
+        return counts
+
+    def expected_links(self) -> set[str]:
+        names = {n.bridge_ifname for n in self.networks.values() if n.bridge_ifname}
+        for c in self.containers.values():
+            names |= {KernelNames.veth_host(e.id) for e in c.endpoints}
+        return {n for n in names if n}
+
+    def _remove_strays(self) -> int:
+        removed = 0
+        keep = self.expected_links() | self.extra_links()
+        for link in links.dump():
+            if link.ifname.startswith(LINK_PREFIX) and link.ifname not in keep:
+                log.info("removing stray link %s", link.ifname)
+                links.delete(link.ifname)
+                removed += 1
+        wanted = {self.container_netns(c) for c in self.containers.values()}
+        for ns in netns.list_names(self.names.ns_prefix):
+            if self.names.is_container_netns(ns) and ns not in wanted:
+                log.info("removing stray namespace %s", ns)
+                netns.remove(ns)
+                removed += 1
+        return removed
+
+    def extra_links(self) -> set[str]:
+        """Links other planes own (overridden when they are wired in)."""
+        return set()
+
+
+def _next_eth(endpoints: list[Endpoint]) -> int:
+    used = {int(e.ifname[3:]) for e in endpoints if e.ifname[3:].isdigit()}
+    return next(i for i in range(len(used) + 1) if i not in used)
+
+
+def _parse_mtu(text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    try:
+        mtu = int(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid MTU {text!r}: expected a number") from None
+    if not 68 <= mtu <= 65535:
+        raise InvalidArgument(f"invalid MTU {mtu}: must be between 68 and 65535")
+    return mtu
+
+
+def _host_resolv_conf() -> str:
+    """The host's resolv.conf without loopback resolvers, as Docker copies it for `bridge`."""
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return ""
+    keep = [
+        line
+        for line in text.splitlines()
+        if not (
+            line.startswith("nameserver")
+            and line.split()[1:2]
+            and line.split()[1].startswith("127.")
+        )
+    ]
+    return "\n".join(keep) + "\n"
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,198 @@
+"""What `inspect`, `ls` and `ps` show: records turned into Docker-shaped documents (pure)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+from typing import Any
+
+from overlaynet.model import Container, Driver, Network, Status
+
+
+def network_doc(
+    net: Network, containers: list[Container], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`docker network inspect` for one network."""
+    members: dict[str, Any] = {}
+    prefix = IPv4Network(net.subnet).prefixlen if net.subnet else 0
+    for c in containers:
+        ep = c.endpoint_on(net.id)
+        if ep is None:
+            continue
+        members[c.id] = {
+            "Name": c.name,
+            "EndpointID": ep.id,
+            "MacAddress": ep.mac or "",
+            "IPv4Address": f"{ep.ip}/{prefix}" if ep.ip else "",
+            "IPv6Address": "",
+        }
+    if net.driver == Driver.HOST and not members:
+        members = {
+            c.id: {
+                "Name": c.name,
+                "EndpointID": "",
+                "MacAddress": "",
+                "IPv4Address": "",
+                "IPv6Address": "",
+            }
+            for c in containers
+            if c.network_mode == "host"
+        }
+    config = [{"Subnet": net.subnet, "Gateway": net.gateway}] if net.subnet else []
+    doc: dict[str, Any] = {
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": net.scope,
+        "Driver": str(net.driver),
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": config},
+        "Internal": net.internal,
+        "Attachable": net.attachable,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": members,
+        "Options": dict(net.options),
+        "Labels": dict(net.labels),
+    }
+    if net.bridge_ifname:
+        doc["Options"].setdefault("com.docker.network.bridge.name", net.bridge_ifname)
+    if net.driver != Driver.BRIDGE or net.mtu != 1500:
+        doc["Options"].setdefault("com.docker.network.driver.mtu", str(net.mtu))
+    if net.vni is not None:
+        doc["Options"]["com.docker.network.driver.overlay.vxlanid_list"] = str(net.vni)
+    doc.update(extra or {})
+    return doc
+
+
+def container_doc(c: Container, networks: dict[str, Network], sandbox_key: str) -> dict[str, Any]:
+    """`docker container inspect` for one container."""
+    nets: dict[str, Any] = {}
+    for ep in c.endpoints:
+        net = networks.get(ep.network_id)
+        if net is None:
+            continue
+        prefix = IPv4Network(net.subnet).prefixlen if net.subnet else 0
+        nets[net.name] = {
+            "IPAMConfig": None,
+            "Links": None,
+            "Aliases": list(ep.aliases) or None,
+            "MacAddress": ep.mac or "",
+            "NetworkID": net.id,
+            "EndpointID": ep.id,
+            "Gateway": net.gateway or "",
+            "IPAddress": ep.ip or "",
+            "IPPrefixLen": prefix,
+            "DNSNames": [c.name, c.id[:12], *ep.aliases] if net.has_name_resolution else None,
+        }
+    if c.network_mode in ("host", "none"):
+        mode_net = next((n for n in networks.values() if n.name == c.network_mode), None)
+        if mode_net is not None:
+            nets[mode_net.name] = {
+                "IPAMConfig": None,
+                "Links": None,
+                "Aliases": None,
+                "MacAddress": "",
+                "NetworkID": mode_net.id,
+                "EndpointID": "",
+                "Gateway": "",
+                "IPAddress": "",
+                "IPPrefixLen": 0,
+                "DNSNames": None,
+            }
+    default = nets.get("bridge", {})
+    running = c.status == Status.RUNNING
+    return {
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.cmd[0] if c.cmd else "",
+        "Args": c.cmd[1:],
+        "State": {
+            "Status": str(c.status),
+            "Running": running,
+            "Paused": False,
+            "Restarting": False,
+            "OOMKilled": False,
+            "Dead": False,
+            "Pid": c.pid if running and c.pid else 0,
+            "ExitCode": c.exit_code or 0,
+            "Error": "",
+            "StartedAt": c.started_at or "0001-01-01T00:00:00Z",
+            "FinishedAt": c.finished_at or "0001-01-01T00:00:00Z",
+        },
+        "Image": c.image,
+        "Name": "/" + c.name,
+        "HostConfig": {"NetworkMode": c.network_mode},
+        "Config": {
+            "Hostname": c.id[:12],
+            "Image": c.image,
+            "Cmd": list(c.cmd),
+            "Env": list(c.env),
+        },
+        "NetworkSettings": {
+            "SandboxID": c.id,
+            "SandboxKey": sandbox_key,
+            "Gateway": default.get("Gateway", ""),
+            "IPAddress": default.get("IPAddress", ""),
+            "IPPrefixLen": default.get("IPPrefixLen", 0),
+            "MacAddress": default.get("MacAddress", ""),
+            "Networks": nets,
+        },
+    }
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's go-units HumanDuration: 'Less than a second', '3 seconds', 'About a minute'…"""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def status_text(c: Container, age_of: dict[str, float]) -> str:
+    """The STATUS column of `docker ps`; `age_of` gives seconds since started/finished."""
+    if c.status == Status.RUNNING:
+        return f"Up {human_duration(age_of.get('started', 0))}"
+    if c.status == Status.EXITED:
+        return f"Exited ({c.exit_code or 0}) {human_duration(age_of.get('finished', 0))} ago"
+    return "Created"
+
+
+def command_text(cmd: list[str], width: int = 20) -> str:
+    """The COMMAND column: quoted and cut like docker's `ps` (ellipsis past 20 characters)."""
+    text = " ".join(cmd)
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return f'"{text}"'
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Plain aligned columns, three spaces apart, as docker's tabwriter prints them."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
