@@ -59,6 +59,8 @@ def run(*cmd: str, check: bool = True, timeout: float = 60) -> subprocess.Comple
 class Testbed:
     """Namespaces and processes of one test or benchmark run."""
 
+    __test__ = False  # a helper, not a pytest test class despite its name
+
     def __init__(self, prefix: str, *, vni: int = DEFAULT_VNI, mtu: int = DEFAULT_MTU) -> None:
         if not prefix.startswith("onet-"):
             raise ValueError("namespaces the project creates are named onet-…")
