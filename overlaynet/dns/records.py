@@ -78,6 +78,13 @@ class DnsTable:
     _records: dict[str, set[NameRecord]] = field(default_factory=dict)
     _attachments: dict[str, set[str]] = field(default_factory=dict)
     _upstreams: tuple[Upstream, ...] = ()
+    # Lookup indexes, rebuilt on the first lookup after a change: lookups stay O(1) however
+    # many endpoints the control plane feeds in, and updates stay trivial.
+    _index_generation: int = -1
+    _by_name: dict[tuple[str, str], set[ipaddress.IPv4Address]] = field(default_factory=dict)
+    _by_address: dict[tuple[str, ipaddress.IPv4Address], tuple[int, str]] = field(
+        default_factory=dict
+    )
 
     # -- updates (the agent calls these) -------------------------------------------------------
 
@@ -130,6 +137,25 @@ class DnsTable:
 
     # -- lookups (the answering core calls these) -------------------------------------------
 
+    def _index(self) -> None:
+        if self._index_generation == self.generation:
+            return
+        self._by_name = {}
+        self._by_address = {}
+        for network_id, records in self._records.items():
+            network = self._networks.get(network_id)
+            if network is None:
+                continue
+            for record in records:
+                key = (network_id, record.name.lower())
+                self._by_name.setdefault(key, set()).add(record.address)
+                candidate = (_PTR_PREFERENCE[record.kind], f"{record.name}.{network.name}")
+                where = (network_id, record.address)
+                best = self._by_address.get(where)
+                if best is None or candidate < best:
+                    self._by_address[where] = candidate
+        self._index_generation = self.generation
+
     def visible_networks(self, container_id: str) -> list[Network]:
         """The container's networks that resolve names, in a stable order."""
         ids = sorted(self._attachments.get(container_id, ()))
@@ -142,17 +168,20 @@ class DnsTable:
         `name` matches a record on any visible network, or is `<record>.<network name>` for
         one network, as in Docker (libnetwork strips the network name suffix).
         """
+        self._index()
         wanted = normalize(name)
         addresses: set[ipaddress.IPv4Address] = set()
         known = False
         for network in self.visible_networks(container_id):
+            candidates = [wanted]
             suffix = "." + network.name.lower()
-            bare = wanted[: -len(suffix)] if wanted.endswith(suffix) else None
-            for record in self._records.get(network.network_id, ()):
-                record_name = record.name.lower()
-                if record_name in (wanted, bare):
+            if wanted.endswith(suffix):
+                candidates.append(wanted[: -len(suffix)])
+            for candidate in candidates:
+                found = self._by_name.get((network.network_id, candidate))
+                if found:
                     known = True
-                    addresses.add(record.address)
+                    addresses |= found
         return sorted(addresses) if known else None
 
     def in_network_zone(self, container_id: str, name: str) -> bool:
@@ -164,12 +193,10 @@ class DnsTable:
 
     def reverse(self, container_id: str, address: ipaddress.IPv4Address) -> str | None:
         """The name for a PTR answer, `<name>.<network name>` as Docker gives it, or None."""
-        best: tuple[int, str] | None = None
-        for network in self.visible_networks(container_id):
-            for record in self._records.get(network.network_id, ()):
-                if record.address != address:
-                    continue
-                candidate = (_PTR_PREFERENCE[record.kind], f"{record.name}.{network.name}")
-                if best is None or candidate < best:
-                    best = candidate
-        return best[1] if best is not None else None
+        self._index()
+        found = (
+            self._by_address.get((n.network_id, address))
+            for n in self.visible_networks(container_id)
+        )
+        ranked = [f for f in found if f is not None]
+        return min(ranked)[1] if ranked else None
