@@ -54,6 +54,11 @@ class Network:
     name: str
     resolves_names: bool = True
 
+    @classmethod
+    def docker(cls, network_id: str, name: str) -> Network:
+        """As Docker does it: every network resolves names except the default `bridge`."""
+        return cls(network_id, name, resolves_names=name != DEFAULT_BRIDGE)
+
 
 @dataclass(frozen=True, slots=True)
 class Upstream:

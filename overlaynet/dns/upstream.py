@@ -7,6 +7,7 @@ a 2 s budget per upstream, and the prepared SERVFAIL when none answers usefully.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import socket
 import struct
@@ -17,7 +18,7 @@ import trio
 
 from overlaynet.dns import message as m
 from overlaynet.dns.answer import Forward, Transport
-from overlaynet.dns.records import Upstream
+from overlaynet.dns.records import MAX_UPSTREAMS, Upstream
 from overlaynet.host.nssocket import socket_in_netns
 
 #: Per upstream, as the issue asks (libnetwork's external DNS timeout is of this order).
@@ -28,6 +29,29 @@ FORWARD_BUDGET = 4.5
 #: Rcodes that say "ask someone else" rather than "this is the answer" (RFC 1035 §4.1.1).
 _TRY_NEXT = frozenset({m.Rcode.SERVFAIL, m.Rcode.REFUSED, m.Rcode.NOTIMP})
 _LENGTH = struct.Struct("!H")
+#: Docker's embedded resolver address, never an upstream of itself.
+RESOLVER_IP = "127.0.0.11"
+
+
+def upstreams_from_resolv_conf(text: str) -> list[Upstream]:
+    """The host's IPv4 nameservers from resolv.conf(5) text, at most `MAX_UPSTREAMS`.
+
+    Our own resolver address is skipped (forwarding to it would loop); IPv6 ones are skipped
+    because forwarding is IPv4 for now.
+    """
+    found: list[Upstream] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or fields[0] != "nameserver":
+            continue
+        try:
+            address = ipaddress.ip_address(fields[1])
+        except ValueError:
+            continue
+        if address.version != 4 or str(address) == RESOLVER_IP:
+            continue
+        found.append(Upstream(str(address)))
+    return found[:MAX_UPSTREAMS]
 
 
 def upstream_query(query: bytes, new_id: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import struct
 
 import trio
 from dnslib import RCODE, DNSRecord
@@ -139,3 +140,43 @@ async def test_removed_container_stops_being_served(server: DnsServer, topology:
     assert "no servers could be reached" in out or "timed out" in out
     await server.add_container("alpine1", topology.alpine1)
     assert "172.18.0.3" in await dig(topology.alpine1, "+short", "alpine2")
+
+
+async def test_tcp_answers_pipelined_queries_on_one_connection(
+    server: DnsServer, topology: Topology
+) -> None:
+    # RFC 7766 §6.2.1.1: several queries may be sent before any answer arrives.
+    def exchange() -> list[DNSRecord]:
+        sock = socket_in_netns(topology.alpine1, socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            sock.settimeout(3)
+            sock.connect(("127.0.0.11", 53))
+            wire = b""
+            for i, name in enumerate(("alpine1", "alpine2", "db")):
+                q = DNSRecord.question(name)
+                q.header.id = 100 + i
+                data = bytes(q.pack())
+                wire += struct.pack("!H", len(data)) + data
+            sock.sendall(wire)
+            replies, buf = [], b""
+            while len(replies) < 3:
+                buf += sock.recv(65535)
+                while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+                    (length,) = struct.unpack("!H", buf[:2])
+                    replies.append(DNSRecord.parse(buf[2 : 2 + length]))
+                    buf = buf[2 + length :]
+            return replies
+
+    replies = await trio.to_thread.run_sync(exchange)
+    by_id = {r.header.id: [str(rr.rdata) for rr in r.rr] for r in replies}
+    assert by_id == {100: ["172.18.0.2"], 101: ["172.18.0.3"], 102: ["172.18.0.3"]}
+
+
+async def test_unknown_edns_options_and_flags_are_ignored(
+    server: DnsServer, topology: Topology
+) -> None:
+    # RFC 6891 §6.1.2 / RFC 8906 §3.2.2-3.2.4: unknown options and flags do not change the answer.
+    out = await dig(topology.alpine1, "+ednsopt=100:abcd", "+ednsflags=0x40", "alpine2")
+    assert "status: NOERROR" in out and "172.18.0.3" in out
+    flags_line = next(line for line in out.splitlines() if "EDNS: version" in line)
+    assert "MBZ" not in flags_line  # unknown flags are not echoed back

@@ -68,3 +68,8 @@ def test_reverse_prefers_container_then_service_then_task_then_alias() -> None:
     assert t.reverse("c1", ip("10.0.1.5")) == "web.front"
     t.add_record(NameRecord("a", "web.1", ip("10.0.1.5")))
     assert t.reverse("c1", ip("10.0.1.5")) == "web.1.front"
+
+
+def test_docker_networks_resolve_names_except_default_bridge() -> None:
+    assert Network.docker("n1", "alpine-net").resolves_names
+    assert not Network.docker("n0", "bridge").resolves_names

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dnslib import DNSRecord
 
-from overlaynet.dns.upstream import client_reply, is_reply_to, upstream_query, wants_next_upstream
+from overlaynet.dns.upstream import (
+    client_reply,
+    is_reply_to,
+    upstream_query,
+    upstreams_from_resolv_conf,
+    wants_next_upstream,
+)
 from tests.unit.dns.dnshelp import query
 
 
@@ -47,3 +53,22 @@ def test_client_gets_its_own_id_back() -> None:
     reply = _reply_to(query("www.example.test", id=0xABCD))
     assert client_reply(reply, 0x1234)[:2] == b"\x12\x34"
     assert client_reply(reply, 0x1234)[2:] == reply[2:]
+
+
+def test_upstreams_from_resolv_conf_keeps_three_ipv4_and_skips_ourselves() -> None:
+    text = """# generated
+search example.test
+nameserver 127.0.0.11
+nameserver 10.0.0.53
+nameserver 2001:db8::53
+nameserver not-an-address
+nameserver 10.0.0.54
+nameserver 10.0.0.55
+nameserver 10.0.0.56
+"""
+    assert [u.address for u in upstreams_from_resolv_conf(text)] == [
+        "10.0.0.53",
+        "10.0.0.54",
+        "10.0.0.55",
+    ]
+    assert all(u.port == 53 for u in upstreams_from_resolv_conf(text))
