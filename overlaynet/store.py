@@ -59,7 +59,9 @@ class Store:
 
     def _put(self, kind: str, obj: Network | Container) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO objects (kind, id, name, doc) VALUES (?, ?, ?, ?)",
+            # Upsert by id only: a second object with the same name must fail, not replace.
+            "INSERT INTO objects (kind, id, name, doc) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (kind, id) DO UPDATE SET name = excluded.name, doc = excluded.doc",
             (kind, obj.id, obj.name, json.dumps(to_doc(obj), sort_keys=True)),
         )
 

@@ -8,6 +8,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .
 mypy
+extra=$(find benchmarks tools -name '*.py' 2>/dev/null)
+[ -z "$extra" ] || mypy $extra
 # Labs left by an interrupted earlier run would collide with this one.
 overlaynet lab clean --all --prefix onet-t >/dev/null 2>&1 || true
 exec pytest "$@"

@@ -1,0 +1,172 @@
+"""Bad input gets a one-line error and a non-zero exit, and leaves nothing half-made."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+
+import pytest
+
+from overlaynet.paths import HostPaths
+from tests.integration.foundation.conftest import Lab
+
+
+def _kernel_objects(lab: Lab) -> tuple[str, str]:
+    links = subprocess.run(
+        ["ip", "netns", "exec", lab.netns_of("node1"), "ip", "-o", "link"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return (
+        "\n".join(sorted(line.split(":")[1] for line in links.splitlines())),
+        "\n".join(sorted(s.split()[0] for s in spaces.splitlines() if lab.name in s)),
+    )
+
+
+def _refused(lab: Lab, *args: str, says: str, host: str = "node1") -> None:
+    before = _kernel_objects(lab)
+    out = lab.cli(host, *args)
+    assert out.returncode != 0, out.stdout
+    assert says in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert _kernel_objects(lab) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("network", "create", "bad name"), "invalid network name"),
+        (("network", "create", "x" * 65), "too long"),
+        (
+            ("network", "create", "-o", "com.docker.network.bridge.name=on-waytoolongname", "n1"),
+            "too long",
+        ),
+        (
+            ("network", "create", "-o", "com.docker.network.bridge.name=on-bad/x", "n2"),
+            "invalid interface name",
+        ),
+        (("network", "create", "--subnet", "10.1.0.0/33", "n3"), "invalid subnet"),
+        (("network", "create", "--subnet", "192.168.0.0/16", "n4"), "overlaps with interface eth0"),
+        (("network", "create", "--gateway", "10.9.9.1", "n5"), "--gateway needs --subnet"),
+        (("network", "create", "-d", "macvlan", "n6"), "driver 'macvlan' is not available"),
+        (("network", "rm", "nosuch"), "network nosuch not found"),
+        (("network", "rm", "bridge"), "pre-defined network"),
+        (("run", "-d", "--name", "bad/name", "alpine"), "invalid container name"),
+        (("run", "-d", "--network", "nosuch", "alpine"), "network nosuch not found"),
+        (("run", "-d", "-e", "=x", "alpine"), "invalid environment variable"),
+        (
+            ("run", "-d", "--network-alias", "a", "alpine"),
+            "only supported for user-defined networks",
+        ),
+        (("rm", "nosuch"), "No such container: nosuch"),
+        (("exec", "nosuch", "true"), "No such container: nosuch"),
+        (("inspect", "nosuch"), "No such object: nosuch"),
+    ],
+)
+def test_bad_requests_get_a_clear_error_and_change_nothing(
+    lab2: Lab, args: tuple[str, ...], says: str
+) -> None:
+    _refused(lab2, *args, says=says)
+
+
+def test_duplicate_names_and_overlapping_subnets(lab2: Lab) -> None:
+    lab2.ok("node1", "network", "create", "--subnet", "172.29.1.0/24", "dupnet")
+    _refused(lab2, "network", "create", "dupnet", says="network with name dupnet already exists")
+    _refused(
+        lab2,
+        "network",
+        "create",
+        "--subnet",
+        "172.29.0.0/16",
+        "over",
+        says="overlaps with network dupnet",
+    )
+    lab2.ok("node1", "run", "-d", "--name", "dupc", "alpine")
+    _refused(
+        lab2,
+        "run",
+        "-d",
+        "--name",
+        "dupc",
+        "alpine",
+        says='The container name "/dupc" is already in use',
+    )
+
+
+def test_exhausted_pool_and_taken_address(lab2: Lab) -> None:
+    lab2.ok("node1", "network", "create", "--subnet", "172.29.9.0/30", "tiny")  # one usable address
+    lab2.ok("node1", "run", "-d", "--name", "t1", "--network", "tiny", "alpine")
+    _refused(
+        lab2, "run", "-d", "--network", "tiny", "alpine", says="no addresses left in 172.29.9.0/30"
+    )
+    lab2.ok("node1", "network", "create", "--subnet", "172.29.8.0/24", "small")
+    lab2.ok("node1", "run", "-d", "--network", "small", "--ip", "172.29.8.9", "alpine")
+    _refused(
+        lab2,
+        "run",
+        "-d",
+        "--network",
+        "small",
+        "--ip",
+        "172.29.8.9",
+        "alpine",
+        says="already in use",
+    )
+    _refused(
+        lab2,
+        "run",
+        "-d",
+        "--network",
+        "small",
+        "--ip",
+        "172.29.9.9",
+        "alpine",
+        says="not a usable address",
+    )
+
+
+def test_removing_a_network_in_use_is_refused(lab2: Lab) -> None:
+    lab2.ok("node1", "network", "create", "busy")
+    lab2.ok("node1", "run", "-d", "--name", "busyc", "--network", "busy", "alpine")
+    _refused(lab2, "network", "rm", "busy", says="has active endpoints")
+    _refused(lab2, "rm", "busyc", says="You cannot remove a running container")
+    lab2.ok("node1", "rm", "-f", "busyc")
+    lab2.ok("node1", "network", "rm", "busy")
+
+
+def test_unknown_host_says_the_agent_is_not_running(lab2: Lab) -> None:
+    out = lab2.cli("node9", "network", "ls")
+    assert out.returncode == 1
+    assert "Cannot connect to the overlaynet agent of host node9" in out.stderr
+    assert "overlaynet lab up" in out.stderr
+
+
+def test_malformed_api_requests_are_refused_and_counted(lab2: Lab) -> None:
+    path = str(HostPaths("node1", lab2.name).socket)
+    for garbage in (
+        b"not json\n",
+        b"[1,2]\n",
+        b'{"op": 5}\n',
+        b'{"op": "network.create", "args": {"name": 5}}\n',
+        b'{"op": "nosuch"}\n',
+        b"\xff\xfe\n",
+        b'{"op": "container.stop", "args": {"container": "x", "timeout": -1}}\n',
+    ):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(garbage)
+            reply = json.loads(s.makefile("rb").readline())
+        assert reply["ok"] is False and reply["error"], garbage
+    info = json.loads(lab2.ok("node1", "info"))
+    assert info["Counters"]["malformed_requests"] >= 4
+    assert lab2.ok("node1", "network", "ls").startswith("NETWORK ID")
+
+
+def test_cli_argument_errors_exit_non_zero(lab2: Lab) -> None:
+    out = lab2.cli("node1", "network", "create")
+    assert out.returncode == 2 and "required: name" in out.stderr
+    out = lab2.cli("node1", "network", "create", "-o", "novalue", "n7")
+    assert out.returncode == 1 and "expected KEY=VALUE" in out.stderr

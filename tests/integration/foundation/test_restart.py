@@ -1,0 +1,63 @@
+"""An agent killed with -9 comes back with every network and container it had."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from overlaynet import lab as labmod
+from overlaynet.host import netns
+from tests.integration.foundation.conftest import Lab
+
+
+def _in(ns: str, *cmd: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_kill_9_and_restart_restores_networks_containers_and_removes_strays(fresh_lab: Lab) -> None:
+    lab, host_ns = fresh_lab, fresh_lab.netns_of("node1")
+    lab.ok("node1", "network", "create", "keep")
+    lab.ok("node1", "run", "-d", "--name", "k1", "--network", "keep", "alpine")
+    lab.ok("node1", "run", "-d", "--name", "k2", "--network", "keep", "alpine")
+    lab.ok("node1", "run", "--name", "done", "alpine", "true")
+    before = {c: json.loads(lab.ok("node1", "inspect", c))[0] for c in ("k1", "k2")}
+    bridge = json.loads(lab.ok("node1", "network", "inspect", "keep"))[0]["Options"][
+        "com.docker.network.bridge.name"
+    ]
+
+    # A crash: the agent dies with -9, k1's process dies too, the bridge is gone,
+    # and debris of ours that the store does not know about is left behind.
+    pid = labmod.status(lab.name)[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    os.kill(before["k1"]["State"]["Pid"], signal.SIGKILL)
+    _in(host_ns, "ip", "link", "del", bridge)
+    _in(host_ns, "ip", "link", "add", "on-stray0", "type", "bridge")
+    stray_ns = f"onet-{lab.name}-node1-ffffffffffff"
+    netns.create(stray_ns)
+    time.sleep(0.2)
+
+    labmod.up(lab.name, 1)
+
+    links = _in(host_ns, "ip", "-o", "link")
+    assert bridge in links and "on-stray0" not in links
+    assert stray_ns not in netns.list_names()
+    after = {c: json.loads(lab.ok("node1", "inspect", c))[0] for c in ("k1", "k2")}
+    for c in ("k1", "k2"):
+        assert after[c]["State"]["Running"], c
+        assert (
+            after[c]["NetworkSettings"]["Networks"]["keep"]["IPAddress"]
+            == (before[c]["NetworkSettings"]["Networks"]["keep"]["IPAddress"])
+        )
+    assert after["k1"]["State"]["Pid"] != before["k1"]["State"]["Pid"]  # re-launched
+    assert after["k2"]["State"]["Pid"] == before["k2"]["State"]["Pid"]  # survived the agent
+    # A container that had ended by itself stays ended.
+    assert json.loads(lab.ok("node1", "inspect", "done"))[0]["State"]["Status"] == "exited"
+    k2_ip = after["k2"]["NetworkSettings"]["Networks"]["keep"]["IPAddress"]
+    out = lab.cli("node1", "exec", "k1", "ping", "-c", "1", "-W", "2", k2_ip)
+    assert out.returncode == 0, out.stdout
