@@ -18,7 +18,7 @@ from overlaynet.dns.records import DnsTable
 
 #: Bound on prepared answers per container: random names from a misbehaving client must not grow
 #: memory; when full the cache starts over (cheap, and the next queries refill it).
-MAX_PREPARED = 4096
+MAX_PREPARED = 1024
 #: Orders prepared per multi-address answer: all orders up to 4 addresses (24), else this many.
 MAX_ORDERS = 24
 _ARPA_V4 = (b"in-addr", b"arpa")
