@@ -91,7 +91,9 @@ def _str_dict(args: dict[str, Any], name: str) -> dict[str, str]:
 class Agent:
     def __init__(self, paths: HostPaths) -> None:
         self.paths = paths
-        self.runtime = Runtime(paths.host, paths.state_dir, paths.kernel_names)
+        self.runtime = Runtime(
+            paths.host, paths.state_dir, paths.kernel_names, copy_host_resolv=paths.lab is None
+        )
         self.lock = trio.Lock()
         self.counters: Counter[str] = Counter()
         self.started = time.time()
@@ -311,6 +313,7 @@ class Agent:
             ip=_opt_str(args, "ip"),
             aliases=_str_list(args, "aliases"),
             env=_str_list(args, "env"),
+            interactive=bool(args.get("interactive", False)),
         )
         c = await self.locked(partial(self.runtime.container_create, req))
         log.info("container created", extra={"fields": {"container": c.name, "id": c.id}})

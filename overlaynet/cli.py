@@ -176,6 +176,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
             ip=ns.ip,
             aliases=ns.network_alias or [],
             env=ns.env or [],
+            interactive=ns.interactive,
             start=True,
         )
     except CliError as e:

@@ -87,6 +87,7 @@ class Container:
     started_at: str | None = None
     finished_at: str | None = None
     env: list[str] = field(default_factory=list)
+    open_stdin: bool = False
 
     def endpoint_on(self, network_id: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network_id == network_id), None)

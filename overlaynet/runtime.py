@@ -69,6 +69,7 @@ class ContainerRequest:
     ip: str | None = None
     aliases: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)
+    interactive: bool = False
 
 
 # Adjectives and names for containers started without --name, as Docker does (names-generator).
@@ -79,8 +80,12 @@ _RIGHT = ("babbage", "curie", "dijkstra", "hopper", "lovelace", "noether", "shan
 class Runtime:
     """Networks and containers of one host; `names` says how its kernel objects are named."""
 
-    def __init__(self, host: str, state_dir: Path, names: KernelNames) -> None:
+    def __init__(
+        self, host: str, state_dir: Path, names: KernelNames, copy_host_resolv: bool = True
+    ) -> None:
         self.host = host
+        # A lab host has no way out: its containers get no copy of the machine's resolvers.
+        self.copy_host_resolv = copy_host_resolv
         self.state_dir = state_dir
         self.names = names
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -291,6 +296,7 @@ class Runtime:
             created=now_iso(),
             network_mode="host" if net.driver == Driver.HOST else net.name,
             env=list(req.env),
+            open_stdin=req.interactive,
         )
         ns = self.container_netns(c)
         self.container_dir(c).mkdir(parents=True, exist_ok=True)
@@ -378,8 +384,10 @@ class Runtime:
         if any(self.networks[e.network_id].has_name_resolution for e in c.endpoints):
             # The embedded DNS answers here (Docker's 127.0.0.11); ndots:0 as Docker writes it.
             resolv.write_text("nameserver 127.0.0.11\noptions ndots:0\n")
-        else:
+        elif self.copy_host_resolv:
             resolv.write_text(_host_resolv_conf())
+        else:
+            resolv.write_text("# lab host: no resolvers outside the lab\n")
 
     def container_start(self, ref: str) -> Container:
         c = self.container(ref)
@@ -400,6 +408,7 @@ class Runtime:
             log_file=d / "output.log",
             exit_file=d / "exitcode",
             env=c.env,
+            stdin_fifo=d / "stdin" if c.open_stdin else None,
         )
         try:
             proc, run = process.start(spec)

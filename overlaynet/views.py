@@ -128,6 +128,7 @@ def container_doc(c: Container, networks: dict[str, Network], sandbox_key: str) 
             "Image": c.image,
             "Cmd": list(c.cmd),
             "Env": list(c.env),
+            "OpenStdin": c.open_stdin,
         },
         "NetworkSettings": {
             "SandboxID": c.id,

@@ -47,6 +47,9 @@ class Launch:
     log_file: Path
     exit_file: Path
     env: list[str]
+    # `run -i`: stdin is a FIFO that never reaches end-of-file, as an attached stdin would not;
+    # so `run -dit IMAGE sh` keeps its shell waiting, as in Docker's tutorial.
+    stdin_fifo: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -74,16 +77,26 @@ def start(spec: Launch) -> tuple[subprocess.Popen[bytes], Running]:
     for item in spec.env:
         key, _, value = item.partition("=")
         env[key] = value
-    with open(spec.log_file, "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
+    stdin: int = subprocess.DEVNULL
+    if spec.stdin_fifo is not None:
+        if not spec.stdin_fifo.exists():
+            os.mkfifo(spec.stdin_fifo, 0o600)
+        # Opened read-write, the FIFO always has a writer: reads block instead of ending.
+        stdin = os.open(spec.stdin_fifo, os.O_RDWR)
+    try:
+        with open(spec.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+    finally:
+        if stdin != subprocess.DEVNULL:
+            os.close(stdin)
     return proc, Running(proc.pid, start_ticks(proc.pid) or 0)
 
 
