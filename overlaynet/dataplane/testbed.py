@@ -118,11 +118,12 @@ class Testbed:
         host.containers.append(container)
         return container
 
-    def kernel_vxlan(self, host: Host, peers: list[Host]) -> None:
+    def kernel_vxlan(self, host: Host, peers: list[Host], *, interop: bool = True) -> None:
         """A Linux vxlan device vx0 on br0 with static FDB: all-zeros entries (flooding and
-        unknown unicast) to every peer, no learning. Also turns off tx checksum offload on
-        eth0: over veth the kernel may otherwise send inner packets with unfinished
-        checksums, which a userspace VTEP would hand on as corrupt (FASTPATH.md, "Traps")."""
+        unknown unicast) to every peer, no learning. With `interop` (talking to a userspace
+        VTEP) tx checksum offload is turned off on eth0: over veth the kernel may otherwise
+        send inner packets with unfinished checksums, which a userspace VTEP would hand on as
+        corrupt (FASTPATH.md, "Traps"). Kernel-to-kernel references keep veth defaults."""
         vxlan = ["type", "vxlan", "id", str(self.vni), "local", host.ip, "dstport", "4789"]
         self.ip(host.ns, "link", "add", "vx0", "mtu", str(self.mtu), *vxlan, "nolearning",
                 "dev", "eth0")  # fmt: skip
@@ -130,7 +131,8 @@ class Testbed:
         for peer in peers:
             run("ip", "netns", "exec", host.ns, "bridge", "fdb", "append",
                 "00:00:00:00:00:00", "dev", "vx0", "dst", peer.ip)  # fmt: skip
-        run("ip", "netns", "exec", host.ns, "ethtool", "-K", "eth0", "tx", "off")
+        if interop:
+            run("ip", "netns", "exec", host.ns, "ethtool", "-K", "eth0", "tx", "off")
 
     def start_vtep(
         self, host: Host, peers: list[Host], *, extra: tuple[str, ...] = ()

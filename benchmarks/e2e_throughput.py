@@ -1,0 +1,198 @@
+"""End-to-end data plane benchmark, one fresh testbed, one run: container-to-container iperf3 TCP
+(1 and 4 streams) and ping RTT (p50, p99) over a same-host bridge, Linux kernel VXLAN and the
+overlaynet VTEP; prints a table with each figure's ratio to kernel VXLAN, writes JSON and a PNG
+chart to benchmarks/results/. Needs root; namespaces are `onet-bdp-…` and removed afterwards.
+
+    .venv/bin/python benchmarks/e2e_throughput.py [--seconds 3] [--pings 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from overlaynet.dataplane.testbed import Container, Host, Testbed
+
+RESULTS = Path(__file__).parent / "results"
+#: iperf3 seconds per measurement and pings per RTT sample: bounded so a run takes about a minute.
+DEFAULT_SECONDS = 3
+DEFAULT_PINGS = 200
+#: 10 ms between pings: a steady stream, far from flooding; drops must be zero.
+PING_INTERVAL = "0.01"
+FIGURES = ("tcp_1_gbps", "tcp_4_gbps", "ping_p50_ms", "ping_p99_ms")
+
+
+@dataclass
+class Scenario:
+    name: str
+    client: Container
+    server: Container
+    vteps: list[tuple[Host, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+
+def build(tb: Testbed, overlaynet_variants: dict[str, list[str]]) -> list[Scenario]:
+    """Hosts on one underlay: a bridge pair, a kernel VXLAN pair, one pair per VTEP variant."""
+    scenarios = []
+    b1 = tb.add_host("b1", 21)
+    cb1, cb2 = tb.add_container(b1, "cb1", 21), tb.add_container(b1, "cb2", 22)
+    scenarios.append(Scenario("same-host bridge", cb1, cb2))
+    k1, k2 = tb.add_host("k1", 31), tb.add_host("k2", 32)
+    ck1, ck2 = tb.add_container(k1, "ck1", 31), tb.add_container(k2, "ck2", 32)
+    tb.kernel_vxlan(k1, [k2], interop=False)
+    tb.kernel_vxlan(k2, [k1], interop=False)
+    scenarios.append(Scenario("kernel VXLAN", ck1, ck2))
+    for i, (name, extra) in enumerate(overlaynet_variants.items()):
+        n = 41 + 10 * i
+        h1, h2 = tb.add_host(f"o{n}", n), tb.add_host(f"o{n + 1}", n + 1)
+        c1, c2 = tb.add_container(h1, f"co{n}", n), tb.add_container(h2, f"co{n + 1}", n + 1)
+        p1 = tb.start_vtep(h1, [h2], extra=tuple(extra))
+        p2 = tb.start_vtep(h2, [h1], extra=tuple(extra))
+        scenarios.append(Scenario(name, c1, c2, [(h1, p1), (h2, p2)]))
+    return scenarios
+
+
+def iperf(tb: Testbed, s: Scenario, streams: int, seconds: int) -> float:
+    """Gbit/s received, client → server."""
+    server = tb.popen("ip", "netns", "exec", s.server.ns, "iperf3", "-s", "-1", "-B", s.server.ip)
+    try:
+        deadline = time.monotonic() + 10
+        while ":5201" not in tb.exec(s.server.ns, "ss", "-ltn"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("iperf3 server did not start")
+            time.sleep(0.05)
+        out = tb.exec(s.client.ns, "iperf3", "-c", s.server.ip, "-t", str(seconds), "-P",
+                      str(streams), "-J", timeout=seconds + 30)  # fmt: skip
+        return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+    finally:
+        Testbed.stop(server)
+
+
+def ping(tb: Testbed, s: Scenario, count: int) -> dict[str, float]:
+    """RTT percentiles and loss of a steady ping."""
+    out = tb.exec(s.client.ns, "ping", "-c", str(count), "-i", PING_INTERVAL, "-W", "1",
+                  s.server.ip, check=False, timeout=count * 0.05 + 30)  # fmt: skip
+    rtts = sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", out))
+    if not rtts:
+        raise RuntimeError(f"ping got no replies:\n{out}")
+    quantiles = statistics.quantiles(rtts, n=100, method="inclusive")
+    return {
+        "ping_p50_ms": statistics.median(rtts),
+        "ping_p99_ms": quantiles[98],
+        "ping_loss": 1 - len(rtts) / count,
+    }
+
+
+def vtep_drops(tb: Testbed, s: Scenario) -> dict[str, int]:
+    """Drop counters of the scenario's VTEPs (from their --stats file, via SIGUSR1)."""
+    drops: dict[str, int] = {}
+    for host, process in s.vteps:
+        path = tb.stats_path(host)
+        path.unlink(missing_ok=True)
+        process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = json.loads(path.read_text())
+        counters = [stats["counters"]] + [n["counters"] for n in stats["networks"].values()]
+        for group in counters:
+            for key, value in group.items():
+                if "drop" in key or "error" in key:
+                    drops[f"{host.name}:{key}"] = value
+        drops.update({f"{host.name}:{k}": v for k, v in kernel_drops(tb, host).items() if v})
+    return drops
+
+
+def kernel_drops(tb: Testbed, host: Host) -> dict[str, int]:
+    """Drops the VTEP cannot see: its UDP receive buffer and the TAP's transmit queue."""
+    snmp = tb.exec(host.ns, "cat", "/proc/net/snmp").splitlines()
+    udp = [line.split()[1:] for line in snmp if line.startswith("Udp:")]
+    counters = dict(zip(udp[0], map(int, udp[1]), strict=True))
+    link = json.loads(tb.exec(host.ns, "ip", "-s", "-j", "link", "show", "on-tap-tdp"))[0]
+    return {
+        "udp_RcvbufErrors": counters["RcvbufErrors"],
+        "tap_tx_dropped": int(link["stats64"]["tx"]["dropped"]),
+    }
+
+
+def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """Two panels: throughput bars (1 and 4 streams) and ping p50/p99 bars, per data path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    x = range(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for offset, key, label in ((-0.2, "tcp_1_gbps", "1 stream"), (0.2, "tcp_4_gbps", "4 streams")):
+        left.bar([i + offset for i in x], [results[n][key] for n in names], 0.4, label=label)
+    left.set_ylabel("iperf3 TCP, Gbit/s")
+    for offset, key, label in ((-0.2, "ping_p50_ms", "p50"), (0.2, "ping_p99_ms", "p99")):
+        right.bar([i + offset for i in x], [results[n][key] for n in names], 0.4, label=label)
+    right.set_ylabel("ping RTT, ms")
+    for ax in (left, right):
+        ax.set_xticks(list(x), names, rotation=15)
+        ax.legend()
+    fig.suptitle("overlaynet data plane vs Linux kernel VXLAN (one run, container to container)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """Each figure with its ratio to kernel VXLAN."""
+    kernel = results["kernel VXLAN"]
+    lines = [f"{'path':24s}" + "".join(f"{f:>22s}" for f in FIGURES) + f"{'ping loss':>11s}"]
+    for name, r in results.items():
+        cells = "".join(f"{r[f]:>13.3f} ({r[f] / kernel[f]:5.2f}x)" for f in FIGURES)
+        lines.append(f"{name:24s}{cells}{r['ping_loss']:>10.1%}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS)
+    parser.add_argument("--pings", type=int, default=DEFAULT_PINGS)
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=ARGS",
+        help="extra overlaynet variant: vtep_main arguments, e.g. 'batched=--gso'",
+    )  # fmt: skip
+    args = parser.parse_args()
+    variants: dict[str, list[str]] = {"overlaynet": []}
+    for spec in args.variant:
+        name, _, extra = spec.partition("=")
+        variants[name] = extra.split()
+    results: dict[str, dict[str, Any]] = {}
+    with Testbed("onet-bdp-") as tb:
+        for s in build(tb, variants):
+            tb.exec(s.client.ns, "ping", "-c", "3", "-i", "0.2", s.server.ip)  # warm ARP/FDB
+            r: dict[str, Any] = {
+                "tcp_1_gbps": iperf(tb, s, 1, args.seconds),
+                "tcp_4_gbps": iperf(tb, s, 4, args.seconds),
+            }
+            r.update(ping(tb, s, args.pings))
+            if s.vteps:
+                r["vtep_drops"] = vtep_drops(tb, s)
+            results[s.name] = r
+            print(f"{s.name}: {r}", file=sys.stderr)
+    print(table(results))
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path, png_path = RESULTS / f"e2e-{stamp}.json", RESULTS / f"e2e-{stamp}.png"
+    meta = {"seconds": args.seconds, "pings": args.pings, "variants": variants}
+    json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    chart(results, png_path)
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
