@@ -44,6 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fdb", action="append", default=[], type=_pair, metavar="MAC=HOST_IP")
     p.add_argument("--arp", action="append", default=[], type=_pair, metavar="IP=MAC")
     p.add_argument("--strict", action="store_true", help="drop VXLAN with reserved bits set")
+    p.add_argument("--batch", action="store_true", help="UDP GSO/GRO batching (UDP checksums on)")
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
@@ -62,7 +63,7 @@ def _attach(tap: str, bridge: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the VTEP, serve until signalled, write the counters."""
     args = parse_args(argv)
-    vtep = Vtep(args.local_ip, args.port, strict=args.strict)
+    vtep = Vtep(args.local_ip, args.port, strict=args.strict, batch=args.batch)
     try:
         vtep.add_network(args.vni, args.tap, args.mtu)
         if args.bridge:

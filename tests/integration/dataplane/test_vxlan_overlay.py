@@ -39,6 +39,12 @@ class Overlay:
         tb.kernel_vxlan(self.h3, [self.h1])
         self.vtep1 = tb.start_vtep(self.h1, [self.h2, self.h3])
         self.vtep2 = tb.start_vtep(self.h2, [self.h1])
+        # A second pair in batch mode (UDP GSO/GRO), same VNI, FDB-isolated from the first.
+        self.h5, self.h6 = tb.add_host("h5", 15), tb.add_host("h6", 16)
+        self.c5 = tb.add_container(self.h5, "c5", 5)
+        self.c6 = tb.add_container(self.h6, "c6", 6)
+        tb.start_vtep(self.h5, [self.h6], extra=("--batch",))
+        tb.start_vtep(self.h6, [self.h5], extra=("--batch",))
 
     def stats(self, host: Host, process: subprocess.Popen[bytes]) -> dict[str, Any]:
         """Ask a running vtep_main for its counters (SIGUSR1) and read them."""
@@ -90,6 +96,12 @@ def test_ping_between_containers_on_two_overlaynet_hosts(overlay: Overlay) -> No
 def test_tcp_transfer_both_ways_between_overlaynet_hosts(overlay: Overlay) -> None:
     for reverse in (False, True):
         assert received_bytes(iperf(overlay.tb, overlay.c1, overlay.c2, reverse=reverse)) > 0
+
+
+def test_batch_mode_carries_ping_and_tcp_both_ways(overlay: Overlay) -> None:
+    assert " 0% packet loss" in ping(overlay.tb, overlay.c5, overlay.c6)
+    for reverse in (False, True):
+        assert received_bytes(iperf(overlay.tb, overlay.c5, overlay.c6, reverse=reverse)) > 0
 
 
 def test_ping_both_ways_with_a_kernel_vxlan_host(overlay: Overlay) -> None:
