@@ -25,9 +25,14 @@ from typing import Any, TypeVar
 import trio
 
 from overlaynet import api, views
+from overlaynet.dns import feed as dns_feed
+from overlaynet.dns.records import DnsTable
+from overlaynet.dns.server import DnsServer
+from overlaynet.dns.upstream import upstreams_from_resolv_conf
 from overlaynet.errors import ApiError, InvalidArgument
 from overlaynet.host import links, netns
-from overlaynet.model import Container, Status
+from overlaynet.model import Container, Driver, Status
+from overlaynet.overlay import OverlayDriver
 from overlaynet.paths import HostPaths
 from overlaynet.runtime import ContainerRequest, NetworkRequest, Runtime
 
@@ -38,6 +43,9 @@ T = TypeVar("T")
 # containerd events; a poll this often keeps `ps` and `run`'s exit code prompt).
 POLL_INTERVAL = 0.2
 VERSION = "0.1.0"
+# Docker answers with TTL 600 s, which leaves stale answers behind when containers move;
+# a few seconds keeps clients' caches honest at negligible cost (issue #5).
+DNS_TTL = 5
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -89,12 +97,25 @@ def _str_dict(args: dict[str, Any], name: str) -> dict[str, str]:
 
 
 class Agent:
-    def __init__(self, paths: HostPaths) -> None:
+    def __init__(self, paths: HostPaths, advertise_addr: str | None = None) -> None:
         self.paths = paths
+        self.advertise_addr = advertise_addr
+        self.overlay = OverlayDriver(advertise_addr)
         self.runtime = Runtime(
-            paths.host, paths.state_dir, paths.kernel_names, copy_host_resolv=paths.lab is None
+            paths.host,
+            paths.state_dir,
+            paths.kernel_names,
+            copy_host_resolv=paths.lab is None,
+            overlay=self.overlay,
         )
         self.lock = trio.Lock()
+        self.dns_table = DnsTable(ttl=DNS_TTL)
+        if paths.lab is None:
+            # On a real host, names not known locally go to the host's resolvers, as in Docker.
+            # A lab host has no way out, so it gets none (answers come at once: SERVFAIL).
+            self.dns_table.set_upstreams(upstreams_from_resolv_conf(_read("/etc/resolv.conf")))
+        self.dns = DnsServer(self.dns_table)
+        self._synced_generation = -1
         self.counters: Counter[str] = Counter()
         self.started = time.time()
         self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
@@ -106,6 +127,8 @@ class Agent:
             "network.rm": self.op_network_rm,
             "network.connect": self.op_network_connect,
             "network.disconnect": self.op_network_disconnect,
+            "network.peer": self.op_network_peer,
+            "network.fdb": self.op_network_fdb,
             "container.create": self.op_container_create,
             "container.start": self.op_container_start,
             "container.stop": self.op_container_stop,
@@ -119,25 +142,54 @@ class Agent:
         }
 
     async def locked(self, fn: Callable[[], T]) -> T:
-        """Run kernel work in a thread, one request at a time."""
+        """Run kernel work in a thread, one request at a time; then let the planes follow."""
         async with self.lock:
-            return await trio.to_thread.run_sync(fn)
+            try:
+                return await trio.to_thread.run_sync(fn)
+            finally:
+                if self.runtime.generation != self._synced_generation:
+                    await self._sync_planes()
+
+    async def _sync_planes(self) -> None:
+        """Make DNS (and later the overlay) match the runtime's containers and networks."""
+        rt = self.runtime
+        self._synced_generation = rt.generation
+        view = dns_feed.build_view(rt.networks.values(), rt.containers.values())
+        dns_feed.apply(self.dns_table, view)
+        served = view.served_containers()
+        for cid in list(self.dns.containers):
+            if cid not in served:
+                await self.dns.remove_container(cid)
+        for cid in served - set(self.dns.containers):
+            ns = rt.container_netns(rt.containers[cid])
+            if ns is None:
+                continue
+            try:
+                await self.dns.add_container(cid, ns)
+            except OSError as e:
+                self.counters["dns_bind_failures"] += 1
+                log.warning(
+                    "embedded DNS unavailable",
+                    extra={"fields": {"container": cid, "error": str(e)}},
+                )
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        counts = await self.locked(self.runtime.restore)
-        log.info("restored state", extra={"fields": counts})
         listener = self._bind_socket()
         self.paths.pid_file.write_text(f"{os.getpid()}\n")
         try:
             async with trio.open_nursery() as nursery:
+                await nursery.start(self.dns.run)
+                counts = await self.locked(self.runtime.restore)
+                log.info("restored state", extra={"fields": counts})
                 nursery.start_soon(self._serve, listener)
                 nursery.start_soon(self._poll_processes)
                 nursery.start_soon(self._handle_signals, nursery.cancel_scope)
                 log.info("agent ready", extra={"fields": {"socket": str(self.paths.socket)}})
                 task_status.started()
         finally:
+            self.overlay.close()
             listener.close()
             self.paths.socket.unlink(missing_ok=True)
             self.paths.pid_file.unlink(missing_ok=True)
@@ -264,6 +316,7 @@ class Agent:
             labels=_str_dict(args, "labels"),
             internal=bool(args.get("internal", False)),
             attachable=bool(args.get("attachable", False)),
+            ip_range=_opt_str(args, "ip_range"),
         )
         net = await self.locked(partial(self.runtime.network_create, req))
         log.info("network created", extra={"fields": {"network": net.name, "id": net.id}})
@@ -278,7 +331,38 @@ class Agent:
     async def op_network_inspect(self, args: dict[str, Any]) -> Any:
         rt = self.runtime
         net = rt.network(_arg(args, "network", str))
-        return views.network_doc(net, list(rt.containers.values()))
+        extra: dict[str, Any] = {}
+        if net.driver == Driver.OVERLAY:
+            extra["Overlay"] = {
+                "VNI": net.vni,
+                "VTEP": f"{self.advertise_addr}:4789",
+                "Peers": list(net.peers),
+                "StaticEndpoints": list(net.static_endpoints),
+                "DataPlane": self.overlay.inspect(net),
+            }
+        return views.network_doc(net, list(rt.containers.values()), extra)
+
+    async def op_network_peer(self, args: dict[str, Any]) -> Any:
+        fn = partial(
+            self.runtime.overlay_peer,
+            _arg(args, "network", str),
+            _arg(args, "host", str),
+            bool(args.get("add", True)),
+        )
+        net = await self.locked(fn)
+        return {"peers": net.peers}
+
+    async def op_network_fdb(self, args: dict[str, Any]) -> Any:
+        fn = partial(
+            self.runtime.overlay_fdb,
+            _arg(args, "network", str),
+            _arg(args, "mac", str),
+            _opt_str(args, "host"),
+            _opt_str(args, "ip"),
+            bool(args.get("add", True)),
+        )
+        net = await self.locked(fn)
+        return {"static_endpoints": net.static_endpoints}
 
     async def op_network_rm(self, args: dict[str, Any]) -> Any:
         net = await self.locked(partial(self.runtime.network_rm, _arg(args, "network", str)))
@@ -416,6 +500,28 @@ class Agent:
         return await trio.to_thread.run_sync(snapshot)
 
 
+def underlay_address(spec: str) -> str | None:
+    """An IPv4 address as given, or the first IPv4 address of the named interface."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.IPv4Address(spec))
+    except ValueError:
+        pass
+    for ifname, iface in links.addresses():
+        if ifname == spec:
+            return str(iface.ip)
+    return None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def _epoch(iso: str | None) -> float:
     if not iso:
         return time.time()
@@ -444,10 +550,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab", default=None, help="the lab this host belongs to (none on a VM)")
     p.add_argument("--log-file", type=Path, default=None)
     p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--advertise-addr",
+        default="eth0",
+        help="underlay address for VXLAN and gossip: an IPv4 address or an interface (eth0)",
+    )
     ns = p.parse_args(argv)
     paths = HostPaths(ns.host, ns.lab)
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(ns.log_file, ns.log_level)
-    agent = Agent(paths)
+    agent = Agent(paths, underlay_address(ns.advertise_addr))
     trio.run(agent.run)
     return 0

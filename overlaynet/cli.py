@@ -103,6 +103,7 @@ def cmd_network_create(ns: argparse.Namespace) -> int:
         labels=_key_values(ns.label, "label"),
         internal=ns.internal,
         attachable=ns.attachable,
+        ip_range=ns.ip_range,
     )
     print(res["id"])
     return 0
@@ -139,6 +140,41 @@ def cmd_network_connect(ns: argparse.Namespace) -> int:
         ip=ns.ip,
         aliases=ns.alias or [],
     )
+    return 0
+
+
+def cmd_network_peer(ns: argparse.Namespace) -> int:
+    res = call(ns, "network.peer", network=ns.network, host=ns.peer_host, add=ns.action == "add")
+    print(" ".join(res["peers"]))
+    return 0
+
+
+def cmd_network_fdb(ns: argparse.Namespace) -> int:
+    add = ns.action == "add"
+    call(ns, "network.fdb", network=ns.network, mac=ns.mac, host=ns.vtep, ip=ns.ip, add=add)
+    return 0
+
+
+def cmd_network_vtep(ns: argparse.Namespace) -> int:
+    """The data plane of one overlay network: peers, FDB, ARP answers, counters."""
+    doc = call(ns, "network.inspect", network=ns.network)
+    overlay = doc.get("Overlay")
+    if overlay is None:
+        raise CliError(f"network {ns.network} is not an overlay network")
+    dp = overlay.get("DataPlane") or {}
+    print(f"VNI {overlay['VNI']}   VTEP {overlay['VTEP']}   TAP {dp.get('tap', '-')}")
+    print(f"peers (head-end replication): {' '.join(overlay['Peers']) or '-'}\n")
+    fdb = [
+        [r["mac"], r["remote_ip"], str(r["tx_frames"]), str(r["rx_frames"])]
+        for r in dp.get("fdb", [])
+    ]
+    print(views.table(["MAC", "VTEP", "TX FRAMES", "RX FRAMES"], fdb))
+    print()
+    arp = [[ip, mac] for ip, mac in sorted(dp.get("arp", {}).items())]
+    print(views.table(["IP (ARP ANSWERED LOCALLY)", "MAC"], arp))
+    print()
+    counters = [[k, str(v)] for k, v in sorted(dp.get("counters", {}).items())]
+    print(views.table(["COUNTER", "VALUE"], counters))
     return 0
 
 
@@ -493,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-d", "--driver", default="bridge")
     c.add_argument("--subnet")
     c.add_argument("--gateway")
+    c.add_argument("--ip-range", help="allocate container addresses from this sub-range")
     c.add_argument("-o", "--opt", action="append", help="driver option KEY=VALUE")
     c.add_argument("--label", action="append")
     c.add_argument("--internal", action="store_true")
@@ -518,6 +555,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("network")
     c.add_argument("container")
     c.set_defaults(func=cmd_network_connect)
+    c = net.add_parser("peer", help="overlay: add or remove a peer host (static, no gossip)")
+    c.add_argument("action", choices=["add", "rm"])
+    c.add_argument("network")
+    c.add_argument("peer_host", metavar="HOST_IP", help="the peer's underlay address")
+    c.set_defaults(func=cmd_network_peer)
+    c = net.add_parser("fdb", help="overlay: add or remove a remote endpoint by hand")
+    c.add_argument("action", choices=["add", "rm"])
+    c.add_argument("network")
+    c.add_argument("mac", help="the remote endpoint's MAC address")
+    c.add_argument("vtep", nargs="?", metavar="HOST_IP", help="the host it lives behind (add)")
+    c.add_argument("--ip", help="its IP address: ARP for it is answered locally")
+    c.set_defaults(func=cmd_network_fdb)
+    c = net.add_parser("vtep", help="overlay: the VTEP's peers, FDB, ARP answers and counters")
+    c.add_argument("network")
+    c.set_defaults(func=cmd_network_vtep)
     c = net.add_parser("disconnect", help="disconnect a container from a network")
     c.add_argument("-f", "--force", action="store_true")
     c.add_argument("network")

@@ -97,13 +97,31 @@ def _user_bridge(w: Walkthrough) -> None:
         ).split()
         for name in ("alpine1", "alpine2", "alpine3", "alpine4")
     }
-    w.note("on alpine-net, alpine1 reaches alpine2 and alpine4:")
+    w.note("on alpine-net, alpine1 reaches alpine2 and alpine4 by name (the embedded DNS):")
     for peer in ("alpine2", "alpine4"):
-        w.run("node1", "exec", "alpine1", "ping", "-c", "2", "-W", "2", addr[peer][0])
-    w.note("alpine3 is only on the default bridge: alpine1 cannot reach it")
-    w.run("node1", "exec", "alpine1", "ping", "-c", "2", "-W", "1", addr["alpine3"][0], expect_ok=False)
-    w.note("alpine4 is on both networks, so it reaches alpine3 on the default bridge")
+        w.run("node1", "exec", "alpine1", "ping", "-c", "2", "-W", "2", peer)
+    w.note("alpine3 is only on the default bridge: alpine1 can resolve it by neither name…")
+    w.run("node1", "exec", "alpine1", "ping", "-c", "2", "-W", "1", "alpine3", expect_ok=False)
+    w.note("…nor reach it by address")
+    w.run(
+        "node1",
+        "exec",
+        "alpine1",
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "1",
+        addr["alpine3"][0],
+        expect_ok=False,
+    )
+    w.note("alpine4 is on both networks: alpine1 by name, alpine3 by address (default bridge)")
+    w.run("node1", "exec", "alpine4", "ping", "-c", "2", "-W", "2", "alpine1")
     w.run("node1", "exec", "alpine4", "ping", "-c", "2", "-W", "2", addr["alpine3"][0])
+    w.note("what the embedded DNS at 127.0.0.11 answers inside alpine1")
+    w.run("node1", "exec", "alpine1", "cat", "/etc/resolv.conf")
+    w.run("node1", "exec", "alpine1", "dig", "+short", "alpine2")
+    w.run("node1", "exec", "alpine1", "dig", "+short", "-x", addr["alpine2"][0])
     w.under_the_hood("node1")
     w.note("alpine-net lives on node1 only: node2 has its own networks")
     w.run("node2", "network", "ls")
@@ -125,7 +143,9 @@ def run(lab: str, keep: bool = False, hosts: int = 3) -> int:
         _user_bridge(w)
     finally:
         if keep:
-            print(f"\nThe lab is still up: `overlaynet --lab {lab} lab ls`, then `lab down --name {lab}`.")
+            print(
+                f"\nThe lab is still up: `overlaynet lab ls`; then `lab down --name {lab}`."
+            )
         else:
             labmod.down(lab)
             print(f"\nLab {lab!r} removed.")

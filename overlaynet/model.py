@@ -47,6 +47,11 @@ class Network:
     internal: bool = False
     attachable: bool = False
     vni: int | None = None
+    ip_range: str | None = None
+    # Overlay networks without a control plane: head-end replication peers (underlay IPs) and
+    # remote endpoints given by hand, {"mac", "host", "ip"}; kept so a restart restores them.
+    peers: list[str] = field(default_factory=list)
+    static_endpoints: list[dict[str, str | None]] = field(default_factory=list)
 
     @property
     def bridge_ifname(self) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
@@ -23,6 +23,7 @@ from overlaynet.model import (
     BRIDGE_NAME_OPTION,
     DEFAULT_BRIDGE_IFNAME,
     MTU_OPTION,
+    OVERLAY_MTU,
     PREDEFINED_NETWORKS,
     Container,
     Driver,
@@ -39,6 +40,7 @@ from overlaynet.names import (
     new_id,
     short_id,
 )
+from overlaynet.overlay import OverlayDriver, StaticEndpoint
 from overlaynet.store import Store
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class NetworkRequest:
     labels: dict[str, str] = field(default_factory=dict)
     internal: bool = False
     attachable: bool = False
+    ip_range: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,15 @@ class Runtime:
     """Networks and containers of one host; `names` says how its kernel objects are named."""
 
     def __init__(
-        self, host: str, state_dir: Path, names: KernelNames, copy_host_resolv: bool = True
+        self,
+        host: str,
+        state_dir: Path,
+        names: KernelNames,
+        copy_host_resolv: bool = True,
+        overlay: OverlayDriver | None = None,
     ) -> None:
         self.host = host
+        self.overlay = overlay
         # A lab host has no way out: its containers get no copy of the machine's resolvers.
         self.copy_host_resolv = copy_host_resolv
         self.state_dir = state_dir
@@ -94,8 +103,8 @@ class Runtime:
         self.networks: dict[str, Network] = {n.id: n for n in self.store.networks()}
         self.containers: dict[str, Container] = {c.id: c for c in self.store.containers()}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        # Called after any change to endpoints, so other planes (DNS, overlay) can follow.
-        self.on_change: Callable[[], None] = lambda: None
+        # Bumped by every change other planes (DNS, overlay) follow: endpoints, running state.
+        self.generation = 0
 
     # ---- lookups ------------------------------------------------------------------------
 
@@ -181,11 +190,13 @@ class Runtime:
             raise InvalidArgument(str(e)) from None
         if any(n.name == req.name for n in self.networks.values()):
             raise Conflict(f"network with name {req.name} already exists")
-        if req.driver != "bridge":
+        if req.driver not in ("bridge", "overlay"):
             raise InvalidArgument(
-                f"driver {req.driver!r} is not available here: use -d bridge"
-                + (" (overlay networks need the data plane)" if req.driver == "overlay" else "")
+                f"driver {req.driver!r} is not available here: use -d bridge or -d overlay"
             )
+        overlay = req.driver == "overlay"
+        if overlay and self.overlay is None:
+            raise InvalidArgument("this agent has no VXLAN data plane: overlay networks need one")
         options = dict(req.options)
         bridge_name = options.get(BRIDGE_NAME_OPTION)
         try:
@@ -195,23 +206,26 @@ class Runtime:
             raise InvalidArgument(str(e)) from None
         if bridge_name and any(n.bridge_ifname == bridge_name for n in self.networks.values()):
             raise Conflict(f"bridge name {bridge_name} is already used by another network")
-        mtu = _parse_mtu(options.get(MTU_OPTION), BRIDGE_MTU)
+        mtu = _parse_mtu(options.get(MTU_OPTION), OVERLAY_MTU if overlay else BRIDGE_MTU)
+        vni = self._pick_vni(options) if overlay else None
         used = self._used_subnets()
+        pools = ipam.OVERLAY_POOLS if overlay else ipam.BRIDGE_POOLS
         try:
             if req.subnet:
                 subnet = ipam.parse_subnet(req.subnet)
                 ipam.check_subnet_free(subnet, used)
-            elif req.gateway:
-                raise InvalidArgument("--gateway needs --subnet: give the subnet it belongs to")
+            elif req.gateway or req.ip_range:
+                raise InvalidArgument("--gateway and --ip-range need --subnet: give the subnet")
             else:
-                subnet = ipam.allocate_subnet(ipam.BRIDGE_POOLS, (u for _, u in used))
+                subnet = ipam.allocate_subnet(pools, (u for _, u in used))
             cfg = ipam.make_config(subnet, req.gateway)
+            ip_range = ipam.parse_ip_range(req.ip_range, subnet) if req.ip_range else None
         except ipam.IpamError as e:
             raise InvalidArgument(str(e)) from None
         net = Network(
             id=new_id(),
             name=req.name,
-            driver=Driver.BRIDGE,
+            driver=Driver.OVERLAY if overlay else Driver.BRIDGE,
             created=now_iso(),
             subnet=str(cfg.subnet),
             gateway=str(cfg.gateway),
@@ -220,23 +234,54 @@ class Runtime:
             labels=dict(req.labels),
             internal=req.internal,
             attachable=req.attachable,
+            vni=vni,
+            ip_range=str(ip_range) if ip_range else None,
         )
         self._build_bridge(net)
         try:
             self._save_network(net)
         except Exception:
-            links.delete(net.bridge_ifname or "")
+            self._unbuild_bridge(net)
             raise
         return net
 
+    def _pick_vni(self, options: dict[str, str]) -> int:
+        """The VNI asked for (`-o vni=N`, or Docker's vxlanid_list), else the lowest free one."""
+        taken = {n.vni for n in self.networks.values() if n.vni is not None}
+        text = options.get("vni") or options.get(VNI_OPTION)
+        if text is None:
+            return next(v for v in range(FIRST_VNI, VNI_MAX + 1) if v not in taken)
+        try:
+            vni = int(text)
+        except ValueError:
+            raise InvalidArgument(f"invalid VNI {text!r}: expected a number") from None
+        if not 1 <= vni <= VNI_MAX:
+            raise InvalidArgument(f"invalid VNI {vni}: must be between 1 and {VNI_MAX} (24 bits)")
+        if vni in taken:
+            raise Conflict(f"VNI {vni} is already used by another overlay network on this host")
+        return vni
+
     def _build_bridge(self, net: Network) -> None:
+        """The network's bridge; an overlay's has no address and a TAP into the VTEP."""
         assert net.bridge_ifname and net.subnet and net.gateway
-        addr = IPv4Interface(f"{net.gateway}/{IPv4Network(net.subnet).prefixlen}")
+        overlay = net.driver == Driver.OVERLAY
+        prefix = IPv4Network(net.subnet).prefixlen
+        # An overlay's gateway address would exist on every host at once: it stays unassigned
+        # (Docker routes overlay containers out through a second, local bridge instead).
+        addr = None if overlay else IPv4Interface(f"{net.gateway}/{prefix}")
         try:
             links.ensure_bridge(net.bridge_ifname, addr, net.mtu)
-        except (links.LinkError, OSError) as e:
+            if overlay and self.overlay is not None:
+                self.overlay.attach(net)
+        except (links.LinkError, OSError, RuntimeError, ValueError) as e:
+            self._unbuild_bridge(net)
+            raise Unavailable(f"cannot create network {net.name}: {e}") from None
+
+    def _unbuild_bridge(self, net: Network) -> None:
+        if net.driver == Driver.OVERLAY and self.overlay is not None:
+            self.overlay.detach(net)
+        if net.bridge_ifname:
             links.delete(net.bridge_ifname)
-            raise Unavailable(f"cannot create bridge {net.bridge_ifname}: {e}") from None
 
     def network_rm(self, ref: str) -> Network:
         net = self.network(ref)
@@ -249,8 +294,7 @@ class Runtime:
                 f"error while removing network: network {net.name} id {net.id} has active "
                 f"endpoints ({names}): disconnect or remove them first"
             )
-        if net.bridge_ifname:
-            links.delete(net.bridge_ifname)
+        self._unbuild_bridge(net)
         self.store.delete_network(net.id)
         del self.networks[net.id]
         return net
@@ -315,14 +359,18 @@ class Runtime:
             raise
         self.containers[c.id] = c
         self._write_container_files(c)
-        self.on_change()
+        self.generation += 1
         return c
 
     def _new_endpoint(
         self, c: Container, net: Network, ip: str | None, aliases: list[str], first: bool
     ) -> Endpoint:
         assert net.subnet and net.gateway
-        cfg = ipam.IpamConfig(IPv4Network(net.subnet), IPv4Address(net.gateway))
+        cfg = ipam.IpamConfig(
+            IPv4Network(net.subnet),
+            IPv4Address(net.gateway),
+            IPv4Network(net.ip_range) if net.ip_range else None,
+        )
         taken = [
             IPv4Address(e.ip)
             for other in self.containers_on(net.id)
@@ -362,9 +410,13 @@ class Runtime:
             ifname=ep.ifname,
             mac=ep.mac,
             address=IPv4Interface(f"{ep.ip}/{prefix}") if ep.ip else None,
-            gateway=net.gateway if default_route and not net.internal else None,
+            gateway=net.gateway if default_route and self._routes_out(net) else None,
             mtu=net.mtu,
         )
+
+    @staticmethod
+    def _routes_out(net: Network) -> bool:
+        return net.driver == Driver.BRIDGE and not net.internal
 
     def _build_endpoint(
         self, c: Container, ep: Endpoint, net: Network, default_route: bool
@@ -420,6 +472,7 @@ class Runtime:
         c.desired_running = True
         c.started_at, c.finished_at = now_iso(), None
         self.store.put_container(c)
+        self.generation += 1
 
     def _running(self, c: Container) -> process.Running | None:
         if c.pid is None or c.pid_start is None:
@@ -460,6 +513,7 @@ class Runtime:
             c.desired_running = False
             self.store.put_container(c)
             ended.append(c)
+            self.generation += 1
         return ended
 
     def container_rm(self, ref: str, force: bool = False) -> Container:
@@ -479,7 +533,7 @@ class Runtime:
         del self.containers[c.id]
         self._children.pop(c.id, None)
         _rmtree(self.container_dir(c))
-        self.on_change()
+        self.generation += 1
         return c
 
     def _teardown(self, c: Container) -> None:
@@ -514,7 +568,7 @@ class Runtime:
             c.network_mode = net.name
         self.store.put_container(c)
         self._write_container_files(c)
-        self.on_change()
+        self.generation += 1
         return c
 
     def network_disconnect(self, net_ref: str, container_ref: str) -> Container:
@@ -527,7 +581,7 @@ class Runtime:
         c.endpoints.remove(ep)
         self.store.put_container(c)
         self._write_container_files(c)
-        self.on_change()
+        self.generation += 1
         return c
 
     def top(self, ref: str) -> str:
@@ -543,7 +597,7 @@ class Runtime:
         counts = {"bridges": 0, "endpoints": 0, "relaunched": 0, "strays": 0}
         self.ensure_predefined()
         for net in self.networks.values():
-            if net.driver == Driver.BRIDGE:
+            if net.driver in (Driver.BRIDGE, Driver.OVERLAY):
                 if not links.exists(net.bridge_ifname or ""):
                     counts["bridges"] += 1
                 self._build_bridge(net)
@@ -594,8 +648,82 @@ class Runtime:
         return removed
 
     def extra_links(self) -> set[str]:
-        """Links other planes own (overridden when they are wired in)."""
-        return set()
+        """Links other planes own: the overlays' TAPs."""
+        return self.overlay.taps() if self.overlay is not None else set()
+
+    # ---- overlay peers and endpoints given by hand ----------------------------------------
+
+    def _overlay_network(self, ref: str) -> Network:
+        net = self.network(ref)
+        if net.driver != Driver.OVERLAY:
+            raise InvalidArgument(f"network {net.name} is not an overlay network")
+        return net
+
+    def overlay_peer(self, ref: str, host_ip: str, add: bool) -> Network:
+        """Add or remove a host that gets broadcast and unknown-unicast frames (head-end)."""
+        net = self._overlay_network(ref)
+        ip = _check_ipv4(host_ip, "peer address")
+        if add and ip not in net.peers:
+            net.peers.append(ip)
+        elif not add:
+            if ip not in net.peers:
+                raise NotFound(f"{ip} is not a peer of network {net.name}")
+            net.peers.remove(ip)
+        self.store.put_network(net)
+        if self.overlay is not None:
+            self.overlay.apply_static(net)
+        return net
+
+    def overlay_fdb(
+        self, ref: str, mac: str, host_ip: str | None, ip: str | None, add: bool
+    ) -> Network:
+        """Add or remove a remote endpoint by hand: MAC behind a host, IP answered by ARP."""
+        net = self._overlay_network(ref)
+        mac = _check_mac(mac)
+        others = [e for e in net.static_endpoints if e["mac"] != mac]
+        if add:
+            if host_ip is None:
+                raise InvalidArgument("a static endpoint needs the host (VTEP) it lives behind")
+            entry = StaticEndpoint(
+                mac, _check_ipv4(host_ip, "host address"), _check_ipv4(ip, "IP") if ip else None
+            )
+            others.append(entry.to_json())
+        elif len(others) == len(net.static_endpoints):
+            raise NotFound(f"no static endpoint {mac} on network {net.name}")
+        net.static_endpoints = others
+        self.store.put_network(net)
+        if self.overlay is not None:
+            self.overlay.apply_static(net)
+        return net
+
+
+# Docker's option naming the VNI of an overlay network (libnetwork drivers/overlay).
+VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+# Swarm allocates VNIs from 4096 up (libnetwork's overlay driver); 24 bits on the wire.
+FIRST_VNI = 4096
+VNI_MAX = (1 << 24) - 1
+
+
+def _check_ipv4(text: str, what: str) -> str:
+    try:
+        return str(IPv4Address(text))
+    except ValueError:
+        raise InvalidArgument(f"invalid {what} {text!r}: expected an IPv4 address") from None
+
+
+def _check_mac(text: str) -> str:
+    parts = text.lower().replace("-", ":").split(":")
+    if len(parts) != 6 or not all(
+        len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts
+    ):
+        raise InvalidArgument(
+            f"invalid MAC address {text!r}: expected six hex pairs like 02:42:0a:00:00:02"
+        )
+    if int(parts[0], 16) & 1:
+        raise InvalidArgument(
+            f"invalid MAC address {text!r}: a multicast MAC cannot be an endpoint"
+        )
+    return ":".join(parts)
 
 
 def _next_eth(endpoints: list[Endpoint]) -> int:

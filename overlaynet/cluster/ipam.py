@@ -32,9 +32,8 @@ class IpamError(ValueError):
 class IpamConfig:
     subnet: IPv4Network
     gateway: IPv4Address
-
-    def to_json(self) -> dict[str, str]:
-        return {"Subnet": str(self.subnet), "Gateway": str(self.gateway)}
+    # Docker's --ip-range: dynamic addresses come from this part of the subnet only.
+    ip_range: IPv4Network | None = None
 
 
 def _candidates(pools: Iterable[tuple[IPv4Network, int]]) -> Iterator[IPv4Network]:
@@ -102,12 +101,22 @@ def allocate_address(
         if ip in busy:
             raise IpamError(f"address {ip} is already in use on this network")
         return ip
-    for ip in config.subnet.hosts():
-        if ip not in busy:
+    pool = config.ip_range or config.subnet
+    reserved = (config.subnet.network_address, config.subnet.broadcast_address)
+    for ip in pool:
+        if ip not in busy and ip not in reserved:
             return ip
-    raise IpamError(
-        f"no addresses left in {config.subnet}: remove containers or use a larger subnet"
-    )
+    raise IpamError(f"no addresses left in {pool}: remove containers or use a larger subnet")
+
+
+def parse_ip_range(text: str, subnet: IPv4Network) -> IPv4Network:
+    try:
+        rng = IPv4Network(text, strict=True)
+    except ValueError as e:
+        raise IpamError(f"invalid ip range {text!r}: {e}") from None
+    if not rng.subnet_of(subnet):
+        raise IpamError(f"ip range {rng} is not inside subnet {subnet}")
+    return rng
 
 
 def mac_for(ip: IPv4Address) -> str:

@@ -130,6 +130,23 @@ class DnsTable:
         self._attachments.pop(container_id, None)
         self.generation += 1
 
+    # -- reads for whoever keeps the table in step (the agent's feed) ---------------------------
+
+    def network(self, network_id: str) -> Network | None:
+        return self._networks.get(network_id)
+
+    def network_ids(self) -> list[str]:
+        return list(self._networks)
+
+    def records_of(self, network_id: str) -> frozenset[NameRecord]:
+        return frozenset(self._records.get(network_id, ()))
+
+    def container_ids(self) -> list[str]:
+        return list(self._attachments)
+
+    def attached(self, container_id: str) -> frozenset[str]:
+        return frozenset(self._attachments.get(container_id, ()))
+
     def set_upstreams(self, upstreams: Iterable[Upstream | tuple[str, int]]) -> None:
         """The host's resolvers, at most `MAX_UPSTREAMS` of them (later ones are ignored)."""
         chosen = [u if isinstance(u, Upstream) else Upstream(u[0], u[1]) for u in upstreams]

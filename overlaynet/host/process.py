@@ -28,7 +28,9 @@ bind() { if [ -e "$2" ]; then mount --bind "$1" "$2" || exit 125; fi; }
 bind "$ONET_HOSTS" /etc/hosts
 bind "$ONET_RESOLV" /etc/resolv.conf
 hostname "$ONET_HOSTNAME" 2>/dev/null
-unset ONET_HOSTS ONET_RESOLV ONET_HOSTNAME
+# sysfs shows the network namespace of whoever mounted it: remount it so /sys/class/net is ours.
+if [ -n "$ONET_SYSFS" ]; then umount -l /sys 2>/dev/null; mount -t sysfs sysfs /sys 2>/dev/null; fi
+unset ONET_HOSTS ONET_RESOLV ONET_HOSTNAME ONET_SYSFS
 trap '' TERM INT
 ONET_EXIT_FILE="$ONET_EXIT"; unset ONET_EXIT
 ( trap - TERM INT; exec "$@" ); status=$?
@@ -73,6 +75,7 @@ def start(spec: Launch) -> tuple[subprocess.Popen[bytes], Running]:
         "ONET_RESOLV": str(spec.resolv_file),
         "ONET_HOSTNAME": spec.hostname,
         "ONET_EXIT": str(spec.exit_file),
+        "ONET_SYSFS": "1" if spec.netns_path is not None else "",
     }
     for item in spec.env:
         key, _, value = item.partition("=")

@@ -1,0 +1,117 @@
+"""The overlay driver: one host's VTEP, and each overlay network's bridge port on it.
+
+Per overlay network the runtime builds a bridge; this driver adds the TAP (`on-tap-…`) that the
+VTEP reads and writes, attaches it to the bridge, and feeds the VTEP the network's peers and
+remote endpoints: the static ones a user gives (`network peer`, `network fdb`), and later the
+ones the control plane learns. The VTEP itself lives in `dataplane/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from overlaynet.dataplane.fdb import RemoteEndpoint
+from overlaynet.dataplane.vtep import Vtep
+from overlaynet.host import links
+from overlaynet.model import Network
+from overlaynet.names import KernelNames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StaticEndpoint:
+    """A remote endpoint given by hand: MAC behind a host's VTEP, with its IP for ARP."""
+
+    mac: str
+    host: str
+    ip: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"mac": self.mac, "host": self.host, "ip": self.ip}
+
+
+class OverlayDriver:
+    """Owns the VTEP (created with the first overlay network) and the networks' TAPs."""
+
+    def __init__(self, local_ip: str | None) -> None:
+        self.local_ip = local_ip
+        self.vtep: Vtep | None = None
+        self._vni_of: dict[str, int] = {}
+        self._remote: dict[str, set[RemoteEndpoint]] = {}
+
+    def _ensure_vtep(self) -> Vtep:
+        if self.vtep is None:
+            if self.local_ip is None:
+                raise RuntimeError(
+                    "this host has no underlay address for VXLAN: start the agent with "
+                    "--advertise-addr IP"
+                )
+            self.vtep = Vtep(self.local_ip)
+            self.vtep.start()
+        return self.vtep
+
+    def attach(self, net: Network) -> None:
+        """Serve the network: TAP on its bridge, peers and static endpoints in the VTEP."""
+        assert net.vni is not None and net.bridge_ifname
+        vtep = self._ensure_vtep()
+        if net.id in self._vni_of:
+            self.detach(net)
+        tap = KernelNames.tap(net.id)
+        vtep.add_network(net.vni, tap, net.mtu)
+        self._vni_of[net.id] = net.vni
+        try:
+            with links.ipr() as sock:
+                idx = links.index_of(sock, tap)
+                bridge = links.index_of(sock, net.bridge_ifname)
+                sock.link("set", index=idx, master=bridge, state="up")
+        except Exception:
+            self.detach(net)
+            raise
+        self.apply_static(net)
+
+    def apply_static(self, net: Network) -> None:
+        """(Re)load the peers and static endpoints recorded on the network."""
+        vtep = self.vtep
+        vni = self._vni_of.get(net.id)
+        if vtep is None or vni is None:
+            return
+        vtep.set_peers(vni, net.peers)
+        wanted = {
+            RemoteEndpoint(vni, str(e["mac"]), e.get("ip"), str(e["host"]))
+            for e in net.static_endpoints
+        }
+        have = self._remote.get(net.id, set())
+        for ep in have - wanted:
+            vtep.endpoint_removed(ep)
+        for ep in wanted - have:
+            vtep.endpoint_added(ep)
+        self._remote[net.id] = wanted
+
+    def detach(self, net: Network) -> None:
+        vni = self._vni_of.pop(net.id, None)
+        self._remote.pop(net.id, None)
+        if self.vtep is not None and vni is not None:
+            self.vtep.remove_network(vni)
+
+    def taps(self) -> set[str]:
+        return {KernelNames.tap(nid) for nid in self._vni_of}
+
+    def inspect(self, net: Network) -> dict[str, Any] | None:
+        vni = self._vni_of.get(net.id)
+        if self.vtep is None or vni is None:
+            return None
+        return self.vtep.inspect(vni)
+
+    def set_members(self, hosts: Iterable[str]) -> None:
+        if self.vtep is not None:
+            self.vtep.members = hosts
+
+    def close(self) -> None:
+        if self.vtep is not None:
+            self.vtep.close()
+            self.vtep = None
+        self._vni_of.clear()
