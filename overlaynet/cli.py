@@ -436,6 +436,24 @@ def cmd_lab_ls(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab_capture(ns: argparse.Namespace) -> int:
+    """Frames on the lab's underlay (or a host's port), decoded layer by layer."""
+    from overlaynet import capture, lab
+    from overlaynet.names import lab_namespace
+
+    name = ns.name or ns.lab
+    where = lab_namespace(name, "ul") if ns.on == "underlay" else lab_namespace(name, ns.on)
+    iface = "br0" if ns.on == "underlay" else "eth0"
+    if where not in lab.namespaces_of(name):
+        raise CliError(f"lab {name} has no {ns.on}: see `overlaynet lab ls`")
+    frames = capture.capture(where, iface, ns.count, ns.filter, ns.seconds)
+    if not frames:
+        print(f"no frames matching {ns.filter!r} within {ns.seconds:.0f} s")
+        return 1
+    print(capture.render(frames))
+    return 0
+
+
 def cmd_lab_demo(ns: argparse.Namespace) -> int:
     from overlaynet import demo
 
@@ -603,6 +621,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_lab_down)
     c = lab.add_parser("ls", help="labs, hosts, agents and their health")
     c.set_defaults(func=cmd_lab_ls)
+    c = lab.add_parser("capture", help="capture underlay frames and decode them layer by layer")
+    c.add_argument("--name", help="lab name (default: --lab)")
+    c.add_argument("--on", default="underlay", help="'underlay' (the lab's switch) or a host")
+    c.add_argument("-c", "--count", type=int, default=8, help="frames to capture")
+    c.add_argument("--filter", default="udp port 4789", help="tcpdump filter")
+    c.add_argument("--seconds", type=float, default=10.0, help="give up after (at most 30)")
+    c.set_defaults(func=cmd_lab_capture)
     c = lab.add_parser("demo", help="walk through the tutorial on a fresh lab")
     c.add_argument("--name", help="lab name (default: demo)")
     c.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
