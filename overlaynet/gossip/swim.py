@@ -109,6 +109,7 @@ class Membership:
         # Live members other than us, as a list for O(1) sampling plus an index for O(1) removal.
         self._live: list[str] = []
         self._live_index: dict[str, int] = {}
+        self._dead: set[str] = set()
         self._probe_order: list[str] = []
         self._probe_pos = 0
         self._probe: _Probe | None = None
@@ -117,6 +118,8 @@ class Membership:
         self._seq = rng.randrange(SEQ_MODULO)
         # Stagger the first probe so nodes started together do not probe in lockstep.
         self.next_probe_at = now + rng.uniform(0, config.probe_interval)
+        # memberlist setAlive: announce ourselves, so whoever we reach spreads the news.
+        self._broadcast(Alive(0, name, addr))
 
     # ---- views -------------------------------------------------------------------------
 
@@ -134,6 +137,10 @@ class Membership:
 
     def is_live(self, name: str) -> bool:
         return name == self.name or name in self._live_index
+
+    def suspicion_deadline(self, name: str) -> float | None:
+        suspicion = self._suspicions.get(name)
+        return None if suspicion is None else suspicion.deadline()
 
     def views(self) -> list[MemberView]:
         return [
@@ -164,19 +171,21 @@ class Membership:
     def gossip_targets(self, k: int, now: float) -> list[Address]:
         """k live members, plus recently dead ones so they hear they were declared dead."""
         names = self.random_live(k)
-        recent_dead = [
-            m
-            for m in self.members.values()
-            if m.state == MemberState.DEAD and now - m.changed_at < self.config.gossip_to_the_dead
-        ]
-        if recent_dead:
-            names.append(self.rng.choice(recent_dead).name)
+        if self._dead:
+            recent = [
+                name
+                for name in self._dead
+                if now - self.members[name].changed_at < self.config.gossip_to_the_dead
+            ]
+            if recent:
+                names.append(self.rng.choice(sorted(recent)))
         return [self.members[n].addr for n in names]
 
     def random_dead(self) -> Address | None:
         """A failed (not departed) member to retry, so a healed partition merges again."""
-        dead = [m for m in self.members.values() if m.state == MemberState.DEAD]
-        return self.rng.choice(dead).addr if dead else None
+        if not self._dead:
+            return None
+        return self.members[self.rng.choice(sorted(self._dead))].addr
 
     # ---- inputs ------------------------------------------------------------------------
 
@@ -253,6 +262,7 @@ class Membership:
         ]
         for name in gone:
             del self.members[name]
+            self._dead.discard(name)
         return gone
 
     # ---- probing -----------------------------------------------------------------------
@@ -434,6 +444,10 @@ class Membership:
         member.changed_at = now
         if state != MemberState.SUSPECT:
             self._suspicions.pop(member.name, None)
+        if state == MemberState.DEAD:
+            self._dead.add(member.name)
+        else:
+            self._dead.discard(member.name)
         if state in LIVE_STATES and old not in LIVE_STATES:
             self._add_live(member.name, insert_in_probe_order=True)
         elif state not in LIVE_STATES and old in LIVE_STATES:

@@ -247,35 +247,47 @@ PACKET_OVERHEAD = 1
 
 
 class _Reader:
-    __slots__ = ("buf", "pos")
+    """Bounds-checked cursor over one message body; kept flat because it is the simulator's
+    innermost loop."""
 
-    def __init__(self, buf: bytes) -> None:
+    __slots__ = ("buf", "end", "pos")
+
+    def __init__(self, buf: bytes, pos: int = 0, end: int | None = None) -> None:
         self.buf = buf
-        self.pos = 0
+        self.pos = pos
+        self.end = len(buf) if end is None else end
 
     def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.buf):
+        pos = self.pos
+        end = pos + n
+        if end > self.end:
             raise MalformedGossip("truncated message")
-        out = self.buf[self.pos : end]
         self.pos = end
-        return out
+        return self.buf[pos:end]
+
+    def _unpack(self, fmt: struct.Struct) -> int:
+        pos = self.pos
+        if pos + fmt.size > self.end:
+            raise MalformedGossip("truncated message")
+        self.pos = pos + fmt.size
+        value: int = fmt.unpack_from(self.buf, pos)[0]
+        return value
 
     def u8(self) -> int:
-        value: int = _U8.unpack(self.take(1))[0]
-        return value
+        pos = self.pos
+        if pos >= self.end:
+            raise MalformedGossip("truncated message")
+        self.pos = pos + 1
+        return self.buf[pos]
 
     def u16(self) -> int:
-        value: int = _U16.unpack(self.take(2))[0]
-        return value
+        return self._unpack(_U16)
 
     def u32(self) -> int:
-        value: int = _U32.unpack(self.take(4))[0]
-        return value
+        return self._unpack(_U32)
 
     def u64(self) -> int:
-        value: int = _U64.unpack(self.take(8))[0]
-        return value
+        return self._unpack(_U64)
 
     def flag(self) -> bool:
         value = self.u8()
@@ -283,21 +295,22 @@ class _Reader:
             raise MalformedGossip(f"bad flag {value}")
         return value == 1
 
-    def text(self) -> str:
-        raw = self.take(self.u8())
+    def name(self) -> str:
+        buf = self.buf
+        pos = self.pos
+        if pos >= self.end:
+            raise MalformedGossip("truncated message")
+        end = pos + 1 + buf[pos]
+        if end > self.end or end == pos + 1:
+            raise MalformedGossip("truncated or empty name")
+        self.pos = end
         try:
-            return raw.decode()
+            return buf[pos + 1 : end].decode()
         except UnicodeDecodeError as exc:
             raise MalformedGossip("name is not UTF-8") from exc
 
-    def name(self) -> str:
-        text = self.text()
-        if not text:
-            raise MalformedGossip("empty name")
-        return text
-
     def addr(self) -> Address:
-        return self.name(), self.u16()
+        return self.name(), self._unpack(_U16)
 
 
 def _decode_ping(r: _Reader) -> Message:
@@ -344,16 +357,23 @@ def decode(data: bytes) -> list[Message]:
         if data[0] > PROTOCOL_VERSION:
             raise FutureGossip(f"protocol version {data[0]} is newer than {PROTOCOL_VERSION}")
         raise MalformedGossip(f"unknown protocol version {data[0]}")
-    outer = _Reader(data)
-    outer.pos = 1
+    pos = 1
+    size = len(data)
     messages: list[Message] = []
-    while outer.pos < len(data):
-        kind, length = _HEAD.unpack(outer.take(_HEAD.size))
+    while pos < size:
+        if pos + _HEAD.size > size:
+            raise MalformedGossip("truncated message header")
+        kind, length = _HEAD.unpack_from(data, pos)
+        pos += _HEAD.size
+        end = pos + length
+        if end > size:
+            raise MalformedGossip("truncated message")
         decoder = _DECODERS.get(kind)
         if decoder is None:
             raise MalformedGossip(f"unknown message type {kind}")
-        inner = _Reader(outer.take(length))
+        inner = _Reader(data, pos, end)
         messages.append(decoder(inner))
-        if inner.pos != length:
-            raise MalformedGossip(f"{length - inner.pos} trailing bytes in message type {kind}")
+        if inner.pos != end:
+            raise MalformedGossip(f"{end - inner.pos} trailing bytes in message type {kind}")
+        pos = end
     return messages

@@ -1,0 +1,76 @@
+"""The node ties membership, tables and dissemination together within the datagram budget."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from overlaynet.gossip.config import LAB_CONFIG
+from overlaynet.gossip.node import GossipNode
+from overlaynet.wire.gossip import MalformedGossip, PushPullHeader, decode, encode
+
+
+def make(name: str, index: int) -> GossipNode:
+    return GossipNode(name, (f"10.0.0.{index}", 7946), LAB_CONFIG, random.Random(index), 0.0)
+
+
+def exchange(a: GossipNode, b: GossipNode, now: float, join: bool = False) -> None:
+    ours, theirs = a.push_pull_payload(join), b.push_pull_payload(False)
+    b.merge_push_pull(ours, now)
+    a.merge_push_pull(theirs, now)
+
+
+def test_join_by_push_pull_teaches_both_sides_each_other() -> None:
+    a, b = make("h1", 1), make("h2", 2)
+    a.start_join([b.addr])
+    assert [r.addr for r in a.drain_push_pulls()] == [b.addr]
+    exchange(a, b, 0.0, join=True)
+    assert {m.name for m in a.members()} == {m.name for m in b.members()} == {"h1", "h2"}
+
+
+def test_push_pull_carries_tables_and_participation() -> None:
+    a, b = make("h1", 1), make("h2", 2)
+    exchange(a, b, 0.0, join=True)
+    a.join_network("net", 0.0)
+    a.set_entry("ep", "net", "e1", b"value", 0.0)
+    b.join_network("net", 0.0)
+    exchange(b, a, 1.0)
+    assert b.entries("ep", "net")["e1"].value == b"value"
+
+
+def test_every_datagram_fits_the_budget_even_with_a_long_queue() -> None:
+    a = make("h1", 1)
+    peers = [make(f"h{i}", i) for i in range(2, 6)]
+    for p in peers:
+        exchange(a, p, 0.0)
+    a.join_network("net", 0.0)
+    for i in range(60):
+        a.set_entry("ep", "net", f"e{i}", b"x" * 200, 0.0)
+    t = 0.0
+    sizes = []
+    for _ in range(40):
+        t = a.next_deadline()
+        a.handle_timer(t)
+        sizes += [len(d) for _, d in a.drain_datagrams()]
+    assert sizes and max(sizes) <= LAB_CONFIG.packet_budget
+
+
+def test_malformed_push_pull_is_refused_without_changing_state() -> None:
+    a = make("h1", 1)
+    with pytest.raises(MalformedGossip):
+        a.merge_push_pull(b"\x01\x99", 0.0)
+    with pytest.raises(MalformedGossip):
+        a.merge_push_pull(encode([]), 0.0)
+    assert [m.name for m in a.members()] == ["h1"]
+
+
+def test_oversized_datagram_is_malformed() -> None:
+    a = make("h1", 1)
+    with pytest.raises(MalformedGossip):
+        a.receive_datagram(b"\x01" + b"\x00" * LAB_CONFIG.packet_budget, ("10.0.0.2", 7946), 0.0)
+
+
+def test_push_pull_payload_starts_with_its_header() -> None:
+    a = make("h1", 1)
+    assert decode(a.push_pull_payload(True))[0] == PushPullHeader("h1", True)
