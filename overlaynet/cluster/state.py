@@ -1,0 +1,698 @@
+"""The swarm managers' desired state as a pure state machine: nodes, overlay networks, addresses.
+
+Commands validate everything first and only then change the state, so a refused command (a
+ClusterError) leaves it exactly as it was. Every change is also recorded as a `Change` (one record
+put or deleted) that the shell drains with `take_changes()`: the store persists those, and
+follower managers replay them, so the leader's state, its disk and its followers never need a
+second description of what a command did. Time (`now`) and randomness (`rand`) are arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, TypeVar
+
+from overlaynet.cluster import ipam, tokens
+from overlaynet.cluster.tokens import RandomBytes
+from overlaynet.names import BadName, check_object_name
+
+# Docker's overlay driver hands out VXLAN ids from 4096 up (libnetwork overlay vxlanIDStart);
+# the ingress network takes the first one.
+VNI_FIRST = 4096
+# RFC 7348 section 5: the VNI is a 24-bit field.
+VNI_LAST = (1 << 24) - 1
+# Docker's ingress network: 10.0.0.0/24 (docker network inspect ingress on a fresh swarm).
+INGRESS_NAME = "ingress"
+INGRESS_SUBNET = IPv4Network("10.0.0.0/24")
+# swarmkit's cluster management port (`--listen-addr 0.0.0.0:2377`).
+MANAGER_PORT = 2377
+# 256-bit keys: AES-256-GCM for node credentials, and the gossip keyring's first key.
+KEY_BYTES = 32
+# Hostnames come from the joining host; RFC 1035 caps a full name at 253 characters.
+HOSTNAME_MAX = 253
+# Endpoint ids come from agents (64 hex digits there); the cap only stops abuse.
+ENDPOINT_ID_MAX = 128
+
+_T = TypeVar("_T")
+_ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Role(StrEnum):
+    WORKER = "worker"
+    MANAGER = "manager"
+
+
+class Availability(StrEnum):
+    ACTIVE = "active"
+    PAUSE = "pause"
+    DRAIN = "drain"
+
+
+class ManagerStatus(StrEnum):
+    LEADER = "Leader"
+    REACHABLE = "Reachable"
+
+
+class ErrorKind(StrEnum):
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    FORBIDDEN = "forbidden"
+    UNAVAILABLE = "unavailable"
+
+
+class ClusterError(Exception):
+    """A cluster request that was refused; `kind` travels over the wire with the message."""
+
+    def __init__(self, kind: ErrorKind | str, message: str) -> None:
+        super().__init__(message)
+        try:
+            self.kind = ErrorKind(kind)
+        except ValueError:
+            self.kind = ErrorKind.INVALID
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ClusterError({self.kind.value!r}, {self.message!r})"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    id: str
+    created: float
+    leader_id: str
+    # The root key names the cluster (its digest is in every token); secrets are token secrets.
+    root_key: str
+    worker_secret: str
+    manager_secret: str
+    gossip_key: str
+
+    @property
+    def digest(self) -> str:
+        return tokens.cluster_digest(bytes.fromhex(self.root_key))
+
+    def secret_for(self, role: Role) -> str:
+        return self.manager_secret if role is Role.MANAGER else self.worker_secret
+
+    def token(self, role: Role) -> str:
+        return tokens.make_token(self.digest, self.secret_for(role))
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    hostname: str
+    # The advertise address (IPv4) other hosts reach this one at: gossip and VXLAN.
+    addr: str
+    role: Role
+    availability: Availability
+    manager_status: ManagerStatus | None
+    # "ip:port" of this node's cluster management server, for managers only.
+    manager_addr: str | None
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class OverlayNetwork:
+    id: str
+    name: str
+    vni: int
+    subnet: str
+    gateway: str
+    attachable: bool
+    ingress: bool
+    created: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    driver: str = "overlay"
+    scope: str = "swarm"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    network_id: str
+    endpoint_id: str
+    ip: str
+    node_id: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record put (`doc` set) or deleted (`doc` None): the unit of persistence and replay."""
+
+    kind: str
+    key: str
+    doc: dict[str, Any] | None
+
+
+# Record kinds, in the order a snapshot lists them (a replayed snapshot is always consistent).
+CLUSTER, NODE, CREDENTIAL, NETWORK, ALLOCATION = (
+    "cluster",
+    "node",
+    "credential",
+    "network",
+    "allocation",
+)
+KINDS = (CLUSTER, NODE, CREDENTIAL, NETWORK, ALLOCATION)
+_CLUSTER_KEY = "cluster"
+
+
+def _doc(record: Any) -> dict[str, Any]:
+    doc = dataclasses.asdict(record)
+    if "labels" in doc:
+        doc["labels"] = dict(doc["labels"])
+    return doc
+
+
+def _node_from_doc(doc: dict[str, Any]) -> Node:
+    status = doc.get("manager_status")
+    return Node(
+        **{
+            **doc,
+            "role": Role(doc["role"]),
+            "availability": Availability(doc["availability"]),
+            "manager_status": None if status is None else ManagerStatus(status),
+        }
+    )
+
+
+def _allocation_key(network_id: str, endpoint_id: str) -> str:
+    return f"{network_id}/{endpoint_id}"
+
+
+def check_addr(addr: str) -> str:
+    """A node's advertise address: an IPv4 address (a port, if given, is not part of it)."""
+    try:
+        return str(IPv4Address(addr))
+    except ValueError:
+        raise ClusterError(
+            ErrorKind.INVALID, f"invalid advertise address {addr!r}: expected an IPv4 address"
+        ) from None
+
+
+def _check_hostname(hostname: str) -> str:
+    if not hostname or len(hostname) > HOSTNAME_MAX or not _HOSTNAME.match(hostname):
+        raise ClusterError(
+            ErrorKind.INVALID,
+            f"invalid hostname {hostname!r}: use letters, digits, '.', '_' and '-'",
+        )
+    return hostname
+
+
+def _check_endpoint_id(endpoint_id: str) -> str:
+    if len(endpoint_id) > ENDPOINT_ID_MAX or not _ENDPOINT_ID.match(endpoint_id):
+        raise ClusterError(
+            ErrorKind.INVALID,
+            f"invalid endpoint id {endpoint_id[:40]!r}: use at most {ENDPOINT_ID_MAX} letters, "
+            "digits, '.', '_' and '-'",
+        )
+    return endpoint_id
+
+
+def _find(ref: str, what: str, items: list[_T], id_and_name: Callable[[_T], tuple[str, str]]) -> _T:
+    """One item by exact name, else by unique id prefix; ambiguity is an error, not a guess."""
+    by_name = [i for i in items if id_and_name(i)[1] == ref]
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        raise ClusterError(
+            ErrorKind.INVALID, f"{what} name {ref!r} is ambiguous: use the {what} id"
+        )
+    by_prefix = [i for i in items if ref and id_and_name(i)[0].startswith(ref)]
+    if len(by_prefix) == 1:
+        return by_prefix[0]
+    if len(by_prefix) > 1:
+        raise ClusterError(
+            ErrorKind.INVALID, f"{what} id prefix {ref!r} is ambiguous: give more characters"
+        )
+    raise ClusterError(ErrorKind.NOT_FOUND, f"{what} {ref} not found")
+
+
+class ClusterState:
+    """The whole desired state of one swarm, as the leader holds it (and followers copy it)."""
+
+    def __init__(self) -> None:
+        self.cluster: Cluster | None = None
+        self.nodes: dict[str, Node] = {}
+        self.credentials: dict[str, bytes] = {}
+        self.networks: dict[str, OverlayNetwork] = {}
+        self.allocations: dict[tuple[str, str], Allocation] = {}
+        # How many changes made this state: the position in the leader's change log.
+        self.index = 0
+        self._ips: dict[str, set[IPv4Address]] = {}
+        self._pending: list[Change] = []
+
+    # ----- changes: the only way the state is modified -----
+
+    def apply(self, change: Change) -> None:
+        """Put or delete one record (a command's own effect, or a replayed one)."""
+        doc = change.doc
+        if change.kind == CLUSTER:
+            self.cluster = None if doc is None else Cluster(**doc)
+        elif change.kind == NODE:
+            if doc is None:
+                self.nodes.pop(change.key, None)
+            else:
+                self.nodes[change.key] = _node_from_doc(doc)
+        elif change.kind == CREDENTIAL:
+            if doc is None:
+                self.credentials.pop(change.key, None)
+            else:
+                self.credentials[change.key] = bytes.fromhex(doc["key"])
+        elif change.kind == NETWORK:
+            if doc is None:
+                self.networks.pop(change.key, None)
+                self._ips.pop(change.key, None)
+            else:
+                self.networks[change.key] = OverlayNetwork(**doc)
+                self._ips.setdefault(change.key, set())
+        elif change.kind == ALLOCATION:
+            net_id, _, ep_id = change.key.partition("/")
+            old = self.allocations.pop((net_id, ep_id), None)
+            if old is not None:
+                self._ips.get(net_id, set()).discard(IPv4Address(old.ip))
+            if doc is not None:
+                alloc = Allocation(**doc)
+                self.allocations[(net_id, ep_id)] = alloc
+                self._ips.setdefault(net_id, set()).add(IPv4Address(alloc.ip))
+        else:
+            raise ValueError(f"unknown record kind {change.kind!r}")
+        self.index += 1
+
+    def _put(self, kind: str, key: str, doc: dict[str, Any] | None) -> None:
+        change = Change(kind, key, doc)
+        self.apply(change)
+        self._pending.append(change)
+
+    def take_changes(self) -> list[Change]:
+        """The changes made since the last call, oldest first (to persist and replicate)."""
+        out, self._pending = self._pending, []
+        return out
+
+    def records(self) -> list[Change]:
+        """The whole state as puts, in an order that replays into an equal state."""
+        out: list[Change] = []
+        if self.cluster is not None:
+            out.append(Change(CLUSTER, _CLUSTER_KEY, _doc(self.cluster)))
+        out += [Change(NODE, k, _doc(n)) for k, n in self.nodes.items()]
+        out += [Change(CREDENTIAL, k, {"key": v.hex()}) for k, v in self.credentials.items()]
+        out += [Change(NETWORK, k, _doc(n)) for k, n in self.networks.items()]
+        out += [
+            Change(ALLOCATION, _allocation_key(*k), _doc(a)) for k, a in self.allocations.items()
+        ]
+        return out
+
+    @classmethod
+    def from_records(cls, records: Iterable[Change], index: int) -> ClusterState:
+        state = cls()
+        for change in records:
+            state.apply(change)
+        state.index = index
+        return state
+
+    # ----- lookups -----
+
+    def require_cluster(self) -> Cluster:
+        if self.cluster is None:
+            raise ClusterError(
+                ErrorKind.UNAVAILABLE,
+                "this node is not a swarm manager: run `swarm init` or `swarm join` first",
+            )
+        return self.cluster
+
+    @property
+    def leader(self) -> Node | None:
+        return None if self.cluster is None else self.nodes.get(self.cluster.leader_id)
+
+    def managers(self) -> list[Node]:
+        """Manager nodes, the leader first."""
+        out = [n for n in self.nodes.values() if n.role is Role.MANAGER]
+        out.sort(key=lambda n: (n.manager_status is not ManagerStatus.LEADER, n.created, n.id))
+        return out
+
+    def find_node(self, ref: str) -> Node:
+        """A node by id, hostname or unique id prefix (as `docker node inspect` takes it)."""
+        if ref in self.nodes:
+            return self.nodes[ref]
+        return _find(ref, "node", list(self.nodes.values()), lambda n: (n.id, n.hostname))
+
+    def find_network(self, ref: str) -> OverlayNetwork:
+        """A network by id, name or unique id prefix."""
+        if ref in self.networks:
+            return self.networks[ref]
+        return _find(ref, "network", list(self.networks.values()), lambda n: (n.id, n.name))
+
+    def allocations_of_node(self, node_id: str) -> list[Allocation]:
+        return [a for a in self.allocations.values() if a.node_id == node_id]
+
+    def allocations_on(self, network_id: str) -> list[Allocation]:
+        return [a for a in self.allocations.values() if a.network_id == network_id]
+
+    # ----- commands: cluster and nodes -----
+
+    def init(
+        self,
+        *,
+        hostname: str,
+        addr: str,
+        now: float,
+        rand: RandomBytes,
+        manager_port: int = MANAGER_PORT,
+    ) -> Node:
+        """Create the swarm with this host as its leader, and the `ingress` overlay."""
+        if self.cluster is not None:
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                "this node is already part of a swarm: use `swarm join-token` to add nodes, "
+                "or `swarm leave --force` to start over",
+            )
+        _check_hostname(hostname)
+        ip = check_addr(addr)
+        node_id = tokens.random_base36(rand)
+        cluster = Cluster(
+            id=tokens.random_base36(rand),
+            created=now,
+            leader_id=node_id,
+            root_key=rand(KEY_BYTES).hex(),
+            worker_secret=tokens.new_secret(rand),
+            manager_secret=tokens.new_secret(rand),
+            gossip_key=rand(KEY_BYTES).hex(),
+        )
+        node = Node(
+            id=node_id,
+            hostname=hostname,
+            addr=ip,
+            role=Role.MANAGER,
+            availability=Availability.ACTIVE,
+            manager_status=ManagerStatus.LEADER,
+            manager_addr=f"{ip}:{manager_port}",
+            created=now,
+            updated=now,
+        )
+        ingress = OverlayNetwork(
+            id=tokens.random_base36(rand),
+            name=INGRESS_NAME,
+            vni=VNI_FIRST,
+            subnet=str(INGRESS_SUBNET),
+            gateway=str(ipam.make_config(INGRESS_SUBNET).gateway),
+            attachable=False,
+            ingress=True,
+            created=now,
+        )
+        credential = rand(KEY_BYTES)
+        self._put(CLUSTER, _CLUSTER_KEY, _doc(cluster))
+        self._put(NODE, node.id, _doc(node))
+        self._put(CREDENTIAL, node.id, {"key": credential.hex()})
+        self._put(NETWORK, ingress.id, _doc(ingress))
+        return node
+
+    def join_node(
+        self, *, hostname: str, addr: str, role: Role, now: float, rand: RandomBytes
+    ) -> tuple[Node, bytes]:
+        """Admit a host (its token already checked): its node record and its credential key."""
+        self.require_cluster()
+        _check_hostname(hostname)
+        ip = check_addr(addr)
+        for other in self.nodes.values():
+            if other.addr == ip:
+                raise ClusterError(
+                    ErrorKind.CONFLICT,
+                    f"a node with address {ip} is already in the swarm ({other.hostname}, "
+                    f"id {other.id}): run `swarm leave` there first, or `node rm {other.id}` "
+                    "on a manager if that host is gone",
+                )
+        node = Node(
+            id=tokens.random_base36(rand),
+            hostname=hostname,
+            addr=ip,
+            role=role,
+            availability=Availability.ACTIVE,
+            manager_status=ManagerStatus.REACHABLE if role is Role.MANAGER else None,
+            manager_addr=f"{ip}:{MANAGER_PORT}" if role is Role.MANAGER else None,
+            created=now,
+            updated=now,
+        )
+        credential = rand(KEY_BYTES)
+        self._put(NODE, node.id, _doc(node))
+        self._put(CREDENTIAL, node.id, {"key": credential.hex()})
+        return node, credential
+
+    def _check_not_leader(self, node: Node, action: str) -> None:
+        if self.cluster is not None and node.id == self.cluster.leader_id:
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"{node.hostname} is the swarm's leader and cannot be {action}: overlaynet has no "
+                "leader election, so the leader stays until the swarm is dissolved "
+                "(`swarm leave --force` on it)",
+            )
+
+    def remove_node(self, ref: str, *, force: bool = False) -> Node:
+        """A node leaves (or is removed): its record, credential and addresses go with it."""
+        node = self.find_node(ref)
+        self._check_not_leader(node, "removed")
+        if node.role is Role.MANAGER and not force:
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"{node.hostname} is a manager: demote it first (`node demote {node.hostname}`), "
+                "or use --force",
+            )
+        for alloc in self.allocations_of_node(node.id):
+            self._put(ALLOCATION, _allocation_key(alloc.network_id, alloc.endpoint_id), None)
+        self._put(CREDENTIAL, node.id, None)
+        self._put(NODE, node.id, None)
+        return node
+
+    def _replace_node(self, node: Node, now: float, **fields: Any) -> Node:
+        new = dataclasses.replace(node, updated=now, **fields)
+        if new != dataclasses.replace(node, updated=now):
+            self._put(NODE, new.id, _doc(new))
+            return new
+        return node
+
+    def update_node(self, ref: str, *, now: float, availability: str | None = None) -> Node:
+        node = self.find_node(ref)
+        if availability is None:
+            return node
+        try:
+            avail = Availability(availability)
+        except ValueError:
+            raise ClusterError(
+                ErrorKind.INVALID,
+                f"invalid availability {availability!r}: use active, pause or drain",
+            ) from None
+        return self._replace_node(node, now, availability=avail)
+
+    def promote(self, ref: str, *, now: float, manager_port: int = MANAGER_PORT) -> Node:
+        node = self.find_node(ref)
+        if node.role is Role.MANAGER:
+            return node
+        return self._replace_node(
+            node,
+            now,
+            role=Role.MANAGER,
+            manager_status=ManagerStatus.REACHABLE,
+            manager_addr=f"{node.addr}:{manager_port}",
+        )
+
+    def demote(self, ref: str, *, now: float) -> Node:
+        node = self.find_node(ref)
+        if node.role is Role.WORKER:
+            return node
+        if len(self.managers()) <= 1:
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"{node.hostname} is the last manager of the swarm and cannot be demoted",
+            )
+        self._check_not_leader(node, "demoted")
+        return self._replace_node(
+            node, now, role=Role.WORKER, manager_status=None, manager_addr=None
+        )
+
+    # ----- commands: networks -----
+
+    def _next_vni(self) -> int:
+        used = {n.vni for n in self.networks.values()}
+        for vni in range(VNI_FIRST, VNI_LAST + 1):
+            if vni not in used:
+                return vni
+        raise ClusterError(ErrorKind.CONFLICT, "no VXLAN ids left: remove unused overlay networks")
+
+    def create_network(
+        self,
+        name: str,
+        *,
+        now: float,
+        rand: RandomBytes,
+        subnet: str | None = None,
+        gateway: str | None = None,
+        attachable: bool = False,
+        labels: Mapping[str, str] | None = None,
+        vni: int | None = None,
+    ) -> OverlayNetwork:
+        """A swarm-scoped overlay: a free VNI from 4096 up, a free /24 from 10.0.0.0 up."""
+        self.require_cluster()
+        try:
+            check_object_name(name, "network")
+        except BadName as e:
+            raise ClusterError(ErrorKind.INVALID, str(e)) from None
+        if any(n.name == name for n in self.networks.values()):
+            raise ClusterError(ErrorKind.CONFLICT, f"network with name {name} already exists")
+        if vni is None:
+            vni = self._next_vni()
+        elif not VNI_FIRST <= vni <= VNI_LAST:
+            raise ClusterError(
+                ErrorKind.INVALID, f"invalid VXLAN id {vni}: use {VNI_FIRST} to {VNI_LAST}"
+            )
+        elif any(n.vni == vni for n in self.networks.values()):
+            raise ClusterError(ErrorKind.CONFLICT, f"VXLAN id {vni} is already in use")
+        used = [(n.name, IPv4Network(n.subnet)) for n in self.networks.values()]
+        try:
+            if subnet is None:
+                net = ipam.allocate_subnet(ipam.OVERLAY_POOLS, [u for _, u in used])
+            else:
+                net = ipam.parse_subnet(subnet)
+                try:
+                    ipam.check_subnet_free(net, used)
+                except ipam.IpamError as e:
+                    raise ClusterError(ErrorKind.CONFLICT, str(e)) from None
+            config = ipam.make_config(net, gateway)
+        except ipam.IpamError as e:
+            raise ClusterError(ErrorKind.INVALID, str(e)) from None
+        network = OverlayNetwork(
+            id=tokens.random_base36(rand),
+            name=name,
+            vni=vni,
+            subnet=str(config.subnet),
+            gateway=str(config.gateway),
+            attachable=attachable,
+            ingress=False,
+            created=now,
+            labels=dict(labels or {}),
+        )
+        if network.id in self.networks:
+            raise ClusterError(ErrorKind.CONFLICT, "network id collision: try again")
+        self._put(NETWORK, network.id, _doc(network))
+        return network
+
+    def remove_network(self, ref: str) -> OverlayNetwork:
+        network = self.find_network(ref)
+        in_use = self.allocations_on(network.id)
+        if in_use:
+            hosts = sorted({self._hostname(a.node_id) for a in in_use})
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"network {network.name} has {len(in_use)} active endpoint(s) "
+                f"(on {', '.join(hosts)}): remove those containers first",
+            )
+        self._put(NETWORK, network.id, None)
+        return network
+
+    def _hostname(self, node_id: str) -> str:
+        node = self.nodes.get(node_id)
+        return node.hostname if node is not None else node_id
+
+    # ----- commands: addresses -----
+
+    def allocate_address(
+        self,
+        network_ref: str,
+        endpoint_id: str,
+        node_id: str,
+        requested_ip: str | None = None,
+    ) -> Allocation:
+        """An address for one endpoint on one network; asking again for the same is a no-op."""
+        network = self.find_network(network_ref)
+        _check_endpoint_id(endpoint_id)
+        if node_id not in self.nodes:
+            raise ClusterError(ErrorKind.NOT_FOUND, f"node {node_id} is not in the swarm")
+        if not network.attachable:
+            raise ClusterError(
+                ErrorKind.FORBIDDEN,
+                f"network {network.name} is not manually attachable: containers can join only "
+                "overlays created with `network create -d overlay --attachable`",
+            )
+        existing = self.allocations.get((network.id, endpoint_id))
+        if existing is not None:
+            if existing.node_id == node_id and requested_ip in (None, existing.ip):
+                return existing
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"endpoint {endpoint_id} already has address {existing.ip} on {network.name} "
+                f"(on {self._hostname(existing.node_id)})",
+            )
+        config = ipam.make_config(IPv4Network(network.subnet), network.gateway)
+        taken = self._ips.get(network.id, set())
+        if requested_ip is not None:
+            try:
+                wanted = IPv4Address(requested_ip)
+            except ValueError:
+                raise ClusterError(
+                    ErrorKind.INVALID, f"invalid IP address {requested_ip!r}"
+                ) from None
+            if wanted in taken or wanted == config.gateway:
+                raise ClusterError(
+                    ErrorKind.CONFLICT,
+                    f"address {wanted} is already in use on network {network.name}",
+                )
+        try:
+            ip = ipam.allocate_address(config, taken, requested_ip)
+        except ipam.IpamError as e:
+            kind = ErrorKind.INVALID if requested_ip is not None else ErrorKind.CONFLICT
+            raise ClusterError(kind, str(e)) from None
+        alloc = Allocation(network.id, endpoint_id, str(ip), node_id)
+        self._put(ALLOCATION, _allocation_key(network.id, endpoint_id), _doc(alloc))
+        return alloc
+
+    def release_address(
+        self, network_ref: str, endpoint_id: str, node_id: str | None = None
+    ) -> Allocation | None:
+        """Free an endpoint's address (None when it had none); `node_id` must be its owner."""
+        network = self.find_network(network_ref)
+        alloc = self.allocations.get((network.id, endpoint_id))
+        if alloc is None:
+            return None
+        if node_id is not None and alloc.node_id != node_id:
+            raise ClusterError(
+                ErrorKind.FORBIDDEN,
+                f"endpoint {endpoint_id} on {network.name} belongs to "
+                f"{self._hostname(alloc.node_id)}: a node may release only its own addresses",
+            )
+        self._put(ALLOCATION, _allocation_key(network.id, endpoint_id), None)
+        return alloc
+
+    def release_node(self, ref: str) -> list[Allocation]:
+        """Free every address a node holds (its host is gone, or it left)."""
+        node = self.find_node(ref)
+        released = self.allocations_of_node(node.id)
+        for alloc in released:
+            self._put(ALLOCATION, _allocation_key(alloc.network_id, alloc.endpoint_id), None)
+        return released
+
+
+def node_doc(node: Node) -> dict[str, Any]:
+    return _doc(node)
+
+
+def network_doc(network: OverlayNetwork) -> dict[str, Any]:
+    return _doc(network)
+
+
+def allocation_doc(alloc: Allocation, network: OverlayNetwork) -> dict[str, Any]:
+    """What an agent needs to plumb one endpoint: its address, MAC, subnet, gateway and VNI."""
+    prefix = IPv4Network(network.subnet).prefixlen
+    return {
+        **_doc(alloc),
+        "network_name": network.name,
+        "address": f"{alloc.ip}/{prefix}",
+        "mac": ipam.mac_for(ipaddress.IPv4Address(alloc.ip)),
+        "subnet": network.subnet,
+        "gateway": network.gateway,
+        "vni": network.vni,
+    }
