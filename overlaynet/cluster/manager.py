@@ -173,6 +173,7 @@ class ManagerServer:
         self._log: deque[Change] = deque(maxlen=CHANGE_LOG_MAX)
         self._log_start = self.state.index
         self._open = 0
+        self._sync_lock = trio.Lock()
 
     @property
     def is_leader(self) -> bool:
@@ -423,7 +424,13 @@ class ManagerServer:
     async def sync_once(self) -> None:
         """Fetch and apply the leader's changes since this copy's index."""
         assert self.upstream is not None
-        reply = await self.upstream.call("replica.fetch", since=self.state.index)
+        # The sync loop and a forwarded write may both fetch: one at a time, or the same changes
+        # would be applied twice.
+        async with self._sync_lock:
+            await self._fetch_and_apply(self.upstream)
+
+    async def _fetch_and_apply(self, upstream: ManagerClient) -> None:
+        reply = await upstream.call("replica.fetch", since=self.state.index)
         if "snapshot" in reply:
             records = [Change(c[0], c[1], c[2]) for c in reply["snapshot"]]
             self.store.replace(records, int(reply["index"]))

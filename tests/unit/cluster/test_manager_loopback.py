@@ -377,6 +377,16 @@ async def test_a_follower_copies_the_state_serves_reads_and_forwards_writes(
     alloc = await c3.call("ip.allocate", network="viafollower", endpoint_id="e1")
     assert alloc["ip"] == "10.0.1.2"
 
+    # Concurrent fetches (the sync loop and a forwarded write) apply each change once.
+    await swarm.leader_client.call("node.update", node="node3", availability="drain")
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(follower.sync_once)
+    assert follower.state.index == swarm.server.state.index
+    assert sorted(follower.state.records(), key=lambda c: (c.kind, c.key)) == sorted(
+        swarm.server.state.records(), key=lambda c: (c.kind, c.key)
+    )
+
     # The leader dies: reads still work on the follower, writes say why they cannot.
     await swarm.stop()
     assert len(await via_follower.call("node.ls")) == 3
