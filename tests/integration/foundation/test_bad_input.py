@@ -49,7 +49,7 @@ def _refused(lab: Lab, *args: str, says: str, host: str = "node1") -> None:
         ),
         (("network", "create", "--subnet", "10.1.0.0/33", "n3"), "invalid subnet"),
         (("network", "create", "--subnet", "192.168.0.0/16", "n4"), "overlaps with interface eth0"),
-        (("network", "create", "--gateway", "10.9.9.1", "n5"), "--gateway needs --subnet"),
+        (("network", "create", "--gateway", "10.9.9.1", "n5"), "need --subnet"),
         (("network", "create", "-d", "macvlan", "n6"), "driver 'macvlan' is not available"),
         (("network", "rm", "nosuch"), "network nosuch not found"),
         (("network", "rm", "bridge"), "pre-defined network"),
