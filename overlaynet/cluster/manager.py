@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from overlaynet.cluster import protocol
-from overlaynet.cluster.client import ManagerClient
+from overlaynet.cluster.client import JoinResult, ManagerClient
 from overlaynet.cluster.protocol import (
     AuthenticationFailed,
     Frame,
@@ -96,6 +96,19 @@ class InitResult:
     manager_token: str
     gossip_key: bytes
     manager_addr: str
+    cluster_id: str
+
+    def as_join_result(self) -> JoinResult:
+        """What the leader keeps about itself, in the same shape a joined node keeps."""
+        return JoinResult(
+            node_id=self.node_id,
+            credential=self.credential,
+            role=Role.MANAGER,
+            cluster_id=self.cluster_id,
+            managers=(self.manager_addr,),
+            peers=(),
+            gossip_key=self.gossip_key,
+        )
 
 
 def init_swarm(
@@ -125,6 +138,7 @@ def init_swarm(
         manager_token=cluster.token(Role.MANAGER),
         gossip_key=bytes.fromhex(cluster.gossip_key),
         manager_addr=str(node.manager_addr),
+        cluster_id=cluster.id,
     )
 
 

@@ -110,6 +110,8 @@ async def test_join_as_worker_returns_identity_managers_and_keyring(swarm: Swarm
     assert result.gossip_key == swarm.init.gossip_key and len(result.credential) == 32
     assert swarm.server.state.nodes[result.node_id].hostname == "node2"
     assert JoinResult.from_doc(result.to_doc()) == result
+    leader = swarm.init.as_join_result()
+    assert (leader.cluster_id, leader.managers) == (result.cluster_id, (swarm.addr,))
 
 
 async def test_the_manager_token_joins_as_a_manager(swarm: Swarm) -> None:
