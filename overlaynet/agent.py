@@ -8,6 +8,7 @@ can never stop the agent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -29,12 +30,13 @@ from overlaynet.dns import feed as dns_feed
 from overlaynet.dns.records import DnsTable
 from overlaynet.dns.server import DnsServer
 from overlaynet.dns.upstream import upstreams_from_resolv_conf
-from overlaynet.errors import ApiError, InvalidArgument
+from overlaynet.errors import ApiError, InvalidArgument, NotFound
 from overlaynet.host import links, netns
-from overlaynet.model import Container, Driver, Status
+from overlaynet.model import OVERLAY_MTU, Container, Driver, Network, Status
 from overlaynet.overlay import OverlayDriver
 from overlaynet.paths import HostPaths
 from overlaynet.runtime import ContainerRequest, NetworkRequest, Runtime
+from overlaynet.swarm import SwarmMember
 
 log = logging.getLogger("overlaynet.agent")
 T = TypeVar("T")
@@ -115,6 +117,9 @@ class Agent:
             # A lab host has no way out, so it gets none (answers come at once: SERVFAIL).
             self.dns_table.set_upstreams(upstreams_from_resolv_conf(_read("/etc/resolv.conf")))
         self.dns = DnsServer(self.dns_table)
+        self.swarm = SwarmMember(paths.state_dir, paths.host)
+        if self.swarm.in_swarm:
+            self.runtime.cluster = ClusterBridge(self)
         self._synced_generation = -1
         self.counters: Counter[str] = Counter()
         self.started = time.time()
@@ -139,6 +144,16 @@ class Agent:
             "container.top": self.op_container_top,
             "container.logs": self.op_container_logs,
             "host.kernel": self.op_host_kernel,
+            "swarm.init": self.op_swarm_init,
+            "swarm.join": self.op_swarm_join,
+            "swarm.join_token": self.op_swarm_join_token,
+            "swarm.leave": self.op_swarm_leave,
+            "node.ls": partial(self.op_cluster, "node.ls"),
+            "node.inspect": partial(self.op_cluster, "node.inspect"),
+            "node.update": partial(self.op_cluster, "node.update"),
+            "node.promote": partial(self.op_cluster, "node.promote"),
+            "node.demote": partial(self.op_cluster, "node.demote"),
+            "node.rm": partial(self.op_cluster, "node.rm"),
         }
 
     async def locked(self, fn: Callable[[], T]) -> T:
@@ -181,6 +196,7 @@ class Agent:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.dns.run)
+                await self.swarm.start(nursery)
                 counts = await self.locked(self.runtime.restore)
                 log.info("restored state", extra={"fields": counts})
                 nursery.start_soon(self._serve, listener)
@@ -307,6 +323,17 @@ class Agent:
         }
 
     async def op_network_create(self, args: dict[str, Any]) -> Any:
+        if args.get("driver") == "overlay" and self.swarm.in_swarm:
+            # In a swarm an overlay is cluster-scoped: the managers allocate its VNI and subnet.
+            res = await self.swarm.call(
+                "network.create",
+                name=_arg(args, "name", str),
+                subnet=_opt_str(args, "subnet"),
+                gateway=_opt_str(args, "gateway"),
+                attachable=bool(args.get("attachable", False)),
+                labels=_str_dict(args, "labels"),
+            )
+            return {"id": res["id"]}
         req = NetworkRequest(
             name=_arg(args, "name", str),
             driver=_arg(args, "driver", str, "bridge"),
@@ -323,14 +350,39 @@ class Agent:
         return {"id": net.id}
 
     async def op_network_ls(self, args: dict[str, Any]) -> Any:
-        return [
-            {"id": n.id, "name": n.name, "driver": str(n.driver), "scope": n.scope}
-            for n in sorted(self.runtime.networks.values(), key=lambda n: n.name)
-        ]
+        rows = {
+            n.id: {"id": n.id, "name": n.name, "driver": str(n.driver), "scope": n.scope}
+            for n in self.runtime.networks.values()
+        }
+        # A manager knows every swarm network; other hosts show one only while a container there
+        # uses it (lazy extension), and the ingress network, as Docker does.
+        for doc in await self._swarm_networks():
+            if self.swarm.is_manager or doc.get("ingress"):
+                rows.setdefault(doc["id"], _swarm_row(doc))
+        return sorted(rows.values(), key=lambda r: r["name"])
+
+    async def _swarm_networks(self) -> list[dict[str, Any]]:
+        if not self.swarm.in_swarm:
+            return []
+        try:
+            snap = await self.swarm.snapshot()
+        except ApiError:
+            return []  # no manager reachable: show what this host has
+        nets: list[dict[str, Any]] = snap["networks"]
+        return nets
 
     async def op_network_inspect(self, args: dict[str, Any]) -> Any:
         rt = self.runtime
-        net = rt.network(_arg(args, "network", str))
+        ref = _arg(args, "network", str)
+        try:
+            net = rt.network(ref)
+        except NotFound:
+            if not self.swarm.is_manager:
+                raise
+            doc = await self.swarm.call("network.inspect", network=ref)
+            return views.network_doc(
+                ClusterBridge.to_network(doc), [], {"Overlay": {"VNI": doc["vni"], "Peers": []}}
+            )
         extra: dict[str, Any] = {}
         if net.driver == Driver.OVERLAY:
             extra["Overlay"] = {
@@ -365,7 +417,14 @@ class Agent:
         return {"static_endpoints": net.static_endpoints}
 
     async def op_network_rm(self, args: dict[str, Any]) -> Any:
-        net = await self.locked(partial(self.runtime.network_rm, _arg(args, "network", str)))
+        ref = _arg(args, "network", str)
+        local = None
+        with contextlib.suppress(NotFound):
+            local = self.runtime.network(ref)
+        if self.swarm.in_swarm and (local is None or local.scope == "swarm"):
+            doc = await self.swarm.call("network.rm", network=local.id if local else ref)
+            return {"id": doc["id"], "name": doc["name"]}
+        net = await self.locked(partial(self.runtime.network_rm, ref))
         return {"id": net.id, "name": net.name}
 
     async def op_network_connect(self, args: dict[str, Any]) -> Any:
@@ -475,6 +534,52 @@ class Agent:
         c = self.runtime.container(_arg(args, "container", str))
         return {"path": str(self.runtime.container_dir(c) / "output.log")}
 
+    # ---- swarm ----------------------------------------------------------------------------
+
+    def _advertise(self, spec: str | None) -> tuple[str, int]:
+        """`--advertise-addr eth0|IP[:PORT]` → (IP, port)."""
+        text = spec or self.advertise_addr or "eth0"
+        host, _, port = text.partition(":")
+        ip = underlay_address(host)
+        if ip is None:
+            raise InvalidArgument(
+                f"cannot use {text!r} as the advertise address: give an IPv4 address or an "
+                "interface with one (e.g. eth0)"
+            )
+        try:
+            number = int(port) if port else 2377
+        except ValueError:
+            raise InvalidArgument(f"invalid port in advertise address {text!r}") from None
+        if not 1 <= number <= 65535:
+            raise InvalidArgument(f"invalid port in advertise address {text!r}")
+        return ip, number
+
+    async def op_swarm_init(self, args: dict[str, Any]) -> Any:
+        ip, port = self._advertise(_opt_str(args, "advertise_addr"))
+        res = await self.swarm.init(ip, port)
+        self.runtime.cluster = ClusterBridge(self)
+        log.info("swarm initialised", extra={"fields": {"node": res["node_id"]}})
+        return res
+
+    async def op_swarm_join(self, args: dict[str, Any]) -> Any:
+        ip, _ = self._advertise(_opt_str(args, "advertise_addr"))
+        res = await self.swarm.join(_arg(args, "token", str), _arg(args, "remote", str), ip)
+        self.runtime.cluster = ClusterBridge(self)
+        log.info("joined swarm", extra={"fields": res})
+        return res
+
+    async def op_swarm_join_token(self, args: dict[str, Any]) -> Any:
+        return await self.swarm.call("join_token", role=_arg(args, "role", str))
+
+    async def op_swarm_leave(self, args: dict[str, Any]) -> Any:
+        await self.swarm.leave(bool(args.get("force", False)))
+        self.runtime.cluster = None
+        return {}
+
+    async def op_cluster(self, op: str, args: dict[str, Any]) -> Any:
+        """Node management: answered by the managers, whichever host is asked."""
+        return await self.swarm.call(op, **args)
+
     async def op_host_kernel(self, args: dict[str, Any]) -> Any:
         """What is built under the hood: links (with their bridge), addresses, routes."""
 
@@ -498,6 +603,56 @@ class Agent:
             }
 
         return await trio.to_thread.run_sync(snapshot)
+
+
+def _swarm_row(doc: dict[str, Any]) -> dict[str, str]:
+    return {"id": doc["id"], "name": doc["name"], "driver": "overlay", "scope": "swarm"}
+
+
+class ClusterBridge:
+    """The runtime's way to swarm state (`runtime.ClusterHook`): it runs in the runtime's
+    worker thread and hops into trio for each call to the managers."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    @staticmethod
+    def to_network(doc: dict[str, Any]) -> Network:
+        import datetime
+
+        created = datetime.datetime.fromtimestamp(float(doc["created"]), datetime.UTC)
+        return Network(
+            id=doc["id"],
+            name=doc["name"],
+            driver=Driver.OVERLAY,
+            created=created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            scope="swarm",
+            subnet=doc["subnet"],
+            gateway=doc["gateway"],
+            mtu=OVERLAY_MTU,
+            labels=dict(doc.get("labels") or {}),
+            attachable=bool(doc["attachable"]),
+            vni=int(doc["vni"]),
+        )
+
+    def find_network(self, ref: str) -> Network | None:
+        snap = trio.from_thread.run(self.agent.swarm.snapshot)
+        docs = snap["networks"]
+        exact = [d for d in docs if ref in (d["id"], d["name"])]
+        prefix = [d for d in docs if d["id"].startswith(ref)] if ref else []
+        found = exact or (prefix if len(prefix) == 1 else [])
+        return self.to_network(found[0]) if found else None
+
+    def allocate(self, net: Network, endpoint_id: str, ip: str | None) -> tuple[str, str]:
+        call = partial(
+            self.agent.swarm.call, "ip.allocate", network=net.id, endpoint_id=endpoint_id, ip=ip
+        )
+        res = trio.from_thread.run(call)
+        return str(res["ip"]), str(res["mac"])
+
+    def release(self, net: Network, endpoint_id: str) -> None:
+        call = partial(self.agent.swarm.call, "ip.release", network=net.id, endpoint_id=endpoint_id)
+        trio.from_thread.run(call)
 
 
 def underlay_address(spec: str) -> str | None:

@@ -395,6 +395,94 @@ def cmd_host_show(ns: argparse.Namespace) -> int:
     return 0
 
 
+# ---- swarm ---------------------------------------------------------------------------------
+
+
+def _join_command(token: str, addr: str) -> str:
+    return f"    overlaynet swarm join --token {token} {addr}"
+
+
+def cmd_swarm_init(ns: argparse.Namespace) -> int:
+    res = call(ns, "swarm.init", advertise_addr=ns.advertise_addr)
+    print(f"Swarm initialized: current node ({res['node_id']}) is now a manager.\n")
+    print("To add a worker to this swarm, run the following command:\n")
+    print(_join_command(res["worker_token"], res["manager_addr"]) + "\n")
+    print(
+        "To add a manager to this swarm, run 'overlaynet swarm join-token manager' "
+        "and follow the instructions.\n"
+    )
+    return 0
+
+
+def cmd_swarm_join(ns: argparse.Namespace) -> int:
+    res = call(ns, "swarm.join", token=ns.token, remote=ns.remote, advertise_addr=ns.advertise_addr)
+    print(f"This node joined a swarm as a {res['role']}.")
+    return 0
+
+
+def cmd_swarm_join_token(ns: argparse.Namespace) -> int:
+    res = call(ns, "swarm.join_token", role=ns.role)
+    if ns.quiet:
+        print(res["token"])
+        return 0
+    print(f"To add a {ns.role} to this swarm, run the following command:\n")
+    print(_join_command(res["token"], res["manager_addr"]) + "\n")
+    return 0
+
+
+def cmd_swarm_leave(ns: argparse.Namespace) -> int:
+    call(ns, "swarm.leave", force=ns.force)
+    print("Node left the swarm.")
+    return 0
+
+
+def cmd_node_ls(ns: argparse.Namespace) -> int:
+    nodes = call(ns, "node.ls")
+    if ns.quiet:
+        print("\n".join(n["id"] for n in nodes))
+        return 0
+    rows = [
+        [
+            n["id"] + (" *" if n.get("self") else ""),
+            n["hostname"],
+            n["status"],
+            str(n["availability"]).capitalize(),
+            n.get("manager_status") or "",
+        ]
+        for n in nodes
+    ]
+    print(views.table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"], rows))
+    return 0
+
+
+def cmd_node_inspect(ns: argparse.Namespace) -> int:
+    docs, status = _each(ns.nodes, lambda n: call(ns, "node.inspect", node=n))
+    _print_json(docs, ns.format)
+    return status
+
+
+def cmd_node_update(ns: argparse.Namespace) -> int:
+    call(ns, "node.update", node=ns.node, availability=ns.availability)
+    print(ns.node)
+    return 0
+
+
+def cmd_node_role(ns: argparse.Namespace) -> int:
+    op = "node.promote" if ns.verb == "promote" else "node.demote"
+    role = "manager" if ns.verb == "promote" else "worker"
+
+    def change(n: str) -> Any:
+        call(ns, op, node=n)
+        verb = "promoted to" if role == "manager" else "demoted to"
+        print(f"Node {n} {verb} a {role} in the swarm.")
+
+    return _each(ns.nodes, change)[1]
+
+
+def cmd_node_rm(ns: argparse.Namespace) -> int:
+    return _each(ns.nodes, lambda n: call(ns, "node.rm", node=n, force=ns.force), echo=True)[1]
+
+
 # ---- lab -----------------------------------------------------------------------------------
 
 
@@ -599,6 +687,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_container_verbs(cont, top_level=False)
     _add_container_verbs(sub, top_level=True)
+
+    sw = sub.add_parser("swarm", help="manage the swarm").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    c = sw.add_parser("init", help="make this host a swarm's first manager")
+    c.add_argument("--advertise-addr", help="eth0 or IP[:PORT] other hosts reach this one at")
+    c.set_defaults(func=cmd_swarm_init)
+    c = sw.add_parser("join", help="join a swarm as a worker or a manager")
+    c.add_argument("--token", required=True)
+    c.add_argument("--advertise-addr", help="eth0 or IP other hosts reach this one at")
+    c.add_argument("remote", metavar="HOST:PORT", help="a manager, e.g. 192.168.0.11:2377")
+    c.set_defaults(func=cmd_swarm_join)
+    c = sw.add_parser("join-token", help="print the command that joins a worker or manager")
+    c.add_argument("-q", "--quiet", action="store_true", help="only the token")
+    c.add_argument("role", choices=["worker", "manager"])
+    c.set_defaults(func=cmd_swarm_join_token)
+    c = sw.add_parser("leave", help="leave the swarm")
+    c.add_argument("-f", "--force", action="store_true")
+    c.set_defaults(func=cmd_swarm_leave)
+
+    node = sub.add_parser("node", help="manage swarm nodes").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    for verb in ("ls", "list"):
+        c = node.add_parser(verb, help="list nodes")
+        c.add_argument("-q", "--quiet", action="store_true")
+        c.set_defaults(func=cmd_node_ls)
+    c = node.add_parser("inspect", help="node details as JSON")
+    c.add_argument("-f", "--format")
+    c.add_argument("nodes", nargs="+")
+    c.set_defaults(func=cmd_node_inspect)
+    c = node.add_parser("update", help="change a node's availability")
+    c.add_argument("--availability", required=True, choices=["active", "pause", "drain"])
+    c.add_argument("node")
+    c.set_defaults(func=cmd_node_update)
+    for verb in ("promote", "demote"):
+        c = node.add_parser(verb, help=f"{verb} nodes")
+        c.add_argument("nodes", nargs="+")
+        c.set_defaults(func=cmd_node_role)
+    c = node.add_parser("rm", help="remove nodes from the swarm")
+    c.add_argument("-f", "--force", action="store_true")
+    c.add_argument("nodes", nargs="+")
+    c.set_defaults(func=cmd_node_rm)
 
     p_info = sub.add_parser("info", help="the agent's view of its host")
     p_info.set_defaults(func=cmd_info)

@@ -21,6 +21,12 @@ class Conflict(ApiError):
     kind = "conflict"
 
 
+class Forbidden(ApiError):
+    """Not allowed from here (a worker asking for what only managers do)."""
+
+    kind = "forbidden"
+
+
 class Unavailable(ApiError):
     """The request is fine but cannot be served now (a kernel call failed, a peer is down)."""
 
@@ -28,5 +34,5 @@ class Unavailable(ApiError):
 
 
 KINDS: dict[str, type[ApiError]] = {
-    cls.kind: cls for cls in (InvalidArgument, NotFound, Conflict, Unavailable)
+    cls.kind: cls for cls in (InvalidArgument, NotFound, Conflict, Forbidden, Unavailable)
 }

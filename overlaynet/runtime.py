@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
+from typing import Protocol
 
 from overlaynet.cluster import ipam
-from overlaynet.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from overlaynet.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
 from overlaynet.host import links, netns, process
 from overlaynet.model import (
     BRIDGE_MTU,
@@ -75,6 +76,19 @@ class ContainerRequest:
     interactive: bool = False
 
 
+class ClusterHook(Protocol):
+    """How the runtime reaches swarm state (the agent implements it; calls may block)."""
+
+    def find_network(self, ref: str) -> Network | None:
+        """A swarm-scoped network by name or id, as a local record (not yet saved)."""
+
+    def allocate(self, net: Network, endpoint_id: str, ip: str | None) -> tuple[str, str]:
+        """An address (and its MAC) for an endpoint, from the managers' IPAM."""
+
+    def release(self, net: Network, endpoint_id: str) -> None:
+        """Give an endpoint's address back."""
+
+
 # Adjectives and names for containers started without --name, as Docker does (names-generator).
 _LEFT = ("admiring", "brave", "clever", "dreamy", "eager", "focused", "gallant", "happy", "keen")
 _RIGHT = ("babbage", "curie", "dijkstra", "hopper", "lovelace", "noether", "shannon", "turing")
@@ -93,6 +107,8 @@ class Runtime:
     ) -> None:
         self.host = host
         self.overlay = overlay
+        # Set by the agent while this host is in a swarm.
+        self.cluster: ClusterHook | None = None
         # A lab host has no way out: its containers get no copy of the machine's resolvers.
         self.copy_host_resolv = copy_host_resolv
         self.state_dir = state_dir
@@ -134,6 +150,52 @@ class Runtime:
         if len(matches) > 1:
             raise InvalidArgument(f"container {ref} is ambiguous: give more of its id")
         raise NotFound(f"No such container: {ref}")
+
+    def attach_target(self, ref: str) -> Network:
+        """The network a container attaches to: a local one, or a swarm network brought here.
+
+        Swarm networks reach a host only when a container there needs them (lazy extension):
+        the local record, bridge and TAP are made now and go with the last local container.
+        """
+        try:
+            return self.network(ref)
+        except NotFound:
+            if self.cluster is None:
+                raise
+        net = self.cluster.find_network(ref)
+        if net is None:
+            raise NotFound(f"network {ref} not found") from None
+        if not net.attachable:
+            raise Forbidden(
+                f"Could not attach to network {ref}: network {net.name} is not manually "
+                "attachable; create it with `network create -d overlay --attachable`"
+            )
+        self._build_bridge(net)
+        try:
+            self._save_network(net)
+        except Exception:
+            self._unbuild_bridge(net)
+            raise
+        return net
+
+    def _retire_if_unused(self, net: Network) -> None:
+        """The last local container left a swarm network: it leaves this host too."""
+        if net.scope != "swarm" or self.containers_on(net.id):
+            return
+        self._unbuild_bridge(net)
+        self.store.delete_network(net.id)
+        self.networks.pop(net.id, None)
+        self.generation += 1
+
+    def _release(self, c: Container, endpoints: Iterable[Endpoint]) -> None:
+        for ep in endpoints:
+            net = self.networks.get(ep.network_id)
+            if net is None or net.scope != "swarm" or self.cluster is None:
+                continue
+            try:
+                self.cluster.release(net, ep.id)
+            except Exception as e:  # the address stays taken; say so, do not fail the removal
+                log.warning("could not release %s on %s: %s", ep.ip, net.name, e)
 
     def containers_on(self, network_id: str) -> list[Container]:
         return [c for c in self.containers.values() if c.endpoint_on(network_id)]
@@ -325,7 +387,7 @@ class Runtime:
         for item in req.env:
             if "=" not in item or not item.split("=", 1)[0]:
                 raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
-        net = self.network(req.network)
+        net = self.attach_target(req.network)
         if req.ip and net.driver in (Driver.HOST, Driver.NULL):
             raise InvalidArgument(f"--ip is not allowed on network {net.name}")
         if req.aliases and not net.has_name_resolution:
@@ -349,13 +411,15 @@ class Runtime:
                 netns.create(ns)
             if net.driver in (Driver.BRIDGE, Driver.OVERLAY):
                 ep = self._new_endpoint(c, net, req.ip, req.aliases, first=True)
+                c.endpoints.append(ep)  # before building: a failure below releases it
                 self._build_endpoint(c, ep, net, default_route=True)
-                c.endpoints.append(ep)
             self.store.put_container(c)
         except BaseException:
+            self._release(c, c.endpoints)
             if ns is not None:
                 netns.remove(ns)
             _rmtree(self.container_dir(c))
+            self._retire_if_unused(net)
             raise
         self.containers[c.id] = c
         self._write_container_files(c)
@@ -366,6 +430,16 @@ class Runtime:
         self, c: Container, net: Network, ip: str | None, aliases: list[str], first: bool
     ) -> Endpoint:
         assert net.subnet and net.gateway
+        for alias in aliases:
+            try:
+                check_object_name(alias, "alias")
+            except BadName as e:
+                raise InvalidArgument(str(e)) from None
+        ifname = "eth0" if first else f"eth{_next_eth(c.endpoints)}"
+        endpoint_id = new_id()
+        if net.scope == "swarm" and self.cluster is not None:
+            ip_text, mac = self.cluster.allocate(net, endpoint_id, ip)
+            return Endpoint(endpoint_id, net.id, ifname, ip_text, mac, list(aliases))
         cfg = ipam.IpamConfig(
             IPv4Network(net.subnet),
             IPv4Address(net.gateway),
@@ -381,14 +455,8 @@ class Runtime:
             addr = ipam.allocate_address(cfg, taken, ip)
         except ipam.IpamError as e:
             raise InvalidArgument(str(e)) from None
-        for alias in aliases:
-            try:
-                check_object_name(alias, "alias")
-            except BadName as e:
-                raise InvalidArgument(str(e)) from None
-        ifname = "eth0" if first else f"eth{_next_eth(c.endpoints)}"
         return Endpoint(
-            id=new_id(),
+            id=endpoint_id,
             network_id=net.id,
             ifname=ifname,
             ip=str(addr),
@@ -529,10 +597,14 @@ class Runtime:
                 process.stop(run, timeout=0)
             self.poll()
         self._teardown(c)
+        self._release(c, c.endpoints)
         self.store.delete_container(c.id)
         del self.containers[c.id]
         self._children.pop(c.id, None)
         _rmtree(self.container_dir(c))
+        for ep in c.endpoints:
+            if ep.network_id in self.networks:
+                self._retire_if_unused(self.networks[ep.network_id])
         self.generation += 1
         return c
 
@@ -546,8 +618,8 @@ class Runtime:
     def network_connect(
         self, net_ref: str, container_ref: str, ip: str | None = None, aliases: Iterable[str] = ()
     ) -> Container:
-        net = self.network(net_ref)
         c = self.container(container_ref)
+        net = self.attach_target(net_ref)
         if c.network_mode == "host" or net.driver == Driver.HOST:
             raise InvalidArgument(
                 "container cannot be disconnected from host network or connected to host network"
@@ -562,7 +634,12 @@ class Runtime:
             )
         first = not c.endpoints
         ep = self._new_endpoint(c, net, ip, list(aliases), first=first)
-        self._build_endpoint(c, ep, net, default_route=first)
+        try:
+            self._build_endpoint(c, ep, net, default_route=first)
+        except BaseException:
+            self._release(c, [ep])
+            self._retire_if_unused(net)
+            raise
         c.endpoints.append(ep)
         if c.network_mode == "none":
             c.network_mode = net.name
@@ -578,9 +655,11 @@ class Runtime:
         if ep is None:
             raise NotFound(f"container {c.name} is not connected to network {net.name}")
         links.delete(KernelNames.veth_host(ep.id))
+        self._release(c, [ep])
         c.endpoints.remove(ep)
         self.store.put_container(c)
         self._write_container_files(c)
+        self._retire_if_unused(net)
         self.generation += 1
         return c
 

@@ -1,0 +1,220 @@
+"""This host's place in a swarm: its credentials, its way to the managers, and on a manager
+the cluster management server itself (overlaynet/cluster/ holds the cores).
+
+What a joined host keeps is in `swarm.json` beside the agent's state, so a restart rejoins the
+swarm without a token; a manager's desired state is in `cluster.db` (ClusterStore).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from overlaynet.cluster.client import JoinResult, ManagerClient, split_addr
+from overlaynet.cluster.manager import ManagerServer, init_swarm
+from overlaynet.cluster.state import MANAGER_PORT, ClusterError, ErrorKind, Role
+from overlaynet.cluster.store import ClusterStore
+from overlaynet.errors import ApiError, Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+_ERRORS: dict[ErrorKind, type[ApiError]] = {
+    ErrorKind.INVALID: InvalidArgument,
+    ErrorKind.NOT_FOUND: NotFound,
+    ErrorKind.CONFLICT: Conflict,
+    ErrorKind.FORBIDDEN: Forbidden,
+    ErrorKind.UNAVAILABLE: Unavailable,
+}
+
+NOT_IN_SWARM = (
+    "This node is not a swarm manager. Use `overlaynet swarm init` or `overlaynet swarm join` "
+    "to connect this node to a swarm and try again."
+)
+
+
+def api_error(e: ClusterError) -> ApiError:
+    return _ERRORS.get(e.kind, InvalidArgument)(e.message)
+
+
+class SwarmMember:
+    """Joined or not; `call` reaches the cluster state from any node that is in the swarm."""
+
+    def __init__(self, state_dir: Path, hostname: str) -> None:
+        self.state_dir = state_dir
+        self.hostname = hostname
+        self.joined: JoinResult | None = None
+        self.advertise_addr: str | None = None
+        self.server: ManagerServer | None = None
+        self.node_status: Callable[[str], str] = lambda node_id: "Ready"
+        self._server_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._load()
+
+    @property
+    def _file(self) -> Path:
+        return self.state_dir / "swarm.json"
+
+    @property
+    def _store_path(self) -> Path:
+        return self.state_dir / "cluster.db"
+
+    def _load(self) -> None:
+        try:
+            doc = json.loads(self._file.read_text())
+        except (OSError, ValueError):
+            return
+        self.joined = JoinResult.from_doc(doc["join"])
+        self.advertise_addr = doc["advertise_addr"]
+
+    def _save(self) -> None:
+        assert self.joined is not None
+        doc = {"join": self.joined.to_doc(), "advertise_addr": self.advertise_addr}
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.chmod(tmp, 0o600)  # the credential and the gossip key are secrets
+        tmp.replace(self._file)
+
+    @property
+    def in_swarm(self) -> bool:
+        return self.joined is not None
+
+    @property
+    def is_manager(self) -> bool:
+        return self.server is not None
+
+    def client(self) -> ManagerClient:
+        assert self.joined is not None
+        return ManagerClient(
+            list(self.joined.managers), self.joined.node_id, self.joined.credential
+        )
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """On agent start: serve as a manager again if this node is one."""
+        self._nursery = nursery
+        if self.joined is not None and self._store_path.exists():
+            await self._start_server()
+
+    async def _start_server(self) -> None:
+        assert self._nursery is not None and self.joined is not None
+        assert self.advertise_addr is not None
+        store = ClusterStore(self._store_path)
+        leader = self.joined.managers[0]
+        host, port = split_addr(leader)
+        upstream = None
+        if host != self.advertise_addr:
+            upstream = self.client()
+            port = MANAGER_PORT
+        self.server = ManagerServer(
+            store, self.advertise_addr, port, node_status=self.node_status, upstream=upstream
+        )
+        scope = trio.CancelScope()
+        self._server_scope = scope
+        server = self.server
+
+        async def serve(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await server.run(task_status=task_status)
+
+        await self._nursery.start(serve)
+
+    async def _stop_server(self) -> None:
+        if self._server_scope is not None:
+            self._server_scope.cancel()
+        self.server = None
+        self._server_scope = None
+
+    async def init(self, advertise_addr: str, port: int) -> dict[str, Any]:
+        if self.joined is not None:
+            raise Conflict(
+                "This node is already part of a swarm. Use `overlaynet swarm leave` to leave this "
+                "swarm and join another one."
+            )
+        self._store_path.unlink(missing_ok=True)
+        store = ClusterStore(self._store_path)
+        try:
+            result = init_swarm(
+                store, hostname=self.hostname, advertise_addr=advertise_addr, port=port
+            )
+        except ClusterError as e:
+            raise api_error(e) from None
+        finally:
+            store.close()
+        self.joined = result.as_join_result()
+        self.advertise_addr = advertise_addr
+        self._save()
+        await self._start_server()
+        return {
+            "node_id": result.node_id,
+            "worker_token": result.worker_token,
+            "manager_addr": result.manager_addr,
+        }
+
+    async def join(self, token: str, remote: str, advertise_addr: str) -> dict[str, Any]:
+        if self.joined is not None:
+            raise Conflict(
+                "This node is already part of a swarm. Use `overlaynet swarm leave` to leave this "
+                "swarm and join another one."
+            )
+        try:
+            result = await ManagerClient.join(remote, token, self.hostname, advertise_addr)
+        except ClusterError as e:
+            raise api_error(e) from None
+        self.joined = result
+        self.advertise_addr = advertise_addr
+        self._save()
+        if result.role == Role.MANAGER:
+            # A follower starts from an empty store and copies the leader's state.
+            self._store_path.unlink(missing_ok=True)
+            await self._start_server()
+        return {"node_id": result.node_id, "role": result.role.value}
+
+    async def leave(self, force: bool) -> None:
+        if self.joined is None:
+            raise InvalidArgument("This node is not part of a swarm")
+        if self.is_manager and not force:
+            raise Conflict(
+                "You are attempting to leave the swarm on a node that is participating as a "
+                "manager. Removing this node leaves the swarm without its state here. Use "
+                "`--force` to suppress this message."
+            )
+        if not (self.server is not None and self.server.is_leader):
+            try:
+                await self.call("leave", force=force)
+            except ApiError:
+                if not force:
+                    raise
+        await self._stop_server()
+        self._store_path.unlink(missing_ok=True)
+        self._file.unlink(missing_ok=True)
+        self.joined = None
+
+    # ---- requests -----------------------------------------------------------------------
+
+    async def call(self, op: str, **args: Any) -> Any:
+        """A cluster request: served here on a manager, sent to the managers from a worker."""
+        if self.joined is None:
+            raise InvalidArgument(NOT_IN_SWARM)
+        try:
+            if self.server is not None:
+                return await self.server.call_local(self.joined.node_id, op, **args)
+            return await self.client().call(op, **args)
+        except ClusterError as e:
+            raise api_error(e) from None
+
+    async def snapshot(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("state.snapshot")
+        if self.joined is not None and result.get("managers"):
+            managers = tuple(result["managers"])
+            if managers != self.joined.managers:
+                self.joined = dataclasses.replace(self.joined, managers=managers)
+                self._save()
+        return result
