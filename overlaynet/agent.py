@@ -319,6 +319,7 @@ class Agent:
             "ContainersRunning": running,
             "Networks": len(rt.networks),
             "StateDir": str(self.paths.state_dir),
+            "Swarm": self._swarm_info(),
             "Counters": dict(self.counters),
         }
 
@@ -553,6 +554,18 @@ class Agent:
         if not 1 <= number <= 65535:
             raise InvalidArgument(f"invalid port in advertise address {text!r}")
         return ip, number
+
+    def _swarm_info(self) -> dict[str, Any] | None:
+        joined = self.swarm.joined
+        if joined is None:
+            return None
+        return {
+            "NodeID": joined.node_id,
+            "ClusterID": joined.cluster_id,
+            "Role": "manager" if self.swarm.is_manager else "worker",
+            "Managers": list(joined.managers),
+            "AdvertiseAddr": self.swarm.advertise_addr,
+        }
 
     async def op_swarm_init(self, args: dict[str, Any]) -> Any:
         ip, port = self._advertise(_opt_str(args, "advertise_addr"))

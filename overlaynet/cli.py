@@ -491,8 +491,8 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
 
     name = ns.name or ns.lab
     try:
-        hosts = lab.up(name, ns.hosts)
-    except (lab.LabError, BadName) as e:
+        hosts = lab.up(name, ns.hosts, swarm=ns.swarm)
+    except (lab.LabError, BadName, ApiError) as e:
         raise CliError(str(e)) from None
     rows = [[name, h.name, h.ip, "up"] for h in hosts]
     print(views.table(["LAB", "HOST", "ADDRESS", "AGENT"], rows))
@@ -745,6 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = lab.add_parser("up", help="build a lab and start its agents")
     c.add_argument("--hosts", type=int, default=3)
     c.add_argument("--name", help="lab name (default: --lab)")
+    c.add_argument("--swarm", action="store_true", help="node1 inits a swarm, the rest join")
     c.set_defaults(func=cmd_lab_up)
     c = lab.add_parser("down", help="stop a lab's agents and remove all it made")
     c.add_argument("--name", help="lab name (default: --lab)")

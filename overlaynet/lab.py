@@ -72,8 +72,11 @@ def _write_lab_file(lab: str, hosts: list[LabHost]) -> None:
     tmp.replace(lab_file(lab))
 
 
-def up(lab: str, hosts: int = 3, progress: bool = False) -> list[LabHost]:
-    """Build the lab (or the parts of it that are missing) and start every agent."""
+def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) -> list[LabHost]:
+    """Build the lab (or the parts of it that are missing) and start every agent.
+
+    `swarm=True` also makes node1 a swarm manager and joins every other host as a worker.
+    """
     check_lab_name(lab)
     if not 1 <= hosts <= MAX_HOSTS:
         raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}")
@@ -96,7 +99,21 @@ def up(lab: str, hosts: int = 3, progress: bool = False) -> list[LabHost]:
         wait_for_agent(lab, host.name, started[host.name])
         if progress:
             print(f"{host.name}  {host.ip}  agent ready", flush=True)
+    if swarm:
+        form_swarm(lab, wanted)
     return wanted
+
+
+def form_swarm(lab: str, hosts: list[LabHost]) -> None:
+    """node1 inits the swarm, every other host joins it as a worker (idempotent)."""
+    first = api.Client(HostPaths(hosts[0].name, lab).socket)
+    if not first.call("info").get("Swarm"):
+        first.call("swarm.init", advertise_addr="eth0")
+    token = first.call("swarm.join_token", role="worker")["token"]
+    for host in hosts[1:]:
+        client = api.Client(HostPaths(host.name, lab).socket)
+        if not client.call("info").get("Swarm"):
+            client.call("swarm.join", token=token, remote=f"{hosts[0].ip}:2377")
 
 
 def _ensure_underlay_bridge(ul: str) -> None:

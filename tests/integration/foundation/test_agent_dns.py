@@ -6,7 +6,7 @@ import os
 import signal
 
 from overlaynet import lab as labmod
-from tests.integration.foundation.conftest import Lab
+from tests.integration.labs import Lab
 
 
 def test_by_name_on_a_user_bridge_and_not_across_networks(lab2: Lab) -> None:

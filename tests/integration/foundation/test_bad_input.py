@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from overlaynet.paths import HostPaths
-from tests.integration.foundation.conftest import Lab
+from tests.integration.labs import Lab
 
 
 def _kernel_objects(lab: Lab) -> tuple[str, str]:

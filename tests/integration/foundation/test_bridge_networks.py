@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.foundation.conftest import Lab
+from tests.integration.labs import Lab
 
 
 def _ip(lab: Lab, host: str, name: str, network: str) -> str:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.integration.foundation.conftest import Lab
+from tests.integration.labs import Lab
 
 
 def test_run_streams_output_and_returns_the_exit_code(lab2: Lab) -> None:

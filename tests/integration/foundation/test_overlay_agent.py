@@ -7,7 +7,7 @@ import os
 import signal
 
 from overlaynet import lab as labmod
-from tests.integration.foundation.conftest import Lab
+from tests.integration.labs import Lab
 
 
 def _overlay_on_both(lab: Lab, name: str, vni: str, third: int) -> None:

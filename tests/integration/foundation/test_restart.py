@@ -10,7 +10,7 @@ import time
 
 from overlaynet import lab as labmod
 from overlaynet.host import netns
-from tests.integration.foundation.conftest import Lab
+from tests.integration.labs import Lab
 
 
 def _in(ns: str, *cmd: str) -> str:

@@ -1,4 +1,4 @@
-"""A real lab per test module: unique name, removed even when a test fails."""
+"""Real labs for integration tests: a unique name each, removed even when a test fails."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import pytest
 
 from overlaynet import lab as labmod
 
@@ -41,15 +39,3 @@ def make_lab(hosts: int) -> Iterator[Lab]:
         yield Lab(name)
     finally:
         labmod.down(name)
-
-
-@pytest.fixture(scope="module")
-def lab2() -> Iterator[Lab]:
-    """A two-host lab shared by the tests of one module."""
-    yield from make_lab(2)
-
-
-@pytest.fixture
-def fresh_lab() -> Iterator[Lab]:
-    """A one-host lab of the test's own, for tests that break things."""
-    yield from make_lab(1)
