@@ -143,9 +143,7 @@ def run(lab: str, keep: bool = False, hosts: int = 3) -> int:
         _user_bridge(w)
     finally:
         if keep:
-            print(
-                f"\nThe lab is still up: `overlaynet lab ls`; then `lab down --name {lab}`."
-            )
+            print(f"\nThe lab is still up: `overlaynet lab ls`; then `lab down --name {lab}`.")
         else:
             labmod.down(lab)
             print(f"\nLab {lab!r} removed.")
