@@ -11,6 +11,7 @@ import zlib
 from collections import Counter
 
 from overlaynet.dataplane.fdb import FdbEntry
+from overlaynet.dataplane.offload import VNET_HDR_LEN
 from overlaynet.wire import vxlan
 from overlaynet.wire.arp import ArpOp, decode_arp, reply_frame
 from overlaynet.wire.errors import MalformedFrame
@@ -50,12 +51,23 @@ class Network:
     touch the dicts one key at a time, so the loop never sees a half-done update.
     """
 
-    __slots__ = ("arp", "counters", "fdb", "header", "mtu", "peers", "tap_fd", "vni")
+    __slots__ = ("arp", "counters", "fdb", "header", "mtu", "peers", "tap_fd", "vnet_len", "vni")
 
-    def __init__(self, vni: int, tap_fd: int, mtu: int, fdb: dict[bytes, FdbEntry]) -> None:
+    def __init__(
+        self,
+        vni: int,
+        tap_fd: int,
+        mtu: int,
+        fdb: dict[bytes, FdbEntry],
+        *,
+        vnet_hdr: bool = False,
+    ) -> None:
         self.vni = vxlan.check_vni(vni)
         self.tap_fd = tap_fd
         self.mtu = mtu
+        #: Octets of virtio-net header before each frame read from or written to the TAP
+        #: (IFF_VNET_HDR), 0 for a plain TAP; the header is what lets ingress write super-frames.
+        self.vnet_len = VNET_HDR_LEN if vnet_hdr else 0
         #: The constant VXLAN header: prepending it beat struct.pack per frame (FASTPATH.md).
         self.header = vxlan.encode_header(vni)
         self.peers: tuple[str, ...] = ()

@@ -15,6 +15,8 @@ import struct
 #: From <linux/if_tun.h>: _IOW('T', 202, int) and the flags for an Ethernet-level device without
 #: the 4-octet packet-information prefix.
 TUNSETIFF = 0x400454CA
+#: _IOR('T', 210, unsigned int): the flags (and name) of the device an fd is attached to.
+TUNGETIFF = 0x800454D2
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -54,8 +56,11 @@ def open_tap(
 ) -> int:
     """Create (or attach to) TAP `name`, return its non-blocking file descriptor.
 
-    IFF_NO_PI: reads and writes are bare Ethernet frames. Without IFF_VNET_HDR the kernel
-    finishes checksums and segments before the TAP, so every frame read is wire-ready.
+    IFF_NO_PI: reads and writes are bare Ethernet frames, after a 10-octet virtio-net header
+    with `vnet_hdr` (IFF_VNET_HDR). No offloads are ever enabled (no TUNSETOFFLOAD), so the
+    kernel finishes checksums and segments before the TAP: every frame read is wire-ready and
+    its header all zeros. The header matters on writes: it lets the VTEP hand the kernel one
+    TCP super-frame instead of many frames (`offload.vnet_header`).
     The caller owns the fd; closing it removes the device.
     """
     flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
@@ -82,3 +87,14 @@ def set_link(
             current = fcntl.ioctl(ctl, SIOCGIFFLAGS, _ifreq(name))
             (flags,) = struct.unpack_from("h", current, IFNAMSIZ)
             fcntl.ioctl(ctl, SIOCSIFFLAGS, _ifreq_short(name, flags | IFF_UP))
+
+
+def has_vnet_hdr(fd: int) -> bool:
+    """Whether `fd` is a TAP opened with IFF_VNET_HDR (False for anything else, e.g. a socket
+    standing in for a TAP in tests)."""
+    try:
+        ifreq = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    except OSError:
+        return False
+    (flags,) = struct.unpack_from("H", ifreq, IFNAMSIZ)
+    return bool(flags & IFF_VNET_HDR)

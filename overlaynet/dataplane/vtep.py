@@ -1,8 +1,18 @@
 """The per-host VTEP: the public face of the data plane that the agent (or `vtep_main`) drives.
 
-One unconnected UDP socket on 4789 receives from any source port (kernel VTEPs send from hashed
+Unconnected UDP sockets on 4789 receive from any source port (kernel VTEPs send from hashed
 ports); a small pool of sending sockets bound inside 49152-65535 gives each inner flow a stable
 outer source port. Frames move in `hotpath.HotLoop`, in a thread of its own.
+
+On the wire (default, batch mode), RFC 7348 toward any peer: standard VXLAN datagrams of at most
+the underlay MTU (1500), flags 0x08, inner frames exactly as the kernel finished them (valid
+checksums: the TAP has no offloads). Runs of equal-size frames of one flow leave in one UDP-GSO
+sendmsg; the kernel (or the NIC) cuts them into those datagrams and, because UDP GSO requires
+it, fills in the outer UDP checksum. RFC 7348 section 5 says the checksum SHOULD be zero and
+that a non-zero one MUST be correct, which the kernel guarantees; receivers, a Linux vxlan
+device included, verify and accept it (the kernel-interop integration tests run both ways in
+this mode). Lone frames (pings, ARP, pure ACKs) keep checksum 0. `batch=False` is the naive
+loop: one system call per frame, checksum 0 everywhere.
 """
 
 from __future__ import annotations
@@ -22,8 +32,14 @@ import trio
 
 from overlaynet.dataplane.fdb import ForwardingDatabase, RemoteEndpoint, as_ipv4, as_mac
 from overlaynet.dataplane.hotpath import SOL_UDP, UDP_GRO, HotLoop
+from overlaynet.dataplane.offload import (
+    SO_ATTACH_REUSEPORT_CBPF,
+    SO_REUSEPORT,
+    SockFprog,
+    checksum_sorter_program,
+)
 from overlaynet.dataplane.switching import DEFAULT_MTU, Network
-from overlaynet.dataplane.tap import open_tap
+from overlaynet.dataplane.tap import has_vnet_hdr, open_tap
 from overlaynet.wire import vxlan
 from overlaynet.wire.ethernet import mac_to_str
 
@@ -44,7 +60,8 @@ SO_RCVBUFFORCE = 33
 
 
 def _tune(sock: socket.socket, buffer: int, *, zero_checksum: bool = True) -> None:
-    """Big buffers, checksum 0 (unless batching: UDP GSO needs checksums), never fragment."""
+    """Big buffers, UDP checksum 0 (unless the socket sends GSO batches: the kernel refuses UDP
+    GSO without checksums), never fragment."""
     for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
             sock.setsockopt(socket.SOL_SOCKET, force, buffer)
@@ -54,33 +71,78 @@ def _tune(sock: socket.socket, buffer: int, *, zero_checksum: bool = True) -> No
     sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
 
 
-def _source_socket(
-    local_ip: str, bucket: int, buckets: int, buffer: int, *, zero_checksum: bool
-) -> socket.socket:
-    """A sending socket bound to a free port in this bucket's slice of 49152-65535."""
+def _source_sockets(
+    local_ip: str, bucket: int, buckets: int, buffer: int, *, gso: bool
+) -> tuple[socket.socket, socket.socket | None]:
+    """Sending sockets bound to a free port in this bucket's slice of 49152-65535: one with
+    UDP checksum 0 and, with `gso`, a twin on the same port (SO_REUSEPORT) for GSO batches, so
+    one flow keeps one outer source port whichever of the two sends a datagram."""
     span = (vxlan.SOURCE_PORT_MAX - vxlan.SOURCE_PORT_MIN + 1) // buckets
     first = vxlan.SOURCE_PORT_MIN + bucket * span
     for port in range(first, first + span):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        pair: list[socket.socket] = []
         try:
-            sock.bind((local_ip, port))
+            for zero_checksum in (True, False) if gso else (True,):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                pair.append(sock)
+                if gso:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
+                sock.bind((local_ip, port))
+                _tune(sock, buffer, zero_checksum=zero_checksum)
+                # Small receive buffer: nobody should send to these ports; replies go to 4789.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         except OSError:
-            sock.close()
+            for sock in pair:
+                sock.close()
             continue
-        # Small receive buffer: nobody should send to these ports; replies go to 4789.
-        _tune(sock, buffer, zero_checksum=zero_checksum)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        return sock
+        return pair[0], pair[1] if gso else None
     raise OSError(f"no free UDP port in {first}..{first + span - 1} on {local_ip}")
+
+
+def _receive_sockets(
+    local_ip: str, port: int, buffer: int, *, gro: bool
+) -> tuple[socket.socket, socket.socket | None]:
+    """The receiving socket on `port` and, with `gro`, its twin that the kernel gives exactly
+    the datagrams with a non-zero UDP checksum (a reuseport BPF program, `offload`): only those
+    are merged into super-frames. Without BPF support the twin is None and nothing merges."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    checked: socket.socket | None = None
+    try:
+        _tune(rx, buffer)
+        rx.setblocking(False)
+        if not gro:
+            rx.bind((local_ip, port))
+            return rx, None
+        rx.setsockopt(SOL_UDP, UDP_GRO, 1)
+        rx.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
+        program = SockFprog(checksum_sorter_program())
+        try:
+            # Before the twin joins the group, so no datagram is ever sorted without it.
+            rx.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, program.value)
+        except OSError:
+            rx.bind((local_ip, port))
+            return rx, None
+        rx.bind((local_ip, port))
+        checked = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        _tune(checked, buffer)
+        checked.setblocking(False)
+        checked.setsockopt(SOL_UDP, UDP_GRO, 1)
+        checked.setsockopt(socket.SOL_SOCKET, SO_REUSEPORT, 1)
+        checked.bind((local_ip, port))
+        return rx, checked
+    except BaseException:
+        rx.close()
+        if checked is not None:
+            checked.close()
+        raise
 
 
 class Vtep:
     """The VXLAN tunnel endpoint of one host, for all its overlay networks.
 
-    Hosts allowed to send to us are `members` plus every network's peers. `batch=True` is the
-    faster mode: UDP-GSO sends of equal-size datagrams and UDP-GRO receives; every datagram on
-    the wire is still standard VXLAN, but with a UDP checksum (GSO requires one) instead of
-    RFC 7348's recommended zero, so it is opt-in, for peers known to be overlaynet agents.
+    Hosts allowed to send to us are `members` plus every network's peers. `batch=True` (the
+    default) sends UDP-GSO batches, receives UDP-GRO buffers and writes in-order TCP runs with
+    a verified outer checksum into the TAP as one super-frame (module docstring, `offload`).
     Control methods may be called from any thread while the loop runs; `start()`/`stop()` run
     the loop in a thread, `await run()` does the same under a trio cancel scope.
     """
@@ -93,7 +155,7 @@ class Vtep:
         strict: bool = False,
         source_sockets: int = SOURCE_SOCKETS,
         socket_buffer: int = SOCKET_BUFFER,
-        batch: bool = False,
+        batch: bool = True,
     ) -> None:
         self.local_ip = as_ipv4(local_ip)
         self.port = port
@@ -106,46 +168,56 @@ class Vtep:
         self._members: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # serialises control-side writers, never the loop
         self._thread: threading.Thread | None = None
-        self._rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._tx: list[socket.socket] = []
+        self._tx_gso: list[socket.socket] = []
+        self._rx, self._rx_checked = _receive_sockets(self.local_ip, port, socket_buffer, gro=batch)
         try:
-            _tune(self._rx, socket_buffer)
-            if batch:
-                self._rx.setsockopt(SOL_UDP, UDP_GRO, 1)
-            self._rx.bind((self.local_ip, port))
-            self._rx.setblocking(False)
             for bucket in range(source_sockets):
-                self._tx.append(
-                    _source_socket(
-                        self.local_ip,
-                        bucket,
-                        source_sockets,
-                        socket_buffer,
-                        zero_checksum=not batch,
-                    )
+                plain, gso = _source_sockets(
+                    self.local_ip, bucket, source_sockets, socket_buffer, gso=batch
                 )
+                self._tx.append(plain)
+                if gso is not None:
+                    self._tx_gso.append(gso)
         except BaseException:
             self._close_sockets()
             raise
         self.batch = batch
-        self._loop = HotLoop(self._rx, self._tx, port, self.counters, strict=strict, gso=batch)
+        self._loop = HotLoop(
+            self._rx,
+            self._tx,
+            port,
+            self.counters,
+            strict=strict,
+            rx_checked=self._rx_checked,
+            tx_gso=self._tx_gso if batch else None,
+        )
 
     # -- networks -----------------------------------------------------------------------------
 
-    def add_network(self, vni: int, tap: str | int, mtu: int = DEFAULT_MTU) -> None:
+    def add_network(
+        self, vni: int, tap: str | int, mtu: int = DEFAULT_MTU, *, vnet_hdr: bool | None = None
+    ) -> None:
         """Serve overlay network `vni` through `tap`: a TAP name (opened here, closed by
-        `remove_network`) or the fd of a TAP the caller opened with `tap.open_tap`."""
+        `remove_network`) or the fd of a TAP the caller opened with `tap.open_tap`.
+
+        A TAP opened here has IFF_VNET_HDR in batch mode; for an fd, `vnet_hdr` says whether it
+        has one (None: ask the kernel). Only with it can received TCP runs reach the TAP as
+        one super-frame, so open it with `open_tap(name, vnet_hdr=True)` for full speed."""
         vxlan.check_vni(vni)
         with self._lock:
             if vni in self._networks:
                 raise ValueError(f"VNI {vni} is already served by this VTEP")
             if isinstance(tap, str):
-                fd = open_tap(tap, mtu=mtu)
+                fd = open_tap(tap, mtu=mtu, vnet_hdr=self.batch)
                 self._owned_taps[vni] = fd
                 self._tap_names[vni] = tap
+                vnet_hdr = self.batch
             else:
                 fd = tap
-            net = Network(vni, fd, mtu, self.fdb.table(vni))
+                if vnet_hdr is None:
+                    vnet_hdr = has_vnet_hdr(fd)
+            net = Network(vni, fd, mtu, self.fdb.table(vni), vnet_hdr=vnet_hdr)
             self._networks[vni] = net
             self._loop.add(net)
             self._refresh_members()
@@ -283,7 +355,9 @@ class Vtep:
         self._close_sockets()
 
     def _close_sockets(self) -> None:
-        for sock in [self._rx, *self._tx]:
+        for sock in [self._rx, self._rx_checked, *self._tx, *self._tx_gso]:
+            if sock is None:
+                continue
             with contextlib.suppress(OSError):
                 sock.close()
 

@@ -44,7 +44,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fdb", action="append", default=[], type=_pair, metavar="MAC=HOST_IP")
     p.add_argument("--arp", action="append", default=[], type=_pair, metavar="IP=MAC")
     p.add_argument("--strict", action="store_true", help="drop VXLAN with reserved bits set")
-    p.add_argument("--batch", action="store_true", help="UDP GSO/GRO batching (UDP checksums on)")
+    p.add_argument(
+        "--batch", dest="batch", action="store_true", default=True,
+        help="UDP GSO/GRO batching and super-frame merging (the default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-batch", dest="batch", action="store_false",
+        help="one system call per frame, UDP checksum 0 on every datagram (the naive loop)",
+    )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
