@@ -222,6 +222,7 @@ class HotLoop:
                 return
             gso = [(SOL_UDP, UDP_SEGMENT, (inner + 8).to_bytes(2, _NATIVE))]
             self._tx_gso[index].sendmsg(parts, gso, 0, address)  # type: ignore[index]
+            net.counters["tx_gso_batches"] += 1
         except OSError as error:
             if count == 1:
                 net.counters[_send_error(error)] += 1

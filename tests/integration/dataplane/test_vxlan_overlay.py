@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.utils import rdpcap
@@ -39,12 +39,13 @@ class Overlay:
         tb.kernel_vxlan(self.h3, [self.h1])
         self.vtep1 = tb.start_vtep(self.h1, [self.h2, self.h3])
         self.vtep2 = tb.start_vtep(self.h2, [self.h1])
-        # A second pair in batch mode (UDP GSO/GRO), same VNI, FDB-isolated from the first.
+        # A second pair in naive mode (one system call per frame, checksum 0 everywhere), same
+        # VNI, FDB-isolated from the first; h1, h2 run the default (batching) mode.
         self.h5, self.h6 = tb.add_host("h5", 15), tb.add_host("h6", 16)
         self.c5 = tb.add_container(self.h5, "c5", 5)
         self.c6 = tb.add_container(self.h6, "c6", 6)
-        tb.start_vtep(self.h5, [self.h6], extra=("--batch",))
-        tb.start_vtep(self.h6, [self.h5], extra=("--batch",))
+        tb.start_vtep(self.h5, [self.h6], extra=("--no-batch",))
+        tb.start_vtep(self.h6, [self.h5], extra=("--no-batch",))
 
     def stats(self, host: Host, process: subprocess.Popen[bytes]) -> dict[str, Any]:
         """Ask a running vtep_main for its counters (SIGUSR1) and read them."""
@@ -98,7 +99,7 @@ def test_tcp_transfer_both_ways_between_overlaynet_hosts(overlay: Overlay) -> No
         assert received_bytes(iperf(overlay.tb, overlay.c1, overlay.c2, reverse=reverse)) > 0
 
 
-def test_batch_mode_carries_ping_and_tcp_both_ways(overlay: Overlay) -> None:
+def test_naive_mode_carries_ping_and_tcp_both_ways(overlay: Overlay) -> None:
     assert " 0% packet loss" in ping(overlay.tb, overlay.c5, overlay.c6)
     for reverse in (False, True):
         assert received_bytes(iperf(overlay.tb, overlay.c5, overlay.c6, reverse=reverse)) > 0
@@ -109,9 +110,26 @@ def test_ping_both_ways_with_a_kernel_vxlan_host(overlay: Overlay) -> None:
     assert " 0% packet loss" in ping(overlay.tb, overlay.c3, overlay.c1)
 
 
+def udp_counters(tb: Testbed, host: Host) -> dict[str, int]:
+    """The host's kernel UDP counters (/proc/net/snmp)."""
+    lines = [line.split()[1:] for line in tb.exec(host.ns, "cat", "/proc/net/snmp").splitlines()
+             if line.startswith("Udp:")]  # fmt: skip
+    return dict(zip(lines[0], map(int, lines[1]), strict=True))
+
+
 def test_tcp_transfer_both_ways_with_a_kernel_vxlan_host(overlay: Overlay) -> None:
+    """Also in default mode, where the overlaynet side sends UDP-GSO batches with a non-zero
+    UDP checksum: the kernel VTEP verifies and accepts them (RFC 7348: a non-zero checksum
+    MUST be correct, and receivers accept it)."""
+    tb = overlay.tb
+    batches = overlay.stats(overlay.h1, overlay.vtep1)["networks"][str(tb.vni)]["counters"]
+    before = udp_counters(tb, overlay.h3)
     for client, server in ((overlay.c1, overlay.c3), (overlay.c3, overlay.c1)):
-        assert received_bytes(iperf(overlay.tb, client, server, reverse=False)) > 0
+        assert received_bytes(iperf(tb, client, server, reverse=False)) > 0
+    after = udp_counters(tb, overlay.h3)
+    counters = overlay.stats(overlay.h1, overlay.vtep1)["networks"][str(tb.vni)]["counters"]
+    assert counters["tx_gso_batches"] > batches.get("tx_gso_batches", 0)
+    assert after["InCsumErrors"] == before["InCsumErrors"]
 
 
 def test_underlay_capture_decodes_as_rfc7348_vxlan(overlay: Overlay) -> None:
@@ -194,3 +212,43 @@ def test_malformed_and_random_datagrams_are_dropped_counted_and_harmless(
 
     assert delta("rx_drop_not_member") == count
     assert delta("rx_drop_malformed") == expected_malformed(datagrams)
+
+
+def test_bulk_transfer_is_standard_vxlan_as_a_nic_would_send_it(overlay: Overlay) -> None:
+    """With UDP segmentation and checksum offload off on h1's underlay port, the kernel
+    finishes every GSO batch in software, as a NIC would on the wire: each datagram is at most
+    1500 octets with DF, flags 0x08 and the VNI, a UDP checksum that is zero or correct, and
+    an inner TCP segment with a correct checksum."""
+    tb = overlay.tb
+    offloads = ("tx", "tx-udp-segmentation")
+    tb.exec(overlay.h1.ns, "ethtool", "-K", "eth0", *(f for o in offloads for f in (o, "off")))
+    pcap = tb.workdir / "bulk.pcap"
+    try:
+        dump = tb.popen("ip", "netns", "exec", tb.underlay, "tcpdump", "-i", "p11", "-U", "-n",
+                        "-c", "200", "-w", str(pcap), "udp", "port", "4789", "and", "src",
+                        "host", overlay.h1.ip, "and", "greater", "1000")  # fmt: skip
+        deadline = time.monotonic() + TIMEOUT
+        while not pcap.exists() or pcap.stat().st_size == 0:
+            assert time.monotonic() < deadline, "tcpdump did not start"
+            time.sleep(0.05)
+        iperf(tb, overlay.c1, overlay.c2, reverse=False)
+        dump.wait(TIMEOUT)
+    finally:
+        tb.exec(overlay.h1.ns, "ethtool", "-K", "eth0", *(f for o in offloads for f in (o, "on")))
+    packets = list(rdpcap(str(pcap)))
+    assert len(packets) == 200
+    checksummed = 0
+    for packet in packets:
+        assert packet[IP].len <= 1500 and packet[IP].flags.DF
+        assert packet[VXLAN].flags == 0x08 and packet[VXLAN].vni == tb.vni
+        if packet[UDP].chksum:
+            checksummed += 1
+            reference = packet[IP].copy()
+            del reference[UDP].chksum
+            assert IP(bytes(reference))[UDP].chksum == packet[UDP].chksum
+        inner = packet[VXLAN].payload
+        assert isinstance(inner, Ether) and inner.haslayer(TCP)
+        reference_tcp = inner[IP].copy()
+        del reference_tcp[TCP].chksum
+        assert IP(bytes(reference_tcp))[TCP].chksum == inner[TCP].chksum
+    assert checksummed > 0  # the bulk left in GSO batches
