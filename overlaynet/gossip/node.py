@@ -161,7 +161,10 @@ class GossipNode:
         self._absorb_changes()
         for msg in messages:
             if isinstance(msg, NetworkEvent):
-                self._on_network_event(msg, now)
+                restated = self.tables.apply_network_event(msg, now)
+                # Like table entries: repair quietly, but broadcast a restatement of our own.
+                if restated is not None and restated.node == self.name:
+                    self._broadcast_network(restated)
         for msg in messages:
             if isinstance(msg, TableEvent):
                 # networkdb bulk sync: repair quietly, broadcast only our own restatements.
@@ -171,11 +174,21 @@ class GossipNode:
         self._after(now)
         return messages[0].sender
 
-    def bootstrap(self, records: list[MemberRecord], now: float) -> None:
-        """Simulator start-up: learn a converged membership without announcing it."""
-        self.membership.merge_remote(records, now)
+    def bootstrap(
+        self, records: list[MemberRecord], networks: list[NetworkEvent], now: float
+    ) -> None:
+        """Simulator start-up: learn a converged membership and network participation
+        without announcing it (a large cluster's join storm is not what a benchmark measures)."""
+        self.membership.merge_remote(records, now, announce=False)
+        for event in networks:
+            if event.node != self.name:
+                self.tables.apply_network_event(event, now)
         self._member_queue.clear()
         self.membership.changes.clear()
+        # Spread the first full syncs over one scaled period, as a long-running cluster would.
+        n = self.membership.live_count()
+        scaled = push_pull_scale(self.config.push_pull_interval, n)
+        self.next_push_pull_at = now + self.rng.uniform(0, scaled)
 
     # ---- timers ------------------------------------------------------------------------
 

@@ -87,11 +87,15 @@ class Simulator:
         self.node(name).start_join([self.node(s).addr for s in seeds])
         self._service(name)
 
-    def bootstrap_converged(self) -> None:
-        """Start from a cluster where everyone already knows everyone (large-N benchmarks)."""
+    def bootstrap_converged(self, networks: tuple[str, ...] = ()) -> None:
+        """Start from a cluster where everyone already knows everyone and every node is in
+        `networks` (large-N benchmarks)."""
         records = [r for s in self.nodes.values() for r in s.node.membership.records()]
+        events = [
+            s.node.tables.join_network(network) for s in self.nodes.values() for network in networks
+        ]
         for name, sim_node in self.nodes.items():
-            sim_node.node.bootstrap(records, self.now)
+            sim_node.node.bootstrap(records, events, self.now)
             sim_node.node.drain_events()
             self._service(name)
 

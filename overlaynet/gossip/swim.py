@@ -110,6 +110,7 @@ class Membership:
         self._live: list[str] = []
         self._live_index: dict[str, int] = {}
         self._dead: set[str] = set()
+        self._quiet = False
         self._probe_order: list[str] = []
         self._probe_pos = 0
         self._probe: _Probe | None = None
@@ -209,9 +210,17 @@ class Membership:
             case _:
                 pass
 
-    def merge_remote(self, records: list[MemberRecord], now: float) -> None:
+    def merge_remote(self, records: list[MemberRecord], now: float, announce: bool = True) -> None:
         """Push-pull: take a peer's full view. A peer's dead verdict only makes us suspect
-        (memberlist mergeState), so a stale view cannot kill a healthy member outright."""
+        (memberlist mergeState), so a stale view cannot kill a healthy member outright.
+        `announce=False` learns without queueing broadcasts (simulator start-up)."""
+        self._quiet = not announce
+        try:
+            self._merge_records(records, now)
+        finally:
+            self._quiet = False
+
+    def _merge_records(self, records: list[MemberRecord], now: float) -> None:
         for r in records:
             if r.state == MemberState.ALIVE:
                 self.on_alive(Alive(r.incarnation, r.node, r.addr), now)
@@ -219,6 +228,11 @@ class Membership:
                 self.on_dead(Dead(r.incarnation, r.node, r.node), now)
             elif r.node == self.name or r.node in self.members:
                 self.on_suspect(Suspect(r.incarnation, r.node, self.name), now)
+            else:
+                # Unlike memberlist, remember a failed member we never saw: retrying it
+                # (random_dead) is what merges a partition whose bridges all died meanwhile.
+                self.members[r.node] = _Member(r.node, r.addr, r.incarnation, MemberState.DEAD, now)
+                self._dead.add(r.node)
 
     def leave(self, now: float) -> None:
         """Graceful leave: announce our own death with source == us; others mark us LEFT."""
@@ -472,4 +486,6 @@ class Membership:
             self._live_index[last] = index
 
     def _broadcast(self, msg: Alive | Suspect | Dead, subject_suffix: str = "") -> None:
+        if self._quiet:
+            return
         self.broadcasts.push(("member", msg.node, subject_suffix), encode_message(msg))

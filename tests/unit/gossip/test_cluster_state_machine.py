@@ -56,10 +56,10 @@ class GossipCluster(RuleBasedStateMachine):
         reachable = [n for n in self.live() if self.sim.connected(n, name)]
         self.sim.add_node(name)
         if reachable:
-            # An agent awaits its join (the push-pull round trip), and the seed needs a few
-            # gossip rounds to tell the others before it may crash: otherwise the newcomer
-            # and the rest never learn of each other, with any SWIM implementation.
-            self.sim.join(name, reachable[:1])
+            # Join through every host it can reach (as `swarm join` lists managers) and await
+            # the push-pull round trips. Through one seed that crashes before gossiping, the
+            # newcomer and the rest could never learn of each other, in any SWIM.
+            self.sim.join(name, reachable)
             self.sim.run_for(1.0)
 
     @precondition(lambda self: len(self.live()) > 2)
