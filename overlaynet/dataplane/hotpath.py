@@ -52,7 +52,21 @@ _ETHERTYPE_IPV4_IHL5 = b"\x08\x00\x45"
 _TCP_ACK = 0x10
 _MIN_TCP_DATAGRAM = 8 + 14 + 20 + 20
 _STRICT_FLAGS = b"\x08\x00\x00\x00"
-_SEQ_MASK = 0xFFFFFFFF
+
+
+def _header_mask(end: int) -> int:
+    """For datagram headers of `end` octets read as one big-endian integer: ones everywhere but
+    the fields that differ between consecutive segments of one TCP run and are rebuilt for the
+    super-frame (IPv4 identification and header checksum, TCP checksum). The sequence number
+    stays: it is compared against the expected one."""
+    mask = (1 << (8 * end)) - 1
+    for first, last in ((26, 28), (32, 34), (58, 60)):
+        mask &= ~(((1 << (8 * (last - first))) - 1) << (8 * (end - last)))
+    return mask
+
+
+#: Header masks by header length: VXLAN, Ethernet, IPv4 (20) and TCP with 20..60 octets.
+_HEADER_MASKS = {42 + tcp: _header_mask(42 + tcp) for tcp in range(20, 61, 4)}
 
 
 class HotLoop:
@@ -265,9 +279,9 @@ class HotLoop:
         # The pending super-frame: its network, first segment's headers, the constant parts
         # every further segment must repeat, the next sequence number, the payloads.
         p_net: Network | None = None
-        p_first = k1 = k2 = k3 = k4 = k5 = p_next = b""
-        p_hend = p_dlen = p_plen = p_seq = p_total = p_cap = 0
-        payloads: list[bytes] = []
+        p_first = b""
+        p_hend = p_dlen = p_plen = p_total = p_cap = p_mask = p_expect = p_step = 0
+        payloads: list[memoryview] = []
         for _ in range(DRAIN_BUDGET):
             try:
                 data, ancillary, _flags, address = recvmsg(READ_SIZE, _GRO_CMSG_SPACE)
@@ -281,6 +295,7 @@ class HotLoop:
             for level, kind, value in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO:
                     seg = int.from_bytes(value[:4], _NATIVE) or size
+            view = memoryview(data)  # slices of it copy nothing
             sender = address[0]
             if sender not in members:
                 # One count per datagram, also for those the kernel coalesced (and for empty ones).
@@ -290,21 +305,19 @@ class HotLoop:
             while True:
                 e = s + seg if s + seg < size else size
                 if merge:
+                    # One comparison for the whole header: everything but the rebuilt fields
+                    # must equal the first segment's, with the sequence number advanced.
                     if (
                         p_net is not None
                         and e - s == p_dlen
-                        and data[s : s + 26] == k1
-                        and data[s + 46 : s + 50] == p_next
-                        and data[s + 34 : s + 46] == k3
-                        and data[s + 50 : s + 58] == k4
-                        and data[s + 28 : s + 32] == k2
-                        and data[s + 60 : s + p_hend] == k5
+                        and int.from_bytes(view[s : s + p_hend], "big") & p_mask == p_expect
                         and p_total <= p_cap
                     ):
-                        payloads.append(data[s + p_hend : e])
+                        payloads.append(view[s + p_hend : e])
                         p_total += p_plen
-                        p_seq = (p_seq + p_plen) & _SEQ_MASK
-                        p_next = p_seq.to_bytes(4, "big")
+                        # A carry out of the sequence field (wrap-around) makes the next
+                        # comparison fail: the run just ends there.
+                        p_expect += p_step
                         s = e
                         if s >= size:
                             break
@@ -337,18 +350,12 @@ class HotLoop:
                         ):
                             p_net, p_hend, p_dlen, p_plen = net, hend, n, n - hend
                             p_first = data[s + 8 : s + hend]
-                            k1 = data[s : s + 26]
-                            k2 = data[s + 28 : s + 32]
-                            k3 = data[s + 34 : s + 46]
-                            k4 = data[s + 50 : s + 58]
-                            k5 = data[s + 60 : s + hend]
-                            p_seq = (int.from_bytes(data[s + 46 : s + 50], "big") + p_plen) & (
-                                _SEQ_MASK
-                            )
-                            p_next = p_seq.to_bytes(4, "big")
+                            p_mask = _HEADER_MASKS[hend]
+                            p_step = p_plen << (8 * (hend - 50))
+                            p_expect = (int.from_bytes(data[s : s + hend], "big") & p_mask) + p_step
                             p_total = p_plen
                             p_cap = IPV4_MAX_TOTAL - (hend - 22) - p_plen
-                            payloads = [data[s + hend : e]]
+                            payloads = [view[s + hend : e]]
                             s = e
                             if s >= size:
                                 break
@@ -370,7 +377,7 @@ class HotLoop:
 
     @staticmethod
     def _write_merged(
-        net: Network, first: bytes, payloads: list[bytes], segment: int, total: int
+        net: Network, first: bytes, payloads: list[memoryview], segment: int, total: int
     ) -> None:
         """Write a run of merged segments: one GSO super-frame, or the lone segment as it came
         (the kernel then checks its checksums)."""
