@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from overlaynet import api, views
+from overlaynet import api, control, views
+from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dns import feed as dns_feed
-from overlaynet.dns.records import DnsTable
+from overlaynet.dns.records import DnsTable, NameRecord
 from overlaynet.dns.server import DnsServer
 from overlaynet.dns.upstream import upstreams_from_resolv_conf
 from overlaynet.errors import ApiError, InvalidArgument, NotFound
@@ -118,6 +119,9 @@ class Agent:
             self.dns_table.set_upstreams(upstreams_from_resolv_conf(_read("/etc/resolv.conf")))
         self.dns = DnsServer(self.dns_table)
         self.swarm = SwarmMember(paths.state_dir, paths.host)
+        self.control = control.ControlPlane()
+        self.swarm.node_status = self.control.node_status
+        self._nursery: trio.Nursery | None = None
         if self.swarm.in_swarm:
             self.runtime.cluster = ClusterBridge(self)
         self._synced_generation = -1
@@ -154,6 +158,8 @@ class Agent:
             "node.promote": partial(self.op_cluster, "node.promote"),
             "node.demote": partial(self.op_cluster, "node.demote"),
             "node.rm": partial(self.op_cluster, "node.rm"),
+            "gossip.members": self.op_gossip_members,
+            "gossip.endpoints": self.op_gossip_endpoints,
         }
 
     async def locked(self, fn: Callable[[], T]) -> T:
@@ -166,10 +172,23 @@ class Agent:
                     await self._sync_planes()
 
     async def _sync_planes(self) -> None:
-        """Make DNS (and later the overlay) match the runtime's containers and networks."""
+        """Make gossip, the VTEP and DNS match the runtime's containers and networks and what
+        gossip knows of other hosts. Runs under the agent lock."""
         rt = self.runtime
         self._synced_generation = rt.generation
-        view = dns_feed.build_view(rt.networks.values(), rt.containers.values())
+        remote_names: dict[str, list[NameRecord]] = {}
+        if self.control.running:
+            addr = self.swarm.advertise_addr or ""
+            self.control.publish(control.local_records(rt.containers.values(), rt.networks, addr))
+            for net in rt.networks.values():
+                if net.scope != "swarm" or net.vni is None:
+                    continue
+                others = self.control.remote(net.id)
+                endpoints = [RemoteEndpoint(net.vni, r.mac, r.ip, r.host) for r in others]
+                self.overlay.learn(net.id, endpoints, self.control.peers(net.id))
+                remote_names[net.id] = [rec for r in others for rec in r.dns_records(net.id)]
+            self.overlay.set_members(self.control.live_addresses())
+        view = dns_feed.build_view(rt.networks.values(), rt.containers.values(), remote_names)
         dns_feed.apply(self.dns_table, view)
         served = view.served_containers()
         for cid in list(self.dns.containers):
@@ -195,8 +214,11 @@ class Agent:
         self.paths.pid_file.write_text(f"{os.getpid()}\n")
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 await nursery.start(self.dns.run)
                 await self.swarm.start(nursery)
+                await self._start_control()
+                nursery.start_soon(self._follow_gossip)
                 counts = await self.locked(self.runtime.restore)
                 log.info("restored state", extra={"fields": counts})
                 nursery.start_soon(self._serve, listener)
@@ -205,6 +227,7 @@ class Agent:
                 log.info("agent ready", extra={"fields": {"socket": str(self.paths.socket)}})
                 task_status.started()
         finally:
+            self._nursery = None
             self.overlay.close()
             listener.close()
             self.paths.socket.unlink(missing_ok=True)
@@ -320,6 +343,13 @@ class Agent:
             "Networks": len(rt.networks),
             "StateDir": str(self.paths.state_dir),
             "Swarm": self._swarm_info(),
+            "Gossip": {
+                "Members": self.control.members_view(),
+                "Counters": {
+                    **(self.control.gossip.stats() if self.control.gossip else {}),
+                    **self.control.counters,
+                },
+            },
             "Counters": dict(self.counters),
         }
 
@@ -386,12 +416,14 @@ class Agent:
             )
         extra: dict[str, Any] = {}
         if net.driver == Driver.OVERLAY:
+            dataplane = self.overlay.inspect(net)
             extra["Overlay"] = {
                 "VNI": net.vni,
                 "VTEP": f"{self.advertise_addr}:4789",
-                "Peers": list(net.peers),
+                "Peers": sorted((dataplane or {}).get("peers", net.peers)),
+                "StaticPeers": list(net.peers),
                 "StaticEndpoints": list(net.static_endpoints),
-                "DataPlane": self.overlay.inspect(net),
+                "DataPlane": dataplane,
             }
         return views.network_doc(net, list(rt.containers.values()), extra)
 
@@ -567,10 +599,32 @@ class Agent:
             "AdvertiseAddr": self.swarm.advertise_addr,
         }
 
+    async def _start_control(self) -> None:
+        joined = self.swarm.joined
+        if joined is None or self.control.running or self._nursery is None:
+            return
+        assert self.swarm.advertise_addr is not None
+        await self.control.start(
+            self._nursery,
+            joined.node_id,
+            self.swarm.advertise_addr,
+            joined.gossip_key,
+            self.swarm.gossip_seeds(),
+        )
+
+    async def _follow_gossip(self) -> None:
+        """Whenever gossip learns something, bring the VTEP and DNS in line (coalesced)."""
+        while True:
+            await self.control.changed.wait()
+            self.control.changed = trio.Event()
+            async with self.lock:
+                await self._sync_planes()
+
     async def op_swarm_init(self, args: dict[str, Any]) -> Any:
         ip, port = self._advertise(_opt_str(args, "advertise_addr"))
         res = await self.swarm.init(ip, port)
         self.runtime.cluster = ClusterBridge(self)
+        await self._start_control()
         log.info("swarm initialised", extra={"fields": {"node": res["node_id"]}})
         return res
 
@@ -578,6 +632,9 @@ class Agent:
         ip, _ = self._advertise(_opt_str(args, "advertise_addr"))
         res = await self.swarm.join(_arg(args, "token", str), _arg(args, "remote", str), ip)
         self.runtime.cluster = ClusterBridge(self)
+        await self._start_control()
+        async with self.lock:
+            await self._sync_planes()
         log.info("joined swarm", extra={"fields": res})
         return res
 
@@ -587,7 +644,40 @@ class Agent:
     async def op_swarm_leave(self, args: dict[str, Any]) -> Any:
         await self.swarm.leave(bool(args.get("force", False)))
         self.runtime.cluster = None
+        await self.control.stop()
         return {}
+
+    async def op_gossip_members(self, args: dict[str, Any]) -> Any:
+        return self.control.members_view()
+
+    async def op_gossip_endpoints(self, args: dict[str, Any]) -> Any:
+        """The endpoint table of one network as this host's gossip has it (all owners)."""
+        g = self.control.gossip
+        if g is None:
+            raise InvalidArgument("gossip runs only in a swarm: this host is in none")
+        ref = _arg(args, "network", str)
+        try:
+            net_id = self.runtime.network(ref).id
+        except NotFound:
+            net_id = ref
+        rows = []
+        for key, entry in sorted(g.entries(control.ENDPOINT_TABLE, net_id).items()):
+            try:
+                rec = control.EndpointRecord.from_bytes(entry.value)
+            except control.BadEndpointRecord:
+                continue
+            rows.append(
+                {
+                    "key": key,
+                    "name": rec.name,
+                    "ip": rec.ip,
+                    "mac": rec.mac,
+                    "host": rec.host,
+                    "owner": entry.owner,
+                    "ltime": entry.ltime,
+                }
+            )
+        return rows
 
     async def op_cluster(self, op: str, args: dict[str, Any]) -> Any:
         """Node management: answered by the managers, whichever host is asked."""

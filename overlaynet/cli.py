@@ -483,6 +483,25 @@ def cmd_node_rm(ns: argparse.Namespace) -> int:
     return _each(ns.nodes, lambda n: call(ns, "node.rm", node=n, force=ns.force), echo=True)[1]
 
 
+def cmd_gossip_members(ns: argparse.Namespace) -> int:
+    rows = [
+        [m["name"], m["addr"], m["state"], str(m["incarnation"])]
+        for m in call(ns, "gossip.members")
+    ]
+    print(views.table(["NODE", "ADDRESS", "STATE", "INCARNATION"], rows))
+    return 0
+
+
+def cmd_gossip_endpoints(ns: argparse.Namespace) -> int:
+    rows = [
+        [short_id(r["key"]), r["name"], r["ip"], r["mac"], r["host"], r["owner"], str(r["ltime"])]
+        for r in call(ns, "gossip.endpoints", network=ns.network)
+    ]
+    headers = ["ENDPOINT", "NAME", "IP", "MAC", "HOST", "OWNER", "LAMPORT"]
+    print(views.table(headers, rows))
+    return 0
+
+
 # ---- lab -----------------------------------------------------------------------------------
 
 
@@ -730,6 +749,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-f", "--force", action="store_true")
     c.add_argument("nodes", nargs="+")
     c.set_defaults(func=cmd_node_rm)
+
+    gossip = sub.add_parser("gossip", help="the control plane's view").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    c = gossip.add_parser("members", help="SWIM members as this host sees them")
+    c.set_defaults(func=cmd_gossip_members)
+    c = gossip.add_parser("endpoints", help="a network's endpoint table (who lives where)")
+    c.add_argument("network")
+    c.set_defaults(func=cmd_gossip_endpoints)
 
     p_info = sub.add_parser("info", help="the agent's view of its host")
     p_info.set_defaults(func=cmd_info)

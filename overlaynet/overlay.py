@@ -41,7 +41,11 @@ class OverlayDriver:
         self.local_ip = local_ip
         self.vtep: Vtep | None = None
         self._vni_of: dict[str, int] = {}
+        self._nets: dict[str, Network] = {}
         self._remote: dict[str, set[RemoteEndpoint]] = {}
+        # What the control plane knows per network: other hosts' endpoints and the hosts in it.
+        self._learned: dict[str, set[RemoteEndpoint]] = {}
+        self._learned_peers: dict[str, set[str]] = {}
 
     def _ensure_vtep(self) -> Vtep:
         if self.vtep is None:
@@ -63,6 +67,7 @@ class OverlayDriver:
         tap = KernelNames.tap(net.id)
         vtep.add_network(net.vni, tap, net.mtu)
         self._vni_of[net.id] = net.vni
+        self._nets[net.id] = net
         try:
             with links.ipr() as sock:
                 idx = links.index_of(sock, tap)
@@ -75,25 +80,38 @@ class OverlayDriver:
 
     def apply_static(self, net: Network) -> None:
         """(Re)load the peers and static endpoints recorded on the network."""
+        self._nets[net.id] = net
+        self._apply(net.id)
+
+    def learn(self, net_id: str, endpoints: Iterable[RemoteEndpoint], peers: Iterable[str]) -> None:
+        """What the control plane knows about a network now (replaces what it said before)."""
+        self._learned[net_id] = set(endpoints)
+        self._learned_peers[net_id] = set(peers)
+        self._apply(net_id)
+
+    def _apply(self, net_id: str) -> None:
+        """The VTEP gets the union of the static and the learned endpoints and peers."""
         vtep = self.vtep
-        vni = self._vni_of.get(net.id)
-        if vtep is None or vni is None:
+        vni = self._vni_of.get(net_id)
+        net = self._nets.get(net_id)
+        if vtep is None or vni is None or net is None:
             return
-        vtep.set_peers(vni, net.peers)
+        vtep.set_peers(vni, set(net.peers) | self._learned_peers.get(net_id, set()))
         wanted = {
             RemoteEndpoint(vni, str(e["mac"]), e.get("ip"), str(e["host"]))
             for e in net.static_endpoints
-        }
-        have = self._remote.get(net.id, set())
+        } | {ep for ep in self._learned.get(net_id, set()) if ep.vni == vni}
+        have = self._remote.get(net_id, set())
         for ep in have - wanted:
             vtep.endpoint_removed(ep)
         for ep in wanted - have:
             vtep.endpoint_added(ep)
-        self._remote[net.id] = wanted
+        self._remote[net_id] = wanted
 
     def detach(self, net: Network) -> None:
         vni = self._vni_of.pop(net.id, None)
         self._remote.pop(net.id, None)
+        self._nets.pop(net.id, None)
         if self.vtep is not None and vni is not None:
             self.vtep.remove_network(vni)
 

@@ -114,7 +114,11 @@ class SwarmMember:
             upstream = self.client()
             port = MANAGER_PORT
         self.server = ManagerServer(
-            store, self.advertise_addr, port, node_status=self.node_status, upstream=upstream
+            store,
+            self.advertise_addr,
+            port,
+            node_status=lambda node_id: self.node_status(node_id),
+            upstream=upstream,
         )
         scope = trio.CancelScope()
         self._server_scope = scope
@@ -209,6 +213,15 @@ class SwarmMember:
             return await self.client().call(op, **args)
         except ClusterError as e:
             raise api_error(e) from None
+
+    def gossip_seeds(self) -> list[str]:
+        """Where gossip can join: the hosts known at join time and every manager."""
+        if self.joined is None:
+            return []
+        managers = [split_addr(m)[0] for m in self.joined.managers]
+        # A manager knows every node: after a restart it can rejoin through any of them.
+        known = [n.addr for n in self.server.state.nodes.values()] if self.server else []
+        return list(dict.fromkeys([*self.joined.peers, *managers, *known]))
 
     async def snapshot(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("state.snapshot")

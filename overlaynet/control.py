@@ -1,0 +1,253 @@
+"""The agent's control plane: gossip membership and the endpoint table, in and out.
+
+Out: every running local container's endpoint on a swarm network is an entry in that network's
+`endpoint_table` (key: endpoint id; value: `EndpointRecord` as JSON), and this host takes part
+in a network's gossip only while it has such an endpoint (Docker's networkdb does the same).
+In: other hosts' entries become FDB entries and ARP answers in the VTEP and names in the
+embedded DNS; live members are the hosts the VTEP accepts VXLAN from; a member declared dead
+has its entries withdrawn everywhere by the tables core.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+import trio
+
+from overlaynet.dns.records import NameRecord, RecordKind
+from overlaynet.gossip.keyring import Keyring
+from overlaynet.gossip.service import GossipService
+from overlaynet.gossip.swim import LIVE_STATES
+from overlaynet.model import Container, Network, Status
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_TABLE = "endpoint_table"
+# How often a host that found no seed to join retries (a manager may be restarting).
+REJOIN_INTERVAL = 2.0
+
+
+class BadEndpointRecord(ValueError):
+    """An endpoint entry from a peer that does not parse: counted and ignored."""
+
+
+@dataclass(frozen=True)
+class EndpointRecord:
+    """One container interface on a swarm network, as other hosts need to know it."""
+
+    name: str
+    container: str
+    ip: str
+    mac: str
+    host: str  # the underlay address of the VTEP it lives behind
+    aliases: tuple[str, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "name": self.name,
+            "container": self.container,
+            "ip": self.ip,
+            "mac": self.mac,
+            "host": self.host,
+            "aliases": list(self.aliases),
+        }
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EndpointRecord:
+        try:
+            doc = json.loads(data)
+            rec = cls(
+                name=str(doc["name"]),
+                container=str(doc["container"]),
+                ip=str(IPv4Address(doc["ip"])),
+                mac=str(doc["mac"]).lower(),
+                host=str(IPv4Address(doc["host"])),
+                aliases=tuple(str(a) for a in doc.get("aliases", [])),
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise BadEndpointRecord(str(e)) from None
+        parts = rec.mac.split(":")
+        if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+            raise BadEndpointRecord(f"bad MAC {rec.mac!r}")
+        try:
+            bytes.fromhex("".join(parts))
+        except ValueError:
+            raise BadEndpointRecord(f"bad MAC {rec.mac!r}") from None
+        return rec
+
+    def dns_records(self, network_id: str) -> list[NameRecord]:
+        ip = IPv4Address(self.ip)
+        out = [
+            NameRecord(network_id, self.name, ip, RecordKind.CONTAINER),
+            NameRecord(network_id, self.container[:12], ip, RecordKind.SHORT_ID),
+        ]
+        out += [NameRecord(network_id, a, ip, RecordKind.ALIAS) for a in self.aliases]
+        return out
+
+
+def local_records(
+    containers: Iterable[Container], networks: dict[str, Network], host_ip: str
+) -> dict[tuple[str, str], EndpointRecord]:
+    """(network id, endpoint id) → record, for running containers on swarm networks."""
+    out = {}
+    for c in containers:
+        if c.status != Status.RUNNING:
+            continue
+        for ep in c.endpoints:
+            net = networks.get(ep.network_id)
+            if net is None or net.scope != "swarm" or not ep.ip or not ep.mac:
+                continue
+            out[(net.id, ep.id)] = EndpointRecord(
+                c.name, c.id, ep.ip, ep.mac, host_ip, tuple(ep.aliases)
+            )
+    return out
+
+
+class ControlPlane:
+    """Owns the gossip service while this host is in a swarm."""
+
+    def __init__(self) -> None:
+        self.gossip: GossipService | None = None
+        self.node_id: str | None = None
+        self.counters: Counter[str] = Counter()
+        self._published: dict[tuple[str, str], bytes] = {}
+        self._networks: set[str] = set()
+        self._scope: trio.CancelScope | None = None
+        self.changed = trio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self.gossip is not None
+
+    async def start(
+        self,
+        nursery: trio.Nursery,
+        node_id: str,
+        advertise_ip: str,
+        key: bytes,
+        seeds: list[str],
+    ) -> None:
+        service = GossipService(node_id, advertise_ip, Keyring([key]))
+        scope = trio.CancelScope()
+
+        async def serve(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                async with trio.open_nursery() as inner:
+                    await inner.start(service.run)
+                    inner.start_soon(self._follow, service)
+                    inner.start_soon(self._join, service, [s for s in seeds if s != advertise_ip])
+                    task_status.started()
+
+        self.gossip, self.node_id, self._scope = service, node_id, scope
+        self._published.clear()
+        self._networks.clear()
+        await nursery.start(serve)
+
+    async def _join(self, service: GossipService, seeds: list[str]) -> None:
+        """Join through the seeds; keep trying while none answers (they may be restarting)."""
+        while seeds:
+            if await service.join(seeds) > 0:
+                return
+            self.counters["join_retries"] += 1
+            await trio.sleep(REJOIN_INTERVAL)
+
+    async def _follow(self, service: GossipService) -> None:
+        async for _event in service.subscribe():
+            self.changed.set()
+
+    async def stop(self) -> None:
+        if self.gossip is not None:
+            with trio.move_on_after(2):
+                await self.gossip.leave()
+        if self._scope is not None:
+            self._scope.cancel()
+        self.gossip, self._scope = None, None
+        self._published.clear()
+        self._networks.clear()
+
+    # ---- out: our endpoints -------------------------------------------------------------
+
+    def publish(self, records: dict[tuple[str, str], EndpointRecord]) -> None:
+        """Make the table hold exactly these local endpoints (and join/leave networks)."""
+        g = self.gossip
+        if g is None:
+            return
+        wanted_nets = {net for net, _ in records}
+        for net in wanted_nets - self._networks:
+            g.join_network(net)
+        for key in list(self._published):
+            if key not in records:
+                g.delete_entry(ENDPOINT_TABLE, key[0], key[1])
+                del self._published[key]
+        for key, rec in records.items():
+            value = rec.to_bytes()
+            if self._published.get(key) != value:
+                g.set_entry(ENDPOINT_TABLE, key[0], key[1], value)
+                self._published[key] = value
+        for net in self._networks - wanted_nets:
+            g.leave_network(net)
+        self._networks = wanted_nets
+
+    # ---- in: what the others have -------------------------------------------------------
+
+    def remote(self, network_id: str) -> list[EndpointRecord]:
+        """Endpoints of other hosts on a network, as gossip has them now."""
+        g = self.gossip
+        if g is None:
+            return []
+        out = []
+        for key, entry in g.entries(ENDPOINT_TABLE, network_id).items():
+            if entry.owner == self.node_id:
+                continue
+            try:
+                out.append(EndpointRecord.from_bytes(entry.value))
+            except BadEndpointRecord as e:
+                self.counters["bad_endpoint_entries"] += 1
+                log.warning("ignoring endpoint %s from %s: %s", key, entry.owner, e)
+        return out
+
+    def peers(self, network_id: str) -> set[str]:
+        """Underlay addresses of the other hosts taking part in a network's gossip."""
+        g = self.gossip
+        if g is None:
+            return set()
+        names = g.node.tables.participants(network_id) - {self.node_id}
+        return {m.addr[0] for m in g.members() if m.name in names and m.state in LIVE_STATES}
+
+    def live_addresses(self) -> set[str]:
+        g = self.gossip
+        if g is None:
+            return set()
+        return {m.addr[0] for m in g.members() if m.state in LIVE_STATES}
+
+    def node_status(self, node_id: str) -> str:
+        """Docker's node STATUS: Ready while gossip sees the node alive, Down once it is not."""
+        if node_id == self.node_id:
+            return "Ready"
+        g = self.gossip
+        if g is None:
+            return "Unknown"
+        for m in g.members():
+            if m.name == node_id:
+                return "Ready" if m.state in LIVE_STATES else "Down"
+        return "Unknown"
+
+    def members_view(self) -> list[dict[str, str | int]]:
+        g = self.gossip
+        if g is None:
+            return []
+        return [
+            {
+                "name": m.name,
+                "addr": m.addr[0],
+                "state": m.state.name.lower(),
+                "incarnation": m.incarnation,
+            }
+            for m in sorted(g.members(), key=lambda m: m.name)
+        ]
