@@ -3,13 +3,18 @@
 overlaynet VTEP; prints a table with each figure's ratio to kernel VXLAN, writes JSON and a PNG
 chart to benchmarks/results/. Needs root; namespaces are `onet-bdp-…` and removed afterwards.
 
-    .venv/bin/python benchmarks/e2e_throughput.py [--seconds 3] [--pings 200]
+    .venv/bin/python benchmarks/e2e_throughput.py [--seconds 3] [--pings 200] [--rounds 3]
+
+Each figure is the median of `--rounds` measurements taken round-robin over the data paths, so
+a burst of load from elsewhere on the machine hits every path alike; ratios to kernel VXLAN are
+what to compare (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import statistics
@@ -26,6 +31,8 @@ RESULTS = Path(__file__).parent / "results"
 #: iperf3 seconds per measurement and pings per RTT sample: bounded so a run takes about a minute.
 DEFAULT_SECONDS = 3
 DEFAULT_PINGS = 200
+#: Rounds over all paths; each figure is the median (odd, so it is one measured value).
+DEFAULT_ROUNDS = 3
 #: 10 ms between pings: a steady stream, far from flooding; drops must be zero.
 PING_INTERVAL = "0.01"
 FIGURES = ("tcp_1_gbps", "tcp_4_gbps", "ping_p50_ms", "ping_p99_ms")
@@ -163,32 +170,54 @@ def main() -> int:
     parser.add_argument("--pings", type=int, default=DEFAULT_PINGS)
     parser.add_argument(
         "--variant", action="append", default=[], metavar="NAME=ARGS",
-        help="extra overlaynet variant: vtep_main arguments, e.g. 'batched=--gso'",
+        help="extra overlaynet variant: vtep_main arguments, e.g. 'naive=--no-batch'",
     )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     args = parser.parse_args()
     variants: dict[str, list[str]] = {"overlaynet": []}
     for spec in args.variant:
         name, _, extra = spec.partition("=")
         variants[name] = extra.split()
+    load_before = os.getloadavg()
+    samples: dict[str, list[dict[str, Any]]] = {}
     results: dict[str, dict[str, Any]] = {}
     with Testbed("onet-bdp-") as tb:
-        for s in build(tb, variants):
+        scenarios = build(tb, variants)
+        for s in scenarios:
             tb.exec(s.client.ns, "ping", "-c", "3", "-i", "0.2", s.server.ip)  # warm ARP/FDB
-            r: dict[str, Any] = {
-                "tcp_1_gbps": iperf(tb, s, 1, args.seconds),
-                "tcp_4_gbps": iperf(tb, s, 4, args.seconds),
-            }
-            r.update(ping(tb, s, args.pings))
+        for round_ in range(args.rounds):
+            for s in scenarios:
+                r: dict[str, Any] = {
+                    "tcp_1_gbps": iperf(tb, s, 1, args.seconds),
+                    "tcp_4_gbps": iperf(tb, s, 4, args.seconds),
+                }
+                r.update(ping(tb, s, args.pings))
+                samples.setdefault(s.name, []).append(r)
+                print(f"round {round_ + 1} {s.name}: {r}", file=sys.stderr)
+        for s in scenarios:
+            runs = samples[s.name]
+            results[s.name] = {f: statistics.median(r[f] for r in runs) for f in FIGURES}
+            results[s.name]["ping_loss"] = max(r["ping_loss"] for r in runs)
+            results[s.name]["tcp_1_gbps_all"] = [r["tcp_1_gbps"] for r in runs]
             if s.vteps:
-                r["vtep_drops"] = vtep_drops(tb, s)
-            results[s.name] = r
-            print(f"{s.name}: {r}", file=sys.stderr)
+                results[s.name]["vtep_drops"] = vtep_drops(tb, s)
+    load_after = os.getloadavg()
     print(table(results))
+    drops = {name: r["vtep_drops"] for name, r in results.items() if "vtep_drops" in r}
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; drops: {drops}")
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path, png_path = RESULTS / f"e2e-{stamp}.json", RESULTS / f"e2e-{stamp}.png"
-    meta = {"seconds": args.seconds, "pings": args.pings, "variants": variants}
-    json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    meta = {
+        "seconds": args.seconds,
+        "pings": args.pings,
+        "rounds": args.rounds,
+        "variants": variants,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+    }
+    json_path.write_text(json.dumps({"meta": meta, "results": results, "samples": samples},
+                                    indent=1))  # fmt: skip
     chart(results, png_path)
     print(f"wrote {json_path} and {png_path}")
     return 0

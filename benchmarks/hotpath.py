@@ -1,5 +1,7 @@
-"""Hot-path micro-benchmark: ns per frame for encap, decap and FDB lookup (pure Python, no root),
-and frames per second through a real TAP → UDP → TAP loop (root; namespaces `onet-bdp-…`).
+"""Hot-path micro-benchmark: ns per frame for encap, decap and FDB lookup, for batched egress
+(TAP reads to one UDP-GSO sendmsg) and merged ingress (a GRO buffer to one super-frame write),
+all without root; and frames per second through a real TAP → UDP → TAP loop (root; namespaces
+`onet-bdp-…`).
 
     .venv/bin/python benchmarks/hotpath.py            # both parts
     .venv/bin/python benchmarks/hotpath.py --no-loop  # only the per-frame costs
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from overlaynet.dataplane.fdb import ForwardingDatabase
+from overlaynet.dataplane.hotpath import SOL_UDP, UDP_GRO, HotLoop
 from overlaynet.dataplane.switching import Network, egress, flow_hash, ingress
 from overlaynet.dataplane.testbed import Testbed
 from overlaynet.wire import vxlan
@@ -30,7 +33,7 @@ MAC_A, MAC_B = "02:42:0a:00:00:02", "02:42:0a:00:00:03"
 #: A full-size TCP segment at the overlay MTU: 14 + 20 + 20 + 1410 octets.
 FRAME = (
     mac_to_bytes(MAC_B) + mac_to_bytes(MAC_A) + b"\x08\x00"
-    + bytes.fromhex("45000596000040004006000a0000020a000003") + b"\x00"
+    + bytes.fromhex("450005aa00004000400600000a0000020a000003")
     + bytes.fromhex("9c4014510000000000000000501000ff00000000") + b"x" * 1410
 )  # fmt: skip
 #: IEEE 802 "local experimental" EtherType: the loop's test frames can't be mistaken for traffic.
@@ -43,6 +46,89 @@ RESULTS = Path(__file__).parent / "results"
 def ns_per_call(fn: Callable[[], object], number: int = 200_000) -> float:
     """Best of five timeit repeats, in ns per call."""
     return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e9
+
+
+#: Frames per batch in the loop benchmarks: what one 64 KB TCP send becomes at MTU 1450.
+RUN = 44
+ROUNDS = 300
+SO_NO_CHECK = 11
+
+
+def run_of_segments() -> list[bytes]:
+    """RUN in-order segments of one TCP flow (FRAME's headers, sequence numbers advancing)."""
+    frames = []
+    for i in range(RUN):
+        seq = (1 + i * 1410).to_bytes(4, "big")
+        frames.append(FRAME[:38] + seq + FRAME[42:])
+    return frames
+
+
+def batched_egress() -> float:
+    """ns per frame for `HotLoop._drain_tap` on RUN queued frames: reads from a socketpair
+    standing in for the TAP, one GSO sendmsg to a loopback sink that drops what it gets."""
+    fdb = ForwardingDatabase()
+    fdb.add(VNI, MAC_B, "127.0.0.1")
+    tap, bridge = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    gso = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with tap, bridge, sink, plain, gso:
+        sink.bind(("127.0.0.1", 0))
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        plain.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        bridge.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+        tap.setblocking(False)
+        loop = HotLoop(sink, [plain], sink.getsockname()[1], Counter(), tx_gso=[gso])
+        net = Network(VNI, tap.fileno(), 1450, fdb.table(VNI))
+        frames = run_of_segments()
+        spent = 0.0
+        for _ in range(ROUNDS):
+            for frame in frames:
+                bridge.send(frame)
+            start = time.perf_counter()
+            loop._drain_tap(net)
+            spent += time.perf_counter() - start
+        loop.close()
+    return spent / (ROUNDS * RUN) * 1e9
+
+
+class _GroSocket:
+    """Hands `HotLoop._drain_udp` the same GRO buffer `rounds` times, then EAGAIN."""
+
+    def __init__(self, buffer: bytes, segment: int, rounds: int) -> None:
+        self.buffer, self.rounds = buffer, rounds
+        self.ancillary = [(SOL_UDP, UDP_GRO, segment.to_bytes(4, sys.byteorder))]
+
+    def recvmsg(self, _size: int, _space: int) -> tuple[bytes, list[Any], int, tuple[str, int]]:
+        if self.rounds == 0:
+            raise BlockingIOError
+        self.rounds -= 1
+        return self.buffer, self.ancillary, 0, ("127.0.0.1", vxlan.VXLAN_PORT)
+
+
+def merged_ingress() -> float:
+    """ns per segment for `HotLoop._drain_udp` merging GRO buffers of RUN segments into
+    super-frames, written to /dev/null (the write itself costs next to nothing there)."""
+    fdb = ForwardingDatabase()
+    fdb.add(VNI, MAC_A, "127.0.0.1")
+    header = vxlan.encode_header(VNI)
+    buffer = b"".join(header + frame for frame in run_of_segments())
+    null = os.open(os.devnull, os.O_WRONLY)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:
+        loop = HotLoop(unused, [unused], vxlan.VXLAN_PORT, Counter())
+        net = Network(VNI, null, 1450, fdb.table(VNI), vnet_hdr=True)
+        loop.networks, loop.members = {net.vni_key: net}, frozenset({"127.0.0.1"})
+        fake = _GroSocket(buffer, len(header) + len(FRAME), ROUNDS)
+        start = time.perf_counter()
+        while fake.rounds:  # one call handles at most DRAIN_BUDGET buffers
+            loop._drain_udp(fake, merge=True)  # type: ignore[arg-type]
+        spent = time.perf_counter() - start
+        loop.close()
+        merged = net.counters["rx_merged_writes"]
+    os.close(null)
+    if merged != ROUNDS:
+        raise RuntimeError(f"expected {ROUNDS} merged writes, got {merged}")
+    return spent / (ROUNDS * RUN) * 1e9
 
 
 def micro() -> dict[str, float]:
@@ -67,6 +153,8 @@ def micro() -> dict[str, float]:
         "decap_ingress_decision_ns": ns_per_call(
             lambda: ingress(networks, members, datagram, "192.168.0.12", counters)
         ),
+        "batched_egress_ns_per_frame": batched_egress(),
+        "merged_ingress_ns_per_segment": merged_ingress(),
     }
 
 

@@ -156,6 +156,10 @@ class Testbed:
             cmd += ["--peer", peer.ip]
             for c in peer.containers:
                 cmd += ["--fdb", f"{c.mac}={peer.ip}", "--arp", f"{c.ip}={c.mac}"]
+        # Lets a UDP_GRO socket receive coalesced buffers also when the sender's GSO batches
+        # were cut up on the way, as a NIC would (FASTPATH.md, "Traps"); harmless otherwise.
+        run("ip", "netns", "exec", host.ns, "ethtool", "-K", "eth0", "rx-udp-gro-forwarding",
+            "on", check=False)  # fmt: skip
         process = self.popen(*cmd, *extra)
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready.exists():
