@@ -105,6 +105,11 @@ def _receive_sockets(
     """The receiving socket on `port` and, with `gro`, its twin that the kernel gives exactly
     the datagrams with a non-zero UDP checksum (a reuseport BPF program, `offload`): only those
     are merged into super-frames. Without BPF support the twin is None and nothing merges."""
+    if gro:
+        # SO_REUSEPORT would let a second VTEP on this address share the port silently and
+        # split the traffic; a plain bind first makes "already in use" fail loudly instead.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((local_ip, port))
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     checked: socket.socket | None = None
     try:

@@ -15,6 +15,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from overlaynet.dataplane import offload
 from overlaynet.dataplane.fdb import RemoteEndpoint
+from overlaynet.dataplane.tap import has_vnet_hdr
 from overlaynet.dataplane.vtep import Vtep
 
 VNI = 4097
@@ -223,3 +224,12 @@ def test_empty_datagrams_from_strangers_are_counted() -> None:
         pair.bridge_a.send(frame)
         assert pair.bridge_b.recv(65536) == frame
         assert pair.b.stats()["counters"]["rx_drop_not_member"] == 3
+
+
+def test_a_second_vtep_on_the_same_address_and_port_is_refused(pair: Pair) -> None:
+    with pytest.raises(OSError):
+        Vtep(HOST_A, pair.port, source_sockets=1, socket_buffer=1 << 16)
+
+
+def test_a_socket_is_not_taken_for_a_vnet_tap(pair: Pair) -> None:
+    assert not has_vnet_hdr(pair.bridge_a.fileno())
