@@ -68,6 +68,7 @@ def describe(frame: bytes) -> list[Layer]:
 
 
 def read_pcap(path: Path) -> list[bytes]:
+    import scapy.layers.l2  # noqa: F401  (registers Ethernet as link type 1 for the reader)
     from scapy.utils import rdpcap
 
     return [bytes(p) for p in rdpcap(str(path))]

@@ -7,8 +7,10 @@ differs from the tutorial's is reported, and the demo exits non-zero.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 from overlaynet import lab as labmod
@@ -44,6 +46,26 @@ class Walkthrough:
         elif not expect_ok:
             print(f"(fails, as the tutorial says: exit status {out.returncode})")
         return out.stdout
+
+    def fail(self, why: str) -> None:
+        self.failures += 1
+        print(f"!! {why}")
+
+    def start_capture(self) -> subprocess.Popen[str]:
+        """Capture the next few VXLAN datagrams on the underlay while a step runs."""
+        argv = [sys.executable, "-m", "overlaynet", "--lab", self.lab, "lab", "capture"]
+        argv += ["-c", "4", "--seconds", "15"]
+        print("\n$ overlaynet lab capture -c 4 &", flush=True)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1.0)  # tcpdump needs a moment before it sees packets
+        return proc
+
+    def show_capture(self, proc: subprocess.Popen[str]) -> None:
+        out, _ = proc.communicate(timeout=60)
+        self.note("the underlay capture, decoded layer by layer:")
+        sys.stdout.write(out)
+        if "VXLAN" not in out:
+            self.fail("no VXLAN datagram was seen on the underlay")
 
     def under_the_hood(self, host: str) -> None:
         self.note(f"under the hood on {host}: links and their bridge, addresses, routes")
@@ -129,6 +151,41 @@ def _user_bridge(w: Walkthrough) -> None:
     w.run("node1", "network", "rm", "alpine-net")
 
 
+def _overlay(w: Walkthrough) -> None:
+    w.say("Part 3: an overlay network across hosts (swarm), for standalone containers")
+    init = w.run("node1", "swarm", "init", "--advertise-addr", "eth0")
+    match = re.search(r"--token (\S+) (\S+)", init)
+    token, manager = match.groups() if match else ("", "")
+    w.run("node2", "swarm", "join", "--token", token, manager)
+    w.run("node3", "swarm", "join", "--token", token, manager)
+    w.run("node1", "node", "ls")
+    w.run("node1", "network", "create", "--driver=overlay", "--attachable", "test-net")
+    w.run("node1", "run", "-dit", "--name", "alpine1", "--network", "test-net", "alpine", "sh")
+    w.note("node2 has no container on test-net yet, so test-net has not reached it:")
+    before = w.run("node2", "network", "ls")
+    if " test-net " in before:
+        w.fail("test-net is on node2 before any container there uses it")
+    w.run("node2", "run", "-dit", "--name", "alpine2", "--network", "test-net", "alpine", "sh")
+    after = w.run("node2", "network", "ls")
+    if " test-net " not in after:
+        w.fail("test-net did not reach node2 with its first container")
+    w.note("alpine1 on node1 reaches alpine2 on node2 by name, through VXLAN on the underlay")
+    capture = w.start_capture()
+    w.run("node1", "exec", "alpine1", "ping", "-c", "2", "-W", "2", "alpine2")
+    w.show_capture(capture)
+    w.note("under the hood on node1: gossip members, the endpoint table, the VTEP's FDB and ARP")
+    w.run("node1", "gossip", "members")
+    w.run("node1", "gossip", "endpoints", "test-net")
+    w.run("node1", "network", "vtep", "test-net")
+    w.run("node1", "exec", "alpine1", "dig", "+short", "alpine2")
+    w.run("node2", "container", "rm", "--force", "alpine2")
+    w.run("node1", "container", "rm", "--force", "alpine1")
+    w.run("node1", "network", "rm", "test-net")
+    for host in ("node3", "node2"):
+        w.run(host, "swarm", "leave")
+    w.run("node1", "swarm", "leave", "--force")
+
+
 def run(lab: str, keep: bool = False, hosts: int = 3) -> int:
     print(f"Building lab {lab!r} with {hosts} hosts…", flush=True)
     try:
@@ -141,6 +198,7 @@ def run(lab: str, keep: bool = False, hosts: int = 3) -> int:
     try:
         _default_bridge(w)
         _user_bridge(w)
+        _overlay(w)
     finally:
         if keep:
             print(f"\nThe lab is still up: `overlaynet lab ls`; then `lab down --name {lab}`.")

@@ -72,6 +72,7 @@ class OverlayDriver:
             with links.ipr() as sock:
                 idx = links.index_of(sock, tap)
                 bridge = links.index_of(sock, net.bridge_ifname)
+                links.disable_ipv6(tap)
                 sock.link("set", index=idx, master=bridge, state="up")
         except Exception:
             self.detach(net)

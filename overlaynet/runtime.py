@@ -408,7 +408,7 @@ class Runtime:
         self.container_dir(c).mkdir(parents=True, exist_ok=True)
         try:
             if ns is not None:
-                netns.create(ns)
+                netns.create(ns, ipv6=False)
             if net.driver in (Driver.BRIDGE, Driver.OVERLAY):
                 ep = self._new_endpoint(c, net, req.ip, req.aliases, first=True)
                 c.endpoints.append(ep)  # before building: a failure below releases it
@@ -683,7 +683,7 @@ class Runtime:
         for c in self.containers.values():
             ns = self.container_netns(c)
             if ns is not None:
-                netns.create(ns)
+                netns.create(ns, ipv6=False)
             for i, ep in enumerate(c.endpoints):
                 ep_net = self.networks.get(ep.network_id)
                 if ep_net is None:

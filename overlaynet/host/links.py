@@ -153,6 +153,7 @@ def ensure_bridge(ifname: str, address: IPv4Interface | None, mtu: int) -> None:
             if created:
                 sock.link("del", index=idx)
             raise LinkError(f"cannot set up bridge {ifname}: {e}") from e
+    disable_ipv6(ifname)
     # Containers on different bridges must not reach each other (Docker's isolation rule).
     # Refusing to forward what arrives on a bridge does that without touching global sysctls.
     set_ipv4_conf(ifname, "forwarding", 0)
@@ -161,6 +162,16 @@ def ensure_bridge(ifname: str, address: IPv4Interface | None, mtu: int) -> None:
 def set_ipv4_conf(ifname: str, key: str, value: int) -> None:
     with open(f"/proc/sys/net/ipv4/conf/{ifname}/{key}", "w") as f:
         f.write(str(value))
+
+
+def disable_ipv6(ifname: str) -> None:
+    """No IPv6 on a link of ours (Docker's default): no router solicitations or MLD reports
+    from it, so what crosses the overlay is what the containers send."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
+            f.write("1")
+    except FileNotFoundError:
+        pass  # IPv6 not compiled in or the link is gone: nothing to silence
 
 
 @dataclass(frozen=True)
@@ -194,6 +205,7 @@ def create_endpoint(plan: VethPlan) -> None:
             raise LinkError(f"cannot create veth {plan.host_ifname}: {e}") from e
         try:
             host_idx = _require(sock, plan.host_ifname)
+            disable_ipv6(plan.host_ifname)
             sock.link("set", index=host_idx, master=bridge_idx, state="up")
             sock.link("set", index=_require(sock, plan.temp_ifname), net_ns_fd=plan.container_netns)
             _configure_container_end(plan)

@@ -21,12 +21,16 @@ def exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
-def create(name: str) -> None:
-    """Create a named namespace with `lo` up (idempotent)."""
+def create(name: str, ipv6: bool = True) -> None:
+    """Create a named namespace with `lo` up (idempotent); `ipv6=False` turns IPv6 off in it,
+    as Docker does in containers unless asked otherwise."""
     if not exists(name):
         _netns.create(name)
-    from overlaynet.host import links
+    from overlaynet.host import links, nssocket
 
+    if not ipv6:
+        for scope in ("all", "default"):
+            nssocket.write_sysctl(name, f"net.ipv6.conf.{scope}.disable_ipv6", "1")
     links.set_up("lo", netns=name)
 
 

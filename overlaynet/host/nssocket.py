@@ -13,7 +13,11 @@ import ctypes
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 #: linux/sched.h: the namespace type setns(2) is asked to switch.
 CLONE_NEWNET = 0x40000000
@@ -39,9 +43,45 @@ def _setns(fd: int) -> None:
 
 
 @dataclass
-class _Outcome:
-    sock: socket.socket | None = None
+class _Outcome(Generic[T]):
+    value: T | None = None
     error: BaseException | None = None
+
+
+def run_in_netns(netns: str | int, fn: Callable[[], T]) -> T:
+    """Run `fn` in a fresh thread that has entered `netns`; return its result (blocking).
+
+    What `fn` creates keeps the namespace (sockets), and what it opens under /proc/sys/net is
+    that namespace's; the calling thread never moves.
+    """
+    path = netns_path(netns)
+    outcome: _Outcome[T] = _Outcome()
+
+    def work() -> None:
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    _setns(target)
+                finally:
+                    os.close(target)
+                try:
+                    outcome.value = fn()
+                finally:
+                    # Hygiene only: this thread ends next, taking its namespace with it.
+                    _setns(own)
+            finally:
+                os.close(own)
+        except BaseException as exc:
+            outcome.error = exc
+
+    thread = threading.Thread(target=work, name=f"netns:{path}", daemon=True)
+    thread.start()
+    thread.join()
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.value  # type: ignore[return-value]
 
 
 def socket_in_netns(
@@ -57,45 +97,29 @@ def socket_in_netns(
 
     Raises OSError when the namespace does not exist or the bind fails (e.g. address in use).
     """
-    path = netns_path(netns)
-    outcome = _Outcome()
 
-    def create() -> None:
+    def create() -> socket.socket:
+        sock = socket.socket(family, kind)
         try:
-            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    _setns(target)
-                finally:
-                    os.close(target)
-                try:
-                    sock = socket.socket(family, kind)
-                    try:
-                        if reuse_address:
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                        if bind is not None:
-                            sock.bind(bind)
-                        if listen is not None:
-                            sock.listen(listen)
-                    except BaseException:
-                        sock.close()
-                        raise
-                    outcome.sock = sock
-                finally:
-                    # Hygiene only: this thread ends next, taking its namespace with it.
-                    _setns(own)
-            finally:
-                os.close(own)
-        except BaseException as exc:
-            outcome.error = exc
+            if reuse_address:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if bind is not None:
+                sock.bind(bind)
+            if listen is not None:
+                sock.listen(listen)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
-    thread = threading.Thread(target=create, name=f"nssocket:{path}", daemon=True)
-    thread.start()
-    thread.join()
-    if outcome.error is not None:
-        if outcome.sock is not None:
-            outcome.sock.close()
-        raise outcome.error
-    assert outcome.sock is not None
-    return outcome.sock
+    return run_in_netns(netns, create)
+
+
+def write_sysctl(netns: str | int, key: str, value: str) -> None:
+    """`sysctl -w key=value` inside `netns` (e.g. net.ipv6.conf.all.disable_ipv6)."""
+
+    def write() -> None:
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
+
+    run_in_netns(netns, write)

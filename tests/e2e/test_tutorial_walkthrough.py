@@ -37,4 +37,12 @@ def test_lab_demo_walks_through_the_tutorial_and_cleans_up() -> None:
     assert "ping: alpine3:" in part2
     # Under the hood: the bridge of alpine-net with the containers' veths on it.
     assert re.search(r"on-ve\w+\s+veth\s+on-br-\w+", part2)
+    # Overlay across hosts: test-net reaches node2 with its first container there, alpine1
+    # pings alpine2 by name, and the underlay shows it as VXLAN with the network's VNI.
+    part3 = text.split("Part 3")[1]
+    ls_before, ls_after = re.findall(r"\$ overlaynet -H node2 network ls\n(.*?)\n\n", part3, re.S)
+    assert "test-net" not in ls_before and "test-net" in ls_after
+    assert re.search(r"64 bytes from alpine2\.test-net \(10\.0\.\d+\.\d+\)", part3)
+    assert re.search(r"UDP\s+\d+ > 4789 .*\n\s+VXLAN\s+flags 0x08 vni 409\d", part3)
+    assert re.search(r"ICMP\s+echo-request", part3) and re.search(r"ICMP\s+echo-reply", part3)
     assert [ns for ns in netns.list_names() if ns.startswith(f"onet-{name}-")] == []

@@ -1,0 +1,77 @@
+"""The overlay part of the tutorial: containers on different hosts reach each other by name,
+and a host that dies has its endpoints withdrawn everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from overlaynet import lab as labmod
+from tests.integration.labs import Lab
+
+
+def _gossip_names(lab: Lab, host: str, net: str) -> set[str]:
+    out = lab.ok(host, "gossip", "endpoints", net)
+    return {line.split()[1] for line in out.splitlines()[1:]}
+
+
+def _wait(predicate, seconds: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_containers_on_two_hosts_ping_by_name_over_the_overlay(swarm3: Lab) -> None:
+    swarm3.ok("node1", "network", "create", "--driver=overlay", "--attachable", "test-net")
+    swarm3.ok("node1", "run", "-dit", "--name", "alpine1", "--network", "test-net", "alpine", "sh")
+    assert " test-net " not in swarm3.ok("node2", "network", "ls")
+    swarm3.ok("node2", "run", "-dit", "--name", "alpine2", "--network", "test-net", "alpine", "sh")
+    assert " test-net " in swarm3.ok("node2", "network", "ls")
+    assert _wait(lambda: {"alpine1", "alpine2"} <= _gossip_names(swarm3, "node1", "test-net"))
+    out = swarm3.cli("node1", "exec", "alpine1", "ping", "-c", "2", "-W", "2", "alpine2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "from alpine2.test-net" in out.stdout
+    out = swarm3.cli("node2", "exec", "alpine2", "ping", "-c", "2", "-W", "2", "alpine1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    # The VTEP learnt alpine2 from gossip: FDB entry toward node2, ARP answered locally.
+    dp = json.loads(swarm3.ok("node1", "network", "inspect", "test-net"))[0]["Overlay"]
+    ip2 = swarm3.ok(
+        "node2", "inspect", "-f", "{{.NetworkSettings.Networks.test-net.IPAddress}}", "alpine2"
+    ).strip()
+    assert ip2 in dp["DataPlane"]["arp"]
+    assert any(r["remote_ip"] == "192.168.0.12" for r in dp["DataPlane"]["fdb"])
+    assert dp["Peers"] == ["192.168.0.12"]
+    # node3 has no container on test-net: it is no peer and holds no state for it.
+    assert " test-net " not in swarm3.ok("node3", "network", "ls")
+    swarm3.ok("node2", "rm", "-f", "alpine2")
+    assert _wait(lambda: "alpine2" not in _gossip_names(swarm3, "node1", "test-net"))
+    out = swarm3.cli("node1", "exec", "alpine1", "getent", "hosts", "alpine2")
+    assert out.returncode != 0
+    swarm3.ok("node1", "rm", "-f", "alpine1")
+    swarm3.ok("node1", "network", "rm", "test-net")
+
+
+def test_a_killed_worker_is_declared_down_and_its_endpoints_withdrawn(swarm3: Lab) -> None:
+    swarm3.ok("node1", "network", "create", "-d", "overlay", "--attachable", "crashnet")
+    swarm3.ok("node1", "run", "-d", "--name", "c1", "--network", "crashnet", "alpine")
+    swarm3.ok("node3", "run", "-d", "--name", "c3", "--network", "crashnet", "alpine")
+    assert _wait(lambda: "c3" in _gossip_names(swarm3, "node1", "crashnet"))
+    pid = labmod.status(swarm3.name)[2].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert _wait(lambda: "c3" not in _gossip_names(swarm3, "node1", "crashnet"))
+    row = next(line for line in swarm3.ok("node1", "node", "ls").splitlines() if " node3 " in line)
+    assert " Down " in row
+    assert swarm3.cli("node1", "exec", "c1", "getent", "hosts", "c3").returncode != 0
+    # Back again: its agent restores the container and republishes it.
+    labmod.up(swarm3.name, 3)
+    assert _wait(lambda: "c3" in _gossip_names(swarm3, "node1", "crashnet"))
+    out = swarm3.cli("node1", "exec", "c1", "ping", "-c", "1", "-W", "2", "c3")
+    assert out.returncode == 0, out.stdout + out.stderr
+    swarm3.ok("node3", "rm", "-f", "c3")
+    swarm3.ok("node1", "rm", "-f", "c1")
