@@ -50,6 +50,7 @@ _NATIVE = sys.byteorder
 # Offsets inside a VXLAN datagram (VXLAN 8, Ethernet 14, IPv4 20, TCP) for the merge checks.
 _ETHERTYPE_IPV4_IHL5 = b"\x08\x00\x45"
 _TCP_ACK = 0x10
+_PSH = 0x08
 _MIN_TCP_DATAGRAM = 8 + 14 + 20 + 20
 _STRICT_FLAGS = b"\x08\x00\x00\x00"
 
@@ -340,6 +341,23 @@ class HotLoop:
                             break
                         continue
                     if p_net is not None:
+                        # The run's last segment may be shorter and may carry PSH: it joins
+                        # and ends the run (what Linux GRO does), else the run ends before it.
+                        n = e - s
+                        if p_hend < n <= p_dlen and p_total <= p_cap:
+                            got = int.from_bytes(view[s : s + p_hend], "big") & p_mask
+                            want = p_expect - ((p_dlen - n) << (8 * (p_hend - 26)))
+                            if got == want or got == want | (_PSH << (8 * (p_hend - 56))):
+                                payloads.append(view[s + p_hend : e])
+                                self._write_merged(
+                                    p_net, p_first, payloads, p_plen, p_total + n - p_hend,
+                                    push=got != want,
+                                )  # fmt: skip
+                                p_net = None
+                                s = e
+                                if s >= size:
+                                    break
+                                continue
                         self._write_merged(p_net, p_first, payloads, p_plen, p_total)
                         p_net = None
                     # Can this segment start a super-frame? IPv4 without options, TCP, not a
@@ -394,10 +412,16 @@ class HotLoop:
 
     @staticmethod
     def _write_merged(
-        net: Network, first: bytes, payloads: list[memoryview], segment: int, total: int
+        net: Network,
+        first: bytes,
+        payloads: list[memoryview],
+        segment: int,
+        total: int,
+        *,
+        push: bool = False,
     ) -> None:
-        """Write a run of merged segments: one GSO super-frame, or the lone segment as it came
-        (the kernel then checks its checksums)."""
+        """Write a run of merged segments: one GSO super-frame (with PSH when the last segment
+        had it), or the lone segment as it came (the kernel then checks its checksums)."""
         count = len(payloads)
         entry = net.fdb.get(first[6:12])
         if entry is not None:
@@ -409,7 +433,7 @@ class HotLoop:
             if count == 1:
                 os.writev(net.tap_fd, [PLAIN_VNET_HDR, first, payloads[0]])
                 return
-            headers = super_frame_headers(first, len(first), total)
+            headers = super_frame_headers(first, len(first), total, push=push)
             # Counted before the write, so whoever reads the TAP already sees the count.
             net.counters["rx_merged_writes"] += 1
             os.writev(net.tap_fd, [vnet_header(segment, len(first), gso=True), headers, *payloads])

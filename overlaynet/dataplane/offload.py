@@ -31,6 +31,8 @@ IPV4_LEN = 20
 TCP_OFFSET = ETH_LEN + IPV4_LEN
 #: Where the TCP checksum sits inside the TCP header (RFC 9293 section 3.1).
 TCP_CHECKSUM_AT = 16
+TCP_FLAGS_AT = 13
+TCP_PSH = 0x08
 IPPROTO_TCP = 6
 #: The IPv4 total length is 16 bits (RFC 791): a merged super-frame must stay below it.
 IPV4_MAX_TOTAL = 65535
@@ -63,11 +65,14 @@ def ipv4_header_checksum(header: bytes) -> int:
     return ~fold(sum(words)) & 0xFFFF
 
 
-def super_frame_headers(first: bytes, headers_len: int, payload_len: int) -> bytes:
+def super_frame_headers(
+    first: bytes, headers_len: int, payload_len: int, *, push: bool = False
+) -> bytes:
     """Ethernet + IPv4 + TCP headers for a super-frame: `first`'s headers (the first merged
     segment's, `headers_len` octets), with the IPv4 total length and header checksum for
-    `payload_len` payload octets and, in the TCP checksum field, the pseudo-header sum that
-    NEEDS_CSUM asks for (Linux: `~tcp_v4_check(len, saddr, daddr, 0)`)."""
+    `payload_len` payload octets, PSH added when `push` (the last segment had it) and, in the
+    TCP checksum field, the pseudo-header sum that NEEDS_CSUM asks for (Linux:
+    `~tcp_v4_check(len, saddr, daddr, 0)`)."""
     tcp_len = headers_len - TCP_OFFSET + payload_len
     ip = bytearray(first[ETH_LEN:TCP_OFFSET])
     ip[2:4] = (IPV4_LEN + tcp_len).to_bytes(2, "big")
@@ -83,6 +88,8 @@ def super_frame_headers(first: bytes, headers_len: int, payload_len: int) -> byt
     )
     tcp = bytearray(first[TCP_OFFSET:headers_len])
     tcp[TCP_CHECKSUM_AT : TCP_CHECKSUM_AT + 2] = pseudo.to_bytes(2, "big")
+    if push:
+        tcp[TCP_FLAGS_AT] |= TCP_PSH
     return first[:ETH_LEN] + bytes(ip) + bytes(tcp)
 
 

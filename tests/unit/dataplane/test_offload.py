@@ -72,3 +72,8 @@ def test_checksum_sorter_sends_zero_checksums_to_the_unchecked_socket() -> None:
     assert program[4][3] == offload.UNCHECKSUMMED
     fprog = offload.SockFprog(program)
     assert struct.unpack("HP", fprog.value)[0] == len(program)
+
+
+def test_super_frame_headers_can_carry_push() -> None:
+    headers = offload.super_frame_headers(HEADERS, len(HEADERS), 10, push=True)
+    assert Ether(headers + bytes(10))[TCP].flags == "PA"

@@ -144,16 +144,24 @@ async def test_run_serves_under_trio_and_stops_on_cancel() -> None:
             nursery.cancel_scope.cancel()
 
 
-def tcp_run(count: int, size: int = 1000, seq: int = 1) -> list[bytes]:
-    """`count` in-order, equal-size TCP segments of one flow, A to B, flags ACK only."""
+def tcp_run(count: int, size: int = 1000, seq: int = 1, last: int = 0) -> list[bytes]:
+    """`count` in-order, equal-size TCP segments of one flow, A to B, flags ACK only; with
+    `last`, then one more segment of `last` octets with PSH, as a sender ends a write."""
+    sizes = [size] * count + ([last] if last else [])
     return [
         bytes(
             Ether(src=MAC_A, dst=MAC_B)
             / IP(src="10.0.0.2", dst="10.0.0.3", flags="DF", id=i)
-            / TCP(sport=40000, dport=5201, seq=seq + i * size, ack=1, flags="A")
-            / (bytes([i % 256]) * size)
+            / TCP(
+                sport=40000,
+                dport=5201,
+                seq=seq + i * size,
+                ack=1,
+                flags="PA" if i == count else "A",
+            )
+            / (bytes([i % 256]) * n)
         )
-        for i in range(count)
+        for i, n in enumerate(sizes)
     ]
 
 
@@ -233,3 +241,19 @@ def test_a_second_vtep_on_the_same_address_and_port_is_refused(pair: Pair) -> No
 
 def test_a_socket_is_not_taken_for_a_vnet_tap(pair: Pair) -> None:
     assert not has_vnet_hdr(pair.bridge_a.fileno())
+
+
+def test_a_shorter_last_segment_with_psh_joins_and_ends_the_super_frame() -> None:
+    with ExitStack() as stack:
+        pair = Pair(stack, vnet_b=True)
+        frames = tcp_run(5, last=300)
+        for frame in frames:
+            pair.bridge_a.send(frame)
+        pair.a.start()
+        pair.b.start()
+        (_flags, gso_type, _hdr_len, gso_size, _start, _offset), frame = read_vnet(pair.bridge_b)
+        assert (gso_type, gso_size) == (offload.VIRTIO_NET_HDR_GSO_TCPV4, 1000)
+        merged = Ether(frame)
+        assert merged[TCP].flags == "PA"
+        assert bytes(merged[TCP].payload) == b"".join(bytes(Ether(f)[TCP].payload) for f in frames)
+        assert pair.b.inspect(VNI)["fdb"][0]["rx_frames"] == 6
