@@ -257,3 +257,22 @@ def test_a_shorter_last_segment_with_psh_joins_and_ends_the_super_frame() -> Non
         assert merged[TCP].flags == "PA"
         assert bytes(merged[TCP].payload) == b"".join(bytes(Ether(f)[TCP].payload) for f in frames)
         assert pair.b.inspect(VNI)["fdb"][0]["rx_frames"] == 6
+
+
+def test_a_gap_in_the_sequence_splits_the_run_into_two_super_frames() -> None:
+    with ExitStack() as stack:
+        pair = Pair(stack, vnet_b=True)
+        first, second = tcp_run(6), tcp_run(6, seq=50_001)  # a lost stretch in between
+        for frame in first + second:  # one flow, one size: A sends them as one batch
+            pair.bridge_a.send(frame)
+        pair.a.start()
+        pair.b.start()
+        for frames in (first, second):
+            (_flags, gso_type, *_rest), frame = read_vnet(pair.bridge_b)
+            assert gso_type == offload.VIRTIO_NET_HDR_GSO_TCPV4
+            merged = Ether(frame)
+            assert merged[TCP].seq == Ether(frames[0])[TCP].seq
+            assert bytes(merged[TCP].payload) == b"".join(
+                bytes(Ether(f)[TCP].payload) for f in frames
+            )
+        assert pair.a.inspect(VNI)["counters"]["tx_gso_batches"] == 1
