@@ -49,6 +49,8 @@ class Scenario:
     loss: float
     fp_minutes: float
     profile: str = "lab"
+    updates: int = UPDATES
+    crashes: int = CRASHES
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def run(scenario: Scenario, seed: int) -> Result:
 
     # 1. Updates: one table write at a time, each from a random node.
     latencies = []
-    for i in range(UPDATES):
+    for i in range(scenario.updates):
         writer = rng.choice(names)
         key = f"probe-{i}"
         written_at = sim.now
@@ -120,7 +122,7 @@ def run(scenario: Scenario, seed: int) -> Result:
     # 3. Crashes, one at a time: crash-to-dead as seen by every live node.
     crashed: set[str] = set()
     samples: list[float] = []
-    for _ in range(CRASHES):
+    for _ in range(scenario.crashes):
         victim = rng.choice([n for n in names if n not in crashed])
         crashed.add(victim)
         crashed_at = sim.now
@@ -149,11 +151,12 @@ def run(scenario: Scenario, seed: int) -> Result:
 
 
 def scenarios(quick: bool) -> list[Scenario]:
-    big = 0.5 if quick else 1.0
     mid = 1.0 if quick else 10.0
+    # N = 1000 at 10 % loss is ~35,000 datagrams per simulated second (every false suspicion
+    # and its refutation reach all 1000 nodes): a short window keeps it to a few minutes.
     out = [
-        Scenario(1000, 0.1, big),
-        Scenario(1000, 0.0, big),
+        Scenario(1000, 0.1, 0.25, updates=3, crashes=1),
+        Scenario(1000, 0.0, 0.5, updates=3, crashes=1),
         Scenario(100, 0.1, mid),
         Scenario(100, 0.0, mid),
         Scenario(10, 0.1, mid),

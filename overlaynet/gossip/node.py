@@ -11,6 +11,7 @@ from overlaynet.gossip.config import SwimConfig, push_pull_scale, retransmit_lim
 from overlaynet.gossip.swim import LIVE_STATES, MemberChange, Membership, MemberView
 from overlaynet.gossip.tables import EntryEvent, LamportClock, NetworkTables, TableEntry
 from overlaynet.wire.gossip import (
+    IDEMPOTENT_KINDS,
     PACKET_OVERHEAD,
     Address,
     MalformedGossip,
@@ -20,12 +21,18 @@ from overlaynet.wire.gossip import (
     PushPullHeader,
     TableEvent,
     decode,
+    decode_message,
     encode,
     encode_message,
     encode_packet,
+    split,
 )
 
 GossipEvent = MemberChange | EntryEvent
+
+# How many recently merged updates to recognise when they come again; a repeat only arrives
+# within its retransmission window, a few seconds of traffic.
+RECENT_MESSAGES = 4096
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class GossipNode:
         self._datagrams: list[tuple[Address, bytes]] = []
         self._push_pulls: list[PushPullRequest] = []
         self._events: list[GossipEvent] = []
+        self._recent: dict[bytes, None] = {}
         self.next_gossip_at = now + rng.uniform(0, config.gossip_interval)
         self.next_push_pull_at = now + rng.uniform(0.5, 1.5) * config.push_pull_interval
         self.next_reconnect_at = now + rng.uniform(0.5, 1.5) * config.reconnect_interval
@@ -108,6 +116,8 @@ class GossipNode:
     def join_network(self, network: str, now: float) -> None:
         if network in self.tables.local_networks:
             return
+        # Updates for this network were ignored until now: let their repeats count again.
+        self._recent.clear()
         self._broadcast_network(self.tables.join_network(network))
         # networkdb bulk-syncs with a member of the network on join.
         peers = self._network_peers(network, 1)
@@ -138,9 +148,22 @@ class GossipNode:
         """One decrypted datagram; MalformedGossip leaves the state untouched."""
         if len(data) > self.config.packet_budget:
             raise MalformedGossip(f"datagram of {len(data)} bytes over budget")
-        for msg in decode(data):
+        fresh: list[tuple[bytes, Message]] = []
+        for raw in split(data):
+            # Each update arrives about retransmit-limit times: skip exact repeats unparsed.
+            if raw[0] in IDEMPOTENT_KINDS and raw in self._recent:
+                continue
+            fresh.append((raw, decode_message(raw)))
+        for raw, msg in fresh:
+            if raw[0] in IDEMPOTENT_KINDS:
+                self._remember(raw)
             self._dispatch(msg, src, now)
         self._after(now)
+
+    def _remember(self, raw: bytes) -> None:
+        self._recent[raw] = None
+        if len(self._recent) > RECENT_MESSAGES:
+            del self._recent[next(iter(self._recent))]
 
     def push_pull_payload(self, join: bool) -> bytes:
         """Our full state for a push-pull exchange."""

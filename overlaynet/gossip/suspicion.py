@@ -21,6 +21,7 @@ class Suspicion:
     # Whoever raised the suspicion is not an independent confirmation of it.
     origin: str = ""
     confirmed_by: set[str] = field(default_factory=set)
+    _deadline: float | None = field(default=None, repr=False, compare=False)
 
     def timeout(self) -> float:
         if self.k < 1:
@@ -30,13 +31,17 @@ class Suspicion:
         return max(self.low, self.high - (self.high - self.low) * frac)
 
     def deadline(self) -> float:
-        return self.started + self.timeout()
+        # Asked on every timer computation; only a confirmation changes it.
+        if self._deadline is None:
+            self._deadline = self.started + self.timeout()
+        return self._deadline
 
     def confirm(self, source: str) -> bool:
         """Count an independent suspicion; True only the first time `source` confirms."""
         if len(self.confirmed_by) >= self.k or source in self.confirmed_by or source == self.origin:
             return False
         self.confirmed_by.add(source)
+        self._deadline = None
         return True
 
 

@@ -349,8 +349,9 @@ _DECODERS: dict[int, Callable[[_Reader], Message]] = {
 }
 
 
-def decode(data: bytes) -> list[Message]:
-    """All messages of one packet, or MalformedGossip (FutureGossip for a newer version)."""
+def split(data: bytes) -> list[bytes]:
+    """The messages of one packet, each still encoded with its header: lets a receiver skip
+    news it has already merged without parsing it again. MalformedGossip on bad framing."""
     if not data:
         raise MalformedGossip("empty packet")
     if data[0] != PROTOCOL_VERSION:
@@ -359,21 +360,42 @@ def decode(data: bytes) -> list[Message]:
         raise MalformedGossip(f"unknown protocol version {data[0]}")
     pos = 1
     size = len(data)
-    messages: list[Message] = []
+    raws: list[bytes] = []
     while pos < size:
         if pos + _HEAD.size > size:
             raise MalformedGossip("truncated message header")
-        kind, length = _HEAD.unpack_from(data, pos)
-        pos += _HEAD.size
-        end = pos + length
+        _, length = _HEAD.unpack_from(data, pos)
+        end = pos + _HEAD.size + length
         if end > size:
             raise MalformedGossip("truncated message")
-        decoder = _DECODERS.get(kind)
-        if decoder is None:
-            raise MalformedGossip(f"unknown message type {kind}")
-        inner = _Reader(data, pos, end)
-        messages.append(decoder(inner))
-        if inner.pos != end:
-            raise MalformedGossip(f"{end - inner.pos} trailing bytes in message type {kind}")
+        raws.append(data[pos:end])
         pos = end
-    return messages
+    return raws
+
+
+def decode_message(raw: bytes) -> Message:
+    """One message as `split` returns it (header included)."""
+    if len(raw) < _HEAD.size:
+        raise MalformedGossip("truncated message header")
+    kind, length = _HEAD.unpack_from(raw)
+    end = _HEAD.size + length
+    if end != len(raw):
+        raise MalformedGossip("message length does not match its header")
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise MalformedGossip(f"unknown message type {kind}")
+    inner = _Reader(raw, _HEAD.size, end)
+    message = decoder(inner)
+    if inner.pos != end:
+        raise MalformedGossip(f"{end - inner.pos} trailing bytes in message type {kind}")
+    return message
+
+
+def decode(data: bytes) -> list[Message]:
+    """All messages of one packet, or MalformedGossip (FutureGossip for a newer version)."""
+    return [decode_message(raw) for raw in split(data)]
+
+
+# Messages whose effect is a monotonic merge: applying the same bytes twice changes nothing,
+# so a receiver may drop exact repeats unparsed.
+IDEMPOTENT_KINDS = frozenset({_Kind.ALIVE, _Kind.SUSPECT, _Kind.DEAD, _Kind.NETWORK, _Kind.TABLE})
