@@ -5,10 +5,27 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from overlaynet.gossip.config import LAB_CONFIG
 from overlaynet.gossip.node import GossipNode
-from overlaynet.wire.gossip import MalformedGossip, PushPullHeader, decode, encode
+from overlaynet.wire.gossip import (
+    Ack,
+    Alive,
+    Dead,
+    MalformedGossip,
+    Message,
+    Nack,
+    NetworkEvent,
+    Ping,
+    PingReq,
+    PushPullHeader,
+    Suspect,
+    TableEvent,
+    decode,
+    encode,
+)
 
 
 def make(name: str, index: int) -> GossipNode:
@@ -74,3 +91,42 @@ def test_oversized_datagram_is_malformed() -> None:
 def test_push_pull_payload_starts_with_its_header() -> None:
     a = make("h1", 1)
     assert decode(a.push_pull_payload(True))[0] == PushPullHeader("h1", True)
+
+
+_names = st.sampled_from(["h1", "h2", "h3"])
+_addrs = st.tuples(st.sampled_from(["10.0.0.1", "10.0.0.2", "::1"]), st.integers(0, 65535))
+_messages = st.one_of(
+    st.builds(Ping, st.integers(0, 2**32 - 1), _names, _names, _addrs),
+    st.builds(PingReq, st.integers(0, 2**32 - 1), _names, _addrs, _names, _addrs, st.booleans()),
+    st.builds(Ack, st.integers(0, 2**32 - 1), _names),
+    st.builds(Nack, st.integers(0, 2**32 - 1), _names),
+    st.builds(Alive, st.integers(0, 2**32 - 1), _names, _addrs),
+    st.builds(Suspect, st.integers(0, 2**32 - 1), _names, _names),
+    st.builds(Dead, st.integers(0, 2**32 - 1), _names, _names),
+    st.builds(NetworkEvent, _names, st.just("net"), st.integers(0, 2**64 - 1), st.booleans()),
+    st.builds(
+        TableEvent,
+        st.just("ep"),
+        st.just("net"),
+        st.sampled_from(["a", "b"]),
+        _names,
+        st.integers(0, 2**64 - 1),
+        st.booleans(),
+        st.binary(max_size=20),
+    ),
+)
+
+
+@given(st.lists(st.lists(_messages, min_size=1, max_size=6), max_size=12))
+def test_any_well_formed_traffic_from_an_authenticated_peer_never_raises(
+    packets: list[list[Message]],
+) -> None:
+    node = make("h1", 1)
+    node.join_network("net", 0.0)
+    now = 0.0
+    for packet in packets:
+        now += 0.3
+        node.receive_datagram(encode(packet), ("10.0.0.2", 7946), now)
+        node.handle_timer(max(now, node.next_deadline()))
+        node.drain_datagrams()
+        node.drain_events()
