@@ -343,22 +343,26 @@ class HotLoop:
             while True:
                 if merge and p_net is not None and seg == p_dlen:
                     # Several full segments left that may continue the run: check them all
-                    # with one comparison of their concatenated headers, then take their
-                    # payloads in one go; a mismatch leaves them to the one-by-one path.
-                    k = (size - s) // seg
-                    if k >= _BULK_MIN and p_total + (k - 1) * p_plen <= p_cap:
+                    # with one comparison of their concatenated headers and take the payloads
+                    # of those up to the first that differs; from there, one by one.
+                    # As many as the super-frame's 64 KiB leave room for.
+                    k = min((size - s) // seg, (p_cap - p_total) // p_plen + 1)
+                    if k >= _BULK_MIN:
                         ramp, mask, layout = _bulk_constants(p_hend, k, p_mask, seg)
-                        # Headers and payloads of all k segments split apart in one C call.
-                        pieces = layout.unpack_from(data, s)
-                        headers = b"".join(pieces[0::2])
-                        # Header i must be the expected one plus i payloads of sequence space.
-                        got = (int.from_bytes(headers, "big") & mask) - p_plen * ramp
-                        if got == int.from_bytes(p_expect.to_bytes(p_hend, "big") * k, "big"):
-                            payloads += pieces[1::2]
-                            stop = s + k * seg
-                            p_total += k * p_plen
-                            p_expect += k * p_step
-                            s = stop
+                        pieces = layout.unpack_from(data, s)  # header, payload, header, ...
+                        got = int.from_bytes(b"".join(pieces[0::2]), "big") & mask
+                        # Header i: the next expected one advanced by i payloads of sequence.
+                        want = int.from_bytes(p_expect.to_bytes(p_hend, "big") * k, "big")
+                        want += p_plen * ramp
+                        width = 8 * p_hend
+                        good = (
+                            k if got == want else (width * k - (got ^ want).bit_length()) // width
+                        )
+                        if good:
+                            payloads += pieces[1 : 2 * good : 2]
+                            p_total += good * p_plen
+                            p_expect += good * p_step
+                            s += good * seg
                             if s >= size:
                                 break
                 e = s + seg if s + seg < size else size
