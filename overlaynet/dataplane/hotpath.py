@@ -6,7 +6,9 @@ sendmsg (the kernel cuts them into standard VXLAN datagrams and computes the out
 checksum); a lone frame leaves through a twin socket on the same port with UDP checksum 0.
 Ingress merges: datagrams from the checksummed socket (see `offload`) that carry in-order TCP
 segments of one flow become one super-frame and one TAP write, also across recv calls until
-EAGAIN; everything else is written frame by frame. Decisions about single frames come from
+EAGAIN; the segments of a GRO buffer are checked with one masked comparison of all their headers
+at once where possible (Python work per segment is what limits this path). Everything else is
+written frame by frame. Decisions about single frames come from
 `switching`; this module moves bytes and keeps the batching bookkeeping.
 """
 
