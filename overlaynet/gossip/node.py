@@ -180,7 +180,7 @@ class GossipNode:
         if not messages or not isinstance(messages[0], PushPullHeader):
             raise MalformedGossip("push-pull without its header")
         records = [m for m in messages if isinstance(m, MemberRecord)]
-        self.membership.merge_remote(records, now)
+        self.membership.merge_remote(records, now, peer=messages[0].sender)
         self._absorb_changes()
         for msg in messages:
             if isinstance(msg, NetworkEvent):
@@ -264,11 +264,12 @@ class GossipNode:
         queue.push(("entry", event.table, event.key), encode_message(event))
 
     def _network_peers(self, network: str, k: int) -> list[Address]:
-        live = [
+        # Sorted: set order follows the per-process hash seed, and runs must repeat exactly.
+        live = sorted(
             n
             for n in self.tables.participants(network)
             if n != self.name and self.membership.is_live(n)
-        ]
+        )
         picked = self.rng.sample(live, k) if len(live) > k else live
         return [a for a in map(self.membership.address_of, picked) if a is not None]
 

@@ -210,24 +210,28 @@ class Membership:
             case _:
                 pass
 
-    def merge_remote(self, records: list[MemberRecord], now: float, announce: bool = True) -> None:
-        """Push-pull: take a peer's full view. A peer's dead verdict only makes us suspect
+    def merge_remote(
+        self, records: list[MemberRecord], now: float, announce: bool = True, peer: str = ""
+    ) -> None:
+        """Push-pull: take `peer`'s full view. A peer's dead verdict only makes us suspect
         (memberlist mergeState), so a stale view cannot kill a healthy member outright.
+        Unlike memberlist, the suspicion is the peer's, not ours: counting ourselves would
+        manufacture Lifeguard confirmations nobody probed for, and false positives with them.
         `announce=False` learns without queueing broadcasts (simulator start-up)."""
         self._quiet = not announce
         try:
-            self._merge_records(records, now)
+            self._merge_records(records, now, peer or self.name)
         finally:
             self._quiet = False
 
-    def _merge_records(self, records: list[MemberRecord], now: float) -> None:
+    def _merge_records(self, records: list[MemberRecord], now: float, peer: str) -> None:
         for r in records:
             if r.state == MemberState.ALIVE:
                 self.on_alive(Alive(r.incarnation, r.node, r.addr), now)
             elif r.state == MemberState.LEFT:
                 self.on_dead(Dead(r.incarnation, r.node, r.node), now)
             elif r.node == self.name or r.node in self.members:
-                self.on_suspect(Suspect(r.incarnation, r.node, self.name), now)
+                self.on_suspect(Suspect(r.incarnation, r.node, peer), now)
             else:
                 # Unlike memberlist, remember a failed member we never saw: retrying it
                 # (random_dead) is what merges a partition whose bridges all died meanwhile.

@@ -19,6 +19,11 @@ MAX_NAME_BYTES = 255
 
 Address = tuple[str, int]
 
+# Counters must leave room to count past them: a refutation adds one to an incarnation and a
+# write ticks past every Lamport time seen, so values at the top of their field are refused.
+MAX_INCARNATION = (1 << 32) - 2
+MAX_LTIME = (1 << 63) - 1
+
 
 class MalformedGossip(ValueError):
     """A gossip datagram or stream that cannot be trusted: the shell counts and drops it."""
@@ -312,6 +317,18 @@ class _Reader:
     def addr(self) -> Address:
         return self.name(), self._unpack(_U16)
 
+    def incarnation(self) -> int:
+        value = self._unpack(_U32)
+        if value > MAX_INCARNATION:
+            raise MalformedGossip(f"incarnation {value} leaves no room to refute")
+        return value
+
+    def ltime(self) -> int:
+        value = self._unpack(_U64)
+        if value > MAX_LTIME:
+            raise MalformedGossip(f"Lamport time {value} leaves no room to advance")
+        return value
+
 
 def _decode_ping(r: _Reader) -> Message:
     return Ping(r.u32(), r.name(), r.name(), r.addr())
@@ -322,7 +339,7 @@ def _decode_ping_req(r: _Reader) -> Message:
 
 
 def _decode_member(r: _Reader) -> Message:
-    node, addr, incarnation, state = r.name(), r.addr(), r.u32(), r.u8()
+    node, addr, incarnation, state = r.name(), r.addr(), r.incarnation(), r.u8()
     if state > max(MemberState):
         raise MalformedGossip(f"unknown member state {state}")
     return MemberRecord(node, addr, incarnation, MemberState(state))
@@ -330,7 +347,7 @@ def _decode_member(r: _Reader) -> Message:
 
 def _decode_table(r: _Reader) -> Message:
     table, network, key, owner = r.name(), r.name(), r.name(), r.name()
-    ltime, deleted = r.u64(), r.flag()
+    ltime, deleted = r.ltime(), r.flag()
     return TableEvent(table, network, key, owner, ltime, deleted, r.take(r.u16()))
 
 
@@ -339,10 +356,10 @@ _DECODERS: dict[int, Callable[[_Reader], Message]] = {
     _Kind.PING_REQ: _decode_ping_req,
     _Kind.ACK: lambda r: Ack(r.u32(), r.name()),
     _Kind.NACK: lambda r: Nack(r.u32(), r.name()),
-    _Kind.ALIVE: lambda r: Alive(r.u32(), r.name(), r.addr()),
-    _Kind.SUSPECT: lambda r: Suspect(r.u32(), r.name(), r.name()),
-    _Kind.DEAD: lambda r: Dead(r.u32(), r.name(), r.name()),
-    _Kind.NETWORK: lambda r: NetworkEvent(r.name(), r.name(), r.u64(), r.flag()),
+    _Kind.ALIVE: lambda r: Alive(r.incarnation(), r.name(), r.addr()),
+    _Kind.SUSPECT: lambda r: Suspect(r.incarnation(), r.name(), r.name()),
+    _Kind.DEAD: lambda r: Dead(r.incarnation(), r.name(), r.name()),
+    _Kind.NETWORK: lambda r: NetworkEvent(r.name(), r.name(), r.ltime(), r.flag()),
     _Kind.TABLE: _decode_table,
     _Kind.MEMBER: _decode_member,
     _Kind.PUSH_PULL: lambda r: PushPullHeader(r.name(), r.flag()),

@@ -119,3 +119,10 @@ def test_flipping_a_byte_never_raises_anything_but_malformed(
     packet[index] ^= data.draw(st.integers(1, 255))
     with contextlib.suppress(MalformedGossip):
         decode(bytes(packet))
+
+
+def test_counters_with_no_room_left_are_malformed() -> None:
+    with pytest.raises(MalformedGossip):
+        decode(encode([Alive(2**32 - 1, "h1", ("10.0.0.1", 7946))]))
+    with pytest.raises(MalformedGossip):
+        decode(encode([NetworkEvent("h1", "n", 2**64 - 1, True)]))
