@@ -277,8 +277,16 @@ class GossipNode:
         budget = self.config.packet_budget - PACKET_OVERHEAD
         if len(self._member_queue):
             limit = retransmit_limit(self.config.retransmit_mult, self.membership.live_count())
-            for addr in self.membership.gossip_targets(self.config.gossip_nodes, now):
-                self._send(addr, self._member_queue.take(budget, limit))
+            batch: list[bytes] = []
+            for addr in self.membership.gossip_targets(self.config.gossip_nodes):
+                batch = self._member_queue.take(budget, limit)
+                self._send(addr, batch)
+            # A copy for a recently dead member does not spend transmissions: counting it
+            # would cut the live fanout by a quarter while anyone is dead, and refutations
+            # that miss a node are how false positives happen.
+            dead = self.membership.recently_dead(now)
+            if dead is not None:
+                self._send(dead, batch)
         for network, queue in list(self._network_queues.items()):
             if not len(queue):
                 continue

@@ -169,18 +169,20 @@ class Membership:
                 picked.append(name)
         return picked[:k]
 
-    def gossip_targets(self, k: int, now: float) -> list[Address]:
-        """k live members, plus recently dead ones so they hear they were declared dead."""
-        names = self.random_live(k)
-        if self._dead:
-            recent = [
-                name
-                for name in self._dead
-                if now - self.members[name].changed_at < self.config.gossip_to_the_dead
-            ]
-            if recent:
-                names.append(self.rng.choice(sorted(recent)))
-        return [self.members[n].addr for n in names]
+    def gossip_targets(self, k: int) -> list[Address]:
+        """k live members to gossip to."""
+        return [self.members[n].addr for n in self.random_live(k)]
+
+    def recently_dead(self, now: float) -> Address | None:
+        """A member declared dead within gossip_to_the_dead, so it can hear it and refute."""
+        if not self._dead:
+            return None
+        recent = [
+            name
+            for name in self._dead
+            if now - self.members[name].changed_at < self.config.gossip_to_the_dead
+        ]
+        return self.members[self.rng.choice(sorted(recent))].addr if recent else None
 
     def random_dead(self) -> Address | None:
         """A failed (not departed) member to retry, so a healed partition merges again."""
