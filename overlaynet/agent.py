@@ -49,6 +49,8 @@ VERSION = "0.1.0"
 # Docker answers with TTL 600 s, which leaves stale answers behind when containers move;
 # a few seconds keeps clients' caches honest at negligible cost (issue #5).
 DNS_TTL = 5
+# How often a swarm node reads its own role (promote/demote take effect within this).
+ROLE_CHECK_INTERVAL = 2.0
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -219,6 +221,7 @@ class Agent:
                 await self.swarm.start(nursery)
                 await self._start_control()
                 nursery.start_soon(self._follow_gossip)
+                nursery.start_soon(self._follow_role)
                 counts = await self.locked(self.runtime.restore)
                 log.info("restored state", extra={"fields": counts})
                 nursery.start_soon(self._serve, listener)
@@ -619,6 +622,12 @@ class Agent:
             self.control.changed = trio.Event()
             async with self.lock:
                 await self._sync_planes()
+
+    async def _follow_role(self) -> None:
+        while True:
+            await trio.sleep(ROLE_CHECK_INTERVAL)
+            if self.swarm.in_swarm:
+                await self.swarm.follow_role()
 
     async def op_swarm_init(self, args: dict[str, Any]) -> Any:
         ip, port = self._advertise(_opt_str(args, "advertise_addr"))

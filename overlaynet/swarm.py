@@ -130,6 +130,31 @@ class SwarmMember:
 
         await self._nursery.start(serve)
 
+    async def follow_role(self) -> None:
+        """Become a (follower) manager when promoted, a worker again when demoted: the role
+        lives in the cluster state, so each node reads its own there."""
+        if self.joined is None or (self.server is not None and self.server.is_leader):
+            return  # the leader is never demoted
+        try:
+            # Ask the managers, not a follower's own copy: a demoted follower is no longer
+            # sent the leader's changes, so its copy would keep saying "manager".
+            snap = await self.client().call("state.snapshot")
+        except (ClusterError, OSError):
+            return  # no manager reachable: keep the current role
+        role = snap.get("node", {}).get("role")
+        if role == Role.MANAGER.value and self.server is None:
+            log.info("promoted: serving as a manager")
+            self._store_path.unlink(missing_ok=True)
+            self.joined = dataclasses.replace(self.joined, role=Role.MANAGER)
+            self._save()
+            await self._start_server()
+        elif role == Role.WORKER.value and self.server is not None and not self.server.is_leader:
+            log.info("demoted: serving as a worker")
+            await self._stop_server()
+            self._store_path.unlink(missing_ok=True)
+            self.joined = dataclasses.replace(self.joined, role=Role.WORKER)
+            self._save()
+
     async def _stop_server(self) -> None:
         if self._server_scope is not None:
             self._server_scope.cancel()

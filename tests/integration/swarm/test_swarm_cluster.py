@@ -102,3 +102,33 @@ def test_manager_restart_keeps_the_cluster(swarm3: Lab) -> None:
     assert "keepnet" in swarm3.ok("node1", "network", "ls")
     swarm3.ok("node2", "run", "-d", "--name", "kp", "--network", "keepnet", "alpine")
     swarm3.ok("node2", "rm", "-f", "kp")
+
+
+def _until(check, seconds: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_promote_makes_a_worker_a_reachable_manager_and_demote_undoes_it(swarm3: Lab) -> None:
+    swarm3.ok("node1", "node", "promote", "node3")
+
+    def own_row() -> str:
+        out = swarm3.cli("node3", "node", "ls").stdout
+        return next((line for line in out.splitlines() if " node3 " in line), "")
+
+    # The follower serves once it sees its promotion, and shows it once its copy catches up.
+    assert _until(lambda: "Reachable" in own_row())
+    assert " * " in own_row()
+    # A follower answers reads from its copy and forwards writes to the leader.
+    swarm3.ok("node3", "network", "create", "-d", "overlay", "--attachable", "fromfollower")
+    assert "fromfollower" in swarm3.ok("node1", "network", "ls")
+    swarm3.ok("node1", "network", "rm", "fromfollower")
+    swarm3.ok("node1", "node", "demote", "node3")
+    assert _until(lambda: swarm3.cli("node3", "node", "ls").returncode != 0)
+    assert "worker" in swarm3.cli("node3", "node", "ls").stderr
