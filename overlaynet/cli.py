@@ -45,7 +45,11 @@ def _client(ns: argparse.Namespace, timeout: float | None = 120.0) -> api.Client
     return api.Client(_host_paths(ns).socket, timeout=timeout)
 
 
-def call(ns: argparse.Namespace, op: str, wait: float | None = 120.0, **args: Any) -> Any:
+# How long a CLI command waits for its agent's answer by default.
+DEFAULT_WAIT = 120.0
+
+
+def call(ns: argparse.Namespace, op: str, wait: float | None = DEFAULT_WAIT, **args: Any) -> Any:
     """One API call; `wait` is how long to wait for the answer (None: as long as it takes)."""
     paths = _host_paths(ns)
     try:
@@ -120,10 +124,14 @@ def cmd_network_ls(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_network_inspect(ns: argparse.Namespace) -> int:
-    docs, status = _each(ns.networks, lambda n: call(ns, "network.inspect", network=n))
+def _inspect_each(ns: argparse.Namespace, refs: list[str], op: str, arg: str) -> int:
+    docs, status = _each(refs, lambda ref: call(ns, op, DEFAULT_WAIT, **{arg: ref}))
     _print_json(docs, ns.format)
     return status
+
+
+def cmd_network_inspect(ns: argparse.Namespace) -> int:
+    return _inspect_each(ns, ns.networks, "network.inspect", "network")
 
 
 def cmd_network_rm(ns: argparse.Namespace) -> int:
@@ -456,9 +464,7 @@ def cmd_node_ls(ns: argparse.Namespace) -> int:
 
 
 def cmd_node_inspect(ns: argparse.Namespace) -> int:
-    docs, status = _each(ns.nodes, lambda n: call(ns, "node.inspect", node=n))
-    _print_json(docs, ns.format)
-    return status
+    return _inspect_each(ns, ns.nodes, "node.inspect", "node")
 
 
 def cmd_node_update(ns: argparse.Namespace) -> int:

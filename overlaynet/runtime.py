@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from overlaynet.cluster import ipam
 from overlaynet.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
@@ -76,6 +76,9 @@ class ContainerRequest:
     interactive: bool = False
 
 
+_Named = TypeVar("_Named", Network, Container)
+
+
 class ClusterHook(Protocol):
     """How the runtime reaches swarm state (the agent implements it; calls may block)."""
 
@@ -126,30 +129,10 @@ class Runtime:
 
     def network(self, ref: str) -> Network:
         """By full id, name, or unique id prefix (Docker's rules)."""
-        if ref in self.networks:
-            return self.networks[ref]
-        for n in self.networks.values():
-            if n.name == ref:
-                return n
-        matches = [n for n in self.networks.values() if n.id.startswith(ref)] if ref else []
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise InvalidArgument(f"network {ref} is ambiguous: give more of its id")
-        raise NotFound(f"network {ref} not found")
+        return _lookup(self.networks, ref, "network", f"network {ref} not found")
 
     def container(self, ref: str) -> Container:
-        if ref in self.containers:
-            return self.containers[ref]
-        for c in self.containers.values():
-            if c.name == ref or c.name == ref.lstrip("/"):
-                return c
-        matches = [c for c in self.containers.values() if c.id.startswith(ref)] if ref else []
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise InvalidArgument(f"container {ref} is ambiguous: give more of its id")
-        raise NotFound(f"No such container: {ref}")
+        return _lookup(self.containers, ref.lstrip("/"), "container", f"No such container: {ref}")
 
     def attach_target(self, ref: str) -> Network:
         """The network a container attaches to: a local one, or a swarm network brought here.
@@ -803,6 +786,21 @@ def _check_mac(text: str) -> str:
             f"invalid MAC address {text!r}: a multicast MAC cannot be an endpoint"
         )
     return ":".join(parts)
+
+
+def _lookup(items: dict[str, _Named], ref: str, what: str, missing: str) -> _Named:
+    """Docker's rules for naming an object: full id, then name, then a unique id prefix."""
+    if ref in items:
+        return items[ref]
+    for item in items.values():
+        if item.name == ref:
+            return item
+    matches = [item for key, item in items.items() if key.startswith(ref)] if ref else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise InvalidArgument(f"{what} {ref} is ambiguous: give more of its id")
+    raise NotFound(missing)
 
 
 def _next_eth(endpoints: list[Endpoint]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -18,3 +19,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.root)
             if not IS_ROOT:
                 item.add_marker(skip)
+
+
+# Test labs are named t + 8 hex digits (tests/integration/labs.py), benchmark labs b + 8.
+_TEST_LAB = re.compile(r"^[tb][0-9a-f]{8}$")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Labs an interrupted earlier run left behind would collide with this run: remove them
+    (only test and benchmark labs, never a lab a person made)."""
+    if not IS_ROOT:
+        return
+    from overlaynet import lab
+
+    for name in lab.all_labs():
+        if _TEST_LAB.match(name):
+            lab.down(name)

@@ -10,6 +10,4 @@ ruff format --check .
 mypy
 extra=$(find benchmarks tools -name '*.py' 2>/dev/null)
 [ -z "$extra" ] || mypy $extra
-# Labs left by an interrupted earlier run would collide with this one.
-overlaynet lab clean --all --prefix onet-t >/dev/null 2>&1 || true
 exec pytest "$@"

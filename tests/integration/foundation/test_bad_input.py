@@ -103,28 +103,8 @@ def test_exhausted_pool_and_taken_address(lab2: Lab) -> None:
     )
     lab2.ok("node1", "network", "create", "--subnet", "172.29.8.0/24", "small")
     lab2.ok("node1", "run", "-d", "--network", "small", "--ip", "172.29.8.9", "alpine")
-    _refused(
-        lab2,
-        "run",
-        "-d",
-        "--network",
-        "small",
-        "--ip",
-        "172.29.8.9",
-        "alpine",
-        says="already in use",
-    )
-    _refused(
-        lab2,
-        "run",
-        "-d",
-        "--network",
-        "small",
-        "--ip",
-        "172.29.9.9",
-        "alpine",
-        says="not a usable address",
-    )
+    for ip, says in (("172.29.8.9", "already in use"), ("172.29.9.9", "not a usable address")):
+        _refused(lab2, "run", "-d", "--network", "small", "--ip", ip, "alpine", says=says)
 
 
 def test_removing_a_network_in_use_is_refused(lab2: Lab) -> None:
