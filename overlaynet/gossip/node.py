@@ -14,11 +14,13 @@ from overlaynet.wire.gossip import (
     IDEMPOTENT_KINDS,
     PACKET_OVERHEAD,
     Address,
+    Dead,
     MalformedGossip,
     MemberRecord,
     Message,
     NetworkEvent,
     PushPullHeader,
+    Suspect,
     TableEvent,
     decode,
     decode_message,
@@ -33,6 +35,11 @@ GossipEvent = MemberChange | EntryEvent
 # How many recently merged updates to recognise when they come again; a repeat only arrives
 # within its retransmission window, a few seconds of traffic.
 RECENT_MESSAGES = 4096
+
+
+def _about(msg: Message, name: str) -> bool:
+    """A suspect or dead rumour about `name`."""
+    return isinstance(msg, Suspect | Dead) and msg.node == name
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,9 @@ class GossipNode:
                 continue
             fresh.append((raw, decode_message(raw)))
         for raw, msg in fresh:
-            if raw[0] in IDEMPOTENT_KINDS:
+            # A rumour about us is answered on every arrival (swim.py _answer_rumour): each
+            # copy names a host still holding it.
+            if raw[0] in IDEMPOTENT_KINDS and not _about(msg, self.name):
                 self._remember(raw)
             self._dispatch(msg, src, now)
         self._after(now)

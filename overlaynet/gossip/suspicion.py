@@ -36,6 +36,11 @@ class Suspicion:
             self._deadline = self.started + self.timeout()
         return self._deadline
 
+    def restart(self, now: float) -> None:
+        """Run the timer again from `now`, keeping the confirmations."""
+        self.started = now
+        self._deadline = None
+
     def confirm(self, source: str) -> bool:
         """Count an independent suspicion; True only the first time `source` confirms."""
         if len(self.confirmed_by) >= self.k or source in self.confirmed_by or source == self.origin:

@@ -116,6 +116,8 @@ class Membership:
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
+        # Suspects whose timer ran out, getting one last probe before we declare them dead.
+        self._final_checks: dict[str, _Probe] = {}
         self._seq = rng.randrange(SEQ_MODULO)
         # Stagger the first probe so nodes started together do not probe in lockstep.
         self.next_probe_at = now + rng.uniform(0, config.probe_interval)
@@ -199,7 +201,7 @@ class Membership:
             case PingReq():
                 self._on_ping_req(msg, now)
             case Ack():
-                self._on_ack(msg)
+                self._on_ack(msg, now)
             case Nack():
                 if self._probe is not None and msg.seq == self._probe.seq:
                     self._probe.nacks += 1
@@ -207,8 +209,12 @@ class Membership:
                 self.on_alive(msg, now)
             case Suspect():
                 self.on_suspect(msg, now)
+                if msg.node == self.name:
+                    self._answer_rumour(msg.source, src)
             case Dead():
                 self.on_dead(msg, now)
+                if msg.node == self.name:
+                    self._answer_rumour(msg.source, src)
             case _:
                 pass
 
@@ -257,8 +263,14 @@ class Membership:
                 deadline = min(deadline, probe.timeout_at)
         for relay in self._relays.values():
             deadline = min(deadline, relay.nack_at if relay.want_nack else relay.expire_at)
-        for suspicion in self._suspicions.values():
-            deadline = min(deadline, suspicion.deadline())
+        for name, suspicion in self._suspicions.items():
+            check = self._final_checks.get(name)
+            if check is None:
+                deadline = min(deadline, suspicion.deadline())
+            else:
+                deadline = min(deadline, check.end_at)
+                if not check.indirect_sent:
+                    deadline = min(deadline, check.timeout_at)
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -266,8 +278,7 @@ class Membership:
         self._run_relay_timers(now)
         for name, suspicion in list(self._suspicions.items()):
             if suspicion.deadline() <= now:
-                member = self.members[name]
-                self.on_dead(Dead(member.incarnation, name, self.name), now)
+                self._run_final_check(name, now)
         if now >= self.next_probe_at:
             self.next_probe_at = now + self.awareness.scale(self.config.probe_interval)
             if not self.leaving:
@@ -346,6 +357,38 @@ class Membership:
                 self.awareness.apply(1)
             self.on_suspect(Suspect(target.incarnation, target.name, self.name), now)
 
+    def _run_final_check(self, name: str, now: float) -> None:
+        """A suspicion whose timer ran out: probe the suspect once more, directly with the
+        rumour attached (so a live suspect answers with its Alive, _answer_rumour) and then
+        through k members, before declaring it dead. Unlike memberlist: its refutation is
+        broadcast only about retransmit-limit times, and at 10 % loss that now and then
+        misses one host for a whole timeout; one more probe per expiry makes such a miss a
+        verdict only when the probe fails too. A crash pays one probe interval for it."""
+        member = self.members[name]
+        check = self._final_checks.get(name)
+        if check is None:
+            seq = self._next_seq()
+            self._final_checks[name] = _Probe(
+                seq,
+                name,
+                timeout_at=now + self.awareness.scale(self.config.probe_timeout),
+                end_at=now + self.awareness.scale(self.config.probe_interval),
+            )
+            msgs: list[Message] = [
+                Ping(seq, name, self.name, self.addr),
+                Suspect(member.incarnation, name, self.name),
+            ]
+            self.outbox.append((member.addr, msgs))
+            return
+        if not check.indirect_sent and now >= check.timeout_at:
+            check.indirect_sent = True
+            # No nacks wanted: this probe is about the suspect, not our own health.
+            for helper in self.random_live(self.config.indirect_checks, frozenset({name})):
+                req = PingReq(check.seq, name, member.addr, self.name, self.addr, False)
+                self.outbox.append((self.members[helper].addr, [req]))
+        if now >= check.end_at:
+            self.on_dead(Dead(member.incarnation, name, self.name), now)
+
     def _run_relay_timers(self, now: float) -> None:
         for seq, relay in list(self._relays.items()):
             if relay.want_nack and now >= relay.nack_at:
@@ -370,12 +413,19 @@ class Membership:
         )
         self.outbox.append((msg.target_addr, [Ping(seq, msg.target, self.name, self.addr)]))
 
-    def _on_ack(self, msg: Ack) -> None:
+    def _on_ack(self, msg: Ack, now: float) -> None:
         probe = self._probe
         if probe is not None and msg.seq == probe.seq:
             self._probe = None
             self.awareness.apply(-1)
             return
+        for name, check in self._final_checks.items():
+            if check.seq == msg.seq:
+                # The suspect answered: no verdict. Its suspicion starts over, and the Alive
+                # it sends for the rumour in our ping should end it before then.
+                del self._final_checks[name]
+                self._suspicions[name].restart(now)
+                return
         relay = self._relays.pop(msg.seq, None)
         if relay is not None:
             self.outbox.append((relay.origin, [Ack(relay.origin_seq, self.name)]))
@@ -432,6 +482,7 @@ class Membership:
         low, high = suspicion_timeouts(self.config, n)
         suspicion = Suspicion(now, k, low, high, origin=msg.source)
         self._suspicions[msg.node] = suspicion
+        self._final_checks.pop(msg.node, None)
         self._broadcast(msg)
 
     def on_dead(self, msg: Dead, now: float) -> None:
@@ -449,6 +500,23 @@ class Membership:
         self._set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
         self._broadcast(msg)
 
+    def _answer_rumour(self, suspecter: str, src: Address) -> None:
+        """Whoever tells us we are suspect or dead, and whoever raised it, still holds that
+        rumour and its timer: send them our current Alive directly. The broadcast refutation
+        alone can miss one host for a whole suspicion timeout (a false positive), and a
+        rumour older than our incarnation gets no broadcast at all (Lifeguard section 4.3
+        tells the suspect; this tells the suspecters back)."""
+        if self.leaving:
+            return
+        me = self.members[self.name]
+        alive = Alive(me.incarnation, self.name, self.addr)
+        targets = [src]
+        origin = self.members.get(suspecter)
+        if origin is not None and origin.name != self.name and origin.addr != src:
+            targets.append(origin.addr)
+        for target in targets:
+            self.outbox.append((target, [alive]))
+
     def _refute(self, seen: int) -> None:
         me = self.members[self.name]
         me.incarnation = max(me.incarnation, seen) + 1
@@ -464,6 +532,7 @@ class Membership:
         member.changed_at = now
         if state != MemberState.SUSPECT:
             self._suspicions.pop(member.name, None)
+            self._final_checks.pop(member.name, None)
         if state == MemberState.DEAD:
             self._dead.add(member.name)
         else:

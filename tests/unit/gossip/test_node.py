@@ -57,6 +57,19 @@ def test_push_pull_carries_tables_and_participation() -> None:
     assert b.entries("ep", "net")["e1"].value == b"value"
 
 
+def test_every_copy_of_a_rumour_about_us_is_answered_not_skipped_as_a_repeat() -> None:
+    a, b = make("a", 1), make("b", 2)
+    exchange(a, b, 0.0, join=True)
+    a.drain_datagrams()
+    rumour = encode([Suspect(0, "a", "b")])
+    answers = 0
+    for at in (1.0, 2.0):
+        a.receive_datagram(rumour, b.addr, at)
+        for to, data in a.drain_datagrams():
+            answers += to == b.addr and Alive(1, "a", a.addr) in decode(data)
+    assert answers == 2
+
+
 def test_every_datagram_fits_the_budget_even_with_a_long_queue() -> None:
     a = make("h1", 1)
     peers = [make(f"h{i}", i) for i in range(2, 6)]

@@ -155,15 +155,108 @@ def test_dead_about_us_is_refuted_unless_we_are_leaving() -> None:
     assert m.incarnation == 5
 
 
-def test_suspicion_expires_into_dead_after_the_timeout() -> None:
+def test_a_stale_suspicion_about_us_is_answered_with_our_alive_to_relay_and_suspecter() -> None:
+    m = make("h2", "h3")
+    m.handle(Suspect(0, "h1", "h3"), addr("h3"), 1.0)  # refuted: now at incarnation 1
+    sent(m)
+    # h3's suspicion at incarnation 0 reaches us again, relayed by h2: both still hold it.
+    m.handle(Suspect(0, "h1", "h3"), addr("h2"), 2.0)
+    assert m.incarnation == 1  # a stale rumour costs no new incarnation...
+    alive = Alive(1, "h1", addr("h1"))
+    assert sorted(to for to, msg in sent(m) if msg == alive) == [addr("h2"), addr("h3")]
+
+
+def test_a_fresh_suspicion_about_us_is_refuted_directly_to_the_suspecter_too() -> None:
+    m = make("h2", "h3")
+    m.handle(Suspect(0, "h1", "h3"), addr("h2"), 1.0)
+    alive = Alive(1, "h1", addr("h1"))
+    assert alive in queued(m)
+    assert sorted(to for to, msg in sent(m) if msg == alive) == [addr("h2"), addr("h3")]
+
+
+def test_a_stale_death_notice_about_us_is_answered_to_its_sender() -> None:
     m = make("h2")
+    m.handle(Dead(4, "h1", "h2"), addr("h2"), 1.0)
+    sent(m)
+    m.handle(Dead(4, "h1", "h2"), addr("h2"), 2.0)
+    assert sent(m) == [(addr("h2"), Alive(5, "h1", addr("h1")))]
+
+
+def test_a_leaving_node_answers_no_rumour_about_itself() -> None:
+    m = make("h2")
+    m.leave(1.0)
+    m.handle(Suspect(0, "h1", "h2"), addr("h2"), 2.0)
+    assert sent(m) == []
+
+
+def expire_suspicion(m: Membership, name: str, at: float) -> tuple[float, Ping]:
+    """Suspect `name` at `at` and run its timer out; returns when, and the final ping."""
+    m.on_suspect(Suspect(0, name, "h3"), at)
+    deadline = m.suspicion_deadline(name)
+    assert deadline is not None
+    m.next_probe_at = float("inf")  # keep routine probes out of the way
+    sent(m)
+    m.handle_timer(deadline)
+    (ping,) = [msg for _, msg in sent(m) if isinstance(msg, Ping)]
+    return deadline, ping
+
+
+def test_suspicion_expires_into_dead_after_the_timeout_and_a_failed_final_probe() -> None:
+    m = make("h2", "h4")
     m.on_suspect(Suspect(0, "h2", "h3"), 10.0)
-    low = CFG.suspicion_mult * CFG.probe_interval  # two members: no confirmations expected
+    low = CFG.suspicion_mult * CFG.probe_interval  # three members: no confirmations expected
     m.handle_timer(10.0 + low - 0.01)
     assert m.state_of("h2") == MemberState.SUSPECT
+    m.next_probe_at = float("inf")
+    sent(m)
     m.handle_timer(10.0 + low)
+    assert m.state_of("h2") == MemberState.SUSPECT  # not yet: one last probe first
+    m.handle_timer(10.0 + low + CFG.probe_interval)
     assert m.state_of("h2") == MemberState.DEAD
     assert Dead(0, "h2", "h1") in queued(m)
+
+
+def test_an_expired_suspicion_probes_the_suspect_directly_with_the_rumour_then_indirectly() -> None:
+    m = make("h2", "h4", "h5")
+    at, ping = expire_suspicion(m, "h2", 10.0)
+    assert ping.target == "h2"
+    assert m.next_deadline() == at + CFG.probe_timeout
+    m.handle_timer(at + CFG.probe_timeout)
+    reqs = [(to, msg) for to, msg in sent(m) if isinstance(msg, PingReq)]
+    assert sorted(to for to, _ in reqs) == [addr("h4"), addr("h5")]
+    assert all(msg.target == "h2" and not msg.want_nack for _, msg in reqs)
+    assert m.next_deadline() == at + CFG.probe_interval
+
+
+def test_the_final_probe_carries_the_suspicion_so_a_live_suspect_can_refute() -> None:
+    m = make("h2")
+    m.on_suspect(Suspect(0, "h2", "h3"), 10.0)
+    deadline = m.suspicion_deadline("h2")
+    assert deadline is not None
+    m.next_probe_at = float("inf")
+    sent(m)
+    m.handle_timer(deadline)
+    to_suspect = [msg for to, msg in sent(m) if to == addr("h2")]
+    assert Suspect(0, "h2", "h1") in to_suspect
+
+
+def test_a_suspect_that_acks_the_final_probe_is_not_declared_dead() -> None:
+    m = make("h2", "h4")
+    at, ping = expire_suspicion(m, "h2", 10.0)
+    m.handle(Ack(ping.seq, "h2"), addr("h2"), at + 0.1)
+    m.handle_timer(at + CFG.probe_interval)
+    assert m.state_of("h2") == MemberState.SUSPECT
+    # Its suspicion starts over from the ack.
+    assert m.suspicion_deadline("h2") == at + 0.1 + (at - 10.0)
+
+
+def test_a_refutation_during_the_final_probe_ends_it() -> None:
+    m = make("h2", "h4")
+    at, _ = expire_suspicion(m, "h2", 10.0)
+    m.handle(Alive(1, "h2", addr("h2")), addr("h2"), at + 0.1)
+    m.handle_timer(at + CFG.probe_interval)
+    assert m.state_of("h2") == MemberState.ALIVE
+    assert m.next_deadline() == m.next_probe_at
 
 
 def test_independent_confirmations_shorten_the_suspicion() -> None:
