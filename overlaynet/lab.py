@@ -56,6 +56,13 @@ def lab_file(lab: str) -> Path:
     return lab_dir(lab) / "lab.json"
 
 
+def owner_pid(lab: str) -> int | None:
+    try:
+        return int(json.loads(lab_file(lab).read_text())["owner_pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def read_hosts(lab: str) -> list[LabHost]:
     try:
         doc = json.loads(lab_file(lab).read_text())
@@ -66,7 +73,12 @@ def read_hosts(lab: str) -> list[LabHost]:
 
 def _write_lab_file(lab: str, hosts: list[LabHost]) -> None:
     lab_dir(lab).mkdir(parents=True, exist_ok=True)
-    doc = {"name": lab, "hosts": [{"name": h.name, "ip": h.ip} for h in hosts]}
+    # The process that built the lab: tests use it to tell a lab in use from one left behind.
+    doc = {
+        "name": lab,
+        "hosts": [{"name": h.name, "ip": h.ip} for h in hosts],
+        "owner_pid": os.getpid(),
+    }
     tmp = lab_file(lab).with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2))
     tmp.replace(lab_file(lab))

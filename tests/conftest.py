@@ -26,12 +26,22 @@ _TEST_LAB = re.compile(r"^[tb][0-9a-f]{8}$")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Labs an interrupted earlier run left behind would collide with this run: remove them
-    (only test and benchmark labs, never a lab a person made)."""
+    """Labs an interrupted earlier run left behind would collide with this run: remove them.
+    Only test and benchmark labs whose building process is gone: never a lab a person made,
+    nor one another test run is using right now."""
     if not IS_ROOT:
         return
     from overlaynet import lab
 
     for name in lab.all_labs():
-        if _TEST_LAB.match(name):
+        owner = lab.owner_pid(name)
+        if _TEST_LAB.match(name) and (owner is None or not _alive(owner)):
             lab.down(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -75,3 +75,24 @@ def test_a_killed_worker_is_declared_down_and_its_endpoints_withdrawn(swarm3: La
     assert out.returncode == 0, out.stdout + out.stderr
     swarm3.ok("node3", "rm", "-f", "c3")
     swarm3.ok("node1", "rm", "-f", "c1")
+
+
+def test_containers_keep_working_with_no_manager(swarm3: Lab) -> None:
+    swarm3.ok("node1", "network", "create", "-d", "overlay", "--attachable", "nomgr")
+    swarm3.ok("node2", "run", "-d", "--name", "n2", "--network", "nomgr", "alpine")
+    swarm3.ok("node3", "run", "-d", "--name", "n3", "--network", "nomgr", "alpine")
+    assert _wait(lambda: "n3" in _gossip_names(swarm3, "node2", "nomgr"))
+    pid = labmod.status(swarm3.name)[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the only manager is gone
+    try:
+        time.sleep(3)  # long enough for gossip to declare it dead
+        out = swarm3.cli("node2", "exec", "n2", "ping", "-c", "2", "-W", "2", "n3")
+        assert out.returncode == 0, out.stdout + out.stderr
+        # What needs the managers says so; nothing else breaks.
+        out = swarm3.cli("node2", "run", "-d", "--network", "nomgr", "alpine")
+        assert out.returncode == 125 and "192.168.0.11" in out.stderr, out.stderr
+    finally:
+        labmod.up(swarm3.name, 3)
+    swarm3.ok("node2", "rm", "-f", "n2")
+    swarm3.ok("node3", "rm", "-f", "n3")
