@@ -266,7 +266,7 @@ class Membership:
         for name, suspicion in self._suspicions.items():
             check = self._final_checks.get(name)
             if check is None:
-                deadline = min(deadline, suspicion.deadline())
+                deadline = min(deadline, suspicion.deadline() - self._final_check_lead())
             else:
                 deadline = min(deadline, check.end_at)
                 if not check.indirect_sent:
@@ -276,9 +276,10 @@ class Membership:
     def handle_timer(self, now: float) -> None:
         self._run_probe_timers(now)
         self._run_relay_timers(now)
+        lead = self._final_check_lead()
         for name, suspicion in list(self._suspicions.items()):
-            if suspicion.deadline() <= now:
-                self._run_final_check(name, now)
+            if name in self._final_checks or suspicion.deadline() - lead <= now:
+                self._run_final_check(name, suspicion.deadline(), now)
         if now >= self.next_probe_at:
             self.next_probe_at = now + self.awareness.scale(self.config.probe_interval)
             if not self.leaving:
@@ -357,23 +358,29 @@ class Membership:
                 self.awareness.apply(1)
             self.on_suspect(Suspect(target.incarnation, target.name, self.name), now)
 
-    def _run_final_check(self, name: str, now: float) -> None:
-        """A suspicion whose timer ran out: probe the suspect once more, directly with the
+    def _final_check_lead(self) -> float:
+        """How long before a suspicion's deadline its final probe starts: one probe period."""
+        return self.awareness.scale(self.config.probe_interval)
+
+    def _run_final_check(self, name: str, deadline: float, now: float) -> None:
+        """A suspicion about to run out: probe the suspect once more, directly with the
         rumour attached (so a live suspect answers with its Alive, _answer_rumour) and then
-        through k members, before declaring it dead. Unlike memberlist: its refutation is
-        broadcast only about retransmit-limit times, and at 10 % loss that now and then
-        misses one host for a whole timeout; one more probe per expiry makes such a miss a
-        verdict only when the probe fails too. A crash pays one probe interval for it."""
+        through k members; the verdict falls at the deadline, or when the probe period ends if
+        confirmations brought the deadline closer than that. Unlike memberlist: a refutation
+        is broadcast only about retransmit-limit times, and at 10 % loss that now and then
+        misses one host for a whole timeout; a final probe makes such a miss a verdict only
+        when that probe fails too, and it overlaps the timer so a crash is not found later."""
         member = self.members[name]
         check = self._final_checks.get(name)
         if check is None:
             seq = self._next_seq()
-            self._final_checks[name] = _Probe(
+            check = _Probe(
                 seq,
                 name,
                 timeout_at=now + self.awareness.scale(self.config.probe_timeout),
-                end_at=now + self.awareness.scale(self.config.probe_interval),
+                end_at=max(deadline, now + self._final_check_lead()),
             )
+            self._final_checks[name] = check
             msgs: list[Message] = [
                 Ping(seq, name, self.name, self.addr),
                 Suspect(member.incarnation, name, self.name),

@@ -48,7 +48,11 @@ class GossipCluster(RuleBasedStateMachine):
     def pick(self, data: st.DataObject) -> str:
         return data.draw(st.sampled_from(sorted(self.live())))
 
-    @precondition(lambda self: len(self.sim.nodes) < MAX_NODES)
+    # Joins happen on a whole network: a host that joins one side of a partition learns only
+    # that side, and once every host that knew both sides is gone, no live host knows the
+    # other's address and no SWIM can merge them (hypothesis found: join h7 beside h5 while
+    # h6 is cut off, then h5 crashes).
+    @precondition(lambda self: len(self.sim.nodes) < MAX_NODES and not self.sim.groups)
     @rule()
     def add_node(self) -> None:
         name = f"h{self.count}"

@@ -189,43 +189,46 @@ def test_a_leaving_node_answers_no_rumour_about_itself() -> None:
     assert sent(m) == []
 
 
-def expire_suspicion(m: Membership, name: str, at: float) -> tuple[float, Ping]:
-    """Suspect `name` at `at` and run its timer out; returns when, and the final ping."""
+def final_probe(m: Membership, name: str, at: float) -> tuple[float, float, Ping]:
+    """Suspect `name` at `at` and run its timer to the final probe, one probe period before
+    the deadline; returns when the probe went out, the deadline, and the probe's ping."""
     m.on_suspect(Suspect(0, name, "h3"), at)
     deadline = m.suspicion_deadline(name)
     assert deadline is not None
     m.next_probe_at = float("inf")  # keep routine probes out of the way
     sent(m)
-    m.handle_timer(deadline)
+    start = deadline - CFG.probe_interval
+    m.handle_timer(start)
     (ping,) = [msg for _, msg in sent(m) if isinstance(msg, Ping)]
-    return deadline, ping
+    return start, deadline, ping
 
 
-def test_suspicion_expires_into_dead_after_the_timeout_and_a_failed_final_probe() -> None:
+def test_suspicion_expires_into_dead_after_the_timeout_when_the_final_probe_fails() -> None:
     m = make("h2", "h4")
     m.on_suspect(Suspect(0, "h2", "h3"), 10.0)
     low = CFG.suspicion_mult * CFG.probe_interval  # three members: no confirmations expected
+    m.next_probe_at = float("inf")
+    m.handle_timer(10.0 + low - CFG.probe_interval - 0.01)
+    assert sent(m) == []
+    m.handle_timer(10.0 + low - CFG.probe_interval)
+    assert any(isinstance(msg, Ping) for _, msg in sent(m))
     m.handle_timer(10.0 + low - 0.01)
     assert m.state_of("h2") == MemberState.SUSPECT
-    m.next_probe_at = float("inf")
-    sent(m)
     m.handle_timer(10.0 + low)
-    assert m.state_of("h2") == MemberState.SUSPECT  # not yet: one last probe first
-    m.handle_timer(10.0 + low + CFG.probe_interval)
     assert m.state_of("h2") == MemberState.DEAD
     assert Dead(0, "h2", "h1") in queued(m)
 
 
-def test_an_expired_suspicion_probes_the_suspect_directly_with_the_rumour_then_indirectly() -> None:
+def test_the_final_probe_goes_to_the_suspect_with_the_rumour_then_through_k_members() -> None:
     m = make("h2", "h4", "h5")
-    at, ping = expire_suspicion(m, "h2", 10.0)
+    start, deadline, ping = final_probe(m, "h2", 10.0)
     assert ping.target == "h2"
-    assert m.next_deadline() == at + CFG.probe_timeout
-    m.handle_timer(at + CFG.probe_timeout)
+    assert m.next_deadline() == start + CFG.probe_timeout
+    m.handle_timer(start + CFG.probe_timeout)
     reqs = [(to, msg) for to, msg in sent(m) if isinstance(msg, PingReq)]
     assert sorted(to for to, _ in reqs) == [addr("h4"), addr("h5")]
     assert all(msg.target == "h2" and not msg.want_nack for _, msg in reqs)
-    assert m.next_deadline() == at + CFG.probe_interval
+    assert m.next_deadline() == deadline
 
 
 def test_the_final_probe_carries_the_suspicion_so_a_live_suspect_can_refute() -> None:
@@ -235,26 +238,39 @@ def test_the_final_probe_carries_the_suspicion_so_a_live_suspect_can_refute() ->
     assert deadline is not None
     m.next_probe_at = float("inf")
     sent(m)
-    m.handle_timer(deadline)
+    m.handle_timer(deadline - CFG.probe_interval)
     to_suspect = [msg for to, msg in sent(m) if to == addr("h2")]
     assert Suspect(0, "h2", "h1") in to_suspect
 
 
+def test_a_suspicion_already_due_still_gets_a_whole_final_probe_period() -> None:
+    m = make(*[f"h{i}" for i in range(2, 12)])
+    m.next_probe_at = float("inf")
+    m.on_suspect(Suspect(0, "h2", "h3"), 0.0)
+    # Two confirmations at once cut the timer to its minimum, already past.
+    m.on_suspect(Suspect(0, "h2", "h4"), 100.0)
+    m.on_suspect(Suspect(0, "h2", "h5"), 100.0)
+    m.handle_timer(100.0)
+    assert m.state_of("h2") == MemberState.SUSPECT
+    m.handle_timer(100.0 + CFG.probe_interval)
+    assert m.state_of("h2") == MemberState.DEAD
+
+
 def test_a_suspect_that_acks_the_final_probe_is_not_declared_dead() -> None:
     m = make("h2", "h4")
-    at, ping = expire_suspicion(m, "h2", 10.0)
-    m.handle(Ack(ping.seq, "h2"), addr("h2"), at + 0.1)
-    m.handle_timer(at + CFG.probe_interval)
+    start, deadline, ping = final_probe(m, "h2", 10.0)
+    m.handle(Ack(ping.seq, "h2"), addr("h2"), start + 0.1)
+    m.handle_timer(deadline)
     assert m.state_of("h2") == MemberState.SUSPECT
     # Its suspicion starts over from the ack.
-    assert m.suspicion_deadline("h2") == at + 0.1 + (at - 10.0)
+    assert m.suspicion_deadline("h2") == start + 0.1 + (deadline - 10.0)
 
 
 def test_a_refutation_during_the_final_probe_ends_it() -> None:
     m = make("h2", "h4")
-    at, _ = expire_suspicion(m, "h2", 10.0)
-    m.handle(Alive(1, "h2", addr("h2")), addr("h2"), at + 0.1)
-    m.handle_timer(at + CFG.probe_interval)
+    start, deadline, _ = final_probe(m, "h2", 10.0)
+    m.handle(Alive(1, "h2", addr("h2")), addr("h2"), start + 0.1)
+    m.handle_timer(deadline)
     assert m.state_of("h2") == MemberState.ALIVE
     assert m.next_deadline() == m.next_probe_at
 
