@@ -8,11 +8,11 @@ command or none of it, and a restarted manager loads exactly what it had answere
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
 from overlaynet.cluster.state import KINDS, Change, ClusterState
+from overlaynet.store import open_durable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -31,10 +31,7 @@ class ClusterStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_durable(path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
