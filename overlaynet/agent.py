@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -36,7 +37,13 @@ from overlaynet.host import links, netns
 from overlaynet.model import OVERLAY_MTU, Container, Driver, Network, Status
 from overlaynet.overlay import OverlayDriver
 from overlaynet.paths import HostPaths
-from overlaynet.runtime import ContainerRequest, NetworkRequest, Runtime
+from overlaynet.runtime import (
+    ContainerRequest,
+    NetworkRequest,
+    Runtime,
+    epoch_from_iso,
+    iso_from_epoch,
+)
 from overlaynet.swarm import SwarmMember
 
 log = logging.getLogger("overlaynet.agent")
@@ -730,14 +737,11 @@ class ClusterBridge:
 
     @staticmethod
     def to_network(doc: dict[str, Any]) -> Network:
-        import datetime
-
-        created = datetime.datetime.fromtimestamp(float(doc["created"]), datetime.UTC)
         return Network(
             id=doc["id"],
             name=doc["name"],
             driver=Driver.OVERLAY,
-            created=created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            created=iso_from_epoch(float(doc["created"])),
             scope="swarm",
             subnet=doc["subnet"],
             gateway=doc["gateway"],
@@ -769,8 +773,6 @@ class ClusterBridge:
 
 def underlay_address(spec: str) -> str | None:
     """An IPv4 address as given, or the first IPv4 address of the named interface."""
-    import ipaddress
-
     try:
         return str(ipaddress.IPv4Address(spec))
     except ValueError:
@@ -790,15 +792,7 @@ def _read(path: str) -> str:
 
 
 def _epoch(iso: str | None) -> float:
-    if not iso:
-        return time.time()
-    import datetime
-
-    return (
-        datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ")
-        .replace(tzinfo=datetime.UTC)
-        .timestamp()
-    )
+    return time.time() if not iso else epoch_from_iso(iso)
 
 
 def setup_logging(log_file: Path | None, level: str = "info") -> None:

@@ -53,22 +53,21 @@ def check_object_name(name: str, what: str) -> str:
     return name
 
 
-def check_lab_name(name: str) -> str:
-    if not _LAB_NAME.match(name):
+def _check_label(name: str, pattern: re.Pattern[str], what: str, longest: int) -> str:
+    if not pattern.match(name):
         raise BadName(
-            f"invalid lab name {name!r}: use 1-12 lowercase letters and digits, "
+            f"invalid {what} name {name!r}: use 1-{longest} lowercase letters and digits, "
             "starting with a letter"
         )
     return name
+
+
+def check_lab_name(name: str) -> str:
+    return _check_label(name, _LAB_NAME, "lab", 12)
 
 
 def check_host_name(name: str) -> str:
-    if not _HOST_NAME.match(name):
-        raise BadName(
-            f"invalid host name {name!r}: use 1-16 lowercase letters and digits, "
-            "starting with a letter"
-        )
-    return name
+    return _check_label(name, _HOST_NAME, "host", 16)
 
 
 def check_ifname(name: str) -> str:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from overlaynet.names import KernelNames, lab_namespace
+from overlaynet.names import NAMESPACE_PREFIX, KernelNames, lab_namespace
 
 
 def run_root() -> Path:
@@ -43,8 +43,7 @@ class HostPaths:
 
     @property
     def kernel_names(self) -> KernelNames:
-        prefix = "onet-" if self.lab is None else f"onet-{self.lab}-{self.host}-"
-        return KernelNames(prefix)
+        return KernelNames(NAMESPACE_PREFIX if self.netns is None else f"{self.netns}-")
 
     @property
     def log_file(self) -> Path:

@@ -47,8 +47,20 @@ from overlaynet.store import Store
 log = logging.getLogger(__name__)
 
 
+# Docker's timestamps: RFC 3339 in UTC (Docker prints nanoseconds; Python has microseconds).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def iso_from_epoch(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime(TIME_FORMAT)
+
+
+def epoch_from_iso(iso: str) -> float:
+    return datetime.datetime.strptime(iso, TIME_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
+
+
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.datetime.now(datetime.UTC).strftime(TIME_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -153,12 +165,7 @@ class Runtime:
                 f"Could not attach to network {ref}: network {net.name} is not manually "
                 "attachable; create it with `network create -d overlay --attachable`"
             )
-        self._build_bridge(net)
-        try:
-            self._save_network(net)
-        except Exception:
-            self._unbuild_bridge(net)
-            raise
+        self._add_network(net)
         return net
 
     def _retire_if_unused(self, net: Network) -> None:
@@ -282,13 +289,17 @@ class Runtime:
             vni=vni,
             ip_range=str(ip_range) if ip_range else None,
         )
+        self._add_network(net)
+        return net
+
+    def _add_network(self, net: Network) -> None:
+        """Build the network's bridge, then record it; a failure undoes both."""
         self._build_bridge(net)
         try:
             self._save_network(net)
         except Exception:
             self._unbuild_bridge(net)
             raise
-        return net
 
     def _pick_vni(self, options: dict[str, str]) -> int:
         """The VNI asked for (`-o vni=N`, or Docker's vxlanid_list), else the lowest free one."""
