@@ -464,14 +464,8 @@ class Membership:
         self._broadcast(msg)
 
     def on_suspect(self, msg: Suspect, now: float) -> None:
-        member = self.members.get(msg.node)
-        if member is None or msg.incarnation < member.incarnation:
-            return
-        if member.state not in LIVE_STATES:
-            return
-        if msg.node == self.name:
-            if not self.leaving:
-                self._refute(msg.incarnation)
+        member = self._rumour_subject(msg)
+        if member is None:
             return
         if member.state == MemberState.SUSPECT and msg.incarnation == member.incarnation:
             suspicion = self._suspicions.get(msg.node)
@@ -493,19 +487,27 @@ class Membership:
         self._broadcast(msg)
 
     def on_dead(self, msg: Dead, now: float) -> None:
-        member = self.members.get(msg.node)
-        if member is None or msg.incarnation < member.incarnation:
-            return
-        if member.state not in LIVE_STATES:
-            return
-        if msg.node == self.name:
-            if not self.leaving:
-                self._refute(msg.incarnation)
+        member = self._rumour_subject(msg)
+        if member is None:
             return
         member.incarnation = msg.incarnation
         left = msg.source == msg.node
         self._set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
         self._broadcast(msg)
+
+    def _rumour_subject(self, msg: Suspect | Dead) -> _Member | None:
+        """The member a suspect/dead rumour can still change; None when it is stale, about a
+        member already gone, or about us (then we refute it, unless we are leaving)."""
+        member = self.members.get(msg.node)
+        if member is None or msg.incarnation < member.incarnation:
+            return None
+        if member.state not in LIVE_STATES:
+            return None
+        if msg.node == self.name:
+            if not self.leaving:
+                self._refute(msg.incarnation)
+            return None
+        return member
 
     def _answer_rumour(self, suspecter: str, src: Address) -> None:
         """Whoever tells us we are suspect or dead, and whoever raised it, still holds that
