@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from overlaynet import lab as labmod
@@ -39,3 +40,13 @@ def make_lab(hosts: int) -> Iterator[Lab]:
         yield Lab(name)
     finally:
         labmod.down(name)
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 15.0) -> bool:
+    """Poll `check` until it holds or `seconds` pass (convergence, not speed, is under test)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False

@@ -8,7 +8,7 @@ import re
 import signal
 
 from overlaynet import lab as labmod
-from tests.integration.labs import Lab
+from tests.integration.labs import Lab, wait_until
 
 
 def _ids(text: str) -> list[str]:
@@ -104,17 +104,6 @@ def test_manager_restart_keeps_the_cluster(swarm3: Lab) -> None:
     swarm3.ok("node2", "rm", "-f", "kp")
 
 
-def _until(check, seconds: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.3)
-    return False
-
-
 def test_promote_makes_a_worker_a_reachable_manager_and_demote_undoes_it(swarm3: Lab) -> None:
     swarm3.ok("node1", "node", "promote", "node3")
 
@@ -123,7 +112,7 @@ def test_promote_makes_a_worker_a_reachable_manager_and_demote_undoes_it(swarm3:
         return next((line for line in out.splitlines() if " node3 " in line), "")
 
     # The follower serves once it sees its promotion, and shows it once its copy catches up.
-    assert _until(lambda: "Reachable" in own_row())
+    assert wait_until(lambda: "Reachable" in own_row())
     assert " * " in own_row()
     # A follower answers reads from its copy and forwards writes to the leader.
     swarm3.ok("node3", "network", "create", "-d", "overlay", "--attachable", "fromfollower")
@@ -131,4 +120,4 @@ def test_promote_makes_a_worker_a_reachable_manager_and_demote_undoes_it(swarm3:
     swarm3.ok("node1", "network", "rm", "fromfollower")
     swarm3.ok("node1", "node", "demote", "node3")
     # Once it reads its demotion it stops serving: cluster commands then say it is a worker.
-    assert _until(lambda: "worker" in swarm3.cli("node3", "node", "ls").stderr)
+    assert wait_until(lambda: "worker" in swarm3.cli("node3", "node", "ls").stderr)

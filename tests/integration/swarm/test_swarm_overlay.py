@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 from overlaynet import lab as labmod
-from tests.integration.labs import Lab
+from tests.integration.labs import Lab, wait_until
 
 
 def _gossip_names(lab: Lab, host: str, net: str) -> set[str]:
@@ -17,13 +16,9 @@ def _gossip_names(lab: Lab, host: str, net: str) -> set[str]:
     return {line.split()[1] for line in out.splitlines()[1:]}
 
 
-def _wait(predicate, seconds: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
+def _member_state(lab: Lab, host: str, addr: str) -> str:
+    out = lab.ok(host, "gossip", "members")
+    return next((line.split()[2] for line in out.splitlines()[1:] if line.split()[1] == addr), "")
 
 
 def test_containers_on_two_hosts_ping_by_name_over_the_overlay(swarm3: Lab) -> None:
@@ -32,7 +27,7 @@ def test_containers_on_two_hosts_ping_by_name_over_the_overlay(swarm3: Lab) -> N
     assert " test-net " not in swarm3.ok("node2", "network", "ls")
     swarm3.ok("node2", "run", "-dit", "--name", "alpine2", "--network", "test-net", "alpine", "sh")
     assert " test-net " in swarm3.ok("node2", "network", "ls")
-    assert _wait(lambda: {"alpine1", "alpine2"} <= _gossip_names(swarm3, "node1", "test-net"))
+    assert wait_until(lambda: {"alpine1", "alpine2"} <= _gossip_names(swarm3, "node1", "test-net"))
     out = swarm3.cli("node1", "exec", "alpine1", "ping", "-c", "2", "-W", "2", "alpine2")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "from alpine2.test-net" in out.stdout
@@ -49,7 +44,7 @@ def test_containers_on_two_hosts_ping_by_name_over_the_overlay(swarm3: Lab) -> N
     # node3 has no container on test-net: it is no peer and holds no state for it.
     assert " test-net " not in swarm3.ok("node3", "network", "ls")
     swarm3.ok("node2", "rm", "-f", "alpine2")
-    assert _wait(lambda: "alpine2" not in _gossip_names(swarm3, "node1", "test-net"))
+    assert wait_until(lambda: "alpine2" not in _gossip_names(swarm3, "node1", "test-net"))
     out = swarm3.cli("node1", "exec", "alpine1", "getent", "hosts", "alpine2")
     assert out.returncode != 0
     swarm3.ok("node1", "rm", "-f", "alpine1")
@@ -60,17 +55,17 @@ def test_a_killed_worker_is_declared_down_and_its_endpoints_withdrawn(swarm3: La
     swarm3.ok("node1", "network", "create", "-d", "overlay", "--attachable", "crashnet")
     swarm3.ok("node1", "run", "-d", "--name", "c1", "--network", "crashnet", "alpine")
     swarm3.ok("node3", "run", "-d", "--name", "c3", "--network", "crashnet", "alpine")
-    assert _wait(lambda: "c3" in _gossip_names(swarm3, "node1", "crashnet"))
+    assert wait_until(lambda: "c3" in _gossip_names(swarm3, "node1", "crashnet"))
     pid = labmod.status(swarm3.name)[2].pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    assert _wait(lambda: "c3" not in _gossip_names(swarm3, "node1", "crashnet"))
+    assert wait_until(lambda: "c3" not in _gossip_names(swarm3, "node1", "crashnet"))
     row = next(line for line in swarm3.ok("node1", "node", "ls").splitlines() if " node3 " in line)
     assert " Down " in row
     assert swarm3.cli("node1", "exec", "c1", "getent", "hosts", "c3").returncode != 0
     # Back again: its agent restores the container and republishes it.
     labmod.up(swarm3.name, 3)
-    assert _wait(lambda: "c3" in _gossip_names(swarm3, "node1", "crashnet"))
+    assert wait_until(lambda: "c3" in _gossip_names(swarm3, "node1", "crashnet"))
     out = swarm3.cli("node1", "exec", "c1", "ping", "-c", "1", "-W", "2", "c3")
     assert out.returncode == 0, out.stdout + out.stderr
     swarm3.ok("node3", "rm", "-f", "c3")
@@ -81,12 +76,14 @@ def test_containers_keep_working_with_no_manager(swarm3: Lab) -> None:
     swarm3.ok("node1", "network", "create", "-d", "overlay", "--attachable", "nomgr")
     swarm3.ok("node2", "run", "-d", "--name", "n2", "--network", "nomgr", "alpine")
     swarm3.ok("node3", "run", "-d", "--name", "n3", "--network", "nomgr", "alpine")
-    assert _wait(lambda: "n3" in _gossip_names(swarm3, "node2", "nomgr"))
+    assert wait_until(lambda: "n3" in _gossip_names(swarm3, "node2", "nomgr"))
     pid = labmod.status(swarm3.name)[0].pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # the only manager is gone
     try:
-        time.sleep(3)  # long enough for gossip to declare it dead
+        # Wait until gossip on node2 has declared the manager dead: the overlay then runs on
+        # what node2 and node3 know of each other.
+        assert wait_until(lambda: "dead" in _member_state(swarm3, "node2", "192.168.0.11"))
         out = swarm3.cli("node2", "exec", "n2", "ping", "-c", "2", "-W", "2", "n3")
         assert out.returncode == 0, out.stdout + out.stderr
         # What needs the managers says so; nothing else breaks.
