@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import trio
 
 from overlaynet import api, control, views
+from overlaynet.boundary import contained
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dns import feed as dns_feed
 from overlaynet.dns.records import DnsTable, NameRecord
@@ -36,7 +37,7 @@ from overlaynet.errors import ApiError, InvalidArgument, NotFound
 from overlaynet.host import links, netns
 from overlaynet.model import OVERLAY_MTU, Container, Driver, Network, Status
 from overlaynet.overlay import OverlayDriver
-from overlaynet.paths import HostPaths
+from overlaynet.paths import HostPaths, make_private_dir
 from overlaynet.runtime import (
     ContainerRequest,
     NetworkRequest,
@@ -82,6 +83,14 @@ def _arg(args: dict[str, Any], name: str, kind: type[T], default: T | None = Non
         raise InvalidArgument(f"missing argument {name!r}")
     if not isinstance(value, kind):
         raise InvalidArgument(f"argument {name!r} must be {kind.__name__}")
+    return value
+
+
+def _flag(args: dict[str, Any], name: str, default: bool = False) -> bool:
+    """A boolean argument: JSON true/false only ("false" is a string, not a no)."""
+    value = args.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"argument {name!r} must be true or false")
     return value
 
 
@@ -294,13 +303,14 @@ class Agent:
                 nursery.start_soon(self._handle_connection, trio.SocketStream(conn))
 
     async def _handle_connection(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            try:
-                line = await self._read_line(stream)
-                reply = await self.dispatch(line)
-                await stream.send_all(reply)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.counters["client_gone"] += 1
+        with contained(self.counters, "connection_errors", log, "API connection"):
+            async with stream:
+                try:
+                    line = await self._read_line(stream)
+                    reply = await self.dispatch(line)
+                    await stream.send_all(reply)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.counters["client_gone"] += 1
 
     async def _read_line(self, stream: trio.SocketStream) -> bytes:
         buf = bytearray()
@@ -371,7 +381,7 @@ class Agent:
                 name=_arg(args, "name", str),
                 subnet=_opt_str(args, "subnet"),
                 gateway=_opt_str(args, "gateway"),
-                attachable=bool(args.get("attachable", False)),
+                attachable=_flag(args, "attachable", False),
                 labels=_str_dict(args, "labels"),
             )
             return {"id": res["id"]}
@@ -382,8 +392,8 @@ class Agent:
             gateway=_opt_str(args, "gateway"),
             options=_str_dict(args, "options"),
             labels=_str_dict(args, "labels"),
-            internal=bool(args.get("internal", False)),
-            attachable=bool(args.get("attachable", False)),
+            internal=_flag(args, "internal", False),
+            attachable=_flag(args, "attachable", False),
             ip_range=_opt_str(args, "ip_range"),
         )
         net = await self.locked(partial(self.runtime.network_create, req))
@@ -442,7 +452,7 @@ class Agent:
             self.runtime.overlay_peer,
             _arg(args, "network", str),
             _arg(args, "host", str),
-            bool(args.get("add", True)),
+            _flag(args, "add", True),
         )
         net = await self.locked(fn)
         return {"peers": net.peers}
@@ -454,7 +464,7 @@ class Agent:
             _arg(args, "mac", str),
             _opt_str(args, "host"),
             _opt_str(args, "ip"),
-            bool(args.get("add", True)),
+            _flag(args, "add", True),
         )
         net = await self.locked(fn)
         return {"static_endpoints": net.static_endpoints}
@@ -499,11 +509,11 @@ class Agent:
             ip=_opt_str(args, "ip"),
             aliases=_str_list(args, "aliases"),
             env=_str_list(args, "env"),
-            interactive=bool(args.get("interactive", False)),
+            interactive=_flag(args, "interactive", False),
         )
         c = await self.locked(partial(self.runtime.container_create, req))
         log.info("container created", extra={"fields": {"container": c.name, "id": c.id}})
-        if args.get("start", False):
+        if _flag(args, "start"):
             try:
                 await self.locked(partial(self.runtime.container_start, c.id))
             except ApiError:
@@ -524,14 +534,12 @@ class Agent:
         return {"id": c.id, "name": c.name}
 
     async def op_container_rm(self, args: dict[str, Any]) -> Any:
-        fn = partial(
-            self.runtime.container_rm, _arg(args, "container", str), bool(args.get("force", False))
-        )
+        fn = partial(self.runtime.container_rm, _arg(args, "container", str), _flag(args, "force"))
         c = await self.locked(fn)
         return {"id": c.id, "name": c.name}
 
     async def op_container_ls(self, args: dict[str, Any]) -> Any:
-        include_all = bool(args.get("all", False))
+        include_all = _flag(args, "all", False)
         now = time.time()
         rows = []
         for c in sorted(self.runtime.containers.values(), key=lambda c: c.created, reverse=True):
@@ -658,7 +666,7 @@ class Agent:
         return await self.swarm.call("join_token", role=_arg(args, "role", str))
 
     async def op_swarm_leave(self, args: dict[str, Any]) -> Any:
-        await self.swarm.leave(bool(args.get("force", False)))
+        await self.swarm.leave(_flag(args, "force", False))
         self.runtime.cluster = None
         await self.control.stop()
         return {}
@@ -818,8 +826,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ns = p.parse_args(argv)
     paths = HostPaths(ns.host, ns.lab)
-    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(paths.state_dir)
     setup_logging(ns.log_file, ns.log_level)
+    make_private_dir(paths.state_dir)  # again, now that its warnings reach the log
     agent = Agent(paths, underlay_address(ns.advertise_addr))
     trio.run(agent.run)
     return 0

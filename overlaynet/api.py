@@ -30,8 +30,11 @@ def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
         raise MalformedRequest(f"request too large (over {MAX_REQUEST_BYTES} bytes)")
     try:
         msg = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError) as e:
+        # ValueError covers JSONDecodeError and integers past Python's digit limit.
         raise MalformedRequest(f"request is not JSON: {e}") from None
+    except RecursionError:
+        raise MalformedRequest("request nests too deeply") from None
     if not isinstance(msg, dict):
         raise MalformedRequest("request must be a JSON object")
     op, args = msg.get("op"), msg.get("args", {})

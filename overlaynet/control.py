@@ -70,7 +70,7 @@ class EndpointRecord:
                 host=str(IPv4Address(doc["host"])),
                 aliases=tuple(str(a) for a in doc.get("aliases", [])),
             )
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise BadEndpointRecord(str(e)) from None
         parts = rec.mac.split(":")
         if len(parts) != 6 or not all(len(p) == 2 for p in parts):

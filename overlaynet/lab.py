@@ -25,7 +25,7 @@ from pathlib import Path
 from overlaynet import api
 from overlaynet.host import links, netns
 from overlaynet.names import NAMESPACE_PREFIX, check_lab_name, lab_namespace, lab_of_namespace
-from overlaynet.paths import HostPaths, lab_dir, run_root
+from overlaynet.paths import HostPaths, lab_dir, make_private_dir, run_root
 
 UNDERLAY = "ul"
 UNDERLAY_BRIDGE = "br0"
@@ -202,7 +202,7 @@ def start_agent(lab: str, host: str) -> subprocess.Popen[bytes] | None:
     if agent_answers(lab, host):
         return None
     paths = HostPaths(host, lab)
-    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(paths.state_dir)
     ns = paths.netns
     assert ns is not None
     argv = ["nsenter", f"--net={netns.path(ns)}", "--"]

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from overlaynet.names import NAMESPACE_PREFIX, KernelNames, lab_namespace
+
+log = logging.getLogger("overlaynet.paths")
+
+#: State holds the gossip key, join secrets, the root key and node credentials: owner only.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 
 def run_root() -> Path:
@@ -56,3 +64,32 @@ class HostPaths:
 
 def lab_dir(lab: str) -> Path:
     return state_root() / "labs" / lab
+
+
+def make_private_dir(path: Path) -> list[Path]:
+    """Create `path` (and any missing parent) as an owner-only folder; narrow the modes of the
+    folder, the state folders above it and the files directly in it that are wider than owner
+    only. Returns what was narrowed, so the caller can warn about it."""
+    root = state_root()
+    for folder in reversed([path, *path.parents]):
+        if not folder.exists():
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
+    narrowed: list[Path] = []
+    ours = [p for p in [path, *path.parents] if p == root or root in p.parents]
+    for folder in ours:
+        if _narrow(folder, PRIVATE_DIR_MODE):
+            narrowed.append(folder)
+    for entry in path.iterdir():
+        if entry.is_file() and not entry.is_symlink() and _narrow(entry, PRIVATE_FILE_MODE):
+            narrowed.append(entry)
+    for p in narrowed:
+        log.warning("narrowed the mode of %s to owner only (it holds secrets)", p)
+    return narrowed
+
+
+def _narrow(path: Path, mode: int) -> bool:
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & 0o077 == 0:
+        return False
+    os.chmod(path, mode)
+    return True

@@ -156,6 +156,13 @@ def _opt(args: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def _flag(args: dict[str, Any], name: str) -> bool:
+    value = args.get(name, False)
+    if not isinstance(value, bool):
+        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must be true or false")
+    return value
+
+
 class ManagerServer:
     """The cluster management server of one manager node."""
 
@@ -513,7 +520,7 @@ class ManagerServer:
         return self._admit(args)
 
     def _h_leave(self, acting: Node, args: dict[str, Any]) -> Any:
-        node = self.state.remove_node(acting.id, force=bool(args.get("force", False)))
+        node = self.state.remove_node(acting.id, force=_flag(args, "force"))
         return {"node_id": node.id}
 
     def _h_node_ls(self, acting: Node, args: dict[str, Any]) -> Any:
@@ -536,7 +543,7 @@ class ManagerServer:
         return self.node_view(self.state.demote(_arg(args, "node"), now=self._clock()), acting)
 
     def _h_node_rm(self, acting: Node, args: dict[str, Any]) -> Any:
-        force = bool(args.get("force", False))
+        force = _flag(args, "force")
         node = self.state.find_node(_arg(args, "node"))
         if not force and self.status_of(node) == "Ready":
             raise ClusterError(
@@ -561,7 +568,7 @@ class ManagerServer:
             rand=self._rand,
             subnet=_opt(args, "subnet"),
             gateway=_opt(args, "gateway"),
-            attachable=bool(args.get("attachable", False)),
+            attachable=_flag(args, "attachable"),
             labels=labels,
             vni=vni,
         )

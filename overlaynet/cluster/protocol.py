@@ -159,7 +159,7 @@ def decode_error(frame: Frame) -> ClusterError:
     try:
         doc = json.loads(frame.body)
         return ClusterError(str(doc["kind"]), str(doc["error"]))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise MalformedFrame("ERROR frame without a JSON kind and error") from None
 
 
@@ -253,7 +253,7 @@ def open_sealed(
         raise AuthenticationFailed("frame does not authenticate") from None
     try:
         msg = json.loads(plain)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise MalformedFrame("sealed body is not JSON") from None
     if not isinstance(msg, dict):
         raise MalformedFrame("sealed body is not a JSON object")

@@ -8,6 +8,7 @@ Garbage never stops a loop: any failure on one message is counted and the messag
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import socket
@@ -19,6 +20,7 @@ from functools import partial
 
 import trio
 
+from overlaynet.boundary import contained
 from overlaynet.dns import message as m
 from overlaynet.dns import upstream
 from overlaynet.dns.answer import ContainerAnswerer, Forward, Transport
@@ -41,6 +43,7 @@ MAX_DATAGRAM = 65535
 #: Kernel receive buffer for a container's UDP socket, to ride out bursts (bytes).
 UDP_RCVBUF = 1 << 20
 _LENGTH = struct.Struct("!H")
+log = logging.getLogger("overlaynet.dns")
 
 _Reply = Callable[[bytes], Awaitable[None]]
 """Sends one answer back to the client that asked, over the transport it asked on."""
@@ -217,13 +220,14 @@ class DnsServer:
 
     async def _forward(self, resolver: ContainerResolver, request: Forward, reply: _Reply) -> None:
         try:
-            answer = await upstream.forward(
-                request,
-                self.table.upstreams,
-                netns=self.upstream_netns,
-                timeout=self.upstream_timeout,
-            )
-            await reply(answer)
+            with contained(resolver.stats, "forward_error", log, "DNS forward"):
+                answer = await upstream.forward(
+                    request,
+                    self.table.upstreams,
+                    netns=self.upstream_netns,
+                    timeout=self.upstream_timeout,
+                )
+                await reply(answer)
         finally:
             resolver.forwards -= 1
 
@@ -258,29 +262,42 @@ class DnsServer:
                     await stream.send_all(_LENGTH.pack(len(data)) + data)
 
         try:
-            async with stream, trio.open_nursery() as pending:
-                buf = b""
-                while True:
-                    while len(buf) >= 2 and len(buf) >= 2 + _LENGTH.unpack_from(buf)[0]:
-                        (length,) = _LENGTH.unpack_from(buf)
-                        data, buf = buf[2 : 2 + length], buf[2 + length :]
-                        try:
-                            out = resolver.answerer.answer(data, Transport.TCP)
-                        except Exception:
-                            resolver.stats["answer_error"] += 1
-                            continue
-                        if out is None:
-                            resolver.stats["dropped"] += 1
-                        elif isinstance(out, bytes):
-                            await send(out)
-                        else:
-                            self._start_forward(resolver, pending, out, send)
-                    with trio.move_on_after(TCP_IDLE_TIMEOUT) as idle:
-                        chunk = await stream.receive_some(m.TCP_LIMIT)
-                    if idle.cancelled_caught or not chunk:
-                        break
-                    buf += chunk
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            resolver.stats["tcp_error"] += 1
+            # One client's connection ends here whatever happens in it (a reset while a
+            # forward is pending arrives wrapped in an exception group): never the resolver.
+            with contained(resolver.stats, "tcp_error", log, "DNS TCP connection"):
+                async with stream, trio.open_nursery() as pending:
+                    await self._tcp_pipeline(resolver, stream, pending, send)
         finally:
             resolver.tcp_connections -= 1
+
+    async def _tcp_pipeline(
+        self,
+        resolver: ContainerResolver,
+        stream: trio.SocketStream,
+        pending: trio.Nursery,
+        send: _Reply,
+    ) -> None:
+        buf = b""
+        while True:
+            while len(buf) >= 2 and len(buf) >= 2 + _LENGTH.unpack_from(buf)[0]:
+                (length,) = _LENGTH.unpack_from(buf)
+                data, buf = buf[2 : 2 + length], buf[2 + length :]
+                try:
+                    out = resolver.answerer.answer(data, Transport.TCP)
+                except Exception:
+                    resolver.stats["answer_error"] += 1
+                    continue
+                if out is None:
+                    resolver.stats["dropped"] += 1
+                elif isinstance(out, bytes):
+                    await send(out)
+                else:
+                    self._start_forward(resolver, pending, out, send)
+            with trio.move_on_after(TCP_IDLE_TIMEOUT) as idle:
+                chunk = await stream.receive_some(m.TCP_LIMIT)
+            if idle.cancelled_caught:
+                resolver.stats["tcp_idle_closed"] += 1
+                return
+            if not chunk:
+                return
+            buf += chunk

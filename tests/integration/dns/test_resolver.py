@@ -180,3 +180,41 @@ async def test_unknown_edns_options_and_flags_are_ignored(
     assert "status: NOERROR" in out and "172.18.0.3" in out
     flags_line = next(line for line in out.splitlines() if "EDNS: version" in line)
     assert "MBZ" not in flags_line  # unknown flags are not echoed back
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the kernel answers the server's next read with a RST."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def test_a_client_reset_mid_query_never_stops_the_resolver(
+    server: DnsServer, topology: Topology
+) -> None:
+    # Reliability issue: one byte, then a reset, while the server waits for the rest of the
+    # length prefix. The error arrives wrapped in the connection's nursery's exception group;
+    # it must end that connection only (this test's nursery would fail otherwise).
+    def hostile() -> None:
+        for _ in range(20):
+            sock = socket_in_netns(topology.alpine1, socket.AF_INET, socket.SOCK_STREAM)
+            sock.connect(("127.0.0.11", 53))
+            sock.send(b"\x00")
+            _reset(sock)
+        # A pipelined A + AAAA whose client goes away after the first answer.
+        for _ in range(20):
+            sock = socket_in_netns(topology.alpine1, socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(3)
+            sock.connect(("127.0.0.11", 53))
+            wire = b""
+            for qtype in ("A", "AAAA"):
+                data = bytes(DNSRecord.question("alpine2", qtype).pack())
+                wire += struct.pack("!H", len(data)) + data
+            sock.sendall(wire)
+            sock.recv(2)
+            _reset(sock)
+
+    await trio.to_thread.run_sync(hostile)
+    await trio.sleep(0.2)
+    assert server.containers["alpine1"].stats["tcp_error"] >= 1
+    assert "ANSWER: 1" in await dig(topology.alpine1, "+tcp", "alpine2")
+    assert "172.18.0.3" in await dig(topology.alpine1, "+short", "alpine2")

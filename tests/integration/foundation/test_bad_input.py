@@ -150,3 +150,34 @@ def test_cli_argument_errors_exit_non_zero(lab2: Lab) -> None:
     assert out.returncode == 2 and "required: name" in out.stderr
     out = lab2.cli("node1", "network", "create", "-o", "novalue", "n7")
     assert out.returncode == 1 and "expected KEY=VALUE" in out.stderr
+
+
+def _raw_request(lab: Lab, line: bytes) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(HostPaths("node1", lab.name).socket))
+        s.sendall(line)
+        reply: dict[str, object] = json.loads(s.makefile("rb").readline())
+    return reply
+
+
+def test_requests_that_crashed_the_agent_are_refused_and_it_keeps_running(lab2: Lab) -> None:
+    pid_before = json.loads(lab2.ok("node1", "info"))["Pid"]
+    deep = b'{"op": "ping", "args": {"x": ' + b"[" * 1000 + b"]" * 1000 + b"}}\n"
+    huge = b'{"op": "ping", "args": {"x": ' + b"9" * 5000 + b"}}\n"
+    for line in (deep, huge):
+        reply = _raw_request(lab2, line)
+        assert reply["ok"] is False and "malformed request" in str(reply["error"]), reply
+    info = json.loads(lab2.ok("node1", "info"))
+    assert info["Pid"] == pid_before
+    assert info["Counters"]["malformed_requests"] >= 2
+
+
+def test_booleans_must_be_booleans(lab2: Lab) -> None:
+    # `force: "false"` used to be truthy and removed a running container.
+    lab2.ok("node1", "run", "-d", "--name", "keepme", "alpine", "sleep", "600")
+    line = b'{"op": "container.rm", "args": {"container": "keepme", "force": "false"}}\n'
+    reply = _raw_request(lab2, line)
+    assert reply["ok"] is False and "must be true or false" in str(reply["error"]), reply
+    assert "keepme" in lab2.ok("node1", "ps")
+    lab2.ok("node1", "rm", "-f", "keepme")
