@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overlaynet.dataplane.testbed import Container, Host, Testbed
+from overlaynet.lab.testbed import Container, Host, Testbed
 
 RESULTS = Path(__file__).parent / "results"
 #: iperf3 seconds per measurement and pings per RTT sample: bounded so a run takes about a minute.

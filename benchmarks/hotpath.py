@@ -24,7 +24,7 @@ from typing import Any
 from overlaynet.dataplane.fdb import ForwardingDatabase
 from overlaynet.dataplane.hotpath import SOL_UDP, UDP_GRO, HotLoop
 from overlaynet.dataplane.switching import Network, egress, flow_hash, ingress
-from overlaynet.dataplane.testbed import Testbed
+from overlaynet.lab.testbed import Testbed
 from overlaynet.wire import vxlan
 from overlaynet.wire.ethernet import mac_to_bytes
 

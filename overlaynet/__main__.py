@@ -1,5 +1,5 @@
 """`python -m overlaynet` is the same as the `overlaynet` command."""
 
-from overlaynet.cli import main
+from overlaynet.cli.main import main
 
 raise SystemExit(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from overlaynet import capture
+from overlaynet.lab import capture
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-ExecStart=/opt/overlaynet/.venv/bin/overlaynet agent --host $host --advertise-addr $addr
+ExecStart=/opt/overlaynet/.venv/bin/overlaynet-agent --host $host --advertise-addr $addr
 Restart=on-failure
 # Containers outlive the agent, as with dockerd's live-restore: only the agent is stopped.
 KillMode=process

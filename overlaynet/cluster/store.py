@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from overlaynet.cluster.state import KINDS, Change, ClusterState
-from overlaynet.store import open_durable
+from overlaynet.durable import open_durable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (

@@ -21,7 +21,7 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.utils import rdpcap
 
-from overlaynet.dataplane.testbed import Container, Host, Testbed
+from overlaynet.lab.testbed import Container, Host, Testbed
 from overlaynet.wire import vxlan
 from overlaynet.wire.errors import MalformedFrame
 

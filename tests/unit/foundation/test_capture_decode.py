@@ -6,7 +6,7 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 
-from overlaynet import capture
+from overlaynet.lab import capture
 
 
 def test_vxlan_frame_decodes_every_layer() -> None:

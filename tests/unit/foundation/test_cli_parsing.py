@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from overlaynet import cli
+from overlaynet.cli import main as cli
 
 
 def parse(*argv: str):  # type: ignore[no-untyped-def]

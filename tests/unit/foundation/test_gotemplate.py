@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from overlaynet.gotemplate import TemplateError, go_format, render
+from overlaynet.cli.gotemplate import TemplateError, go_format, render
 
 DOC = {
     "Name": "/a1",

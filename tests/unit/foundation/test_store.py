@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from overlaynet.agent.store import Store
 from overlaynet.model import Container, Driver, Endpoint, Network, Status
-from overlaynet.store import Store
 
 
 def _net(name: str, nid: str = "n1") -> Network:

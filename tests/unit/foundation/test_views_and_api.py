@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from overlaynet import api, views
+from overlaynet import api
+from overlaynet.agent import views
+from overlaynet.cli.tables import table
 from overlaynet.errors import Conflict, NotFound
 
 
 def test_table_aligns_columns_three_spaces_apart() -> None:
-    out = views.table(["NETWORK ID", "NAME"], [["abc", "bridge"], ["defghijklmnop", "x"]])
+    out = table(["NETWORK ID", "NAME"], [["abc", "bridge"], ["defghijklmnop", "x"]])
     assert out.splitlines() == [
         "NETWORK ID      NAME",
         "abc             bridge",

@@ -16,6 +16,8 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from overlaynet.agent.overlay import OverlayDriver, StaticEndpoint
+from overlaynet.agent.store import Store
 from overlaynet.cluster import ipam
 from overlaynet.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
 from overlaynet.host import links, netns, process
@@ -41,8 +43,6 @@ from overlaynet.names import (
     new_id,
     short_id,
 )
-from overlaynet.overlay import OverlayDriver, StaticEndpoint
-from overlaynet.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -206,7 +206,7 @@ def start_agent(lab: str, host: str) -> subprocess.Popen[bytes] | None:
     ns = paths.netns
     assert ns is not None
     argv = ["nsenter", f"--net={netns.path(ns)}", "--"]
-    argv += [sys.executable, "-m", "overlaynet", "agent", "--host", host, "--lab", lab]
+    argv += [sys.executable, "-m", "overlaynet.agent", "--host", host, "--lab", lab]
     argv += ["--log-file", str(paths.log_file)]
     with open(paths.state_dir / "agent.out", "ab") as out:
         return subprocess.Popen(

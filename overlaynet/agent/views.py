@@ -185,15 +185,3 @@ def command_text(cmd: list[str], width: int = 20) -> str:
     if len(text) > width:
         text = text[: width - 1] + "…"
     return f'"{text}"'
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """Plain aligned columns, three spaces apart, as docker's tabwriter prints them."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = []
-    for row in [headers, *rows]:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
-        lines.append("   ".join(cells).rstrip())
-    return "\n".join(lines)

@@ -26,7 +26,17 @@ from typing import Any, TypeVar
 
 import trio
 
-from overlaynet import api, control, views
+from overlaynet import api
+from overlaynet.agent import control, views
+from overlaynet.agent.overlay import OverlayDriver
+from overlaynet.agent.runtime import (
+    ContainerRequest,
+    NetworkRequest,
+    Runtime,
+    epoch_from_iso,
+    iso_from_epoch,
+)
+from overlaynet.agent.swarm import SwarmMember
 from overlaynet.boundary import contained
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dns import feed as dns_feed
@@ -36,16 +46,7 @@ from overlaynet.dns.upstream import upstreams_from_resolv_conf
 from overlaynet.errors import ApiError, InvalidArgument, NotFound
 from overlaynet.host import links, netns
 from overlaynet.model import OVERLAY_MTU, Container, Driver, Network, Status
-from overlaynet.overlay import OverlayDriver
 from overlaynet.paths import HostPaths, make_private_dir
-from overlaynet.runtime import (
-    ContainerRequest,
-    NetworkRequest,
-    Runtime,
-    epoch_from_iso,
-    iso_from_epoch,
-)
-from overlaynet.swarm import SwarmMember
 
 log = logging.getLogger("overlaynet.agent")
 T = TypeVar("T")

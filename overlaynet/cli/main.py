@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from overlaynet import api, gotemplate, views
+from overlaynet import api
+from overlaynet.cli import gotemplate
+from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError
 from overlaynet.names import BadName, short_id
 from overlaynet.paths import HostPaths
@@ -120,7 +122,7 @@ def cmd_network_ls(ns: argparse.Namespace) -> int:
         print("\n".join(ids))
         return 0
     body = [[i, r["name"], r["driver"], r["scope"]] for i, r in zip(ids, rows, strict=True)]
-    print(views.table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], body))
+    print(table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], body))
     return 0
 
 
@@ -176,13 +178,13 @@ def cmd_network_vtep(ns: argparse.Namespace) -> int:
         [r["mac"], r["remote_ip"], str(r["tx_frames"]), str(r["rx_frames"])]
         for r in dp.get("fdb", [])
     ]
-    print(views.table(["MAC", "VTEP", "TX FRAMES", "RX FRAMES"], fdb))
+    print(table(["MAC", "VTEP", "TX FRAMES", "RX FRAMES"], fdb))
     print()
     arp = [[ip, mac] for ip, mac in sorted(dp.get("arp", {}).items())]
-    print(views.table(["IP (ARP ANSWERED LOCALLY)", "MAC"], arp))
+    print(table(["IP (ARP ANSWERED LOCALLY)", "MAC"], arp))
     print()
     counters = [[k, str(v)] for k, v in sorted(dp.get("counters", {}).items())]
-    print(views.table(["COUNTER", "VALUE"], counters))
+    print(table(["COUNTER", "VALUE"], counters))
     return 0
 
 
@@ -274,7 +276,7 @@ def cmd_ps(ns: argparse.Namespace) -> int:
         [i, r["image"], r["command"], r["created"], r["status"], r["ports"], r["names"]]
         for i, r in zip(ids, rows, strict=True)
     ]
-    print(views.table(headers, body))
+    print(table(headers, body))
     return 0
 
 
@@ -390,12 +392,12 @@ def cmd_host_show(ns: argparse.Namespace) -> int:
         ]
         for lk in k["links"]
     ]
-    print(views.table(["LINK", "KIND", "BRIDGE", "STATE", "MTU", "MAC"], rows))
+    print(table(["LINK", "KIND", "BRIDGE", "STATE", "MTU", "MAC"], rows))
     print()
-    print(views.table(["LINK", "ADDRESS"], [[a, b] for a, b in k["addresses"]]))
+    print(table(["LINK", "ADDRESS"], [[a, b] for a, b in k["addresses"]]))
     print()
     print(
-        views.table(
+        table(
             ["ROUTE", "VIA", "DEV"],
             [[r["dst"], r["gateway"] or "-", r["dev"]] for r in k["routes"]],
         )
@@ -459,7 +461,7 @@ def cmd_node_ls(ns: argparse.Namespace) -> int:
         ]
         for n in nodes
     ]
-    print(views.table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"], rows))
+    print(table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"], rows))
     return 0
 
 
@@ -494,7 +496,7 @@ def cmd_gossip_members(ns: argparse.Namespace) -> int:
         [m["name"], m["addr"], m["state"], str(m["incarnation"])]
         for m in call(ns, "gossip.members")
     ]
-    print(views.table(["NODE", "ADDRESS", "STATE", "INCARNATION"], rows))
+    print(table(["NODE", "ADDRESS", "STATE", "INCARNATION"], rows))
     return 0
 
 
@@ -504,7 +506,7 @@ def cmd_gossip_endpoints(ns: argparse.Namespace) -> int:
         for r in call(ns, "gossip.endpoints", network=ns.network)
     ]
     headers = ["ENDPOINT", "NAME", "IP", "MAC", "HOST", "OWNER", "LAMPORT"]
-    print(views.table(headers, rows))
+    print(table(headers, rows))
     return 0
 
 
@@ -520,7 +522,7 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
     except (lab.LabError, BadName, ApiError) as e:
         raise CliError(str(e)) from None
     rows = [[name, h.name, h.ip, "up"] for h in hosts]
-    print(views.table(["LAB", "HOST", "ADDRESS", "AGENT"], rows))
+    print(table(["LAB", "HOST", "ADDRESS", "AGENT"], rows))
     return 0
 
 
@@ -545,13 +547,14 @@ def cmd_lab_ls(ns: argparse.Namespace) -> int:
         for st in lab.status(name) or [lab.HostStatus(name, "-", "-", None, False)]:
             health = "healthy" if st.healthy else ("no agent" if st.pid is None else "unhealthy")
             rows.append([name, st.host, st.ip, str(st.pid or "-"), health])
-    print(views.table(["LAB", "HOST", "ADDRESS", "AGENT PID", "HEALTH"], rows))
+    print(table(["LAB", "HOST", "ADDRESS", "AGENT PID", "HEALTH"], rows))
     return 0
 
 
 def cmd_lab_capture(ns: argparse.Namespace) -> int:
     """Frames on the lab's underlay (or a host's port), decoded layer by layer."""
-    from overlaynet import capture, lab
+    from overlaynet import lab
+    from overlaynet.lab import capture
     from overlaynet.names import lab_namespace
 
     name = ns.name or ns.lab
@@ -568,7 +571,7 @@ def cmd_lab_capture(ns: argparse.Namespace) -> int:
 
 
 def cmd_lab_demo(ns: argparse.Namespace) -> int:
-    from overlaynet import demo
+    from overlaynet.lab import demo
 
     return demo.run(ns.name or "demo", keep=ns.keep)
 
@@ -799,17 +802,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     c.set_defaults(func=cmd_lab_demo)
 
-    sub.add_parser("agent", help="run a host agent (`lab up` starts them; see agent --help)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["agent"]:
-        # The daemon has its own options (and its --host is not the client's -H).
-        from overlaynet import agent
-
-        return agent.main(args[1:])
     parser = build_parser()
     ns = parser.parse_args(args)
     try:

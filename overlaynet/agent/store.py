@@ -7,12 +7,11 @@ new record, never half of one; the agent's start-up reconciles the kernel with w
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from overlaynet.durable import open_durable
 from overlaynet.model import (
     Container,
     Network,
@@ -20,7 +19,6 @@ from overlaynet.model import (
     network_from_doc,
     to_doc,
 )
-from overlaynet.paths import PRIVATE_FILE_MODE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -33,20 +31,6 @@ CREATE TABLE IF NOT EXISTS objects (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-def open_durable(path: Path | str, schema: str) -> sqlite3.Connection:
-    """SQLite as every store here uses it: autocommit, WAL, a full sync on every commit.
-
-    The file is created owner-only before SQLite opens it: SQLite gives its -wal and -shm files
-    the database's own mode, so the secrets in them stay owner-only too."""
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE_MODE))
-    os.chmod(path, PRIVATE_FILE_MODE)
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(schema)
-    return db
 
 
 class Store:

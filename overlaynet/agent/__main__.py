@@ -1,0 +1,7 @@
+"""`python -m overlaynet.agent`: run one host's agent."""
+
+import sys
+
+from overlaynet.agent.daemon import main
+
+sys.exit(main())

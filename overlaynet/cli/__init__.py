@@ -1,0 +1,1 @@
+"""The docker-like client: parses arguments, calls an agent's API (or the lab package), prints."""
