@@ -36,6 +36,8 @@ FIRST_HOST_OCTET = 11
 MAX_HOSTS = 200
 # An agent restores its state before it answers; a busy 2-core machine can take a while.
 AGENT_READY_TIMEOUT = 30.0
+# A supervisor notices its agent's end at once (it waits on it); this is a generous bound.
+SUPERVISOR_EXIT_WAIT = 1.0
 
 
 class LabError(RuntimeError):
@@ -178,8 +180,20 @@ def _tune_host(ns: str) -> None:
 
 
 def agent_pid(lab: str, host: str) -> int | None:
+    return _live_pid(HostPaths(host, lab).pid_file)
+
+
+def supervisor_pid(lab: str, host: str) -> int | None:
+    return _live_pid(_supervisor_file(lab, host))
+
+
+def _supervisor_file(lab: str, host: str) -> Path:
+    return HostPaths(host, lab).state_dir / "supervisor.pid"
+
+
+def _live_pid(pid_file: Path) -> int | None:
     try:
-        pid = int(HostPaths(host, lab).pid_file.read_text().strip())
+        pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
     try:
@@ -198,15 +212,17 @@ def agent_answers(lab: str, host: str) -> bool:
 
 
 def start_agent(lab: str, host: str) -> subprocess.Popen[bytes] | None:
-    """Start the host's agent inside its namespace, unless one already answers."""
-    if agent_answers(lab, host):
+    """Start the host's agent inside its namespace, under its supervisor (which restarts it
+    if it dies on its own), unless one already answers or its supervisor is restarting it."""
+    if agent_answers(lab, host) or _supervisor_restarting(lab, host):
         return None
     paths = HostPaths(host, lab)
     make_private_dir(paths.state_dir)
     ns = paths.netns
     assert ns is not None
     argv = ["nsenter", f"--net={netns.path(ns)}", "--"]
-    argv += [sys.executable, "-m", "overlaynet.agent", "--host", host, "--lab", lab]
+    argv += [sys.executable, "-m", "overlaynet.lab.supervise", str(_supervisor_file(lab, host))]
+    argv += ["--", sys.executable, "-m", "overlaynet.agent", "--host", host, "--lab", lab]
     argv += ["--log-file", str(paths.log_file)]
     with open(paths.state_dir / "agent.out", "ab") as out:
         return subprocess.Popen(
@@ -240,8 +256,11 @@ def wait_for_agent(
 
 
 def stop_agent(lab: str, host: str, sig: signal.Signals = signal.SIGTERM) -> None:
+    """Signal the host's agent: SIGTERM stops it, SIGKILL crashes it on purpose; either way its
+    supervisor does not restart it (see `overlaynet.lab.supervise`)."""
     pid = agent_pid(lab, host)
     if pid is None:
+        _stop_supervisor(lab, host)
         return
     os.kill(pid, sig)
     deadline = time.monotonic() + 5
@@ -254,6 +273,28 @@ def stop_agent(lab: str, host: str, sig: signal.Signals = signal.SIGTERM) -> Non
     os.kill(pid, signal.SIGKILL)
 
 
+def _supervisor_restarting(lab: str, host: str) -> bool:
+    """Whether the host's supervisor lives on: a supervisor whose agent was just stopped or
+    killed exits within moments, one that outlives this wait is restarting a failed agent."""
+    deadline = time.monotonic() + SUPERVISOR_EXIT_WAIT
+    while supervisor_pid(lab, host) is not None:
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _stop_supervisor(lab: str, host: str) -> None:
+    """A supervisor waiting out a back-off has no agent to signal: stop it directly."""
+    pid = supervisor_pid(lab, host)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _live_pid(_supervisor_file(lab, host)) is not None:
+        time.sleep(0.05)
+
+
 def namespaces_of(lab: str) -> list[str]:
     return [ns for ns in netns.list_names(NAMESPACE_PREFIX) if lab_of_namespace(ns) == lab]
 
@@ -263,6 +304,7 @@ def down(lab: str) -> int:
     check_lab_name(lab)
     for host in read_hosts(lab):
         stop_agent(lab, host.name)
+        _stop_supervisor(lab, host.name)
     spaces = namespaces_of(lab)
     # Containers first (their veths die with them), then hosts, the underlay last.
     order = sorted(spaces, key=lambda ns: (-ns.count("-"), ns))

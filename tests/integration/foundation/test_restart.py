@@ -10,7 +10,7 @@ import time
 
 from overlaynet import lab as labmod
 from overlaynet.host import netns
-from tests.integration.labs import Lab
+from tests.integration.labs import Lab, wait_until
 
 
 def _in(ns: str, *cmd: str) -> str:
@@ -61,3 +61,21 @@ def test_kill_9_and_restart_restores_networks_containers_and_removes_strays(fres
     k2_ip = after["k2"]["NetworkSettings"]["Networks"]["keep"]["IPAddress"]
     out = lab.cli("node1", "exec", "k1", "ping", "-c", "1", "-W", "2", k2_ip)
     assert out.returncode == 0, out.stdout
+
+
+def test_an_agent_that_dies_on_its_own_is_restarted_with_its_state(fresh_lab: Lab) -> None:
+    lab = fresh_lab
+    lab.ok("node1", "run", "-d", "--name", "survivor", "alpine", "sleep", "600")
+    before = json.loads(lab.ok("node1", "inspect", "survivor"))[0]
+    pid = labmod.status(lab.name)[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGABRT)  # a crash of its own, not the lab's deliberate kill -9
+
+    def restarted() -> bool:
+        new = labmod.status(lab.name)[0]
+        return new.healthy and new.pid not in (None, pid)
+
+    assert wait_until(restarted, 30)
+    after = json.loads(lab.ok("node1", "inspect", "survivor"))[0]
+    assert after["State"]["Running"] and after["State"]["Pid"] == before["State"]["Pid"]
+    assert after["Id"] == before["Id"]
