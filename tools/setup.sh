@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
   iproute2 iputils-ping iperf3 bind9-dnsutils tcpdump ethtool procps psmisc
   util-linux kmod dnsperf python3-venv
+  busybox-static nftables python3-nftables conntrack
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -37,4 +38,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[test,bench]' 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c 'import overlaynet, trio, pyroute2, dnslib, scapy, pytest_trio, hypothesis'
   touch "$stamp"
+fi
+# libnftables' Python binding comes from Debian (python3-nftables), not PyPI: link it into the
+# virtual environment so service load balancing can drive nftables through its JSON API.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+if [ ! -e "$site/nftables" ] && [ -d /usr/lib/python3/dist-packages/nftables ]; then
+  ln -s /usr/lib/python3/dist-packages/nftables "$site/nftables"
 fi
