@@ -1,9 +1,18 @@
 """Container processes: started in the container's network, mount and UTS namespaces.
 
-The process tree of a container is `sh` (pid 1 of the container, our shim) running the command.
-The shim gives the container its own /etc/hosts, /etc/resolv.conf and hostname through bind
-mounts in a private mount namespace, and writes the command's exit status to a file, so the exit
-code survives an agent that died meanwhile (containerd's shim does the same job).
+The process tree of a container is `sh` (the container's first process, our shim) running the
+command. The shim gives the container its own /etc/hosts, /etc/resolv.conf and hostname through
+bind mounts in a private mount namespace, and writes the command's exit status to a file, so the
+exit code survives an agent that died meanwhile (containerd's shim does the same job).
+
+With an image root (`Launch.root`, from `images.rootfs.prepare`) the shim is the host's static
+busybox: it mounts /proc, /sys, the host's busybox and a few device nodes onto the root folder,
+pivots into it and detaches the host's tree, so the command sees the image and nothing else.
+Those mounts live only in the container's namespace and vanish with its last process. `exec`
+lands in the same root by entering the mount namespace (`nsenter -t PID -m`).
+
+`-t` gives the command a pseudo-terminal whose master the caller holds; `-i` attached gives it a
+pipe whose write end the caller holds (closing it is the command's end of input).
 """
 
 from __future__ import annotations
@@ -39,6 +48,56 @@ exit "$status"
 """
 
 
+# The image-root shim: runs as the host's busybox (static, so it still runs after the pivot).
+# The exit file is opened as fd 9 before the pivot: afterwards its path is out of reach.
+_ROOT_SHIM = r"""
+fail() { echo "overlaynet: cannot set up the container's root filesystem: $*" >&2; exit 125; }
+exec 9>"$ONET_EXIT" || fail "exit file"
+R=$ONET_ROOT
+$ONET_BB mount -t overlay overlay -o "$ONET_LAYERS" "$R" || fail "overlay on $R"
+$ONET_BB mount --bind "$ONET_BB" "$R/bin/busybox" || fail busybox
+$ONET_BB mount -o remount,bind,ro "$R/bin/busybox" || fail "busybox read-only"
+$ONET_BB mount -t proc proc "$R/proc" || fail /proc
+# A fresh sysfs shows the network namespace of whoever mounts it: the container's.
+$ONET_BB mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys" || fail /sys
+# The image's /dev holds empty files where it wants the host's device nodes (null, tty…).
+for f in "$R"/dev/*; do
+    d=${f##*/}
+    if [ -f "$f" ] && [ ! -L "$f" ]; then $ONET_BB mount --bind "/dev/$d" "$f" || fail "/dev/$d"; fi
+done
+if [ -n "$ONET_PTS" ]; then $ONET_BB mount --bind /dev/pts "$R/dev/pts" || fail /dev/pts; fi
+$ONET_BB mount --bind "$ONET_HOSTS" "$R/etc/hosts" || fail /etc/hosts
+$ONET_BB mount --bind "$ONET_RESOLV" "$R/etc/resolv.conf" || fail /etc/resolv.conf
+$ONET_BB hostname "$ONET_HOSTNAME" || fail hostname
+# pivot_root(".", "."): the old root ends up stacked on the new one; detaching it leaves only
+# the image (runc does the same, without a put_old folder to hide).
+cd "$R" && $ONET_BB pivot_root . . && $ONET_BB umount -l / && cd / || fail pivot_root
+unset ONET_ROOT ONET_LAYERS ONET_BB ONET_PTS ONET_HOSTS ONET_RESOLV ONET_HOSTNAME ONET_EXIT R
+trap '' TERM INT
+( trap - TERM INT; exec 9>&-; exec "$@" ); status=$?
+echo "$status" >&9
+exit "$status"
+"""
+
+# `setsid --ctty`: a new session whose controlling terminal is stdin (the pty), so ^C on the
+# pty reaches the command; subprocess has no portable way to set one after fork.
+_SETSID_CTTY = ["setsid", "--ctty"]
+
+
+@dataclass(frozen=True)
+class RootFs:
+    """A container's root as an overlay: the image's shared layer under its own upper folder,
+    mounted at `target` inside the container's mount namespace (images.rootfs makes these)."""
+
+    lower: Path
+    upper: Path
+    work: Path  # overlayfs's scratch folder, on the upper folder's filesystem
+    target: Path
+
+    def overlay_options(self) -> str:
+        return f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work}"
+
+
 @dataclass(frozen=True)
 class Launch:
     netns_path: str | None  # None: the agent's own namespace (network mode `host`)
@@ -52,6 +111,15 @@ class Launch:
     # `run -i`: stdin is a FIFO that never reaches end-of-file, as an attached stdin would not;
     # so `run -dit IMAGE sh` keeps its shell waiting, as in Docker's tutorial.
     stdin_fifo: Path | None = None
+    # The image's root (`images.rootfs.prepare`); None: the host's (the `host` image).
+    root: RootFs | None = None
+    # `run -t`: stdin, stdout and stderr are a pseudo-terminal; the caller holds its master.
+    tty: bool = False
+    # `run -i` with a client attached: stdin is a pipe; the caller holds its write end, and
+    # closing it ends the command's input (`echo hi | overlaynet run -i alpine cat`).
+    attach_stdin: bool = False
+    # Where the host's busybox is (the root shim and the image's applets run it).
+    busybox: Path = Path("/bin/busybox")
 
 
 @dataclass(frozen=True)
@@ -60,13 +128,42 @@ class Running:
     start_ticks: int
 
 
+@dataclass(frozen=True)
+class Started:
+    """A started container process and the ends of its streams the caller now owns."""
+
+    proc: subprocess.Popen[bytes]
+    running: Running
+    # -t: read the command's output (and the echo of its input) here, write its input here.
+    pty_master: int | None = None
+    # -i without -t: the command's stdin; close it to send end-of-file.
+    stdin_writer: int | None = None
+
+
 def start(spec: Launch) -> tuple[subprocess.Popen[bytes], Running]:
-    """Start the container's shim; it outlives the agent (own session, not our child group)."""
+    """Start the container's shim; it outlives the agent (own session, not our child group).
+    For `-t` or an attached `-i` use `spawn`, which hands back the stream ends."""
+    if spec.tty or spec.attach_stdin:
+        raise ValueError("a container with -t or attached -i is started with spawn()")
+    started = spawn(spec)
+    return started.proc, started.running
+
+
+def spawn(spec: Launch) -> Started:
+    """Start the container's shim in its own session; the caller owns the returned stream ends
+    (`pty_master`, `stdin_writer`) and must close them."""
+    if spec.attach_stdin and spec.stdin_fifo is not None:
+        raise ValueError("stdin is either attached (attach_stdin) or a FIFO (stdin_fifo)")
     spec.exit_file.unlink(missing_ok=True)
     argv = ["unshare", "--mount", "--uts", "--propagation", "private", "--"]
-    argv += ["sh", "-c", _SHIM, "sh", *spec.cmd]
+    if spec.root is None:
+        argv += ["sh", "-c", _SHIM, "sh", *spec.cmd]
+    else:
+        argv += [str(spec.busybox), "sh", "-c", _ROOT_SHIM, "sh", *spec.cmd]
     if spec.netns_path is not None:
         argv = ["nsenter", f"--net={spec.netns_path}", "--", *argv]
+    if spec.tty:
+        argv = [*_SETSID_CTTY, *argv]
     env = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/root",
@@ -77,30 +174,65 @@ def start(spec: Launch) -> tuple[subprocess.Popen[bytes], Running]:
         "ONET_EXIT": str(spec.exit_file),
         "ONET_SYSFS": "1" if spec.netns_path is not None else "",
     }
+    if spec.tty:
+        env["TERM"] = "xterm"  # Docker's default for -t
+    if spec.root is not None:
+        env["ONET_ROOT"] = str(spec.root.target)
+        env["ONET_LAYERS"] = spec.root.overlay_options()
+        env["ONET_BB"] = str(spec.busybox)
+        env["ONET_PTS"] = "1" if spec.tty else ""
+        del env["ONET_SYSFS"]
     for item in spec.env:
         key, _, value = item.partition("=")
         env[key] = value
+    mine: list[int] = []  # fds to close here once the child has its copies
+    kept: list[int] = []  # fds handed to the caller (closed here only if the start fails)
     stdin: int = subprocess.DEVNULL
-    if spec.stdin_fifo is not None:
-        if not spec.stdin_fifo.exists():
-            os.mkfifo(spec.stdin_fifo, 0o600)
-        # Opened read-write, the FIFO always has a writer: reads block instead of ending.
-        stdin = os.open(spec.stdin_fifo, os.O_RDWR)
+    out: int | None = None
     try:
+        if spec.tty:
+            master, slave = os.openpty()
+            kept.append(master)
+            mine.append(slave)
+            os.set_inheritable(master, False)
+            stdin = out = slave
+        elif spec.attach_stdin:
+            reader, writer = os.pipe()
+            kept.append(writer)
+            mine.append(reader)
+            stdin = reader
+        elif spec.stdin_fifo is not None:
+            if not spec.stdin_fifo.exists():
+                os.mkfifo(spec.stdin_fifo, 0o600)
+            # Opened read-write, the FIFO always has a writer: reads block instead of ending.
+            stdin = os.open(spec.stdin_fifo, os.O_RDWR)
+            mine.append(stdin)
         with open(spec.log_file, "ab") as log:
+            target: int = out if out is not None else log.fileno()
             proc = subprocess.Popen(
                 argv,
                 stdin=stdin,
-                stdout=log,
-                stderr=log,
+                stdout=target,
+                stderr=target,
                 env=env,
-                start_new_session=True,
+                # With -t, `setsid --ctty` makes the session (it must not lead a group already).
+                start_new_session=not spec.tty,
                 close_fds=True,
             )
+    except BaseException:
+        for fd in kept:
+            os.close(fd)
+        raise
     finally:
-        if stdin != subprocess.DEVNULL:
-            os.close(stdin)
-    return proc, Running(proc.pid, start_ticks(proc.pid) or 0)
+        for fd in mine:
+            os.close(fd)
+    running = Running(proc.pid, start_ticks(proc.pid) or 0)
+    return Started(
+        proc,
+        running,
+        pty_master=kept[0] if spec.tty else None,
+        stdin_writer=kept[0] if spec.attach_stdin else None,
+    )
 
 
 def start_ticks(pid: int) -> int | None:

@@ -1,0 +1,9 @@
+#!/bin/sh
+# The AtSea shop page: whether the database answered by name (`database`) on port 1433.
+printf 'Content-Type: text/plain\r\n\r\n'
+echo "Atsea Shop - served by $(hostname)"
+if reply=$(nc -w 2 database 1433 </dev/null 2>&1) && [ -n "$reply" ]; then
+    echo "database: answered on 1433: $reply"
+else
+    echo "database: no answer on 1433${reply:+ ($reply)}"
+fi
