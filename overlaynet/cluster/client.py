@@ -81,14 +81,20 @@ def split_addr(addr: str, default_port: int = MANAGER_PORT) -> tuple[str, int]:
     return host, port
 
 
+# Seals a frame for the manager at "ip:port" (the address actually connected to).
+Sealer = Callable[[str], bytes]
+
+
 async def _exchange(
-    addr: str, data: bytes, key: bytes, rid: str, *, now: Callable[[], float]
+    addr: str, make_frame: Sealer, key: bytes, rid: str, *, now: Callable[[], float]
 ) -> Any:
-    """Send one frame to `addr` and return the result of its response."""
+    """Connect to `addr`, send the frame sealed for it, and return the result of its response."""
     host, port = split_addr(addr)
     stream = await trio.open_tcp_stream(host, port)
     async with stream:
-        await stream.send_all(data)
+        # Bound to the address really reached (a name resolves to one of several): the manager
+        # compares it with its own socket's.
+        await stream.send_all(make_frame(protocol.peer_name(stream.socket.getpeername())))
         decoder = FrameDecoder()
         while True:
             chunk = await stream.receive_some(_RECV_BYTES)
@@ -135,25 +141,36 @@ class ManagerClient:
         self._rand = rand
 
     async def call(self, op: str, **args: Any) -> Any:
-        """The result of `op`; a refusal raises ClusterError with the manager's message.
+        """The result of `op`; a refusal raises ClusterError with the manager's message."""
+        return await self.call_with_rid(op, args, protocol.new_rid(self._rand))
+
+    async def call_with_rid(self, op: str, args: dict[str, Any], rid: str) -> Any:
+        """`call` under a given request id (a follower forwards a write under the client's).
 
         A manager that cannot be reached, times out or says it is unavailable is skipped for the
-        next one. Retrying elsewhere is safe: allocations are idempotent per endpoint id.
+        next one. Retrying elsewhere is safe: every attempt carries the same request id, and the
+        leader answers a repeated id with its first answer instead of running it again.
         """
         failures: list[str] = []
         for addr in self.managers:
-            data, rid = protocol.seal_request(
-                FrameKind.REQUEST,
-                self.node_id,
-                self._key,
-                op,
-                args,
-                now=self._clock(),
-                rand=self._rand,
-            )
+
+            def sealed(to: str) -> bytes:
+                data, _ = protocol.seal_request(
+                    FrameKind.REQUEST,
+                    self.node_id,
+                    self._key,
+                    op,
+                    args,
+                    to=to,
+                    now=self._clock(),
+                    rand=self._rand,
+                    rid=rid,
+                )
+                return data
+
             try:
                 with trio.fail_after(self.timeout):
-                    return await _exchange(addr, data, self._key, rid, now=self._clock)
+                    return await _exchange(addr, sealed, self._key, rid, now=self._clock)
             except ClusterError as e:
                 if e.kind is not ErrorKind.UNAVAILABLE:
                     raise
@@ -181,12 +198,25 @@ class ManagerClient:
             raise ClusterError(ErrorKind.INVALID, str(e)) from None
         key = protocol.token_key(parsed)
         args = {"hostname": hostname, "addr": advertise_addr}
-        data, rid = protocol.seal_request(
-            FrameKind.JOIN, parsed.digest, key, "join", args, now=clock(), rand=rand
-        )
+        rid = protocol.new_rid(rand)
+
+        def sealed(to: str) -> bytes:
+            data, _ = protocol.seal_request(
+                FrameKind.JOIN,
+                parsed.digest,
+                key,
+                "join",
+                args,
+                to=to,
+                now=clock(),
+                rand=rand,
+                rid=rid,
+            )
+            return data
+
         try:
             with trio.fail_after(timeout):
-                doc = await _exchange(addr, data, key, rid, now=clock)
+                doc = await _exchange(addr, sealed, key, rid, now=clock)
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, MalformedFrame) as e:
             raise ClusterError(
                 ErrorKind.UNAVAILABLE,

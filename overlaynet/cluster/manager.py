@@ -16,9 +16,10 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import trio
@@ -31,6 +32,8 @@ from overlaynet.cluster.protocol import (
     FrameDecoder,
     FrameKind,
     MalformedFrame,
+    MisdirectedFrame,
+    ReplayedFrame,
     ReplayGuard,
     StaleFrame,
 )
@@ -46,15 +49,30 @@ from overlaynet.cluster.state import (
     network_doc,
     node_doc,
 )
-from overlaynet.cluster.store import ClusterStore
+from overlaynet.cluster.store import Answered, ClusterStore
 from overlaynet.cluster.tokens import RandomBytes
 
 log = logging.getLogger(__name__)
 
-# A client sends its request right after connecting; a connection silent this long is dropped.
-IDLE_TIMEOUT = 10.0
 # Open connections at once: a swarm has tens of nodes, each with at most a few requests in flight.
 MAX_CONNECTIONS = 256
+# Slots only sources that have authenticated (or are nodes' addresses) may take, so that a flood
+# of strangers leaves the swarm's own nodes a way in: a quarter, as nginx's and HAProxy's
+# examples keep a share of workers for trusted clients.
+AUTH_RESERVE = 64
+# Connections from one source address at once. A node runs a handful of requests in parallel and
+# a follower forwards its workers' writes, so 32 is generous; a stranger needs many addresses to
+# take the unauthenticated slots (256 - 64 = 192 = 6 addresses' worth).
+MAX_PER_SOURCE = 32
+# A client sends its whole request right after connecting (one frame of at most 64 KiB on a
+# LAN): the first frame must be complete this long after the connection is accepted. A deadline
+# for the frame, not per byte, so a byte every few seconds does not keep a slot (slowloris;
+# Apache's mod_reqtimeout works the same way).
+FIRST_FRAME_TIMEOUT = 5.0
+# Any later frame on the same connection must be complete this long after the previous answer.
+IDLE_TIMEOUT = 10.0
+# Source addresses remembered as having authenticated (for AUTH_RESERVE); the oldest go first.
+TRUSTED_SOURCES_MAX = 4096
 # Changes the leader keeps for followers; one further behind gets a full snapshot instead.
 CHANGE_LOG_MAX = 10_000
 # How often a follower fetches the leader's changes: its reads are at most this stale.
@@ -63,10 +81,15 @@ _RECV_BYTES = 65536
 # Requests are small (the largest is a network.create with labels); only answers carry snapshots,
 # so a peer cannot make the manager buffer more than this per connection.
 MAX_REQUEST_BYTES = 1 << 16
+# How long the answer to a write is remembered by (sender, request id). A frame is accepted for
+# MAX_CLOCK_SKEW either side of its timestamp, so after twice that its request id cannot arrive
+# again, not even replayed.
+REQUEST_MEMORY = 2 * protocol.MAX_CLOCK_SKEW
 
 # What a worker's credential may do: what its agent needs to attach containers, and leave.
 WORKER_OPS = frozenset({"state.snapshot", "ip.allocate", "ip.release", "leave"})
-# Requests that change the state: followers forward these to the leader.
+# Requests that change the state: followers forward these to the leader, which runs each request
+# id once.
 WRITE_OPS = frozenset(
     {
         "leave",
@@ -78,12 +101,32 @@ WRITE_OPS = frozenset(
         "network.rm",
         "ip.allocate",
         "ip.release",
-        "ip.release_node",
         "join.admit",
+        "gossip.rotate",
+        "gossip.retire",
     }
 )
 # Read requests that only the leader can answer (it alone has the change log).
 LEADER_OPS = frozenset({"replica.fetch"})
+
+
+class Rejection(StrEnum):
+    """Why a manager turned a peer or a request away; each is a counter `rejected_<reason>`."""
+
+    BAD_TOKEN = "bad_token"  # a join under a wrong secret or another swarm's token
+    AUTH_FAILED = "auth_failed"  # a sealed frame that does not open under its sender's key
+    UNKNOWN_NODE = "unknown_node"  # not a member (never joined, left, or removed: revoked)
+    STALE = "stale"  # timestamp outside the clock window
+    REPLAY = "replay"  # a nonce already accepted
+    MISDIRECTED = "misdirected"  # sealed for another manager
+    MALFORMED = "malformed"  # not a frame, or a frame that breaks the protocol
+    REFUSED = "refused"  # an authenticated request the cluster state refused
+    OVER_CAP_TOTAL = "over_cap_total"  # MAX_CONNECTIONS reached
+    OVER_CAP_SOURCE = "over_cap_source"  # MAX_PER_SOURCE reached for that address
+    OVER_CAP_UNAUTHENTICATED = "over_cap_unauthenticated"  # only AUTH_RESERVE slots were left
+    FIRST_FRAME_TIMEOUT = "first_frame_timeout"  # no whole frame within FIRST_FRAME_TIMEOUT
+    IDLE_TIMEOUT = "idle_timeout"  # no further frame within IDLE_TIMEOUT
+
 
 NodeStatus = Callable[[str], str]
 
@@ -163,6 +206,59 @@ def _flag(args: dict[str, Any], name: str) -> bool:
     return value
 
 
+def _int(args: dict[str, Any], name: str) -> int | None:
+    """An optional integer; JSON's true/false and 1.0 are not integers here."""
+    value = args.get(name)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must be an integer")
+    return value
+
+
+def _str_map(args: dict[str, Any], name: str) -> dict[str, str]:
+    """An optional object of strings to strings (labels); absent is empty, anything else is an
+    error (never `or {}`: a 0, "" or [] is a mistake to report, not an empty map)."""
+    value = args.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must map strings to strings")
+    return value
+
+
+def _role(args: dict[str, Any]) -> Role:
+    try:
+        return Role(_arg(args, "role"))
+    except ValueError:
+        raise ClusterError(ErrorKind.INVALID, "role must be worker or manager") from None
+
+
+def _is_write(op: str, args: dict[str, Any]) -> bool:
+    return op in WRITE_OPS or (op == "join_token" and args.get("rotate") is True)
+
+
+def _refusal_doc(e: ClusterError) -> dict[str, Any]:
+    return {"kind": e.kind.value, "error": e.message}
+
+
+class _Turnaway(ClusterError):
+    """A refusal before the peer is known: answered in clear and counted under `reason`."""
+
+    def __init__(self, reason: Rejection, kind: ErrorKind, message: str) -> None:
+        super().__init__(kind, message)
+        self.reason = reason
+
+
+@dataclass
+class _Connection:
+    source: str
+    # "ip:port" this connection reached: a sealed frame must be addressed to it.
+    local: str
+    # From an address that authenticated before (or a node's): it may use AUTH_RESERVE slots.
+    trusted: bool = field(default=False)
+
+
 class ManagerServer:
     """The cluster management server of one manager node."""
 
@@ -194,11 +290,24 @@ class ManagerServer:
         self._log: deque[Change] = deque(maxlen=CHANGE_LOG_MAX)
         self._log_start = self.state.index
         self._open = 0
+        self._unauthenticated = 0
+        self._per_source: Counter[str] = Counter()
+        self._trusted_sources: OrderedDict[str, None] = OrderedDict()
         self._sync_lock = trio.Lock()
 
     @property
     def is_leader(self) -> bool:
         return self.upstream is None
+
+    def rejections(self) -> dict[str, int]:
+        """Every rejection reason with its count, zeros included (for the agent's `info`)."""
+        return {r.value: self.stats[f"rejected_{r.value}"] for r in Rejection}
+
+    def connections(self) -> dict[str, int]:
+        return {"open": self._open, "unauthenticated": self._unauthenticated}
+
+    def _reject(self, reason: Rejection) -> None:
+        self.stats[f"rejected_{reason.value}"] += 1
 
     # ----- serving -----
 
@@ -212,72 +321,158 @@ class ManagerServer:
             await nursery.start(trio.serve_listeners, self._serve_connection, listeners)
             task_status.started(self.port)
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+    def _is_trusted(self, source: str) -> bool:
+        if source in self._trusted_sources:
+            return True
+        return any(n.addr == source for n in self.state.nodes.values())
+
+    def _trust(self, conn: _Connection) -> None:
+        """The connection's peer authenticated: its address may use the reserve from now on."""
+        self._trusted_sources[conn.source] = None
+        self._trusted_sources.move_to_end(conn.source)
+        while len(self._trusted_sources) > TRUSTED_SOURCES_MAX:
+            self._trusted_sources.popitem(last=False)
+        if not conn.trusted:
+            conn.trusted = True
+            self._unauthenticated -= 1
+
+    def _over_cap(self, source: str, trusted: bool) -> Rejection | None:
         if self._open >= MAX_CONNECTIONS:
-            self.stats["connections_refused"] += 1
+            return Rejection.OVER_CAP_TOTAL
+        if self._per_source[source] >= MAX_PER_SOURCE:
+            return Rejection.OVER_CAP_SOURCE
+        if not trusted and self._unauthenticated >= MAX_CONNECTIONS - AUTH_RESERVE:
+            return Rejection.OVER_CAP_UNAUTHENTICATED
+        return None
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            source = str(stream.socket.getpeername()[0])
+            local = protocol.peer_name(stream.socket.getsockname())
+        except OSError:
+            self.stats["connection_errors"] += 1
+            await stream.aclose()
+            return
+        conn = _Connection(source, local, self._is_trusted(source))
+        reason = self._over_cap(source, conn.trusted)
+        if reason is not None:
+            self._reject(reason)
+            # One small clear frame into an empty send buffer: it never blocks for long, and a
+            # client moves on to its next manager instead of guessing.
+            with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError, OSError):
+                await stream.send_all(
+                    protocol.encode_error(
+                        ErrorKind.UNAVAILABLE, f"this manager is at its connection limit ({reason})"
+                    )
+                )
             await stream.aclose()
             return
         self._open += 1
+        self._per_source[source] += 1
+        if not conn.trusted:
+            self._unauthenticated += 1
         try:
-            await self._converse(stream)
+            await self._converse(stream, conn)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.stats["connection_errors"] += 1
+        except Exception:
+            # One peer's connection may end, never the server (serve_listeners would re-raise).
+            self.stats["internal_errors"] += 1
+            log.exception("cluster connection from %s failed", source)
         finally:
             self._open -= 1
+            self._per_source[source] -= 1
+            if self._per_source[source] <= 0:
+                del self._per_source[source]
+            if not conn.trusted:
+                self._unauthenticated -= 1
             await stream.aclose()
 
-    async def _converse(self, stream: trio.SocketStream) -> None:
+    async def _converse(self, stream: trio.SocketStream, conn: _Connection) -> None:
         decoder = FrameDecoder(MAX_REQUEST_BYTES)
+        first = True
         while True:
-            data = b""
-            with trio.move_on_after(IDLE_TIMEOUT) as idle:
-                data = await stream.receive_some(_RECV_BYTES)
-            if idle.cancelled_caught:
-                self.stats["idle_closed"] += 1
-                return
-            if not data:
-                return
-            decoder.receive_data(data)
+            frame: Frame | None = None
             try:
-                while (frame := decoder.next_frame()) is not None:
-                    reply, keep_open = await self._answer(frame)
-                    await stream.send_all(reply)
-                    if not keep_open:
-                        return
+                # A deadline for the whole frame: trickling bytes does not extend it.
+                with trio.move_on_after(FIRST_FRAME_TIMEOUT if first else IDLE_TIMEOUT) as wait:
+                    frame = await self._next_frame(stream, decoder)
             except MalformedFrame as e:
-                self.stats["malformed"] += 1
+                self._reject(Rejection.MALFORMED)
                 await stream.send_all(
                     protocol.encode_error(ErrorKind.INVALID, f"malformed frame: {e}")
                 )
                 return
+            if wait.cancelled_caught:
+                self._reject(Rejection.FIRST_FRAME_TIMEOUT if first else Rejection.IDLE_TIMEOUT)
+                return
+            if frame is None:
+                return
+            first = False
+            reply, keep_open = await self._answer(frame, conn)
+            # A peer that does not read its answer does not hold the slot for ever either.
+            with trio.move_on_after(IDLE_TIMEOUT) as sending:
+                await stream.send_all(reply)
+            if sending.cancelled_caught:
+                self.stats["send_timeout"] += 1
+                return
+            if not keep_open:
+                return
 
-    async def _answer(self, frame: Frame) -> tuple[bytes, bool]:
+    @staticmethod
+    async def _next_frame(stream: trio.SocketStream, decoder: FrameDecoder) -> Frame | None:
+        """The next whole frame, or None at the end of the stream."""
+        while (frame := decoder.next_frame()) is None:
+            data = await stream.receive_some(_RECV_BYTES)
+            if not data:
+                return None
+            decoder.receive_data(data)
+        return frame
+
+    def _addresses(self, conn: _Connection) -> set[str]:
+        """What a frame for this manager may say in `to`: its advertised and its socket's."""
+        return {f"{self.advertise_addr}:{self.port}", conn.local}
+
+    async def _answer(self, frame: Frame, conn: _Connection) -> tuple[bytes, bool]:
         """The reply to one frame, and whether the connection may carry more."""
         try:
             if frame.kind is FrameKind.JOIN:
-                return await self._answer_join(frame), True
+                return await self._answer_join(frame, conn), True
             if frame.kind is FrameKind.REQUEST:
-                return await self._answer_request(frame), True
+                return await self._answer_request(frame, conn), True
             raise MalformedFrame(f"a manager does not accept {frame.kind.name} frames")
-        except AuthenticationFailed as e:
-            self.stats["auth_failed"] += 1
-            return protocol.encode_error(ErrorKind.FORBIDDEN, str(e)), False
-        except StaleFrame as e:
-            self.stats["stale"] += 1
-            return protocol.encode_error(ErrorKind.FORBIDDEN, str(e)), False
+        except _Turnaway as e:
+            self._reject(e.reason)
+            return protocol.encode_error(e.kind, e.message), False
         except ClusterError as e:
             # Only refusals before a key is known get here; they go back in clear.
-            self.stats["refused_unauthenticated"] += 1
+            self._reject(Rejection.REFUSED)
             return protocol.encode_error(e.kind, e.message), False
+        except MisdirectedFrame as e:
+            self._reject(Rejection.MISDIRECTED)
+            return protocol.encode_error(ErrorKind.FORBIDDEN, str(e)), False
+        except AuthenticationFailed as e:
+            self._reject(Rejection.AUTH_FAILED)
+            return protocol.encode_error(ErrorKind.FORBIDDEN, str(e)), False
+        except ReplayedFrame as e:
+            self._reject(Rejection.REPLAY)
+            return protocol.encode_error(ErrorKind.FORBIDDEN, str(e)), False
+        except StaleFrame as e:
+            self._reject(Rejection.STALE)
+            return protocol.encode_error(ErrorKind.FORBIDDEN, str(e)), False
+        except MalformedFrame as e:
+            self._reject(Rejection.MALFORMED)
+            return protocol.encode_error(ErrorKind.INVALID, f"malformed frame: {e}"), False
 
-    async def _answer_join(self, frame: Frame) -> bytes:
+    async def _answer_join(self, frame: Frame, conn: _Connection) -> bytes:
         cluster = self.state.cluster
         if cluster is None:
             raise ClusterError(ErrorKind.UNAVAILABLE, self._not_ready())
         if frame.sender != cluster.digest:
-            self.stats["join_wrong_swarm"] += 1
-            raise ClusterError(
-                ErrorKind.INVALID, "invalid join token: it belongs to a different swarm"
+            raise _Turnaway(
+                Rejection.BAD_TOKEN,
+                ErrorKind.INVALID,
+                "invalid join token: it belongs to a different swarm",
             )
         for role in (Role.WORKER, Role.MANAGER):
             key = protocol.derive_join_key(cluster.digest, cluster.secret_for(role))
@@ -287,29 +482,33 @@ class ManagerServer:
                 continue
             break
         else:
-            self.stats["join_bad_secret"] += 1
-            raise ClusterError(
+            raise _Turnaway(
+                Rejection.BAD_TOKEN,
                 ErrorKind.INVALID,
                 "invalid join token: its secret matches neither this swarm's worker nor its "
                 "manager token (print the current one with `swarm join-token worker`)",
             )
         request = protocol.request_from(msg)
+        protocol.check_recipient(request, self._addresses(conn))
+        self._trust(conn)
         try:
             if request.op != "join":
                 raise ClusterError(ErrorKind.INVALID, f"a join frame cannot carry {request.op}")
             args = {**request.args, "role": role.value}
             if self.upstream is not None:
-                result = await self._forward("join.admit", None, args)
+                result = await self._forward("join.admit", None, args, request.rid)
             else:
-                result = self._admit(args)
+                key_of_request = f"{frame.sender}/{request.rid}"
+                result = self._idempotent(key_of_request, lambda: self._admit(args))
             self.stats["joined"] += 1
             return protocol.seal_result(
                 key, request.rid, result, now=self._clock(), rand=self._rand
             )
         except ClusterError as e:
+            self._reject(Rejection.REFUSED)
             return protocol.seal_refusal(key, request.rid, e, now=self._clock(), rand=self._rand)
 
-    async def _answer_request(self, frame: Frame) -> bytes:
+    async def _answer_request(self, frame: Frame, conn: _Connection) -> bytes:
         node_id = frame.sender
         credential = self.state.credentials.get(node_id)
         if credential is None and self.upstream is not None:
@@ -318,8 +517,8 @@ class ManagerServer:
                 await self.sync_once()
             credential = self.state.credentials.get(node_id)
         if credential is None:
-            self.stats["unknown_node"] += 1
-            raise ClusterError(
+            raise _Turnaway(
+                Rejection.UNKNOWN_NODE,
                 ErrorKind.FORBIDDEN,
                 f"node {node_id} is not a member of this swarm (was it removed?): "
                 "run `swarm leave --force` on it and join again",
@@ -327,14 +526,16 @@ class ManagerServer:
         key = self._node_key(node_id, credential)
         msg = protocol.open_sealed(frame, key, now=self._clock(), guard=self._guard)
         request = protocol.request_from(msg)
+        protocol.check_recipient(request, self._addresses(conn))
+        self._trust(conn)
         try:
-            result = await self.call_local(node_id, request.op, **request.args)
+            result = await self._call(node_id, request.op, request.args, request.rid)
             self.stats["requests"] += 1
             return protocol.seal_result(
                 key, request.rid, result, now=self._clock(), rand=self._rand
             )
         except ClusterError as e:
-            self.stats["refusals"] += 1
+            self._reject(Rejection.REFUSED)
             return protocol.seal_refusal(key, request.rid, e, now=self._clock(), rand=self._rand)
 
     def _node_key(self, node_id: str, credential: bytes) -> bytes:
@@ -348,9 +549,12 @@ class ManagerServer:
     # ----- requests -----
 
     async def call_local(self, node_id: str, op: str, **args: Any) -> Any:
-        """Run `op` as node `node_id` (the local agent's path, and every remote request's)."""
+        """Run `op` as node `node_id` (the local agent's path: nothing to replay, no rid)."""
+        return await self._call(node_id, op, args, None)
+
+    async def _call(self, node_id: str, op: str, args: dict[str, Any], rid: str | None) -> Any:
         try:
-            return await self._dispatch(node_id, op, args)
+            return await self._dispatch(node_id, op, dict(args), rid)
         except ClusterError:
             raise
         except Exception as e:
@@ -359,7 +563,7 @@ class ManagerServer:
             log.exception("cluster request %s failed", op)
             raise ClusterError(ErrorKind.UNAVAILABLE, f"internal error in {op}: {e}") from None
 
-    async def _dispatch(self, node_id: str, op: str, args: dict[str, Any]) -> Any:
+    async def _dispatch(self, node_id: str, op: str, args: dict[str, Any], rid: str | None) -> Any:
         handler = _HANDLERS.get(op)
         if handler is None:
             raise ClusterError(ErrorKind.INVALID, f"unknown cluster operation {op!r}")
@@ -374,16 +578,48 @@ class ManagerServer:
             # A follower forwarding a write: managers may act for the node that asked them.
             if caller.role is not Role.MANAGER:
                 raise ClusterError(ErrorKind.FORBIDDEN, "only managers may forward requests")
-            acting = self.state.nodes.get(str(on_behalf)) or caller
-            if str(on_behalf) not in self.state.nodes:
+            if not isinstance(on_behalf, str):
+                raise ClusterError(ErrorKind.INVALID, "argument '_as' must be a node id")
+            if on_behalf not in self.state.nodes:
                 raise ClusterError(ErrorKind.NOT_FOUND, f"node {on_behalf} is not in the swarm")
+            acting = self.state.nodes[on_behalf]
         if acting.role is not Role.MANAGER and op not in WORKER_OPS:
             raise ClusterError(ErrorKind.FORBIDDEN, self._worker_refusal(acting, op))
-        if self.upstream is not None and (op in WRITE_OPS or op in LEADER_OPS):
-            return await self._forward(op, acting.id, args)
-        result = handler(self, acting, args)
-        self._persist()
+        write = _is_write(op, args)
+        if self.upstream is not None and (write or op in LEADER_OPS):
+            return await self._forward(op, acting.id, args, rid)
+        # Writes run once per (node, request id): the key is the acting node's, so a write
+        # forwarded by a follower and the same request retried here are the same request.
+        key = f"{acting.id}/{rid}" if write and rid is not None else None
+        return self._idempotent(key, lambda: handler(self, acting, args))
+
+    def _idempotent(self, key: str | None, run: Callable[[], Any]) -> Any:
+        """Run one command unless `key` already ran; persist its changes and its answer."""
+        if key is not None:
+            seen = self.store.answered(key)
+            if seen is not None:
+                self.stats["duplicate_requests"] += 1
+                if seen.get("ok") is True:
+                    return seen.get("result")
+                raise ClusterError(str(seen.get("kind")), str(seen.get("error")))
+        try:
+            result = run()
+        except ClusterError as e:
+            # The state is as it was; the refusal is remembered too, so that a replay cannot
+            # succeed later where the original failed.
+            self._persist(self._answer_record(key, {"ok": False, **_refusal_doc(e)}))
+            raise
+        except Exception:
+            self._rollback()
+            raise
+        self._persist(self._answer_record(key, {"ok": True, "result": result}))
         return result
+
+    def _answer_record(self, key: str | None, doc: dict[str, Any]) -> Answered | None:
+        if key is None:
+            return None
+        now = self._clock()
+        return Answered(key, now, doc, forget_before=now - REQUEST_MEMORY)
 
     def _worker_refusal(self, node: Node, op: str) -> str:
         managers = self.state.managers()
@@ -398,27 +634,34 @@ class ManagerServer:
             return "this manager has not copied the swarm state from its leader yet: retry"
         return "this node is not a swarm manager"
 
-    def _persist(self) -> None:
+    def _rollback(self) -> None:
+        """Memory must not run ahead of the disk: go back to what was committed."""
+        self.state = self.store.load()
+        self._log.clear()
+        self._log_start = self.state.index
+
+    def _persist(self, answered: Answered | None = None) -> None:
         changes = self.state.take_changes()
-        if not changes:
+        if not changes and answered is None:
             return
         try:
-            self.store.apply(changes, self.state.index)
+            self.store.apply(changes, self.state.index, answered)
         except Exception:
-            # Memory must not run ahead of the disk: go back to what was committed.
-            self.state = self.store.load()
-            self._log.clear()
-            self._log_start = self.state.index
+            self._rollback()
             raise
         if len(self._log) + len(changes) > CHANGE_LOG_MAX:
             self._log_start += len(self._log) + len(changes) - CHANGE_LOG_MAX
         self._log.extend(changes)
 
-    async def _forward(self, op: str, node_id: str | None, args: dict[str, Any]) -> Any:
+    async def _forward(
+        self, op: str, node_id: str | None, args: dict[str, Any], rid: str | None
+    ) -> Any:
         assert self.upstream is not None
         extra = {} if node_id is None else {"_as": node_id}
         try:
-            result = await self.upstream.call(op, **args, **extra)
+            result = await self.upstream.call_with_rid(
+                op, {**args, **extra}, rid or protocol.new_rid(self._rand)
+            )
         except ClusterError as e:
             if e.kind is ErrorKind.UNAVAILABLE:
                 raise ClusterError(
@@ -495,7 +738,7 @@ class ManagerServer:
     # ----- handlers: (server, acting node, args) -> JSON-able result -----
 
     def _admit(self, args: dict[str, Any]) -> dict[str, Any]:
-        role = Role(_arg(args, "role"))
+        role = _role(args)
         existing_peers = [n.addr for n in self.state.nodes.values()]
         node, credential = self.state.join_node(
             hostname=_arg(args, "hostname"),
@@ -504,7 +747,6 @@ class ManagerServer:
             now=self._clock(),
             rand=self._rand,
         )
-        self._persist()
         cluster = self.state.require_cluster()
         return {
             "node_id": node.id,
@@ -520,7 +762,9 @@ class ManagerServer:
         return self._admit(args)
 
     def _h_leave(self, acting: Node, args: dict[str, Any]) -> Any:
-        node = self.state.remove_node(acting.id, force=_flag(args, "force"))
+        # The node is asking, so it is alive: it may not take its addresses with it while its
+        # containers still use them (Docker refuses too).
+        node = self.state.remove_node(acting.id, force=_flag(args, "force"), alive=True)
         return {"node_id": node.id}
 
     def _h_node_ls(self, acting: Node, args: dict[str, Any]) -> Any:
@@ -545,23 +789,20 @@ class ManagerServer:
     def _h_node_rm(self, acting: Node, args: dict[str, Any]) -> Any:
         force = _flag(args, "force")
         node = self.state.find_node(_arg(args, "node"))
-        if not force and self.status_of(node) == "Ready":
+        # Only gossip's "Down" counts as dead: "Unknown" may well be running containers.
+        alive = self.status_of(node) != "Down"
+        if not force and alive:
             raise ClusterError(
                 ErrorKind.CONFLICT,
                 f"node {node.hostname} is not down and can't be removed: "
                 "run `swarm leave` on it, or use --force",
             )
-        return {"node_id": self.state.remove_node(node.id, force=force).id}
+        removed = self.state.remove_node(node.id, force=force, alive=alive)
+        return {"node_id": removed.id}
 
     def _h_network_create(self, acting: Node, args: dict[str, Any]) -> Any:
-        labels = args.get("labels") or {}
-        vni = args.get("vni")
-        if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
-            raise ClusterError(ErrorKind.INVALID, "labels must map strings to strings")
-        if vni is not None and (not isinstance(vni, int) or isinstance(vni, bool)):
-            raise ClusterError(ErrorKind.INVALID, "vni must be an integer")
+        labels = _str_map(args, "labels")
+        vni = _int(args, "vni")
         network = self.state.create_network(
             _arg(args, "name"),
             now=self._clock(),
@@ -591,13 +832,12 @@ class ManagerServer:
         return allocation_doc(alloc, self.state.networks[alloc.network_id])
 
     def _h_ip_release(self, acting: Node, args: dict[str, Any]) -> Any:
-        # Workers release only their own endpoints; managers may clean up anyone's.
-        owner = None if acting.role is Role.MANAGER else acting.id
-        alloc = self.state.release_address(_arg(args, "network"), _arg(args, "endpoint_id"), owner)
+        # Only the owner knows its endpoint is gone (managers included: a follower forwards
+        # as the node that asked). A dead node's addresses go with `node rm`.
+        alloc = self.state.release_address(
+            _arg(args, "network"), _arg(args, "endpoint_id"), acting.id
+        )
         return {"released": alloc is not None, "ip": None if alloc is None else alloc.ip}
-
-    def _h_ip_release_node(self, acting: Node, args: dict[str, Any]) -> Any:
-        return {"released": len(self.state.release_node(_arg(args, "node")))}
 
     def _h_state_snapshot(self, acting: Node, args: dict[str, Any]) -> Any:
         nets = sorted(self.state.networks.values(), key=lambda n: (n.name, n.id))
@@ -612,6 +852,8 @@ class ManagerServer:
             "managers": [str(m.manager_addr) for m in self.state.managers()],
             "networks": [network_doc(n) for n in nets],
             "allocations": mine,
+            # Gossip keys to accept, the one to send with first (rotation, see gossip.rotate).
+            "gossip_keyring": self.state.require_cluster().gossip_keyring,
         }
 
     def _h_join_token(self, acting: Node, args: dict[str, Any]) -> Any:
@@ -619,6 +861,8 @@ class ManagerServer:
             role = Role(_arg(args, "role"))
         except ValueError:
             raise ClusterError(ErrorKind.INVALID, "join-token takes worker or manager") from None
+        if _flag(args, "rotate"):
+            self.state.rotate_join_token(role, rand=self._rand)
         leader = self.state.leader
         return {
             "role": role.value,
@@ -626,9 +870,15 @@ class ManagerServer:
             "manager_addr": leader.manager_addr if leader else None,
         }
 
+    def _h_gossip_rotate(self, acting: Node, args: dict[str, Any]) -> Any:
+        return {"gossip_keyring": self.state.rotate_gossip_key(rand=self._rand).gossip_keyring}
+
+    def _h_gossip_retire(self, acting: Node, args: dict[str, Any]) -> Any:
+        return {"gossip_keyring": self.state.retire_gossip_keys().gossip_keyring}
+
     def _h_replica_fetch(self, acting: Node, args: dict[str, Any]) -> Any:
-        since = args.get("since")
-        if not isinstance(since, int) or isinstance(since, bool):
+        since = _int(args, "since")
+        if since is None:
             raise ClusterError(ErrorKind.INVALID, "replica.fetch needs an integer since")
         index = self.state.index
         if self._log_start <= since <= index:
@@ -654,8 +904,9 @@ _HANDLERS: dict[str, _Handler] = {
     "network.inspect": ManagerServer._h_network_inspect,
     "ip.allocate": ManagerServer._h_ip_allocate,
     "ip.release": ManagerServer._h_ip_release,
-    "ip.release_node": ManagerServer._h_ip_release_node,
     "state.snapshot": ManagerServer._h_state_snapshot,
     "join_token": ManagerServer._h_join_token,
+    "gossip.rotate": ManagerServer._h_gossip_rotate,
+    "gossip.retire": ManagerServer._h_gossip_retire,
     "replica.fetch": ManagerServer._h_replica_fetch,
 }

@@ -8,10 +8,15 @@ key) and is authenticated as AES-GCM associated data:
 JOIN frames are sealed under a key derived from the join token's secret (the sender is the
 token's cluster digest); REQUEST frames under the node's credential key (the sender is its node
 id); a RESPONSE is sealed under the key of the request it answers, so the joiner also learns that
-the manager knows the secret. The sealed body is JSON carrying `ts` (the sender's clock) and
-`rid` (a request id the response echoes). ERROR frames are the one clear-text kind: the manager
-cannot seal an answer for someone whose key it does not know (wrong token, unknown node), so such
-an answer is advisory and can only ever make a request fail.
+the manager knows the secret. The sealed body is JSON carrying `ts` (the sender's clock), `rid`
+(a request id the response echoes) and `to`, the "ip:port" the sender connected to: a frame
+captured on its way to one manager is refused by every other one. Within one manager, seen
+nonces are refused for as long as a timestamp is acceptable, and writes are idempotent by
+(sender, rid) in the cluster store, so a replay after a restart changes nothing.
+
+ERROR frames are the one clear-text kind: the manager cannot seal an answer for someone whose key
+it does not know (wrong token, unknown node), so such an answer is advisory and can only ever
+make a request fail.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from overlaynet.cluster.state import ClusterError, ErrorKind
 from overlaynet.cluster.tokens import RandomBytes, Token
 
 MAGIC = b"ONCM"
-VERSION = 1
+# Version 2 binds every sealed frame to the manager it is addressed to (`to`); a version 1 peer
+# is told its version is unsupported instead of being refused for a missing field.
+VERSION = 2
 _LENGTH = struct.Struct("!I")
 _FIXED = struct.Struct("!4sBBB")
 # NIST SP 800-38D section 8.2: 96-bit nonces; random ones are safe far beyond our frame counts.
@@ -76,6 +83,14 @@ class StaleFrame(MalformedFrame):
     """A frame whose timestamp is too far from now, or whose nonce was seen before (replay)."""
 
 
+class ReplayedFrame(StaleFrame):
+    """A frame whose nonce this receiver has already accepted."""
+
+
+class MisdirectedFrame(MalformedFrame):
+    """A sealed frame addressed to another manager (captured and replayed elsewhere)."""
+
+
 @dataclass(frozen=True)
 class Frame:
     kind: FrameKind
@@ -91,6 +106,8 @@ class Request:
     op: str
     args: dict[str, Any]
     ts: float
+    # "ip:port" of the manager the sender connected to.
+    to: str
 
 
 # ----- keys -----
@@ -239,7 +256,7 @@ class ReplayGuard:
         ):
             self._seen.popitem(last=False)
         if nonce in self._seen:
-            raise StaleFrame("replayed frame (nonce seen before)")
+            raise ReplayedFrame("replayed frame (nonce seen before)")
         self._seen[nonce] = now
 
 
@@ -266,11 +283,32 @@ def open_sealed(
     return msg
 
 
+# Request ids are 16 hex digits from the client; the cap only stops abuse of the request log.
+RID_MAX = 64
+
+
 def request_from(msg: dict[str, Any]) -> Request:
-    rid, op, args = msg.get("rid"), msg.get("op"), msg.get("args", {})
+    rid, op, args, to = msg.get("rid"), msg.get("op"), msg.get("args", {}), msg.get("to")
     if not isinstance(rid, str) or not isinstance(op, str) or not isinstance(args, dict):
         raise MalformedFrame("request needs a string rid, a string op and an object args")
-    return Request(rid, op, args, float(msg["ts"]))
+    if not rid or len(rid) > RID_MAX:
+        raise MalformedFrame(f"request id must have 1 to {RID_MAX} characters")
+    if not isinstance(to, str):
+        raise MalformedFrame("request does not name the manager it is addressed to")
+    return Request(rid, op, args, float(msg["ts"]), to)
+
+
+def check_recipient(request: Request, accepted: set[str]) -> None:
+    """Refuse a request sealed for another manager: `accepted` holds this one's "ip:port"s."""
+    if request.to not in accepted:
+        raise MisdirectedFrame(
+            f"frame is addressed to {request.to[:64]!r}, not to this manager (replayed?)"
+        )
+
+
+def peer_name(sockname: Any) -> str:
+    """ "ip:port" of a socket address tuple, as both ends write `to`."""
+    return f"{sockname[0]}:{sockname[1]}"
 
 
 def seal_request(
@@ -280,12 +318,22 @@ def seal_request(
     op: str,
     args: dict[str, Any],
     *,
+    to: str,
     now: float,
     rand: RandomBytes,
+    rid: str | None = None,
 ) -> tuple[bytes, str]:
-    """A JOIN or REQUEST frame and the request id its response must echo."""
-    rid = rand(8).hex()
-    return seal(kind, sender, key, {"rid": rid, "op": op, "args": args}, now=now, rand=rand), rid
+    """A JOIN or REQUEST frame for the manager at `to`, and the request id its response must
+    echo. A retry of the same request elsewhere passes the same `rid`: writes are idempotent by
+    it."""
+    rid = new_rid(rand) if rid is None else rid
+    msg = {"rid": rid, "op": op, "args": args, "to": to}
+    return seal(kind, sender, key, msg, now=now, rand=rand), rid
+
+
+def new_rid(rand: RandomBytes) -> str:
+    """64 random bits: unique among one sender's requests in any replay window."""
+    return rand(8).hex()
 
 
 def seal_result(key: bytes, rid: str, result: Any, *, now: float, rand: RandomBytes) -> bytes:

@@ -38,6 +38,9 @@ KEY_BYTES = 32
 HOSTNAME_MAX = 253
 # Endpoint ids come from agents (64 hex digits there); the cap only stops abuse.
 ENDPOINT_ID_MAX = 128
+# Gossip keys a node accepts at once: the primary and the two before it, as memberlist's keyring
+# is used for rotation (install, use, remove) without members losing each other meanwhile.
+GOSSIP_KEYRING_SIZE = 3
 
 _T = TypeVar("_T")
 _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -93,6 +96,13 @@ class Cluster:
     worker_secret: str
     manager_secret: str
     gossip_key: str
+    # Keys replaced by rotations, newest first: still accepted while every member switches.
+    previous_gossip_keys: tuple[str, ...] = ()
+
+    @property
+    def gossip_keyring(self) -> list[str]:
+        """The primary key first, then those still accepted."""
+        return [self.gossip_key, *self.previous_gossip_keys]
 
     @property
     def digest(self) -> str:
@@ -168,7 +178,14 @@ def _doc(record: Any) -> dict[str, Any]:
     doc = dataclasses.asdict(record)
     if "labels" in doc:
         doc["labels"] = dict(doc["labels"])
+    if "previous_gossip_keys" in doc:
+        # JSON has no tuples: the document is the same before and after the store.
+        doc["previous_gossip_keys"] = list(doc["previous_gossip_keys"])
     return doc
+
+
+def _cluster_from_doc(doc: dict[str, Any]) -> Cluster:
+    return Cluster(**{**doc, "previous_gossip_keys": tuple(doc.get("previous_gossip_keys", ()))})
 
 
 def _node_from_doc(doc: dict[str, Any]) -> Node:
@@ -255,7 +272,7 @@ class ClusterState:
         """Put or delete one record (a command's own effect, or a replayed one)."""
         doc = change.doc
         if change.kind == CLUSTER:
-            self.cluster = None if doc is None else Cluster(**doc)
+            self.cluster = None if doc is None else _cluster_from_doc(doc)
         elif change.kind == NODE:
             if doc is None:
                 self.nodes.pop(change.key, None)
@@ -444,6 +461,40 @@ class ClusterState:
         self._put(CREDENTIAL, node.id, {"key": credential.hex()})
         return node, credential
 
+    def rotate_join_token(self, role: Role, *, rand: RandomBytes) -> Cluster:
+        """`swarm join-token --rotate ROLE`: a new secret for that role; the old token is refused
+        from now on (nodes already joined keep their own credentials)."""
+        cluster = self.require_cluster()
+        secret = tokens.new_secret(rand)
+        if role is Role.MANAGER:
+            new = dataclasses.replace(cluster, manager_secret=secret)
+        else:
+            new = dataclasses.replace(cluster, worker_secret=secret)
+        self._put(CLUSTER, _CLUSTER_KEY, _doc(new))
+        return new
+
+    def rotate_gossip_key(self, *, rand: RandomBytes) -> Cluster:
+        """A new primary gossip key; the former ones stay in the keyring (GOSSIP_KEYRING_SIZE in
+        all) so members that have not switched yet are still understood (memberlist's "install,
+        use"). `retire_gossip_keys` is the last step ("remove")."""
+        cluster = self.require_cluster()
+        previous = (cluster.gossip_key, *cluster.previous_gossip_keys)[: GOSSIP_KEYRING_SIZE - 1]
+        new = dataclasses.replace(
+            cluster, gossip_key=rand(KEY_BYTES).hex(), previous_gossip_keys=previous
+        )
+        self._put(CLUSTER, _CLUSTER_KEY, _doc(new))
+        return new
+
+    def retire_gossip_keys(self) -> Cluster:
+        """Drop every key but the primary: once all members use it, a node removed before the
+        rotation holds no key the others accept."""
+        cluster = self.require_cluster()
+        if not cluster.previous_gossip_keys:
+            return cluster
+        new = dataclasses.replace(cluster, previous_gossip_keys=())
+        self._put(CLUSTER, _CLUSTER_KEY, _doc(new))
+        return new
+
     def _check_not_leader(self, node: Node, action: str) -> None:
         if self.cluster is not None and node.id == self.cluster.leader_id:
             raise ClusterError(
@@ -453,8 +504,15 @@ class ClusterState:
                 "(`swarm leave --force` on it)",
             )
 
-    def remove_node(self, ref: str, *, force: bool = False) -> Node:
-        """A node leaves (or is removed): its record, credential and addresses go with it."""
+    def remove_node(self, ref: str, *, force: bool = False, alive: bool = True) -> Node:
+        """A node leaves (or is removed): its record and its credential go (it can no longer
+        talk to managers), and so do its addresses, but only if it is dead.
+
+        `alive` is what the caller knows of the node (gossip; unknown counts as alive). A live
+        node's containers keep using their addresses whatever the managers write, so freeing
+        them would hand the same IP and MAC to a second endpoint: removing a live node that
+        still holds addresses is refused, even with `force`.
+        """
         node = self.find_node(ref)
         self._check_not_leader(node, "removed")
         if node.role is Role.MANAGER and not force:
@@ -463,7 +521,17 @@ class ClusterState:
                 f"{node.hostname} is a manager: demote it first (`node demote {node.hostname}`), "
                 "or use --force",
             )
-        for alloc in self.allocations_of_node(node.id):
+        held = self.allocations_of_node(node.id)
+        if held and alive:
+            nets = sorted({self.networks[a.network_id].name for a in held})
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"{node.hostname} is up and its containers hold {len(held)} overlay address(es) "
+                f"on {', '.join(nets)}: they cannot be given out again while it runs. Remove "
+                f"those containers first, or stop {node.hostname} and `node rm` it once it is "
+                "down",
+            )
+        for alloc in held:
             self._put(ALLOCATION, _allocation_key(alloc.network_id, alloc.endpoint_id), None)
         self._put(CREDENTIAL, node.id, None)
         self._put(NODE, node.id, None)
@@ -651,14 +719,16 @@ class ClusterState:
         return alloc
 
     def release_address(
-        self, network_ref: str, endpoint_id: str, node_id: str | None = None
+        self, network_ref: str, endpoint_id: str, node_id: str
     ) -> Allocation | None:
-        """Free an endpoint's address (None when it had none); `node_id` must be its owner."""
+        """Free an endpoint's address (None when it had none). Only `node_id`, its owner, may:
+        the owner alone knows its endpoint is gone. Anyone else's word (a manager's included)
+        could free an address a running container still uses."""
         network = self.find_network(network_ref)
         alloc = self.allocations.get((network.id, endpoint_id))
         if alloc is None:
             return None
-        if node_id is not None and alloc.node_id != node_id:
+        if alloc.node_id != node_id:
             raise ClusterError(
                 ErrorKind.FORBIDDEN,
                 f"endpoint {endpoint_id} on {network.name} belongs to "
@@ -666,14 +736,6 @@ class ClusterState:
             )
         self._put(ALLOCATION, _allocation_key(network.id, endpoint_id), None)
         return alloc
-
-    def release_node(self, ref: str) -> list[Allocation]:
-        """Free every address a node holds (its host is gone, or it left)."""
-        node = self.find_node(ref)
-        released = self.allocations_of_node(node.id)
-        for alloc in released:
-            self._put(ALLOCATION, _allocation_key(alloc.network_id, alloc.endpoint_id), None)
-        return released
 
 
 def node_doc(node: Node) -> dict[str, Any]:

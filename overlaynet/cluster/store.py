@@ -3,13 +3,20 @@
 The state machine says what changed (`Change` records); this file only writes them, one batch per
 transaction, in WAL mode with synchronous=FULL: a crash or `kill -9` leaves either the whole
 command or none of it, and a restarted manager loads exactly what it had answered.
+
+Beside the records it keeps the leader's request log: the answer to every write, keyed by
+(sender, request id), committed in the same transaction as the write's changes. A write that is
+repeated (a client's retry, or a captured frame replayed, even after a restart) gets the first
+answer and changes nothing.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from overlaynet.cluster.state import KINDS, Change, ClusterState
 from overlaynet.durable import open_durable
@@ -22,8 +29,26 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    key TEXT PRIMARY KEY,
+    ts  REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_ts ON requests (ts);
 """
 _INDEX = "index"
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One write's answer, remembered under "<sender>/<request id>" until `forget_before`."""
+
+    key: str
+    ts: float
+    doc: dict[str, Any]
+    # Entries older than this are dropped in the same transaction: frames that old are refused
+    # as stale anyway, so their request ids can no longer come back.
+    forget_before: float
 
 
 class ClusterStore:
@@ -53,14 +78,22 @@ class ClusterStore:
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_INDEX, str(index))
         )
 
-    def apply(self, changes: list[Change], index: int) -> None:
-        """Persist one command's changes; `index` is the state's index after them."""
-        if not changes:
+    def apply(self, changes: list[Change], index: int, answered: Answered | None = None) -> None:
+        """Persist one command's changes (`index` is the state's index after them) and, for a
+        remote write, its answer: both or neither."""
+        if not changes and answered is None:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._write(changes)
-            self._set_index(index)
+            if changes:
+                self._write(changes)
+                self._set_index(index)
+            if answered is not None:
+                self._db.execute("DELETE FROM requests WHERE ts < ?", (answered.forget_before,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO requests (key, ts, doc) VALUES (?, ?, ?)",
+                    (answered.key, answered.ts, json.dumps(answered.doc, sort_keys=True)),
+                )
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -77,6 +110,14 @@ class ClusterStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def answered(self, key: str) -> dict[str, Any] | None:
+        """The remembered answer to the write "<sender>/<request id>", if it ran."""
+        row = self._db.execute("SELECT doc FROM requests WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        doc: dict[str, Any] = json.loads(row[0])
+        return doc
 
     def save(self, state: ClusterState) -> None:
         """Persist what `state` changed since the last save (drains its pending changes)."""

@@ -130,7 +130,7 @@ async def test_a_wrong_secret_is_an_invalid_join_token(swarm: Swarm) -> None:
     wrong = tokens.make_token(good.digest, "0" * 25)
     with pytest.raises(ClusterError, match="invalid join token: its secret matches neither"):
         await ManagerClient.join(swarm.addr, wrong, "node2", "10.9.0.2")
-    assert swarm.server.stats["join_bad_secret"] == 1
+    assert swarm.server.stats["rejected_bad_token"] == 1
     assert len(swarm.server.state.nodes) == 1
 
 
@@ -300,14 +300,21 @@ async def test_garbage_is_counted_and_the_server_keeps_serving(swarm: Swarm) -> 
         await _raw(swarm.port, struct.pack("!I", 12) + b"ONCM\x01\x03\x00" + bytes(5)),
     ]
     assert all(b"malformed frame" in r for r in replies)
-    assert swarm.server.stats["malformed"] == 3
+    assert swarm.server.stats["rejected_malformed"] == 3
     assert len(await swarm.leader_client.call("node.ls")) == 1
 
 
 async def test_unknown_senders_and_forgeries_are_refused_in_clear(swarm: Swarm) -> None:
     key = protocol.derive_node_key(bytes(32), "nobody")
     data, _ = protocol.seal_request(
-        FrameKind.REQUEST, "nobody", key, "node.ls", {}, now=time.time(), rand=lambda n: bytes(n)
+        FrameKind.REQUEST,
+        "nobody",
+        key,
+        "node.ls",
+        {},
+        to=f"{HOST}:{swarm.port}",
+        now=time.time(),
+        rand=lambda n: bytes(n),
     )
     assert b"not a member of this swarm" in await _raw(swarm.port, data)
     forged_key = protocol.derive_node_key(bytes(32), swarm.init.node_id)
@@ -317,11 +324,12 @@ async def test_unknown_senders_and_forgeries_are_refused_in_clear(swarm: Swarm) 
         forged_key,
         "node.ls",
         {},
+        to=f"{HOST}:{swarm.port}",
         now=time.time(),
         rand=lambda n: bytes(n),
     )
     assert b"does not authenticate" in await _raw(swarm.port, data)
-    assert swarm.server.stats["auth_failed"] == 1
+    assert swarm.server.stats["rejected_auth_failed"] == 1
     assert len(await swarm.leader_client.call("node.ls")) == 1
 
 
@@ -333,6 +341,7 @@ async def test_a_replayed_request_is_refused(swarm: Swarm) -> None:
         key,
         "network.create",
         {"name": "once"},
+        to=f"{HOST}:{swarm.port}",
         now=time.time(),
         rand=secrets.token_bytes,
     )
@@ -343,7 +352,7 @@ async def test_a_replayed_request_is_refused(swarm: Swarm) -> None:
     created = protocol.open_response(frame, key, rid, now=time.time())
     assert created["name"] == "once"
     assert b"replayed frame" in await _raw(swarm.port, data)
-    assert swarm.server.stats["stale"] == 1
+    assert swarm.server.stats["rejected_replay"] == 1
     assert [n.name for n in swarm.server.state.networks.values()].count("once") == 1
 
 

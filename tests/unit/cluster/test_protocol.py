@@ -24,6 +24,7 @@ from .helpers import seeded_rand
 
 NOW = 1_700_000_000.0
 KEY = bytes(range(32))
+TO = "10.0.0.1:2377"
 
 
 def decode_one(data: bytes) -> protocol.Frame:
@@ -37,7 +38,7 @@ def decode_one(data: bytes) -> protocol.Frame:
 
 def test_request_round_trip_with_the_sender_in_clear() -> None:
     data, rid = protocol.seal_request(
-        FrameKind.REQUEST, "node1id", KEY, "node.ls", {"x": 1}, now=NOW, rand=seeded_rand()
+        FrameKind.REQUEST, "node1id", KEY, "node.ls", {"x": 1}, to=TO, now=NOW, rand=seeded_rand()
     )
     assert b"node1id" in data and b"node.ls" not in data
     frame = decode_one(data)
@@ -49,7 +50,9 @@ def test_request_round_trip_with_the_sender_in_clear() -> None:
 def test_frames_split_anywhere_reassemble() -> None:
     rand = seeded_rand()
     stream = b"".join(
-        protocol.seal_request(FrameKind.REQUEST, "n", KEY, f"op{i}", {}, now=NOW, rand=rand)[0]
+        protocol.seal_request(FrameKind.REQUEST, "n", KEY, f"op{i}", {}, to=TO, now=NOW, rand=rand)[
+            0
+        ]
         for i in range(3)
     )
     decoder = FrameDecoder()
@@ -64,7 +67,7 @@ def test_frames_split_anywhere_reassemble() -> None:
 
 def test_a_wrong_key_fails_authentication() -> None:
     data, _ = protocol.seal_request(
-        FrameKind.JOIN, "digest", KEY, "join", {}, now=NOW, rand=seeded_rand()
+        FrameKind.JOIN, "digest", KEY, "join", {}, to=TO, now=NOW, rand=seeded_rand()
     )
     with pytest.raises(AuthenticationFailed):
         protocol.open_sealed(decode_one(data), bytes(32), now=NOW)
@@ -72,7 +75,7 @@ def test_a_wrong_key_fails_authentication() -> None:
 
 def test_a_changed_header_fails_authentication() -> None:
     data, _ = protocol.seal_request(
-        FrameKind.REQUEST, "nodeA", KEY, "node.ls", {}, now=NOW, rand=seeded_rand()
+        FrameKind.REQUEST, "nodeA", KEY, "node.ls", {}, to=TO, now=NOW, rand=seeded_rand()
     )
     forged = data.replace(b"nodeA", b"nodeB")
     with pytest.raises(AuthenticationFailed):
@@ -135,7 +138,7 @@ def test_clear_error_frames_become_cluster_errors() -> None:
 
 def test_a_request_frame_is_not_accepted_as_a_response() -> None:
     data, rid = protocol.seal_request(
-        FrameKind.REQUEST, "n", KEY, "x", {}, now=NOW, rand=seeded_rand()
+        FrameKind.REQUEST, "n", KEY, "x", {}, to=TO, now=NOW, rand=seeded_rand()
     )
     with pytest.raises(MalformedFrame, match="expected a response"):
         protocol.open_response(decode_one(data), KEY, rid, now=NOW)
@@ -147,9 +150,11 @@ def test_a_request_frame_is_not_accepted_as_a_response() -> None:
         (struct.pack("!I", protocol.MAX_FRAME_BYTES + 1), "exceeds"),
         (struct.pack("!I", 3) + b"abc", "shorter than its header"),
         (struct.pack("!I", 20) + b"GET / HTTP/1.1\r\n\r\n\r\n", "bad magic"),
-        (struct.pack("!I", 7) + b"ONCM\x02\x02\x00", "version 2"),
-        (struct.pack("!I", 7) + b"ONCM\x01\x09\x00", "unknown frame kind"),
-        (struct.pack("!I", 9) + b"ONCM\x01\x02\x05ab", "truncated"),
+        (struct.pack("!I", 7) + b"ONCM\x03\x02\x00", "version 3"),
+        # A version 1 peer (its frames are not bound to a manager) is told so.
+        (struct.pack("!I", 7) + b"ONCM\x01\x02\x00", "version 1"),
+        (struct.pack("!I", 7) + b"ONCM\x02\x09\x00", "unknown frame kind"),
+        (struct.pack("!I", 9) + b"ONCM\x02\x02\x05ab", "truncated"),
     ],
 )
 def test_garbage_is_a_malformed_frame_and_breaks_the_stream(data: bytes, reason: str) -> None:

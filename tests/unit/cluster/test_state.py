@@ -216,14 +216,83 @@ def test_the_leader_cannot_be_demoted_because_there_is_no_election(swarm: Cluste
     refused(swarm, ErrorKind.CONFLICT, "no leader election", swarm.demote, "node1", now=NOW)
 
 
-def test_removing_a_worker_frees_its_addresses_and_credential(swarm: ClusterState) -> None:
+def test_removing_a_dead_worker_frees_its_addresses_and_credential(swarm: ClusterState) -> None:
     net = swarm.create_network("myoverlay", now=NOW, rand=seeded_rand(3), attachable=True)
     n2 = node(swarm, "node2")
     swarm.allocate_address("myoverlay", "ep1", n2)
     swarm.allocate_address("myoverlay", "ep2", node(swarm, "node3"))
-    swarm.remove_node("node2")
+    swarm.remove_node("node2", alive=False)
     assert n2 not in swarm.nodes and n2 not in swarm.credentials
     assert [a.endpoint_id for a in swarm.allocations_on(net.id)] == ["ep2"]
+
+
+def test_a_live_node_holding_addresses_cannot_be_removed_even_by_force(
+    swarm: ClusterState,
+) -> None:
+    """Issue 18: `node rm --force` of a live node freed addresses its containers still used."""
+    swarm.create_network("myoverlay", now=NOW, rand=seeded_rand(3), attachable=True)
+    n2 = node(swarm, "node2")
+    held = swarm.allocate_address("myoverlay", "ep1", n2)
+    for force in (False, True):
+        refused(
+            swarm,
+            ErrorKind.CONFLICT,
+            r"node2 is up and its containers hold 1 overlay address\(es\) on myoverlay",
+            swarm.remove_node,
+            "node2",
+            force=force,
+        )
+    # The address stays reserved: the next endpoint elsewhere gets another one.
+    n3 = node(swarm, "node3")
+    assert swarm.allocate_address("myoverlay", "ep2", n3).ip != held.ip
+    # Once its own node released it, a live node without addresses may go, credential and all.
+    swarm.release_address("myoverlay", "ep2", n3)
+    swarm.remove_node("node3", force=True)
+    assert n3 not in swarm.nodes and n3 not in swarm.credentials
+
+
+def test_only_the_owner_releases_an_address(swarm: ClusterState) -> None:
+    """Issue 18: a manager freeing another node's endpoint hands its IP and MAC out twice."""
+    swarm.create_network("myoverlay", now=NOW, rand=seeded_rand(3), attachable=True)
+    held = swarm.allocate_address("myoverlay", "ep1", node(swarm, "node2"))
+    refused(
+        swarm,
+        ErrorKind.FORBIDDEN,
+        "belongs to node2",
+        swarm.release_address,
+        "myoverlay",
+        "ep1",
+        node(swarm, "node1"),
+    )
+    assert swarm.allocate_address("myoverlay", "ep2", node(swarm, "node1")).ip != held.ip
+
+
+def test_rotating_a_join_token_changes_only_that_secret(swarm: ClusterState) -> None:
+    assert swarm.cluster is not None
+    before = swarm.cluster
+    after = swarm.rotate_join_token(Role.WORKER, rand=seeded_rand(9))
+    assert after.worker_secret != before.worker_secret
+    assert after.manager_secret == before.manager_secret and after.digest == before.digest
+    assert swarm.take_changes()[0].kind == "cluster"
+    again = swarm.rotate_join_token(Role.MANAGER, rand=seeded_rand(10))
+    assert again.manager_secret != before.manager_secret
+    assert again.worker_secret == after.worker_secret
+
+
+def test_gossip_key_rotation_keeps_a_keyring_of_three_then_retires(swarm: ClusterState) -> None:
+    assert swarm.cluster is not None
+    first = swarm.cluster.gossip_key
+    rand = seeded_rand(11)
+    keys = [swarm.rotate_gossip_key(rand=rand).gossip_key for _ in range(3)]
+    assert swarm.cluster.gossip_keyring == [keys[2], keys[1], keys[0]]
+    assert first not in swarm.cluster.gossip_keyring
+    swarm.take_changes()
+    # The keyring survives the store (JSON has no tuples) and replication.
+    copy = ClusterState.from_records(swarm.records(), swarm.index)
+    assert copy.cluster == swarm.cluster
+    assert swarm.retire_gossip_keys().gossip_keyring == [keys[2]]
+    assert swarm.retire_gossip_keys().gossip_keyring == [keys[2]]
+    assert len(swarm.take_changes()) == 1
 
 
 def test_managers_need_force_and_the_leader_cannot_be_removed(swarm: ClusterState) -> None:
@@ -350,7 +419,7 @@ def test_network_in_use_cannot_be_removed(swarm: ClusterState) -> None:
     refused(
         swarm, ErrorKind.CONFLICT, "1 active endpoint.*node2", swarm.remove_network, "myoverlay"
     )
-    swarm.release_address("myoverlay", "ep1")
+    swarm.release_address("myoverlay", "ep1", node(swarm, "node2"))
     assert swarm.remove_network("myoverlay").name == "myoverlay"
 
 
@@ -491,15 +560,6 @@ def test_release_is_for_the_owner_and_idempotent(overlay: ClusterState) -> None:
     assert overlay.allocate_address("myoverlay", "ep2", n3).ip == alloc.ip
 
 
-def test_release_node_frees_all_of_its_addresses(overlay: ClusterState) -> None:
-    n2, n3 = node(overlay, "node2"), node(overlay, "node3")
-    overlay.allocate_address("myoverlay", "a", n2)
-    overlay.allocate_address("myoverlay", "b", n3)
-    overlay.allocate_address("myoverlay", "c", n2)
-    assert sorted(a.endpoint_id for a in overlay.release_node("node2")) == ["a", "c"]
-    assert [a.endpoint_id for a in overlay.allocations.values()] == ["b"]
-
-
 def test_allocation_doc_has_what_an_agent_plumbs(overlay: ClusterState) -> None:
     alloc = overlay.allocate_address("myoverlay", "ep1", node(overlay, "node2"))
     doc = allocation_doc(alloc, overlay.find_network("myoverlay"))
@@ -520,7 +580,7 @@ def test_replaying_the_changes_rebuilds_the_same_state() -> None:
     leader.create_network("o", now=NOW, rand=rand, attachable=True)
     leader.allocate_address("o", "ep1", n2.id)
     leader.allocate_address("o", "ep2", n2.id)
-    leader.release_address("o", "ep1")
+    leader.release_address("o", "ep1", n2.id)
     leader.promote("node2", now=NOW)
     for change in leader.take_changes():
         follower.apply(change)

@@ -32,7 +32,7 @@ COMMANDS = st.one_of(
     ALLOC,
     ALLOC,
     st.tuples(st.just("join"), st.sampled_from(HOSTS), st.sampled_from(list(Role))),
-    st.tuples(st.just("leave"), st.sampled_from(HOSTS), st.booleans()),
+    st.tuples(st.just("leave"), st.sampled_from(HOSTS), st.booleans(), st.booleans()),
     st.tuples(st.just("promote"), st.sampled_from(HOSTS)),
     st.tuples(st.just("demote"), st.sampled_from(HOSTS)),
     st.tuples(st.just("drain"), st.sampled_from(HOSTS), st.sampled_from(["active", "drain", "x"])),
@@ -47,9 +47,9 @@ COMMANDS = st.one_of(
         st.just("release"),
         st.sampled_from(NETWORKS),
         st.sampled_from(ENDPOINTS),
-        st.sampled_from([*HOSTS, None]),
+        st.sampled_from(HOSTS),
     ),
-    st.tuples(st.just("release_node"), st.sampled_from(HOSTS)),
+    st.tuples(st.just("rotate"), st.sampled_from(list(Role))),
 )
 
 
@@ -76,7 +76,7 @@ def run(state: ClusterState, cmd: tuple[Any, ...], rand: Any) -> None:
             hostname=a[0], addr=f"10.99.0.{HOSTS.index(a[0]) + 2}", role=a[1], now=1.0, rand=rand
         )
     elif op == "leave":
-        state.remove_node(a[0], force=a[1])
+        state.remove_node(a[0], force=a[1], alive=a[2])
     elif op == "promote":
         state.promote(a[0], now=2.0)
     elif op == "demote":
@@ -90,9 +90,9 @@ def run(state: ClusterState, cmd: tuple[Any, ...], rand: Any) -> None:
     elif op == "alloc":
         state.allocate_address(a[0], a[1], _node_id(state, a[2]), a[3])
     elif op == "release":
-        state.release_address(a[0], a[1], None if a[2] is None else _node_id(state, a[2]))
-    elif op == "release_node":
-        state.release_node(a[0])
+        state.release_address(a[0], a[1], _node_id(state, a[2]))
+    elif op == "rotate":
+        state.rotate_join_token(a[0], rand=rand)
 
 
 def snapshot(state: ClusterState) -> tuple[list[Change], int]:

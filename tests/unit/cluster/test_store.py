@@ -32,7 +32,7 @@ def test_reopening_the_store_gives_the_same_state(tmp_path: Path) -> None:
     store.save(state)
     state.allocate_address("myoverlay", "ep1", n2.id)
     state.allocate_address("myoverlay", "ep2", n2.id)
-    state.release_address("myoverlay", "ep1")
+    state.release_address("myoverlay", "ep1", n2.id)
     state.update_node("node2", now=4.0, availability="drain")
     store.save(state)
     store.close()
