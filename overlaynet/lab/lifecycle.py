@@ -74,7 +74,7 @@ def read_hosts(lab: str) -> list[LabHost]:
 
 
 def _write_lab_file(lab: str, hosts: list[LabHost]) -> None:
-    lab_dir(lab).mkdir(parents=True, exist_ok=True)
+    make_private_dir(lab_dir(lab))
     # The process that built the lab: tests use it to tell a lab in use from one left behind.
     doc = {
         "name": lab,
