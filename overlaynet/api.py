@@ -2,16 +2,26 @@
 
 Request  {"op": "network.create", "args": {...}}
 Response {"ok": true, "result": ...} or {"ok": false, "kind": "not_found", "error": "..."}
+
+Requests are typed (h11's idiom: typed events in): each operation is a frozen dataclass that
+subclasses `Request`, and `decode_args` turns the JSON `args` into one, checking every type once.
+Nothing is coerced: `"false"` is not a boolean, `1` is not a string; an argument the operation
+does not have is refused too (a typo must not silently fall back to a default).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import socket
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
-from overlaynet.errors import KINDS, ApiError
+from overlaynet.errors import KINDS, ApiError, InvalidArgument
 
 # A request is a few hundred bytes; anything near this is garbage or an attack on memory.
 MAX_REQUEST_BYTES = 1 << 20
@@ -43,6 +53,101 @@ def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
     if not isinstance(args, dict):
         raise MalformedRequest("request 'args' must be an object")
     return op, args
+
+
+class Request:
+    """One operation with its arguments; subclasses are frozen dataclasses naming their `OP`.
+
+    `check()` holds the rules types cannot say (ranges, finiteness); it runs on every
+    construction, so a request that exists is a valid one, whoever built it.
+    """
+
+    OP: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise InvalidArgument when a value is out of its range (types are checked already)."""
+
+    def to_args(self) -> dict[str, Any]:
+        """The wire form of the arguments (what `decode_args` reads back)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+R = TypeVar("R", bound=Request)
+
+
+def request_types(classes: Iterable[type[Request]]) -> dict[str, type[Request]]:
+    """op name → request class; two classes claiming one op is a programming error."""
+    out: dict[str, type[Request]] = {}
+    for cls in classes:
+        assert cls.OP and cls.OP not in out, f"duplicate or empty op {cls.OP!r}"
+        out[cls.OP] = cls
+    return out
+
+
+def decode_args(cls: type[R], args: Mapping[str, Any]) -> R:
+    """The typed request for `args`, or InvalidArgument naming the first wrong argument."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(args) - set(fields))
+    if unknown:
+        raise InvalidArgument(f"unknown argument {unknown[0]!r} for {cls.OP}")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in args:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise InvalidArgument(f"missing argument {name!r}")
+            continue
+        values[name] = _typed(name, hints[name], args[name])
+    return cls(**values)
+
+
+def _typed(name: str, hint: Any, value: Any) -> Any:
+    """`value` if it has type `hint` exactly as JSON gives it (lists become tuples)."""
+    origin, params = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in params:
+            return None
+        (inner,) = [p for p in params if p is not type(None)]
+        return _typed(name, inner, value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"argument {name!r} must be true or false")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise InvalidArgument(f"argument {name!r} must be a string")
+        return value
+    if hint is float:
+        # bool is an int in Python, never a number of seconds here.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidArgument(f"argument {name!r} must be a number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgument(f"argument {name!r} must be an integer")
+        return value
+    if origin is tuple and params[1:] == (Ellipsis,) and params[0] is str:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidArgument(f"argument {name!r} must be a list of strings")
+        return tuple(value)
+    if origin in (dict, Mapping) and params == (str, str):
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise InvalidArgument(f"argument {name!r} must be an object of strings")
+        return dict(value)
+    raise TypeError(f"argument {name!r}: no decoder for {hint!r}")  # a bug in a Request class
+
+
+def check_seconds(name: str, value: float, limit: float) -> None:
+    """A timeout: finite, not negative, at most `limit` (JSON parsers accept Infinity/NaN)."""
+    if not math.isfinite(value) or not 0 <= value <= limit:
+        raise InvalidArgument(f"argument {name!r} must be a number of seconds from 0 to {limit:g}")
 
 
 def encode_request(op: str, args: dict[str, Any]) -> bytes:

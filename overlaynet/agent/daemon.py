@@ -28,15 +28,15 @@ import trio
 
 from overlaynet import api
 from overlaynet.agent import control, views
+from overlaynet.agent import requests as rq
 from overlaynet.agent.overlay import OverlayDriver
 from overlaynet.agent.runtime import (
-    ContainerRequest,
-    NetworkRequest,
     Runtime,
     epoch_from_iso,
     iso_from_epoch,
 )
 from overlaynet.agent.swarm import SwarmMember
+from overlaynet.api import Request
 from overlaynet.boundary import contained
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dns import feed as dns_feed
@@ -78,46 +78,6 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
-def _arg(args: dict[str, Any], name: str, kind: type[T], default: T | None = None) -> T:
-    value = args.get(name, default)
-    if value is None and default is None and name not in args:
-        raise InvalidArgument(f"missing argument {name!r}")
-    if not isinstance(value, kind):
-        raise InvalidArgument(f"argument {name!r} must be {kind.__name__}")
-    return value
-
-
-def _flag(args: dict[str, Any], name: str, default: bool = False) -> bool:
-    """A boolean argument: JSON true/false only ("false" is a string, not a no)."""
-    value = args.get(name, default)
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"argument {name!r} must be true or false")
-    return value
-
-
-def _opt_str(args: dict[str, Any], name: str) -> str | None:
-    value = args.get(name)
-    if value is not None and not isinstance(value, str):
-        raise InvalidArgument(f"argument {name!r} must be a string")
-    return value
-
-
-def _str_list(args: dict[str, Any], name: str) -> list[str]:
-    value = args.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(f"argument {name!r} must be a list of strings")
-    return value
-
-
-def _str_dict(args: dict[str, Any], name: str) -> dict[str, str]:
-    value = args.get(name, {})
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise InvalidArgument(f"argument {name!r} must be an object of strings")
-    return value
-
-
 class Agent:
     def __init__(self, paths: HostPaths, advertise_addr: str | None = None) -> None:
         self.paths = paths
@@ -146,40 +106,38 @@ class Agent:
         self._synced_generation = -1
         self.counters: Counter[str] = Counter()
         self.started = time.time()
-        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
-            "ping": self.op_ping,
-            "info": self.op_info,
-            "network.create": self.op_network_create,
-            "network.ls": self.op_network_ls,
-            "network.inspect": self.op_network_inspect,
-            "network.rm": self.op_network_rm,
-            "network.connect": self.op_network_connect,
-            "network.disconnect": self.op_network_disconnect,
-            "network.peer": self.op_network_peer,
-            "network.fdb": self.op_network_fdb,
-            "container.create": self.op_container_create,
-            "container.start": self.op_container_start,
-            "container.stop": self.op_container_stop,
-            "container.rm": self.op_container_rm,
-            "container.ls": self.op_container_ls,
-            "container.inspect": self.op_container_inspect,
-            "container.wait": self.op_container_wait,
-            "container.top": self.op_container_top,
-            "container.logs": self.op_container_logs,
-            "host.kernel": self.op_host_kernel,
-            "swarm.init": self.op_swarm_init,
-            "swarm.join": self.op_swarm_join,
-            "swarm.join_token": self.op_swarm_join_token,
-            "swarm.leave": self.op_swarm_leave,
-            "node.ls": partial(self.op_cluster, "node.ls"),
-            "node.inspect": partial(self.op_cluster, "node.inspect"),
-            "node.update": partial(self.op_cluster, "node.update"),
-            "node.promote": partial(self.op_cluster, "node.promote"),
-            "node.demote": partial(self.op_cluster, "node.demote"),
-            "node.rm": partial(self.op_cluster, "node.rm"),
-            "gossip.members": self.op_gossip_members,
-            "gossip.endpoints": self.op_gossip_endpoints,
+        handlers: dict[type[Request], Callable[[Any], Awaitable[Any]]] = {
+            rq.Ping: self.ping,
+            rq.Info: self.info,
+            rq.HostKernel: self.host_kernel,
+            rq.NetworkCreate: self.network_create,
+            rq.NetworkLs: self.network_ls,
+            rq.NetworkInspect: self.network_inspect,
+            rq.NetworkRm: self.network_rm,
+            rq.NetworkConnect: self.network_connect,
+            rq.NetworkDisconnect: self.network_disconnect,
+            rq.NetworkPeer: self.network_peer,
+            rq.NetworkFdb: self.network_fdb,
+            rq.ContainerCreate: self.container_create,
+            rq.ContainerStart: self.container_start,
+            rq.ContainerStop: self.container_stop,
+            rq.ContainerRm: self.container_rm,
+            rq.ContainerLs: self.container_ls,
+            rq.ContainerInspect: self.container_inspect,
+            rq.ContainerWait: self.container_wait,
+            rq.ContainerTop: self.container_top,
+            rq.ContainerLogs: self.container_logs,
+            rq.SwarmInit: self.swarm_init,
+            rq.SwarmJoin: self.swarm_join,
+            rq.SwarmJoinToken: self.swarm_join_token,
+            rq.SwarmLeave: self.swarm_leave,
+            rq.GossipMembers: self.gossip_members,
+            rq.GossipEndpoints: self.gossip_endpoints,
         }
+        handlers.update({cls: self.cluster_request for cls in rq.CLUSTER_REQUESTS})
+        # Every request type has its handler: checked here, not at a client's first call.
+        assert set(handlers) == set(rq.REQUESTS.values())
+        self.handlers = handlers
 
     async def locked(self, fn: Callable[[], T]) -> T:
         """Run kernel work in a thread, one request at a time; then let the planes follow."""
@@ -331,13 +289,23 @@ class Agent:
             self.counters["malformed_requests"] += 1
             log.warning("malformed request", extra={"fields": {"error": str(e)}})
             return api.encode_error("invalid", f"malformed request: {e}")
-        handler = self.handlers.get(op)
-        if handler is None:
+        cls = rq.REQUESTS.get(op)
+        if cls is None:
             self.counters["unknown_ops"] += 1
             return api.encode_error("invalid", f"unknown operation {op!r}")
         self.counters[f"op:{op}"] += 1
         try:
-            return api.encode_result(await handler(args))
+            req = api.decode_args(cls, args)
+        except InvalidArgument as e:
+            self.counters["bad_arguments"] += 1
+            return api.encode_error(e.kind, str(e))
+        return await self.handle(req)
+
+    async def handle(self, req: Request) -> bytes:
+        """A typed request in, one response line out (an error line when it is refused)."""
+        op = req.OP
+        try:
+            return api.encode_result(await self.handlers[type(req)](req))
         except ApiError as e:
             self.counters["refused_requests"] += 1
             return api.encode_error(e.kind, str(e))
@@ -348,10 +316,10 @@ class Agent:
 
     # ---- operations ---------------------------------------------------------------------
 
-    async def op_ping(self, args: dict[str, Any]) -> Any:
+    async def ping(self, req: rq.Ping) -> Any:
         return {"host": self.paths.host, "pid": os.getpid(), "version": VERSION}
 
-    async def op_info(self, args: dict[str, Any]) -> Any:
+    async def info(self, req: rq.Info) -> Any:
         rt = self.runtime
         running = sum(1 for c in rt.containers.values() if c.status == Status.RUNNING)
         return {
@@ -374,34 +342,23 @@ class Agent:
             "Counters": dict(self.counters),
         }
 
-    async def op_network_create(self, args: dict[str, Any]) -> Any:
-        if args.get("driver") == "overlay" and self.swarm.in_swarm:
+    async def network_create(self, req: rq.NetworkCreate) -> Any:
+        if req.driver == "overlay" and self.swarm.in_swarm:
             # In a swarm an overlay is cluster-scoped: the managers allocate its VNI and subnet.
             res = await self.swarm.call(
                 "network.create",
-                name=_arg(args, "name", str),
-                subnet=_opt_str(args, "subnet"),
-                gateway=_opt_str(args, "gateway"),
-                attachable=_flag(args, "attachable", False),
-                labels=_str_dict(args, "labels"),
+                name=req.name,
+                subnet=req.subnet,
+                gateway=req.gateway,
+                attachable=req.attachable,
+                labels=req.labels,
             )
             return {"id": res["id"]}
-        req = NetworkRequest(
-            name=_arg(args, "name", str),
-            driver=_arg(args, "driver", str, "bridge"),
-            subnet=_opt_str(args, "subnet"),
-            gateway=_opt_str(args, "gateway"),
-            options=_str_dict(args, "options"),
-            labels=_str_dict(args, "labels"),
-            internal=_flag(args, "internal", False),
-            attachable=_flag(args, "attachable", False),
-            ip_range=_opt_str(args, "ip_range"),
-        )
         net = await self.locked(partial(self.runtime.network_create, req))
         log.info("network created", extra={"fields": {"network": net.name, "id": net.id}})
         return {"id": net.id}
 
-    async def op_network_ls(self, args: dict[str, Any]) -> Any:
+    async def network_ls(self, req: rq.NetworkLs) -> Any:
         rows = {
             n.id: {"id": n.id, "name": n.name, "driver": str(n.driver), "scope": n.scope}
             for n in self.runtime.networks.values()
@@ -423,9 +380,9 @@ class Agent:
         nets: list[dict[str, Any]] = snap["networks"]
         return nets
 
-    async def op_network_inspect(self, args: dict[str, Any]) -> Any:
+    async def network_inspect(self, req: rq.NetworkInspect) -> Any:
         rt = self.runtime
-        ref = _arg(args, "network", str)
+        ref = req.network
         try:
             net = rt.network(ref)
         except NotFound:
@@ -448,30 +405,17 @@ class Agent:
             }
         return views.network_doc(net, list(rt.containers.values()), extra)
 
-    async def op_network_peer(self, args: dict[str, Any]) -> Any:
-        fn = partial(
-            self.runtime.overlay_peer,
-            _arg(args, "network", str),
-            _arg(args, "host", str),
-            _flag(args, "add", True),
-        )
-        net = await self.locked(fn)
+    async def network_peer(self, req: rq.NetworkPeer) -> Any:
+        net = await self.locked(partial(self.runtime.overlay_peer, req.network, req.host, req.add))
         return {"peers": net.peers}
 
-    async def op_network_fdb(self, args: dict[str, Any]) -> Any:
-        fn = partial(
-            self.runtime.overlay_fdb,
-            _arg(args, "network", str),
-            _arg(args, "mac", str),
-            _opt_str(args, "host"),
-            _opt_str(args, "ip"),
-            _flag(args, "add", True),
-        )
+    async def network_fdb(self, req: rq.NetworkFdb) -> Any:
+        fn = partial(self.runtime.overlay_fdb, req.network, req.mac, req.host, req.ip, req.add)
         net = await self.locked(fn)
         return {"static_endpoints": net.static_endpoints}
 
-    async def op_network_rm(self, args: dict[str, Any]) -> Any:
-        ref = _arg(args, "network", str)
+    async def network_rm(self, req: rq.NetworkRm) -> Any:
+        ref = req.network
         local = None
         with contextlib.suppress(NotFound):
             local = self.runtime.network(ref)
@@ -481,40 +425,19 @@ class Agent:
         net = await self.locked(partial(self.runtime.network_rm, ref))
         return {"id": net.id, "name": net.name}
 
-    async def op_network_connect(self, args: dict[str, Any]) -> Any:
-        fn = partial(
-            self.runtime.network_connect,
-            _arg(args, "network", str),
-            _arg(args, "container", str),
-            _opt_str(args, "ip"),
-            _str_list(args, "aliases"),
-        )
+    async def network_connect(self, req: rq.NetworkConnect) -> Any:
+        fn = partial(self.runtime.network_connect, req.network, req.container, req.ip, req.aliases)
         c = await self.locked(fn)
         return {"id": c.id}
 
-    async def op_network_disconnect(self, args: dict[str, Any]) -> Any:
-        fn = partial(
-            self.runtime.network_disconnect,
-            _arg(args, "network", str),
-            _arg(args, "container", str),
-        )
-        c = await self.locked(fn)
+    async def network_disconnect(self, req: rq.NetworkDisconnect) -> Any:
+        c = await self.locked(partial(self.runtime.network_disconnect, req.network, req.container))
         return {"id": c.id}
 
-    async def op_container_create(self, args: dict[str, Any]) -> Any:
-        req = ContainerRequest(
-            image=_arg(args, "image", str),
-            cmd=_str_list(args, "cmd"),
-            name=_opt_str(args, "name"),
-            network=_arg(args, "network", str, "bridge"),
-            ip=_opt_str(args, "ip"),
-            aliases=_str_list(args, "aliases"),
-            env=_str_list(args, "env"),
-            interactive=_flag(args, "interactive", False),
-        )
+    async def container_create(self, req: rq.ContainerCreate) -> Any:
         c = await self.locked(partial(self.runtime.container_create, req))
         log.info("container created", extra={"fields": {"container": c.name, "id": c.id}})
-        if _flag(args, "start"):
+        if req.start:
             try:
                 await self.locked(partial(self.runtime.container_start, c.id))
             except ApiError:
@@ -522,25 +445,20 @@ class Agent:
                 raise
         return {"id": c.id, "name": c.name}
 
-    async def op_container_start(self, args: dict[str, Any]) -> Any:
-        c = await self.locked(partial(self.runtime.container_start, _arg(args, "container", str)))
+    async def container_start(self, req: rq.ContainerStart) -> Any:
+        c = await self.locked(partial(self.runtime.container_start, req.container))
         return {"id": c.id, "name": c.name}
 
-    async def op_container_stop(self, args: dict[str, Any]) -> Any:
-        timeout = args.get("timeout", 10)
-        if not isinstance(timeout, int | float) or timeout < 0:
-            raise InvalidArgument("argument 'timeout' must be a number of seconds ≥ 0")
-        fn = partial(self.runtime.container_stop, _arg(args, "container", str), float(timeout))
-        c = await self.locked(fn)
+    async def container_stop(self, req: rq.ContainerStop) -> Any:
+        c = await self.locked(partial(self.runtime.container_stop, req.container, req.timeout))
         return {"id": c.id, "name": c.name}
 
-    async def op_container_rm(self, args: dict[str, Any]) -> Any:
-        fn = partial(self.runtime.container_rm, _arg(args, "container", str), _flag(args, "force"))
-        c = await self.locked(fn)
+    async def container_rm(self, req: rq.ContainerRm) -> Any:
+        c = await self.locked(partial(self.runtime.container_rm, req.container, req.force))
         return {"id": c.id, "name": c.name}
 
-    async def op_container_ls(self, args: dict[str, Any]) -> Any:
-        include_all = _flag(args, "all", False)
+    async def container_ls(self, req: rq.ContainerLs) -> Any:
+        include_all = req.all
         now = time.time()
         rows = []
         for c in sorted(self.runtime.containers.values(), key=lambda c: c.created, reverse=True):
@@ -564,26 +482,25 @@ class Agent:
             )
         return rows
 
-    async def op_container_inspect(self, args: dict[str, Any]) -> Any:
+    async def container_inspect(self, req: rq.ContainerInspect) -> Any:
         rt = self.runtime
-        c = rt.container(_arg(args, "container", str))
+        c = rt.container(req.container)
         ns = rt.container_netns(c)
         key = netns.path(ns) if ns else f"/proc/{os.getpid()}/ns/net"
         return views.container_doc(c, rt.networks, key)
 
-    async def op_container_wait(self, args: dict[str, Any]) -> Any:
-        ref = _arg(args, "container", str)
+    async def container_wait(self, req: rq.ContainerWait) -> Any:
         while True:
-            c: Container = self.runtime.container(ref)
+            c: Container = self.runtime.container(req.container)
             if c.status != Status.RUNNING:
                 return {"StatusCode": c.exit_code or 0}
             await trio.sleep(POLL_INTERVAL / 2)
 
-    async def op_container_top(self, args: dict[str, Any]) -> Any:
-        return await self.locked(partial(self.runtime.top, _arg(args, "container", str)))
+    async def container_top(self, req: rq.ContainerTop) -> Any:
+        return await self.locked(partial(self.runtime.top, req.container))
 
-    async def op_container_logs(self, args: dict[str, Any]) -> Any:
-        c = self.runtime.container(_arg(args, "container", str))
+    async def container_logs(self, req: rq.ContainerLogs) -> Any:
+        c = self.runtime.container(req.container)
         return {"path": str(self.runtime.container_dir(c) / "output.log")}
 
     # ---- swarm ----------------------------------------------------------------------------
@@ -645,17 +562,17 @@ class Agent:
             if self.swarm.in_swarm:
                 await self.swarm.follow_role()
 
-    async def op_swarm_init(self, args: dict[str, Any]) -> Any:
-        ip, port = self._advertise(_opt_str(args, "advertise_addr"))
+    async def swarm_init(self, req: rq.SwarmInit) -> Any:
+        ip, port = self._advertise(req.advertise_addr)
         res = await self.swarm.init(ip, port)
         self.runtime.cluster = ClusterBridge(self)
         await self._start_control()
         log.info("swarm initialised", extra={"fields": {"node": res["node_id"]}})
         return res
 
-    async def op_swarm_join(self, args: dict[str, Any]) -> Any:
-        ip, _ = self._advertise(_opt_str(args, "advertise_addr"))
-        res = await self.swarm.join(_arg(args, "token", str), _arg(args, "remote", str), ip)
+    async def swarm_join(self, req: rq.SwarmJoin) -> Any:
+        ip, _ = self._advertise(req.advertise_addr)
+        res = await self.swarm.join(req.token, req.remote, ip)
         self.runtime.cluster = ClusterBridge(self)
         await self._start_control()
         async with self.lock:
@@ -663,28 +580,27 @@ class Agent:
         log.info("joined swarm", extra={"fields": res})
         return res
 
-    async def op_swarm_join_token(self, args: dict[str, Any]) -> Any:
-        return await self.swarm.call("join_token", role=_arg(args, "role", str))
+    async def swarm_join_token(self, req: rq.SwarmJoinToken) -> Any:
+        return await self.swarm.call("join_token", role=req.role)
 
-    async def op_swarm_leave(self, args: dict[str, Any]) -> Any:
-        await self.swarm.leave(_flag(args, "force", False))
+    async def swarm_leave(self, req: rq.SwarmLeave) -> Any:
+        await self.swarm.leave(req.force)
         self.runtime.cluster = None
         await self.control.stop()
         return {}
 
-    async def op_gossip_members(self, args: dict[str, Any]) -> Any:
+    async def gossip_members(self, req: rq.GossipMembers) -> Any:
         return self.control.members_view()
 
-    async def op_gossip_endpoints(self, args: dict[str, Any]) -> Any:
+    async def gossip_endpoints(self, req: rq.GossipEndpoints) -> Any:
         """The endpoint table of one network as this host's gossip has it (all owners)."""
         g = self.control.gossip
         if g is None:
             raise InvalidArgument("gossip runs only in a swarm: this host is in none")
-        ref = _arg(args, "network", str)
         try:
-            net_id = self.runtime.network(ref).id
+            net_id = self.runtime.network(req.network).id
         except NotFound:
-            net_id = ref
+            net_id = req.network
         rows = []
         for key, entry in sorted(g.entries(control.ENDPOINT_TABLE, net_id).items()):
             try:
@@ -704,11 +620,11 @@ class Agent:
             )
         return rows
 
-    async def op_cluster(self, op: str, args: dict[str, Any]) -> Any:
+    async def cluster_request(self, req: Request) -> Any:
         """Node management: answered by the managers, whichever host is asked."""
-        return await self.swarm.call(op, **args)
+        return await self.swarm.call(req.OP, **req.to_args())
 
-    async def op_host_kernel(self, args: dict[str, Any]) -> Any:
+    async def host_kernel(self, req: rq.HostKernel) -> Any:
         """What is built under the hood: links (with their bridge), addresses, routes."""
 
         def snapshot() -> dict[str, Any]:

@@ -11,12 +11,12 @@ import datetime
 import logging
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from overlaynet.agent.overlay import OverlayDriver, StaticEndpoint
+from overlaynet.agent.requests import ContainerCreate, NetworkCreate
 from overlaynet.agent.store import Store
 from overlaynet.cluster import ipam
 from overlaynet.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
@@ -61,31 +61,6 @@ def epoch_from_iso(iso: str) -> float:
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime(TIME_FORMAT)
-
-
-@dataclass(frozen=True)
-class NetworkRequest:
-    name: str
-    driver: str = "bridge"
-    subnet: str | None = None
-    gateway: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    internal: bool = False
-    attachable: bool = False
-    ip_range: str | None = None
-
-
-@dataclass(frozen=True)
-class ContainerRequest:
-    image: str
-    cmd: list[str]
-    name: str | None = None
-    network: str = "bridge"
-    ip: str | None = None
-    aliases: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    interactive: bool = False
 
 
 _Named = TypeVar("_Named", Network, Container)
@@ -235,7 +210,7 @@ class Runtime:
                 used.append((f"interface {ifname}", iface.network))
         return used
 
-    def network_create(self, req: NetworkRequest) -> Network:
+    def network_create(self, req: NetworkCreate) -> Network:
         try:
             check_object_name(req.name, "network")
         except BadName as e:
@@ -365,7 +340,7 @@ class Runtime:
                     return f"{left}_{right}"
         return f"container_{len(taken)}"
 
-    def container_create(self, req: ContainerRequest) -> Container:
+    def container_create(self, req: ContainerCreate) -> Container:
         name = req.name or self._pick_name()
         try:
             check_object_name(name, "container")
@@ -378,9 +353,6 @@ class Runtime:
                     f'"{other.id}". You have to remove (or rename) that container to be able '
                     "to reuse that name."
                 )
-        for item in req.env:
-            if "=" not in item or not item.split("=", 1)[0]:
-                raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
         net = self.attach_target(req.network)
         if req.ip and net.driver in (Driver.HOST, Driver.NULL):
             raise InvalidArgument(f"--ip is not allowed on network {net.name}")
@@ -404,7 +376,7 @@ class Runtime:
             if ns is not None:
                 netns.create(ns, ipv6=False)
             if net.driver in (Driver.BRIDGE, Driver.OVERLAY):
-                ep = self._new_endpoint(c, net, req.ip, req.aliases, first=True)
+                ep = self._new_endpoint(c, net, req.ip, list(req.aliases), first=True)
                 c.endpoints.append(ep)  # before building: a failure below releases it
                 self._build_endpoint(c, ep, net, default_route=True)
             self.store.put_container(c)

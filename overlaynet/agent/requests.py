@@ -1,0 +1,302 @@
+"""Every operation an agent serves, as one frozen dataclass each (decoded once by `api`).
+
+The field names are the wire's argument names, so the CLI's `{"op", "args"}` lines decode as
+they always did. The agent dispatches on the class, never on the op string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from overlaynet.api import Request, check_seconds, request_types
+from overlaynet.errors import InvalidArgument
+
+# `docker stop -t` takes any number; an hour is far beyond any graceful stop, and a bound
+# keeps one request from holding a container's lock (and a worker thread) forever.
+MAX_TIMEOUT = 3600.0
+# Docker's default grace period before SIGKILL (`docker stop`, 10 s).
+DEFAULT_STOP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Ping(Request):
+    OP: ClassVar[str] = "ping"
+
+
+@dataclass(frozen=True)
+class Info(Request):
+    OP: ClassVar[str] = "info"
+
+
+@dataclass(frozen=True)
+class HostKernel(Request):
+    OP: ClassVar[str] = "host.kernel"
+
+
+# ---- networks ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkCreate(Request):
+    OP: ClassVar[str] = "network.create"
+    name: str
+    driver: str = "bridge"
+    subnet: str | None = None
+    gateway: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    internal: bool = False
+    attachable: bool = False
+    ip_range: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkLs(Request):
+    OP: ClassVar[str] = "network.ls"
+
+
+@dataclass(frozen=True)
+class NetworkInspect(Request):
+    OP: ClassVar[str] = "network.inspect"
+    network: str
+
+
+@dataclass(frozen=True)
+class NetworkRm(Request):
+    OP: ClassVar[str] = "network.rm"
+    network: str
+
+
+@dataclass(frozen=True)
+class NetworkConnect(Request):
+    OP: ClassVar[str] = "network.connect"
+    network: str
+    container: str
+    ip: str | None = None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkDisconnect(Request):
+    OP: ClassVar[str] = "network.disconnect"
+    network: str
+    container: str
+
+
+@dataclass(frozen=True)
+class NetworkPeer(Request):
+    """Add or remove a head-end replication peer of an overlay (no control plane)."""
+
+    OP: ClassVar[str] = "network.peer"
+    network: str
+    host: str
+    add: bool = True
+
+
+@dataclass(frozen=True)
+class NetworkFdb(Request):
+    """Add or remove a remote endpoint of an overlay by hand."""
+
+    OP: ClassVar[str] = "network.fdb"
+    network: str
+    mac: str
+    host: str | None = None
+    ip: str | None = None
+    add: bool = True
+
+
+# ---- containers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContainerCreate(Request):
+    OP: ClassVar[str] = "container.create"
+    image: str
+    cmd: tuple[str, ...] = ()
+    name: str | None = None
+    network: str = "bridge"
+    ip: str | None = None
+    aliases: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    interactive: bool = False
+    start: bool = False
+
+    def check(self) -> None:
+        for item in self.env:
+            if "=" not in item or not item.split("=", 1)[0]:
+                raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
+
+
+@dataclass(frozen=True)
+class ContainerStart(Request):
+    OP: ClassVar[str] = "container.start"
+    container: str
+
+
+@dataclass(frozen=True)
+class ContainerStop(Request):
+    OP: ClassVar[str] = "container.stop"
+    container: str
+    timeout: float = DEFAULT_STOP_TIMEOUT
+
+    def check(self) -> None:
+        check_seconds("timeout", self.timeout, MAX_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class ContainerRm(Request):
+    OP: ClassVar[str] = "container.rm"
+    container: str
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerLs(Request):
+    OP: ClassVar[str] = "container.ls"
+    all: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerInspect(Request):
+    OP: ClassVar[str] = "container.inspect"
+    container: str
+
+
+@dataclass(frozen=True)
+class ContainerWait(Request):
+    OP: ClassVar[str] = "container.wait"
+    container: str
+
+
+@dataclass(frozen=True)
+class ContainerTop(Request):
+    OP: ClassVar[str] = "container.top"
+    container: str
+
+
+@dataclass(frozen=True)
+class ContainerLogs(Request):
+    OP: ClassVar[str] = "container.logs"
+    container: str
+
+
+# ---- swarm ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SwarmInit(Request):
+    OP: ClassVar[str] = "swarm.init"
+    advertise_addr: str | None = None
+
+
+@dataclass(frozen=True)
+class SwarmJoin(Request):
+    OP: ClassVar[str] = "swarm.join"
+    token: str
+    remote: str
+    advertise_addr: str | None = None
+
+
+@dataclass(frozen=True)
+class SwarmJoinToken(Request):
+    OP: ClassVar[str] = "swarm.join_token"
+    role: str
+
+
+@dataclass(frozen=True)
+class SwarmLeave(Request):
+    OP: ClassVar[str] = "swarm.leave"
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class NodeLs(Request):
+    OP: ClassVar[str] = "node.ls"
+
+
+@dataclass(frozen=True)
+class NodeInspect(Request):
+    OP: ClassVar[str] = "node.inspect"
+    node: str
+
+
+@dataclass(frozen=True)
+class NodeUpdate(Request):
+    OP: ClassVar[str] = "node.update"
+    node: str
+    availability: str | None = None
+
+
+@dataclass(frozen=True)
+class NodePromote(Request):
+    OP: ClassVar[str] = "node.promote"
+    node: str
+
+
+@dataclass(frozen=True)
+class NodeDemote(Request):
+    OP: ClassVar[str] = "node.demote"
+    node: str
+
+
+@dataclass(frozen=True)
+class NodeRm(Request):
+    OP: ClassVar[str] = "node.rm"
+    node: str
+    force: bool = False
+
+
+# Node management is answered by the managers: the agent passes these on as they are.
+CLUSTER_REQUESTS: tuple[type[Request], ...] = (
+    NodeLs,
+    NodeInspect,
+    NodeUpdate,
+    NodePromote,
+    NodeDemote,
+    NodeRm,
+)
+
+
+@dataclass(frozen=True)
+class GossipMembers(Request):
+    OP: ClassVar[str] = "gossip.members"
+
+
+@dataclass(frozen=True)
+class GossipEndpoints(Request):
+    OP: ClassVar[str] = "gossip.endpoints"
+    network: str
+
+
+REQUESTS: dict[str, type[Request]] = request_types(
+    [
+        Ping,
+        Info,
+        HostKernel,
+        NetworkCreate,
+        NetworkLs,
+        NetworkInspect,
+        NetworkRm,
+        NetworkConnect,
+        NetworkDisconnect,
+        NetworkPeer,
+        NetworkFdb,
+        ContainerCreate,
+        ContainerStart,
+        ContainerStop,
+        ContainerRm,
+        ContainerLs,
+        ContainerInspect,
+        ContainerWait,
+        ContainerTop,
+        ContainerLogs,
+        SwarmInit,
+        SwarmJoin,
+        SwarmJoinToken,
+        SwarmLeave,
+        *CLUSTER_REQUESTS,
+        GossipMembers,
+        GossipEndpoints,
+    ]
+)
