@@ -18,7 +18,8 @@ IFNAME_MAX = 15
 
 # Docker's rule for container and network names (daemon/names: RestrictedNamePattern).
 _OBJECT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-# Docker does not cap names; 64 keeps `ls` tables readable and names usable as DNS labels.
+# Docker does not cap names; 64 keeps `ls` tables readable (containers and aliases are held to
+# DNS_NAME_MAX by `check_container_name`, so that they resolve).
 OBJECT_NAME_MAX = 64
 # Lab and host names become part of namespace names; no dashes, so `onet-<lab>-` is unambiguous.
 _LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
@@ -50,6 +51,35 @@ def check_object_name(name: str, what: str) -> str:
         raise BadName(f"{what} name {name!r} is too long: at most {OBJECT_NAME_MAX} characters")
     if not _OBJECT_NAME.match(name):
         raise BadName(f"invalid {what} name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    return name
+
+
+#: RFC 1035 §2.3.4: a DNS label is at most 63 octets. A container name or alias is looked up as
+#: one label (`web`), so a longer one could be created but never resolved.
+DNS_NAME_MAX = 63
+
+
+def check_container_name(name: str, what: str = "container") -> str:
+    """Validate a container name (or a network alias, `what="alias"`): Docker's rule, plus what
+    the embedded DNS needs to resolve it.
+
+    Dots stay allowed, as in Docker: `f3.ovf` can still be a container's name, and the resolver
+    gives `f3.ovf` the network-qualified meaning (`f3` on network `ovf`) whenever that exists, so
+    a dotted name can never shadow another container (`records.DnsTable.resolve`). What is
+    refused is what could never resolve: more than 63 characters, an empty label (`a..b`), or a
+    trailing dot (`a.`, which a lookup strips).
+    """
+    if len(name) > DNS_NAME_MAX:
+        raise BadName(
+            f"{what} name {name!r} is too long: at most {DNS_NAME_MAX} characters "
+            "(a DNS label is at most 63 octets, RFC 1035)"
+        )
+    check_object_name(name, what)
+    if ".." in name or name.endswith("."):
+        raise BadName(
+            f"invalid {what} name {name!r}: dots must separate non-empty parts, "
+            "or the name cannot be looked up in DNS"
+        )
     return name
 
 

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 #: Answers change when containers come and go, so keep caches short. Docker's fixed 600 s keeps
 #: stale addresses for ten minutes; CoreDNS's kubernetes plugin defaults to 5 s.
 DEFAULT_TTL = 5
+#: How long a resolver may cache "no such name" or "no such type" (RFC 2308 §5: the lower of the
+#: SOA's TTL and MINIMUM, both set to this). As short as the positive TTL, as CoreDNS does, so a
+#: container that starts is found as soon as one that was looked up too early.
+DEFAULT_NEGATIVE_TTL = 5
 #: libnetwork reads at most 3 nameservers from the host, as glibc's MAXNS does.
 MAX_UPSTREAMS = 3
 #: Docker's default network name; it has no embedded name resolution.
@@ -78,6 +82,7 @@ class DnsTable:
     """The agent's mutable name table; `generation` changes with every update."""
 
     ttl: int = DEFAULT_TTL
+    negative_ttl: int = DEFAULT_NEGATIVE_TTL
     generation: int = 0
     _networks: dict[str, Network] = field(default_factory=dict)
     _records: dict[str, set[NameRecord]] = field(default_factory=dict)
@@ -189,22 +194,23 @@ class DnsTable:
 
         `name` matches a record on any visible network, or is `<record>.<network name>` for
         one network, as in Docker (libnetwork strips the network name suffix).
+
+        The network-qualified meaning wins: a container may be called `f3.ovf` (Docker allows
+        dots), but while `f3` exists on network `ovf`, `f3.ovf` means that one. Otherwise any
+        container could shadow another by taking its qualified name.
         """
         self._index()
         wanted = normalize(name)
-        addresses: set[ipaddress.IPv4Address] = set()
-        known = False
+        qualified: set[ipaddress.IPv4Address] = set()
+        literal: set[ipaddress.IPv4Address] = set()
         for network in self.visible_networks(container_id):
-            candidates = [wanted]
             suffix = "." + network.name.lower()
             if wanted.endswith(suffix):
-                candidates.append(wanted[: -len(suffix)])
-            for candidate in candidates:
-                found = self._by_name.get((network.network_id, candidate))
-                if found:
-                    known = True
-                    addresses |= found
-        return sorted(addresses) if known else None
+                qualified |= self._by_name.get((network.network_id, wanted[: -len(suffix)]), set())
+            literal |= self._by_name.get((network.network_id, wanted), set())
+        if qualified:
+            return sorted(qualified)
+        return sorted(literal) if literal else None
 
     def in_network_zone(self, container_id: str, name: str) -> bool:
         """Is `name` below a visible network's name? Then its absence is ours to state."""
@@ -212,6 +218,15 @@ class DnsTable:
         return any(
             wanted.endswith("." + n.name.lower()) for n in self.visible_networks(container_id)
         )
+
+    def negative_zone(self, container_id: str, name: str) -> str | None:
+        """The zone of a negative answer for `name` (RFC 2308 §3): the network's name when
+        `name` is below it, else None (a bare container name is its own zone)."""
+        wanted = normalize(name)
+        for network in self.visible_networks(container_id):
+            if wanted.endswith("." + network.name.lower()):
+                return network.name.lower()
+        return None
 
     def reverse(self, container_id: str, address: ipaddress.IPv4Address) -> str | None:
         """The name for a PTR answer, `<name>.<network name>` as Docker gives it, or None."""

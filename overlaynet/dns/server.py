@@ -23,7 +23,7 @@ import trio
 from overlaynet.boundary import contained
 from overlaynet.dns import message as m
 from overlaynet.dns import upstream
-from overlaynet.dns.answer import ContainerAnswerer, Forward, Transport
+from overlaynet.dns.answer import ContainerAnswerer, Forward, Transport, rcode_name, rcode_of
 from overlaynet.dns.records import DnsTable
 from overlaynet.host.nssocket import socket_in_netns
 
@@ -63,6 +63,12 @@ class ContainerResolver:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     stopped: trio.Event = field(default_factory=trio.Event)
 
+    def counters(self) -> Counter[str]:
+        """What this resolver has seen: the answerer's counts (queries by type, answers by
+        rcode, malformed by reason) and the shell's (forwarded, dropped, TCP and socket errors,
+        upstream timeouts)."""
+        return self.answerer.counters() + self.stats
+
 
 class DnsServer:
     """Serves every container's resolver; `run` in the agent's nursery, then add containers.
@@ -86,6 +92,23 @@ class DnsServer:
         self._rng = rng if rng is not None else random.Random(os.urandom(16))
         self._nursery: trio.Nursery | None = None
         self.containers: dict[str, ContainerResolver] = {}
+        #: Counters of resolvers already removed, so the totals never go backwards.
+        self._retired: Counter[str] = Counter()
+
+    def counters(self) -> dict[str, int]:
+        """Every resolver's counters summed, including those of containers since removed: for
+        the agent's `info` and the metrics export. Keys: `queries_<TYPE>`, `answers_<RCODE>`,
+        `forwarded`, `upstream_timeouts`, `forward_failed`, `malformed` (and `malformed_<why>`),
+        `dropped`, `tcp_error`, and the socket errors."""
+        total = Counter(self._retired)
+        for resolver in self.containers.values():
+            total.update(resolver.counters())
+        return dict(total)
+
+    def container_counters(self, container_id: str) -> dict[str, int]:
+        """One container's resolver counters (empty when it is not served)."""
+        resolver = self.containers.get(container_id)
+        return {} if resolver is None else dict(resolver.counters())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the per-container tasks until cancelled."""
@@ -140,6 +163,7 @@ class DnsServer:
             return
         resolver.scope.cancel()
         await resolver.stopped.wait()
+        self._retired.update(resolver.counters())
 
     async def _serve(
         self, resolver: ContainerResolver, *, task_status: trio.TaskStatus[None]
@@ -212,6 +236,7 @@ class DnsServer:
     ) -> None:
         if resolver.forwards >= MAX_FORWARDS:
             resolver.stats["forward_overflow"] += 1
+            resolver.answerer.count("answers_SERVFAIL")
             nursery.start_soon(reply, request.servfail)
             return
         resolver.forwards += 1
@@ -226,7 +251,9 @@ class DnsServer:
                     self.table.upstreams,
                     netns=self.upstream_netns,
                     timeout=self.upstream_timeout,
+                    stats=resolver.stats,
                 )
+                resolver.answerer.count("answers_" + rcode_name(rcode_of(answer)))
                 await reply(answer)
         finally:
             resolver.forwards -= 1

@@ -11,13 +11,16 @@ import ipaddress
 import secrets
 import socket
 import struct
+from collections import Counter
 from collections.abc import Sequence
 from functools import partial
 
 import trio
+from dnslib import DNSBuffer, DNSQuestion
 
 from overlaynet.dns import message as m
 from overlaynet.dns.answer import Forward, Transport
+from overlaynet.dns.parse import read_header
 from overlaynet.dns.records import MAX_UPSTREAMS, Upstream
 from overlaynet.host.nssocket import socket_in_netns
 
@@ -59,21 +62,23 @@ def upstream_query(query: bytes, new_id: int) -> bytes:
     return _LENGTH.pack(new_id) + query[2:]
 
 
-def _question(data: bytes) -> tuple[m.Name, bytes]:
-    name, pos = m.decode_name(data, m.HEADER_LEN)
-    tail = data[pos : pos + 4]
-    if len(tail) != 4:
-        raise m.MalformedDns("dns_short_question")
-    return tuple(label.lower() for label in name), tail
+def _question(data: bytes) -> tuple[tuple[bytes, ...], int, int]:
+    question = DNSBuffer(data)
+    question.offset = m.HEADER_LEN
+    try:
+        parsed = DNSQuestion.parse(question)
+    except Exception as exc:  # dnslib's errors, as in `parse.parse_query`
+        raise m.MalformedDns("dns_unparseable", str(exc)) from None
+    return tuple(label.lower() for label in parsed.qname.label), parsed.qtype, parsed.qclass
 
 
 def is_reply_to(sent: bytes, reply: bytes) -> bool:
     """Is `reply` the upstream's response to `sent`: same ID, QR set, same question?"""
     try:
-        header = m.decode_header(reply)
-        if header.id != m.decode_header(sent).id or not header.is_response:
+        reply_id, flags = read_header(reply)
+        if reply_id != read_header(sent)[0] or not flags & m.FLAG_QR:
             return False
-        if header.qdcount != 1:
+        if reply[4:6] != b"\x00\x01":  # RFC 9619: one question
             return False
         return _question(reply) == _question(sent)
     except m.MalformedDns:
@@ -131,29 +136,41 @@ async def forward(
     netns: str | None = None,
     timeout: float = UPSTREAM_TIMEOUT,
     budget: float = FORWARD_BUDGET,
+    stats: Counter[str] | None = None,
 ) -> bytes:
     """Ask each upstream in turn; return the first useful reply under the client's ID, else
     the prepared SERVFAIL. Never raises for network trouble: every failure means "next".
 
     `netns` is where the forwarding sockets live: None for the agent's own namespace, where
     the host's resolvers are reachable (a container's namespace often cannot reach them).
+    `stats` counts what went wrong: `upstream_timeouts` (an upstream that did not answer in
+    time), `upstream_errors` (a socket error), `upstream_refusals` (SERVFAIL, REFUSED or
+    NOTIMP), and `forward_failed` when no upstream answered usefully.
     """
-    client_id = request.parsed.header.id
+    counts: Counter[str] = stats if stats is not None else Counter()
+    client_id = request.client_id
     kind = socket.SOCK_DGRAM if request.transport is Transport.UDP else socket.SOCK_STREAM
     ask = _ask_udp if request.transport is Transport.UDP else _ask_tcp
-    with trio.move_on_after(budget):
+    with trio.move_on_after(budget) as whole:
         for upstream in upstreams:
             sent = upstream_query(request.query, secrets.randbits(16))
-            with trio.move_on_after(timeout):
+            reply = None
+            with trio.move_on_after(timeout) as attempt:
                 try:
                     sock = await _open(kind, netns)
-                except OSError:
-                    continue
-                with sock:
-                    try:
+                    with sock:
                         reply = await ask(sock, upstream, sent)
-                    except OSError:
-                        continue
-                if not wants_next_upstream(reply):
-                    return client_reply(reply, client_id)
+                except OSError:
+                    counts["upstream_errors"] += 1
+                    continue
+            if reply is None:
+                if attempt.cancelled_caught:
+                    counts["upstream_timeouts"] += 1
+                continue
+            if not wants_next_upstream(reply):
+                return client_reply(reply, client_id)
+            counts["upstream_refusals"] += 1
+    if whole.cancelled_caught:
+        counts["upstream_timeouts"] += 1
+    counts["forward_failed"] += 1
     return request.servfail
