@@ -9,5 +9,11 @@ printf 'Host: %s\n' "${OVERLAYNET_NODE:-unknown}"
 for cidr in $(ip -o -4 addr show scope global | awk '{print $4}'); do
     printf 'IP: %s\n' "${cidr%/*}"
 done
-# busybox httpd on a dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d.
-printf 'RemoteAddr: %s:%s\n' "${REMOTE_ADDR#::ffff:}" "$REMOTE_PORT"
+# busybox httpd on a dual-stack socket reports an IPv4 client as [::ffff:a.b.c.d].
+addr=${REMOTE_ADDR#[}
+addr=${addr%]}
+addr=${addr#::ffff:}
+case $addr in
+*:*) printf 'RemoteAddr: [%s]:%s\n' "$addr" "$REMOTE_PORT" ;;
+*) printf 'RemoteAddr: %s:%s\n' "$addr" "$REMOTE_PORT" ;;
+esac

@@ -1,0 +1,204 @@
+"""Containers started from images: their own root, exec into it, detached top, -i and -t,
+exit codes, and nothing left mounted or on disk afterwards."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from overlaynet.host import process
+from overlaynet.images import rootfs
+from tests.integration.images.conftest import Container, Pair, mounts_mentioning
+from tests.integration.labs import wait_until
+
+IMAGE_TOP_LEVEL = {
+    *("bin", "dev", "etc", "home", "mnt", "proc", "root", "run"),
+    *("sbin", "srv", "sys", "tmp", "usr", "var"),
+}
+
+
+def _ended(c: Container) -> int:
+    """The container's exit status once its process has ended (bounded wait)."""
+    return c.started.proc.wait(timeout=20)
+
+
+def test_ls_root_shows_the_image_not_the_host(pair: Pair) -> None:
+    c = pair.run("alpine", ["ls", "-a", "/"])
+    assert _ended(c) == 0, c.log()
+    assert set(c.log().split()) - {".", ".."} == IMAGE_TOP_LEVEL
+    assert c.exit_code() == 0
+
+
+def test_the_container_sees_its_hostname_hosts_and_users(pair: Pair) -> None:
+    script = "hostname; cat /etc/hostname; cat /etc/hosts; id -un; echo $PATH"
+    c = pair.run("alpine", ["sh", "-c", script], hosts="10.203.0.9\tpeer\n")
+    assert _ended(c) == 0, c.log()
+    lines = c.log().splitlines()
+    assert lines[:2] == [c.name, c.name]
+    assert "10.203.0.9\tpeer" in lines
+    assert "root" in lines
+    assert lines[-1] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_busybox_cannot_be_changed_from_inside(pair: Pair) -> None:
+    # The host's busybox is bound read-only, so no container can rewrite it for the others.
+    c = pair.run(
+        "alpine", ["sh", "-c", "grep ' /bin/busybox ' /proc/self/mountinfo; : > /bin/busybox"]
+    )
+    assert _ended(c) != 0
+    mount_options = c.log().splitlines()[0].split()[5].split(",")
+    assert "ro" in mount_options
+    assert "can't create /bin/busybox" in c.log()
+    assert rootfs.BUSYBOX.stat().st_size > 1000
+
+
+def test_exec_with_nsenter_lands_in_the_container_root(pair: Pair) -> None:
+    c = pair.run("alpine", ["sleep", "60"])
+    assert wait_until(lambda: _root_mounted(c.pid)), c.log()
+    out = subprocess.run(
+        ["nsenter", "-t", str(c.pid), "-m", "-n", "-u", "--", "sh", "-c", "ls /; hostname"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    words = out.stdout.split()
+    assert set(words[:-1]) == IMAGE_TOP_LEVEL
+    assert words[-1] == c.name
+
+
+def _root_mounted(pid: int) -> bool:
+    """The container's shim has pivoted: its mount namespace's / is the overlay."""
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            return any(line.split()[4] == "/" and " overlay " in line for line in f)
+    except OSError:
+        return False
+
+
+def test_busybox_top_keeps_running_detached(pair: Pair) -> None:
+    # The tutorial's `docker run --detach ... alpine top`: no terminal, stdin not attached.
+    c = pair.run("alpine", ["top"])
+    # Two screens written (busybox top refreshes every 5 s) and still running: it neither
+    # needed a terminal nor ended at the end of its input.
+    assert wait_until(lambda: c.log().count("Mem:") >= 2, 20), c.log()
+    assert process.alive(c.started.running)
+    assert c.exit_code() is None
+
+
+def test_top_keeps_running_with_the_dit_stdin_fifo(pair: Pair) -> None:
+    c = pair.run("alpine", ["top"], stdin_fifo=True)
+    assert wait_until(lambda: c.log().count("Mem:") >= 2, 20), c.log()
+    assert process.alive(c.started.running)
+
+
+def test_ping_of_an_unknown_name_says_bad_address(pair: Pair) -> None:
+    # The default bridge: no embedded DNS, and the name is nowhere in /etc/hosts.
+    c = pair.run("alpine", ["ping", "-c", "1", "alpine_host"])
+    assert _ended(c) == 1
+    assert "ping: bad address 'alpine_host'" in c.log()
+
+
+def test_ping_by_a_name_in_hosts_reaches_the_other_namespace(pair: Pair) -> None:
+    # Positive control for the test above: the same ping resolves and answers when it can.
+    c = pair.run("alpine", ["ping", "-c", "1", "-W", "5", "peer"], hosts="10.203.0.1\tpeer\n")
+    assert _ended(c) == 0, c.log()
+    assert "1 packets received" in c.log()
+
+
+def test_exit_code_is_recorded_from_inside_the_root(pair: Pair) -> None:
+    c = pair.run("alpine", ["sh", "-c", "exit 7"])
+    assert _ended(c) == 7
+    assert c.exit_code() == 7
+
+
+def test_a_broken_root_fails_with_125_and_says_why(pair: Pair) -> None:
+    c = pair.run("alpine", ["true"])
+    _ended(c)
+    assert c.launch.root is not None
+    broken = replace(c.launch.root, lower=Path("/nonexistent-onet-layer"))
+    started = process.spawn(replace(c.launch, root=broken))
+    assert started.proc.wait(20) == 125
+    assert "cannot set up the container's root filesystem" in c.log()
+
+
+def test_files_written_survive_a_restart_and_go_with_remove(pair: Pair) -> None:
+    c = pair.run("alpine", ["sh", "-c", "echo kept > /root/notes"])
+    assert _ended(c) == 0, c.log()
+    again = process.spawn(c.launch)  # `docker start` of the same container
+    assert again.proc.wait(20) == 0
+    c2 = pair.run("alpine", ["cat", "/root/notes"])  # another container: its own files
+    assert _ended(c2) == 1
+    cat = process.spawn(replace(c.launch, cmd=["cat", "/root/notes"]))
+    assert cat.proc.wait(20) == 0
+    assert c.log().endswith("kept\n")
+    rootfs.remove(c.dir)
+    assert not (c.dir / rootfs.ROOTFS).exists()
+
+
+def test_stop_and_remove_leave_nothing_mounted_or_on_disk(pair: Pair) -> None:
+    c = pair.run("alpine", ["sleep", "60"])
+    assert wait_until(lambda: _root_mounted(c.pid))
+    # The mounts live in the container's namespace only, never in ours.
+    assert mounts_mentioning(c.dir) == []
+    with open(f"/proc/{c.pid}/mountinfo") as f:
+        inside = f.read()
+    assert "/bin/busybox" in inside and "/proc" in inside
+    pair.stop(c)
+    assert not process.alive(c.started.running)
+    assert mounts_mentioning(c.dir) == []
+    rootfs.remove(c.dir)
+    assert sorted(p.name for p in c.dir.iterdir()) == [
+        "exitcode",
+        "hosts",
+        "output.log",
+        "resolv.conf",
+    ]
+
+
+def test_attached_stdin_ends_when_the_writer_closes(pair: Pair) -> None:
+    # `echo hi | overlaynet run -i --rm alpine cat`
+    c = pair.run("alpine", ["cat"], attach_stdin=True)
+    writer = c.started.stdin_writer
+    assert writer is not None
+    os.write(writer, b"hi\n")
+    os.close(writer)
+    c.started = replace(c.started, stdin_writer=None)  # closed: teardown must not close it again
+    assert _ended(c) == 0
+    assert c.log() == "hi\n"
+
+
+def _read_until(fd: int, want: bytes, seconds: float = 10) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while want not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the terminal's last process has gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_tty_gives_an_interactive_shell_and_ctrl_c_interrupts(pair: Pair) -> None:
+    # `overlaynet run -it alpine sh`: a terminal, a prompt, ^C stops the foreground command only.
+    c = pair.run("alpine", ["sh"], tty=True)
+    master = c.started.pty_master
+    assert master is not None
+    assert b"/ # " in _read_until(master, b"/ # ")
+    os.write(master, b"tty; echo term=$TERM; sleep 60\n")
+    seen = _read_until(master, b"term=xterm\r\n")
+    assert b"/dev/pts/" in seen
+    os.write(master, b"\x03")
+    assert b"/ # " in _read_until(master, b"/ # ")
+    assert process.alive(c.started.running)
+    os.write(master, b"exit 3\n")
+    assert _ended(c) == 3
