@@ -367,6 +367,7 @@ class ManagerServer:
                 )
             await stream.aclose()
             return
+        self.stats["accepted"] += 1
         self._open += 1
         self._per_source[source] += 1
         if not conn.trusted:

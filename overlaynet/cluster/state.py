@@ -528,8 +528,8 @@ class ClusterState:
                 ErrorKind.CONFLICT,
                 f"{node.hostname} is up and its containers hold {len(held)} overlay address(es) "
                 f"on {', '.join(nets)}: they cannot be given out again while it runs. Remove "
-                f"those containers first, or stop {node.hostname} and `node rm` it once it is "
-                "down",
+                f"those containers first (or, if {node.hostname} is gone for good, `node rm` it "
+                "once it is down)",
             )
         for alloc in held:
             self._put(ALLOCATION, _allocation_key(alloc.network_id, alloc.endpoint_id), None)

@@ -4,11 +4,8 @@ garbage and a follower manager. No root needed; every server binds a free high p
 from __future__ import annotations
 
 import secrets
-import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,88 +13,11 @@ import trio
 
 from overlaynet.cluster import protocol, tokens
 from overlaynet.cluster.client import JoinResult, ManagerClient
-from overlaynet.cluster.manager import InitResult, ManagerServer, init_swarm
 from overlaynet.cluster.protocol import FrameKind
 from overlaynet.cluster.state import ClusterError, ErrorKind, Role
 from overlaynet.cluster.store import ClusterStore
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Swarm:
-    """A leader serving on loopback, and what `swarm init` printed."""
-
-    tmp: Path
-    nursery: trio.Nursery
-    init: InitResult
-    addr: str
-    port: int
-    server: ManagerServer
-    scope: trio.CancelScope
-    status: dict[str, str] = field(default_factory=dict)
-
-    def client(
-        self, node_id: str, credential: bytes, managers: list[str] | None = None
-    ) -> ManagerClient:
-        return ManagerClient(managers or [self.addr], node_id, credential, timeout=5.0)
-
-    @property
-    def leader_client(self) -> ManagerClient:
-        return self.client(self.init.node_id, self.init.credential)
-
-    async def join(self, hostname: str, addr: str, role: Role = Role.WORKER) -> JoinResult:
-        token = self.init.manager_token if role is Role.MANAGER else self.init.worker_token
-        return await ManagerClient.join(self.addr, token, hostname, addr)
-
-    async def stop(self) -> None:
-        self.scope.cancel()
-        await trio.testing.wait_all_tasks_blocked()
-        self.server.store.close()
-
-    async def restart(self) -> None:
-        store = ClusterStore(self.tmp / "leader.db")
-        self.server, self.scope = await serve(self.nursery, store, self.port, self.status.get)
-
-
-async def serve(
-    nursery: trio.Nursery,
-    store: ClusterStore,
-    port: int,
-    status: Callable[[str], str | None] | None = None,
-    upstream: ManagerClient | None = None,
-) -> tuple[ManagerServer, trio.CancelScope]:
-    def node_status(node_id: str) -> str:
-        return (status(node_id) if status else None) or "Ready"
-
-    server = ManagerServer(store, HOST, port, node_status=node_status, upstream=upstream)
-    scope = trio.CancelScope()
-
-    async def run(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        with scope:
-            await server.run(task_status=task_status)
-
-    await nursery.start(run)
-    return server, scope
-
-
-@pytest.fixture
-async def swarm(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Swarm]:
-    port = free_port()
-    store = ClusterStore(tmp_path / "leader.db")
-    init = init_swarm(store, hostname="node1", advertise_addr=HOST, port=port)
-    status: dict[str, str] = {}
-    server, scope = await serve(nursery, store, port, status.get)
-    swarm = Swarm(tmp_path, nursery, init, f"{HOST}:{port}", port, server, scope, status)
-    yield swarm
-    swarm.scope.cancel()
-
+from .loopback import HOST, Swarm, free_port, raw_exchange, serve
 
 # ----- joining -----
 
@@ -277,27 +197,11 @@ async def test_a_restarted_manager_keeps_everything(swarm: Swarm) -> None:
 # ----- hostile bytes -----
 
 
-async def _raw(port: int, data: bytes) -> bytes:
-    """Send bytes as they are; the bytes of the first frame back (or all until EOF)."""
-    stream = await trio.open_tcp_stream(HOST, port)
-    decoder = protocol.FrameDecoder()
-    async with stream:
-        await stream.send_all(data)
-        out = b""
-        with trio.fail_after(5):
-            while chunk := await stream.receive_some(65536):
-                out += chunk
-                decoder.receive_data(chunk)
-                if decoder.next_frame() is not None:
-                    break
-        return out
-
-
 async def test_garbage_is_counted_and_the_server_keeps_serving(swarm: Swarm) -> None:
     replies = [
-        await _raw(swarm.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-        await _raw(swarm.port, struct.pack("!I", 1 << 30)),
-        await _raw(swarm.port, struct.pack("!I", 12) + b"ONCM\x01\x03\x00" + bytes(5)),
+        await raw_exchange(swarm.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        await raw_exchange(swarm.port, struct.pack("!I", 1 << 30)),
+        await raw_exchange(swarm.port, struct.pack("!I", 12) + b"ONCM\x01\x03\x00" + bytes(5)),
     ]
     assert all(b"malformed frame" in r for r in replies)
     assert swarm.server.stats["rejected_malformed"] == 3
@@ -316,7 +220,7 @@ async def test_unknown_senders_and_forgeries_are_refused_in_clear(swarm: Swarm) 
         now=time.time(),
         rand=lambda n: bytes(n),
     )
-    assert b"not a member of this swarm" in await _raw(swarm.port, data)
+    assert b"not a member of this swarm" in await raw_exchange(swarm.port, data)
     forged_key = protocol.derive_node_key(bytes(32), swarm.init.node_id)
     data, _ = protocol.seal_request(
         FrameKind.REQUEST,
@@ -328,7 +232,7 @@ async def test_unknown_senders_and_forgeries_are_refused_in_clear(swarm: Swarm) 
         now=time.time(),
         rand=lambda n: bytes(n),
     )
-    assert b"does not authenticate" in await _raw(swarm.port, data)
+    assert b"does not authenticate" in await raw_exchange(swarm.port, data)
     assert swarm.server.stats["rejected_auth_failed"] == 1
     assert len(await swarm.leader_client.call("node.ls")) == 1
 
@@ -346,12 +250,12 @@ async def test_a_replayed_request_is_refused(swarm: Swarm) -> None:
         rand=secrets.token_bytes,
     )
     decoder = protocol.FrameDecoder()
-    decoder.receive_data(await _raw(swarm.port, data))
+    decoder.receive_data(await raw_exchange(swarm.port, data))
     frame = decoder.next_frame()
     assert frame is not None
     created = protocol.open_response(frame, key, rid, now=time.time())
     assert created["name"] == "once"
-    assert b"replayed frame" in await _raw(swarm.port, data)
+    assert b"replayed frame" in await raw_exchange(swarm.port, data)
     assert swarm.server.stats["rejected_replay"] == 1
     assert [n.name for n in swarm.server.state.networks.values()].count("once") == 1
 
