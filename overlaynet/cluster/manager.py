@@ -8,6 +8,12 @@ change log every second, answers reads from the copy and forwards writes to the 
 There is no leader election. When the leader's host dies, followers keep answering reads (and
 workers keep using the networks and addresses they have), but joins and writes fail with a clear
 "leader unreachable" error until the leader comes back; its state is on its disk.
+
+Hostile peers: a connection must deliver each whole frame by a deadline (not per byte), one
+address holds at most MAX_PER_SOURCE connections, and AUTH_RESERVE slots are kept for addresses
+that have authenticated (or are nodes'). Sealed frames name the manager they are for; the leader
+runs each write once per (node, request id) and remembers the answer in its store, so retries
+and replays, even after a restart, change nothing. Every rejection is counted by `Rejection`.
 """
 
 from __future__ import annotations

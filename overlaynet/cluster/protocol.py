@@ -251,8 +251,12 @@ class ReplayGuard:
                 f"frame timestamp is {ts - now:+.0f} s from this host's clock "
                 f"(more than {self.window:.0f} s): check the clocks (NTP)"
             )
+        # A frame stamped up to `window` ahead of this clock stays acceptable until `2 * window`
+        # after it arrived, so its nonce is remembered that long (not `window`: such a frame
+        # could be replayed once its nonce had been forgotten).
         while self._seen and (
-            len(self._seen) >= self.capacity or next(iter(self._seen.values())) < now - self.window
+            len(self._seen) >= self.capacity
+            or next(iter(self._seen.values())) < now - 2 * self.window
         ):
             self._seen.popitem(last=False)
         if nonce in self._seen:

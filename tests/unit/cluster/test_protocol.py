@@ -15,6 +15,7 @@ from overlaynet.cluster.protocol import (
     FrameDecoder,
     FrameKind,
     MalformedFrame,
+    ReplayedFrame,
     ReplayGuard,
     StaleFrame,
 )
@@ -105,6 +106,25 @@ def test_a_replayed_frame_is_refused_within_the_window() -> None:
     protocol.open_sealed(frame, KEY, now=NOW, guard=guard)
     with pytest.raises(StaleFrame, match="replayed"):
         protocol.open_sealed(frame, KEY, now=NOW + 1, guard=guard)
+
+
+def test_a_frame_stamped_ahead_stays_refused_as_long_as_it_is_acceptable() -> None:
+    """A frame from a clock 60 s ahead is acceptable for 120 s after it arrives; its nonce
+    must be remembered for all of that time."""
+    ahead = NOW + protocol.MAX_CLOCK_SKEW
+    frame = decode_one(
+        protocol.seal(FrameKind.REQUEST, "n", KEY, {}, now=ahead, rand=seeded_rand())
+    )
+    guard = ReplayGuard()
+    protocol.open_sealed(frame, KEY, now=NOW, guard=guard)
+    # Another frame's arrival later on makes the guard forget what it may.
+    later = NOW + 2 * protocol.MAX_CLOCK_SKEW - 1
+    other = decode_one(
+        protocol.seal(FrameKind.REQUEST, "n", KEY, {}, now=later, rand=seeded_rand(2))
+    )
+    protocol.open_sealed(other, KEY, now=later, guard=guard)
+    with pytest.raises(ReplayedFrame):
+        protocol.open_sealed(frame, KEY, now=later, guard=guard)
 
 
 def test_replay_cache_forgets_nonces_outside_the_window_and_stays_bounded() -> None:
