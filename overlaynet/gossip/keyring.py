@@ -1,11 +1,18 @@
 """AES-GCM sealing of every gossip datagram and stream under a cluster keyring: up to three keys,
-the first one seals, any one opens, so keys rotate without losing members (memberlist Keyring)."""
+the first one seals, any one opens, so keys rotate without losing members (memberlist Keyring).
+
+Rotation is three cluster-wide steps, each finished on every member before the next starts
+(memberlist's InstallKey, UseKey, RemoveKey): install the new key (everyone can now open it),
+use it (everyone seals with it), remove the old one (whoever did not get the new key is now
+cut off). The ring itself is an immutable value; each step returns a new ring."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -14,6 +21,7 @@ from overlaynet.gossip.config import ENVELOPE_OVERHEAD
 from overlaynet.wire.gossip import FutureGossip, MalformedGossip
 
 # Envelope: version (1) | send time in ms (8) | nonce (12) | ciphertext | tag (16).
+# Version and send time are the associated data: authenticated, so a replay cannot restamp them.
 ENVELOPE_VERSION = 1
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -24,12 +32,23 @@ assert _HEAD.size + NONCE_BYTES + TAG_BYTES == ENVELOPE_OVERHEAD
 MAX_KEYS = 3
 # AES-128/192/256, as memberlist accepts.
 KEY_SIZES = (16, 24, 32)
-# Hosts of one cluster keep NTP time; a message stamped further ahead than this is refused.
-MAX_FUTURE_SKEW = 60.0
 
 
 class Unauthenticated(MalformedGossip):
-    """No key of the ring opens it: tampered, foreign cluster, or a rotated-out key."""
+    """No key of the ring opens it: junk, tampered, foreign cluster, or a rotated-out key."""
+
+
+class KeyringError(ValueError):
+    """A rotation step that the ring cannot take (full, unknown key, removing the primary)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An authenticated envelope: what the replay guard needs, and the plaintext."""
+
+    plaintext: bytes
+    sent_at: float
+    nonce: bytes
 
 
 class Keyring:
@@ -37,36 +56,61 @@ class Keyring:
 
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys or len(keys) > MAX_KEYS:
-            raise ValueError(f"a keyring holds 1 to {MAX_KEYS} keys")
+            raise KeyringError(f"a keyring holds 1 to {MAX_KEYS} keys")
         for key in keys:
             if len(key) not in KEY_SIZES:
-                raise ValueError(f"keys are {KEY_SIZES} bytes long, not {len(key)}")
-        self.keys = list(keys)
+                raise KeyringError(f"keys are {KEY_SIZES} bytes long, not {len(key)}")
+        if len(set(keys)) != len(keys):
+            raise KeyringError("a key is in the ring twice")
+        self.keys: tuple[bytes, ...] = tuple(keys)
         self._ciphers = [AESGCM(k) for k in self.keys]
 
     @classmethod
     def from_hex(cls, *hex_keys: str) -> Keyring:
         return cls([bytes.fromhex(k) for k in hex_keys])
 
-    def rotated(self, primary: bytes) -> Keyring:
-        """A ring with `primary` first, keeping the newest others up to MAX_KEYS."""
-        rest = [k for k in self.keys if k != primary]
-        return Keyring([primary, *rest][:MAX_KEYS])
+    # ---- rotation steps (memberlist InstallKey / UseKey / RemoveKey) -------------------------
+
+    def with_key(self, key: bytes) -> Keyring:
+        """Step 1: `key` can open too; the primary still seals. Installing twice is a no-op."""
+        if key in self.keys:
+            return self
+        if len(self.keys) >= MAX_KEYS:
+            raise KeyringError(f"the ring already holds {MAX_KEYS} keys: remove one first")
+        return Keyring([*self.keys, key])
+
+    def with_primary(self, key: bytes) -> Keyring:
+        """Step 2: seal with `key`, which must already be installed (on every member)."""
+        if key not in self.keys:
+            raise KeyringError("install a key before making it the primary")
+        return Keyring([key, *(k for k in self.keys if k != key)])
+
+    def without_key(self, key: bytes) -> Keyring:
+        """Step 3: `key` opens nothing any more. Removing an absent key is a no-op; the
+        primary cannot be removed (the ring would have nothing to seal with)."""
+        if key not in self.keys:
+            return self
+        if key == self.keys[0]:
+            raise KeyringError("the primary key cannot be removed: make another one primary")
+        return Keyring([k for k in self.keys if k != key])
+
+    def fingerprints(self) -> list[str]:
+        """Short digests of the keys, primary first: safe to show, never the keys."""
+        return [hashlib.sha256(k).hexdigest()[:12] for k in self.keys]
+
+    # ---- sealing -------------------------------------------------------------------------
 
     def seal(self, plaintext: bytes, wall_time: float, nonce: bytes | None = None) -> bytes:
         head = _HEAD.pack(ENVELOPE_VERSION, int(wall_time * 1000))
         nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
         return head + nonce + self._ciphers[0].encrypt(nonce, plaintext, head)
 
-    def open(self, data: bytes, wall_time: float) -> bytes:
-        """The plaintext, or Unauthenticated / FutureGossip / MalformedGossip."""
+    def open(self, data: bytes) -> Opened:
+        """The authenticated envelope, or Unauthenticated / FutureGossip / MalformedGossip.
+        Nothing is believed before a key opens it: random bytes are unauthenticated, never
+        "from the future" because of whatever their first byte happens to be."""
         if len(data) < ENVELOPE_OVERHEAD:
             raise MalformedGossip("shorter than the envelope")
-        version, sent_ms = _HEAD.unpack_from(data)
-        if version != ENVELOPE_VERSION:
-            if version > ENVELOPE_VERSION:
-                raise FutureGossip(f"envelope version {version}")
-            raise MalformedGossip(f"envelope version {version}")
         head = data[: _HEAD.size]
         nonce = data[_HEAD.size : _HEAD.size + NONCE_BYTES]
         body = data[_HEAD.size + NONCE_BYTES :]
@@ -75,7 +119,10 @@ class Keyring:
                 plaintext = cipher.decrypt(nonce, body, head)
             except InvalidTag:
                 continue
-            if sent_ms / 1000 > wall_time + MAX_FUTURE_SKEW:
-                raise FutureGossip(f"sent {sent_ms / 1000 - wall_time:.0f} s in the future")
-            return plaintext
+            version, sent_ms = _HEAD.unpack(head)
+            if version > ENVELOPE_VERSION:
+                raise FutureGossip(f"envelope version {version}")
+            if version < ENVELOPE_VERSION:
+                raise MalformedGossip(f"envelope version {version}")
+            return Opened(plaintext, sent_ms / 1000, nonce)
         raise Unauthenticated("no key in the ring opens this message")

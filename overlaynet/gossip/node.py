@@ -1,5 +1,9 @@
 """One host's gossip core: membership, network tables and piggybacked dissemination behind a
-sans-IO interface (datagrams and `now` in; datagrams, push-pull requests and events out)."""
+sans-IO interface (datagrams and `now` in; datagrams, push-pull requests and events out).
+
+It talks only with members: a datagram from an address no member has (and that does not
+introduce its sender) is refused, and nothing is ever sent to an address that is neither a
+member's nor a join seed's, so a stranger cannot use a node as a reflector (issue 18)."""
 
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ from overlaynet.wire.gossip import (
     IDEMPOTENT_KINDS,
     PACKET_OVERHEAD,
     Address,
+    Alive,
     Dead,
     MalformedGossip,
     MemberRecord,
     Message,
     NetworkEvent,
+    OversizedGossip,
     PushPullHeader,
     Suspect,
     TableEvent,
@@ -35,6 +41,10 @@ GossipEvent = MemberChange | EntryEvent
 # How many recently merged updates to recognise when they come again; a repeat only arrives
 # within its retransmission window, a few seconds of traffic.
 RECENT_MESSAGES = 4096
+
+
+class NonMemberGossip(MalformedGossip):
+    """Authenticated, but from an address that belongs to no member: never answered."""
 
 
 def _about(msg: Message, name: str) -> bool:
@@ -71,6 +81,11 @@ class GossipNode:
         self._push_pulls: list[PushPullRequest] = []
         self._events: list[GossipEvent] = []
         self._recent: dict[bytes, None] = {}
+        # Addresses we were told to join through: the only non-members we may contact.
+        self._seeds: set[Address] = set()
+        # Datagrams and push-pulls toward an address that is neither a member's nor a seed's,
+        # suppressed (a ping-req naming a host we have not heard of yet, say).
+        self.refused_sends = 0
         self.next_gossip_at = now + rng.uniform(0, config.gossip_interval)
         self.next_push_pull_at = now + rng.uniform(0.5, 1.5) * config.push_pull_interval
         self.next_reconnect_at = now + rng.uniform(0.5, 1.5) * config.reconnect_interval
@@ -84,7 +99,9 @@ class GossipNode:
 
     def drain_push_pulls(self) -> list[PushPullRequest]:
         out, self._push_pulls = self._push_pulls, []
-        return out
+        allowed = [r for r in out if self.may_contact(r.addr)]
+        self.refused_sends += len(out) - len(allowed)
+        return allowed
 
     def drain_events(self) -> list[GossipEvent]:
         out, self._events = self._events, []
@@ -110,11 +127,20 @@ class GossipNode:
     def networks(self) -> set[str]:
         return set(self.tables.local_networks)
 
+    def may_contact(self, addr: Address) -> bool:
+        """A member's address, or a seed we were told to join through."""
+        return self.membership.is_member_address(addr) or addr in self._seeds
+
     # ---- local commands ----------------------------------------------------------------
 
     def start_join(self, addrs: list[Address]) -> None:
         """Join through known addresses: a push-pull with each (memberlist Join)."""
+        self.add_seeds(addrs)
         self._push_pulls.extend(PushPullRequest(a, True) for a in addrs if a != self.addr)
+
+    def add_seeds(self, addrs: list[Address]) -> None:
+        """Addresses we may contact before they are members (the shell joins through them)."""
+        self._seeds.update(a for a in addrs if a != self.addr)
 
     def leave(self, now: float) -> None:
         self.membership.leave(now)
@@ -154,13 +180,19 @@ class GossipNode:
     def receive_datagram(self, data: bytes, src: Address, now: float) -> None:
         """One decrypted datagram; MalformedGossip leaves the state untouched."""
         if len(data) > self.config.packet_budget:
-            raise MalformedGossip(f"datagram of {len(data)} bytes over budget")
+            raise OversizedGossip(f"datagram of {len(data)} bytes over budget")
         fresh: list[tuple[bytes, Message]] = []
         for raw in split(data):
             # Each update arrives about retransmit-limit times: skip exact repeats unparsed.
             if raw[0] in IDEMPOTENT_KINDS and raw in self._recent:
                 continue
             fresh.append((raw, decode_message(raw)))
+        if not self.membership.is_member_address(src) and not any(
+            isinstance(msg, Alive) and msg.addr == src for _, msg in fresh
+        ):
+            # A joiner's first datagrams carry its own Alive (it broadcasts one at start and
+            # piggybacks it on its probes): that introduces it. Anything else is a stranger's.
+            raise NonMemberGossip(f"datagram from {src[0]}:{src[1]}, no member's address")
         for raw, msg in fresh:
             # A rumour about us is answered on every arrival (swim.py _answer_rumour): each
             # copy names a host still holding it.
@@ -183,11 +215,15 @@ class GossipNode:
         messages.extend(tables)
         return encode(messages)
 
-    def merge_push_pull(self, data: bytes, now: float) -> str:
-        """A peer's full state; returns its name. MalformedGossip leaves the state untouched."""
+    def merge_push_pull(self, data: bytes, now: float, src_host: str | None = None) -> str:
+        """A peer's full state; returns its name. MalformedGossip leaves the state untouched.
+        `src_host`, the IP the connection came from, must be the sender's own (as it states
+        it, or as we know it): we answer a push-pull, so we answer only members."""
         messages = decode(data)
         if not messages or not isinstance(messages[0], PushPullHeader):
             raise MalformedGossip("push-pull without its header")
+        if src_host is not None:
+            self._check_push_pull_source(messages, src_host)
         records = [m for m in messages if isinstance(m, MemberRecord)]
         self.membership.merge_remote(records, now, peer=messages[0].sender)
         self._absorb_changes()
@@ -205,6 +241,16 @@ class GossipNode:
                     self._broadcast_entry(event)
         self._after(now)
         return messages[0].sender
+
+    def _check_push_pull_source(self, messages: list[Message], src_host: str) -> None:
+        sender = messages[0]
+        assert isinstance(sender, PushPullHeader)
+        stated = [
+            m.addr[0] for m in messages if isinstance(m, MemberRecord) and m.node == sender.sender
+        ]
+        known = self.membership.address_of(sender.sender)
+        if src_host not in stated and (known is None or known[0] != src_host):
+            raise NonMemberGossip(f"push-pull for {sender.sender!r} from {src_host}")
 
     def bootstrap(
         self, records: list[MemberRecord], networks: list[NetworkEvent], now: float
@@ -307,7 +353,14 @@ class GossipNode:
 
     def _send(self, addr: Address, messages: list[bytes]) -> None:
         if messages:
-            self._datagrams.append((addr, encode_packet(messages)))
+            self._emit(addr, encode_packet(messages))
+
+    def _emit(self, addr: Address, data: bytes) -> None:
+        """The one way out for datagrams: toward members (or seeds) only."""
+        if self.may_contact(addr):
+            self._datagrams.append((addr, data))
+        else:
+            self.refused_sends += 1
 
     def _absorb_changes(self) -> None:
         for change in self.membership.changes:
@@ -332,5 +385,5 @@ class GossipNode:
                 room = self.config.packet_budget - PACKET_OVERHEAD - sum(map(len, encoded))
                 # Piggyback fresh updates on every probe message (SWIM section 4.4).
                 encoded.extend(self._member_queue.take(room, limit))
-                self._datagrams.append((addr, encode_packet(encoded)))
+                self._emit(addr, encode_packet(encoded))
             self.membership.outbox.clear()

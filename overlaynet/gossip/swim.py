@@ -103,6 +103,9 @@ class Membership:
         self.broadcasts = broadcasts
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.members: dict[str, _Member] = {name: _Member(name, addr, 0, MemberState.ALIVE, now)}
+        # How many known members (any state, us included) use each address: who may talk to
+        # us and whom we may answer.
+        self._addresses: dict[Address, int] = {addr: 1}
         self.outbox: list[tuple[Address, list[Message]]] = []
         self.changes: list[MemberChange] = []
         self.leaving = False
@@ -153,6 +156,10 @@ class Membership:
 
     def records(self) -> list[MemberRecord]:
         return [MemberRecord(m.name, m.addr, m.incarnation, m.state) for m in self.members.values()]
+
+    def is_member_address(self, addr: Address) -> bool:
+        """A known member's (alive, suspect, dead or departed, until reaped) address."""
+        return addr in self._addresses
 
     def address_of(self, name: str) -> Address | None:
         member = self.members.get(name)
@@ -244,6 +251,7 @@ class Membership:
                 # Unlike memberlist, remember a failed member we never saw: retrying it
                 # (random_dead) is what merges a partition whose bridges all died meanwhile.
                 self.members[r.node] = _Member(r.node, r.addr, r.incarnation, MemberState.DEAD, now)
+                self._count_address(r.addr, 1)
                 self._dead.add(r.node)
 
     def leave(self, now: float) -> None:
@@ -293,7 +301,7 @@ class Membership:
             if m.state not in LIVE_STATES and now - m.changed_at >= self.config.dead_reap_time
         ]
         for name in gone:
-            del self.members[name]
+            self._count_address(self.members.pop(name).addr, -1)
             self._dead.discard(name)
         return gone
 
@@ -449,6 +457,7 @@ class Membership:
         if member is None:
             member = _Member(msg.node, msg.addr, msg.incarnation, MemberState.ALIVE, now)
             self.members[msg.node] = member
+            self._count_address(msg.addr, 1)
             self._add_live(msg.node, insert_in_probe_order=True)
             self.changes.append(
                 MemberChange(msg.node, msg.addr, msg.incarnation, None, MemberState.ALIVE)
@@ -459,7 +468,10 @@ class Membership:
         if msg.incarnation <= member.incarnation:
             return
         member.incarnation = msg.incarnation
-        member.addr = msg.addr
+        if member.addr != msg.addr:
+            self._count_address(member.addr, -1)
+            self._count_address(msg.addr, 1)
+            member.addr = msg.addr
         self._set_state(member, MemberState.ALIVE, now)
         self._broadcast(msg)
 
@@ -551,6 +563,13 @@ class Membership:
         elif state not in LIVE_STATES and old in LIVE_STATES:
             self._remove_live(member.name)
         self.changes.append(MemberChange(member.name, member.addr, member.incarnation, old, state))
+
+    def _count_address(self, addr: Address, delta: int) -> None:
+        left = self._addresses.get(addr, 0) + delta
+        if left > 0:
+            self._addresses[addr] = left
+        else:
+            self._addresses.pop(addr, None)
 
     def _add_live(self, name: str, insert_in_probe_order: bool) -> None:
         if name in self._live_index:

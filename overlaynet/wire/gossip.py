@@ -4,6 +4,8 @@ push-pull stream. Pure codec: bytes in, frozen records out; anything wrong is Ma
 from __future__ import annotations
 
 import enum
+import functools
+import ipaddress
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,10 @@ class MalformedGossip(ValueError):
 
 class FutureGossip(MalformedGossip):
     """Well-formed, but from a newer protocol version or a clock too far ahead."""
+
+
+class OversizedGossip(MalformedGossip):
+    """Larger than any datagram or push-pull stream this node accepts."""
 
 
 class MemberState(enum.IntEnum):
@@ -315,7 +321,12 @@ class _Reader:
             raise MalformedGossip("name is not UTF-8") from exc
 
     def addr(self) -> Address:
-        return self.name(), self._unpack(_U16)
+        host, port = self.name(), self._unpack(_U16)
+        # Addresses are where we send next: an IP literal and a real port, never a name to
+        # resolve (a lookup, or a NUL that makes sendto raise TypeError) or port 0.
+        if port == 0 or not _is_ip(host):
+            raise MalformedGossip(f"not an IP address and port: {host[:40]!r}:{port}")
+        return host, port
 
     def incarnation(self) -> int:
         value = self._unpack(_U32)
@@ -328,6 +339,16 @@ class _Reader:
         if value > MAX_LTIME:
             raise MalformedGossip(f"Lamport time {value} leaves no room to advance")
         return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(host: str) -> bool:
+    """Cached: the same few member addresses arrive in nearly every datagram."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _decode_ping(r: _Reader) -> Message:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overlaynet.gossip.config import LAB_CONFIG
-from overlaynet.gossip.node import GossipNode
+from overlaynet.gossip.node import GossipNode, NonMemberGossip, PushPullRequest
 from overlaynet.wire.gossip import (
     Ack,
     Alive,
@@ -19,6 +19,7 @@ from overlaynet.wire.gossip import (
     Message,
     Nack,
     NetworkEvent,
+    OversizedGossip,
     Ping,
     PingReq,
     PushPullHeader,
@@ -96,9 +97,9 @@ def test_malformed_push_pull_is_refused_without_changing_state() -> None:
     assert [m.name for m in a.members()] == ["h1"]
 
 
-def test_oversized_datagram_is_malformed() -> None:
+def test_oversized_datagram_is_refused_as_oversized() -> None:
     a = make("h1", 1)
-    with pytest.raises(MalformedGossip):
+    with pytest.raises(OversizedGossip):
         a.receive_datagram(b"\x01" + b"\x00" * LAB_CONFIG.packet_budget, ("10.0.0.2", 7946), 0.0)
 
 
@@ -108,7 +109,7 @@ def test_push_pull_payload_starts_with_its_header() -> None:
 
 
 _names = st.sampled_from(["h1", "h2", "h3"])
-_addrs = st.tuples(st.sampled_from(["10.0.0.1", "10.0.0.2", "::1"]), st.integers(0, 65535))
+_addrs = st.tuples(st.sampled_from(["10.0.0.1", "10.0.0.2", "::1"]), st.integers(1, 65535))
 _messages = st.one_of(
     st.builds(Ping, st.integers(0, 2**32 - 1), _names, _names, _addrs),
     st.builds(PingReq, st.integers(0, 2**32 - 1), _names, _addrs, _names, _addrs, st.booleans()),
@@ -136,6 +137,7 @@ def test_any_well_formed_traffic_from_an_authenticated_peer_never_raises(
     packets: list[list[Message]],
 ) -> None:
     node = make("h1", 1)
+    exchange(node, make("h2", 2), 0.0, join=True)  # 10.0.0.2 is a member's address
     node.join_network("net", 0.0)
     now = 0.0
     for packet in packets:
@@ -146,3 +148,60 @@ def test_any_well_formed_traffic_from_an_authenticated_peer_never_raises(
         node.handle_timer(max(now, node.next_deadline()))
         node.drain_datagrams()
         node.drain_events()
+
+
+STRANGER = ("10.0.0.99", 7946)
+
+
+def test_a_strangers_datagram_is_refused_unanswered_and_changes_nothing() -> None:
+    """Issue 18: replayed datagrams from a non-member got sealed replies (a reflector)."""
+    a, b = make("h1", 1), make("h2", 2)
+    exchange(a, b, 0.0, join=True)
+    a.drain_datagrams()
+    before = a.members()
+    with pytest.raises(NonMemberGossip):
+        a.receive_datagram(
+            encode([Ping(5, "h1", "h2", b.addr), Suspect(0, "h2", "h1")]), STRANGER, 1.0
+        )
+    assert a.drain_datagrams() == []
+    assert a.members() == before
+
+
+def test_a_joiner_is_answered_because_its_datagram_introduces_it() -> None:
+    a = make("h1", 1)
+    a.receive_datagram(
+        encode([Ping(5, "h1", "h9", STRANGER), Alive(0, "h9", STRANGER)]), STRANGER, 1.0
+    )
+    assert (STRANGER, [Ack(5, "h1")]) in [(to, decode(d)[:1]) for to, d in a.drain_datagrams()]
+    assert "h9" in {m.name for m in a.members()}
+
+
+def test_nothing_is_sent_to_an_address_no_member_has() -> None:
+    """A ping-req (even from a member) naming strangers as target or origin sends nothing."""
+    a, b = make("h1", 1), make("h2", 2)
+    exchange(a, b, 0.0, join=True)
+    a.drain_datagrams()
+    a.receive_datagram(encode([PingReq(7, "h9", STRANGER, "h2", b.addr, True)]), b.addr, 1.0)
+    a.receive_datagram(encode([PingReq(8, "h2", b.addr, "h9", STRANGER, True)]), b.addr, 1.0)
+    a.handle_timer(1.5)
+    sent_to = {to for to, _ in a.drain_datagrams()}
+    assert STRANGER not in sent_to
+    assert b.addr in sent_to  # the second ping-req's ping to h2 still goes out
+    assert a.refused_sends >= 1
+
+
+def test_push_pulls_go_to_members_and_seeds_only() -> None:
+    a, b = make("h1", 1), make("h2", 2)
+    a.start_join([b.addr])
+    assert [r.addr for r in a.drain_push_pulls()] == [b.addr]  # a seed
+    a._push_pulls.append(PushPullRequest(STRANGER, False))
+    assert a.drain_push_pulls() == []
+    assert a.refused_sends == 1
+
+
+def test_a_push_pull_must_come_from_its_senders_own_address() -> None:
+    a, b = make("h1", 1), make("h2", 2)
+    with pytest.raises(NonMemberGossip):
+        a.merge_push_pull(b.push_pull_payload(True), 0.0, src_host=STRANGER[0])
+    assert [m.name for m in a.members()] == ["h1"]
+    assert a.merge_push_pull(b.push_pull_payload(True), 0.0, src_host=b.addr[0]) == "h2"
