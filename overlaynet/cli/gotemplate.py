@@ -1,19 +1,30 @@
-"""The part of Go's text/template that `docker inspect -f` users type (pure).
+"""The part of Go's text/template that `docker inspect -f` and `--format` users type (pure).
 
-Supported: `{{.Path.To.Field}}`, `{{json .X}}`, `{{index .X "key"}}`, `{{range .X}}…{{end}}`
-(dot becomes each element; maps range over values in key order), `{{if .X}}…{{else}}…{{end}}`,
-and `{{println}}`. Values print the way Go's fmt prints them: `map[k:v]`, `[a b]`, `<nil>`.
+Supported: `{{.Path.To.Field}}`, method-like fields with arguments (`{{.Label "key"}}`, when the
+document holds a callable), functions with literal or field arguments (`{{json .X}}`,
+`{{index .X "key"}}`, `{{join .X ","}}`, `{{pad .X 1 0}}`, `{{truncate .X 5}}`, `{{upper .X}}`…),
+`{{range .X}}…{{end}}` (dot becomes each element; maps range over values in key order),
+`{{if .X}}…{{else}}…{{end}}`, `{{println}}`, comments `{{/* … */}}` and the trim markers
+`{{- ` and ` -}}`. Values print the way Go's fmt prints them: `map[k:v]`, `[a b]`, `<nil>`.
+
+`render(…, functions=…)` replaces or adds functions: docker renders table headers with the
+same template and identity functions (HEADER_FUNCTIONS), so `{{upper .Name}}` heads its
+column with NAME.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}", re.S)
+# Go: "{{- " trims the white space before the action and " -}}" after it; the space is required
+# ("{{-3}}" is the number -3), which is why the markers carry their white space here.
+_ACTION = re.compile(r"{{(-[ \t\r\n])?\s*(.*?)\s*([ \t\r\n]-)?}}", re.S)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`|\S+')
+_NUMBER = re.compile(r"-?\d+")
 
 
 class TemplateError(ValueError):
@@ -32,11 +43,20 @@ def _parse(source: str) -> list[_Node]:
     root: list[_Node] = []
     stack: list[tuple[_Node | None, list[_Node]]] = [(None, root)]
     pos = 0
+    trim_next = False
     for m in _ACTION.finditer(source):
-        if m.start() > pos:
-            stack[-1][1].append(_Node("text", source[pos : m.start()]))
+        text = source[pos : m.start()]
+        if trim_next:
+            text = text.lstrip()
+        if m.group(1):
+            text = text.rstrip()
+        if text:
+            stack[-1][1].append(_Node("text", text))
         pos = m.end()
-        action = m.group(1)
+        trim_next = bool(m.group(3))
+        action = m.group(2)
+        if action.startswith("/*"):
+            continue  # a comment
         word = action.split(None, 1)[0] if action else ""
         rest = action[len(word) :].strip()
         if word in ("range", "if"):
@@ -56,8 +76,11 @@ def _parse(source: str) -> list[_Node]:
             stack[-1][1].append(_Node("expr", action))
     if len(stack) != 1:
         raise TemplateError("template: unexpected EOF: missing {{end}}")
-    if pos < len(source):
-        root.append(_Node("text", source[pos:]))
+    tail = source[pos:]
+    if trim_next:
+        tail = tail.lstrip()
+    if tail:
+        root.append(_Node("text", tail))
     return root
 
 
@@ -89,36 +112,129 @@ def _go_type(v: Any) -> str:
     )
 
 
-def _eval(expr: str, dot: Any) -> Any:
-    try:
-        words = shlex.split(expr)
-    except ValueError as e:
-        raise TemplateError(f"template: {e}") from None
+def _argument(token: str, dot: Any) -> Any:
+    """One argument: a field path, a quoted string, a number or a boolean."""
+    if token.startswith("."):
+        value = _lookup(dot, token)
+        if callable(value):
+            raise TemplateError(f"template: {token} needs arguments: ({token} …)")
+        return value
+    if token.startswith('"'):
+        try:
+            text: str = json.loads(token)
+        except ValueError:
+            raise TemplateError(f"template: bad string {token}") from None
+        return text
+    if token.startswith("`"):
+        return token[1:-1]
+    if _NUMBER.fullmatch(token):
+        return int(token)
+    if token in ("true", "false"):
+        return token == "true"
+    if token == "nil":
+        return None
+    raise TemplateError(f"template: unexpected {token!r} in operand")
+
+
+def _index(value: Any, *keys: Any) -> Any:
+    for key in keys:
+        if isinstance(value, dict):
+            value = value.get(key)
+        elif isinstance(value, list) and isinstance(key, int) and 0 <= key < len(value):
+            value = value[key]
+        elif isinstance(value, list) and isinstance(key, str) and key.isdigit():
+            value = _index(value, int(key))
+        else:
+            raise TemplateError(f"template: error calling index: cannot index with {key!r}")
+    return value
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else go_format(value)
+
+
+def _pad(value: Any, prefix: int, suffix: int) -> str:
+    """docker's pad: surround with spaces, unless empty (keeps optional columns tidy)."""
+    text = _as_text(value)
+    return " " * prefix + text + " " * suffix if text else text
+
+
+def _join(value: Any, sep: str) -> str:
+    if not isinstance(value, list):
+        raise TemplateError("template: error calling join: not a list")
+    return sep.join(_as_text(v) for v in value)
+
+
+def _jsonable(value: Any) -> Any:
+    """The document without its method-like fields (docker marshals fields, not methods)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if not callable(v)}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _json_spaced(value: Any) -> str:
+    return json.dumps(_jsonable(value))
+
+
+def docker_json(value: Any) -> str:
+    """docker's `json` function: compact, sorted keys for records, no HTML escaping."""
+    return json.dumps(_jsonable(value), separators=(",", ":"), ensure_ascii=False)
+
+
+Function = Callable[..., Any]
+
+FUNCTIONS: dict[str, Function] = {
+    "json": _json_spaced,
+    "index": _index,
+    "println": lambda *values: " ".join(_as_text(v) for v in values) + "\n",
+    "upper": lambda v: _as_text(v).upper(),
+    "lower": lambda v: _as_text(v).lower(),
+    "title": lambda v: " ".join(w[:1].upper() + w[1:] for w in _as_text(v).split(" ")),
+    "split": lambda v, sep: _as_text(v).split(sep),
+    "join": _join,
+    "pad": _pad,
+    "truncate": lambda v, n: _as_text(v)[:n],
+    "len": lambda v: len(v),
+}
+
+# docker's HeaderFunctions: a header keeps its name whatever the column's function does to values.
+HEADER_FUNCTIONS: dict[str, Function] = {
+    "json": lambda v: v,
+    "split": lambda v, _sep: v,
+    "join": lambda v, _sep: v,
+    "title": lambda v: v,
+    "lower": lambda v: v,
+    "upper": lambda v: v,
+    "truncate": lambda v, _n: v,
+}
+
+
+def _eval(expr: str, dot: Any, functions: Mapping[str, Function]) -> Any:
+    words = _TOKEN.findall(expr)
     if not words:
         raise TemplateError("template: missing value for command")
-    fn, args = words[0], words[1:]
-    if fn == "json":
-        return json.dumps(_eval(" ".join(shlex.quote(a) for a in args), dot) if args else dot)
-    if fn == "index":
-        if len(args) < 2:
-            raise TemplateError("template: index needs a value and a key")
-        value = _lookup(dot, args[0])
-        for key in args[1:]:
-            if isinstance(value, dict):
-                value = value.get(key)
-            elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-                value = value[int(key)]
-            else:
-                raise TemplateError(f"template: error calling index: cannot index with {key!r}")
+    head, rest = words[0], words[1:]
+    if head.startswith("."):
+        value = _lookup(dot, head)
+        if callable(value):
+            # A method with arguments, as docker's `{{.Label "com.example"}}`.
+            try:
+                return value(*(_argument(a, dot) for a in rest))
+            except TypeError as e:
+                raise TemplateError(f"template: wrong arguments for {head}: {e}") from None
+        if rest:
+            raise TemplateError(f"template: {head} is not a method but has arguments")
         return value
-    if fn == "println":
-        return " ".join(go_format(_lookup(dot, a)) for a in args) + "\n"
-    if fn in ("upper", "lower"):
-        text = go_format(_lookup(dot, args[0])) if args else ""
-        return text.upper() if fn == "upper" else text.lower()
-    if len(words) == 1:
-        return _lookup(dot, fn)
-    raise TemplateError(f'template: function "{fn}" not defined')
+    fn = functions.get(head)
+    if fn is None:
+        raise TemplateError(f'template: function "{head}" not defined')
+    args = [_argument(a, dot) for a in rest]
+    try:
+        return fn(*args)
+    except TypeError as e:
+        raise TemplateError(f"template: wrong arguments for {head}: {e}") from None
 
 
 def go_format(value: Any) -> str:
@@ -138,23 +254,43 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-def _render(nodes: list[_Node], dot: Any, out: list[str]) -> None:
+def _render(
+    nodes: list[_Node], dot: Any, out: list[str], functions: Mapping[str, Function]
+) -> None:
     for node in nodes:
         if node.kind == "text":
             out.append(node.arg)
         elif node.kind == "expr":
-            value = _eval(node.arg, dot)
-            out.append(value if isinstance(value, str) else go_format(value))
+            out.append(_as_text(_eval(node.arg, dot, functions)))
         elif node.kind == "if":
-            _render(node.body if _truthy(_eval(node.arg, dot)) else node.orelse, dot, out)
+            branch = node.body if _truthy(_eval(node.arg, dot, functions)) else node.orelse
+            _render(branch, dot, out, functions)
         elif node.kind == "range":
-            seq = _eval(node.arg, dot)
+            seq = _eval(node.arg, dot, functions)
+            if isinstance(seq, str | int | float):
+                raise TemplateError(f"template: range can't iterate over {go_format(seq)}")
             items = [seq[k] for k in sorted(seq)] if isinstance(seq, dict) else (seq or [])
             for item in items:
-                _render(node.body, item, out)
+                _render(node.body, item, out, functions)
 
 
-def render(template: str, document: Any) -> str:
+def render(
+    template: str,
+    document: Any,
+    functions: Mapping[str, Function] | None = None,
+    keep_partial: bool = False,
+) -> str:
+    """`template` executed on `document`.
+
+    `functions` adds to or replaces the built-in ones. `keep_partial` returns what was written
+    before an execution error instead of raising (docker prints a table header that way).
+    """
+    funcs = {**FUNCTIONS, **(functions or {})}
     out: list[str] = []
-    _render(_parse(template), document, out)
+    nodes = _parse(template)
+    try:
+        _render(nodes, document, out, funcs)
+    except TemplateError:
+        if not keep_partial:
+            raise
     return "".join(out)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from overlaynet import api
-from overlaynet.cli import gotemplate
+from overlaynet.cli import completion, filters, formats, gotemplate
 from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError
 from overlaynet.names import BadName, short_id
@@ -26,6 +26,8 @@ from overlaynet.paths import HostPaths
 # docker exits 1 for a daemon error, 125 when `run` itself fails (docker run reference).
 EXIT_ERROR = 1
 EXIT_RUN_FAILED = 125
+# docker exits 125 for a command line it cannot parse (cli.StatusError from FlagErrorFunc).
+EXIT_USAGE = 125
 
 
 class CliError(Exception):
@@ -34,6 +36,64 @@ class CliError(Exception):
     def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.status = status
+
+
+class DockerStyleParser(argparse.ArgumentParser):
+    """argparse with docker's usage errors: `overlaynet: <message>.` plus where to get help on
+    stderr, exit 125. Sub-parsers inherit the class, so every verb answers the same way."""
+
+    def error(self, message: str) -> NoReturn:
+        root = self.prog.split()[0]
+        message = message if message.endswith((".", "!", "?")) else message + "."
+        self.exit(EXIT_USAGE, f"{root}: {message}\nSee '{self.prog} --help'.\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        # The innermost parser runs first: remember it, so a stray word is reported against
+        # the verb it was typed after (`See 'overlaynet network ls --help'`).
+        if not hasattr(ns, "_verb_parser"):
+            ns._verb_parser = self
+        return ns, extras
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            verb: argparse.ArgumentParser = getattr(ns, "_verb_parser", self)
+            flags = [e for e in extras if e.startswith("-") and e != "-"]
+            if flags:
+                verb.error(f"unknown flag: {flags[0]}")
+            verb.error(f'"{verb.prog}" accepts no argument {extras[0]!r} here')
+        return ns
+
+
+def _filter_arg(spec: str) -> tuple[str, str]:
+    try:
+        return filters.parse_filter(spec)
+    except filters.FilterError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _select(kind: filters.Kind, ns: argparse.Namespace, rows: list[Any]) -> list[Any]:
+    """The rows `--filter` keeps; a filter docker refuses is refused the same way."""
+    try:
+        return kind.select(filters.Filters.of(ns.filter or []), rows)
+    except filters.FilterError as e:
+        raise CliError(f"Error response from daemon: {e}") from None
+
+
+def _print_listing(
+    listing: formats.Listing, ns: argparse.Namespace, contexts: list[dict[str, Any]]
+) -> None:
+    try:
+        text = formats.render(listing, ns.format, contexts, quiet=ns.quiet)
+    except gotemplate.TemplateError as e:
+        raise CliError(f"template parsing error: {e}") from None
+    if text:
+        print(text)
 
 
 def _host_paths(ns: argparse.Namespace) -> HostPaths:
@@ -57,20 +117,38 @@ def call(ns: argparse.Namespace, op: str, wait: float | None = DEFAULT_WAIT, **a
     try:
         return _client(ns, wait).call(op, **args)
     except api.AgentDown:
-        where = f"host {paths.host} of lab {paths.lab}" if paths.lab else f"host {paths.host}"
-        hint = (
-            f"start it with `overlaynet lab up --name {paths.lab}`"
-            if paths.lab
-            else "start it with `overlaynet agent --host NAME`"
-        )
+        raise CliError(_agent_down(paths)) from None
+    except PermissionError:
         raise CliError(
-            f"Cannot connect to the overlaynet agent of {where} at unix://{paths.socket}. "
-            f"Is the agent running? ({hint})"
+            "permission denied while trying to connect to the overlaynet agent socket at "
+            f"unix://{paths.socket}: overlaynet talks to its agents as root (try sudo)"
         ) from None
     except ApiError as e:
         raise CliError(f"Error response from daemon: {e}") from None
     except TimeoutError:
         raise CliError(f"the agent of {paths.host} did not answer in time") from None
+
+
+def _agent_down(paths: HostPaths) -> str:
+    """Why no agent answers: a host the lab does not have is named as such, with the lab's."""
+    where = f"host {paths.host} of lab {paths.lab}" if paths.lab else f"host {paths.host}"
+    if paths.lab:
+        from overlaynet import lab
+
+        hosts = [h.name for h in lab.read_hosts(paths.lab)]
+        if hosts and paths.host not in hosts:
+            return (
+                f"Cannot connect to the overlaynet agent of {where}: lab {paths.lab} has no host "
+                f"{paths.host}; its hosts are {', '.join(hosts)} (pick one with -H, or build a "
+                f"bigger lab with `overlaynet lab up --name {paths.lab} --hosts N`)"
+            )
+        hint = f"start it with `overlaynet lab up --name {paths.lab}`"
+    else:
+        hint = "start it with `overlaynet agent --host NAME`"
+    return (
+        f"Cannot connect to the overlaynet agent of {where} at unix://{paths.socket}. "
+        f"Is the agent running? ({hint})"
+    )
 
 
 def _print_json(docs: list[Any], template: str | None) -> None:
@@ -116,13 +194,9 @@ def cmd_network_create(ns: argparse.Namespace) -> int:
 
 
 def cmd_network_ls(ns: argparse.Namespace) -> int:
-    rows = call(ns, "network.ls")
-    ids = [r["id"] if ns.no_trunc else short_id(r["id"]) for r in rows]
-    if ns.quiet:
-        print("\n".join(ids))
-        return 0
-    body = [[i, r["name"], r["driver"], r["scope"]] for i, r in zip(ids, rows, strict=True)]
-    print(table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], body))
+    rows = _select(filters.NETWORKS, ns, call(ns, "network.ls"))
+    contexts = [formats.network_context(r, trunc=not ns.no_trunc) for r in rows]
+    _print_listing(formats.NETWORKS, ns, contexts)
     return 0
 
 
@@ -265,18 +339,15 @@ def _follow_until_exit(ns: argparse.Namespace, cid: str) -> int:
 
 
 def cmd_ps(ns: argparse.Namespace) -> int:
-    rows = call(ns, "container.ls", all=ns.all)
-    ids = [r["id"] if ns.no_trunc else short_id(r["id"]) for r in rows]
-    if ns.quiet:
-        if ids:
-            print("\n".join(ids))
-        return 0
-    headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
-    body = [
-        [i, r["image"], r["command"], r["created"], r["status"], r["ports"], r["names"]]
-        for i, r in zip(ids, rows, strict=True)
-    ]
-    print(table(headers, body))
+    wanted = filters.Filters.of(ns.filter or [])
+    last = 1 if ns.latest and ns.last <= 0 else ns.last
+    # docker: a status filter or -n/-l looks at stopped containers too; -n 0 or less: no limit.
+    include_all = ns.all or filters.status_implies_all(wanted) or last > 0
+    rows = _select(filters.CONTAINERS, ns, call(ns, "container.ls", all=include_all))
+    if last > 0:
+        rows = rows[:last]  # the agent lists the newest first
+    contexts = [formats.container_context(r, trunc=not ns.no_trunc) for r in rows]
+    _print_listing(formats.CONTAINERS, ns, contexts)
     return 0
 
 
@@ -378,6 +449,80 @@ def cmd_info(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _client_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("overlaynet")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+# docker prints Go's architecture names (GOARCH), not uname's.
+_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm"}
+
+# docker version's layout (cli/command/system/version.go): a tabwriter of minimum width 20 and
+# padding 1, a Client section, then a Server section when the daemon answers.
+VERSION_TABWRITER = (20, 1)
+
+
+def cmd_version(ns: argparse.Namespace) -> int:
+    import platform
+
+    from overlaynet.cli.tables import tabwrite
+
+    paths = _host_paths(ns)
+    client = {
+        "Version": _client_version(),
+        "PythonVersion": platform.python_version(),
+        "Os": platform.system().lower(),
+        "Arch": _GO_ARCH.get(platform.machine(), platform.machine()),
+        "Context": f"{paths.host} (lab {paths.lab})" if paths.lab else paths.host,
+    }
+    server: dict[str, Any] | None = None
+    error: CliError | None = None
+    try:
+        pong = call(ns, "ping", wait=10.0)
+        server = {
+            "Version": pong.get("version", ""),
+            "Host": pong.get("host", ""),
+            "Pid": pong.get("pid"),
+        }
+    except CliError as e:
+        error = e
+    if ns.format:
+        try:
+            print(gotemplate.render(ns.format, {"Client": client, "Server": server}))
+        except gotemplate.TemplateError as e:
+            raise CliError(f"template parsing error: {e}") from None
+    else:
+        lines = [
+            "Client:",
+            f" Version:\t{client['Version']}",
+            f" Python version:\t{client['PythonVersion']}",
+            f" OS/Arch:\t{client['Os']}/{client['Arch']}",
+            f" Context:\t{client['Context']}",
+        ]
+        if server is not None:
+            lines += [
+                "",
+                "Server: overlaynet agent",
+                " Engine:",
+                f"  Version:\t{server['Version']}",
+                f"  Host:\t{server['Host']}",
+                f"  Pid:\t{server['Pid']}",
+            ]
+        print(tabwrite("\n".join(lines), *VERSION_TABWRITER))
+    if error is not None:
+        raise error
+    return 0
+
+
+def cmd_completion(ns: argparse.Namespace) -> int:
+    print(completion.bash_script(build_parser()), end="")
+    return 0
+
+
 def cmd_host_show(ns: argparse.Namespace) -> int:
     """What the agent built in the kernel: bridges with their ports, addresses, routes."""
     k = call(ns, "host.kernel")
@@ -447,21 +592,8 @@ def cmd_swarm_leave(ns: argparse.Namespace) -> int:
 
 
 def cmd_node_ls(ns: argparse.Namespace) -> int:
-    nodes = call(ns, "node.ls")
-    if ns.quiet:
-        print("\n".join(n["id"] for n in nodes))
-        return 0
-    rows = [
-        [
-            n["id"] + (" *" if n.get("self") else ""),
-            n["hostname"],
-            n["status"],
-            str(n["availability"]).capitalize(),
-            n.get("manager_status") or "",
-        ]
-        for n in nodes
-    ]
-    print(table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"], rows))
+    nodes = _select(filters.NODES, ns, call(ns, "node.ls"))
+    _print_listing(formats.NODES, ns, [formats.node_context(n) for n in nodes])
     return 0
 
 
@@ -603,9 +735,12 @@ def _add_container_verbs(sub: Any, top_level: bool) -> None:
     _container_run_args(run)
     for verb in ("ls", "ps", "list") if not top_level else ("ps",):
         p = sub.add_parser(verb, help="list containers")
-        p.add_argument("-a", "--all", action="store_true")
-        p.add_argument("-q", "--quiet", action="store_true")
-        p.add_argument("--no-trunc", action="store_true")
+        p.add_argument("-a", "--all", action="store_true", help="show all containers")
+        p.add_argument(
+            "-n", "--last", type=int, default=-1, help="show the n last created containers"
+        )
+        p.add_argument("-l", "--latest", action="store_true", help="show the latest created")
+        _list_options(p, "containers", "status=running", no_trunc=True)
         p.set_defaults(func=cmd_ps)
     p = sub.add_parser("start", help="start stopped containers")
     p.add_argument("containers", nargs="+")
@@ -638,8 +773,27 @@ def _add_container_verbs(sub: Any, top_level: bool) -> None:
     p.set_defaults(func=cmd_logs)
 
 
+def _list_options(p: argparse.ArgumentParser, what: str, example: str, no_trunc: bool) -> None:
+    """docker's -q, --no-trunc, -f/--filter and --format of a list command."""
+    p.add_argument("-q", "--quiet", action="store_true", help=f"only display {what}' IDs")
+    if no_trunc:
+        p.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
+    p.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        type=_filter_arg,
+        metavar="KEY=VALUE",
+        help=f"filter output (e.g. '{example}'); repeat a key for OR, mix keys for AND",
+    )
+    p.add_argument(
+        "--format",
+        help="'table', 'table TEMPLATE', 'json' or a Go TEMPLATE such as '{{.ID}}\\t{{.Name}}'",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = DockerStyleParser(
         prog="overlaynet",
         description="Docker-style container networking, built in the open.",
     )
@@ -672,8 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_network_create)
     for verb in ("ls", "list"):
         c = net.add_parser(verb, help="list networks")
-        c.add_argument("-q", "--quiet", action="store_true")
-        c.add_argument("--no-trunc", action="store_true")
+        _list_options(c, "networks", "driver=bridge", no_trunc=True)
         c.set_defaults(func=cmd_network_ls)
     c = net.add_parser("inspect", help="network details as JSON")
     c.add_argument("-f", "--format")
@@ -740,7 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for verb in ("ls", "list"):
         c = node.add_parser(verb, help="list nodes")
-        c.add_argument("-q", "--quiet", action="store_true")
+        _list_options(c, "nodes", "role=manager", no_trunc=False)
         c.set_defaults(func=cmd_node_ls)
     c = node.add_parser("inspect", help="node details as JSON")
     c.add_argument("-f", "--format")
@@ -770,6 +923,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_info = sub.add_parser("info", help="the agent's view of its host")
     p_info.set_defaults(func=cmd_info)
+    c = sub.add_parser("version", help="client and agent versions")
+    c.add_argument("-f", "--format", help="Go template, e.g. '{{.Server.Version}}'")
+    c.set_defaults(func=cmd_version)
+    c = sub.add_parser("completion", help="print a shell completion script")
+    c.add_argument("shell", choices=["bash"], help="the shell to complete for")
+    c.set_defaults(func=cmd_completion)
     host = sub.add_parser("host", help="under the hood of one host").add_subparsers(
         dest="verb", metavar="VERB", required=True
     )
@@ -805,15 +964,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Verbs that create or remove kernel objects themselves rather than asking an agent.
+_NEEDS_ROOT = (cmd_lab_up, cmd_lab_down, cmd_lab_capture, cmd_lab_demo)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     ns = parser.parse_args(args)
+    if ns.func in _NEEDS_ROOT and os.geteuid() != 0:
+        print(
+            f"overlaynet: `{parser.prog} {ns.command} {ns.verb}` needs root (it builds network "
+            "namespaces): run it with sudo",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     try:
         return int(ns.func(ns))
     except CliError as e:
         print(e, file=sys.stderr)
         return e.status
+    except PermissionError as e:
+        # One line, not a traceback: most verbs need root (namespaces, the agents' sockets).
+        print(
+            f"overlaynet: permission denied: {e} (overlaynet needs root: try sudo)", file=sys.stderr
+        )
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -83,7 +83,8 @@ def test_key_value_errors_are_cli_errors() -> None:
         cli._key_values(["novalue"], "option")
 
 
-def test_unknown_verbs_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_verbs_exit_125_as_docker(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         parse("network", "frobnicate")
-    assert e.value.code == 2
+    assert e.value.code == 125
+    assert "See 'overlaynet network --help'." in capsys.readouterr().err
