@@ -8,8 +8,9 @@ exit code survives an agent that died meanwhile (containerd's shim does the same
 With an image root (`Launch.root`, from `images.rootfs.prepare`) the shim is the host's static
 busybox: it mounts /proc, /sys, the host's busybox and a few device nodes onto the root folder,
 pivots into it and detaches the host's tree, so the command sees the image and nothing else.
-Those mounts live only in the container's namespace and vanish with its last process. `exec`
-lands in the same root by entering the mount namespace (`nsenter -t PID -m`).
+Those mounts live only in the container's namespace and vanish with its last process. Such a
+container also has its own pid namespace. `exec` lands in the same root and pid namespace by
+entering the namespaces of `exec_pid(running)` (`nsenter -t PID -m -n -u -p`).
 
 `-t` gives the command a pseudo-terminal whose master the caller holds; `-i` attached gives it a
 pipe whose write end the caller holds (closing it is the command's end of input).
@@ -72,7 +73,19 @@ $ONET_BB hostname "$ONET_HOSTNAME" || fail hostname
 # pivot_root(".", "."): the old root ends up stacked on the new one; detaching it leaves only
 # the image (runc does the same, without a put_old folder to hide).
 cd "$R" && $ONET_BB pivot_root . . && $ONET_BB umount -l / && cd / || fail pivot_root
-unset ONET_ROOT ONET_LAYERS ONET_BB ONET_PTS ONET_HOSTS ONET_RESOLV ONET_HOSTNAME ONET_EXIT R
+unset ONET_SETUP ONET_ROOT ONET_LAYERS ONET_BB ONET_PTS ONET_HOSTS ONET_RESOLV ONET_HOSTNAME
+unset ONET_EXIT R
+[ -x "$0" ] || fail "$0 is missing from the image"
+exec "$0" "$@"
+"""
+
+# Inside an image root the container's pid 1 is this script (as `docker run --init` runs
+# docker-init): it outlives the command to write its exit status (fd 9, opened before the
+# pivot), and, unlike a bare command as pid 1, it lets the command die of SIGTERM at once.
+# `images.rootfs` puts it in every busybox layer; a short path, as `ps`/`top` show it.
+ROOT_INIT_PATH = "/.overlaynet-init"
+ROOT_INIT_SCRIPT = """#!/bin/sh
+# overlaynet's init: runs the command, writes its exit status for the runtime to read.
 trap '' TERM INT
 ( trap - TERM INT; exec 9>&-; exec "$@" ); status=$?
 echo "$status" >&9
@@ -82,6 +95,7 @@ exit "$status"
 # `setsid --ctty`: a new session whose controlling terminal is stdin (the pty), so ^C on the
 # pty reaches the command; subprocess has no portable way to set one after fork.
 _SETSID_CTTY = ["setsid", "--ctty"]
+_PID_NAMESPACE = ["--pid", "--fork", "--kill-child=SIGKILL"]
 
 
 @dataclass(frozen=True)
@@ -155,11 +169,17 @@ def spawn(spec: Launch) -> Started:
     if spec.attach_stdin and spec.stdin_fifo is not None:
         raise ValueError("stdin is either attached (attach_stdin) or a FIFO (stdin_fifo)")
     spec.exit_file.unlink(missing_ok=True)
-    argv = ["unshare", "--mount", "--uts", "--propagation", "private", "--"]
+    argv = ["unshare", "--mount", "--uts", "--propagation", "private"]
     if spec.root is None:
-        argv += ["sh", "-c", _SHIM, "sh", *spec.cmd]
+        argv += ["--", "sh", "-c", _SHIM, "sh", *spec.cmd]
     else:
-        argv += [str(spec.busybox), "sh", "-c", _ROOT_SHIM, "sh", *spec.cmd]
+        # An image root also gets its own pid namespace, so `ps`/`top` inside show the
+        # container's processes only (its /proc is mounted after the fork). unshare stays as
+        # the parent, passing on the exit status; if it is killed, so is the container.
+        # The set-up script travels in the environment, so `overlaynet top` (ps on the host)
+        # shows a short line for the container's first process, not the whole script.
+        shim = [str(spec.busybox), "sh", "-c", 'eval "$ONET_SETUP"', ROOT_INIT_PATH, *spec.cmd]
+        argv += [*_PID_NAMESPACE, "--", *shim]
     if spec.netns_path is not None:
         argv = ["nsenter", f"--net={spec.netns_path}", "--", *argv]
     if spec.tty:
@@ -177,6 +197,7 @@ def spawn(spec: Launch) -> Started:
     if spec.tty:
         env["TERM"] = "xterm"  # Docker's default for -t
     if spec.root is not None:
+        env["ONET_SETUP"] = _ROOT_SHIM
         env["ONET_ROOT"] = str(spec.root.target)
         env["ONET_LAYERS"] = spec.root.overlay_options()
         env["ONET_BB"] = str(spec.busybox)
@@ -245,6 +266,23 @@ def start_ticks(pid: int) -> int | None:
     if fields[0] == "Z":
         return None
     return int(fields[19])
+
+
+def exec_pid(run: Running) -> int | None:
+    """The process to enter for `exec` (`nsenter -t PID -m -n -u -p`): the container's first
+    process inside its own pid namespace (unshare's forked child) when it has one, else the
+    started process itself. None if the container is not running."""
+    if not alive(run):
+        return None
+    try:
+        children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+        mine = os.stat(f"/proc/{run.pid}/ns/pid").st_ino
+        for child in children:
+            if os.stat(f"/proc/{child}/ns/pid").st_ino != mine:
+                return int(child)
+    except OSError:
+        return None
+    return run.pid
 
 
 def alive(run: Running) -> bool:

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from overlaynet.host.process import RootFs
+from overlaynet.host.process import ROOT_INIT_PATH, ROOT_INIT_SCRIPT, RootFs
 from overlaynet.images.catalog import Image, ImageError, RootKind
 from overlaynet.paths import state_root
 
@@ -32,7 +32,7 @@ from overlaynet.paths import state_root
 BUSYBOX = Path("/bin/busybox")
 ROOTFS = "rootfs"
 # Bumped when the layer's layout changes, so old cached layers are not reused.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 # The device nodes a Docker container's /dev holds (less console and the pty multiplexer);
 # the launcher binds the host's node onto each empty file it finds in the image's /dev.
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -143,6 +143,7 @@ def _digest(image: Image, busybox: Path, names: tuple[str, ...]) -> str:
         "root": image.root.value,
         "busybox": [str(busybox), st.st_size, st.st_mtime_ns],
         "applets": names,
+        "init": ROOT_INIT_SCRIPT,
         "files": [
             [str(f.path), f.mode, hashlib.sha256(f.source.read_bytes()).hexdigest()]
             for f in image.files
@@ -171,6 +172,9 @@ def _build_busybox_root(root: Path, image: Image, names: tuple[str, ...]) -> Non
         (root / rel).touch(mode=0o644)
     for dev in DEVICES:
         (root / "dev" / dev).touch(mode=0o666)
+    init = root / ROOT_INIT_PATH.lstrip("/")
+    init.write_text(ROOT_INIT_SCRIPT)
+    init.chmod(0o755)
     for f in image.files:
         dest = root / f.path.relative_to("/")
         dest.parent.mkdir(parents=True, exist_ok=True)

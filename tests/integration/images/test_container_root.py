@@ -27,9 +27,12 @@ def _ended(c: Container) -> int:
 
 
 def test_ls_root_shows_the_image_not_the_host(pair: Pair) -> None:
-    c = pair.run("alpine", ["ls", "-a", "/"])
+    c = pair.run("alpine", ["sh", "-c", "ls /; echo --; ls -A /"])
     assert _ended(c) == 0, c.log()
-    assert set(c.log().split()) - {".", ".."} == IMAGE_TOP_LEVEL
+    plain, everything = c.log().split("--\n")
+    assert set(plain.split()) == IMAGE_TOP_LEVEL
+    # Hidden, as Docker's /.dockerenv: the init that records the exit status.
+    assert set(everything.split()) == {*IMAGE_TOP_LEVEL, process.ROOT_INIT_PATH.lstrip("/")}
     assert c.exit_code() == 0
 
 
@@ -59,16 +62,33 @@ def test_busybox_cannot_be_changed_from_inside(pair: Pair) -> None:
 def test_exec_with_nsenter_lands_in_the_container_root(pair: Pair) -> None:
     c = pair.run("alpine", ["sleep", "60"])
     assert wait_until(lambda: _root_mounted(c.pid)), c.log()
+    target = process.exec_pid(c.started.running)
+    assert target is not None
+    enter = ["nsenter", "-t", str(target), "-m", "-n", "-u", "-p", "--"]
     out = subprocess.run(
-        ["nsenter", "-t", str(c.pid), "-m", "-n", "-u", "--", "sh", "-c", "ls /; hostname"],
+        [*enter, "sh", "-c", "ls /; hostname; ps -o pid,args"],
         capture_output=True,
         text=True,
         check=True,
         env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
     )
-    words = out.stdout.split()
-    assert set(words[:-1]) == IMAGE_TOP_LEVEL
-    assert words[-1] == c.name
+    lines = out.stdout.splitlines()
+    assert set(lines[: len(IMAGE_TOP_LEVEL)]) == IMAGE_TOP_LEVEL
+    assert lines[len(IMAGE_TOP_LEVEL)] == c.name
+    # Its own pid namespace: our init is 1, then the command, then what exec started.
+    processes = [line.split(None, 1) for line in lines[len(IMAGE_TOP_LEVEL) + 2 :]]
+    assert processes[0][0] == "1"
+    assert processes[0][1].endswith(f"/bin/sh {process.ROOT_INIT_PATH} sleep 60")
+    assert "sleep 60" in [args for _, args in processes[1:]]
+    assert all(int(pid) < 100 for pid, _ in processes), processes
+
+
+def test_stop_terminates_the_command_and_records_its_status(pair: Pair) -> None:
+    c = pair.run("alpine", ["sleep", "60"])
+    assert wait_until(lambda: process.exec_pid(c.started.running) not in (None, c.pid))
+    pair.stop(c)
+    assert c.exit_code() == 143  # 128 + SIGTERM, written by the shim inside the root
+    assert c.started.proc.returncode == 143
 
 
 def _root_mounted(pid: int) -> bool:
@@ -197,8 +217,28 @@ def test_tty_gives_an_interactive_shell_and_ctrl_c_interrupts(pair: Pair) -> Non
     os.write(master, b"tty; echo term=$TERM; sleep 60\n")
     seen = _read_until(master, b"term=xterm\r\n")
     assert b"/dev/pts/" in seen
+    # ^C only once `sleep` runs: earlier, it would interrupt the shell, not the command.
+    assert wait_until(lambda: "sleep 60" in process.top(c.pid))
     os.write(master, b"\x03")
     assert b"/ # " in _read_until(master, b"/ # ")
     assert process.alive(c.started.running)
     os.write(master, b"exit 3\n")
     assert _ended(c) == 3
+
+
+def test_host_image_keeps_the_hosts_root_with_its_own_hosts_file(pair: Pair) -> None:
+    # For iperf3, dig and tcpdump: the host's files, but still the container's /etc/hosts.
+    c = pair.run("host", ["sh", "-c", "ls /; echo --; cat /etc/hosts"], hosts="10.203.0.9\tpeer\n")
+    assert c.launch.root is None
+    assert _ended(c) == 0, c.log()
+    listing, hosts = c.log().split("--\n")
+    assert set(listing.split()) == {p for p in os.listdir("/") if not p.startswith(".")}
+    assert "10.203.0.9\tpeer" in hosts.splitlines()
+
+
+def test_overlaynet_top_shows_a_short_line_per_process(pair: Pair) -> None:
+    c = pair.run("alpine", ["sleep", "60"])
+    assert wait_until(lambda: "sleep 60" in process.top(c.pid))
+    lines = process.top(c.pid).splitlines()
+    assert any(line.endswith(f"{process.ROOT_INIT_PATH} sleep 60") for line in lines), lines
+    assert all(len(line) < 250 for line in lines), lines
