@@ -153,7 +153,9 @@ class ContainerAnswerer:
     # -- counters ---------------------------------------------------------------------------
 
     def counters(self) -> Counter[str]:
-        """Queries by type, answers by rcode, malformed input by reason (and in total)."""
+        """Queries by type, answers by rcode, malformed input by reason (and in total), and
+        which path answered: `path_prepared` (an ID patched into a kept answer), `path_plain`
+        (decoded by hand), `path_slow` (read by dnslib)."""
         total = Counter(self._counts)
         for prepared in (self._udp, self._tcp):
             for entry in prepared.values():
@@ -167,6 +169,7 @@ class ContainerAnswerer:
     @staticmethod
     def _fold(into: Counter[str], entry: _Prepared) -> None:
         if entry.hits:
+            into["path_prepared"] += entry.hits
             if entry.qtype is not None:
                 into["queries_" + type_name(entry.qtype)] += entry.hits
             into["answers_" + rcode_name(entry.rcode)] += entry.hits
@@ -187,7 +190,10 @@ class ContainerAnswerer:
         self, data: bytes, transport: Transport, prepared: dict[bytes, _Prepared]
     ) -> bytes | Forward | None:
         question = m.decode_plain(data)
-        if question is None:
+        if question is not None:
+            self._counts["path_plain"] += 1
+        else:
+            self._counts["path_slow"] += 1
             slow = self._read_slowly(data, transport, prepared)
             if not isinstance(slow, m.Question):
                 return slow

@@ -158,7 +158,8 @@ async def test_tcp_answers_pipelined_queries_on_one_connection(
                 data = bytes(q.pack())
                 wire += struct.pack("!H", len(data)) + data
             sock.sendall(wire)
-            replies, buf = [], b""
+            replies: list[DNSRecord] = []
+            buf = b""
             while len(replies) < 3:
                 buf += sock.recv(65535)
                 while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
