@@ -83,13 +83,16 @@ async def _forwarding_server(
 async def test_unknown_names_are_forwarded_over_udp_and_tcp(
     nursery: trio.Nursery, table: DnsTable, topology: Topology, netns_factory: list[str]
 ) -> None:
-    await _forwarding_server(nursery, table, topology, netns_factory)
+    dns = await _forwarding_server(nursery, table, topology, netns_factory)
     assert (await dig(topology.alpine1, "+short", "www.example.test")).split() == [UPSTREAM_ANSWER]
     assert (await dig(topology.alpine1, "+short", "+tcp", "www.example.test")).split() == [
         UPSTREAM_ANSWER
     ]
     nx = await dig(topology.alpine1, "nothing.example.test")
     assert "status: NXDOMAIN" in nx
+    counts = dns.counters()
+    assert counts["forwarded"] == 3
+    assert counts["answers_NOERROR"] == 2 and counts["answers_NXDOMAIN"] == 1
     # Local names still come from the table, not from upstream.
     assert (await dig(topology.alpine1, "+short", "alpine2")).split() == ["172.18.0.3"]
 
@@ -122,6 +125,12 @@ async def test_servfail_when_no_upstream_answers(
         dns = DnsServer(table, upstream_netns=upstream_ns, upstream_timeout=0.5)
         await nursery.start(dns.run)
         await dns.add_container("alpine1", topology.alpine1)
-        out = await dig(topology.alpine1, "www.example.test")
+        out = await dig(topology.alpine1, "+nocookie", "www.example.test")
         assert "status: SERVFAIL" in out
         assert silent.recv(512)  # the silent upstream was asked
+        counts = dns.counters()
+        assert counts["forwarded"] == 1
+        assert counts["upstream_timeouts"] == 1  # the silent one
+        assert counts["upstream_errors"] == 1  # the closed port (ICMP unreachable)
+        assert counts["forward_failed"] == 1
+        assert counts["answers_SERVFAIL"] == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from dnslib import EDNS0, QTYPE, RCODE, DNSRecord, EDNSOption
+from dnslib import EDNS0, QTYPE, RCODE, RR, DNSRecord, EDNSOption
 
 from overlaynet.dns import cookies
 from overlaynet.dns.answer import ContainerAnswerer
@@ -118,3 +118,25 @@ def test_compressed_question_name_is_answered(answerer: ContainerAnswerer) -> No
     reply = parse(answerer.answer(bytes(data)))
     assert reply.header.rcode == RCODE.NOERROR
     assert addresses(reply) == ["172.18.0.3"]
+
+
+def test_records_in_a_query_are_read_and_ignored(answerer: ContainerAnswerer) -> None:
+    # Unusual but well-formed (RFC 1035 §4.1: any section may hold records): the slow path
+    # reads them with dnslib and answers the question.
+    q = DNSRecord.question("alpine2")
+    q.header.id = 0x2222
+    q.add_answer(*RR.fromZone("alpine2. 60 IN A 10.9.9.9"))
+    q.add_auth(*RR.fromZone("alpine-net. 60 IN NS ns.alpine-net."))
+    q.add_ar(*RR.fromZone("extra. 60 IN TXT hello"))
+    reply = parse(answerer.answer(bytes(q.pack())))
+    assert reply.header.id == 0x2222
+    assert reply.header.rcode == RCODE.NOERROR
+    assert addresses(reply) == ["172.18.0.3"]
+
+
+def test_unusual_class_is_not_answered_from_the_table(answerer: ContainerAnswerer) -> None:
+    # CHAOS `alpine2` is not the container (RFC 1035 §3.2.4): not ours, SERVFAIL without upstream.
+    q = DNSRecord.question("alpine2", "A", "CH")
+    reply = parse(answerer.answer(bytes(q.pack())))
+    assert reply.header.rcode == RCODE.SERVFAIL
+    assert reply.rr == []
