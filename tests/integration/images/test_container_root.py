@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from overlaynet.host import process
+import dnslib
+
+from overlaynet.host import nssocket, process
 from overlaynet.images import rootfs
 from tests.integration.images.conftest import Container, Pair, mounts_mentioning
 from tests.integration.labs import wait_until
@@ -242,3 +246,44 @@ def test_overlaynet_top_shows_a_short_line_per_process(pair: Pair) -> None:
     lines = process.top(c.pid).splitlines()
     assert any(line.endswith(f"{process.ROOT_INIT_PATH} sleep 60") for line in lines), lines
     assert all(len(line) < 250 for line in lines), lines
+
+
+def test_names_resolve_over_dns_from_inside_the_image(pair: Pair) -> None:
+    # busybox is glibc-static with no NSS libraries in the image: resolving through the
+    # container's nameserver (the agent's 127.0.0.11) must still work, for ping as for nslookup.
+    sock = nssocket.socket_in_netns(pair.server, bind=("127.0.0.11", 53))
+    answering = threading.Thread(target=_answer_peer, args=(sock,), daemon=True)
+    answering.start()
+    try:
+        c = pair.run(
+            "alpine",
+            ["sh", "-c", "ping -c 1 -W 5 peer && nslookup peer"],
+            resolv="nameserver 127.0.0.11\noptions ndots:0\n",
+        )
+        assert _ended(c) == 0, c.log()
+    finally:
+        sock.close()
+        answering.join(5)
+    assert "PING peer (10.203.0.1)" in c.log()
+    assert "1 packets received" in c.log()
+    assert "Address: 10.203.0.1" in c.log()
+
+
+def _answer_peer(sock: socket.socket) -> None:
+    """A one-name DNS server: `peer` is the client namespace; everything else NXDOMAIN."""
+    sock.settimeout(0.5)
+    deadline = time.monotonic() + 30  # bounded even if the test forgets to close the socket
+    while time.monotonic() < deadline:
+        try:
+            data, addr = sock.recvfrom(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            return  # closed by the test
+        query = dnslib.DNSRecord.parse(data)
+        reply = query.reply()
+        if str(query.q.qname).rstrip(".") == "peer" and query.q.qtype == dnslib.QTYPE.A:
+            reply.add_answer(dnslib.RR("peer", dnslib.QTYPE.A, rdata=dnslib.A("10.203.0.1")))
+        elif query.q.qtype != dnslib.QTYPE.AAAA:
+            reply.header.rcode = dnslib.RCODE.NXDOMAIN
+        sock.sendto(reply.pack(), addr)
