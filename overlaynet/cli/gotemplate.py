@@ -174,10 +174,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _json_spaced(value: Any) -> str:
-    return json.dumps(_jsonable(value))
-
-
 def docker_json(value: Any) -> str:
     """docker's `json` function: compact, sorted keys for records, no HTML escaping."""
     return json.dumps(_jsonable(value), separators=(",", ":"), ensure_ascii=False)
@@ -186,7 +182,7 @@ def docker_json(value: Any) -> str:
 Function = Callable[..., Any]
 
 FUNCTIONS: dict[str, Function] = {
-    "json": _json_spaced,
+    "json": docker_json,
     "index": _index,
     "println": lambda *values: " ".join(_as_text(v) for v in values) + "\n",
     "upper": lambda v: _as_text(v).upper(),

@@ -34,7 +34,7 @@ def test_range_over_a_map_visits_values_in_key_order() -> None:
 
 
 def test_json_and_index() -> None:
-    assert render("{{json .State}}", DOC) == '{"Running": true, "Pid": 42}'
+    assert render("{{json .State}}", DOC) == '{"Running":true,"Pid":42}'
     assert render('{{index .NetworkSettings.Networks "mybridge"}}', DOC).startswith("map[")
 
 
