@@ -10,103 +10,20 @@ has its entries withdrawn everywhere by the tables core.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
-from ipaddress import IPv4Address
 
 import trio
 
-from overlaynet.dns.records import NameRecord, RecordKind
+from overlaynet.agent.records import ENDPOINT_TABLE, BadEndpointRecord, EndpointRecord
 from overlaynet.gossip.keyring import Keyring
 from overlaynet.gossip.service import GossipService
 from overlaynet.gossip.swim import LIVE_STATES
-from overlaynet.model import Container, Network, Status
 
 log = logging.getLogger(__name__)
 
-ENDPOINT_TABLE = "endpoint_table"
 # How often a host that found no seed to join retries (a manager may be restarting).
 REJOIN_INTERVAL = 2.0
-
-
-class BadEndpointRecord(ValueError):
-    """An endpoint entry from a peer that does not parse: counted and ignored."""
-
-
-@dataclass(frozen=True)
-class EndpointRecord:
-    """One container interface on a swarm network, as other hosts need to know it."""
-
-    name: str
-    container: str
-    ip: str
-    mac: str
-    host: str  # the underlay address of the VTEP it lives behind
-    aliases: tuple[str, ...] = ()
-
-    def to_bytes(self) -> bytes:
-        doc = {
-            "name": self.name,
-            "container": self.container,
-            "ip": self.ip,
-            "mac": self.mac,
-            "host": self.host,
-            "aliases": list(self.aliases),
-        }
-        return json.dumps(doc, sort_keys=True).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> EndpointRecord:
-        try:
-            doc = json.loads(data)
-            rec = cls(
-                name=str(doc["name"]),
-                container=str(doc["container"]),
-                ip=str(IPv4Address(doc["ip"])),
-                mac=str(doc["mac"]).lower(),
-                host=str(IPv4Address(doc["host"])),
-                aliases=tuple(str(a) for a in doc.get("aliases", [])),
-            )
-        except (ValueError, KeyError, TypeError, RecursionError) as e:
-            raise BadEndpointRecord(str(e)) from None
-        parts = rec.mac.split(":")
-        if len(parts) != 6 or not all(len(p) == 2 for p in parts):
-            raise BadEndpointRecord(f"bad MAC {rec.mac!r}")
-        try:
-            bytes.fromhex("".join(parts))
-        except ValueError:
-            raise BadEndpointRecord(f"bad MAC {rec.mac!r}") from None
-        return rec
-
-    def dns_records(self, network_id: str) -> list[NameRecord]:
-        ip = IPv4Address(self.ip)
-        out = [
-            NameRecord(network_id, self.name, ip, RecordKind.CONTAINER),
-            NameRecord(network_id, self.container[:12], ip, RecordKind.SHORT_ID),
-        ]
-        out += [NameRecord(network_id, a, ip, RecordKind.ALIAS) for a in self.aliases]
-        return out
-
-
-def local_records(
-    containers: Iterable[Container], networks: dict[str, Network], host_ip: str
-) -> dict[tuple[str, str], EndpointRecord]:
-    """(network id, endpoint id) → record, for running containers on swarm networks."""
-    out = {}
-    for c in containers:
-        if c.status != Status.RUNNING:
-            continue
-        for ep in c.endpoints:
-            net = networks.get(ep.network_id)
-            if net is None or net.scope != "swarm" or not ep.ip or not ep.mac:
-                continue
-            out[(net.id, ep.id)] = EndpointRecord(
-                c.name, c.id, ep.ip, ep.mac, host_ip, tuple(ep.aliases)
-            )
-    return out
 
 
 class ControlPlane:

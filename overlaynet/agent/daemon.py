@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 import trio
 
 from overlaynet import api
-from overlaynet.agent import control, views
+from overlaynet.agent import control, hostcore, views
 from overlaynet.agent import requests as rq
 from overlaynet.agent.overlay import OverlayDriver
+from overlaynet.agent.records import ENDPOINT_TABLE, BadEndpointRecord, EndpointRecord
 from overlaynet.agent.runtime import (
     Runtime,
     epoch_from_iso,
@@ -38,7 +39,6 @@ from overlaynet.agent.runtime import (
 from overlaynet.agent.swarm import SwarmMember
 from overlaynet.api import Request
 from overlaynet.boundary import contained
-from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dns import feed as dns_feed
 from overlaynet.dns.records import DnsTable, NameRecord
 from overlaynet.dns.server import DnsServer
@@ -156,14 +156,13 @@ class Agent:
         remote_names: dict[str, list[NameRecord]] = {}
         if self.control.running:
             addr = self.swarm.advertise_addr or ""
-            self.control.publish(control.local_records(rt.containers.values(), rt.networks, addr))
+            self.control.publish(hostcore.local_records(rt.containers.values(), rt.networks, addr))
             for net in rt.networks.values():
                 if net.scope != "swarm" or net.vni is None:
                     continue
-                others = self.control.remote(net.id)
-                endpoints = [RemoteEndpoint(net.vni, r.mac, r.ip, r.host) for r in others]
-                self.overlay.learn(net.id, endpoints, self.control.peers(net.id))
-                remote_names[net.id] = [rec for r in others for rec in r.dns_records(net.id)]
+                planes = hostcore.translate(net, self.control.remote(net.id))
+                self.overlay.learn(net.id, planes.endpoints, self.control.peers(net.id))
+                remote_names[net.id] = list(planes.names)
             self.overlay.set_members(self.control.live_addresses())
         view = dns_feed.build_view(rt.networks.values(), rt.containers.values(), remote_names)
         dns_feed.apply(self.dns_table, view)
@@ -602,10 +601,10 @@ class Agent:
         except NotFound:
             net_id = req.network
         rows = []
-        for key, entry in sorted(g.entries(control.ENDPOINT_TABLE, net_id).items()):
+        for key, entry in sorted(g.entries(ENDPOINT_TABLE, net_id).items()):
             try:
-                rec = control.EndpointRecord.from_bytes(entry.value)
-            except control.BadEndpointRecord:
+                rec = EndpointRecord.from_bytes(entry.value)
+            except BadEndpointRecord:
                 continue
             rows.append(
                 {

@@ -119,6 +119,12 @@ class OverlayDriver:
     def taps(self) -> set[str]:
         return {KernelNames.tap(nid) for nid in self._vni_of}
 
+    def detach_tap(self, ifname: str) -> None:
+        """Stop serving the network whose TAP this is (the reconciler knows TAPs by name)."""
+        for net in list(self._nets.values()):
+            if KernelNames.tap(net.id) == ifname:
+                self.detach(net)
+
     def inspect(self, net: Network) -> dict[str, Any] | None:
         vni = self._vni_of.get(net.id)
         if self.vtep is None or vni is None:

@@ -10,17 +10,20 @@ from __future__ import annotations
 import datetime
 import logging
 import subprocess
-from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+import threading
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from overlaynet.agent import hostcore
 from overlaynet.agent.overlay import OverlayDriver, StaticEndpoint
 from overlaynet.agent.requests import ContainerCreate, NetworkCreate
 from overlaynet.agent.store import Store
 from overlaynet.cluster import ipam
 from overlaynet.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
-from overlaynet.host import links, netns, process
+from overlaynet.host import links, netns, process, reconcile
+from overlaynet.host.picture import TapSpec
 from overlaynet.model import (
     BRIDGE_MTU,
     BRIDGE_NAME_OPTION,
@@ -35,7 +38,6 @@ from overlaynet.model import (
     Status,
 )
 from overlaynet.names import (
-    LINK_PREFIX,
     BadName,
     KernelNames,
     check_ifname,
@@ -43,6 +45,7 @@ from overlaynet.names import (
     new_id,
     short_id,
 )
+from overlaynet.wire.ethernet import is_group, mac_to_bytes, mac_to_str
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,9 @@ class Runtime:
         self.networks: dict[str, Network] = {n.id: n for n in self.store.networks()}
         self.containers: dict[str, Container] = {c.id: c for c in self.store.containers()}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self.taps: reconcile.TapPort = _OverlayTaps(self) if overlay else reconcile.NoTaps()
+        # Reconciliations run one at a time: two at once would both build what is missing.
+        self._kernel_lock = threading.Lock()
         # Bumped by every change other planes (DNS, overlay) follow: endpoints, running state.
         self.generation = 0
 
@@ -147,9 +153,9 @@ class Runtime:
         """The last local container left a swarm network: it leaves this host too."""
         if net.scope != "swarm" or self.containers_on(net.id):
             return
-        self._unbuild_bridge(net)
-        self.store.delete_network(net.id)
         self.networks.pop(net.id, None)
+        self.store.delete_network(net.id)
+        self._reconcile()
         self.generation += 1
 
     def _release(self, c: Container, endpoints: Iterable[Endpoint]) -> None:
@@ -163,13 +169,37 @@ class Runtime:
                 log.warning("could not release %s on %s: %s", ep.ip, net.name, e)
 
     def containers_on(self, network_id: str) -> list[Container]:
-        return [c for c in self.containers.values() if c.endpoint_on(network_id)]
+        return hostcore.containers_on(network_id, self.containers.values())
 
     def container_dir(self, c: Container) -> Path:
         return self.state_dir / "containers" / c.id
 
     def container_netns(self, c: Container) -> str | None:
-        return None if c.network_mode == "host" else self.names.container_netns(c.id)
+        return hostcore.container_netns(c, self.names)
+
+    # ---- the kernel follows the records --------------------------------------------------
+
+    def _reconcile(self, probe: Iterable[str] = ()) -> reconcile.Applied:
+        """Make the kernel match the records (see host/reconcile.py); `probe`: the container
+        namespaces to look inside (those a request touches; all of them at restart)."""
+        desired = hostcore.picture(self.networks, self.containers.values(), self.names)
+        with self._kernel_lock:
+            return reconcile.reconcile(desired, self.names, self.taps, probe)
+
+    def _apply_or_undo(
+        self, undo: Callable[[], object], what: str, probe: Iterable[str] = ()
+    ) -> None:
+        """Reconcile after a change of records; if the kernel refuses, undo the records,
+        reconcile back (best effort) and refuse the request with the kernel's reason."""
+        try:
+            self._reconcile(probe)
+        except _KERNEL_ERRORS as e:
+            undo()
+            try:
+                self._reconcile(probe)
+            except _KERNEL_ERRORS as again:
+                log.warning("could not undo after a refused request: %s", again)
+            raise Unavailable(f"{what}: {e}") from None
 
     # ---- networks -----------------------------------------------------------------------
 
@@ -268,12 +298,16 @@ class Runtime:
         return net
 
     def _add_network(self, net: Network) -> None:
-        """Build the network's bridge, then record it; a failure undoes both."""
-        self._build_bridge(net)
+        """Record the network and build its bridge (and TAP); a failure undoes both."""
+        self.networks[net.id] = net
+        self._apply_or_undo(
+            lambda: self.networks.pop(net.id, None), f"cannot create network {net.name}"
+        )
         try:
-            self._save_network(net)
+            self.store.put_network(net)
         except Exception:
-            self._unbuild_bridge(net)
+            self.networks.pop(net.id, None)
+            self._reconcile()
             raise
 
     def _pick_vni(self, options: dict[str, str]) -> int:
@@ -292,42 +326,14 @@ class Runtime:
             raise Conflict(f"VNI {vni} is already used by another overlay network on this host")
         return vni
 
-    def _build_bridge(self, net: Network) -> None:
-        """The network's bridge; an overlay's has no address and a TAP into the VTEP."""
-        assert net.bridge_ifname and net.subnet and net.gateway
-        overlay = net.driver == Driver.OVERLAY
-        prefix = IPv4Network(net.subnet).prefixlen
-        # An overlay's gateway address would exist on every host at once: it stays unassigned
-        # (Docker routes overlay containers out through a second, local bridge instead).
-        addr = None if overlay else IPv4Interface(f"{net.gateway}/{prefix}")
-        try:
-            links.ensure_bridge(net.bridge_ifname, addr, net.mtu)
-            if overlay and self.overlay is not None:
-                self.overlay.attach(net)
-        except (links.LinkError, OSError, RuntimeError, ValueError) as e:
-            self._unbuild_bridge(net)
-            raise Unavailable(f"cannot create network {net.name}: {e}") from None
-
-    def _unbuild_bridge(self, net: Network) -> None:
-        if net.driver == Driver.OVERLAY and self.overlay is not None:
-            self.overlay.detach(net)
-        if net.bridge_ifname:
-            links.delete(net.bridge_ifname)
-
     def network_rm(self, ref: str) -> Network:
         net = self.network(ref)
-        if net.name in PREDEFINED_NETWORKS:
-            raise Conflict(f"{net.name} is a pre-defined network and cannot be removed")
-        users = self.containers_on(net.id)
-        if users:
-            names = ", ".join(c.name for c in users)
-            raise Conflict(
-                f"error while removing network: network {net.name} id {net.id} has active "
-                f"endpoints ({names}): disconnect or remove them first"
-            )
-        self._unbuild_bridge(net)
-        self.store.delete_network(net.id)
+        hostcore.check_removable(net, self.containers.values())
         del self.networks[net.id]
+        self._apply_or_undo(
+            lambda: self.networks.setdefault(net.id, net), f"cannot remove network {net.name}"
+        )
+        self.store.delete_network(net.id)
         return net
 
     # ---- containers ---------------------------------------------------------------------
@@ -372,22 +378,27 @@ class Runtime:
         )
         ns = self.container_netns(c)
         self.container_dir(c).mkdir(parents=True, exist_ok=True)
+
+        def undo() -> None:
+            self.containers.pop(c.id, None)
+
         try:
-            if ns is not None:
-                netns.create(ns, ipv6=False)
             if net.driver in (Driver.BRIDGE, Driver.OVERLAY):
                 ep = self._new_endpoint(c, net, req.ip, list(req.aliases), first=True)
                 c.endpoints.append(ep)  # before building: a failure below releases it
-                self._build_endpoint(c, ep, net, default_route=True)
+            self.containers[c.id] = c
+            what = (
+                f"cannot connect {c.name} to {net.name}" if c.endpoints else f"cannot create {name}"
+            )
+            self._apply_or_undo(undo, what, probe=[ns] if ns else [])
             self.store.put_container(c)
         except BaseException:
+            undo()
+            self._reconcile()
             self._release(c, c.endpoints)
-            if ns is not None:
-                netns.remove(ns)
             _rmtree(self.container_dir(c))
             self._retire_if_unused(net)
             raise
-        self.containers[c.id] = c
         self._write_container_files(c)
         self.generation += 1
         return c
@@ -405,60 +416,9 @@ class Runtime:
         endpoint_id = new_id()
         if net.scope == "swarm" and self.cluster is not None:
             ip_text, mac = self.cluster.allocate(net, endpoint_id, ip)
-            return Endpoint(endpoint_id, net.id, ifname, ip_text, mac, list(aliases))
-        cfg = ipam.IpamConfig(
-            IPv4Network(net.subnet),
-            IPv4Address(net.gateway),
-            IPv4Network(net.ip_range) if net.ip_range else None,
-        )
-        taken = [
-            IPv4Address(e.ip)
-            for other in self.containers_on(net.id)
-            for e in other.endpoints
-            if e.network_id == net.id and e.ip
-        ]
-        try:
-            addr = ipam.allocate_address(cfg, taken, ip)
-        except ipam.IpamError as e:
-            raise InvalidArgument(str(e)) from None
-        return Endpoint(
-            id=endpoint_id,
-            network_id=net.id,
-            ifname=ifname,
-            ip=str(addr),
-            mac=ipam.mac_for(addr),
-            aliases=list(aliases),
-        )
-
-    def _veth_plan(
-        self, c: Container, ep: Endpoint, net: Network, default_route: bool
-    ) -> links.VethPlan:
-        ns = self.container_netns(c)
-        assert ns is not None and net.bridge_ifname and net.subnet
-        prefix = IPv4Network(net.subnet).prefixlen
-        return links.VethPlan(
-            host_ifname=KernelNames.veth_host(ep.id),
-            temp_ifname=KernelNames.veth_temp(ep.id),
-            bridge=net.bridge_ifname,
-            container_netns=ns,
-            ifname=ep.ifname,
-            mac=ep.mac,
-            address=IPv4Interface(f"{ep.ip}/{prefix}") if ep.ip else None,
-            gateway=net.gateway if default_route and self._routes_out(net) else None,
-            mtu=net.mtu,
-        )
-
-    @staticmethod
-    def _routes_out(net: Network) -> bool:
-        return net.driver == Driver.BRIDGE and not net.internal
-
-    def _build_endpoint(
-        self, c: Container, ep: Endpoint, net: Network, default_route: bool
-    ) -> None:
-        try:
-            links.create_endpoint(self._veth_plan(c, ep, net, default_route))
-        except (links.LinkError, OSError) as e:
-            raise Unavailable(f"cannot connect {c.name} to {net.name}: {e}") from None
+        else:
+            ip_text, mac = hostcore.choose_address(net, self.containers.values(), ip)
+        return Endpoint(endpoint_id, net.id, ifname, ip_text, mac, list(aliases))
 
     def _write_container_files(self, c: Container) -> None:
         """/etc/hosts and /etc/resolv.conf as the container will see them."""
@@ -562,10 +522,11 @@ class Runtime:
             if run is not None:
                 process.stop(run, timeout=0)
             self.poll()
-        self._teardown(c)
+        # Kernel side first: an address goes back to the pool only once its endpoint is gone.
+        del self.containers[c.id]
+        self._apply_or_undo(lambda: self.containers.setdefault(c.id, c), f"cannot remove {c.name}")
         self._release(c, c.endpoints)
         self.store.delete_container(c.id)
-        del self.containers[c.id]
         self._children.pop(c.id, None)
         _rmtree(self.container_dir(c))
         for ep in c.endpoints:
@@ -573,13 +534,6 @@ class Runtime:
                 self._retire_if_unused(self.networks[ep.network_id])
         self.generation += 1
         return c
-
-    def _teardown(self, c: Container) -> None:
-        for ep in c.endpoints:
-            links.delete(KernelNames.veth_host(ep.id))
-        ns = self.container_netns(c)
-        if ns is not None:
-            netns.remove(ns)
 
     def network_connect(
         self, net_ref: str, container_ref: str, ip: str | None = None, aliases: Iterable[str] = ()
@@ -600,13 +554,18 @@ class Runtime:
             )
         first = not c.endpoints
         ep = self._new_endpoint(c, net, ip, list(aliases), first=first)
+        c.endpoints.append(ep)
+        ns = self.container_netns(c)
         try:
-            self._build_endpoint(c, ep, net, default_route=first)
+            self._apply_or_undo(
+                lambda: c.endpoints.remove(ep),
+                f"cannot connect {c.name} to {net.name}",
+                probe=[ns] if ns else [],
+            )
         except BaseException:
             self._release(c, [ep])
             self._retire_if_unused(net)
             raise
-        c.endpoints.append(ep)
         if c.network_mode == "none":
             c.network_mode = net.name
         self.store.put_container(c)
@@ -620,9 +579,11 @@ class Runtime:
         ep = c.endpoint_on(net.id)
         if ep is None:
             raise NotFound(f"container {c.name} is not connected to network {net.name}")
-        links.delete(KernelNames.veth_host(ep.id))
-        self._release(c, [ep])
         c.endpoints.remove(ep)
+        self._apply_or_undo(
+            lambda: c.endpoints.append(ep), f"cannot disconnect {c.name} from {net.name}"
+        )
+        self._release(c, [ep])
         self.store.put_container(c)
         self._write_container_files(c)
         self._retire_if_unused(net)
@@ -638,63 +599,33 @@ class Runtime:
     # ---- restart reconciliation ---------------------------------------------------------
 
     def restore(self) -> dict[str, int]:
-        """Make the kernel match the store: rebuild what is missing, remove strays of ours."""
-        counts = {"bridges": 0, "endpoints": 0, "relaunched": 0, "strays": 0}
+        """Make the kernel match the store: rebuild what is missing, remove strays of ours.
+
+        The same reconciliation every request ends with, looking inside every container."""
         self.ensure_predefined()
-        for net in self.networks.values():
-            if net.driver in (Driver.BRIDGE, Driver.OVERLAY):
-                if not links.exists(net.bridge_ifname or ""):
-                    counts["bridges"] += 1
-                self._build_bridge(net)
+        for net in hostcore.retired(self.networks, self.containers.values()):
+            # A swarm network no container here uses (a `run` killed half-way): it goes.
+            log.info("retiring unused swarm network %s", net.name)
+            self.networks.pop(net.id)
+            self.store.delete_network(net.id)
+        probe = [ns for c in self.containers.values() if (ns := self.container_netns(c))]
+        done = self._reconcile(probe)
+        counts = {
+            "bridges": done.bridges,
+            "endpoints": done.endpoints,
+            "relaunched": 0,
+            "strays": done.strays,
+        }
         for c in self.containers.values():
-            ns = self.container_netns(c)
-            if ns is not None:
-                netns.create(ns, ipv6=False)
-            for i, ep in enumerate(c.endpoints):
-                ep_net = self.networks.get(ep.network_id)
-                if ep_net is None:
-                    continue
-                plan = self._veth_plan(c, ep, ep_net, default_route=i == 0)
-                if not links.endpoint_ok(plan):
-                    links.delete(plan.host_ifname)
-                    links.delete(plan.ifname, netns=plan.container_netns)
-                    self._build_endpoint(c, ep, ep_net, default_route=i == 0)
-                    counts["endpoints"] += 1
             self._write_container_files(c)
             ended_by_itself = process.read_exit_code(self.container_dir(c) / "exitcode") is not None
-            if c.status == Status.RUNNING and not self._alive(c) and not ended_by_itself:
+            if hostcore.needs_relaunch(c, self._alive(c), ended_by_itself):
                 # Killed with the host or the agent, not ended by itself: bring it back.
                 self._launch(c)
                 counts["relaunched"] += 1
-        counts["strays"] = self._remove_strays()
         self.poll()
+        self.generation += 1
         return counts
-
-    def expected_links(self) -> set[str]:
-        names = {n.bridge_ifname for n in self.networks.values() if n.bridge_ifname}
-        for c in self.containers.values():
-            names |= {KernelNames.veth_host(e.id) for e in c.endpoints}
-        return {n for n in names if n}
-
-    def _remove_strays(self) -> int:
-        removed = 0
-        keep = self.expected_links() | self.extra_links()
-        for link in links.dump():
-            if link.ifname.startswith(LINK_PREFIX) and link.ifname not in keep:
-                log.info("removing stray link %s", link.ifname)
-                links.delete(link.ifname)
-                removed += 1
-        wanted = {self.container_netns(c) for c in self.containers.values()}
-        for ns in netns.list_names(self.names.ns_prefix):
-            if self.names.is_container_netns(ns) and ns not in wanted:
-                log.info("removing stray namespace %s", ns)
-                netns.remove(ns)
-                removed += 1
-        return removed
-
-    def extra_links(self) -> set[str]:
-        """Links other planes own: the overlays' TAPs."""
-        return self.overlay.taps() if self.overlay is not None else set()
 
     # ---- overlay peers and endpoints given by hand ----------------------------------------
 
@@ -742,6 +673,29 @@ class Runtime:
         return net
 
 
+# What a kernel request can fail with (netlink, /proc writes, a TAP the VTEP cannot open).
+_KERNEL_ERRORS = (links.LinkError, OSError, RuntimeError, ValueError)
+
+
+class _OverlayTaps:
+    """The overlays' TAPs as the reconciler sees them: the overlay driver serves them."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def served(self) -> set[str]:
+        assert self.runtime.overlay is not None
+        return self.runtime.overlay.taps()
+
+    def attach(self, spec: TapSpec) -> None:
+        assert self.runtime.overlay is not None
+        self.runtime.overlay.attach(self.runtime.networks[spec.network_id])
+
+    def detach(self, ifname: str) -> None:
+        assert self.runtime.overlay is not None
+        self.runtime.overlay.detach_tap(ifname)
+
+
 # Docker's option naming the VNI of an overlay network (libnetwork drivers/overlay).
 VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 # Swarm allocates VNIs from 4096 up (libnetwork's overlay driver); 24 bits on the wire.
@@ -757,18 +711,17 @@ def _check_ipv4(text: str, what: str) -> str:
 
 
 def _check_mac(text: str) -> str:
-    parts = text.lower().replace("-", ":").split(":")
-    if len(parts) != 6 or not all(
-        len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts
-    ):
+    try:
+        mac = mac_to_bytes(text)
+    except ValueError:
         raise InvalidArgument(
             f"invalid MAC address {text!r}: expected six hex pairs like 02:42:0a:00:00:02"
-        )
-    if int(parts[0], 16) & 1:
+        ) from None
+    if is_group(mac):
         raise InvalidArgument(
             f"invalid MAC address {text!r}: a multicast MAC cannot be an endpoint"
         )
-    return ":".join(parts)
+    return mac_to_str(mac)
 
 
 def _lookup(items: dict[str, _Named], ref: str, what: str, missing: str) -> _Named:

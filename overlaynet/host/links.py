@@ -15,9 +15,15 @@ from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError, NetNS
 
+from overlaynet.host.picture import VethPlan
+
+__all__ = ["VethPlan"]  # its home is the pure picture; re-exported for the plumbing's callers
+
 # Linux errno values that mean "already there" / "not there" (include/uapi/asm-generic/errno).
 EEXIST = 17
 ENODEV = 19
+# The administrative "up" flag of a link (include/uapi/linux/if.h).
+IFF_UP = 0x1
 
 
 class LinkError(RuntimeError):
@@ -64,6 +70,7 @@ class LinkInfo:
     state: str
     mtu: int
     mac: str
+    up: bool = False
 
 
 def dump(netns: str | None = None) -> list[LinkInfo]:
@@ -81,6 +88,7 @@ def dump(netns: str | None = None) -> list[LinkInfo]:
                     state=msg.get("IFLA_OPERSTATE", ""),
                     mtu=msg.get("IFLA_MTU", 0),
                     mac=msg.get("IFLA_ADDRESS", ""),
+                    up=bool(msg.get("flags", 0) & IFF_UP),
                 )
             )
         return out
@@ -172,21 +180,6 @@ def disable_ipv6(ifname: str) -> None:
             f.write("1")
     except FileNotFoundError:
         pass  # IPv6 not compiled in or the link is gone: nothing to silence
-
-
-@dataclass(frozen=True)
-class VethPlan:
-    """One container endpoint: a veth from a bridge in this namespace into a container's."""
-
-    host_ifname: str
-    temp_ifname: str
-    bridge: str
-    container_netns: str
-    ifname: str
-    mac: str | None
-    address: IPv4Interface | None
-    gateway: str | None
-    mtu: int
 
 
 def create_endpoint(plan: VethPlan) -> None:

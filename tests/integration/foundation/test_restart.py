@@ -9,7 +9,11 @@ import subprocess
 import time
 
 from overlaynet import lab as labmod
+from overlaynet.agent.store import Store
 from overlaynet.host import netns
+from overlaynet.model import OVERLAY_MTU, Driver, Network
+from overlaynet.names import KernelNames
+from overlaynet.paths import HostPaths
 from tests.integration.labs import Lab, wait_until
 
 
@@ -79,3 +83,38 @@ def test_an_agent_that_dies_on_its_own_is_restarted_with_its_state(fresh_lab: La
     after = json.loads(lab.ok("node1", "inspect", "survivor"))[0]
     assert after["State"]["Running"] and after["State"]["Pid"] == before["State"]["Pid"]
     assert after["Id"] == before["Id"]
+
+
+def test_a_swarm_overlay_left_without_a_container_by_a_kill_9_is_removed(fresh_lab: Lab) -> None:
+    """Issue 18: a `run` on a swarm overlay killed after the network came to this host but
+    before its container was saved left the overlay's bridge and TAP with no container."""
+    lab, host_ns = fresh_lab, fresh_lab.netns_of("node1")
+    pid = labmod.status(lab.name)[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    # What that `run` left in the store: the swarm network, brought here, and no container.
+    net_id = "5a" * 32
+    orphan = Network(
+        id=net_id,
+        name="orphan",
+        driver=Driver.OVERLAY,
+        created="2026-01-01T00:00:00.000000Z",
+        scope="swarm",
+        subnet="10.0.9.0/24",
+        gateway="10.0.9.1",
+        mtu=OVERLAY_MTU,
+        attachable=True,
+        vni=4099,
+    )
+    store = Store(HostPaths("node1", lab.name).state_dir / "state.db")
+    store.put_network(orphan)
+    store.close()
+    # And the kernel side that `run` had built before it died.
+    _in(host_ns, "ip", "link", "add", KernelNames.bridge(net_id), "type", "bridge")
+
+    labmod.up(lab.name, 1)
+
+    links = _in(host_ns, "ip", "-o", "link")
+    assert KernelNames.bridge(net_id) not in links
+    assert KernelNames.tap(net_id) not in links
+    assert "orphan" not in lab.ok("node1", "network", "ls")

@@ -1,0 +1,202 @@
+"""The pure host core: the agent's records in, decisions and the desired kernel picture out.
+
+No I/O and no clock: the runtime passes records (and `now` where a record needs a time) and
+carries out what comes back: the `Picture` goes to `host/reconcile.py`, records go to the store.
+Every rule that was once only visible through real namespaces lives here with a unit test:
+which address an endpoint gets, when a network may go, which networks leave the host, what a
+restart relaunches, and how other hosts' endpoints become FDB entries, ARP answers and names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from overlaynet.agent.records import EndpointRecord
+from overlaynet.cluster import ipam
+from overlaynet.dataplane.fdb import RemoteEndpoint
+from overlaynet.dns.records import NameRecord
+from overlaynet.errors import Conflict, InvalidArgument
+from overlaynet.host.picture import BridgeSpec, Picture, TapSpec, VethPlan
+from overlaynet.model import PREDEFINED_NETWORKS, Container, Driver, Endpoint, Network, Status
+from overlaynet.names import KernelNames
+
+# ---- records -> desired kernel picture -----------------------------------------------------
+
+
+def container_netns(c: Container, names: KernelNames) -> str | None:
+    """A container's namespace; `--network host` containers share the host's."""
+    return None if c.network_mode == "host" else names.container_netns(c.id)
+
+
+def routes_out(net: Network) -> bool:
+    """Containers leave through the gateway on non-internal bridges only (Docker's rule)."""
+    return net.driver == Driver.BRIDGE and not net.internal
+
+
+def bridge_spec(net: Network) -> BridgeSpec | None:
+    if net.driver not in (Driver.BRIDGE, Driver.OVERLAY) or not net.bridge_ifname:
+        return None
+    assert net.subnet and net.gateway
+    # An overlay's gateway address would exist on every host at once: it stays unassigned
+    # (Docker routes overlay containers out through a second, local bridge instead).
+    overlay = net.driver == Driver.OVERLAY
+    prefix = IPv4Network(net.subnet).prefixlen
+    addr = None if overlay else IPv4Interface(f"{net.gateway}/{prefix}")
+    return BridgeSpec(net.bridge_ifname, addr, net.mtu)
+
+
+def tap_spec(net: Network) -> TapSpec | None:
+    if net.driver != Driver.OVERLAY or not net.bridge_ifname or net.vni is None:
+        return None
+    return TapSpec(net.id, KernelNames.tap(net.id), net.bridge_ifname)
+
+
+def veth_plan(
+    c: Container, ep: Endpoint, net: Network, names: KernelNames, default_route: bool
+) -> VethPlan:
+    ns = container_netns(c, names)
+    assert ns is not None and net.bridge_ifname and net.subnet
+    prefix = IPv4Network(net.subnet).prefixlen
+    return VethPlan(
+        host_ifname=KernelNames.veth_host(ep.id),
+        temp_ifname=KernelNames.veth_temp(ep.id),
+        bridge=net.bridge_ifname,
+        container_netns=ns,
+        ifname=ep.ifname,
+        mac=ep.mac,
+        address=IPv4Interface(f"{ep.ip}/{prefix}") if ep.ip else None,
+        gateway=net.gateway if default_route and routes_out(net) else None,
+        mtu=net.mtu,
+    )
+
+
+def picture(
+    networks: Mapping[str, Network], containers: Iterable[Container], names: KernelNames
+) -> Picture:
+    """The kernel objects these records need: nothing more (the rest are strays)."""
+    bridges = {b.ifname: b for n in networks.values() if (b := bridge_spec(n)) is not None}
+    taps = {t.ifname: t for n in networks.values() if (t := tap_spec(n)) is not None}
+    namespaces: set[str] = set()
+    endpoints: dict[str, VethPlan] = {}
+    for c in containers:
+        ns = container_netns(c, names)
+        if ns is None:
+            continue
+        namespaces.add(ns)
+        for i, ep in enumerate(c.endpoints):
+            net = networks.get(ep.network_id)
+            if net is None or net.bridge_ifname is None:
+                continue
+            plan = veth_plan(c, ep, net, names, default_route=i == 0)
+            endpoints[plan.host_ifname] = plan
+    return Picture(bridges, taps, frozenset(namespaces), endpoints)
+
+
+# ---- decisions ------------------------------------------------------------------------------
+
+
+def containers_on(network_id: str, containers: Iterable[Container]) -> list[Container]:
+    return [c for c in containers if c.endpoint_on(network_id)]
+
+
+def choose_address(
+    net: Network, containers: Iterable[Container], requested: str | None
+) -> tuple[str, str]:
+    """A local network's next free address (or the one asked for) and its MAC (02:42 + IP).
+
+    The gateway and the addresses of every endpoint already on the network are taken; the
+    choice is the lowest free one inside `--ip-range` when the network has one (Docker's IPAM).
+    """
+    assert net.subnet and net.gateway
+    cfg = ipam.IpamConfig(
+        IPv4Network(net.subnet),
+        IPv4Address(net.gateway),
+        IPv4Network(net.ip_range) if net.ip_range else None,
+    )
+    taken = [
+        IPv4Address(e.ip)
+        for c in containers
+        for e in c.endpoints
+        if e.network_id == net.id and e.ip
+    ]
+    try:
+        addr = ipam.allocate_address(cfg, taken, requested)
+    except ipam.IpamError as e:
+        raise InvalidArgument(str(e)) from None
+    return str(addr), ipam.mac_for(addr)
+
+
+def check_removable(net: Network, containers: Iterable[Container]) -> None:
+    """`network rm`: never a predefined network, never one with endpoints (Docker's errors)."""
+    if net.name in PREDEFINED_NETWORKS:
+        raise Conflict(f"{net.name} is a pre-defined network and cannot be removed")
+    users = containers_on(net.id, containers)
+    if users:
+        names = ", ".join(c.name for c in users)
+        raise Conflict(
+            f"error while removing network: network {net.name} id {net.id} has active "
+            f"endpoints ({names}): disconnect or remove them first"
+        )
+
+
+def retired(networks: Mapping[str, Network], containers: Iterable[Container]) -> list[Network]:
+    """Swarm networks no local container uses: they leave this host (lazy extension, undone).
+
+    This holds after a `kill -9` too: a `run` killed between bringing the network here and
+    saving its container leaves the network with no container, and it goes at restart.
+    """
+    cs = list(containers)
+    return [n for n in networks.values() if n.scope == "swarm" and not containers_on(n.id, cs)]
+
+
+def needs_relaunch(c: Container, alive: bool, ended_by_itself: bool) -> bool:
+    """At restart: a container meant to run whose process died with the host or the agent
+    (not one that exited by itself: its exit file says so) is started again."""
+    return c.status == Status.RUNNING and not alive and not ended_by_itself
+
+
+def overlay_endpoints(endpoints: Iterable[Endpoint]) -> list[tuple[str, str]]:
+    """(ip, mac) of the endpoints given, for checks that no address is given twice."""
+    return [(e.ip, e.mac) for e in endpoints if e.ip and e.mac]
+
+
+# ---- endpoint table -> planes (FDB, ARP, DNS) ----------------------------------------------
+
+
+def local_records(
+    containers: Iterable[Container], networks: Mapping[str, Network], host_ip: str
+) -> dict[tuple[str, str], EndpointRecord]:
+    """(network id, endpoint id) → record, for running containers on swarm networks: what
+    this host publishes in the endpoint table."""
+    out = {}
+    for c in containers:
+        if c.status != Status.RUNNING:
+            continue
+        for ep in c.endpoints:
+            net = networks.get(ep.network_id)
+            if net is None or net.scope != "swarm" or not ep.ip or not ep.mac:
+                continue
+            out[(net.id, ep.id)] = EndpointRecord(
+                c.name, c.id, ep.ip, ep.mac, host_ip, tuple(ep.aliases)
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class NetworkPlanes:
+    """One overlay network as the VTEP and DNS should see other hosts' endpoints."""
+
+    endpoints: frozenset[RemoteEndpoint]  # FDB entries (MAC → VTEP) and ARP answers (IP → MAC)
+    names: tuple[NameRecord, ...]
+
+
+def translate(net: Network, remote: Iterable[EndpointRecord]) -> NetworkPlanes:
+    """Other hosts' entries of a swarm network → FDB/ARP entries and DNS names."""
+    assert net.vni is not None
+    recs = list(remote)
+    return NetworkPlanes(
+        endpoints=frozenset(RemoteEndpoint(net.vni, r.mac, r.ip, r.host) for r in recs),
+        names=tuple(name for r in recs for name in r.dns_records(net.id)),
+    )
