@@ -67,12 +67,20 @@ class Forward:
 class _Prepared:
     """Answers kept for one query (minus their ID), and what they count as when served."""
 
-    __slots__ = ("bodies", "hits", "qtype", "rcode")
+    __slots__ = ("bodies", "hits", "malformed", "qtype", "rcode")
 
-    def __init__(self, bodies: tuple[bytes, ...], qtype: int | None, rcode: int) -> None:
+    def __init__(
+        self,
+        bodies: tuple[bytes, ...],
+        qtype: int | None,
+        rcode: int,
+        malformed: str | None = None,
+    ) -> None:
         self.bodies = bodies
         self.qtype = qtype
         self.rcode = rcode
+        #: The reason, when this is the answer to a malformed query (each repeat counts).
+        self.malformed = malformed
         #: Served from here; folded into the counters when the entry is dropped.
         self.hits = 0
 
@@ -173,6 +181,9 @@ class ContainerAnswerer:
             if entry.qtype is not None:
                 into["queries_" + type_name(entry.qtype)] += entry.hits
             into["answers_" + rcode_name(entry.rcode)] += entry.hits
+            if entry.malformed is not None:
+                into["malformed"] += entry.hits
+                into["malformed_" + entry.malformed] += entry.hits
 
     def _drop_prepared(self) -> None:
         for prepared in (self._udp, self._tcp):
@@ -180,9 +191,12 @@ class ContainerAnswerer:
                 self._fold(self._counts, entry)
             prepared.clear()
 
-    def _malformed(self, reason: str) -> None:
+    def _malformed(self, reason: str) -> str:
+        """Count refused input; return its counter suffix."""
+        why = reason.removeprefix("dns_")
         self._counts["malformed"] += 1
-        self._counts["malformed_" + reason.removeprefix("dns_")] += 1
+        self._counts["malformed_" + why] += 1
+        return why
 
     # -- a query seen for the first time --------------------------------------------------
 
@@ -236,12 +250,13 @@ class ContainerAnswerer:
         bodies: tuple[bytes, ...],
         qtype: int | None,
         rcode: int,
+        malformed: str | None = None,
     ) -> bytes:
         if len(prepared) >= MAX_PREPARED:
             for entry in prepared.values():
                 self._fold(self._counts, entry)
             prepared.clear()
-        prepared[data[2:]] = _Prepared(tuple(b[2:] for b in bodies), qtype, rcode)
+        prepared[data[2:]] = _Prepared(tuple(b[2:] for b in bodies), qtype, rcode, malformed)
         self._counts["answers_" + rcode_name(rcode)] += 1
         return bodies[0] if len(bodies) == 1 else bodies[self._rng.randrange(len(bodies))]
 
@@ -261,13 +276,12 @@ class ContainerAnswerer:
         try:
             parsed = parse_query(data)
         except m.MalformedDns as exc:
-            self._malformed(exc.reason)
+            why = self._malformed(exc.reason)
             # RFC 1035 §4.1.1 / RFC 8906 §3.1.4: unknown opcodes get NOTIMP even when we cannot
             # read the rest; a readable header otherwise gets FORMERR.
             rcode = m.Rcode.FORMERR if opcode == m.Opcode.QUERY else m.Rcode.NOTIMP
-            return self._keep(
-                prepared, data, (encode_header_only(query_id, flags, rcode),), None, rcode
-            )
+            answer = encode_header_only(query_id, flags, rcode)
+            return self._keep(prepared, data, (answer,), None, rcode, why)
         edns = parsed.edns
         question = m.Question(
             id=query_id,
@@ -292,8 +306,8 @@ class ContainerAnswerer:
         try:
             cookies.client_cookie(cookie)
         except m.MalformedDns as exc:
-            self._malformed(exc.reason)
-            return self._refuse(prepared, data, question, m.Rcode.FORMERR, limit)
+            why = self._malformed(exc.reason)
+            return self._refuse(prepared, data, question, m.Rcode.FORMERR, limit, why)
         return m.Question(
             id=question.id,
             flags=question.flags,
@@ -312,10 +326,11 @@ class ContainerAnswerer:
         question: m.Question,
         rcode: int,
         limit: int,
+        malformed: str | None = None,
     ) -> bytes:
         self._counts["queries_" + type_name(question.qtype)] += 1
         answer = encode_response(question, rcode, limit=limit)
-        return self._keep(prepared, data, (answer,), question.qtype, rcode)
+        return self._keep(prepared, data, (answer,), question.qtype, rcode, malformed)
 
     # -- what the table says ----------------------------------------------------------------
 
