@@ -9,7 +9,8 @@ uses IPVS, or proxies in user space: the kernel does the work, per connection.
 
     map vips { ipv4_addr . inet_proto . inet_service : verdict }   VIP:port/proto -> its chain
     chain prerouting (nat, dstnat):  ip daddr . l4proto . th dport vmap @vips
-    chain v_<vip>_<proto>_<port>:    numgen random mod N vmap { 0 : jump b_…, 1 : … }
+    chain v_<vip>_<proto>_<port>:    numgen random mod N == 0 goto b_<first>
+                                     numgen random mod N-1 == 0 goto b_<second> … goto b_<last>
                                      (no backends: reject with tcp reset / icmp port-unreachable)
     chain b_<vip>_<proto>_<port>_<backend>: ct mark set LB_MARK counter dnat to BACKEND
     chain postrouting (nat, srcnat): ct mark LB_MARK snat to <the LB's own address>
@@ -309,30 +310,34 @@ class VipBalancer:
         )
         self._nft.run(cmds)
 
-    def _vip_rule(self, key: VipKey, backends: Sequence[Backend]) -> dict[str, Any]:
+    def _vip_rules(self, key: VipKey, backends: Sequence[Backend]) -> list[dict[str, Any]]:
+        """Backend i of n is taken with probability 1/(n-i) by rule i, so each gets 1/n (the
+        last rule takes what is left): kube-proxy's iptables `statistic` chain, as rules only.
+
+        Why not `numgen random mod n vmap { 0 : jump …, … }`: replacing that rule replaces its
+        anonymous map, and a set lookup reads the generation anew, so a packet that entered
+        the chain just before the commit can look the old map up with the new generation and
+        match nothing: measured 2-3 SYNs in 15 000 connections left un-NATed while the set was
+        swapped every millisecond (the client saw ENETUNREACH). Rules are read from one
+        generation for the whole traversal, so swapping rules is atomic for every packet.
+        """
         if not backends:
             # No task to send to: refuse at once rather than let the client time out.
             reject: dict[str, Any] = {"type": "tcp reset"}
             if key.protocol != "tcp":
                 reject = {"type": "icmp", "expr": "port-unreachable"}
-            return _rule(
-                self.table,
-                key.chain,
-                [_match({"meta": {"key": "l4proto"}}, key.protocol), {"reject": reject}],
-            )
-        mapping = [[i, {"jump": {"target": key.backend_chain(b)}}] for i, b in enumerate(backends)]
-        return _rule(
-            self.table,
-            key.chain,
-            [
-                {
-                    "vmap": {
-                        "key": {"numgen": {"mode": "random", "mod": len(backends), "offset": 0}},
-                        "data": {"set": mapping},
-                    }
-                }
-            ],
-        )
+            proto = _match({"meta": {"key": "l4proto"}}, key.protocol)
+            return [_rule(self.table, key.chain, [proto, {"reject": reject}])]
+        rules = []
+        n = len(backends)
+        for i, backend in enumerate(backends):
+            to = {"goto": {"target": key.backend_chain(backend)}}
+            if i == n - 1:
+                rules.append(_rule(self.table, key.chain, [to]))
+            else:
+                pick = _match({"numgen": {"mode": "random", "mod": n - i, "offset": 0}}, 0)
+                rules.append(_rule(self.table, key.chain, [pick, to]))
+        return rules
 
     def _backend_rule(self, key: VipKey, backend: Backend) -> dict[str, Any]:
         return _rule(
@@ -361,9 +366,12 @@ class VipBalancer:
             }
         }
 
-    def set_backends(self, key: VipKey, backends: Sequence[Backend]) -> None:
-        """Make `backends` the VIP's whole set, in one atomic transaction; the connections of
-        backends that left are then cut (their conntrack entries deleted)."""
+    def set_backends(
+        self, key: VipKey, backends: Sequence[Backend], *, cut_removed: bool = True
+    ) -> None:
+        """Make `backends` the VIP's whole set, in one atomic transaction. The connections of
+        backends that left are then cut (their conntrack entries deleted) unless `cut_removed`
+        is False: a task leaving on purpose (a rolling update) may finish what it serves."""
         new = tuple(sorted(set(backends)))
         old = self._vips.get(key)
         cmds: list[dict[str, Any]] = []
@@ -375,7 +383,7 @@ class VipBalancer:
             if old is None or b not in old:
                 cmds.append({"add": _chain(self.table, key.backend_chain(b))})
                 cmds.append({"add": self._backend_rule(key, b)})
-        cmds.append({"add": self._vip_rule(key, new)})
+        cmds += [{"add": r} for r in self._vip_rules(key, new)]
         gone = [b for b in old or () if b not in new]
         for b in gone:
             cmds.append({"delete": _chain(self.table, key.backend_chain(b))})
@@ -383,7 +391,7 @@ class VipBalancer:
             cmds.append({"add": self._element(key)})
         self._thread.call(lambda: self._nft.run(cmds))
         self._vips[key] = new
-        if gone:
+        if gone and cut_removed:
             self._thread.call(lambda: _delete_conntrack(key.protocol, gone))
 
     def remove_vip(self, key: VipKey) -> None:
