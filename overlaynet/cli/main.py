@@ -708,6 +708,30 @@ def cmd_lab_demo(ns: argparse.Namespace) -> int:
     return demo.run(ns.name or "demo", keep=ns.keep)
 
 
+def cmd_lab_graph(ns: argparse.Namespace) -> int:
+    """A picture of the lab: hosts, underlay, networks, bridges, containers, VTEPs, tunnels."""
+    from pathlib import Path
+
+    from overlaynet.lab import graph
+
+    name = ns.name or ns.lab
+    try:
+        fmt = "dot" if ns.output == "-" else graph.output_format(ns.output)
+        topology = graph.collect(name)
+        text = graph.to_dot(topology)
+        if ns.output == "-":
+            print(text, end="")
+        else:
+            graph.write(text, Path(ns.output), fmt)
+    except (graph.GraphError, BadName) as e:
+        raise CliError(str(e)) from None
+    for problem in graph.problems(topology):
+        print(f"overlaynet: {problem}", file=sys.stderr)
+    if ns.output != "-":
+        print(ns.output)
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------------
 
 
@@ -960,6 +984,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", help="lab name (default: demo)")
     c.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     c.set_defaults(func=cmd_lab_demo)
+    c = lab.add_parser("graph", help="draw the lab's hosts, networks, VTEPs and tunnels")
+    c.add_argument("--name", help="lab name (default: --lab)")
+    c.add_argument(
+        "-o",
+        "--output",
+        default="topology.svg",
+        help="FILE.svg, FILE.png (graphviz) or FILE.dot; '-' prints the DOT text",
+    )
+    c.set_defaults(func=cmd_lab_graph)
 
     return p
 
