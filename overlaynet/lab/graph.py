@@ -395,7 +395,7 @@ def _host_lines(host: HostView, names_by_ip: Mapping[str, str]) -> list[str]:
                     f"VTEP {v.address or '?'}",
                     f"VNI {v.vni}",
                     f"TAP {v.tap or '-'}",
-                    f"FDB {v.fdb_entries} entries",
+                    f"FDB {v.fdb_entries} {'entry' if v.fdb_entries == 1 else 'entries'}",
                 ]
             )
             out.append(
