@@ -708,6 +708,18 @@ def cmd_lab_demo(ns: argparse.Namespace) -> int:
     return demo.run(ns.name or "demo", keep=ns.keep)
 
 
+def cmd_lab_ui(ns: argparse.Namespace) -> int:
+    """A live web view of the lab: serves until Ctrl-C, printing its URL (overlaynet.web)."""
+    from overlaynet.web import server
+
+    try:
+        return server.run(ns.ui_lab or ns.lab, ns.port, ns.bind)
+    except server.NoSuchLab as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot serve on {ns.bind}:{ns.port}: {e}") from None
+
+
 def cmd_lab_graph(ns: argparse.Namespace) -> int:
     """A picture of the lab: hosts, underlay, networks, bridges, containers, VTEPs, tunnels."""
     from pathlib import Path
@@ -984,6 +996,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", help="lab name (default: demo)")
     c.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     c.set_defaults(func=cmd_lab_demo)
+    c = lab.add_parser("ui", help="serve a live web view of the lab (read-only)")
+    c.add_argument("--lab", "--name", dest="ui_lab", help="lab name (default: the global --lab)")
+    c.add_argument("--port", type=int, default=8080, help="TCP port (0: any free one)")
+    c.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
+    c.set_defaults(func=cmd_lab_ui)
     c = lab.add_parser("graph", help="draw the lab's hosts, networks, VTEPs and tunnels")
     c.add_argument("--name", help="lab name (default: --lab)")
     c.add_argument(
