@@ -17,7 +17,7 @@ uses IPVS, or proxies in user space: the kernel does the work, per connection.
 
 Nat chains see only a connection's first packet, so conntrack keeps a connection on the backend
 it got, and each backend chain's counter counts connections. Replacing a VIP's backends is one
-transaction (one json_cmd: flush the VIP's chain, write the new vmap, add and delete backend
+transaction (one json_cmd: flush the VIP's chain, write its new rules, add and delete backend
 chains), so no connection ever meets a half-written set. A removed backend's conntrack entries
 are deleted afterwards, so its clients' next packet meets no NAT binding, is sent to a live
 backend as a new flow and answered with a reset instead of hanging.
@@ -271,8 +271,11 @@ class VipBalancer:
     def _install(self) -> None:
         t = self.table
         # The LB namespace forwards between the VIP's clients and the backends.
-        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
-            f.write("1")
+        _write_sysctl("net/ipv4/ip_forward", "1")
+        # It sends a DNATed packet back out the port it came in on (clients and tasks share
+        # the network): no ICMP redirects. The kernel ORs `all` with each link's setting.
+        for link in os.listdir("/proc/sys/net/ipv4/conf"):
+            _write_sysctl(f"net/ipv4/conf/{link}/send_redirects", "0")
         cmds = _fresh_table(
             t,
             [
@@ -445,6 +448,12 @@ class VipBalancer:
         self.close()
 
 
+def _write_sysctl(key: str, value: str) -> None:
+    """Write /proc/sys/KEY; from a namespace thread, that namespace's value."""
+    with open(f"/proc/sys/{key}", "w") as f:
+        f.write(value)
+
+
 def _delete_table(nft: _Nft, table: str) -> None:
     with contextlib.suppress(NftError):
         nft.run([{"delete": {"table": _table(table)}}])
@@ -527,8 +536,7 @@ class PublishedPorts:
         if self._thread.netns is not None:
             # DNAT to another namespace means forwarding. Only in a namespace we were given:
             # the caller's own (a real host's root) keeps the forwarding its owner set.
-            with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
-                f.write("1")
+            _write_sysctl("net/ipv4/ip_forward", "1")
         t = self.table
         cmds = _fresh_table(
             t,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from overlaynet.host.nssocket import socket_in_netns, write_sysctl
+from overlaynet.host.nssocket import socket_in_netns
 
 PREFIX = f"onet-tsvc-{os.getpid()}-"
 SUBNET_PREFIX = 24
@@ -96,6 +96,51 @@ class NameServer:
             t.join(timeout=IO_TIMEOUT)
 
 
+@dataclass
+class UdpNameServer:
+    """Answers every datagram with its own name."""
+
+    name: str
+    sock: socket.socket
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                _, peer = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with contextlib.suppress(OSError):
+                self.sock.sendto(self.name.encode(), peer)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=IO_TIMEOUT)
+        self.sock.close()
+
+
+def udp_who_answers(netns: str, addr: str, port: int) -> str:
+    """One datagram from a fresh socket (a new flow), and the name that answers it."""
+    sock = socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.settimeout(IO_TIMEOUT)
+        # Connected, so an ICMP port-unreachable comes back as ConnectionRefusedError.
+        sock.connect((addr, port))
+        sock.send(b"who")
+        return sock.recv(2048).decode()
+    finally:
+        sock.close()
+
+
 @dataclass(frozen=True)
 class LbTopology:
     switch: str
@@ -159,7 +204,7 @@ def _plug(ns: str, switch: str, port: str, cidr: str) -> None:
 @pytest.fixture(scope="module")
 def testbed() -> Iterator[LbTopology]:
     created: list[str] = []
-    servers: list[NameServer] = []
+    servers: list[NameServer | UdpNameServer] = []
 
     def add(role: str) -> str:
         name = PREFIX + role
@@ -177,10 +222,6 @@ def testbed() -> Iterator[LbTopology]:
         _plug(lb, switch, "p-lb", f"{LB_ADDR}/{SUBNET_PREFIX}")
         _plug(host, switch, "p-host", f"{HOST_ADDR}/{SUBNET_PREFIX}")
         sh("ip", "-n", client, "route", "add", VIP_RANGE, "via", LB_ADDR)
-        # The LB sends DNATed packets back out the port they came in on: no ICMP redirects
-        # telling the client to bypass it.
-        for scope in ("all", "default", "eth0"):
-            write_sysctl(lb, f"net.ipv4.conf.{scope}.send_redirects", "0")
         backends = {}
         for name, addr in BACKENDS.items():
             ns = add(name)
@@ -192,9 +233,13 @@ def testbed() -> Iterator[LbTopology]:
             server = NameServer(name, listener)
             server.start()
             servers.append(server)
+            udp = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM, bind=("0.0.0.0", PORT))
+            udp_server = UdpNameServer(name, udp)
+            udp_server.start()
+            servers.append(udp_server)
         yield LbTopology(switch, client, lb, host, backends)
     finally:
-        for server in servers:
-            server.stop()
+        for s in servers:
+            s.stop()
         for name in reversed(created):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)

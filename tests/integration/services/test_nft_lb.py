@@ -18,6 +18,7 @@ from tests.integration.services.conftest import (
     PORT,
     Client,
     LbTopology,
+    udp_who_answers,
     who_answers,
 )
 
@@ -57,6 +58,16 @@ def test_300_connections_spread_over_all_backends(
     (vip,) = balancer.view().vips
     counted = {NAME_OF[b.backend.addr]: b.connections for b in vip.backends}
     assert counted == dict(seen)
+
+
+def test_udp_flows_spread_over_all_backends(testbed: LbTopology, balancer: VipBalancer) -> None:
+    key = VipKey("10.77.100.11", PORT, "udp")
+    balancer.set_backends(key, ALL)
+    seen = Counter(udp_who_answers(testbed.client, key.vip, PORT) for _ in range(90))
+    assert set(seen) == set(BACKENDS), seen
+    balancer.set_backends(key, [])
+    with pytest.raises(ConnectionRefusedError):
+        udp_who_answers(testbed.client, key.vip, PORT)
 
 
 def test_backend_sees_the_lb_address_not_the_client(
@@ -202,6 +213,8 @@ def test_published_port_reaches_its_target_and_cleanup_removes_the_table(
         assert who_answers(testbed.client, HOST_ADDR, 8080) == "b2"
         ports.add(PortMapping(8080, "tcp", BACKENDS["b3"], PORT, masquerade=True))
         assert who_answers(testbed.client, HOST_ADDR, 8080) == "b3"
+        # The host itself reaches its published port too (the output hook).
+        assert who_answers(testbed.host, HOST_ADDR, 8080) == "b3"
         assert "dnat to 10.77.0.13:80" in ports.rules()
         ports.remove(8080)
         with pytest.raises(ConnectionRefusedError):
