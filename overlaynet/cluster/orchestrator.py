@@ -297,8 +297,9 @@ def apply_actions(
             task = dataclasses.replace(
                 current(action.task_id), desired=TaskState.SHUTDOWN, updated=now
             )
-            if task.node_id is None and not task.state.final:
-                # Nobody runs an unplaced task: it ends here, not on a worker.
+            if task.state.rank < TaskState.ASSIGNED.rank:
+                # No worker has it yet (a global task names its node before it is assigned):
+                # nobody else will ever report it stopped, so it ends here.
                 task = transition(task, TaskState.SHUTDOWN, now=now, message=action.reason)
             changed[task.id] = dataclasses.replace(task, message=action.reason)
         elif isinstance(action, OrphanTask):

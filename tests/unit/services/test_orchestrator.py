@@ -346,3 +346,18 @@ def test_duplicate_tasks_in_a_slot_keep_the_one_furthest_along() -> None:
     assert swarm.orchestrate() == [ShutdownTask(dup.id, "duplicate task for this slot")]
     swarm.converge()
     assert [t.id for t in swarm.live("web")] == [running.id]
+
+
+def test_a_task_no_worker_has_yet_ends_when_shut_down() -> None:
+    """A global task waits pending for its node; the node goes down: no worker will ever
+    report that task, so shutting it down ends it at once."""
+    swarm = Swarm([node("node1", availability="pause")])
+    swarm.add_service(ServiceSpec(name="mon", image="x", mode=ServiceMode.GLOBAL, replicas=None))
+    swarm.set_node("node1", availability="active")
+    swarm._apply(swarm.orchestrate())
+    swarm._allocate()
+    (task,) = swarm.live("mon")
+    assert (task.state, task.node_id) == (TaskState.PENDING, "node1")
+    swarm.set_node("node1", ready=False)
+    swarm._apply(swarm.orchestrate())
+    assert swarm.tasks[task.id].state is TaskState.SHUTDOWN
