@@ -354,13 +354,14 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """What `service create` asks for. `replicas` is None in global mode (one task per node)."""
+    """What `service create` asks for. `replicas` is None in global mode (one task per node);
+    left out in replicated mode it is 1, as `docker service create` has it."""
 
     name: str
     image: str
     command: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
-    replicas: int | None = 1
+    replicas: int | None = None
     mode: ServiceMode = ServiceMode.REPLICATED
     networks: tuple[str, ...] = ()
     endpoint_mode: EndpointMode = EndpointMode.VIP

@@ -262,3 +262,8 @@ def test_a_spec_survives_its_document(spec: ServiceSpec) -> None:
     import json
 
     assert spec_from_doc(json.loads(json.dumps(spec_doc(spec)))) == spec
+
+
+def test_global_mode_needs_no_replicas() -> None:
+    assert ServiceSpec(name="mon", image="x", mode=ServiceMode.GLOBAL).replicas is None
+    assert ServiceSpec(name="web", image="x").replicas == 1
