@@ -135,7 +135,9 @@ def _container_events(before: Record | None, after: Record | None, now: float) -
         return
     host, name = after["host"], after["name"]
     if before is None:
-        text = f"{host}: container {name} ({after['image']}) created, {after['state']}"
+        text = f"{host}: container {name} ({after['image']}) created"
+        if after["state"] != "created":
+            text += f", {after['state']}"
         yield Event(now, "container", host, text)
         return
     if before["state"] != after["state"]:

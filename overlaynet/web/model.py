@@ -80,7 +80,10 @@ def build_view(lab: str, reports: Iterable[HostReport], previous: Mapping[str, R
         view[f"members/{report.name}"] = {
             "kind": "members",
             "host": report.name,
-            "rows": [_member_row(m, by_ip) for m in report.members],
+            "rows": sorted(
+                (_member_row(m, by_ip) for m in report.members),
+                key=lambda r: (r["host"] or "~", r["node"]),
+            ),
         }
         view[f"endpoints/{report.name}"] = {
             "kind": "endpoints",

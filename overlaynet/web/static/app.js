@@ -14,7 +14,7 @@ const COLOURS = {
 const MAX_EVENT_ROWS = 500;
 // Graph geometry (pixels in model space; the view fits it to the box).
 const HOST_GAP = 300, ROW_HOST = 120, ROW_OVERLAY = 250, ROW_BRIDGE = 350, ROW_CTR = 460;
-const CTR_GAP_X = 120, CTR_GAP_Y = 64, CTRS_PER_ROW = 2, OVERLAY_GAP = 150;
+const CTR_GAP_X = 120, CTR_GAP_Y = 64, CTRS_PER_ROW = 2, OVERLAY_GAP = 150, BRIDGE_SHIFT = 80;
 
 const view = new Map();
 let cy = null;
@@ -129,7 +129,9 @@ function elements() {
       const siblings = records("network").filter(([, m]) => m.host === n.host)
         .map(([k]) => k).sort();
       const j = siblings.indexOf(key);
-      pos = { x: (hostX.get(n.host) || 0) + (j - (siblings.length - 1) / 2) * 110, y: ROW_BRIDGE };
+      // Bridges sit left of their host's axis, so an overlay below the host keeps its own line.
+      pos = { x: (hostX.get(n.host) || 0) - BRIDGE_SHIFT + (j - (siblings.length - 1) / 2) * 110,
+        y: ROW_BRIDGE };
       edges.push({ data: { id: "br:" + key, kind: "bridge", source: "host/" + n.host,
         target: key, label: "", stale: !!n.stale } });
     }
@@ -269,7 +271,7 @@ function addEvents(events) {
     const t = new Date(e.t * 1000);
     const li = el("li", { class: e.level, "data-kind": e.kind },
       el("time", { dateTime: t.toISOString() }, t.toLocaleTimeString([], { hour12: false })),
-      el("span", { class: "kind" }, e.kind), e.text);
+      " ", el("span", { class: "kind" }, e.kind), " ", e.text);
     li.hidden = !!filter && e.kind !== filter;
     list.prepend(li);
   }

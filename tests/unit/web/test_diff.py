@@ -107,3 +107,9 @@ def test_events_serialise_to_the_pages_shape() -> None:
         "text": "node2: container a (alpine) created, running",
         "level": "info",
     }
+
+
+def test_a_container_seen_before_it_started_says_created_once() -> None:
+    assert "node2: container web (alpine) created" in texts(
+        three(), three(containers=[("web", "created")])
+    )
