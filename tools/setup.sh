@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
   iproute2 iputils-ping iperf3 bind9-dnsutils tcpdump ethtool procps psmisc
   util-linux kmod dnsperf python3-venv
-  busybox-static nftables python3-nftables conntrack
+  busybox-static nftables python3-nftables conntrack graphviz
 )
+# Only where the tests run (not on the VMs that provision.sh sets up): `vagrant validate`.
+if [ -z "${OVERLAYNET_VM:-}" ]; then DEBIAN_PACKAGES+=(vagrant); fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "overlaynet set-up needs root (network namespaces do): run it with sudo" >&2

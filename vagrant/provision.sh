@@ -55,7 +55,7 @@ fi
 say() { echo "provision[$host]: $*"; }
 
 # 1. The README's own set-up: Debian packages and the Python environment in $src/.venv.
-bash "$src/tools/setup.sh"
+OVERLAYNET_VM=1 bash "$src/tools/setup.sh"
 agent_bin="$src/.venv/bin/overlaynet-agent"
 cli_bin="$src/.venv/bin/overlaynet"
 
