@@ -8,7 +8,9 @@ uses IPVS, or proxies in user space: the kernel does the work, per connection.
 `VipBalancer` — one load-balancer namespace (the future `lb_<net>`). Its table:
 
     map vips { ipv4_addr . inet_proto . inet_service : verdict }   VIP:port/proto -> its chain
+    map vips_any_port { ipv4_addr . inet_proto : verdict }        VIP/proto, every port
     chain prerouting (nat, dstnat):  ip daddr . l4proto . th dport vmap @vips
+                                     ip daddr . l4proto vmap @vips_any_port
     chain v_<vip>_<proto>_<port>:    numgen random mod N == 0 goto b_<first>
                                      numgen random mod N-1 == 0 goto b_<second> … goto b_<last>
                                      (no backends: reject with tcp reset / icmp port-unreachable)
@@ -174,6 +176,15 @@ def _ct_mark_set(mark: int) -> dict[str, Any]:
     return {"mangle": {"key": {"ct": {"key": "mark"}}, "value": mark}}
 
 
+_DADDR = {"payload": {"protocol": "ip", "field": "daddr"}}
+_L4PROTO = {"meta": {"key": "l4proto"}}
+_DPORT = {"payload": {"protocol": "th", "field": "dport"}}
+
+
+def _vmap(keys: list[dict[str, Any]], data: str) -> dict[str, Any]:
+    return {"vmap": {"key": {"concat": keys}, "data": data}}
+
+
 def _ct_mark_is(mark: int) -> dict[str, Any]:
     return _match({"ct": {"key": "mark"}}, mark)
 
@@ -192,44 +203,62 @@ def _fresh_table(name: str, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ----- the VIP load balancer -----
 
 
-@dataclass(frozen=True, order=True)
+def _check_port(port: int | None, what: str) -> None:
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"invalid {what} port {port}")
+
+
+def _port_text(port: int | None) -> str:
+    return "any" if port is None else str(port)
+
+
+@dataclass(frozen=True)
 class Backend:
+    """A task behind a VIP; `port` None keeps the port the client asked for."""
+
     addr: str
-    port: int
+    port: int | None = None
 
     def __post_init__(self) -> None:
         IPv4Address(self.addr)
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"invalid backend port {self.port}")
+        _check_port(self.port, "backend")
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        return (int(IPv4Address(self.addr)), self.port or 0)
 
     def __str__(self) -> str:
-        return f"{self.addr}:{self.port}"
+        return self.addr if self.port is None else f"{self.addr}:{self.port}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class VipKey:
+    """A VIP's port and protocol; `port` None balances every port of that protocol, as
+    Docker's VIP does for a service that publishes nothing (clients use the task's ports)."""
+
     vip: str
-    port: int
+    port: int | None = None
     protocol: str = "tcp"
 
     def __post_init__(self) -> None:
         IPv4Address(self.vip)
         if self.protocol not in _IPPROTO:
             raise ValueError(f"invalid protocol {self.protocol!r}: use tcp or udp")
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"invalid VIP port {self.port}")
+        _check_port(self.port, "VIP")
+
+    @property
+    def sort_key(self) -> tuple[int, str, int]:
+        return (int(IPv4Address(self.vip)), self.protocol, self.port or 0)
 
     @property
     def chain(self) -> str:
-        return f"v_{self.vip.replace('.', '_')}_{self.protocol}_{self.port}"
+        return f"v_{self.vip.replace('.', '_')}_{self.protocol}_{_port_text(self.port)}"
 
     def backend_chain(self, backend: Backend) -> str:
-        return f"b_{self.vip.replace('.', '_')}_{self.protocol}_{self.port}_" + (
-            f"{backend.addr.replace('.', '_')}_{backend.port}"
-        )
+        return f"b_{self.chain[2:]}_{backend.addr.replace('.', '_')}_{_port_text(backend.port)}"
 
     def __str__(self) -> str:
-        return f"{self.vip}:{self.port}/{self.protocol}"
+        return f"{self.vip}:{'*' if self.port is None else self.port}/{self.protocol}"
 
 
 @dataclass(frozen=True)
@@ -288,26 +317,20 @@ class VipBalancer:
                         "map": "verdict",
                     }
                 },
+                {
+                    "map": {
+                        "family": "ip",
+                        "table": t,
+                        "name": "vips_any_port",
+                        "type": ["ipv4_addr", "inet_proto"],
+                        "map": "verdict",
+                    }
+                },
                 _chain(t, "prerouting", **_nat_hook("prerouting", DSTNAT_PRIORITY)),
                 _chain(t, "postrouting", **_nat_hook("postrouting", SRCNAT_PRIORITY)),
-                _rule(
-                    t,
-                    "prerouting",
-                    [
-                        {
-                            "vmap": {
-                                "key": {
-                                    "concat": [
-                                        {"payload": {"protocol": "ip", "field": "daddr"}},
-                                        {"meta": {"key": "l4proto"}},
-                                        {"payload": {"protocol": "th", "field": "dport"}},
-                                    ]
-                                },
-                                "data": "@vips",
-                            }
-                        }
-                    ],
-                ),
+                # A VIP:port of its own first, then the VIP's every-port entry.
+                _rule(t, "prerouting", [_vmap([_DADDR, _L4PROTO, _DPORT], "@vips")]),
+                _rule(t, "prerouting", [_vmap([_DADDR, _L4PROTO], "@vips_any_port")]),
                 _rule(t, "postrouting", [_ct_mark_is(LB_MARK), {"snat": {"addr": self.lb_addr}}]),
             ],
         )
@@ -350,22 +373,22 @@ class VipBalancer:
                 _match({"meta": {"key": "l4proto"}}, key.protocol),
                 _ct_mark_set(LB_MARK),
                 {"counter": {"packets": 0, "bytes": 0}},
-                {"dnat": {"addr": backend.addr, "port": backend.port}},
+                {"dnat": _dnat_to(backend.addr, backend.port)},
             ],
         )
 
     def _element(self, key: VipKey) -> dict[str, Any]:
+        match: list[str | int]
+        if key.port is None:
+            name, match = "vips_any_port", [key.vip, key.protocol]
+        else:
+            name, match = "vips", [key.vip, key.protocol, key.port]
         return {
             "element": {
                 "family": "ip",
                 "table": self.table,
-                "name": "vips",
-                "elem": [
-                    [
-                        {"concat": [key.vip, key.protocol, key.port]},
-                        {"goto": {"target": key.chain}},
-                    ]
-                ],
+                "name": name,
+                "elem": [[{"concat": match}, {"goto": {"target": key.chain}}]],
             }
         }
 
@@ -375,7 +398,7 @@ class VipBalancer:
         """Make `backends` the VIP's whole set, in one atomic transaction. The connections of
         backends that left are then cut (their conntrack entries deleted) unless `cut_removed`
         is False: a task leaving on purpose (a rolling update) may finish what it serves."""
-        new = tuple(sorted(set(backends)))
+        new = tuple(sorted(set(backends), key=lambda b: b.sort_key))
         old = self._vips.get(key)
         cmds: list[dict[str, Any]] = []
         if old is None:
@@ -428,7 +451,7 @@ class VipBalancer:
                 key,
                 tuple(BackendView(b, counters.get(key.backend_chain(b), 0)) for b in backends),
             )
-            for key, backends in sorted(self._vips.items())
+            for key, backends in sorted(self._vips.items(), key=lambda kv: kv[0].sort_key)
         )
         text = self._thread.call(lambda: self._nft.text("ip", self.table))
         return LbView(vips, text)
@@ -446,6 +469,10 @@ class VipBalancer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _dnat_to(addr: str, port: int | None) -> dict[str, Any]:
+    return {"addr": addr} if port is None else {"addr": addr, "port": port}
 
 
 def _write_sysctl(key: str, value: str) -> None:

@@ -70,6 +70,25 @@ def test_udp_flows_spread_over_all_backends(testbed: LbTopology, balancer: VipBa
         udp_who_answers(testbed.client, key.vip, PORT)
 
 
+def test_an_every_port_vip_keeps_the_port_the_client_asked_for(
+    testbed: LbTopology, balancer: VipBalancer
+) -> None:
+    """Docker's VIP for a service that publishes nothing: any port, to the same port."""
+    key = VipKey("10.77.100.12", None)
+    balancer.set_backends(key, [Backend(addr) for addr in BACKENDS.values()])
+    seen = Counter(who_answers(testbed.client, key.vip, PORT) for _ in range(60))
+    assert set(seen) == set(BACKENDS), seen
+    # Port 81 reaches a backend too, on 81, where nothing listens: the backend refuses.
+    with pytest.raises(ConnectionRefusedError):
+        who_answers(testbed.client, key.vip, PORT + 1)
+    # A VIP:port entry of its own wins over the every-port one.
+    balancer.set_backends(VipKey(key.vip, PORT), [backend_named("b1")])
+    assert {who_answers(testbed.client, key.vip, PORT) for _ in range(20)} == {"b1"}
+    (any_port, port_80) = balancer.view().vips
+    assert any_port.key == key and port_80.key == VipKey(key.vip, PORT)
+    assert sum(b.connections for b in any_port.backends) == 60 + 1
+
+
 def test_backend_sees_the_lb_address_not_the_client(
     testbed: LbTopology, balancer: VipBalancer
 ) -> None:
