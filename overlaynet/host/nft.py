@@ -418,7 +418,7 @@ class VipBalancer:
         self._thread.call(lambda: self._nft.run(cmds))
         self._vips[key] = new
         if gone and cut_removed:
-            self._thread.call(lambda: _delete_conntrack(key.protocol, gone))
+            self._thread.call(lambda: _delete_conntrack(key, gone))
 
     def remove_vip(self, key: VipKey) -> None:
         """Stop answering the VIP: its map entry and chains go in one transaction; its
@@ -433,7 +433,7 @@ class VipBalancer:
         cmds += [{"delete": _chain(self.table, key.backend_chain(b))} for b in old]
         self._thread.call(lambda: self._nft.run(cmds))
         if old:
-            self._thread.call(lambda: _delete_conntrack(key.protocol, list(old)))
+            self._thread.call(lambda: _delete_conntrack(key, list(old)))
 
     def view(self) -> LbView:
         """Per VIP its backends with their connection counts, read back from the kernel."""
@@ -486,16 +486,18 @@ def _delete_table(nft: _Nft, table: str) -> None:
         nft.run([{"delete": {"table": _table(table)}}])
 
 
-def _delete_conntrack(protocol: str, backends: Sequence[Backend]) -> int:
-    """Delete the conntrack entries of connections NATed to these backends (in this thread's
-    namespace): their reply tuple comes from the backend's address and port."""
+def _delete_conntrack(key: VipKey, backends: Sequence[Backend]) -> int:
+    """Delete the conntrack entries of this VIP's connections NATed to these backends (in this
+    thread's namespace): sent to the VIP (and port), answered from the backend. A backend
+    that also serves another VIP keeps those connections."""
     deleted = 0
+    proto = _IPPROTO[key.protocol]
+    orig = NFCTAttrTuple(daddr=key.vip, dport=key.port, proto=proto, family=socket.AF_INET)
     with _conntrack() as ct:
         for b in backends:
-            reply = NFCTAttrTuple(
-                saddr=b.addr, sport=b.port, proto=_IPPROTO[protocol], family=socket.AF_INET
-            )
-            for entry in list(ct.dump_entries(tuple_reply=reply)):
+            reply = NFCTAttrTuple(saddr=b.addr, sport=b.port, proto=proto, family=socket.AF_INET)
+            for entry in list(ct.dump_entries(tuple_orig=orig, tuple_reply=reply)):
+                # Gone already (it timed out meanwhile) is as good as deleted.
                 with contextlib.suppress(Exception):
                     ct.delete(entry)
                     deleted += 1

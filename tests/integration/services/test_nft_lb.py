@@ -174,6 +174,18 @@ def test_removing_a_backend_resets_its_open_connection(
             c.ask("after")
 
 
+def test_cutting_a_backend_from_one_vip_spares_its_connections_through_another(
+    testbed: LbTopology, balancer: VipBalancer
+) -> None:
+    one, other = VipKey("10.77.100.13", PORT), VipKey("10.77.100.14", PORT)
+    balancer.set_backends(one, [backend_named("b1"), backend_named("b2")])
+    balancer.set_backends(other, [backend_named("b1")])
+    with Client(testbed.client, other.vip, PORT) as kept:
+        assert kept.line() == "b1"
+        balancer.set_backends(one, [backend_named("b2")])
+        assert kept.ask("still") == "b1:still"
+
+
 def test_a_backend_left_without_cut_keeps_its_connection(
     testbed: LbTopology, balancer: VipBalancer
 ) -> None:
