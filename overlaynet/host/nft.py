@@ -37,6 +37,7 @@ import os
 import queue
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -266,6 +267,8 @@ class BackendView:
     backend: Backend
     # New connections sent to it (nat chains see a connection's first packet only).
     connections: int
+    # Its connections conntrack holds now (open, or closing and not yet expired).
+    active: int = 0
 
 
 @dataclass(frozen=True)
@@ -446,10 +449,18 @@ class VipBalancer:
             for expr in rule.get("expr", []):
                 if "counter" in expr:
                     counters[rule["chain"]] = int(expr["counter"].get("packets", 0))
+        active = self._thread.call(_conntrack_counts)
         vips = tuple(
             VipView(
                 key,
-                tuple(BackendView(b, counters.get(key.backend_chain(b), 0)) for b in backends),
+                tuple(
+                    BackendView(
+                        b,
+                        counters.get(key.backend_chain(b), 0),
+                        _active(active, key, b),
+                    )
+                    for b in backends
+                ),
             )
             for key, backends in sorted(self._vips.items(), key=lambda kv: kv[0].sort_key)
         )
@@ -502,6 +513,34 @@ def _delete_conntrack(key: VipKey, backends: Sequence[Backend]) -> int:
                     ct.delete(entry)
                     deleted += 1
     return deleted
+
+
+# (protocol number, original destination, its port, replying address, its port) -> entries
+_FlowCounts = Counter[tuple[int, str, int, str, int]]
+
+
+def _conntrack_counts() -> _FlowCounts:
+    """Every conntrack entry of this thread's namespace, counted by where it was sent and who
+    answers it (one dump, however many VIPs)."""
+    counts: _FlowCounts = Counter()
+    with _conntrack() as ct:
+        for entry in ct.dump_entries():
+            o, r = entry.tuple_orig, entry.tuple_reply
+            counts[(o.proto, o.daddr, o.dport or 0, r.saddr, r.sport or 0)] += 1
+    return counts
+
+
+def _active(counts: _FlowCounts, key: VipKey, backend: Backend) -> int:
+    proto = _IPPROTO[key.protocol]
+    return sum(
+        n
+        for (p, daddr, dport, saddr, sport), n in counts.items()
+        if p == proto
+        and daddr == key.vip
+        and (key.port is None or dport == key.port)
+        and saddr == backend.addr
+        and (backend.port is None or sport == backend.port)
+    )
 
 
 @contextlib.contextmanager

@@ -58,6 +58,8 @@ def test_300_connections_spread_over_all_backends(
     (vip,) = balancer.view().vips
     counted = {NAME_OF[b.backend.addr]: b.connections for b in vip.backends}
     assert counted == dict(seen)
+    # Closed connections linger in conntrack (TIME_WAIT): every one is still there.
+    assert {NAME_OF[b.backend.addr]: b.active for b in vip.backends} == dict(seen)
 
 
 def test_udp_flows_spread_over_all_backends(testbed: LbTopology, balancer: VipBalancer) -> None:
@@ -183,6 +185,10 @@ def test_cutting_a_backend_from_one_vip_spares_its_connections_through_another(
     with Client(testbed.client, other.vip, PORT) as kept:
         assert kept.line() == "b1"
         balancer.set_backends(one, [backend_named("b2")])
+        # Read before the next packet: a lost entry would be re-created by it, on b1 again.
+        (_, other_view) = balancer.view().vips
+        assert other_view.key == other
+        assert [b.active for b in other_view.backends] == [1]
         assert kept.ask("still") == "b1:still"
 
 
