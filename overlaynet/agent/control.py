@@ -19,6 +19,7 @@ from overlaynet.agent.records import ENDPOINT_TABLE, BadEndpointRecord, Endpoint
 from overlaynet.gossip.keyring import Keyring
 from overlaynet.gossip.service import GossipService
 from overlaynet.gossip.swim import LIVE_STATES
+from overlaynet.gossip.tables import EntryEvent
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class ControlPlane:
         self._networks: set[str] = set()
         self._scope: trio.CancelScope | None = None
         self.changed = trio.Event()
+        # Networks whose endpoint table changed since the planes last looked (None: all).
+        self._dirty: set[str] | None = None
 
     @property
     def running(self) -> bool:
@@ -62,6 +65,7 @@ class ControlPlane:
                     task_status.started()
 
         self.gossip, self.node_id, self._scope = service, node_id, scope
+        self._dirty = None
         self._published.clear()
         self._networks.clear()
         await nursery.start(serve)
@@ -75,8 +79,17 @@ class ControlPlane:
             await trio.sleep(REJOIN_INTERVAL)
 
     async def _follow(self, service: GossipService) -> None:
-        async for _event in service.subscribe():
+        async for event in service.subscribe():
+            endpoints = isinstance(event, EntryEvent) and event.table == ENDPOINT_TABLE
+            if endpoints and self._dirty is not None:
+                assert isinstance(event, EntryEvent)
+                self._dirty.add(event.network)
             self.changed.set()
+
+    def take_dirty(self) -> set[str] | None:
+        """Networks whose entries changed since the last call; None when all may have."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
     async def stop(self) -> None:
         if self.gossip is not None:
@@ -85,6 +98,7 @@ class ControlPlane:
         if self._scope is not None:
             self._scope.cancel()
         self.gossip, self._scope = None, None
+        self._dirty = None
         self._published.clear()
         self._networks.clear()
 

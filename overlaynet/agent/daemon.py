@@ -1,25 +1,26 @@
-"""The per-host daemon: one trio nursery wiring the planes, and the local API that drives them.
+"""The per-host daemon: one trio nursery, one child per plane, and the requests that drive them.
 
-Kernel work runs in worker threads under one lock (pyroute2 and subprocess calls block), so the
-event loop stays free and requests are applied one at a time. A client's request can fail; it
-can never stop the agent.
+Planes (each started with `nursery.start`): the embedded DNS, the swarm member (a manager's
+server on managers), gossip/control, the VTEP (started with the first overlay), the API server.
+A request goes allocate -> decide -> apply -> publish: the agent asks the managers (addresses,
+swarm networks) in trio, hands the answers to the runtime, whose records and kernel work run in
+a worker thread under a short state lock, then the planes follow. Slow waits (a `stop -t 30`, a
+manager's answer) never hold that lock; requests on one container go one at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import ipaddress
 import json
 import logging
 import os
 import signal
-import socket as stdsocket
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,24 +30,25 @@ import trio
 from overlaynet import api
 from overlaynet.agent import control, hostcore, views
 from overlaynet.agent import requests as rq
+from overlaynet.agent.apiserver import ApiServer, bind_unix
+from overlaynet.agent.locks import KeyedLocks
 from overlaynet.agent.overlay import OverlayDriver
 from overlaynet.agent.records import ENDPOINT_TABLE, BadEndpointRecord, EndpointRecord
-from overlaynet.agent.runtime import (
-    Runtime,
-    epoch_from_iso,
-    iso_from_epoch,
-)
+from overlaynet.agent.runtime import Allocation, Runtime
 from overlaynet.agent.swarm import SwarmMember
 from overlaynet.api import Request
-from overlaynet.boundary import contained
+from overlaynet.cluster.state import MANAGER_PORT
+from overlaynet.dataplane.vtep import Vtep
 from overlaynet.dns import feed as dns_feed
-from overlaynet.dns.records import DnsTable, NameRecord
+from overlaynet.dns.records import DnsTable
 from overlaynet.dns.server import DnsServer
 from overlaynet.dns.upstream import upstreams_from_resolv_conf
-from overlaynet.errors import ApiError, InvalidArgument, NotFound
-from overlaynet.host import links, netns
-from overlaynet.model import OVERLAY_MTU, Container, Driver, Network, Status
+from overlaynet.errors import ApiError, Conflict, InvalidArgument, NotFound, Unavailable
+from overlaynet.host import links, netns, process
+from overlaynet.model import Container, Driver, Endpoint, Network, Status
+from overlaynet.names import new_id
 from overlaynet.paths import HostPaths, make_private_dir
+from overlaynet.wire.vxlan import VXLAN_PORT
 
 log = logging.getLogger("overlaynet.agent")
 T = TypeVar("T")
@@ -90,7 +92,9 @@ class Agent:
             copy_host_resolv=paths.lab is None,
             overlay=self.overlay,
         )
-        self.lock = trio.Lock()
+        # Records and kernel, held for milliseconds: never across a wait (issue 18).
+        self.state_lock = trio.Lock()
+        self.container_locks = KeyedLocks()
         self.dns_table = DnsTable(ttl=DNS_TTL)
         if paths.lab is None:
             # On a real host, names not known locally go to the host's resolvers, as in Docker.
@@ -101,9 +105,10 @@ class Agent:
         self.control = control.ControlPlane()
         self.swarm.node_status = self.control.node_status
         self._nursery: trio.Nursery | None = None
-        if self.swarm.in_swarm:
-            self.runtime.cluster = ClusterBridge(self)
         self._synced_generation = -1
+        # Per swarm network: what the VTEP was last told (recomputed only when it changes).
+        self._planes: dict[str, tuple[hostcore.NetworkPlanes, frozenset[str]]] = {}
+        self.api: ApiServer | None = None
         self.counters: Counter[str] = Counter()
         self.started = time.time()
         handlers: dict[type[Request], Callable[[Any], Awaitable[Any]]] = {
@@ -139,31 +144,47 @@ class Agent:
         assert set(handlers) == set(rq.REQUESTS.values())
         self.handlers = handlers
 
-    async def locked(self, fn: Callable[[], T]) -> T:
-        """Run kernel work in a thread, one request at a time; then let the planes follow."""
-        async with self.lock:
-            try:
-                return await trio.to_thread.run_sync(fn)
-            finally:
-                if self.runtime.generation != self._synced_generation:
-                    await self._sync_planes()
+    async def _state(self, fn: Callable[[], T]) -> T:
+        """Run records-and-kernel work in a thread under the state lock; then the planes follow.
+
+        Waiting for the lock can be cancelled (a client that gave up); once the work starts it
+        finishes, and the planes with it, so no request is left half-applied."""
+        async with self.state_lock:
+            with trio.CancelScope(shield=True):
+                try:
+                    result = await trio.to_thread.run_sync(fn)
+                finally:
+                    if self.runtime.generation != self._synced_generation:
+                        await self._sync_planes()
+        return result
 
     async def _sync_planes(self) -> None:
         """Make gossip, the VTEP and DNS match the runtime's containers and networks and what
-        gossip knows of other hosts. Runs under the agent lock."""
+        gossip knows of other hosts. Runs under the state lock."""
         rt = self.runtime
         self._synced_generation = rt.generation
-        remote_names: dict[str, list[NameRecord]] = {}
         if self.control.running:
             addr = self.swarm.advertise_addr or ""
             self.control.publish(hostcore.local_records(rt.containers.values(), rt.networks, addr))
+            dirty = self.control.take_dirty()
             for net in rt.networks.values():
                 if net.scope != "swarm" or net.vni is None:
                     continue
-                planes = hostcore.translate(net, self.control.remote(net.id))
-                self.overlay.learn(net.id, planes.endpoints, self.control.peers(net.id))
-                remote_names[net.id] = list(planes.names)
+                have = self._planes.get(net.id)
+                if have is None or dirty is None or net.id in dirty:
+                    planes = hostcore.translate(net, self.control.remote(net.id))
+                else:
+                    planes = have[0]
+                wanted = (planes, frozenset(self.control.peers(net.id)))
+                if wanted != have:
+                    self.overlay.learn(net.id, planes.endpoints, wanted[1])
+                    self._planes[net.id] = wanted
+            for gone in set(self._planes) - set(rt.networks):
+                del self._planes[gone]
             self.overlay.set_members(self.control.live_addresses())
+        else:
+            self._planes.clear()
+        remote_names = {nid: list(p.names) for nid, (p, _) in self._planes.items()}
         view = dns_feed.build_view(rt.networks.values(), rt.containers.values(), remote_names)
         dns_feed.apply(self.dns_table, view)
         served = view.served_containers()
@@ -183,10 +204,32 @@ class Agent:
                     extra={"fields": {"container": cid, "error": str(e)}},
                 )
 
+    async def _ensure_vtep(self) -> None:
+        """Start the VTEP plane (a child of the agent's nursery) if it does not run yet."""
+        if self.overlay.vtep is not None or self.overlay.local_ip is None:
+            return  # without an underlay address, attaching an overlay says why
+        assert self._nursery is not None
+        try:
+            await self._nursery.start(self._run_vtep)
+        except OSError as e:
+            raise Unavailable(f"cannot start the VXLAN data plane: {e}") from None
+
+    async def _run_vtep(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self.overlay.local_ip is not None
+        vtep = Vtep(self.overlay.local_ip)
+        self.overlay.vtep = vtep
+        try:
+            task_status.started()
+            await vtep.run()
+        finally:
+            self.overlay.close()
+
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listener = self._bind_socket()
+        listener = bind_unix(self.paths.socket)
         self.paths.pid_file.write_text(f"{os.getpid()}\n")
         try:
             async with trio.open_nursery() as nursery:
@@ -196,9 +239,12 @@ class Agent:
                 await self._start_control()
                 nursery.start_soon(self._follow_gossip)
                 nursery.start_soon(self._follow_role)
-                counts = await self.locked(self.runtime.restore)
+                if any(n.driver == Driver.OVERLAY for n in self.runtime.networks.values()):
+                    await self._ensure_vtep()
+                counts = await self._state(self.runtime.restore)
                 log.info("restored state", extra={"fields": counts})
-                nursery.start_soon(self._serve, listener)
+                self.api = ApiServer(listener, rq.REQUESTS, self.handle, self.counters)
+                await nursery.start(self.api.run)
                 nursery.start_soon(self._poll_processes)
                 nursery.start_soon(self._handle_signals, nursery.cancel_scope)
                 log.info("agent ready", extra={"fields": {"socket": str(self.paths.socket)}})
@@ -211,26 +257,6 @@ class Agent:
             self.paths.pid_file.unlink(missing_ok=True)
             log.info("agent stopped")
 
-    def _bind_socket(self) -> trio.socket.SocketType:
-        path = self.paths.socket
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink(missing_ok=True)  # left by an agent that died
-        else:
-            raise SystemExit(f"another agent already serves {path}")
-        finally:
-            probe.close()
-        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-        sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
-        # Bind synchronously: trio's async bind only differs for name resolution.
-        sock._sock.bind(str(path))  # type: ignore[attr-defined]
-        os.chmod(path, 0o660)
-        sock.listen(64)
-        return sock
-
     async def _handle_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
@@ -241,64 +267,12 @@ class Agent:
     async def _poll_processes(self) -> None:
         while True:
             await trio.sleep(POLL_INTERVAL)
-            ended = await self.locked(self.runtime.poll)
+            ended = await self._state(self.runtime.poll)
             for c in ended:
                 log.info(
                     "container exited",
                     extra={"fields": {"container": c.name, "exit_code": c.exit_code}},
                 )
-
-    async def _serve(self, listener: trio.socket.SocketType) -> None:
-        async with trio.open_nursery() as nursery:
-            while True:
-                try:
-                    conn, _ = await listener.accept()
-                except OSError as e:
-                    if e.errno in (errno.EMFILE, errno.ENFILE):
-                        await trio.sleep(0.1)
-                        continue
-                    raise
-                nursery.start_soon(self._handle_connection, trio.SocketStream(conn))
-
-    async def _handle_connection(self, stream: trio.SocketStream) -> None:
-        with contained(self.counters, "connection_errors", log, "API connection"):
-            async with stream:
-                try:
-                    line = await self._read_line(stream)
-                    reply = await self.dispatch(line)
-                    await stream.send_all(reply)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self.counters["client_gone"] += 1
-
-    async def _read_line(self, stream: trio.SocketStream) -> bytes:
-        buf = bytearray()
-        with trio.move_on_after(30):
-            while b"\n" not in buf and len(buf) <= api.MAX_REQUEST_BYTES:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return bytes(buf.split(b"\n", 1)[0])
-
-    async def dispatch(self, line: bytes) -> bytes:
-        """One request line in, one response line out; nothing a client sends escapes this."""
-        try:
-            op, args = api.decode_request(line)
-        except api.MalformedRequest as e:
-            self.counters["malformed_requests"] += 1
-            log.warning("malformed request", extra={"fields": {"error": str(e)}})
-            return api.encode_error("invalid", f"malformed request: {e}")
-        cls = rq.REQUESTS.get(op)
-        if cls is None:
-            self.counters["unknown_ops"] += 1
-            return api.encode_error("invalid", f"unknown operation {op!r}")
-        self.counters[f"op:{op}"] += 1
-        try:
-            req = api.decode_args(cls, args)
-        except InvalidArgument as e:
-            self.counters["bad_arguments"] += 1
-            return api.encode_error(e.kind, str(e))
-        return await self.handle(req)
 
     async def handle(self, req: Request) -> bytes:
         """A typed request in, one response line out (an error line when it is refused)."""
@@ -353,7 +327,9 @@ class Agent:
                 labels=req.labels,
             )
             return {"id": res["id"]}
-        net = await self.locked(partial(self.runtime.network_create, req))
+        if req.driver == "overlay":
+            await self._ensure_vtep()
+        net = await self._state(partial(self.runtime.network_create, req))
         log.info("network created", extra={"fields": {"network": net.name, "id": net.id}})
         return {"id": net.id}
 
@@ -389,14 +365,16 @@ class Agent:
                 raise
             doc = await self.swarm.call("network.inspect", network=ref)
             return views.network_doc(
-                ClusterBridge.to_network(doc), [], {"Overlay": {"VNI": doc["vni"], "Peers": []}}
+                hostcore.network_from_swarm(doc),
+                [],
+                {"Overlay": {"VNI": doc["vni"], "Peers": []}},
             )
         extra: dict[str, Any] = {}
         if net.driver == Driver.OVERLAY:
             dataplane = self.overlay.inspect(net)
             extra["Overlay"] = {
                 "VNI": net.vni,
-                "VTEP": f"{self.advertise_addr}:4789",
+                "VTEP": f"{self.advertise_addr}:{VXLAN_PORT}",
                 "Peers": sorted((dataplane or {}).get("peers", net.peers)),
                 "StaticPeers": list(net.peers),
                 "StaticEndpoints": list(net.static_endpoints),
@@ -405,12 +383,12 @@ class Agent:
         return views.network_doc(net, list(rt.containers.values()), extra)
 
     async def network_peer(self, req: rq.NetworkPeer) -> Any:
-        net = await self.locked(partial(self.runtime.overlay_peer, req.network, req.host, req.add))
+        net = await self._state(partial(self.runtime.overlay_peer, req.network, req.host, req.add))
         return {"peers": net.peers}
 
     async def network_fdb(self, req: rq.NetworkFdb) -> Any:
         fn = partial(self.runtime.overlay_fdb, req.network, req.mac, req.host, req.ip, req.add)
-        net = await self.locked(fn)
+        net = await self._state(fn)
         return {"static_endpoints": net.static_endpoints}
 
     async def network_rm(self, req: rq.NetworkRm) -> Any:
@@ -421,40 +399,139 @@ class Agent:
         if self.swarm.in_swarm and (local is None or local.scope == "swarm"):
             doc = await self.swarm.call("network.rm", network=local.id if local else ref)
             return {"id": doc["id"], "name": doc["name"]}
-        net = await self.locked(partial(self.runtime.network_rm, ref))
+        net = await self._state(partial(self.runtime.network_rm, ref))
         return {"id": net.id, "name": net.name}
 
     async def network_connect(self, req: rq.NetworkConnect) -> Any:
-        fn = partial(self.runtime.network_connect, req.network, req.container, req.ip, req.aliases)
-        c = await self.locked(fn)
+        async with self._container(req.container) as cid:
+            local, swarm_net = await self._target(req.network)
+            allocation = await self._allocate(local or swarm_net, req.ip)
+            fn = partial(
+                self.runtime.network_connect,
+                req.network,
+                cid,
+                req.ip,
+                req.aliases,
+                swarm_net,
+                allocation,
+            )
+            try:
+                c = await self._state(fn)
+            except BaseException:
+                await self._release_allocation(local or swarm_net, allocation)
+                raise
         return {"id": c.id}
 
     async def network_disconnect(self, req: rq.NetworkDisconnect) -> Any:
-        c = await self.locked(partial(self.runtime.network_disconnect, req.network, req.container))
+        async with self._container(req.container) as cid:
+            net = self.runtime.network(req.network)
+            ep = self.runtime.containers[cid].endpoint_on(net.id)
+            fn = partial(self.runtime.network_disconnect, req.network, cid)
+            c = await self._state(fn)
+            if ep is not None and net.scope == "swarm":
+                await self._release([(net, ep)])
         return {"id": c.id}
 
     async def container_create(self, req: rq.ContainerCreate) -> Any:
-        c = await self.locked(partial(self.runtime.container_create, req))
+        local, swarm_net = await self._target(req.network)
+        allocation = await self._allocate(local or swarm_net, req.ip)
+        try:
+            c = await self._state(
+                partial(self.runtime.container_create, req, swarm_net, allocation)
+            )
+        except BaseException:
+            await self._release_allocation(local or swarm_net, allocation)
+            raise
         log.info("container created", extra={"fields": {"container": c.name, "id": c.id}})
         if req.start:
-            try:
-                await self.locked(partial(self.runtime.container_start, c.id))
-            except ApiError:
-                await self.locked(partial(self.runtime.container_rm, c.id, True))
-                raise
+            async with self._container(c.id):
+                try:
+                    await self._state(partial(self.runtime.container_start, c.id))
+                except ApiError:
+                    with trio.CancelScope(shield=True):
+                        await self._remove(c.id, force=True)
+                    raise
         return {"id": c.id, "name": c.name}
 
     async def container_start(self, req: rq.ContainerStart) -> Any:
-        c = await self.locked(partial(self.runtime.container_start, req.container))
+        async with self._container(req.container) as cid:
+            c = await self._state(partial(self.runtime.container_start, cid))
         return {"id": c.id, "name": c.name}
 
     async def container_stop(self, req: rq.ContainerStop) -> Any:
-        c = await self.locked(partial(self.runtime.container_stop, req.container, req.timeout))
+        async with self._container(req.container) as cid:
+            c, running = await self._state(partial(self.runtime.begin_stop, cid))
+            if running is not None:
+                # The slow part (up to the timeout), outside the state lock: other containers'
+                # requests and the planes go on meanwhile.
+                await trio.to_thread.run_sync(partial(process.stop, running, req.timeout))
+            await self._state(self.runtime.poll)
         return {"id": c.id, "name": c.name}
 
     async def container_rm(self, req: rq.ContainerRm) -> Any:
-        c = await self.locked(partial(self.runtime.container_rm, req.container, req.force))
+        async with self._container(req.container) as cid:
+            c = await self._remove(cid, req.force)
         return {"id": c.id, "name": c.name}
+
+    async def _remove(self, cid: str, force: bool) -> Container:
+        """Remove a container, then give its swarm addresses back (its endpoints are gone)."""
+        swarm_eps = self.runtime.swarm_endpoints(self.runtime.containers[cid])
+        c = await self._state(partial(self.runtime.container_rm, cid, force))
+        await self._release(swarm_eps)
+        return c
+
+    # ---- the managers' side of a request ----------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _container(self, ref: str) -> AsyncIterator[str]:
+        """Hold one container's lock for a request: its id, or NotFound."""
+        cid = self.runtime.container(ref).id
+        async with self.container_locks.hold(cid):
+            self.runtime.container(cid)  # removed while we waited: NotFound
+            yield cid
+
+    async def _target(self, ref: str) -> tuple[Network | None, Network | None]:
+        """The network `ref` names: (local record, None), or (None, the managers' record)
+        for a swarm network not on this host yet (it comes with the container)."""
+        local = self.runtime.local_network(ref)
+        if local is not None or not self.swarm.in_swarm:
+            if local is not None and local.driver == Driver.OVERLAY:
+                await self._ensure_vtep()
+            return local, None
+        docs = (await self.swarm.snapshot())["networks"]
+        exact = [d for d in docs if ref in (d["id"], d["name"])]
+        prefix = [d for d in docs if d["id"].startswith(ref)] if ref else []
+        found = exact or (prefix if len(prefix) == 1 else [])
+        if not found:
+            return None, None
+        net = hostcore.network_from_swarm(found[0])
+        hostcore.check_attachable(net, ref)
+        await self._ensure_vtep()
+        return None, net
+
+    async def _allocate(self, net: Network | None, ip: str | None) -> Allocation | None:
+        """An address from the managers, when `net` is a swarm network."""
+        if net is None or net.scope != "swarm":
+            return None
+        endpoint_id = new_id()
+        res = await self.swarm.call("ip.allocate", network=net.id, endpoint_id=endpoint_id, ip=ip)
+        return Allocation(endpoint_id, str(res["ip"]), str(res["mac"]))
+
+    async def _release_allocation(self, net: Network | None, allocation: Allocation | None) -> None:
+        if net is not None and allocation is not None:
+            ep = Endpoint(allocation.endpoint_id, net.id, "", allocation.ip, allocation.mac)
+            await self._release([(net, ep)])
+
+    async def _release(self, endpoints: list[tuple[Network, Endpoint]]) -> None:
+        """Give swarm addresses back once their endpoints are gone. Shielded: a client that
+        hangs up must not leave an address taken; a manager that fails is logged, not fatal."""
+        with trio.CancelScope(shield=True):
+            for net, ep in endpoints:
+                try:
+                    await self.swarm.call("ip.release", network=net.id, endpoint_id=ep.id)
+                except ApiError as e:
+                    self.counters["release_failures"] += 1
+                    log.warning("could not release %s on %s: %s", ep.ip, net.name, e)
 
     async def container_ls(self, req: rq.ContainerLs) -> Any:
         include_all = req.all
@@ -496,7 +573,7 @@ class Agent:
             await trio.sleep(POLL_INTERVAL / 2)
 
     async def container_top(self, req: rq.ContainerTop) -> Any:
-        return await self.locked(partial(self.runtime.top, req.container))
+        return await trio.to_thread.run_sync(partial(self.runtime.top, req.container))
 
     async def container_logs(self, req: rq.ContainerLogs) -> Any:
         c = self.runtime.container(req.container)
@@ -515,7 +592,7 @@ class Agent:
                 "interface with one (e.g. eth0)"
             )
         try:
-            number = int(port) if port else 2377
+            number = int(port) if port else MANAGER_PORT
         except ValueError:
             raise InvalidArgument(f"invalid port in advertise address {text!r}") from None
         if not 1 <= number <= 65535:
@@ -552,7 +629,7 @@ class Agent:
         while True:
             await self.control.changed.wait()
             self.control.changed = trio.Event()
-            async with self.lock:
+            async with self.state_lock:
                 await self._sync_planes()
 
     async def _follow_role(self) -> None:
@@ -564,7 +641,6 @@ class Agent:
     async def swarm_init(self, req: rq.SwarmInit) -> Any:
         ip, port = self._advertise(req.advertise_addr)
         res = await self.swarm.init(ip, port)
-        self.runtime.cluster = ClusterBridge(self)
         await self._start_control()
         log.info("swarm initialised", extra={"fields": {"node": res["node_id"]}})
         return res
@@ -572,9 +648,8 @@ class Agent:
     async def swarm_join(self, req: rq.SwarmJoin) -> Any:
         ip, _ = self._advertise(req.advertise_addr)
         res = await self.swarm.join(req.token, req.remote, ip)
-        self.runtime.cluster = ClusterBridge(self)
         await self._start_control()
-        async with self.lock:
+        async with self.state_lock:
             await self._sync_planes()
         log.info("joined swarm", extra={"fields": res})
         return res
@@ -583,9 +658,28 @@ class Agent:
         return await self.swarm.call("join_token", role=req.role)
 
     async def swarm_leave(self, req: rq.SwarmLeave) -> Any:
+        """Docker refuses to leave while overlay endpoints exist here: the managers would give
+        their addresses to others (issue 18: same IP and MAC twice). `--force` removes them."""
+        rt = self.runtime
+        attached = [(c, net) for c in rt.containers.values() for net, _ in rt.swarm_endpoints(c)]
+        if attached and self.swarm.in_swarm:
+            if not req.force:
+                names = ", ".join(sorted({c.name for c, _ in attached}))
+                raise Conflict(
+                    f"this node has containers attached to swarm networks ({names}): "
+                    "disconnect or remove them first, or use `--force` to disconnect them "
+                    "and leave"
+                )
+            for c, net in attached:
+                async with self._container(c.id) as cid:
+                    await self._state(partial(rt.network_disconnect, net.id, cid))
+                    ep = c.endpoint_on(net.id)
+                    if ep is not None:
+                        await self._release([(net, ep)])
         await self.swarm.leave(req.force)
-        self.runtime.cluster = None
         await self.control.stop()
+        async with self.state_lock:
+            await self._sync_planes()
         return {}
 
     async def gossip_members(self, req: rq.GossipMembers) -> Any:
@@ -652,49 +746,6 @@ def _swarm_row(doc: dict[str, Any]) -> dict[str, str]:
     return {"id": doc["id"], "name": doc["name"], "driver": "overlay", "scope": "swarm"}
 
 
-class ClusterBridge:
-    """The runtime's way to swarm state (`runtime.ClusterHook`): it runs in the runtime's
-    worker thread and hops into trio for each call to the managers."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    @staticmethod
-    def to_network(doc: dict[str, Any]) -> Network:
-        return Network(
-            id=doc["id"],
-            name=doc["name"],
-            driver=Driver.OVERLAY,
-            created=iso_from_epoch(float(doc["created"])),
-            scope="swarm",
-            subnet=doc["subnet"],
-            gateway=doc["gateway"],
-            mtu=OVERLAY_MTU,
-            labels=dict(doc.get("labels") or {}),
-            attachable=bool(doc["attachable"]),
-            vni=int(doc["vni"]),
-        )
-
-    def find_network(self, ref: str) -> Network | None:
-        snap = trio.from_thread.run(self.agent.swarm.snapshot)
-        docs = snap["networks"]
-        exact = [d for d in docs if ref in (d["id"], d["name"])]
-        prefix = [d for d in docs if d["id"].startswith(ref)] if ref else []
-        found = exact or (prefix if len(prefix) == 1 else [])
-        return self.to_network(found[0]) if found else None
-
-    def allocate(self, net: Network, endpoint_id: str, ip: str | None) -> tuple[str, str]:
-        call = partial(
-            self.agent.swarm.call, "ip.allocate", network=net.id, endpoint_id=endpoint_id, ip=ip
-        )
-        res = trio.from_thread.run(call)
-        return str(res["ip"]), str(res["mac"])
-
-    def release(self, net: Network, endpoint_id: str) -> None:
-        call = partial(self.agent.swarm.call, "ip.release", network=net.id, endpoint_id=endpoint_id)
-        trio.from_thread.run(call)
-
-
 def underlay_address(spec: str) -> str | None:
     """An IPv4 address as given, or the first IPv4 address of the named interface."""
     try:
@@ -716,7 +767,7 @@ def _read(path: str) -> str:
 
 
 def _epoch(iso: str | None) -> float:
-    return time.time() if not iso else epoch_from_iso(iso)
+    return time.time() if not iso else hostcore.epoch_from_iso(iso)
 
 
 def setup_logging(log_file: Path | None, level: str = "info") -> None:

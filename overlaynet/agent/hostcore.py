@@ -9,18 +9,58 @@ restart relaunches, and how other hosts' endpoints become FDB entries, ARP answe
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
 
 from overlaynet.agent.records import EndpointRecord
 from overlaynet.cluster import ipam
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dns.records import NameRecord
-from overlaynet.errors import Conflict, InvalidArgument
+from overlaynet.errors import Conflict, Forbidden, InvalidArgument
 from overlaynet.host.picture import BridgeSpec, Picture, TapSpec, VethPlan
-from overlaynet.model import PREDEFINED_NETWORKS, Container, Driver, Endpoint, Network, Status
+from overlaynet.model import (
+    OVERLAY_MTU,
+    PREDEFINED_NETWORKS,
+    Container,
+    Driver,
+    Endpoint,
+    Network,
+    Status,
+)
 from overlaynet.names import KernelNames
+
+# Docker's timestamps: RFC 3339 in UTC (Docker prints nanoseconds; Python has microseconds).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def iso_from_epoch(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime(TIME_FORMAT)
+
+
+def epoch_from_iso(iso: str) -> float:
+    return datetime.datetime.strptime(iso, TIME_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
+
+
+def network_from_swarm(doc: Mapping[str, Any]) -> Network:
+    """A swarm network as the managers describe it → the record a host keeps while it has a
+    container on it (lazy extension)."""
+    return Network(
+        id=doc["id"],
+        name=doc["name"],
+        driver=Driver.OVERLAY,
+        created=iso_from_epoch(float(doc["created"])),
+        scope="swarm",
+        subnet=doc["subnet"],
+        gateway=doc["gateway"],
+        mtu=OVERLAY_MTU,
+        labels=dict(doc.get("labels") or {}),
+        attachable=bool(doc["attachable"]),
+        vni=int(doc["vni"]),
+    )
+
 
 # ---- records -> desired kernel picture -----------------------------------------------------
 
@@ -141,6 +181,15 @@ def check_removable(net: Network, containers: Iterable[Container]) -> None:
         )
 
 
+def check_attachable(net: Network, ref: str) -> None:
+    """A swarm network reaches a host for a container only if it was created --attachable."""
+    if not net.attachable:
+        raise Forbidden(
+            f"Could not attach to network {ref}: network {net.name} is not manually "
+            "attachable; create it with `network create -d overlay --attachable`"
+        )
+
+
 def retired(networks: Mapping[str, Network], containers: Iterable[Container]) -> list[Network]:
     """Swarm networks no local container uses: they leave this host (lazy extension, undone).
 
@@ -155,11 +204,6 @@ def needs_relaunch(c: Container, alive: bool, ended_by_itself: bool) -> bool:
     """At restart: a container meant to run whose process died with the host or the agent
     (not one that exited by itself: its exit file says so) is started again."""
     return c.status == Status.RUNNING and not alive and not ended_by_itself
-
-
-def overlay_endpoints(endpoints: Iterable[Endpoint]) -> list[tuple[str, str]]:
-    """(ip, mac) of the endpoints given, for checks that no address is given twice."""
-    return [(e.ip, e.mac) for e in endpoints if e.ip and e.mac]
 
 
 # ---- endpoint table -> planes (FDB, ARP, DNS) ----------------------------------------------

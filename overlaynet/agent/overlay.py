@@ -48,14 +48,15 @@ class OverlayDriver:
         self._learned_peers: dict[str, set[str]] = {}
 
     def _ensure_vtep(self) -> Vtep:
+        """The VTEP the agent runs as a plane of its nursery (it starts it before a request
+        that may attach an overlay: this driver never starts threads of its own)."""
         if self.vtep is None:
             if self.local_ip is None:
                 raise RuntimeError(
                     "this host has no underlay address for VXLAN: start the agent with "
                     "--advertise-addr IP"
                 )
-            self.vtep = Vtep(self.local_ip)
-            self.vtep.start()
+            raise RuntimeError("the VXLAN data plane is not running")
         return self.vtep
 
     def attach(self, net: Network) -> None:

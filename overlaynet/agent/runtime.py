@@ -1,27 +1,33 @@
-"""One host's networks and containers: the decisions, the store and the kernel kept in step.
+"""One host's networks and containers: records, store and kernel kept in step.
 
-Synchronous on purpose: the agent calls it from a worker thread under one lock, so every request
-sees and leaves a consistent state. Every change is written to the store before it is answered,
-and `restore()` rebuilds the kernel side from the store after a crash or restart.
+Synchronous on purpose: the agent calls it from a worker thread under its short state lock
+(never across a slow wait: stopping a process runs outside it). The decisions are the pure host
+core's (`hostcore`); every change of records ends in one reconciliation of the kernel
+(`host/reconcile.py`), the same path `restore()` takes at start-up. Swarm state (a network
+brought here, an address from the managers) is fetched by the agent beforehand and handed in:
+the runtime never calls out.
 """
 
 from __future__ import annotations
 
-import datetime
+import contextlib
 import logging
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from overlaynet.agent import hostcore
 from overlaynet.agent.overlay import OverlayDriver, StaticEndpoint
 from overlaynet.agent.requests import ContainerCreate, NetworkCreate
 from overlaynet.agent.store import Store
 from overlaynet.cluster import ipam
-from overlaynet.errors import Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
+from overlaynet.cluster.state import VNI_FIRST
+from overlaynet.errors import ApiError, Conflict, InvalidArgument, NotFound, Unavailable
 from overlaynet.host import links, netns, process, reconcile
 from overlaynet.host.picture import TapSpec
 from overlaynet.model import (
@@ -46,40 +52,25 @@ from overlaynet.names import (
     short_id,
 )
 from overlaynet.wire.ethernet import is_group, mac_to_bytes, mac_to_str
+from overlaynet.wire.vxlan import VNI_MAX
 
 log = logging.getLogger(__name__)
 
 
-# Docker's timestamps: RFC 3339 in UTC (Docker prints nanoseconds; Python has microseconds).
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def iso_from_epoch(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime(TIME_FORMAT)
-
-
-def epoch_from_iso(iso: str) -> float:
-    return datetime.datetime.strptime(iso, TIME_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
-
-
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime(TIME_FORMAT)
+    return hostcore.iso_from_epoch(time.time())
 
 
 _Named = TypeVar("_Named", Network, Container)
 
 
-class ClusterHook(Protocol):
-    """How the runtime reaches swarm state (the agent implements it; calls may block)."""
+@dataclass(frozen=True)
+class Allocation:
+    """An endpoint's address on a swarm network, allocated by the managers beforehand."""
 
-    def find_network(self, ref: str) -> Network | None:
-        """A swarm-scoped network by name or id, as a local record (not yet saved)."""
-
-    def allocate(self, net: Network, endpoint_id: str, ip: str | None) -> tuple[str, str]:
-        """An address (and its MAC) for an endpoint, from the managers' IPAM."""
-
-    def release(self, net: Network, endpoint_id: str) -> None:
-        """Give an endpoint's address back."""
+    endpoint_id: str
+    ip: str
+    mac: str
 
 
 # Adjectives and names for containers started without --name, as Docker does (names-generator).
@@ -100,8 +91,6 @@ class Runtime:
     ) -> None:
         self.host = host
         self.overlay = overlay
-        # Set by the agent while this host is in a swarm.
-        self.cluster: ClusterHook | None = None
         # A lab host has no way out: its containers get no copy of the machine's resolvers.
         self.copy_host_resolv = copy_host_resolv
         self.state_dir = state_dir
@@ -127,27 +116,36 @@ class Runtime:
     def container(self, ref: str) -> Container:
         return _lookup(self.containers, ref.lstrip("/"), "container", f"No such container: {ref}")
 
-    def attach_target(self, ref: str) -> Network:
+    def local_network(self, ref: str) -> Network | None:
+        try:
+            return self.network(ref)
+        except NotFound:
+            return None
+
+    def attach_target(self, ref: str, swarm_net: Network | None = None) -> Network:
         """The network a container attaches to: a local one, or a swarm network brought here.
 
         Swarm networks reach a host only when a container there needs them (lazy extension):
         the local record, bridge and TAP are made now and go with the last local container.
+        `swarm_net` is the managers' record, fetched by the agent when `ref` is not local.
         """
         try:
             return self.network(ref)
         except NotFound:
-            if self.cluster is None:
+            if swarm_net is None:
                 raise
-        net = self.cluster.find_network(ref)
-        if net is None:
-            raise NotFound(f"network {ref} not found") from None
-        if not net.attachable:
-            raise Forbidden(
-                f"Could not attach to network {ref}: network {net.name} is not manually "
-                "attachable; create it with `network create -d overlay --attachable`"
-            )
-        self._add_network(net)
-        return net
+        hostcore.check_attachable(swarm_net, ref)
+        self._add_network(swarm_net)
+        return swarm_net
+
+    def swarm_endpoints(self, c: Container) -> list[tuple[Network, Endpoint]]:
+        """A container's endpoints whose addresses the managers allocated."""
+        out = []
+        for ep in c.endpoints:
+            net = self.networks.get(ep.network_id)
+            if net is not None and net.scope == "swarm":
+                out.append((net, ep))
+        return out
 
     def _retire_if_unused(self, net: Network) -> None:
         """The last local container left a swarm network: it leaves this host too."""
@@ -157,16 +155,6 @@ class Runtime:
         self.store.delete_network(net.id)
         self._reconcile()
         self.generation += 1
-
-    def _release(self, c: Container, endpoints: Iterable[Endpoint]) -> None:
-        for ep in endpoints:
-            net = self.networks.get(ep.network_id)
-            if net is None or net.scope != "swarm" or self.cluster is None:
-                continue
-            try:
-                self.cluster.release(net, ep.id)
-            except Exception as e:  # the address stays taken; say so, do not fail the removal
-                log.warning("could not release %s on %s: %s", ep.ip, net.name, e)
 
     def containers_on(self, network_id: str) -> list[Container]:
         return hostcore.containers_on(network_id, self.containers.values())
@@ -315,7 +303,7 @@ class Runtime:
         taken = {n.vni for n in self.networks.values() if n.vni is not None}
         text = options.get("vni") or options.get(VNI_OPTION)
         if text is None:
-            return next(v for v in range(FIRST_VNI, VNI_MAX + 1) if v not in taken)
+            return next(v for v in range(VNI_FIRST, VNI_MAX + 1) if v not in taken)
         try:
             vni = int(text)
         except ValueError:
@@ -346,7 +334,14 @@ class Runtime:
                     return f"{left}_{right}"
         return f"container_{len(taken)}"
 
-    def container_create(self, req: ContainerCreate) -> Container:
+    def container_create(
+        self,
+        req: ContainerCreate,
+        swarm_net: Network | None = None,
+        allocation: Allocation | None = None,
+    ) -> Container:
+        """A container with its namespace and first endpoint; `swarm_net` and `allocation`
+        come from the managers when the network is a swarm one."""
         name = req.name or self._pick_name()
         try:
             check_object_name(name, "container")
@@ -359,13 +354,17 @@ class Runtime:
                     f'"{other.id}". You have to remove (or rename) that container to be able '
                     "to reuse that name."
                 )
-        net = self.attach_target(req.network)
-        if req.ip and net.driver in (Driver.HOST, Driver.NULL):
-            raise InvalidArgument(f"--ip is not allowed on network {net.name}")
-        if req.aliases and not net.has_name_resolution:
-            raise InvalidArgument(
-                "network-scoped aliases are only supported for user-defined networks"
-            )
+        net = self.attach_target(req.network, swarm_net)
+        try:
+            if req.ip and net.driver in (Driver.HOST, Driver.NULL):
+                raise InvalidArgument(f"--ip is not allowed on network {net.name}")
+            if req.aliases and not net.has_name_resolution:
+                raise InvalidArgument(
+                    "network-scoped aliases are only supported for user-defined networks"
+                )
+        except ApiError:
+            self._retire_if_unused(net)  # a swarm network brought here for nothing goes again
+            raise
         c = Container(
             id=new_id(),
             name=name,
@@ -384,7 +383,7 @@ class Runtime:
 
         try:
             if net.driver in (Driver.BRIDGE, Driver.OVERLAY):
-                ep = self._new_endpoint(c, net, req.ip, list(req.aliases), first=True)
+                ep = self._new_endpoint(c, net, req.ip, list(req.aliases), True, allocation)
                 c.endpoints.append(ep)  # before building: a failure below releases it
             self.containers[c.id] = c
             what = (
@@ -394,8 +393,8 @@ class Runtime:
             self.store.put_container(c)
         except BaseException:
             undo()
-            self._reconcile()
-            self._release(c, c.endpoints)
+            with contextlib.suppress(*_KERNEL_ERRORS):
+                self._reconcile()
             _rmtree(self.container_dir(c))
             self._retire_if_unused(net)
             raise
@@ -404,7 +403,13 @@ class Runtime:
         return c
 
     def _new_endpoint(
-        self, c: Container, net: Network, ip: str | None, aliases: list[str], first: bool
+        self,
+        c: Container,
+        net: Network,
+        ip: str | None,
+        aliases: list[str],
+        first: bool,
+        allocation: Allocation | None,
     ) -> Endpoint:
         assert net.subnet and net.gateway
         for alias in aliases:
@@ -413,12 +418,13 @@ class Runtime:
             except BadName as e:
                 raise InvalidArgument(str(e)) from None
         ifname = "eth0" if first else f"eth{_next_eth(c.endpoints)}"
-        endpoint_id = new_id()
-        if net.scope == "swarm" and self.cluster is not None:
-            ip_text, mac = self.cluster.allocate(net, endpoint_id, ip)
-        else:
-            ip_text, mac = hostcore.choose_address(net, self.containers.values(), ip)
-        return Endpoint(endpoint_id, net.id, ifname, ip_text, mac, list(aliases))
+        if net.scope == "swarm":
+            if allocation is None:
+                raise Unavailable(f"no address from the managers for network {net.name}")
+            a = allocation
+            return Endpoint(a.endpoint_id, net.id, ifname, a.ip, a.mac, list(aliases))
+        ip_text, mac = hostcore.choose_address(net, self.containers.values(), ip)
+        return Endpoint(new_id(), net.id, ifname, ip_text, mac, list(aliases))
 
     def _write_container_files(self, c: Container) -> None:
         """/etc/hosts and /etc/resolv.conf as the container will see them."""
@@ -480,15 +486,16 @@ class Runtime:
         run = self._running(c)
         return run is not None and process.alive(run)
 
-    def container_stop(self, ref: str, timeout: float = process.STOP_TIMEOUT) -> Container:
+    def begin_stop(self, ref: str) -> tuple[Container, process.Running | None]:
+        """Record that the container should not run; the process to stop, if it runs.
+
+        The stop itself (`process.stop`, up to its timeout) is the caller's, outside the state
+        lock: a slow stop must not hold up other requests or the planes."""
         c = self.container(ref)
         c.desired_running = False
         self.store.put_container(c)
-        run = self._running(c)
-        if run is not None and c.status == Status.RUNNING:
-            process.stop(run, timeout)
-        self.poll()
-        return c
+        run = self._running(c) if c.status == Status.RUNNING else None
+        return c, run
 
     def poll(self) -> list[Container]:
         """Notice containers whose process has ended; returns those that just did."""
@@ -522,10 +529,9 @@ class Runtime:
             if run is not None:
                 process.stop(run, timeout=0)
             self.poll()
-        # Kernel side first: an address goes back to the pool only once its endpoint is gone.
+        # Kernel side first: the agent returns swarm addresses only once the endpoints are gone.
         del self.containers[c.id]
         self._apply_or_undo(lambda: self.containers.setdefault(c.id, c), f"cannot remove {c.name}")
-        self._release(c, c.endpoints)
         self.store.delete_container(c.id)
         self._children.pop(c.id, None)
         _rmtree(self.container_dir(c))
@@ -536,24 +542,35 @@ class Runtime:
         return c
 
     def network_connect(
-        self, net_ref: str, container_ref: str, ip: str | None = None, aliases: Iterable[str] = ()
+        self,
+        net_ref: str,
+        container_ref: str,
+        ip: str | None = None,
+        aliases: Iterable[str] = (),
+        swarm_net: Network | None = None,
+        allocation: Allocation | None = None,
     ) -> Container:
         c = self.container(container_ref)
-        net = self.attach_target(net_ref)
-        if c.network_mode == "host" or net.driver == Driver.HOST:
-            raise InvalidArgument(
-                "container cannot be disconnected from host network or connected to host network"
-            )
-        if net.driver == Driver.NULL:
-            raise InvalidArgument("container cannot be connected to the none network")
-        if c.endpoint_on(net.id):
-            raise Conflict(f"endpoint with name {c.name} already exists in network {net.name}")
-        if aliases and not net.has_name_resolution:
-            raise InvalidArgument(
-                "network-scoped aliases are only supported for user-defined networks"
-            )
+        net = self.attach_target(net_ref, swarm_net)
         first = not c.endpoints
-        ep = self._new_endpoint(c, net, ip, list(aliases), first=first)
+        try:
+            if c.network_mode == "host" or net.driver == Driver.HOST:
+                raise InvalidArgument(
+                    "container cannot be disconnected from host network or connected to host "
+                    "network"
+                )
+            if net.driver == Driver.NULL:
+                raise InvalidArgument("container cannot be connected to the none network")
+            if c.endpoint_on(net.id):
+                raise Conflict(f"endpoint with name {c.name} already exists in network {net.name}")
+            if aliases and not net.has_name_resolution:
+                raise InvalidArgument(
+                    "network-scoped aliases are only supported for user-defined networks"
+                )
+            ep = self._new_endpoint(c, net, ip, list(aliases), first, allocation)
+        except BaseException:
+            self._retire_if_unused(net)  # a swarm network brought here for nothing goes again
+            raise
         c.endpoints.append(ep)
         ns = self.container_netns(c)
         try:
@@ -563,7 +580,6 @@ class Runtime:
                 probe=[ns] if ns else [],
             )
         except BaseException:
-            self._release(c, [ep])
             self._retire_if_unused(net)
             raise
         if c.network_mode == "none":
@@ -583,7 +599,6 @@ class Runtime:
         self._apply_or_undo(
             lambda: c.endpoints.append(ep), f"cannot disconnect {c.name} from {net.name}"
         )
-        self._release(c, [ep])
         self.store.put_container(c)
         self._write_container_files(c)
         self._retire_if_unused(net)
@@ -698,9 +713,6 @@ class _OverlayTaps:
 
 # Docker's option naming the VNI of an overlay network (libnetwork drivers/overlay).
 VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
-# Swarm allocates VNIs from 4096 up (libnetwork's overlay driver); 24 bits on the wire.
-FIRST_VNI = 4096
-VNI_MAX = (1 << 24) - 1
 
 
 def _check_ipv4(text: str, what: str) -> str:

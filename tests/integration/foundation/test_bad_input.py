@@ -181,3 +181,17 @@ def test_booleans_must_be_booleans(lab2: Lab) -> None:
     assert reply["ok"] is False and "must be true or false" in str(reply["error"]), reply
     assert "keepme" in lab2.ok("node1", "ps")
     lab2.ok("node1", "rm", "-f", "keepme")
+
+
+@pytest.mark.parametrize("timeout", [b"Infinity", b"NaN", b"-1", b"3601", b"true"])
+def test_stop_timeouts_must_be_finite_and_bounded(lab2: Lab, timeout: bytes) -> None:
+    # `timeout: Infinity` froze the agent until the processes were killed by hand (issue 18).
+    lab2.ok("node1", "run", "-d", "--name", "patient", "alpine", "sleep", "600")
+    try:
+        line = b'{"op": "container.stop", "args": {"container": "patient", "timeout": '
+        reply = _raw_request(lab2, line + timeout + b"}}\n")
+        assert reply["ok"] is False, reply
+        assert "'timeout' must be a number" in str(reply["error"]), reply
+        assert "patient" in lab2.ok("node1", "ps")
+    finally:
+        lab2.ok("node1", "rm", "-f", "patient")
