@@ -1,9 +1,16 @@
 """End-to-end data plane benchmark, one fresh testbed, one run: container-to-container iperf3 TCP
-(1 and 4 streams) and ping RTT (p50, p99) over a same-host bridge, Linux kernel VXLAN and the
-overlaynet VTEP; prints a table with each figure's ratio to kernel VXLAN, writes JSON and a PNG
-chart to benchmarks/results/. Needs root; namespaces are `onet-bdp-…` and removed afterwards.
+(1 and 4 streams) and ping RTT (p50, p99) over a same-host bridge, Linux kernel VXLAN, the
+overlaynet VTEP between two agents, and overlaynet with a kernel VTEP as its peer, both
+directions (issue 19); prints a table with each figure's ratio to kernel VXLAN, writes JSON and a
+PNG chart to benchmarks/results/. Needs root; namespaces are `onet-bdp-…`, removed afterwards.
 
     .venv/bin/python benchmarks/e2e_throughput.py [--seconds 3] [--pings 200] [--rounds 3]
+    git worktree add --detach /tmp/base <commit>     # before/after in one run:
+    .venv/bin/python benchmarks/e2e_throughput.py --variant old= --code old=/tmp/base
+
+The kernel-VTEP rows are a static-peer overlay, as the README's interop recipe builds it: the
+overlaynet side knows the kernel host, not the containers behind it (no FDB entries), the kernel
+side has the usual all-zeros entry toward the overlaynet host and tx checksum offload off.
 
 Each figure is the median of `--rounds` measurements taken round-robin over the data paths, so
 a burst of load from elsewhere on the machine hits every path alike; ratios to kernel VXLAN are
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -36,6 +44,7 @@ DEFAULT_ROUNDS = 3
 #: 10 ms between pings: a steady stream, far from flooding; drops must be zero.
 PING_INTERVAL = "0.01"
 FIGURES = ("tcp_1_gbps", "tcp_4_gbps", "ping_p50_ms", "ping_p99_ms")
+KERNEL_PEER = "kernel VTEP"
 
 
 @dataclass
@@ -46,8 +55,16 @@ class Scenario:
     vteps: list[tuple[Host, subprocess.Popen[bytes]]] = field(default_factory=list)
 
 
-def build(tb: Testbed, overlaynet_variants: dict[str, list[str]]) -> list[Scenario]:
-    """Hosts on one underlay: a bridge pair, a kernel VXLAN pair, one pair per VTEP variant."""
+def build(
+    tb: Testbed,
+    overlaynet_variants: dict[str, list[str]],
+    code: dict[str, Path],
+    *,
+    interop: bool = True,
+) -> list[Scenario]:
+    """Hosts on one underlay: a bridge pair, a kernel VXLAN pair, one pair per VTEP variant
+    and, with `interop`, per variant one overlaynet host with a kernel VTEP host as its peer
+    (two scenarios: each direction)."""
     scenarios = []
     b1 = tb.add_host("b1", 21)
     cb1, cb2 = tb.add_container(b1, "cb1", 21), tb.add_container(b1, "cb2", 22)
@@ -61,9 +78,17 @@ def build(tb: Testbed, overlaynet_variants: dict[str, list[str]]) -> list[Scenar
         n = 41 + 10 * i
         h1, h2 = tb.add_host(f"o{n}", n), tb.add_host(f"o{n + 1}", n + 1)
         c1, c2 = tb.add_container(h1, f"co{n}", n), tb.add_container(h2, f"co{n + 1}", n + 1)
-        p1 = tb.start_vtep(h1, [h2], extra=tuple(extra))
-        p2 = tb.start_vtep(h2, [h1], extra=tuple(extra))
+        p1 = tb.start_vtep(h1, [h2], extra=tuple(extra), code=code.get(name))
+        p2 = tb.start_vtep(h2, [h1], extra=tuple(extra), code=code.get(name))
         scenarios.append(Scenario(name, c1, c2, [(h1, p1), (h2, p2)]))
+        if not interop:
+            continue
+        o, k = tb.add_host(f"o{n + 2}", n + 2), tb.add_host(f"k{n + 3}", n + 3)
+        co, ck = tb.add_container(o, f"co{n + 2}", n + 2), tb.add_container(k, f"ck{n + 3}", n + 3)
+        tb.kernel_vxlan(k, [o], interop=True)
+        po = tb.start_vtep(o, [k], extra=tuple(extra), endpoints=False, code=code.get(name))
+        scenarios.append(Scenario(f"{name} → {KERNEL_PEER}", co, ck, [(o, po)]))
+        scenarios.append(Scenario(f"{KERNEL_PEER} → {name}", ck, co, [(o, po)]))
     return scenarios
 
 
@@ -172,24 +197,42 @@ def main() -> int:
         "--variant", action="append", default=[], metavar="NAME=ARGS",
         help="extra overlaynet variant: vtep_main arguments, e.g. 'naive=--no-batch'",
     )  # fmt: skip
+    parser.add_argument(
+        "--code", action="append", default=[], metavar="NAME=PATH",
+        help="run variant NAME's vtep_main from the checkout PATH (a git worktree of a base)",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument(
+        "--streams", default="1,4", help="iperf3 stream counts to measure: 1,4 (default), 1 or 4"
+    )
+    parser.add_argument(
+        "--no-interop", dest="interop", action="store_false", default=True,
+        help="leave out the overlaynet <-> kernel VTEP rows",
+    )  # fmt: skip
     args = parser.parse_args()
     variants: dict[str, list[str]] = {"overlaynet": []}
     for spec in args.variant:
         name, _, extra = spec.partition("=")
         variants[name] = extra.split()
+    code: dict[str, Path] = {}
+    for spec in args.code:
+        name, _, path = spec.partition("=")
+        if name not in variants:
+            parser.error(f"--code {spec}: no variant named {name!r}")
+        code[name] = Path(path).resolve()
+    streams = {int(n) for n in args.streams.split(",")}
     load_before = os.getloadavg()
     samples: dict[str, list[dict[str, Any]]] = {}
     results: dict[str, dict[str, Any]] = {}
     with Testbed("onet-bdp-") as tb:
-        scenarios = build(tb, variants)
+        scenarios = build(tb, variants, code, interop=args.interop)
         for s in scenarios:
             tb.exec(s.client.ns, "ping", "-c", "3", "-i", "0.2", s.server.ip)  # warm ARP/FDB
         for round_ in range(args.rounds):
             for s in scenarios:
                 r: dict[str, Any] = {
-                    "tcp_1_gbps": iperf(tb, s, 1, args.seconds),
-                    "tcp_4_gbps": iperf(tb, s, 4, args.seconds),
+                    f"tcp_{n}_gbps": iperf(tb, s, n, args.seconds) if n in streams else math.nan
+                    for n in (1, 4)
                 }
                 r.update(ping(tb, s, args.pings))
                 samples.setdefault(s.name, []).append(r)
@@ -213,6 +256,7 @@ def main() -> int:
         "pings": args.pings,
         "rounds": args.rounds,
         "variants": variants,
+        "code": {name: str(path) for name, path in code.items()},
         "loadavg_before": load_before,
         "loadavg_after": load_after,
     }

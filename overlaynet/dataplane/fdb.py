@@ -1,8 +1,12 @@
 """Forwarding database: (VNI, inner MAC) → remote VTEP address, with per-entry counters.
 
 Fed through one interface (`EndpointSink`) by whatever knows where endpoints live: static peers
-today, the gossip endpoint table later. There is no learning from received frames, like a Linux
-vxlan device created with `nolearning`, because a forged inner source MAC must not steer traffic.
+today, the gossip endpoint table later. By default there is no learning from received frames,
+like a Linux vxlan device created with `nolearning` (and Docker's overlay), because a forged inner
+source MAC must not steer traffic. A network may opt in (`learn`): toward a kernel VTEP whose
+endpoints nobody announces, learning the source MACs of what arrives from member hosts is what
+the kernel's own `learning` does. Learned entries are bounded in number, aged, never replace a
+given one, and are marked as learned wherever entries are shown.
 """
 
 from __future__ import annotations
@@ -13,6 +17,12 @@ from typing import Protocol
 
 from overlaynet.wire.ethernet import MAC_LEN, mac_to_bytes, mac_to_str
 from overlaynet.wire.vxlan import check_vni
+
+#: Linux vxlan's default `ageing` is 300 s (drivers/net/vxlan: FDB_AGE_DEFAULT); the bridge's too.
+LEARNED_MAX_AGE = 300.0
+#: Learned entries per network: far above what one overlay network holds (Docker's /24 default
+#: has 254 addresses), low enough that a member spraying source MACs costs a bounded table.
+LEARNED_LIMIT = 1024
 
 
 def as_mac(mac: str | bytes) -> bytes:
@@ -31,16 +41,83 @@ def as_ipv4(ip: str) -> str:
 
 class FdbEntry:
     """Where one inner MAC lives, plus what went to and came from it. Mutable: the hot path
-    bumps the counters in place, which is why this is a slotted class and not a frozen record."""
+    bumps the counters in place, which is why this is a slotted class and not a frozen record.
 
-    __slots__ = ("remote_ip", "rx_bytes", "rx_frames", "tx_bytes", "tx_frames")
+    `targets` is `(remote_ip,)`, ready for the hot loop's sends; a `learned` entry also keeps
+    what `age_learned` needs: its receive count at the last sweep and since when it is unchanged.
+    """
 
-    def __init__(self, remote_ip: str) -> None:
+    __slots__ = (
+        "learned",
+        "remote_ip",
+        "rx_bytes",
+        "rx_frames",
+        "seen_at",
+        "seen_frames",
+        "targets",
+        "tx_bytes",
+        "tx_frames",
+    )
+
+    def __init__(self, remote_ip: str, *, learned: bool = False) -> None:
         self.remote_ip = remote_ip
+        self.targets = (remote_ip,)
+        self.learned = learned
         self.tx_frames = 0
         self.tx_bytes = 0
         self.rx_frames = 0
         self.rx_bytes = 0
+        # -1: no sweep has seen it yet; the first one starts its age (no clock in the hot path).
+        self.seen_frames = -1
+        self.seen_at = 0.0
+
+
+def learn(table: dict[bytes, FdbEntry], mac: bytes, remote_ip: str, *, full: bool) -> str | None:
+    """Learn that source `mac` lives behind member host `remote_ip`, as a Linux vxlan device
+    with `learning` does for frames it receives; returns the counter to bump, or None when
+    nothing changed. Never learned: group (multicast/broadcast) and all-zero source MACs, which
+    no endpoint sends from; a given (not learned) entry is never moved; a learned one moves
+    with its MAC (a container that changed hosts); a new one only when the table is not `full`
+    (the caller keeps the count of learned entries: counting here would cost a scan per frame
+    exactly when a member sprays source MACs)."""
+    if mac[0] & 0x01 or mac == b"\x00\x00\x00\x00\x00\x00":
+        return "fdb_learn_refused_group"
+    current = table.get(mac)
+    if current is not None:
+        if not current.learned:
+            return "fdb_learn_refused_static" if current.remote_ip != remote_ip else None
+        if current.remote_ip == remote_ip:
+            return None
+        table[mac] = FdbEntry(remote_ip, learned=True)
+        return "fdb_learn_moved"
+    if full:
+        return "fdb_learn_refused_full"
+    table[mac] = FdbEntry(remote_ip, learned=True)
+    return "fdb_learned"
+
+
+def age_learned(table: dict[bytes, FdbEntry], now: float, max_age: float) -> tuple[int, int]:
+    """Forget learned entries that received nothing for `max_age` seconds (`now` is any
+    monotonic clock); given entries stay. An entry's age restarts at the first sweep that finds
+    its receive count moved, so it lives between `max_age` and `max_age` plus one sweep interval
+    after its last frame. Returns how many were forgotten and how many learned ones remain."""
+    expired: list[tuple[bytes, FdbEntry]] = []
+    kept = 0
+    for mac, entry in list(table.items()):
+        if not entry.learned:
+            continue
+        if entry.rx_frames != entry.seen_frames:
+            entry.seen_frames, entry.seen_at = entry.rx_frames, now
+        elif now - entry.seen_at >= max_age:
+            expired.append((mac, entry))
+            continue
+        kept += 1
+    for mac, entry in expired:
+        # Only if it is still the entry judged here: the control side (another thread) may
+        # have put a given one in its place meanwhile.
+        if table.get(mac) is entry:
+            del table[mac]
+    return len(expired), kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +131,7 @@ class FdbRecord:
     tx_bytes: int
     rx_frames: int
     rx_bytes: int
+    learned: bool = False
 
 
 class ForwardingDatabase:
@@ -72,11 +150,12 @@ class ForwardingDatabase:
         return self._tables.setdefault(check_vni(vni), {})
 
     def add(self, vni: int, mac: str | bytes, remote_ip: str) -> None:
-        """Point `mac` on `vni` at `remote_ip`; moving an endpoint resets its counters."""
+        """Point `mac` on `vni` at `remote_ip`; moving an endpoint resets its counters. A given
+        entry replaces a learned one for the same MAC (it is then no longer aged)."""
         key, ip = as_mac(mac), as_ipv4(remote_ip)
         table = self.table(vni)
         current = table.get(key)
-        if current is None or current.remote_ip != ip:
+        if current is None or current.remote_ip != ip or current.learned:
             table[key] = FdbEntry(ip)
 
     def remove(self, vni: int, mac: str | bytes) -> bool:
@@ -109,6 +188,7 @@ class ForwardingDatabase:
                         e.tx_bytes,
                         e.rx_frames,
                         e.rx_bytes,
+                        e.learned,
                     )
                 )
         return out

@@ -21,20 +21,31 @@ import select
 import socket
 import struct
 import sys
+import time
 from collections import Counter
 
-from overlaynet.dataplane.fdb import FdbEntry
+from overlaynet.dataplane.fdb import LEARNED_MAX_AGE, FdbEntry, age_learned
 from overlaynet.dataplane.offload import (
     IPV4_MAX_TOTAL,
     PLAIN_VNET_HDR,
     super_frame_headers,
     vnet_header,
 )
-from overlaynet.dataplane.switching import Network, Verdict, egress, flow_hash, ingress
+from overlaynet.dataplane.switching import (
+    Network,
+    Verdict,
+    egress,
+    flow_hash,
+    ingress,
+    learn_source,
+)
 
 #: Reads (or recvs) per fd before looking at the others again: bounds how long one busy
 #: direction can starve the other, while still amortising the epoll_wait over many frames.
 DRAIN_BUDGET = 256
+#: Seconds between aging sweeps of learned FDB entries (Linux vxlan sweeps every FDB_AGE_INTERVAL,
+#: 10 s); the loop also wakes this often when idle, which costs nothing measurable.
+AGE_SWEEP_INTERVAL = 10.0
 #: Read buffer: larger than any frame a TAP or the underlay (a GRO buffer) can hand us, so
 #: oversized input is seen whole and counted instead of silently truncated.
 READ_SIZE = 65536 + 64
@@ -138,6 +149,8 @@ class HotLoop:
         if rx_checked is not None:
             self._poller.register(rx_checked.fileno(), select.EPOLLIN)
         self._stopping = False
+        #: Seconds without a received frame after which a learned FDB entry is forgotten.
+        self.learned_max_age = LEARNED_MAX_AGE
 
     def add(self, net: Network) -> None:
         """Start moving frames for `net`."""
@@ -178,8 +191,17 @@ class HotLoop:
         checked_fd = -1 if self._rx_checked is None else self._rx_checked.fileno()
         wake_fd = self._wake_r
         poll = self._poller.poll
+        monotonic = time.monotonic
+        next_sweep = monotonic() + AGE_SWEEP_INTERVAL
         while not self._stopping:
-            for fd, _events in poll():
+            # A timeout only so learned entries age on an idle host: one clock read per
+            # wake-up, not per frame.
+            ready = poll(AGE_SWEEP_INTERVAL)
+            now = monotonic()
+            if now >= next_sweep:
+                self._age_learned(now)
+                next_sweep = now + AGE_SWEEP_INTERVAL
+            for fd, _events in ready:
                 if fd == checked_fd:
                     self._drain_udp(self._rx_checked, merge=True)  # type: ignore[arg-type]
                 elif fd == rx_fd:
@@ -191,12 +213,23 @@ class HotLoop:
                     if net is not None:
                         self._drain_tap(net)
 
+    def _age_learned(self, now: float) -> None:
+        """Forget the learned FDB entries that received nothing for `learned_max_age` (in the
+        loop's own thread: learning happens here too, so the two never race)."""
+        for net in self._by_fd.values():
+            if net.learn_limit or net.learned:
+                expired, net.learned = age_learned(net.fdb, now, self.learned_max_age)
+                if expired:
+                    net.counters["fdb_learned_expired"] += expired
+
     # -- egress -------------------------------------------------------------------------------
 
     def _drain_tap(self, net: Network) -> None:
-        """Egress: frames from one TAP, encapsulated and sent to the peers, known unicast in
-        GSO batches of equal-size frames of one flow (a shorter frame may end a batch: the
-        kernel allows a short last segment)."""
+        """Egress: frames from one TAP, encapsulated and sent to the peers in GSO batches of
+        equal-size frames of one flow (a shorter frame may end a batch: the kernel allows a
+        short last segment). Unicast to a MAC the FDB does not know is batched the same way,
+        to every peer: toward a kernel VTEP whose endpoints nobody announced, that is all
+        the traffic (issue 19), and it must not cost more than a known destination."""
         read = os.read
         fd = net.tap_fd
         skip = net.vnet_len
@@ -209,6 +242,7 @@ class HotLoop:
         count = most = size = 0
         key = dst = b""
         entry: FdbEntry | None = None
+        targets: tuple[str, ...] = ()
         for _ in range(DRAIN_BUDGET):
             try:
                 frame = read(fd, READ_SIZE)
@@ -237,16 +271,24 @@ class HotLoop:
                     and count < most
                 ):
                     parts += (header, frame[skip:])
-                    self._send(net, parts, count + 1, size - skip, entry)  # type: ignore[arg-type]
+                    self._send(net, parts, count + 1, size - skip, entry, targets)
                     count = 0
                     continue
-                self._send(net, parts, count, size - skip, entry)  # type: ignore[arg-type]
+                self._send(net, parts, count, size - skip, entry, targets)
                 count = 0
             n = len(frame)
-            found = fdb_get(frame[skip : skip + 6]) if shortest <= n <= limit else None
-            if found is None:
+            if not shortest <= n <= limit:
                 self._egress_one(net, frame[skip:] if skip else frame)
                 continue
+            found = fdb_get(frame[skip : skip + 6])
+            if found is not None:
+                targets = found.targets
+            elif frame[skip] & 0x01 or not net.peers:
+                # Broadcast and multicast (ARP answered locally, flooding), no peers: one by one.
+                self._egress_one(net, frame[skip:] if skip else frame)
+                continue
+            else:
+                targets = net.peers  # unknown unicast: head-end replication, batched
             parts = [header, frame[skip:]]
             count, size, key, dst, entry = (
                 1,
@@ -257,39 +299,54 @@ class HotLoop:
             )
             most = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // (n - skip + 8)) if batching else 1
             if most == 1:
-                self._send(net, parts, 1, n - skip, entry)
+                self._send(net, parts, 1, n - skip, entry, targets)
                 count = 0
         if count:
-            self._send(net, parts, count, size - skip, entry)  # type: ignore[arg-type]
+            self._send(net, parts, count, size - skip, entry, targets)
 
     def _send(
-        self, net: Network, parts: list[bytes], count: int, inner: int, entry: FdbEntry
+        self,
+        net: Network,
+        parts: list[bytes],
+        count: int,
+        inner: int,
+        entry: FdbEntry | None,
+        targets: tuple[str, ...],
     ) -> None:
         """One batch of `count` datagrams of `inner` + 8 octets (the last may be shorter) to
-        the host behind `entry`: GSO when there are several, checksum 0 when alone."""
-        entry.tx_frames += count
-        entry.tx_bytes += inner * count if count == 1 else sum(map(len, parts[1::2]))
+        each host in `targets`: GSO when there are several, checksum 0 when alone. `entry` is
+        the destination's FDB entry (its counters), None for unknown unicast."""
+        if entry is not None:
+            entry.tx_frames += count
+            entry.tx_bytes += inner * count if count == 1 else sum(map(len, parts[1::2]))
+        else:
+            net.counters["tx_unknown_unicast"] += count
         index = flow_hash(parts[1]) % len(self._tx)
-        address = (entry.remote_ip, self._port)
-        try:
-            if count == 1:
-                self._tx[index].sendto(parts[0] + parts[1], address)
-                return
-            gso = [(SOL_UDP, UDP_SEGMENT, (inner + 8).to_bytes(2, _NATIVE))]
-            net.counters["tx_gso_batches"] += 1  # before: the receiver may look right away
-            self._tx_gso[index].sendmsg(parts, gso, 0, address)  # type: ignore[index]
-        except OSError as error:
-            if count == 1:
-                net.counters[_send_error(error)] += 1
-                return
-            # GSO refused (an underlay MTU below the frames, a kernel without UDP GSO): the
-            # same datagrams one by one, so each failure is counted as what it is.
-            net.counters["tx_gso_fallback"] += 1
-            for i in range(0, len(parts), 2):
+        port = self._port
+        if count == 1:
+            datagram = parts[0] + parts[1]
+            sendto = self._tx[index].sendto
+            for host in targets:
                 try:
-                    self._tx[index].sendto(parts[i] + parts[i + 1], address)
-                except OSError as one:
-                    net.counters[_send_error(one)] += 1
+                    sendto(datagram, (host, port))
+                except OSError as error:
+                    net.counters[_send_error(error)] += 1
+            return
+        gso = [(SOL_UDP, UDP_SEGMENT, (inner + 8).to_bytes(2, _NATIVE))]
+        sendmsg = self._tx_gso[index].sendmsg  # type: ignore[index]
+        for host in targets:
+            net.counters["tx_gso_batches"] += 1  # before: the receiver may look right away
+            try:
+                sendmsg(parts, gso, 0, (host, port))
+            except OSError:
+                # GSO refused (an underlay MTU below the frames, a kernel without UDP GSO):
+                # the same datagrams one by one, so each failure is counted as what it is.
+                net.counters["tx_gso_fallback"] += 1
+                for i in range(0, len(parts), 2):
+                    try:
+                        self._tx[index].sendto(parts[i] + parts[i + 1], (host, port))
+                    except OSError as one:
+                        net.counters[_send_error(one)] += 1
 
     def _egress_one(self, net: Network, frame: bytes) -> None:
         """A frame the batching path does not handle: `switching.egress` decides."""
@@ -321,6 +378,7 @@ class HotLoop:
         # every further segment must repeat, the next sequence number, the payloads.
         p_net: Network | None = None
         p_first = b""
+        p_sender = ""
         p_hend = p_dlen = p_plen = p_total = p_cap = p_mask = p_expect = p_step = 0
         payloads: list[bytes] = []
         for _ in range(DRAIN_BUDGET):
@@ -397,14 +455,14 @@ class HotLoop:
                                 payloads.append(data[s + p_hend : e])
                                 self._write_merged(
                                     p_net, p_first, payloads, p_plen, p_total + n - p_hend,
-                                    push=got != want,
+                                    p_sender, push=got != want,
                                 )  # fmt: skip
                                 p_net = None
                                 s = e
                                 if s >= size:
                                     break
                                 continue
-                        self._write_merged(p_net, p_first, payloads, p_plen, p_total)
+                        self._write_merged(p_net, p_first, payloads, p_plen, p_total, p_sender)
                         p_net = None
                     # Can this segment start a super-frame? IPv4 without options, TCP, not a
                     # fragment, flags exactly ACK (SYN/FIN/RST/PSH/URG/ECN end merging, as in
@@ -430,6 +488,7 @@ class HotLoop:
                             and int.from_bytes(data[s + 24 : s + 26], "big") == n - 22
                         ):
                             p_net, p_hend, p_dlen, p_plen = net, hend, n, n - hend
+                            p_sender = sender
                             p_first = data[s + 8 : s + hend]
                             p_mask = _HEADER_MASKS[hend]
                             p_step = p_plen << (8 * (hend - 50))
@@ -454,7 +513,7 @@ class HotLoop:
                 if s >= size:
                     break
         if p_net is not None:
-            self._write_merged(p_net, p_first, payloads, p_plen, p_total)
+            self._write_merged(p_net, p_first, payloads, p_plen, p_total, p_sender)
 
     @staticmethod
     def _write_merged(
@@ -463,6 +522,7 @@ class HotLoop:
         payloads: list[bytes],
         segment: int,
         total: int,
+        sender: str,
         *,
         push: bool = False,
     ) -> None:
@@ -473,8 +533,12 @@ class HotLoop:
         if entry is not None:
             entry.rx_frames += count
             entry.rx_bytes += count * len(first) + total
+            if entry.learned and entry.remote_ip != sender:
+                learn_source(net, first[6:12], sender)
         else:
             net.counters["rx_frames_unknown_source"] += count
+            if net.learn_limit:
+                learn_source(net, first[6:12], sender)
         try:
             if count == 1:
                 os.writev(net.tap_fd, [PLAIN_VNET_HDR, first, payloads[0]])

@@ -10,7 +10,7 @@ import enum
 import zlib
 from collections import Counter
 
-from overlaynet.dataplane.fdb import FdbEntry
+from overlaynet.dataplane.fdb import FdbEntry, learn
 from overlaynet.dataplane.offload import VNET_HDR_LEN
 from overlaynet.wire import vxlan
 from overlaynet.wire.arp import ArpOp, decode_arp, reply_frame
@@ -51,7 +51,19 @@ class Network:
     touch the dicts one key at a time, so the loop never sees a half-done update.
     """
 
-    __slots__ = ("arp", "counters", "fdb", "header", "mtu", "peers", "tap_fd", "vnet_len", "vni")
+    __slots__ = (
+        "arp",
+        "counters",
+        "fdb",
+        "header",
+        "learn_limit",
+        "learned",
+        "mtu",
+        "peers",
+        "tap_fd",
+        "vnet_len",
+        "vni",
+    )
 
     def __init__(
         self,
@@ -75,6 +87,10 @@ class Network:
         #: Remote endpoints' IPv4 (four octets) → MAC, for answering ARP locally.
         self.arp: dict[bytes, bytes] = {}
         self.counters: Counter[str] = Counter()
+        #: Learned FDB entries allowed (`fdb.learn`); 0: no learning, the default.
+        self.learn_limit = 0
+        #: Learned entries in `fdb` now: kept by `learn_source`, recounted by each aging sweep.
+        self.learned = 0
 
     @property
     def vni_key(self) -> bytes:
@@ -207,6 +223,20 @@ def ingress(
     if entry is not None:
         entry.rx_frames += 1
         entry.rx_bytes += len(inner)
+        if entry.learned and entry.remote_ip != sender:
+            learn_source(net, inner[6:12], sender)
     else:
         net.counters["rx_frames_unknown_source"] += 1
+        if net.learn_limit:
+            learn_source(net, inner[6:12], sender)
     return net, inner
+
+
+def learn_source(net: Network, mac: bytes, sender: str) -> None:
+    """With learning on, remember that `mac` (a received frame's source) lives behind member
+    host `sender`; counted under what happened (`fdb.learn`)."""
+    outcome = learn(net.fdb, mac, sender, full=net.learned >= net.learn_limit)
+    if outcome is not None:
+        net.counters[outcome] += 1
+        if outcome == "fdb_learned":
+            net.learned += 1

@@ -30,7 +30,14 @@ from typing import Any
 
 import trio
 
-from overlaynet.dataplane.fdb import ForwardingDatabase, RemoteEndpoint, as_ipv4, as_mac
+from overlaynet.dataplane.fdb import (
+    LEARNED_LIMIT,
+    LEARNED_MAX_AGE,
+    ForwardingDatabase,
+    RemoteEndpoint,
+    as_ipv4,
+    as_mac,
+)
 from overlaynet.dataplane.hotpath import SOL_UDP, UDP_GRO, HotLoop
 from overlaynet.dataplane.offload import (
     SO_ATTACH_REUSEPORT_CBPF,
@@ -161,6 +168,7 @@ class Vtep:
         source_sockets: int = SOURCE_SOCKETS,
         socket_buffer: int = SOCKET_BUFFER,
         batch: bool = True,
+        learned_max_age: float = LEARNED_MAX_AGE,
     ) -> None:
         self.local_ip = as_ipv4(local_ip)
         self.port = port
@@ -197,6 +205,7 @@ class Vtep:
             rx_checked=self._rx_checked,
             tx_gso=self._tx_gso if batch else None,
         )
+        self._loop.learned_max_age = learned_max_age
 
     # -- networks -----------------------------------------------------------------------------
 
@@ -245,6 +254,23 @@ class Vtep:
         with self._lock:
             self._networks[vni].peers = peers
             self._refresh_members()
+
+    def set_learning(self, vni: int, limit: int = LEARNED_LIMIT) -> None:
+        """Learn source MACs of frames from member hosts on `vni` (at most `limit` entries,
+        each forgotten after `learned_max_age` seconds without a frame), as a Linux vxlan
+        device with `learning` does; `limit=0` turns it off and forgets what was learned.
+        Off by default: a forged inner source MAC must not steer traffic (`fdb`). For a
+        static-peer network toward a kernel VTEP whose endpoints nobody announces."""
+        if limit < 0:
+            raise ValueError("the learned entries limit is a count, >= 0")
+        with self._lock:
+            net = self._networks[vni]
+            net.learn_limit = limit
+            if not limit:
+                for mac, entry in list(net.fdb.items()):
+                    if entry.learned:
+                        net.fdb.pop(mac, None)
+                net.learned = 0
 
     @property
     def members(self) -> frozenset[str]:
@@ -297,6 +323,9 @@ class Vtep:
             "tap": self._tap_names.get(vni, f"fd {net.tap_fd}"),
             "mtu": net.mtu,
             "peers": list(net.peers),
+            "learning": {"limit": net.learn_limit, "learned": net.learned}
+            if net.learn_limit
+            else None,
             "arp": {str(ipaddress.IPv4Address(ip)): mac_to_str(mac) for ip, mac in net.arp.items()},
             "fdb": [asdict(r) for r in self.fdb.records(vni)],
             "counters": dict(net.counters),

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from overlaynet.dataplane.fdb import LEARNED_MAX_AGE
 from overlaynet.dataplane.switching import DEFAULT_MTU
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.wire import vxlan
@@ -52,6 +53,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--no-batch", dest="batch", action="store_false",
         help="one system call per frame, UDP checksum 0 on every datagram (the naive loop)",
     )  # fmt: skip
+    p.add_argument(
+        "--learning", action="store_true",
+        help="learn source MACs of frames from member hosts (bounded, aged; off by default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--learned-max-age", type=float, default=LEARNED_MAX_AGE, metavar="SECONDS",
+        help="forget a learned MAC after this long without a frame from it",
+    )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
@@ -70,12 +79,20 @@ def _attach(tap: str, bridge: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the VTEP, serve until signalled, write the counters."""
     args = parse_args(argv)
-    vtep = Vtep(args.local_ip, args.port, strict=args.strict, batch=args.batch)
+    vtep = Vtep(
+        args.local_ip,
+        args.port,
+        strict=args.strict,
+        batch=args.batch,
+        learned_max_age=args.learned_max_age,
+    )
     try:
         vtep.add_network(args.vni, args.tap, args.mtu)
         if args.bridge:
             _attach(args.tap, args.bridge)
         vtep.set_peers(args.vni, args.peer)
+        if args.learning:
+            vtep.set_learning(args.vni)
         vtep.members = args.member
         for mac, host in args.fdb:
             vtep.fdb.add(args.vni, mac, host)

@@ -140,10 +140,19 @@ class Testbed:
             run("ip", "netns", "exec", host.ns, "ethtool", "-K", "eth0", "tx", "off")
 
     def start_vtep(
-        self, host: Host, peers: list[Host], *, extra: tuple[str, ...] = ()
+        self,
+        host: Host,
+        peers: list[Host],
+        *,
+        extra: tuple[str, ...] = (),
+        endpoints: bool = True,
+        code: Path | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Run `vtep_main` in `host` with TAP on-tap-tdp on br0, peers for flooding, FDB and
-        ARP entries for every container on the peers; waits until it is serving."""
+        """Run `vtep_main` in `host` with TAP on-tap-tdp on br0, peers for flooding and, with
+        `endpoints`, FDB and ARP entries for every container on the peers (without: a static-
+        peer overlay, whose VTEP knows the hosts but not what lives behind them); waits until
+        it is serving. `code`: a checkout of the project to run `vtep_main` from instead (a
+        `git worktree` of an older commit, for before/after figures in one run)."""
         ready = self.workdir / f"{host.name}.ready"
         ready.unlink(missing_ok=True)
         cmd = [
@@ -152,9 +161,12 @@ class Testbed:
             "--tap", "on-tap-tdp", "--bridge", "br0", "--mtu", str(self.mtu),
             "--stats", str(self.stats_path(host)), "--ready", str(ready),
         ]  # fmt: skip
+        if code is not None:
+            # -P: not the working directory first on sys.path, so `code` is what runs.
+            cmd[4:6] = ["env", f"PYTHONPATH={code}", sys.executable, "-P", "-m"]
         for peer in peers:
             cmd += ["--peer", peer.ip]
-            for c in peer.containers:
+            for c in peer.containers if endpoints else ():
                 cmd += ["--fdb", f"{c.mac}={peer.ip}", "--arp", f"{c.ip}={c.mac}"]
         # Lets a UDP_GRO socket receive coalesced buffers also when the sender's GSO batches
         # were cut up on the way, as a NIC would (FASTPATH.md, "Traps"); harmless otherwise.

@@ -2,7 +2,8 @@
 a Linux kernel vxlan device, the packet as captured on the underlay, and malformed floods.
 
 Topology (one per module): h1, h2 run `vtep_main`; h3 runs a kernel vxlan device (same VNI,
-static FDB, tx checksum offload off on its eth0); h4 is on the underlay but no member.
+static FDB toward h1 and h7, tx checksum offload off on its eth0); h4 is on the underlay but no
+member; h7 runs `vtep_main` with h3 as its only (static) peer, no FDB entries, learning on.
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ class Overlay:
         self.c1 = tb.add_container(self.h1, "c1", 2)
         self.c2 = tb.add_container(self.h2, "c2", 3)
         self.c3 = tb.add_container(self.h3, "c3", 4)
-        tb.kernel_vxlan(self.h3, [self.h1])
+        # h7: a static-peer overlay toward the kernel VTEP (issue 19): it knows the host h3,
+        # not the containers behind it, and learns their MACs from what arrives.
+        self.h7 = tb.add_host("h7", 17)
+        self.c7 = tb.add_container(self.h7, "c7", 7)
+        tb.kernel_vxlan(self.h3, [self.h1, self.h7])
         self.vtep1 = tb.start_vtep(self.h1, [self.h2, self.h3])
         self.vtep2 = tb.start_vtep(self.h2, [self.h1])
+        self.vtep7 = tb.start_vtep(self.h7, [self.h3], endpoints=False, extra=("--learning",))
         # A second pair in naive mode (one system call per frame, checksum 0 everywhere), same
         # VNI, FDB-isolated from the first; h1, h2 run the default (batching) mode.
         self.h5, self.h6 = tb.add_host("h5", 15), tb.add_host("h6", 16)
@@ -155,10 +161,31 @@ def test_underlay_capture_decodes_as_rfc7348_vxlan(overlay: Overlay) -> None:
         assert 49152 <= packet[UDP].sport <= 65535
         assert packet[VXLAN].flags == 0x08 and packet[VXLAN].vni == tb.vni
         assert isinstance(packet[VXLAN].payload, Ether)
-    pings = [p[VXLAN].payload for p in packets if p[VXLAN].payload.haslayer(ICMP)]
+    pings = [p for p in packets if p[VXLAN].payload.haslayer(ICMP)]
     assert len(pings) == 6, [p.summary() for p in packets]  # three requests, three replies
-    for inner in pings:
+    for packet in pings:
+        inner = packet[VXLAN].payload
         assert {inner[IP].src, inner[IP].dst} == {overlay.c1.ip, overlay.c2.ip}
+
+
+def test_a_static_peer_overlay_carries_tcp_with_a_kernel_vtep_batched_and_learns_its_macs(
+    overlay: Overlay,
+) -> None:
+    """Issue 19: no FDB entry for what lives behind the kernel VTEP. Ping and TCP work both
+    ways, the bulk leaves in UDP-GSO batches (it went frame by frame as unknown unicast), the
+    kernel side's MAC is learned from its frames and shown as learned."""
+    tb = overlay.tb
+    assert " 0% packet loss" in ping(tb, overlay.c7, overlay.c3)
+    assert " 0% packet loss" in ping(tb, overlay.c3, overlay.c7)
+    before = overlay.stats(overlay.h7, overlay.vtep7)["networks"][str(tb.vni)]["counters"]
+    for client, server in ((overlay.c7, overlay.c3), (overlay.c3, overlay.c7)):
+        assert received_bytes(iperf(tb, client, server, reverse=False)) > 0
+    network = overlay.stats(overlay.h7, overlay.vtep7)["networks"][str(tb.vni)]
+    assert network["counters"]["tx_gso_batches"] > before.get("tx_gso_batches", 0)
+    learned = {r["mac"]: r for r in network["fdb"]}
+    assert learned[overlay.c3.mac]["learned"] is True
+    assert learned[overlay.c3.mac]["remote_ip"] == overlay.h3.ip
+    assert learned[overlay.c3.mac]["tx_frames"] > 0  # known unicast once learned
 
 
 SENDER = """

@@ -1,10 +1,14 @@
-"""The forwarding database: per-VNI tables, counters per entry, the endpoint interface."""
+"""The forwarding database: per-VNI tables, counters per entry, the endpoint interface, and the
+opt-in learning of source MACs (bounded, aged, never over a given entry)."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from overlaynet.dataplane.fdb import ForwardingDatabase
+from overlaynet.dataplane.fdb import FdbEntry, ForwardingDatabase, age_learned, learn
+from overlaynet.dataplane.switching import Network, learn_source
 from overlaynet.wire.ethernet import mac_to_bytes
 
 MAC = "02:42:0a:00:00:03"
@@ -73,3 +77,83 @@ def test_bad_addresses_are_refused(mac: str, ip: str) -> None:
 def test_vni_outside_24_bits_is_refused() -> None:
     with pytest.raises(ValueError):
         ForwardingDatabase().add(1 << 24, MAC, "192.168.0.12")
+
+
+# -- learning (opt-in per network) ---------------------------------------------------------------
+
+SOURCE = mac_to_bytes(MAC)
+
+
+def test_learning_adds_a_marked_entry_and_does_nothing_the_second_time() -> None:
+    table: dict[bytes, FdbEntry] = {}
+    assert learn(table, SOURCE, "192.168.0.12", full=False) == "fdb_learned"
+    assert learn(table, SOURCE, "192.168.0.12", full=False) is None
+    assert table[SOURCE].learned and table[SOURCE].remote_ip == "192.168.0.12"
+
+
+def test_a_learned_entry_moves_with_its_mac_but_a_given_one_never_does() -> None:
+    fdb = ForwardingDatabase()
+    table = fdb.table(1)
+    learn(table, SOURCE, "192.168.0.12", full=False)
+    assert learn(table, SOURCE, "192.168.0.13", full=False) == "fdb_learn_moved"
+    assert table[SOURCE].remote_ip == "192.168.0.13"
+    fdb.add(1, MAC, "192.168.0.14")  # given: replaces the learned one and is not aged
+    assert not table[SOURCE].learned
+    assert learn(table, SOURCE, "192.168.0.12", full=False) == "fdb_learn_refused_static"
+    assert table[SOURCE].remote_ip == "192.168.0.14"
+    assert fdb.records(1)[0].learned is False
+
+
+@pytest.mark.parametrize("mac", ["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "00:00:00:00:00:00"])
+def test_group_and_zero_source_macs_are_never_learned(mac: str) -> None:
+    table: dict[bytes, FdbEntry] = {}
+    assert learn(table, mac_to_bytes(mac), "192.168.0.12", full=False) == "fdb_learn_refused_group"
+    assert table == {}
+
+
+def test_a_full_table_learns_nothing_new_but_still_moves_what_it_has() -> None:
+    table: dict[bytes, FdbEntry] = {}
+    learn(table, SOURCE, "192.168.0.12", full=False)
+    other = mac_to_bytes("02:42:0a:00:00:04")
+    assert learn(table, other, "192.168.0.12", full=True) == "fdb_learn_refused_full"
+    assert other not in table
+    assert learn(table, SOURCE, "192.168.0.13", full=True) == "fdb_learn_moved"
+
+
+def test_learned_entries_age_out_after_max_age_without_frames_given_ones_stay() -> None:
+    fdb = ForwardingDatabase()
+    table = fdb.table(1)
+    fdb.add(1, "02:42:0a:00:00:09", "192.168.0.12")
+    learn(table, SOURCE, "192.168.0.13", full=False)
+    assert age_learned(table, 0.0, 300.0) == (0, 1)  # first sweep starts its age
+    table[SOURCE].rx_frames += 1
+    assert age_learned(table, 250.0, 300.0) == (0, 1)  # it received: age restarts at 250
+    assert age_learned(table, 500.0, 300.0) == (0, 1)
+    assert age_learned(table, 550.0, 300.0) == (1, 0)
+    assert SOURCE not in table
+    assert len(table) == 1  # the given entry
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(["10.0.0.1", "10.0.0.2"]), st.booleans()),
+        max_size=60,
+    ),
+    st.integers(0, 4),
+)
+def test_learning_never_exceeds_its_limit_nor_touches_given_entries(
+    steps: list[tuple[int, str, bool]], limit: int
+) -> None:
+    """The hot path's bookkeeping (`switching.learn_source`) against any sequence of frames."""
+    fdb = ForwardingDatabase()
+    net = Network(1, tap_fd=-1, mtu=1450, fdb=fdb.table(1))
+    net.learn_limit = limit
+    given_mac = bytes([2, 0, 0, 0, 0, 0])
+    fdb.add(1, given_mac, "10.0.0.9")
+    for index, host, age in steps:
+        learn_source(net, bytes([2, 0, 0, 0, 0, index]), host)
+        if age:
+            _expired, net.learned = age_learned(net.fdb, 0.0, 300.0)
+        learned = [e for e in net.fdb.values() if e.learned]
+        assert len(learned) == net.learned <= limit
+        assert net.fdb[given_mac].remote_ip == "10.0.0.9" and not net.fdb[given_mac].learned
