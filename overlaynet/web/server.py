@@ -10,7 +10,9 @@ only.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 from hypercorn.config import Config
@@ -63,11 +65,17 @@ async def serve(
     poller = Poller(hub, lab)
     # The first round before the first browser: the page never starts from an empty view.
     await poller.poll_once()
-    app = make_app(hub, allowed_hosts(bind))
+    # Starlette's and Hypercorn's ASGI type aliases differ in spelling, not in protocol.
+    app: Any = make_app(hub, allowed_hosts(bind))
     async with trio.open_nursery() as nursery:
+
+        async def http(task_status: trio.TaskStatus[Sequence[str]]) -> None:
+            await hypercorn_serve(app, hypercorn_config(bind, port), task_status=task_status)
+            # Hypercorn takes Ctrl-C as its cue for a graceful stop and returns: so do we.
+            nursery.cancel_scope.cancel()
+
         nursery.start_soon(poller.run)
-        urls = await nursery.start(hypercorn_serve, app, hypercorn_config(bind, port))
-        task_status.started(urls)
+        task_status.started(await nursery.start(http))
 
 
 def run(lab: str, port: int = DEFAULT_PORT, bind: str = DEFAULT_BIND) -> int:
@@ -77,10 +85,16 @@ def run(lab: str, port: int = DEFAULT_PORT, bind: str = DEFAULT_BIND) -> int:
         raise NoSuchLab(f"lab {lab} has no hosts: build it with `overlaynet lab up --name {lab}`")
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(serve, lab, port, bind)
-            for url in urls:
-                print(f"overlaynet lab ui: lab {lab} at {url}/  (Ctrl-C stops it)", flush=True)
+        # Ctrl-C and SIGTERM both end the server, even where a shell started it with SIGINT
+        # ignored (a background job): the handler is trio's, not the inherited disposition.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                urls = await nursery.start(serve, lab, port, bind)
+                for url in urls:
+                    print(f"overlaynet lab ui: lab {lab} at {url}/  (Ctrl-C stops it)", flush=True)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
 
     try:
         trio.run(main)

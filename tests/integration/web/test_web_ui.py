@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,30 @@ def test_the_page_logged_no_console_errors_in_any_state(browser: Any) -> None:
     assert browser.find_element(By.ID, "conn").text == "live"
     problems = [e for e in logged if e["level"] in ("SEVERE", "WARNING")]
     assert problems == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_server_stops_on_ctrl_c_or_term_with_streams_open(
+    swarm3: Lab, sig: signal.Signals
+) -> None:
+    argv = [sys.executable, "-m", "overlaynet", "lab", "ui", "--lab", swarm3.name, "--port", "0"]
+    # Started as a shell's background job would be: SIGINT ignored on the way in.
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:\d+/", proc.stdout.readline())
+        assert match
+        with urllib.request.urlopen(match.group(0) + "events", timeout=10) as stream:
+            assert stream.readline() == b"retry: 2000\n"  # a browser is watching
+            proc.send_signal(sig)
+            assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
