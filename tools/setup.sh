@@ -9,8 +9,9 @@ DEBIAN_PACKAGES=(
   util-linux kmod dnsperf python3-venv
   busybox-static nftables python3-nftables conntrack graphviz
 )
-# Only where the tests run (not on the VMs that provision.sh sets up): `vagrant validate`.
-if [ -z "${OVERLAYNET_VM:-}" ]; then DEBIAN_PACKAGES+=(vagrant); fi
+# Only where the tests run (not on the VMs that provision.sh sets up): `vagrant validate`, and
+# the real browser that drives the web view's tests.
+if [ -z "${OVERLAYNET_VM:-}" ]; then DEBIAN_PACKAGES+=(vagrant chromium chromium-driver); fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "overlaynet set-up needs root (network namespaces do): run it with sudo" >&2
