@@ -29,6 +29,14 @@ _ETHERTYPE_IPV4 = b"\x08\x00"
 _ETHERTYPE_VLAN = ETHERTYPE_VLAN.to_bytes(2, "big")
 #: Ethernet (14) + IPv4 header without options (20) + source and destination port (4).
 _IPV4_PORTS_END = 38
+#: IP protocols whose first four octets are the source and destination ports: TCP, UDP, DCCP,
+#: SCTP, UDP-Lite (Linux `proto_ports_offset` returns 0 for the same set).
+_PORTED = frozenset((6, 17, 33, 132, 136))
+_ICMP = 1
+_TCP = 6
+#: ICMP echo reply and echo request (RFC 792): their identifier (octets 4-5) names the `ping`.
+_ICMP_ECHO = frozenset((0, 8))
+_ICMP_ECHO_ID_END = 14 + 20 + 6
 
 
 _MIN_DATAGRAM = vxlan.HEADER_LEN + ETH_LEN
@@ -102,14 +110,23 @@ def flow_hash(frame: bytes) -> int:
     """A stable hash of the inner flow, so one flow keeps one outer source port (no reordering
     across ECMP paths) while different flows spread (RFC 7348 section 5, "Source Port").
 
-    IPv4: addresses and, for an unfragmented datagram with a 20-octet header, the next four
-    octets (TCP/UDP ports). Anything else: the Ethernet header. Kept to a few slices: it runs
-    for every frame.
+    IPv4 with a 20-octet header, not a fragment: addresses plus, for protocols with ports
+    (TCP, UDP, DCCP, SCTP, UDP-Lite), the two ports; for ICMP, type and code plus the echo
+    identifier of an echo request or reply (what stays the same over one `ping`; the checksum
+    and sequence number after it change with every request, as Linux's flow dissector also
+    leaves them out); anything else over IPv4: addresses and protocol. Not IPv4: the Ethernet
+    header. Kept to a few slices: it runs for every batch and every lone frame.
     """
     if frame[12:14] == _ETHERTYPE_IPV4 and len(frame) >= _IPV4_PORTS_END:
         if frame[14] == 0x45 and not (frame[20] & 0x3F or frame[21]):
-            return zlib.crc32(frame[26:38])
-        return zlib.crc32(frame[26:34])
+            protocol = frame[23]
+            if protocol == _TCP or protocol in _PORTED:  # TCP first: the bulk
+                return zlib.crc32(frame[26:38])
+            if protocol == _ICMP:
+                if frame[34] in _ICMP_ECHO and len(frame) >= _ICMP_ECHO_ID_END:
+                    return zlib.crc32(frame[38:40], zlib.crc32(frame[26:36]))
+                return zlib.crc32(frame[26:36])
+        return zlib.crc32(frame[23:24], zlib.crc32(frame[26:34]))
     return zlib.crc32(frame[0:ETH_LEN])
 
 

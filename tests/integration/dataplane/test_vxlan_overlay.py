@@ -166,6 +166,11 @@ def test_underlay_capture_decodes_as_rfc7348_vxlan(overlay: Overlay) -> None:
     for packet in pings:
         inner = packet[VXLAN].payload
         assert {inner[IP].src, inner[IP].dst} == {overlay.c1.ip, overlay.c2.ip}
+    # One ping is one flow each way: its outer source port stays (issue 15: it changed with
+    # every request, as the ICMP checksum and sequence number were hashed like ports).
+    for kind in (8, 0):
+        ports = {p[UDP].sport for p in pings if p[VXLAN].payload[ICMP].type == kind}
+        assert len(ports) == 1, ports
 
 
 def test_a_static_peer_overlay_carries_tcp_with_a_kernel_vtep_batched_and_learns_its_macs(

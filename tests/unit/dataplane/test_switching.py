@@ -187,3 +187,36 @@ def test_random_datagrams_from_a_member_never_raise(data: bytes) -> None:
     assert (target is None) == (sum(counters.values()) > 0)
     if target is not None:
         assert inner == data[8:]
+
+
+def test_every_echo_request_of_one_ping_keeps_one_outer_source_port() -> None:
+    """Issue 15: the ICMP checksum and sequence number change with every request of one
+    `ping`; they were hashed as if they were ports, so the outer source port changed between
+    requests. The flow is addresses, type, code and the echo identifier."""
+
+    def echo(seq: int, ident: int = 0x1234, kind: int = 8) -> bytes:
+        return bytes(
+            Ether(src=LOCAL_MAC, dst=REMOTE_MAC)
+            / IP(src="10.0.0.2", dst="10.0.0.3")
+            / ICMP(type=kind, id=ident, seq=seq)
+            / (b"%d" % seq * 7)
+        )
+
+    ports = {source_port(echo(seq)) for seq in range(1, 50)}
+    assert len(ports) == 1
+    replies = {source_port(echo(seq, kind=0)) for seq in range(1, 50)}
+    assert len(replies) == 1
+    # Another ping (another identifier) is another flow: over many, they spread.
+    assert len({source_port(echo(1, ident=i)) for i in range(64)}) > 32
+
+
+def test_non_port_protocols_hash_by_addresses_and_protocol() -> None:
+    def packet(proto: int, body: bytes) -> bytes:
+        return bytes(
+            Ether(src=LOCAL_MAC, dst=REMOTE_MAC) / IP(src="10.0.0.2", dst="10.0.0.3", proto=proto)
+            / body
+        )  # fmt: skip
+
+    # GRE (47): what follows the IP header is not ports, so it must not move the hash.
+    assert flow_hash(packet(47, b"\x00\x00\x08\x00abcd")) == flow_hash(packet(47, b"\xff" * 8))
+    assert flow_hash(packet(47, b"x" * 8)) != flow_hash(packet(50, b"x" * 8))
