@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from overlaynet.cluster import protocol
+from overlaynet.cluster import protocol, service_views
 from overlaynet.cluster.client import JoinResult, ManagerClient
 from overlaynet.cluster.protocol import (
     AuthenticationFailed,
@@ -42,6 +42,12 @@ from overlaynet.cluster.protocol import (
     ReplayedFrame,
     ReplayGuard,
     StaleFrame,
+)
+from overlaynet.cluster.services import (
+    RestartPolicy,
+    ServiceSpec,
+    parse_constraint,
+    parse_publish,
 )
 from overlaynet.cluster.state import (
     MANAGER_PORT,
@@ -56,6 +62,7 @@ from overlaynet.cluster.state import (
     node_doc,
 )
 from overlaynet.cluster.store import Answered, ClusterStore
+from overlaynet.cluster.tasks import TaskStateError
 from overlaynet.cluster.tokens import RandomBytes
 
 log = logging.getLogger(__name__)
@@ -92,8 +99,35 @@ MAX_REQUEST_BYTES = 1 << 16
 # again, not even replayed.
 REQUEST_MEMORY = 2 * protocol.MAX_CLOCK_SKEW
 
-# What a worker's credential may do: what its agent needs to attach containers, and leave.
-WORKER_OPS = frozenset({"state.snapshot", "ip.allocate", "ip.release", "leave"})
+# The leader runs an orchestration pass after every write and every worker report, and also this
+# often: gossip's Down (and Ready again) reaches the managers only through node_status, so a Down
+# node's tasks move at most this long after gossip's dead time (sooner when the agent calls
+# `kick`). A pass that finds nothing to do writes nothing.
+ORCHESTRATE_INTERVAL = 1.0
+# Arguments `service.create` takes (any other is refused, so a typo is not silently ignored).
+SERVICE_CREATE_ARGS = frozenset(
+    {
+        "name",
+        "image",
+        "command",
+        "env",
+        "replicas",
+        "mode",
+        "networks",
+        "endpoint_mode",
+        "publish",
+        "constraints",
+        "restart_condition",
+        "restart_delay",
+        "restart_max_attempts",
+    }
+)
+
+# What a worker's credential may do: what its agent needs to attach containers and run its
+# service tasks, and leave.
+WORKER_OPS = frozenset(
+    {"state.snapshot", "ip.allocate", "ip.release", "leave", "task.report", "task.assigned"}
+)
 # Requests that change the state: followers forward these to the leader, which runs each request
 # id once.
 WRITE_OPS = frozenset(
@@ -110,6 +144,10 @@ WRITE_OPS = frozenset(
         "join.admit",
         "gossip.rotate",
         "gossip.retire",
+        "service.create",
+        "service.scale",
+        "service.rm",
+        "task.report",
     }
 )
 # Read requests that only the leader can answer (it alone has the change log).
@@ -233,6 +271,58 @@ def _str_map(args: dict[str, Any], name: str) -> dict[str, str]:
     return value
 
 
+def _str_list(args: dict[str, Any], name: str) -> list[str]:
+    """An optional list of strings; absent is empty, anything else (a lone string too) is an
+    error."""
+    value = args.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must be a list of strings")
+    return value
+
+
+def _number(args: dict[str, Any], name: str) -> float | None:
+    """An optional number of seconds (an integer or a float, never true/false)."""
+    value = args.get(name)
+    if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must be a number")
+    return None if value is None else float(value)
+
+
+def spec_from_args(args: dict[str, Any]) -> ServiceSpec:
+    """A `service.create` request's arguments as a validated spec (ClusterError if not)."""
+    unknown = sorted(set(args) - SERVICE_CREATE_ARGS)
+    if unknown:
+        raise ClusterError(ErrorKind.INVALID, f"unknown argument {unknown[0]!r} for service.create")
+    restart: dict[str, Any] = {}
+    condition = _opt(args, "restart_condition")
+    if condition is not None:
+        restart["condition"] = condition
+    delay = _number(args, "restart_delay")
+    if delay is not None:
+        restart["delay"] = delay
+    attempts = _int(args, "restart_max_attempts")
+    if attempts is not None:
+        restart["max_attempts"] = attempts
+    fields: dict[str, Any] = {
+        "name": _arg(args, "name"),
+        "image": _arg(args, "image"),
+        "command": tuple(_str_list(args, "command")),
+        "env": tuple(_str_list(args, "env")),
+        "replicas": _int(args, "replicas"),
+        "networks": tuple(_str_list(args, "networks")),
+        "ports": tuple(parse_publish(p) for p in _str_list(args, "publish")),
+        "constraints": tuple(parse_constraint(c) for c in _str_list(args, "constraints")),
+        "restart": RestartPolicy(**restart),
+    }
+    for name in ("mode", "endpoint_mode"):
+        value = _opt(args, name)
+        if value is not None:
+            fields[name] = value
+    return ServiceSpec(**fields)
+
+
 def _role(args: dict[str, Any]) -> Role:
     try:
         return Role(_arg(args, "role"))
@@ -300,6 +390,7 @@ class ManagerServer:
         self._per_source: Counter[str] = Counter()
         self._trusted_sources: OrderedDict[str, None] = OrderedDict()
         self._sync_lock = trio.Lock()
+        self._kick = trio.Event()
 
     @property
     def is_leader(self) -> bool:
@@ -324,6 +415,8 @@ class ManagerServer:
         async with trio.open_nursery() as nursery:
             if self.upstream is not None:
                 nursery.start_soon(self._sync_loop)
+            else:
+                nursery.start_soon(self._orchestrate_loop)
             await nursery.start(trio.serve_listeners, self._serve_connection, listeners)
             task_status.started(self.port)
 
@@ -507,6 +600,7 @@ class ManagerServer:
             else:
                 key_of_request = f"{frame.sender}/{request.rid}"
                 result = self._idempotent(key_of_request, lambda: self._admit(args))
+                self.orchestrate_now()
             self.stats["joined"] += 1
             return protocol.seal_result(
                 key, request.rid, result, now=self._clock(), rand=self._rand
@@ -598,7 +692,10 @@ class ManagerServer:
         # Writes run once per (node, request id): the key is the acting node's, so a write
         # forwarded by a follower and the same request retried here are the same request.
         key = f"{acting.id}/{rid}" if write and rid is not None else None
-        return self._idempotent(key, lambda: handler(self, acting, args))
+        result = self._idempotent(key, lambda: handler(self, acting, args))
+        if write:
+            self.orchestrate_now()
+        return result
 
     def _idempotent(self, key: str | None, run: Callable[[], Any]) -> Any:
         """Run one command unless `key` already ran; persist its changes and its answer."""
@@ -680,6 +777,41 @@ class ManagerServer:
         # Read your own writes: copy the leader's change before answering.
         await self.sync_once()
         return result
+
+    # ----- orchestration (the leader) -----
+
+    def kick(self) -> None:
+        """Run a pass now rather than at the next interval (e.g. gossip saw a node go Down)."""
+        self._kick.set()
+
+    def node_statuses(self) -> dict[str, str]:
+        return {n.id: self.status_of(n) for n in self.state.nodes.values()}
+
+    def orchestrate_now(self) -> bool:
+        """One orchestration pass on the leader, committed as one transaction; whether it
+        changed anything. A failing pass costs that pass, never the write before it."""
+        if not self.is_leader or self.state.cluster is None:
+            return False
+        try:
+            changed = self.state.orchestrate(
+                self.node_statuses(), now=self._clock(), rand=self._rand
+            )
+            self._persist()
+        except Exception:
+            self.stats["orchestration_errors"] += 1
+            log.exception("orchestration pass failed")
+            self._rollback()
+            return False
+        if changed:
+            self.stats["orchestration_passes_changed"] += 1
+        return changed
+
+    async def _orchestrate_loop(self) -> None:
+        while True:
+            self.orchestrate_now()
+            with trio.move_on_after(ORCHESTRATE_INTERVAL):
+                await self._kick.wait()
+            self._kick = trio.Event()
 
     # ----- followers -----
 
@@ -783,7 +915,11 @@ class ManagerServer:
 
     def _h_node_update(self, acting: Node, args: dict[str, Any]) -> Any:
         node = self.state.update_node(
-            _arg(args, "node"), now=self._clock(), availability=_opt(args, "availability")
+            _arg(args, "node"),
+            now=self._clock(),
+            availability=_opt(args, "availability"),
+            label_add=_str_map(args, "label_add"),
+            label_rm=_str_list(args, "label_rm"),
         )
         return self.node_view(node, acting)
 
@@ -883,6 +1019,66 @@ class ManagerServer:
     def _h_gossip_retire(self, acting: Node, args: dict[str, Any]) -> Any:
         return {"gossip_keyring": self.state.retire_gossip_keys().gossip_keyring}
 
+    def _h_service_create(self, acting: Node, args: dict[str, Any]) -> Any:
+        spec = spec_from_args(args)
+        service = self.state.create_service(spec, now=self._clock(), rand=self._rand)
+        return service_views.service_inspect(self.state, service)
+
+    def _h_service_ls(self, acting: Node, args: dict[str, Any]) -> Any:
+        services = sorted(self.state.services.values(), key=lambda s: (s.spec.name, s.id))
+        return [service_views.service_row(self.state, s) for s in services]
+
+    def _h_service_ps(self, acting: Node, args: dict[str, Any]) -> Any:
+        service = self.state.find_service(_arg(args, "service"))
+        return service_views.task_rows(self.state, service)
+
+    def _h_service_inspect(self, acting: Node, args: dict[str, Any]) -> Any:
+        service = self.state.find_service(_arg(args, "service"))
+        return service_views.service_inspect(self.state, service)
+
+    def _h_service_scale(self, acting: Node, args: dict[str, Any]) -> Any:
+        replicas = _int(args, "replicas")
+        if replicas is None:
+            raise ClusterError(ErrorKind.INVALID, "missing argument 'replicas'")
+        service = self.state.update_service(
+            _arg(args, "service"), now=self._clock(), replicas=replicas
+        )
+        return {"id": service.id, "name": service.spec.name, "replicas": service.spec.replicas}
+
+    def _h_service_rm(self, acting: Node, args: dict[str, Any]) -> Any:
+        service = self.state.remove_service(_arg(args, "service"), now=self._clock())
+        return {"id": service.id, "name": service.spec.name}
+
+    def _h_task_report(self, acting: Node, args: dict[str, Any]) -> Any:
+        task_id, state = _arg(args, "task_id"), _arg(args, "state")
+        container_id, error = _opt(args, "container_id"), _opt(args, "error")
+        exit_code = _int(args, "exit_code")
+        try:
+            task = self.state.report_task(
+                acting.id,
+                task_id,
+                state,
+                now=self._clock(),
+                container_id=container_id,
+                error=error,
+                exit_code=exit_code,
+            )
+        except TaskStateError as e:
+            # Stale, duplicated or reordered: the task is already further along.
+            self.stats["task_reports_stale"] += 1
+            return {"accepted": False, "reason": e.message}
+        except ClusterError as e:
+            if e.kind is not ErrorKind.NOT_FOUND:
+                raise
+            # A task the managers have already deleted (its service is gone): nothing to do.
+            self.stats["task_reports_stale"] += 1
+            return {"accepted": False, "reason": e.message}
+        self.stats["task_reports"] += 1
+        return {"accepted": True, "task_id": task.id, "state": task.state.value}
+
+    def _h_task_assigned(self, acting: Node, args: dict[str, Any]) -> Any:
+        return service_views.assigned_tasks(self.state, acting.id)
+
     def _h_replica_fetch(self, acting: Node, args: dict[str, Any]) -> Any:
         since = _int(args, "since")
         if since is None:
@@ -916,4 +1112,12 @@ _HANDLERS: dict[str, _Handler] = {
     "gossip.rotate": ManagerServer._h_gossip_rotate,
     "gossip.retire": ManagerServer._h_gossip_retire,
     "replica.fetch": ManagerServer._h_replica_fetch,
+    "service.create": ManagerServer._h_service_create,
+    "service.ls": ManagerServer._h_service_ls,
+    "service.ps": ManagerServer._h_service_ps,
+    "service.inspect": ManagerServer._h_service_inspect,
+    "service.scale": ManagerServer._h_service_scale,
+    "service.rm": ManagerServer._h_service_rm,
+    "task.report": ManagerServer._h_task_report,
+    "task.assigned": ManagerServer._h_task_assigned,
 }

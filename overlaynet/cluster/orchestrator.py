@@ -22,9 +22,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from overlaynet.cluster.errors import Availability
 from overlaynet.cluster.scheduler import Assign, NodeView, Placement, StayPending
 from overlaynet.cluster.services import RestartCondition, Service, ServiceMode, matches_all
-from overlaynet.cluster.state import Availability
 from overlaynet.cluster.tasks import Task, TaskState, transition
 
 # Docker's --task-history-limit default: ended tasks kept per slot (per node for global).
@@ -75,7 +75,7 @@ def _node_problem(task: Task, service: Service, nodes: Mapping[str, NodeView]) -
     node = nodes.get(task.node_id)
     if node is None:
         return "node left the swarm"
-    if not node.ready:
+    if not node.ready and not node.unknown:
         return "node is down"
     if node.availability is Availability.DRAIN:
         return "node is drained"

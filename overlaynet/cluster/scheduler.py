@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from overlaynet.cluster.errors import Availability
 from overlaynet.cluster.services import NodeFacts, Protocol, Service, matches_all
-from overlaynet.cluster.state import Availability
 from overlaynet.cluster.tasks import Task, TaskState
 from overlaynet.cluster.tokens import RandomBytes
 
@@ -26,11 +26,17 @@ _TIE_BYTES = 8
 @dataclass(frozen=True)
 class NodeView:
     """A node as the scheduler sees it: what constraints match, its availability (node
-    update), and whether it is up (gossip says alive)."""
+    update), and whether it is up (gossip says alive).
+
+    `unknown`: gossip has no word on it yet (it just joined, or this manager just started and
+    has not heard from it). Such a node gets no new tasks, but keeps the ones it has: swarmkit
+    gives nodes a grace period after a leader starts for the same reason, or every task would
+    move the moment a manager restarted."""
 
     facts: NodeFacts
     availability: Availability
     ready: bool
+    unknown: bool = False
 
     @property
     def id(self) -> str:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from overlaynet.cluster.state import ClusterError, ErrorKind, Role
+from overlaynet.cluster.errors import ClusterError, ErrorKind, Role
 
 # swarmkit controlapi validateAnnotations: a service name is a DNS label (it is resolved by
 # name), so letters, digits, '-' and '_' inside, at most 63 characters (RFC 1035 section 2.3.4).

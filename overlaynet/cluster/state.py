@@ -1,10 +1,15 @@
-"""The swarm managers' desired state as a pure state machine: nodes, overlay networks, addresses.
+"""The swarm managers' desired state as a pure state machine: nodes, overlay networks, addresses,
+services and their tasks.
 
 Commands validate everything first and only then change the state, so a refused command (a
 ClusterError) leaves it exactly as it was. Every change is also recorded as a `Change` (one record
 put or deleted) that the shell drains with `take_changes()`: the store persists those, and
 follower managers replay them, so the leader's state, its disk and its followers never need a
 second description of what a command did. Time (`now`) and randomness (`rand`) are arguments.
+
+Services: the commands only record what is wanted (a spec, a replica count, a removal) and what
+workers report; the leader's orchestration pass (`orchestrate`) turns that into tasks with
+addresses on nodes, using the pure cores in orchestrator.py and scheduler.py.
 """
 
 from __future__ import annotations
@@ -14,11 +19,36 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 
 from overlaynet.cluster import ipam, tokens
+from overlaynet.cluster.errors import Availability as Availability
+from overlaynet.cluster.errors import ClusterError as ClusterError
+from overlaynet.cluster.errors import ErrorKind as ErrorKind
+from overlaynet.cluster.errors import ManagerStatus as ManagerStatus
+from overlaynet.cluster.errors import Role as Role
+from overlaynet.cluster.orchestrator import Action, ShutdownTask, apply_actions, reconcile
+from overlaynet.cluster.scheduler import NodeView, Placement, schedule
+from overlaynet.cluster.services import (
+    EndpointMode,
+    NodeFacts,
+    Protocol,
+    PublishMode,
+    Service,
+    ServiceMode,
+    ServiceSpec,
+    assign_ingress_ports,
+    spec_doc,
+    spec_from_doc,
+)
+from overlaynet.cluster.tasks import (
+    Task,
+    TaskState,
+    task_doc,
+    task_from_doc,
+    transition,
+)
 from overlaynet.cluster.tokens import RandomBytes
 from overlaynet.names import BadName, check_object_name
 
@@ -42,48 +72,39 @@ ENDPOINT_ID_MAX = 128
 # is used for rotation (install, use, remove) without members losing each other meanwhile.
 GOSSIP_KEYRING_SIZE = 3
 
+# Node label keys and values (`node update --label-add`): Docker caps neither; these only stop a
+# worker's agent or a typo from filling the state with megabytes.
+LABEL_KEY_MAX = 128
+LABEL_VALUE_MAX = 1024
+# The managers' own addresses (service tasks' and VIPs) belong to no node: no worker may release
+# them (ip.release checks the owner) and `node rm` leaves them alone. The orchestration pass frees
+# a task's once the task has ended (its container is gone), a VIP once its service is removed and
+# none of its tasks is still running anywhere.
+MANAGED = ""
+# A VIP's endpoint id: its service's id behind a prefix no task id (base36) can have.
+VIP_PREFIX = "vip-"
+# What a worker may report; new, pending, assigned and orphaned are the managers' to set.
+WORKER_STATES = frozenset(
+    {
+        TaskState.ACCEPTED,
+        TaskState.PREPARING,
+        TaskState.STARTING,
+        TaskState.RUNNING,
+        TaskState.COMPLETE,
+        TaskState.FAILED,
+        TaskState.SHUTDOWN,
+        TaskState.REJECTED,
+    }
+)
+# A report's error text is shown by `service ps`; a process's stderr can be long, the column not.
+REPORT_TEXT_MAX = 512
+# Container ids come from workers' runtimes (64 hex digits there); the cap only stops abuse.
+CONTAINER_ID_MAX = 128
+
 _T = TypeVar("_T")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*$")
 _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class Role(StrEnum):
-    WORKER = "worker"
-    MANAGER = "manager"
-
-
-class Availability(StrEnum):
-    ACTIVE = "active"
-    PAUSE = "pause"
-    DRAIN = "drain"
-
-
-class ManagerStatus(StrEnum):
-    LEADER = "Leader"
-    REACHABLE = "Reachable"
-
-
-class ErrorKind(StrEnum):
-    INVALID = "invalid"
-    NOT_FOUND = "not_found"
-    CONFLICT = "conflict"
-    FORBIDDEN = "forbidden"
-    UNAVAILABLE = "unavailable"
-
-
-class ClusterError(Exception):
-    """A cluster request that was refused; `kind` travels over the wire with the message."""
-
-    def __init__(self, kind: ErrorKind | str, message: str) -> None:
-        super().__init__(message)
-        try:
-            self.kind = ErrorKind(kind)
-        except ValueError:
-            self.kind = ErrorKind.INVALID
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"ClusterError({self.kind.value!r}, {self.message!r})"
 
 
 @dataclass(frozen=True)
@@ -128,6 +149,12 @@ class Node:
     manager_addr: str | None
     created: float
     updated: float
+    # `node update --label-add K=V`, for `--constraint node.labels.K==V`.
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def facts(self) -> NodeFacts:
+        return NodeFacts(self.id, self.hostname, self.role, dict(self.labels))
 
 
 @dataclass(frozen=True)
@@ -163,14 +190,16 @@ class Change:
 
 
 # Record kinds, in the order a snapshot lists them (a replayed snapshot is always consistent).
-CLUSTER, NODE, CREDENTIAL, NETWORK, ALLOCATION = (
+CLUSTER, NODE, CREDENTIAL, NETWORK, ALLOCATION, SERVICE, TASK = (
     "cluster",
     "node",
     "credential",
     "network",
     "allocation",
+    "service",
+    "task",
 )
-KINDS = (CLUSTER, NODE, CREDENTIAL, NETWORK, ALLOCATION)
+KINDS = (CLUSTER, NODE, CREDENTIAL, NETWORK, ALLOCATION, SERVICE, TASK)
 _CLUSTER_KEY = "cluster"
 
 
@@ -198,6 +227,30 @@ def _node_from_doc(doc: dict[str, Any]) -> Node:
             "manager_status": None if status is None else ManagerStatus(status),
         }
     )
+
+
+def service_doc(service: Service) -> dict[str, Any]:
+    return {
+        "id": service.id,
+        "spec": spec_doc(service.spec),
+        "created": service.created,
+        "updated": service.updated,
+        "version": service.version,
+    }
+
+
+def _service_from_doc(doc: dict[str, Any]) -> Service:
+    return Service(
+        id=doc["id"],
+        spec=spec_from_doc(doc["spec"]),
+        created=doc["created"],
+        updated=doc["updated"],
+        version=doc["version"],
+    )
+
+
+def vip_endpoint_id(service_id: str) -> str:
+    return f"{VIP_PREFIX}{service_id}"
 
 
 def _allocation_key(network_id: str, endpoint_id: str) -> str:
@@ -233,6 +286,32 @@ def _check_endpoint_id(endpoint_id: str) -> str:
     return endpoint_id
 
 
+def _check_label(key: str, value: str) -> None:
+    if len(key) > LABEL_KEY_MAX or not _LABEL_KEY.match(key):
+        raise ClusterError(
+            ErrorKind.INVALID,
+            f"invalid label {key[:40]!r}: use at most {LABEL_KEY_MAX} letters, digits, '.', "
+            "'_', '/' and '-', starting with a letter or digit",
+        )
+    if len(value) > LABEL_VALUE_MAX:
+        raise ClusterError(
+            ErrorKind.INVALID, f"label {key} is too long: at most {LABEL_VALUE_MAX} characters"
+        )
+
+
+def _uses_ingress(spec: ServiceSpec) -> bool:
+    return any(p.mode is PublishMode.INGRESS for p in spec.ports)
+
+
+def _published(services: Iterable[Service], mode: PublishMode) -> set[tuple[int, Protocol]]:
+    return {
+        (p.published, p.protocol)
+        for s in services
+        for p in s.spec.ports
+        if p.mode is mode and p.published is not None
+    }
+
+
 def _find(ref: str, what: str, items: list[_T], id_and_name: Callable[[_T], tuple[str, str]]) -> _T:
     """One item by exact name, else by unique id prefix; ambiguity is an error, not a guess."""
     by_name = [i for i in items if id_and_name(i)[1] == ref]
@@ -261,6 +340,8 @@ class ClusterState:
         self.credentials: dict[str, bytes] = {}
         self.networks: dict[str, OverlayNetwork] = {}
         self.allocations: dict[tuple[str, str], Allocation] = {}
+        self.services: dict[str, Service] = {}
+        self.tasks: dict[str, Task] = {}
         # How many changes made this state: the position in the leader's change log.
         self.index = 0
         self._ips: dict[str, set[IPv4Address]] = {}
@@ -299,6 +380,16 @@ class ClusterState:
                 alloc = Allocation(**doc)
                 self.allocations[(net_id, ep_id)] = alloc
                 self._ips.setdefault(net_id, set()).add(IPv4Address(alloc.ip))
+        elif change.kind == SERVICE:
+            if doc is None:
+                self.services.pop(change.key, None)
+            else:
+                self.services[change.key] = _service_from_doc(doc)
+        elif change.kind == TASK:
+            if doc is None:
+                self.tasks.pop(change.key, None)
+            else:
+                self.tasks[change.key] = task_from_doc(doc)
         else:
             raise ValueError(f"unknown record kind {change.kind!r}")
         self.index += 1
@@ -324,6 +415,8 @@ class ClusterState:
         out += [
             Change(ALLOCATION, _allocation_key(*k), _doc(a)) for k, a in self.allocations.items()
         ]
+        out += [Change(SERVICE, k, service_doc(s)) for k, s in self.services.items()]
+        out += [Change(TASK, k, task_doc(t)) for k, t in self.tasks.items()]
         return out
 
     @classmethod
@@ -371,6 +464,37 @@ class ClusterState:
 
     def allocations_on(self, network_id: str) -> list[Allocation]:
         return [a for a in self.allocations.values() if a.network_id == network_id]
+
+    def find_service(self, ref: str) -> Service:
+        """A service by id, name or unique id prefix (as `docker service inspect` takes it)."""
+        if ref in self.services:
+            return self.services[ref]
+        return _find(ref, "service", list(self.services.values()), lambda s: (s.id, s.spec.name))
+
+    def tasks_of(self, service_id: str) -> list[Task]:
+        return [t for t in self.tasks.values() if t.service_id == service_id]
+
+    def ingress_network(self) -> OverlayNetwork | None:
+        return next((n for n in self.networks.values() if n.ingress), None)
+
+    def service_networks(self, service: Service) -> list[OverlayNetwork]:
+        """The networks a service's tasks join: `ingress` first when it publishes a port through
+        the routing mesh (Docker attaches those tasks to ingress), then the spec's, in order."""
+        out = []
+        ingress = self.ingress_network()
+        if ingress is not None and _uses_ingress(service.spec):
+            out.append(ingress)
+        out += [self.networks[n] for n in service.spec.networks if n in self.networks]
+        return out
+
+    def vips_of(self, service: Service) -> list[Allocation]:
+        """The service's virtual IPs, one per network (vip mode), in service_networks order."""
+        out = []
+        for net in self.service_networks(service):
+            alloc = self.allocations.get((net.id, vip_endpoint_id(service.id)))
+            if alloc is not None:
+                out.append(alloc)
+        return out
 
     # ----- commands: cluster and nodes -----
 
@@ -544,18 +668,38 @@ class ClusterState:
             return new
         return node
 
-    def update_node(self, ref: str, *, now: float, availability: str | None = None) -> Node:
+    def update_node(
+        self,
+        ref: str,
+        *,
+        now: float,
+        availability: str | None = None,
+        label_add: Mapping[str, str] | None = None,
+        label_rm: Iterable[str] = (),
+    ) -> Node:
+        """`node update [--availability A] [--label-add K=V]… [--label-rm K]…`."""
         node = self.find_node(ref)
-        if availability is None:
-            return node
-        try:
-            avail = Availability(availability)
-        except ValueError:
-            raise ClusterError(
-                ErrorKind.INVALID,
-                f"invalid availability {availability!r}: use active, pause or drain",
-            ) from None
-        return self._replace_node(node, now, availability=avail)
+        avail = node.availability
+        if availability is not None:
+            try:
+                avail = Availability(availability)
+            except ValueError:
+                raise ClusterError(
+                    ErrorKind.INVALID,
+                    f"invalid availability {availability!r}: use active, pause or drain",
+                ) from None
+        labels = dict(node.labels)
+        for key in label_rm:
+            # Docker: "key K doesn't exist in node's labels".
+            if key not in labels:
+                raise ClusterError(
+                    ErrorKind.NOT_FOUND, f"key {key!r} doesn't exist in {node.hostname}'s labels"
+                )
+            del labels[key]
+        for key, value in (label_add or {}).items():
+            _check_label(key, value)
+            labels[key] = value
+        return self._replace_node(node, now, availability=avail, labels=labels)
 
     def promote(self, ref: str, *, now: float, manager_port: int = MANAGER_PORT) -> Node:
         node = self.find_node(ref)
@@ -651,7 +795,26 @@ class ClusterState:
 
     def remove_network(self, ref: str) -> OverlayNetwork:
         network = self.find_network(ref)
-        in_use = self.allocations_on(network.id)
+        users = sorted(
+            s.spec.name
+            for s in self.services.values()
+            if network.id in s.spec.networks or network in self.service_networks(s)
+        )
+        if users:
+            # Docker: "network X is in use by service Y".
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"network {network.name} is in use by service {', '.join(users)}: "
+                "remove the service first",
+            )
+        in_use = [a for a in self.allocations_on(network.id) if a.node_id != MANAGED]
+        managed = [a for a in self.allocations_on(network.id) if a.node_id == MANAGED]
+        if managed and not in_use:
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"network {network.name} still has {len(managed)} address(es) of removed "
+                "services' tasks that have not stopped yet: retry once they have",
+            )
         if in_use:
             hosts = sorted({self._hostname(a.node_id) for a in in_use})
             raise ClusterError(
@@ -736,6 +899,252 @@ class ClusterState:
             )
         self._put(ALLOCATION, _allocation_key(network.id, endpoint_id), None)
         return alloc
+
+    # ----- commands: services -----
+
+    def create_service(self, spec: ServiceSpec, *, now: float, rand: RandomBytes) -> Service:
+        """`service create`: the spec with its networks resolved to ids, its ingress ports
+        assigned, and a VIP from each network's IPAM in vip mode. Tasks come from the
+        orchestration pass."""
+        self.require_cluster()
+        if any(s.spec.name == spec.name for s in self.services.values()):
+            raise ClusterError(ErrorKind.CONFLICT, f"service {spec.name} already exists")
+        network_ids: list[str] = []
+        for ref in spec.networks:
+            network = self.find_network(ref)
+            if network.ingress:
+                # swarmkit controlapi: "service cannot be explicitly attached to the ingress
+                # network"; publishing a port attaches it.
+                raise ClusterError(
+                    ErrorKind.INVALID,
+                    f"a service cannot be attached to the ingress network {network.name} "
+                    "explicitly: publish a port (--publish) to use the routing mesh",
+                )
+            if network.id in network_ids:
+                raise ClusterError(
+                    ErrorKind.INVALID, f"network {network.name} is given twice: attach it once"
+                )
+            network_ids.append(network.id)
+        spec = dataclasses.replace(spec, networks=tuple(network_ids))
+        if _uses_ingress(spec) and self.ingress_network() is None:
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                "the swarm has no ingress network, so no port can be published through the "
+                "routing mesh: publish with mode=host",
+            )
+        others = self.services.values()
+        # An ingress port is open on every node, so it collides with any other service's
+        # published port; two host-mode services may share a port (the scheduler keeps them
+        # on different nodes).
+        taken = _published(others, PublishMode.INGRESS) | (
+            _published(others, PublishMode.HOST) - spec.host_ports
+        )
+        spec = assign_ingress_ports(spec, taken)
+        service = Service(
+            id=tokens.random_base36(rand), spec=spec, created=now, updated=now, version=1
+        )
+        if service.id in self.services:
+            raise ClusterError(ErrorKind.CONFLICT, "service id collision: try again")
+        vips: list[Allocation] = []
+        if spec.endpoint_mode is EndpointMode.VIP:
+            for network in self.service_networks(service):
+                ip = self._free_address(network)
+                vips.append(Allocation(network.id, vip_endpoint_id(service.id), str(ip), MANAGED))
+        self._put(SERVICE, service.id, service_doc(service))
+        for alloc in vips:
+            self._put(ALLOCATION, _allocation_key(alloc.network_id, alloc.endpoint_id), _doc(alloc))
+        return service
+
+    def _free_address(self, network: OverlayNetwork) -> IPv4Address:
+        config = ipam.make_config(IPv4Network(network.subnet), network.gateway)
+        try:
+            return ipam.allocate_address(config, self._ips.get(network.id, set()))
+        except ipam.IpamError as e:
+            raise ClusterError(ErrorKind.CONFLICT, f"network {network.name}: {e}") from None
+
+    def update_service(self, ref: str, *, now: float, replicas: int | None = None) -> Service:
+        """`service scale NAME=N` (the other spec fields of `service update` come later)."""
+        service = self.find_service(ref)
+        if replicas is None:
+            return service
+        if service.spec.mode is not ServiceMode.REPLICATED:
+            raise ClusterError(
+                ErrorKind.INVALID,
+                f"{service.spec.name}: scale can only be used with replicated mode",
+            )
+        # ServiceSpec validates itself: a negative or huge count is refused here.
+        spec = dataclasses.replace(service.spec, replicas=replicas)
+        if spec == service.spec:
+            return service
+        new = dataclasses.replace(service, spec=spec, updated=now, version=service.version + 1)
+        self._put(SERVICE, new.id, service_doc(new))
+        return new
+
+    def remove_service(self, ref: str, *, now: float) -> Service:
+        """`service rm`: the service goes and its tasks are told to shut down. Their addresses
+        and the VIPs go once the tasks have stopped (the orchestration pass frees them)."""
+        service = self.find_service(ref)
+        actions: list[Action | Placement] = [
+            ShutdownTask(t.id, "service removed")
+            for t in sorted(self.tasks_of(service.id), key=lambda t: t.id)
+            if t.live
+        ]
+        changed, _ = apply_actions(self.tasks, actions, now=now, new_id=lambda: "")
+        self._put(SERVICE, service.id, None)
+        for task in changed.values():
+            self._put(TASK, task.id, task_doc(task))
+        return service
+
+    # ----- workers' reports -----
+
+    def report_task(
+        self,
+        node_id: str,
+        task_id: str,
+        state: str,
+        *,
+        now: float,
+        container_id: str | None = None,
+        error: str | None = None,
+        exit_code: int | None = None,
+    ) -> Task:
+        """A worker says what became of one of its tasks. A report about another node's task
+        is forbidden; one that would move a task backwards or out of a final state (stale,
+        duplicated, reordered) is a TaskStateError; either way nothing changes."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise ClusterError(ErrorKind.NOT_FOUND, f"task {task_id[:40]} not found")
+        if task.node_id != node_id:
+            raise ClusterError(
+                ErrorKind.FORBIDDEN,
+                f"task {task_id} is not assigned to {self._hostname(node_id)}: a node reports "
+                "only its own tasks",
+            )
+        try:
+            new_state = TaskState(state)
+        except ValueError:
+            new_state = None
+        if new_state not in WORKER_STATES:
+            allowed = ", ".join(sorted(s.value for s in WORKER_STATES))
+            raise ClusterError(
+                ErrorKind.INVALID, f"a worker cannot report state {state[:40]!r}: use {allowed}"
+            )
+        assert new_state is not None
+        if container_id is not None and (
+            len(container_id) > CONTAINER_ID_MAX or not _ENDPOINT_ID.match(container_id)
+        ):
+            raise ClusterError(ErrorKind.INVALID, f"invalid container id {container_id[:40]!r}")
+        new = transition(
+            task,
+            new_state,
+            now=now,
+            error=None if error is None else error[:REPORT_TEXT_MAX],
+        )
+        new = dataclasses.replace(
+            new,
+            container_id=task.container_id if container_id is None else container_id,
+            exit_code=task.exit_code if exit_code is None else exit_code,
+        )
+        self._put(TASK, new.id, task_doc(new))
+        return new
+
+    # ----- the leader's orchestration pass -----
+
+    def node_views(self, node_status: Mapping[str, str]) -> list[NodeView]:
+        """Nodes as the scheduler sees them; `node_status` is gossip's Ready/Down per node id
+        (anything else, or no entry, is unknown: keeps its tasks, gets no new ones)."""
+        out = []
+        for node in sorted(self.nodes.values(), key=lambda n: n.id):
+            status = node_status.get(node.id, "Unknown")
+            out.append(
+                NodeView(
+                    node.facts,
+                    node.availability,
+                    ready=status == "Ready",
+                    unknown=status not in ("Ready", "Down"),
+                )
+            )
+        return out
+
+    def orchestrate(self, node_status: Mapping[str, str], *, now: float, rand: RandomBytes) -> bool:
+        """One pass: reconcile (replace, scale, move off Down/drained nodes, shut down removed
+        services' tasks), give new tasks their addresses and make them pending, place pending
+        tasks, then free the addresses of ended tasks and removed services' VIPs. Returns
+        whether anything changed; a second pass over an unchanged swarm changes nothing."""
+        start = self.index
+        if not self.services and not self.tasks:
+            return False
+        nodes = self.node_views(node_status)
+        self._carry_out(reconcile(self.services, self.tasks.values(), nodes, now=now), now, rand)
+        for task in sorted(self.tasks.values(), key=lambda t: t.id):
+            # Nobody can list a removed service's tasks any more: once ended, they go.
+            if task.service_id not in self.services and task.state.final:
+                self._put(TASK, task.id, None)
+        self._allocate_new_tasks(now)
+        self._carry_out(schedule(self.services, self.tasks.values(), nodes, rand=rand), now, rand)
+        self._release_managed_addresses()
+        return self.index != start
+
+    def _new_task_id(self, rand: RandomBytes) -> str:
+        while (task_id := tokens.random_base36(rand)) in self.tasks:
+            pass
+        return task_id
+
+    def _carry_out(
+        self, actions: list[Action] | list[Placement], now: float, rand: RandomBytes
+    ) -> None:
+        if not actions:
+            return
+        changed, deleted = apply_actions(
+            self.tasks, actions, now=now, new_id=lambda: self._new_task_id(rand)
+        )
+        for task_id in deleted:
+            if task_id in self.tasks:
+                self._put(TASK, task_id, None)
+        for task in changed.values():
+            self._put(TASK, task.id, task_doc(task))
+
+    def _allocate_new_tasks(self, now: float) -> None:
+        """An address on each of its service's networks for every new task (endpoint id = task
+        id, as Docker's allocator does before scheduling), then the task is pending. A network
+        without free addresses leaves the task new, saying why, until one is freed."""
+        fresh = [t for t in self.tasks.values() if t.state is TaskState.NEW and t.live]
+        for task in sorted(fresh, key=lambda t: (t.created, t.id)):
+            service = self.services.get(task.service_id)
+            if service is None:
+                continue
+            problem = None
+            for network in self.service_networks(service):
+                if (network.id, task.id) in self.allocations:
+                    continue
+                try:
+                    ip = self._free_address(network)
+                except ClusterError as e:
+                    problem = f"no address for the task: {e.message}"
+                    break
+                alloc = Allocation(network.id, task.id, str(ip), MANAGED)
+                self._put(ALLOCATION, _allocation_key(network.id, task.id), _doc(alloc))
+            if problem is None:
+                task = transition(task, TaskState.PENDING, now=now)
+            elif problem != task.message:
+                task = dataclasses.replace(task, message=problem, updated=now)
+            else:
+                continue
+            self._put(TASK, task.id, task_doc(task))
+
+    def _release_managed_addresses(self) -> None:
+        running = {t.service_id for t in self.tasks.values() if not t.state.final}
+        for (net_id, endpoint_id), alloc in sorted(self.allocations.items()):
+            if alloc.node_id != MANAGED:
+                continue
+            if endpoint_id.startswith(VIP_PREFIX):
+                service_id = endpoint_id[len(VIP_PREFIX) :]
+                gone = service_id not in self.services and service_id not in running
+            else:
+                task = self.tasks.get(endpoint_id)
+                gone = task is None or task.state.final
+            if gone:
+                self._put(ALLOCATION, _allocation_key(net_id, endpoint_id), None)
 
 
 def node_doc(node: Node) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from overlaynet.cluster.state import ClusterError, ErrorKind
+from overlaynet.cluster.errors import ClusterError, ErrorKind
 
 
 class TaskState(StrEnum):
@@ -100,7 +100,8 @@ class Task:
     what the managers want (running, or shutdown); `state` is what the worker reported.
     `attempt` counts the restarts of this slot (for --restart-max-attempts); `not_before` is
     the earliest time a worker may start it (the restart delay); `message` is the reason shown
-    by `service ps` (why a task is pending, how it failed)."""
+    by `service ps` (why a task is pending, how it failed); `container_id` and `exit_code`
+    come from the worker's reports."""
 
     id: str
     service_id: str
@@ -115,6 +116,9 @@ class Task:
     message: str = ""
     error: str = ""
     spec_version: int = 1
+    # What the worker last reported: its container, and the process's exit status once ended.
+    container_id: str = ""
+    exit_code: int | None = None
 
     @property
     def live(self) -> bool:
