@@ -17,7 +17,7 @@ import math
 import socket
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -178,6 +178,12 @@ class Client:
         self.timeout = timeout
 
     def call(self, op: str, **args: Any) -> Any:
+        return self.call_attached(op, (), **args)
+
+    def call_attached(self, op: str, fds: Sequence[int], **args: Any) -> Any:
+        """A call that hands the agent open file descriptors with the request (SCM_RIGHTS on
+        the Unix socket): `exec` attaches the client's stdin, stdout and stderr this way, so
+        the command's output reaches the client's terminal without passing through the agent."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -185,7 +191,15 @@ class Client:
                 sock.connect(str(self.socket_path))
             except (FileNotFoundError, ConnectionRefusedError) as e:
                 raise AgentDown(str(e)) from None
-            sock.sendall(encode_request(op, args))
+            line = encode_request(op, args)
+            if fds:
+                sent = socket.send_fds(sock, [line], list(fds))
+                if sent < len(line):
+                    # Not sendall(b""): it still calls send(), which fails with EPIPE when the
+                    # agent has already answered and closed.
+                    sock.sendall(line[sent:])
+            else:
+                sock.sendall(line)
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)

@@ -3,10 +3,15 @@
 A client's request can fail; it can never stop the agent. Connections are capped (the rest wait
 in the listen backlog), each request line must arrive whole within a deadline, and a request
 whose client has hung up is cancelled instead of running for nobody.
+
+Attach mechanism: a client may send open file descriptors with its request line (SCM_RIGHTS,
+at most `MAX_FDS`); the handler gets them with the request (`exec` runs its command on the
+client's stdin, stdout and stderr), and they are closed here when the request ends.
 """
 
 from __future__ import annotations
 
+import array
 import errno
 import logging
 import os
@@ -35,8 +40,10 @@ LISTEN_BACKLOG = 4096
 # The CLI sends its line at once; ten seconds covers any loaded machine.
 REQUEST_DEADLINE = 10.0
 READ_CHUNK = 65536
+# stdin, stdout and stderr: what `exec` attaches; more is refused (and closed).
+MAX_FDS = 3
 
-Handler = Callable[[Request], Awaitable[bytes]]
+Handler = Callable[[Request, tuple[int, ...]], Awaitable[bytes]]
 
 
 def bind_unix(path: Path) -> trio.socket.SocketType:
@@ -101,25 +108,33 @@ class ApiServer:
     async def _connection(self, stream: trio.SocketStream) -> None:
         self.active += 1
         self.peak = max(self.peak, self.active)
+        fds: list[int] = []
         try:
             with contained(self.counters, "connection_errors", log, "API connection"):
                 async with stream:
                     try:
-                        line = await self._read_line(stream)
-                        reply = await self._answer(stream, line)
+                        line = await self._read_line(stream, fds)
+                        reply = await self._answer(stream, line, tuple(fds))
                         if reply is not None:
                             await stream.send_all(reply)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         self.counters["client_gone"] += 1
         finally:
+            for fd in fds:
+                os.close(fd)
             self.active -= 1
             self._slots.release()
 
-    async def _read_line(self, stream: trio.SocketStream) -> bytes:
+    async def _read_line(self, stream: trio.SocketStream, fds: list[int]) -> bytes:
+        """The request line; file descriptors sent with it are appended to `fds`."""
         buf = bytearray()
+        sock = stream.socket
         with trio.move_on_after(REQUEST_DEADLINE) as deadline:
             while b"\n" not in buf and len(buf) <= api.MAX_REQUEST_BYTES:
-                chunk = await stream.receive_some(READ_CHUNK)
+                chunk, ancillary, _flags, _addr = await sock.recvmsg(
+                    READ_CHUNK, stdsocket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+                )
+                fds.extend(_received_fds(ancillary))
                 if not chunk:
                     break
                 buf += chunk
@@ -129,13 +144,15 @@ class ApiServer:
         del buf  # a large partial request is not kept while the request runs
         return line
 
-    async def _answer(self, stream: trio.SocketStream, line: bytes) -> bytes | None:
+    async def _answer(
+        self, stream: trio.SocketStream, line: bytes, fds: tuple[int, ...]
+    ) -> bytes | None:
         """The reply, or None when the client hung up first (the request is then cancelled)."""
         reply: list[bytes] = []
         async with trio.open_nursery() as nursery:
 
             async def serve() -> None:
-                reply.append(await self.dispatch(line))
+                reply.append(await self.dispatch(line, fds))
                 nursery.cancel_scope.cancel()
 
             async def watch() -> None:
@@ -153,7 +170,7 @@ class ApiServer:
             nursery.start_soon(watch)
         return reply[0] if reply else None
 
-    async def dispatch(self, line: bytes) -> bytes:
+    async def dispatch(self, line: bytes, fds: tuple[int, ...] = ()) -> bytes:
         """One request line in, one response line out; nothing a client sends escapes this."""
         try:
             op, args = api.decode_request(line)
@@ -171,7 +188,18 @@ class ApiServer:
         except InvalidArgument as e:
             self.counters["bad_arguments"] += 1
             return api.encode_error(e.kind, str(e))
-        return await self.handle(req)
+        if len(fds) > MAX_FDS:
+            self.counters["bad_arguments"] += 1
+            return api.encode_error("invalid", f"at most {MAX_FDS} file descriptors per request")
+        return await self.handle(req, fds)
+
+
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == stdsocket.SOL_SOCKET and kind == stdsocket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)
 
 
 def _peer_gone(stream: trio.SocketStream) -> bool:

@@ -11,6 +11,7 @@ manager's answer) never hold that lock; requests on one container go one at a ti
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import ipaddress
 import json
@@ -132,6 +133,7 @@ class Agent:
             rq.ContainerWait: self.container_wait,
             rq.ContainerTop: self.container_top,
             rq.ContainerLogs: self.container_logs,
+            rq.ContainerExec: self.container_exec,
             rq.SwarmInit: self.swarm_init,
             rq.SwarmJoin: self.swarm_join,
             rq.SwarmJoinToken: self.swarm_join_token,
@@ -274,10 +276,13 @@ class Agent:
                     extra={"fields": {"container": c.name, "exit_code": c.exit_code}},
                 )
 
-    async def handle(self, req: Request) -> bytes:
-        """A typed request in, one response line out (an error line when it is refused)."""
+    async def handle(self, req: Request, fds: tuple[int, ...] = ()) -> bytes:
+        """A typed request in, one response line out (an error line when it is refused).
+        `fds`: descriptors the client attached (only `exec` takes any)."""
         op = req.OP
         try:
+            if isinstance(req, rq.ContainerExec):
+                return api.encode_result(await self.container_exec(req, fds))
             return api.encode_result(await self.handlers[type(req)](req))
         except ApiError as e:
             self.counters["refused_requests"] += 1
@@ -576,8 +581,40 @@ class Agent:
         return await trio.to_thread.run_sync(partial(self.runtime.top, req.container))
 
     async def container_logs(self, req: rq.ContainerLogs) -> Any:
+        """A piece of the container's output; `running` tells a follower to ask again."""
         c = self.runtime.container(req.container)
-        return {"path": str(self.runtime.container_dir(c) / "output.log")}
+        data = await trio.to_thread.run_sync(
+            partial(self.runtime.read_log, c, req.offset, req.limit)
+        )
+        return {
+            "data": base64.b64encode(data).decode(),
+            "offset": req.offset + len(data),
+            "running": c.status == Status.RUNNING,
+        }
+
+    async def container_exec(self, req: rq.ContainerExec, fds: tuple[int, ...] = ()) -> Any:
+        """Run a command in the container on the client's own stdin, stdout and stderr."""
+        if len(fds) != 3:
+            raise InvalidArgument(
+                "exec attaches the client's stdin, stdout and stderr: send them as three file "
+                "descriptors with the request (SCM_RIGHTS)"
+            )
+        c = self.runtime.container(req.container)
+        argv, env = self.runtime.exec_spec(c, req.cmd, req.env, req.term)
+        try:
+            proc = await trio.lowlevel.open_process(
+                argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], env=env
+            )
+        except OSError as e:
+            raise Unavailable(f"cannot exec in {c.name}: {e}") from None
+        try:
+            code = await proc.wait()
+        finally:
+            if proc.returncode is None:  # the client hung up: the command ends with it
+                proc.kill()
+                with trio.CancelScope(shield=True):
+                    await proc.wait()
+        return {"ExitCode": code}
 
     # ---- swarm ----------------------------------------------------------------------------
 

@@ -17,6 +17,16 @@ from overlaynet.errors import InvalidArgument
 MAX_TIMEOUT = 3600.0
 # Docker's default grace period before SIGKILL (`docker stop`, 10 s).
 DEFAULT_STOP_TIMEOUT = 10.0
+# Log reads: a socket buffer's worth per answer by default; 512 KiB at most keeps an answer
+# under a megabyte once base64 has grown it by a third.
+LOG_CHUNK = 65536
+MAX_LOG_CHUNK = 1 << 19
+
+
+def _check_env(items: tuple[str, ...]) -> None:
+    for item in items:
+        if "=" not in item or not item.split("=", 1)[0]:
+            raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
 
 
 @dataclass(frozen=True)
@@ -123,9 +133,7 @@ class ContainerCreate(Request):
     start: bool = False
 
     def check(self) -> None:
-        for item in self.env:
-            if "=" not in item or not item.split("=", 1)[0]:
-                raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
+        _check_env(self.env)
 
 
 @dataclass(frozen=True)
@@ -177,8 +185,39 @@ class ContainerTop(Request):
 
 @dataclass(frozen=True)
 class ContainerLogs(Request):
+    """Up to `limit` bytes of a container's output from `offset`: the CLI follows a log by
+    asking again from the offset the answer gives (it never reads the agent's files)."""
+
     OP: ClassVar[str] = "container.logs"
     container: str
+    offset: int = 0
+    limit: int = LOG_CHUNK
+
+    def check(self) -> None:
+        if self.offset < 0:
+            raise InvalidArgument("argument 'offset' must be 0 or more")
+        if not 1 <= self.limit <= MAX_LOG_CHUNK:
+            raise InvalidArgument(f"argument 'limit' must be from 1 to {MAX_LOG_CHUNK}")
+
+
+@dataclass(frozen=True)
+class ContainerExec(Request):
+    """Run a command in a running container, attached to the client's stdin, stdout and
+    stderr, which travel with the request as file descriptors (SCM_RIGHTS). The answer is
+    the command's exit code, sent when it ends; a client that hangs up ends the command."""
+
+    OP: ClassVar[str] = "container.exec"
+    container: str
+    cmd: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    term: str | None = None  # the client's TERM, given with -t
+
+    def check(self) -> None:
+        if not self.cmd:
+            raise InvalidArgument(
+                "exec needs a command: overlaynet exec CONTAINER COMMAND [ARG...]"
+            )
+        _check_env(self.env)
 
 
 # ---- swarm ---------------------------------------------------------------------------------
@@ -291,6 +330,7 @@ REQUESTS: dict[str, type[Request]] = request_types(
         ContainerWait,
         ContainerTop,
         ContainerLogs,
+        ContainerExec,
         SwarmInit,
         SwarmJoin,
         SwarmJoinToken,

@@ -474,6 +474,34 @@ class Runtime:
         self.store.put_container(c)
         self.generation += 1
 
+    def exec_spec(
+        self, c: Container, cmd: Iterable[str], env: Iterable[str], term: str | None
+    ) -> tuple[list[str], dict[str, str]]:
+        """How `exec` enters a running container (beside `_launch`, which starts it): its
+        namespaces through its process, with Docker's exec environment."""
+        if c.status != Status.RUNNING or c.pid is None or not self._alive(c):
+            raise Conflict(f"container {c.name} is not running")
+        wanted = {
+            "PATH": EXEC_PATH,
+            "HOSTNAME": short_id(c.id),
+            "HOME": "/root",
+            "TERM": term or "",
+        }
+        for item in [*c.env, *env]:
+            key, _, value = item.partition("=")
+            wanted[key] = value
+        argv = ["nsenter", "-t", str(c.pid), "-n", "-m", "-u", "--", *cmd]
+        return argv, {k: v for k, v in wanted.items() if v}
+
+    def read_log(self, c: Container, offset: int, limit: int) -> bytes:
+        """Up to `limit` bytes of the container's output from `offset` (b"" at its end)."""
+        try:
+            with open(self.container_dir(c) / "output.log", "rb") as f:
+                f.seek(offset)
+                return f.read(limit)
+        except FileNotFoundError:
+            return b""
+
     def _running(self, c: Container) -> process.Running | None:
         if c.pid is None or c.pid_start is None:
             return None
@@ -688,6 +716,8 @@ class Runtime:
         return net
 
 
+# Docker's default PATH for a process started in a container (exec included).
+EXEC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What a kernel request can fail with (netlink, /proc writes, a TAP the VTEP cannot open).
 _KERNEL_ERRORS = (links.LinkError, OSError, RuntimeError, ValueError)
 

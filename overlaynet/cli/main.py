@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import socket
@@ -311,7 +312,6 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def _follow_until_exit(ns: argparse.Namespace, cid: str) -> int:
-    path = call(ns, "container.logs", container=cid)["path"]
     result: dict[str, Any] = {}
 
     def wait() -> None:
@@ -322,17 +322,17 @@ def _follow_until_exit(ns: argparse.Namespace, cid: str) -> int:
 
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
-    with open(path, "rb") as f:
-        while True:
-            done = not waiter.is_alive()
-            chunk = f.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-                continue
-            if done:
-                break
-            time.sleep(0.05)
+    offset = 0
+    while True:
+        done = not waiter.is_alive()
+        chunk, offset, _ = _log_chunk(ns, cid, offset)
+        if chunk:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            continue
+        if done:
+            break
+        time.sleep(0.05)
     if "error" in result:
         raise result["error"]
     return int(result.get("code", 0))
@@ -392,31 +392,30 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
     return status
 
 
-def cmd_exec(ns: argparse.Namespace) -> NoReturn:
-    doc = call(ns, "container.inspect", container=ns.container)
-    state = doc["State"]
-    if not state["Running"] or not state["Pid"]:
-        raise CliError(f"Error response from daemon: container {ns.container} is not running")
+def cmd_exec(ns: argparse.Namespace) -> int:
+    """The agent runs the command; it gets this process's stdin, stdout and stderr with the
+    request (the API's attach mechanism), so output streams straight to the terminal."""
     if not ns.cmd:
         raise CliError("exec needs a command: overlaynet exec CONTAINER COMMAND [ARG...]")
-    env = {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOSTNAME": doc["Config"]["Hostname"],
-        "HOME": "/root",
-        "TERM": os.environ.get("TERM", "xterm") if ns.tty else "",
-    }
-    env.update(_key_values(doc["Config"]["Env"], "environment variable"))
-    env.update(_key_values(ns.env, "environment variable"))
-    env = {k: v for k, v in env.items() if v}
-    if not ns.interactive:
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-    argv = ["nsenter", "-t", str(state["Pid"]), "-n", "-m", "-u", "--", *ns.cmd]
+    env = [f"{k}={v}" for k, v in _key_values(ns.env, "environment variable").items()]
+    stdin = 0 if ns.interactive else os.open(os.devnull, os.O_RDONLY)
     sys.stdout.flush()
+    sys.stderr.flush()
+    args = {
+        "container": ns.container,
+        "cmd": ns.cmd,
+        "env": env,
+        "term": os.environ.get("TERM", "xterm") if ns.tty else None,
+    }
     try:
-        os.execvpe("nsenter", argv, env)
-    except OSError as e:
-        raise CliError(f"cannot exec in {ns.container}: {e}", 126) from None
+        res = _client(ns, None).call_attached("container.exec", (stdin, 1, 2), **args)
+    except api.AgentDown:
+        raise CliError(_agent_down(_host_paths(ns))) from None
+    except ApiError as e:
+        raise CliError(f"Error response from daemon: {e}") from None
+    except KeyboardInterrupt:
+        return 130  # the agent ends the command when this connection goes
+    return int(res["ExitCode"])
 
 
 def cmd_top(ns: argparse.Namespace) -> int:
@@ -424,24 +423,26 @@ def cmd_top(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _log_chunk(ns: argparse.Namespace, container: str, offset: int) -> tuple[bytes, int, bool]:
+    """The next piece of a container's output through the API: (bytes, next offset, running)."""
+    res = call(ns, "container.logs", container=container, offset=offset)
+    return base64.b64decode(res["data"]), int(res["offset"]), bool(res["running"])
+
+
 def cmd_logs(ns: argparse.Namespace) -> int:
-    path = call(ns, "container.logs", container=ns.container)["path"]
+    offset = 0
     try:
-        with open(path, "rb") as f:
-            sys.stdout.buffer.write(f.read())
-            sys.stdout.buffer.flush()
-            while ns.follow:
-                chunk = f.read(65536)
-                if chunk:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.buffer.flush()
-                else:
-                    time.sleep(0.2)
-    except FileNotFoundError:
-        pass
+        while True:
+            chunk, offset, _ = _log_chunk(ns, ns.container, offset)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            elif not ns.follow:
+                return 0
+            else:
+                time.sleep(0.2)
     except KeyboardInterrupt:
         return 0
-    return 0
 
 
 def cmd_info(ns: argparse.Namespace) -> int:

@@ -92,6 +92,23 @@ def test_stop_start_and_logs(lab2: Lab) -> None:
     assert lab2.ok("node1", "logs", "ss").count("started") == 2
 
 
+def test_logs_longer_than_one_api_answer_come_whole_and_in_order(lab2: Lab) -> None:
+    # The CLI reads logs through the API a piece at a time (it never opens the agent's files).
+    script = "i=0; while [ $i -lt 20000 ]; do echo line-$i; i=$((i+1)); done"
+    lab2.ok("node1", "run", "--name", "chatty", "alpine", "sh", "-c", script)
+    lines = lab2.ok("node1", "logs", "chatty").splitlines()
+    assert lines == [f"line-{i}" for i in range(20000)]  # ~190 KB: several answers
+    lab2.ok("node1", "rm", "chatty")
+
+
+def test_exec_in_a_stopped_container_is_refused(lab2: Lab) -> None:
+    lab2.ok("node1", "run", "--name", "gone", "alpine", "true")
+    out = lab2.cli("node1", "exec", "gone", "true")
+    assert out.returncode == 1
+    assert "Error response from daemon: container gone is not running" in out.stderr
+    lab2.ok("node1", "rm", "gone")
+
+
 def test_rm_force_of_everything_like_docker(lab2: Lab) -> None:
     lab2.ok("node2", "run", "-d", "--name", "r1", "alpine")
     lab2.ok("node2", "run", "--name", "r2", "alpine", "true")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import socket as stdsocket
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -36,7 +38,7 @@ async def _reply(stream: trio.SocketStream) -> dict[str, object]:
 async def test_a_request_whose_client_hung_up_is_cancelled(tmp_path: Path) -> None:
     started, cancelled = trio.Event(), trio.Event()
 
-    async def handle(req: Request) -> bytes:
+    async def handle(req: Request, fds: tuple[int, ...]) -> bytes:
         started.set()
         try:
             await trio.sleep_forever()
@@ -59,7 +61,7 @@ async def test_a_request_whose_client_hung_up_is_cancelled(tmp_path: Path) -> No
 
 
 async def test_a_half_closed_client_still_gets_its_answer(tmp_path: Path) -> None:
-    async def handle(req: Request) -> bytes:
+    async def handle(req: Request, fds: tuple[int, ...]) -> bytes:
         await trio.sleep(0.05)
         return api.encode_result({"op": req.OP})
 
@@ -75,7 +77,7 @@ async def test_a_half_closed_client_still_gets_its_answer(tmp_path: Path) -> Non
 
 
 async def test_connections_are_capped_and_the_rest_wait_their_turn(tmp_path: Path) -> None:
-    async def handle(req: Request) -> bytes:
+    async def handle(req: Request, fds: tuple[int, ...]) -> bytes:
         return api.encode_result("pong")
 
     server = ApiServer(bind_unix(tmp_path / "api.sock"), rq.REQUESTS, handle, Counter(), 4)
@@ -97,7 +99,7 @@ async def test_connections_are_capped_and_the_rest_wait_their_turn(tmp_path: Pat
 async def test_wrong_types_are_refused_before_the_handler(tmp_path: Path) -> None:
     seen: list[Request] = []
 
-    async def handle(req: Request) -> bytes:
+    async def handle(req: Request, fds: tuple[int, ...]) -> bytes:
         seen.append(req)
         return api.encode_result(None)
 
@@ -136,3 +138,36 @@ async def test_locks_of_different_objects_never_wait_for_each_other() -> None:
         release_a.set()
     assert order == ["a start", "b ran", "a end", "a ran"]
     assert len(locks) == 0  # no lock outlives its users
+
+
+async def test_descriptors_sent_with_a_request_reach_the_handler_and_are_closed(
+    tmp_path: Path,
+) -> None:
+    got: list[tuple[int, ...]] = []
+
+    async def handle(req: Request, fds: tuple[int, ...]) -> bytes:
+        got.append(fds)
+        os.write(fds[1], b"written by the agent")
+        return api.encode_result({"ExitCode": 0})
+
+    read_end, write_end = os.pipe()
+    server = ApiServer(bind_unix(tmp_path / "api.sock"), rq.REQUESTS, handle, Counter())
+    client = api.Client(tmp_path / "api.sock", timeout=5)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            args = {"container": "c", "cmd": ["true"]}
+            res = await trio.to_thread.run_sync(
+                lambda: client.call_attached("container.exec", (0, write_end, 2), **args)
+            )
+            nursery.cancel_scope.cancel()
+        assert res == {"ExitCode": 0}
+        assert os.read(read_end, 100) == b"written by the agent"
+        (fds,) = got
+        assert len(fds) == 3 and write_end not in fds  # the agent's own copies…
+        for fd in fds:  # …closed once the request ended
+            with pytest.raises(OSError):
+                os.fstat(fd)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

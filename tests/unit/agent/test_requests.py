@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 from typing import Any
 
 import pytest
@@ -98,14 +99,15 @@ def test_lists_and_objects_of_strings_only() -> None:
 
 def test_op_names_are_unique_and_match_their_class() -> None:
     assert all(op == cls.OP for op, cls in rq.REQUESTS.items())
-    assert len(rq.REQUESTS) == 32
+    assert len(rq.REQUESTS) == 33
 
 
 def _default_instance(cls: type[api.Request]) -> api.Request:
     import dataclasses
 
+    hints = typing.get_type_hints(cls)
     required = {
-        f.name: "x"
+        f.name: ("x",) if typing.get_origin(hints[f.name]) is tuple else "x"
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     }
