@@ -1072,8 +1072,6 @@ class ClusterState:
         tasks, then free the addresses of ended tasks and removed services' VIPs. Returns
         whether anything changed; a second pass over an unchanged swarm changes nothing."""
         start = self.index
-        if not self.services and not self.tasks:
-            return False
         nodes = self.node_views(node_status)
         self._carry_out(reconcile(self.services, self.tasks.values(), nodes, now=now), now, rand)
         for task in sorted(self.tasks.values(), key=lambda t: t.id):
