@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from overlaynet.errors import KINDS, ApiError, InvalidArgument
+from overlaynet.errors import InvalidArgument, error_for
 
 # A request is a few hundred bytes; anything near this is garbage or an attack on memory.
 MAX_REQUEST_BYTES = 1 << 20
@@ -166,8 +166,7 @@ def decode_response(line: bytes) -> Any:
     msg = json.loads(line)
     if msg.get("ok"):
         return msg.get("result")
-    cls = KINDS.get(msg.get("kind", ""), ApiError)
-    raise cls(msg.get("error", "unknown error"))
+    raise error_for(str(msg.get("kind", "")), msg.get("error", "unknown error"))
 
 
 class Client:

@@ -19,19 +19,12 @@ import trio
 
 from overlaynet.cluster.client import JoinResult, ManagerClient, split_addr
 from overlaynet.cluster.manager import ManagerServer, init_swarm
-from overlaynet.cluster.state import MANAGER_PORT, ClusterError, ErrorKind, Role
+from overlaynet.cluster.state import MANAGER_PORT, ClusterError, Role
 from overlaynet.cluster.store import ClusterStore
-from overlaynet.errors import ApiError, Conflict, Forbidden, InvalidArgument, NotFound, Unavailable
+from overlaynet.errors import ApiError, Conflict, InvalidArgument, error_for
 
 log = logging.getLogger(__name__)
 
-_ERRORS: dict[ErrorKind, type[ApiError]] = {
-    ErrorKind.INVALID: InvalidArgument,
-    ErrorKind.NOT_FOUND: NotFound,
-    ErrorKind.CONFLICT: Conflict,
-    ErrorKind.FORBIDDEN: Forbidden,
-    ErrorKind.UNAVAILABLE: Unavailable,
-}
 
 NOT_IN_SWARM = (
     "This node is not a swarm manager. Use `overlaynet swarm init` or `overlaynet swarm join` "
@@ -40,7 +33,7 @@ NOT_IN_SWARM = (
 
 
 def api_error(e: ClusterError) -> ApiError:
-    return _ERRORS.get(e.kind, InvalidArgument)(e.message)
+    return error_for(str(e.kind), str(e.message))
 
 
 class SwarmMember:

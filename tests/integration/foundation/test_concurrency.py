@@ -11,6 +11,7 @@ from tests.integration.labs import Lab, wait_until
 
 # Long enough that a `run` queued behind the stop would visibly finish after it.
 STOP_GRACE = "12"
+IGNORES_SIGTERM = "trap '' TERM; while true; do sleep 1; done"
 
 
 def _stops(lab: Lab) -> int:
@@ -19,36 +20,25 @@ def _stops(lab: Lab) -> int:
     return counters.get("op:container.stop", 0)
 
 
-def test_a_slow_stop_does_not_hold_up_run_of_another_container(lab2: Lab) -> None:
-    lab2.ok(
-        "node1",
-        "run",
-        "-d",
-        "--name",
-        "stubborn",
-        "alpine",
-        "sh",
-        "-c",
-        "trap '' TERM; while true; do sleep 1; done",
+def _start_stopping(lab: Lab, name: str, grace: str) -> subprocess.Popen[str]:
+    """Run `name` (it ignores SIGTERM), then `stop -t grace` it in the background; return once
+    the agent has the stop in hand, so the stop is waiting out its grace period."""
+    lab.ok("node1", "run", "-d", "--name", name, "alpine", "sh", "-c", IGNORES_SIGTERM)
+    cli = [sys.executable, "-m", "overlaynet", "--lab", lab.name, "-H", "node1"]
+    before = _stops(lab)
+    stopper = subprocess.Popen(
+        [*cli, "stop", "-t", grace, name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "overlaynet",
-        "--lab",
-        lab2.name,
-        "-H",
-        "node1",
-        "stop",
-        "-t",
-        STOP_GRACE,
-        "stubborn",
-    ]
-    before = _stops(lab2)
-    stopper = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: _stops(lab) > before, 10)
+    return stopper
+
+
+def test_a_slow_stop_does_not_hold_up_run_of_another_container(lab2: Lab) -> None:
+    stopper = _start_stopping(lab2, "stubborn", STOP_GRACE)
     try:
-        # The agent has the stop in hand (its SIGTERM is ignored: it waits out the grace).
-        assert wait_until(lambda: _stops(lab2) > before, 10)
         lab2.ok("node1", "run", "-d", "--name", "quick", "alpine")
         assert "quick" in lab2.ok("node1", "ps")
         # Order, not time: `run` finished while the stop was still waiting.
@@ -63,34 +53,8 @@ def test_a_slow_stop_does_not_hold_up_run_of_another_container(lab2: Lab) -> Non
 
 
 def test_a_second_request_on_the_same_container_waits_for_the_first(lab2: Lab) -> None:
-    lab2.ok(
-        "node1",
-        "run",
-        "-d",
-        "--name",
-        "serial",
-        "alpine",
-        "sh",
-        "-c",
-        "trap '' TERM; while true; do sleep 1; done",
-    )
-    argv = [
-        sys.executable,
-        "-m",
-        "overlaynet",
-        "--lab",
-        lab2.name,
-        "-H",
-        "node1",
-        "stop",
-        "-t",
-        "3",
-        "serial",
-    ]
-    before = _stops(lab2)
-    stopper = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopper = _start_stopping(lab2, "serial", "3")
     try:
-        assert wait_until(lambda: _stops(lab2) > before, 10)
         lab2.ok("node1", "start", "serial")  # runs after the stop, not in its middle
         assert stopper.poll() is not None
         assert "serial" in lab2.ok("node1", "ps")
