@@ -295,3 +295,16 @@ async def test_a_follower_forwards_service_create_and_answers_ps(
         swarm.server.state.records(), key=lambda c: (c.kind, c.key)
     )
     follower_scope.cancel()
+
+
+async def test_a_restarted_leader_keeps_services_tasks_and_their_addresses(swarm: Swarm) -> None:
+    _, client = await two_nodes(swarm)
+    await swarm.leader_client.call("service.create", **APPSERVER)
+    before = await client.call("task.assigned")
+    rows = await swarm.leader_client.call("service.ps", service="appserver")
+    await swarm.stop()
+    await swarm.restart()
+    # Same tasks, same addresses: the worker's list does not change under it.
+    after = await client.call("task.assigned")
+    assert after["tasks"] == before["tasks"] and after["services"] == before["services"]
+    assert await swarm.leader_client.call("service.ps", service="appserver") == rows

@@ -361,3 +361,24 @@ def test_a_task_no_worker_has_yet_ends_when_shut_down() -> None:
     swarm.set_node("node1", ready=False)
     swarm._apply(swarm.orchestrate())
     assert swarm.tasks[task.id].state is TaskState.SHUTDOWN
+
+
+def test_a_node_gossip_does_not_know_keeps_its_tasks_and_gets_no_new_ones() -> None:
+    swarm = three()
+    swarm.add_service(ServiceSpec(name="web", image="nginx", replicas=3))
+    swarm.converge()
+    # A manager that just started has not heard from node3: unknown, not down.
+    swarm.set_node("node3", ready=False, unknown=True)
+    assert swarm.orchestrate() == []
+    swarm.scale("web", 6)
+    swarm.converge()
+    per_node = Counter(t.node_id for t in swarm.live("web"))
+    assert per_node == {"node1": 3, "node2": 2, "node3": 1} or per_node == {
+        "node1": 2,
+        "node2": 3,
+        "node3": 1,
+    }
+    # Once gossip says it is down, its task moves.
+    swarm.set_node("node3", unknown=False)
+    swarm.converge()
+    assert "node3" not in {t.node_id for t in swarm.live("web")}
