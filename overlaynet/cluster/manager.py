@@ -206,8 +206,10 @@ def init_swarm(
     port: int = MANAGER_PORT,
     now: float | None = None,
     rand: RandomBytes = secrets.token_bytes,
+    ingress_subnet: str | None = None,
 ) -> InitResult:
-    """`swarm init`: create the swarm in `store` with this host as its leader."""
+    """`swarm init [--ingress-subnet CIDR]`: create the swarm in `store` with this host as its
+    leader."""
     state = store.load()
     node = state.init(
         hostname=hostname,
@@ -215,6 +217,7 @@ def init_swarm(
         now=time.time() if now is None else now,
         rand=rand,
         manager_port=port,
+        ingress_subnet=ingress_subnet,
     )
     store.save(state)
     cluster = state.require_cluster()

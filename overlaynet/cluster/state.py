@@ -506,8 +506,11 @@ class ClusterState:
         now: float,
         rand: RandomBytes,
         manager_port: int = MANAGER_PORT,
+        ingress_subnet: str | None = None,
     ) -> Node:
-        """Create the swarm with this host as its leader, and the `ingress` overlay."""
+        """Create the swarm with this host as its leader, and the `ingress` overlay (on
+        `ingress_subnet`, `swarm init --ingress-subnet`, or INGRESS_SUBNET). User overlays are
+        given subnets around it, so the two never overlap (moby#33626)."""
         if self.cluster is not None:
             raise ClusterError(
                 ErrorKind.CONFLICT,
@@ -516,6 +519,12 @@ class ClusterState:
             )
         _check_hostname(hostname)
         ip = check_addr(addr)
+        ingress_net = INGRESS_SUBNET
+        if ingress_subnet is not None:
+            try:
+                ingress_net = ipam.parse_subnet(ingress_subnet)
+            except ipam.IpamError as e:
+                raise ClusterError(ErrorKind.INVALID, f"--ingress-subnet: {e}") from None
         node_id = tokens.random_base36(rand)
         cluster = Cluster(
             id=tokens.random_base36(rand),
@@ -541,8 +550,8 @@ class ClusterState:
             id=tokens.random_base36(rand),
             name=INGRESS_NAME,
             vni=VNI_FIRST,
-            subnet=str(INGRESS_SUBNET),
-            gateway=str(ipam.make_config(INGRESS_SUBNET).gateway),
+            subnet=str(ingress_net),
+            gateway=str(ipam.make_config(ingress_net).gateway),
             attachable=False,
             ingress=True,
             created=now,

@@ -606,3 +606,36 @@ def test_removing_a_service_that_never_had_a_task_frees_its_vips(
     state.remove_service("mon", now=NOW)
     state.orchestrate(down, now=NOW, rand=rand)
     assert state.allocations == {}
+
+
+def test_the_ingress_subnet_can_be_chosen_and_user_overlays_avoid_it() -> None:
+    rand = seeded_rand(5)
+    s = ClusterState()
+    s.init(hostname="n1", addr="10.9.0.1", now=NOW, rand=rand, ingress_subnet="10.0.0.0/16")
+    assert s.find_network("ingress").subnet == "10.0.0.0/16"
+    assert s.find_network("ingress").gateway == "10.0.0.1"
+    # The first free /24 of 10.0.0.0/8 is past the ingress /16 (moby#33626, #39228).
+    assert s.create_network("atsea", now=NOW, rand=rand).subnet == "10.1.0.0/24"
+    refused(
+        s,
+        ErrorKind.CONFLICT,
+        "overlaps with ingress",
+        s.create_network,
+        "clash",
+        now=NOW,
+        rand=rand,
+        subnet="10.0.5.0/24",
+    )
+    empty = ClusterState()
+    for bad in ("10.0.0.0/33", "nonsense", "10.0.0.1/24", "10.0.0.0/31"):
+        refused(
+            empty,
+            ErrorKind.INVALID,
+            "--ingress-subnet",
+            empty.init,
+            hostname="n1",
+            addr="10.9.0.1",
+            now=NOW,
+            rand=rand,
+            ingress_subnet=bad,
+        )
