@@ -1,5 +1,6 @@
 """End-to-end data plane benchmark, one fresh testbed, one run: container-to-container iperf3 TCP
-(1 and 4 streams) and ping RTT (p50, p99) over a same-host bridge, Linux kernel VXLAN, the
+(1 and 4 streams) and ping RTT (p50, p99; idle, and during the 1-stream transfer: "loaded") over
+a same-host bridge, Linux kernel VXLAN, the
 overlaynet VTEP between two agents, and overlaynet with a kernel VTEP as its peer, both
 directions (issue 19); prints a table with each figure's ratio to kernel VXLAN, writes JSON and a
 PNG chart to benchmarks/results/. Needs root; namespaces are `onet-bdp-…`, removed afterwards.
@@ -43,7 +44,18 @@ DEFAULT_PINGS = 200
 DEFAULT_ROUNDS = 3
 #: 10 ms between pings: a steady stream, far from flooding; drops must be zero.
 PING_INTERVAL = "0.01"
-FIGURES = ("tcp_1_gbps", "tcp_4_gbps", "ping_p50_ms", "ping_p99_ms")
+FIGURES = (
+    "tcp_1_gbps",
+    "tcp_4_gbps",
+    "ping_p50_ms",
+    "ping_p99_ms",
+    "loaded_ping_p50_ms",
+    "loaded_ping_p99_ms",
+)
+LABELS = ("1 stream Gb/s", "4 streams Gb/s", "ping p50 ms", "ping p99 ms", "loaded p50 ms",
+          "loaded p99 ms")  # fmt: skip
+#: Seconds into the 1-stream transfer before the loaded pings start (slow start is over).
+LOADED_PING_DELAY = 0.5
 KERNEL_PEER = "kernel VTEP"
 
 
@@ -92,8 +104,12 @@ def build(
     return scenarios
 
 
-def iperf(tb: Testbed, s: Scenario, streams: int, seconds: int) -> float:
-    """Gbit/s received, client → server."""
+def iperf(
+    tb: Testbed, s: Scenario, streams: int, seconds: int, *, pings: int = 0
+) -> tuple[float, list[float]]:
+    """Gbit/s received, client → server; with `pings`, also the RTTs of that many pings sent
+    alongside once the transfer runs (ping under load: a lone frame must not wait behind the
+    bulk, issue 15)."""
     server = tb.popen("ip", "netns", "exec", s.server.ns, "iperf3", "-s", "-1", "-B", s.server.ip)
     try:
         deadline = time.monotonic() + 10
@@ -101,25 +117,45 @@ def iperf(tb: Testbed, s: Scenario, streams: int, seconds: int) -> float:
             if time.monotonic() > deadline:
                 raise RuntimeError("iperf3 server did not start")
             time.sleep(0.05)
-        out = tb.exec(s.client.ns, "iperf3", "-c", s.server.ip, "-t", str(seconds), "-P",
-                      str(streams), "-J", timeout=seconds + 30)  # fmt: skip
-        return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+        client = subprocess.Popen(
+            ["ip", "netns", "exec", s.client.ns, "iperf3", "-c", s.server.ip, "-t", str(seconds),
+             "-P", str(streams), "-J"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        rtts: list[float] = []
+        try:
+            if pings:
+                time.sleep(LOADED_PING_DELAY)
+                rtts = ping_rtts(tb, s, pings)
+            out, _ = client.communicate(timeout=seconds + 30)
+        finally:
+            Testbed.stop(client)
+        gbps = float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+        return gbps, rtts
     finally:
         Testbed.stop(server)
 
 
-def ping(tb: Testbed, s: Scenario, count: int) -> dict[str, float]:
-    """RTT percentiles and loss of a steady ping."""
+def ping_rtts(tb: Testbed, s: Scenario, count: int) -> list[float]:
+    """RTTs in ms of a steady ping (lost ones are missing)."""
     out = tb.exec(s.client.ns, "ping", "-c", str(count), "-i", PING_INTERVAL, "-W", "1",
                   s.server.ip, check=False, timeout=count * 0.05 + 30)  # fmt: skip
-    rtts = sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", out))
+    return sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", out))
+
+
+def ping(tb: Testbed, s: Scenario, count: int) -> dict[str, float]:
+    """RTT percentiles and loss of a steady ping on an idle path."""
+    return rtt_figures(ping_rtts(tb, s, count), count, "ping")
+
+
+def rtt_figures(rtts: list[float], count: int, prefix: str) -> dict[str, float]:
+    """p50, p99 and loss of `count` pings that got `rtts` back."""
     if not rtts:
-        raise RuntimeError(f"ping got no replies:\n{out}")
-    quantiles = statistics.quantiles(rtts, n=100, method="inclusive")
+        raise RuntimeError(f"{prefix}: no ping got a reply")
+    quantiles = statistics.quantiles(rtts, n=100, method="inclusive") if len(rtts) > 1 else rtts
     return {
-        "ping_p50_ms": statistics.median(rtts),
-        "ping_p99_ms": quantiles[98],
-        "ping_loss": 1 - len(rtts) / count,
+        f"{prefix}_p50_ms": statistics.median(rtts),
+        f"{prefix}_p99_ms": quantiles[min(98, len(quantiles) - 1)],
+        f"{prefix}_loss": 1 - len(rtts) / count,
     }
 
 
@@ -168,8 +204,15 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     for offset, key, label in ((-0.2, "tcp_1_gbps", "1 stream"), (0.2, "tcp_4_gbps", "4 streams")):
         left.bar([i + offset for i in x], [results[n][key] for n in names], 0.4, label=label)
     left.set_ylabel("iperf3 TCP, Gbit/s")
-    for offset, key, label in ((-0.2, "ping_p50_ms", "p50"), (0.2, "ping_p99_ms", "p99")):
-        right.bar([i + offset for i in x], [results[n][key] for n in names], 0.4, label=label)
+    rtts = (
+        ("ping_p50_ms", "p50 idle"),
+        ("ping_p99_ms", "p99 idle"),
+        ("loaded_ping_p50_ms", "p50 under 1 stream"),
+        ("loaded_ping_p99_ms", "p99 under 1 stream"),
+    )
+    for k, (key, label) in enumerate(rtts):
+        offset = -0.3 + 0.2 * k
+        right.bar([i + offset for i in x], [results[n][key] for n in names], 0.2, label=label)
     right.set_ylabel("ping RTT, ms")
     for ax in (left, right):
         ax.set_xticks(list(x), names, rotation=15)
@@ -182,10 +225,12 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
 def table(results: dict[str, dict[str, Any]]) -> str:
     """Each figure with its ratio to kernel VXLAN."""
     kernel = results["kernel VXLAN"]
-    lines = [f"{'path':24s}" + "".join(f"{f:>22s}" for f in FIGURES) + f"{'ping loss':>11s}"]
+    head = "".join(f"{label:>20s}" for label in LABELS) + f"{'ping loss idle/loaded':>23s}"
+    lines = [f"{'path':26s}{head}"]
     for name, r in results.items():
-        cells = "".join(f"{r[f]:>13.3f} ({r[f] / kernel[f]:5.2f}x)" for f in FIGURES)
-        lines.append(f"{name:24s}{cells}{r['ping_loss']:>10.1%}")
+        cells = "".join(f"{r[f]:>11.3f} ({r[f] / kernel[f]:5.2f}x)" for f in FIGURES)
+        loss = f"{r['ping_loss']:.1%} / {r['loaded_ping_loss']:.1%}"
+        lines.append(f"{name:26s}{cells}{loss:>23s}")
     return "\n".join(lines)
 
 
@@ -230,10 +275,15 @@ def main() -> int:
             tb.exec(s.client.ns, "ping", "-c", "3", "-i", "0.2", s.server.ip)  # warm ARP/FDB
         for round_ in range(args.rounds):
             for s in scenarios:
-                r: dict[str, Any] = {
-                    f"tcp_{n}_gbps": iperf(tb, s, n, args.seconds) if n in streams else math.nan
-                    for n in (1, 4)
-                }
+                loaded = min(args.pings, int((args.seconds - LOADED_PING_DELAY) / 0.01) - 20)
+                r: dict[str, Any] = {}
+                if 1 in streams:
+                    r["tcp_1_gbps"], rtts = iperf(tb, s, 1, args.seconds, pings=loaded)
+                    r.update(rtt_figures(rtts, loaded, "loaded_ping"))
+                else:
+                    r.update(tcp_1_gbps=math.nan, loaded_ping_p50_ms=math.nan,
+                             loaded_ping_p99_ms=math.nan, loaded_ping_loss=math.nan)  # fmt: skip
+                r["tcp_4_gbps"] = iperf(tb, s, 4, args.seconds)[0] if 4 in streams else math.nan
                 r.update(ping(tb, s, args.pings))
                 samples.setdefault(s.name, []).append(r)
                 print(f"round {round_ + 1} {s.name}: {r}", file=sys.stderr)
@@ -241,6 +291,7 @@ def main() -> int:
             runs = samples[s.name]
             results[s.name] = {f: statistics.median(r[f] for r in runs) for f in FIGURES}
             results[s.name]["ping_loss"] = max(r["ping_loss"] for r in runs)
+            results[s.name]["loaded_ping_loss"] = max(r["loaded_ping_loss"] for r in runs)
             results[s.name]["tcp_1_gbps_all"] = [r["tcp_1_gbps"] for r in runs]
             if s.vteps:
                 results[s.name]["vtep_drops"] = vtep_drops(tb, s)

@@ -23,6 +23,7 @@ import struct
 import sys
 import time
 from collections import Counter
+from typing import TypeAlias
 
 from overlaynet.dataplane.fdb import LEARNED_MAX_AGE, FdbEntry, age_learned
 from overlaynet.dataplane.offload import (
@@ -102,6 +103,10 @@ def _bulk_constants(end: int, count: int, mask: int, seg: int) -> tuple[int, int
         layout = struct.Struct(f"{end}s{seg - end}s" * count)
         found = _BULK[key] = (ramp, mask_all, layout)
     return found
+
+
+#: A batch `_drain_tap` put aside for another flow: parts, count, size, most, entry, targets.
+_Parked: TypeAlias = tuple[list[bytes], int, int, int, FdbEntry | None, tuple[str, ...]]
 
 
 class HotLoop:
@@ -229,7 +234,12 @@ class HotLoop:
         equal-size frames of one flow (a shorter frame may end a batch: the kernel allows a
         short last segment). Unicast to a MAC the FDB does not know is batched the same way,
         to every peer: toward a kernel VTEP whose endpoints nobody announced, that is all
-        the traffic (issue 19), and it must not cost more than a known destination."""
+        the traffic (issue 19), and it must not cost more than a known destination.
+
+        Several flows interleave in the one TAP queue (with 4 TCP streams, every 2 or 3
+        frames: issue 15), so a batch interrupted by another flow is parked, not sent, and
+        resumed when its flow comes back; each flow's frames keep their order, and every
+        batch leaves by the end of the drain, when the TAP is empty: nothing waits for more."""
         read = os.read
         fd = net.tap_fd
         skip = net.vnet_len
@@ -237,12 +247,16 @@ class HotLoop:
         shortest = skip + 14
         fdb_get = net.fdb.get
         header = net.header
+        send = self._send
         batching = self._tx_gso is not None
         parts: list[bytes] = []  # VXLAN header, inner frame, VXLAN header, inner frame, ...
         count = most = size = 0
         key = dst = b""
         entry: FdbEntry | None = None
         targets: tuple[str, ...] = ()
+        # Batches put aside for another flow's frames, by flow (ports and addresses) and
+        # destination MAC: parts, count, size, most, FDB entry, targets.
+        parked: dict[bytes, _Parked] = {}
         for _ in range(DRAIN_BUDGET):
             try:
                 frame = read(fd, READ_SIZE)
@@ -251,11 +265,12 @@ class HotLoop:
             except OSError:
                 net.counters["tap_read_error"] += 1
                 break
+            n = len(frame)
             if count:
                 # The common case first, with as little work as possible: one more frame of
                 # the batch's size, flow and destination (validated when the batch began).
                 if (
-                    len(frame) == size
+                    n == size
                     and frame[skip + 26 : skip + 38] == key
                     and frame[skip : skip + 6] == dst
                     and count < most
@@ -263,24 +278,35 @@ class HotLoop:
                     parts += (header, frame[skip:])
                     count += 1
                     continue
-                # A shorter frame of the same flow may end the batch (a short last segment).
-                if (
-                    shortest <= len(frame) < size
-                    and frame[skip + 26 : skip + 38] == key
-                    and frame[skip : skip + 6] == dst
-                    and count < most
-                ):
-                    parts += (header, frame[skip:])
-                    self._send(net, parts, count + 1, size - skip, entry, targets)
-                    count = 0
-                    continue
-                self._send(net, parts, count, size - skip, entry, targets)
+                if frame[skip + 26 : skip + 38] == key and frame[skip : skip + 6] == dst:
+                    if shortest <= n < size and count < most:
+                        # A shorter frame of the same flow ends the batch (a short last one).
+                        parts += (header, frame[skip:])
+                        send(net, parts, count + 1, size - skip, entry, targets)
+                        count = 0
+                        continue
+                    send(net, parts, count, size - skip, entry, targets)
+                else:
+                    parked[key + dst] = (parts, count, size, most, entry, targets)
                 count = 0
-            n = len(frame)
             if not shortest <= n <= limit:
                 self._egress_one(net, frame[skip:] if skip else frame)
                 continue
-            found = fdb_get(frame[skip : skip + 6])
+            key, dst = frame[skip + 26 : skip + 38], frame[skip : skip + 6]
+            if parked:
+                resumed = parked.pop(key + dst, None)
+                if resumed is not None:
+                    parts, count, size, most, entry, targets = resumed
+                    if shortest <= n <= size and count < most:
+                        parts += (header, frame[skip:])
+                        count += 1
+                        if n < size:
+                            send(net, parts, count, size - skip, entry, targets)
+                            count = 0
+                        continue
+                    send(net, parts, count, size - skip, entry, targets)
+                    count = 0
+            found = fdb_get(dst)
             if found is not None:
                 targets = found.targets
             elif frame[skip] & 0x01 or not net.peers:
@@ -290,19 +316,15 @@ class HotLoop:
             else:
                 targets = net.peers  # unknown unicast: head-end replication, batched
             parts = [header, frame[skip:]]
-            count, size, key, dst, entry = (
-                1,
-                n,
-                frame[skip + 26 : skip + 38],
-                frame[skip : skip + 6],
-                found,
-            )
+            count, size, entry = 1, n, found
             most = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // (n - skip + 8)) if batching else 1
             if most == 1:
-                self._send(net, parts, 1, n - skip, entry, targets)
+                send(net, parts, 1, n - skip, entry, targets)
                 count = 0
         if count:
-            self._send(net, parts, count, size - skip, entry, targets)
+            send(net, parts, count, size - skip, entry, targets)
+        for parts, count, size, _most, entry, targets in parked.values():
+            send(net, parts, count, size - skip, entry, targets)
 
     def _send(
         self,

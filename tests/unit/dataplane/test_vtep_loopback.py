@@ -343,3 +343,31 @@ def test_learning_is_off_by_default_and_learns_member_sources_when_on() -> None:
         pair.b.set_learning(VNI, 0)
         assert pair.b.fdb.lookup(VNI, MAC_A) is None
         assert pair.b.inspect(VNI)["learning"] is None
+
+
+def test_interleaved_flows_each_leave_in_one_batch_and_keep_their_order() -> None:
+    """Issue 15: several streams interleave in the one TAP queue, two or three frames at a
+    time; each flow's frames still leave as one GSO batch (they left as many small ones, and 4
+    streams were slower than 1) and arrive as one super-frame, in order."""
+    with ExitStack() as stack:
+        pair = Pair(stack, vnet_b=True)
+        other = [Ether(f) for f in tcp_run(12)]
+        for packet in other:
+            packet[TCP].sport = 40001
+            del packet[TCP].chksum, packet[IP].chksum
+        flows = [tcp_run(12), [bytes(p) for p in other]]
+        for i in range(0, 12, 2):  # A A B B A A B B ...
+            for flow in flows:
+                for frame in flow[i : i + 2]:
+                    pair.bridge_a.send(frame)
+        pair.a.start()
+        pair.b.start()
+        got = {}
+        for _ in flows:
+            (_flags, gso_type, *_rest), frame = read_vnet(pair.bridge_b)
+            assert gso_type == offload.VIRTIO_NET_HDR_GSO_TCPV4
+            merged = Ether(frame)
+            got[merged[TCP].sport] = bytes(merged[TCP].payload)
+        for sport, flow in zip((40000, 40001), flows, strict=True):
+            assert got[sport] == b"".join(bytes(Ether(f)[TCP].payload) for f in flow)
+        assert pair.a.inspect(VNI)["counters"]["tx_gso_batches"] == 2
