@@ -239,28 +239,29 @@ def service_endpoint(state: ClusterState, service: Service) -> dict[str, Any]:
 
 
 def _task_networks(state: ClusterState, service: Service, task: Task) -> list[dict[str, Any]]:
+    """The task's endpoint on each of its networks, with the service's VIP there (vip mode)."""
     vips = {a.network_id: a.ip for a in state.vips_of(service)}
     out = []
     for network in state.service_networks(service):
         alloc = state.allocations.get((network.id, task.id))
         if alloc is None:
             continue
-        prefix = IPv4Network(network.subnet).prefixlen
-        out.append(
-            {
-                "network_id": network.id,
-                "network_name": network.name,
-                "vni": network.vni,
-                "subnet": network.subnet,
-                "gateway": network.gateway,
-                "ingress": network.ingress,
-                "ip": alloc.ip,
-                "address": f"{alloc.ip}/{prefix}",
-                "mac": ipam.mac_for(IPv4Address(alloc.ip)),
-                "vip": vips.get(network.id),
-            }
-        )
+        out.append({**_endpoint_doc(alloc, network), "vip": vips.get(network.id)})
     return out
+
+
+def _endpoint_doc(alloc: Allocation, network: OverlayNetwork) -> dict[str, Any]:
+    return {
+        "network_id": network.id,
+        "network_name": network.name,
+        "vni": network.vni,
+        "subnet": network.subnet,
+        "gateway": network.gateway,
+        "ingress": network.ingress,
+        "ip": alloc.ip,
+        "address": f"{alloc.ip}/{IPv4Network(network.subnet).prefixlen}",
+        "mac": ipam.mac_for(IPv4Address(alloc.ip)),
+    }
 
 
 def assigned_task(state: ClusterState, service: Service, task: Task) -> dict[str, Any]:
@@ -316,4 +317,9 @@ def assigned_tasks(state: ClusterState, node_id: str) -> dict[str, Any]:
             for t in sorted(orphans, key=lambda t: t.id)
         ],
         "services": [service_endpoint(state, s) for s in services],
+        # This node's load-balancer endpoint on each network with VIPs (its lb_<net> sandbox;
+        # on ingress, its ingress sandbox).
+        "lb": [
+            _endpoint_doc(a, state.networks[a.network_id]) for a in state.lb_addresses_of(node_id)
+        ],
     }

@@ -83,6 +83,11 @@ LABEL_VALUE_MAX = 1024
 MANAGED = ""
 # A VIP's endpoint id: its service's id behind a prefix no task id (base36) can have.
 VIP_PREFIX = "vip-"
+# A node's load-balancer endpoint on a network (Docker's lb_<net> sandbox, and on `ingress` the
+# ingress sandbox): the node's id behind its own prefix. Every node gets one on every network a
+# vip-mode service uses, as swarmkit's allocator gives nodes their LB attachments, since any
+# node may have to reach a VIP or answer a published port.
+LB_PREFIX = "lb-"
 # What a worker may report; new, pending, assigned and orphaned are the managers' to set.
 WORKER_STATES = frozenset(
     {
@@ -251,6 +256,10 @@ def _service_from_doc(doc: dict[str, Any]) -> Service:
 
 def vip_endpoint_id(service_id: str) -> str:
     return f"{VIP_PREFIX}{service_id}"
+
+
+def lb_endpoint_id(node_id: str) -> str:
+    return f"{LB_PREFIX}{node_id}"
 
 
 def _allocation_key(network_id: str, endpoint_id: str) -> str:
@@ -485,6 +494,25 @@ class ClusterState:
         if ingress is not None and _uses_ingress(service.spec):
             out.append(ingress)
         out += [self.networks[n] for n in service.spec.networks if n in self.networks]
+        return out
+
+    def lb_networks(self) -> list[OverlayNetwork]:
+        """The networks whose VIPs nodes balance: those of vip-mode services."""
+        ids = {
+            n.id
+            for s in self.services.values()
+            if s.spec.endpoint_mode is EndpointMode.VIP
+            for n in self.service_networks(s)
+        }
+        return sorted((self.networks[i] for i in ids), key=lambda n: (n.name, n.id))
+
+    def lb_addresses_of(self, node_id: str) -> list[Allocation]:
+        """The node's load-balancer endpoints, one per network in lb_networks."""
+        out = []
+        for network in self.lb_networks():
+            alloc = self.allocations.get((network.id, lb_endpoint_id(node_id)))
+            if alloc is not None:
+                out.append(alloc)
         return out
 
     def vips_of(self, service: Service) -> list[Allocation]:
@@ -1090,7 +1118,23 @@ class ClusterState:
         self._allocate_new_tasks(now)
         self._carry_out(schedule(self.services, self.tasks.values(), nodes, rand=rand), now, rand)
         self._release_managed_addresses()
+        self._allocate_lb_addresses()
         return self.index != start
+
+    def _allocate_lb_addresses(self) -> None:
+        """Every node a load-balancer address on every lb network (one that is full is tried
+        again at the next pass; the node's VIPs there cannot work until then)."""
+        for network in self.lb_networks():
+            for node_id in sorted(self.nodes):
+                key = (network.id, lb_endpoint_id(node_id))
+                if key in self.allocations:
+                    continue
+                try:
+                    ip = self._free_address(network)
+                except ClusterError:
+                    break
+                alloc = Allocation(network.id, key[1], str(ip), MANAGED)
+                self._put(ALLOCATION, _allocation_key(*key), _doc(alloc))
 
     def _new_task_id(self, rand: RandomBytes) -> str:
         while (task_id := tokens.random_base36(rand)) in self.tasks:
@@ -1141,12 +1185,27 @@ class ClusterState:
 
     def _release_managed_addresses(self) -> None:
         running = {t.service_id for t in self.tasks.values() if not t.state.final}
+        lb_networks = {n.id for n in self.lb_networks()}
+        task_networks = {
+            net_id
+            for (net_id, endpoint_id), alloc in self.allocations.items()
+            if alloc.node_id == MANAGED
+            and endpoint_id in self.tasks
+            and not self.tasks[endpoint_id].state.final
+        }
         for (net_id, endpoint_id), alloc in sorted(self.allocations.items()):
             if alloc.node_id != MANAGED:
                 continue
             if endpoint_id.startswith(VIP_PREFIX):
                 service_id = endpoint_id[len(VIP_PREFIX) :]
                 gone = service_id not in self.services and service_id not in running
+            elif endpoint_id.startswith(LB_PREFIX):
+                # Kept while the node is a member and the network has VIPs, or tasks that may
+                # still be balanced to through it.
+                node_id = endpoint_id[len(LB_PREFIX) :]
+                gone = node_id not in self.nodes or not (
+                    net_id in lb_networks or net_id in task_networks
+                )
             else:
                 task = self.tasks.get(endpoint_id)
                 gone = task is None or task.state.final

@@ -108,6 +108,10 @@ async def test_a_worker_runs_what_it_is_assigned_and_reports_it(swarm: Swarm) ->
     assert task["ports"] == [
         {"protocol": "tcp", "target": 8080, "published": 8080, "mode": "ingress"}
     ]
+    assert [(lb["network_name"], lb["address"].endswith("/24")) for lb in assigned["lb"]] == [
+        ("atsea", True),
+        ("ingress", True),
+    ]
     (svc,) = assigned["services"]
     assert svc["name"] == "appserver" and svc["vips"] == task["vips"]
     # A worker that restarts asks again and gets the same list: nothing twice.

@@ -21,6 +21,7 @@ from overlaynet.cluster.state import (
     ClusterState,
     ErrorKind,
     Role,
+    lb_endpoint_id,
     vip_endpoint_id,
 )
 from overlaynet.cluster.tasks import TaskState, TaskStateError
@@ -253,7 +254,8 @@ def test_scale_changes_the_spec_and_the_pass_follows(
     assert [slot for slot, _, _ in live(state, service.id)] == [1, 2]
     # Scaled-down tasks have stopped, so their addresses are free again.
     managed = [a for a in state.allocations.values() if a.node_id == MANAGED]
-    assert len(managed) == 1 + 2  # the VIP and two tasks' addresses on atsea
+    # The VIP, two tasks' addresses and the three nodes' load-balancer endpoints on atsea.
+    assert len(managed) == 1 + 2 + 3
     assert duplicate_addresses(allocated_uses(state)) == []
 
 
@@ -301,6 +303,8 @@ def test_remove_shuts_tasks_down_and_frees_addresses_and_vips_once_they_stopped(
     assert {a.endpoint_id for a in state.allocations.values()} == {
         stuck.id,
         vip_endpoint_id(service.id),
+        # Nodes keep their load-balancer endpoints while a task may still be balanced to.
+        *(lb_endpoint_id(n) for n in state.nodes),
     }
     refused(state, ErrorKind.CONFLICT, "have not stopped yet", state.remove_network, "atsea")
     # node3 comes back, stops its task: everything is released and the task record goes.
@@ -639,3 +643,29 @@ def test_the_ingress_subnet_can_be_chosen_and_user_overlays_avoid_it() -> None:
             rand=rand,
             ingress_subnet=bad,
         )
+
+
+def test_every_node_gets_a_load_balancer_address_on_each_network_with_vips(
+    state: ClusterState, rand: RandomBytes
+) -> None:
+    db = state.create_service(web(name="db", endpoint_mode="dnsrr", replicas=0), now=NOW, rand=rand)
+    state.orchestrate(ready(state), now=NOW, rand=rand)
+    assert state.lb_networks() == [] and state.vips_of(db) == []
+    app = state.create_service(web(ports=(parse_publish("8080:80"),)), now=NOW, rand=rand)
+    now = converge(state, ready(state), rand, NOW)
+    assert [n.name for n in state.lb_networks()] == ["atsea", "ingress"]
+    for node in state.nodes.values():
+        lbs = state.lb_addresses_of(node.id)
+        assert [state.networks[a.network_id].name for a in lbs] == ["atsea", "ingress"]
+        assert all(a.node_id == MANAGED for a in lbs)
+    assert duplicate_addresses(allocated_uses(state)) == []
+    # A node that goes away gives its endpoints back.
+    node3 = node_id(state, "node3")
+    state.remove_node(node3, alive=False)
+    state.orchestrate(ready(state), now=now, rand=rand)
+    assert state.lb_addresses_of(node3) == []
+    # Once no service with a VIP is left and its tasks have stopped, all of them go.
+    state.remove_service(app.id, now=now)
+    converge(state, ready(state), rand, now)
+    assert state.lb_networks() == []
+    assert [a.endpoint_id for a in state.allocations.values()] == []

@@ -3,7 +3,7 @@ coming back, drains, removals, worker reports (good, stale and forged), with the
 after each. Invariants at every step: a refusal changes nothing, no IP or MAC twice in a network,
 every managed address belongs to a task that has not ended or to a VIP of a service that is still
 there or still has a task running; once everything is up again, replicas converge; the recorded
-changes replay into the same state."""
+changes replay into the same state; a pass right after a pass changes nothing."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from overlaynet.cluster.services import (
     parse_publish,
 )
 from overlaynet.cluster.state import (
+    LB_PREFIX,
     MANAGED,
     VIP_PREFIX,
     ClusterError,
@@ -124,6 +125,8 @@ def check(state: ClusterState) -> None:
         if endpoint_id.startswith(VIP_PREFIX):
             service_id = endpoint_id[len(VIP_PREFIX) :]
             assert service_id in state.services or service_id in running_services
+        elif endpoint_id.startswith(LB_PREFIX):
+            assert endpoint_id[len(LB_PREFIX) :] in state.nodes
         else:
             task = state.tasks[endpoint_id]
             assert not task.state.final, "an ended task still holds an address"
@@ -148,6 +151,8 @@ def test_random_service_histories_keep_the_invariants(commands: list[tuple[Any, 
             assert snapshot(h.state) == before, f"refused {cmd} changed the state"
             assert h.state.take_changes() == []
         h.state.orchestrate(h.status, now=h.now, rand=h.rand)
+        # One pass does all there is to do: a second at the same moment changes nothing.
+        assert not h.state.orchestrate(h.status, now=h.now, rand=h.rand)
         h.now += 1.0
         log += h.state.take_changes()
         check(h.state)
