@@ -16,12 +16,17 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from overlaynet.agent.records import EndpointRecord
+from overlaynet.agent.requests import NetworkCreate
 from overlaynet.cluster import ipam
+from overlaynet.cluster.state import VNI_FIRST
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dns.records import NameRecord
 from overlaynet.errors import Conflict, Forbidden, InvalidArgument
 from overlaynet.host.picture import BridgeSpec, Picture, TapSpec, VethPlan
 from overlaynet.model import (
+    BRIDGE_MTU,
+    BRIDGE_NAME_OPTION,
+    MTU_OPTION,
     OVERLAY_MTU,
     PREDEFINED_NETWORKS,
     Container,
@@ -30,7 +35,9 @@ from overlaynet.model import (
     Network,
     Status,
 )
-from overlaynet.names import KernelNames
+from overlaynet.names import BadName, KernelNames, check_ifname, check_object_name
+from overlaynet.wire.ethernet import is_group, mac_to_bytes, mac_to_str
+from overlaynet.wire.vxlan import VNI_MAX
 
 # Docker's timestamps: RFC 3339 in UTC (Docker prints nanoseconds; Python has microseconds).
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -204,6 +211,131 @@ def needs_relaunch(c: Container, alive: bool, ended_by_itself: bool) -> bool:
     """At restart: a container meant to run whose process died with the host or the agent
     (not one that exited by itself: its exit file says so) is started again."""
     return c.status == Status.RUNNING and not alive and not ended_by_itself
+
+
+# Docker's option naming the VNI of an overlay network (libnetwork drivers/overlay).
+VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
+# An interface MTU: IPv4's minimum (RFC 791) up to what the length field allows.
+MTU_MIN, MTU_MAX = 68, 65535
+
+
+def decide_network(
+    req: NetworkCreate,
+    networks: Mapping[str, Network],
+    host_subnets: Iterable[tuple[str, IPv4Network]],
+    net_id: str,
+    now_iso: str,
+    overlay_capable: bool = True,
+) -> Network:
+    """`network create` on this host: Docker's checks and choices, the record it makes.
+
+    `host_subnets` are the subnets of this host's own addresses (the underlay included): a new
+    network's subnet never overlaps them nor another network's."""
+    try:
+        check_object_name(req.name, "network")
+    except BadName as e:
+        raise InvalidArgument(str(e)) from None
+    if any(n.name == req.name for n in networks.values()):
+        raise Conflict(f"network with name {req.name} already exists")
+    if req.driver not in ("bridge", "overlay"):
+        raise InvalidArgument(
+            f"driver {req.driver!r} is not available here: use -d bridge or -d overlay"
+        )
+    overlay = req.driver == "overlay"
+    if overlay and not overlay_capable:
+        raise InvalidArgument("this agent has no VXLAN data plane: overlay networks need one")
+    options = dict(req.options)
+    bridge_name = options.get(BRIDGE_NAME_OPTION)
+    try:
+        if bridge_name is not None:
+            check_ifname(bridge_name)
+    except BadName as e:
+        raise InvalidArgument(str(e)) from None
+    if bridge_name and any(n.bridge_ifname == bridge_name for n in networks.values()):
+        raise Conflict(f"bridge name {bridge_name} is already used by another network")
+    mtu = parse_mtu(options.get(MTU_OPTION), OVERLAY_MTU if overlay else BRIDGE_MTU)
+    vni = pick_vni(options, networks) if overlay else None
+    used = [(f"network {n.name}", IPv4Network(n.subnet)) for n in networks.values() if n.subnet]
+    used += list(host_subnets)
+    pools = ipam.OVERLAY_POOLS if overlay else ipam.BRIDGE_POOLS
+    try:
+        if req.subnet:
+            subnet = ipam.parse_subnet(req.subnet)
+            ipam.check_subnet_free(subnet, used)
+        elif req.gateway or req.ip_range:
+            raise InvalidArgument("--gateway and --ip-range need --subnet: give the subnet")
+        else:
+            subnet = ipam.allocate_subnet(pools, (u for _, u in used))
+        cfg = ipam.make_config(subnet, req.gateway)
+        ip_range = ipam.parse_ip_range(req.ip_range, subnet) if req.ip_range else None
+    except ipam.IpamError as e:
+        raise InvalidArgument(str(e)) from None
+    return Network(
+        id=net_id,
+        name=req.name,
+        driver=Driver.OVERLAY if overlay else Driver.BRIDGE,
+        created=now_iso,
+        subnet=str(cfg.subnet),
+        gateway=str(cfg.gateway),
+        mtu=mtu,
+        options=options,
+        labels=dict(req.labels),
+        internal=req.internal,
+        attachable=req.attachable,
+        vni=vni,
+        ip_range=str(ip_range) if ip_range else None,
+    )
+
+
+def pick_vni(options: Mapping[str, str], networks: Mapping[str, Network]) -> int:
+    """The VNI asked for (`-o vni=N`, or Docker's vxlanid_list), else the lowest free one."""
+    taken = {n.vni for n in networks.values() if n.vni is not None}
+    text = options.get("vni") or options.get(VNI_OPTION)
+    if text is None:
+        return next(v for v in range(VNI_FIRST, VNI_MAX + 1) if v not in taken)
+    try:
+        vni = int(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid VNI {text!r}: expected a number") from None
+    if not 1 <= vni <= VNI_MAX:
+        raise InvalidArgument(f"invalid VNI {vni}: must be between 1 and {VNI_MAX} (24 bits)")
+    if vni in taken:
+        raise Conflict(f"VNI {vni} is already used by another overlay network on this host")
+    return vni
+
+
+def parse_mtu(text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    try:
+        mtu = int(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid MTU {text!r}: expected a number") from None
+    if not MTU_MIN <= mtu <= MTU_MAX:
+        raise InvalidArgument(f"invalid MTU {mtu}: must be between {MTU_MIN} and {MTU_MAX}")
+    return mtu
+
+
+def check_ipv4(text: str, what: str) -> str:
+    try:
+        return str(IPv4Address(text))
+    except ValueError:
+        raise InvalidArgument(f"invalid {what} {text!r}: expected an IPv4 address") from None
+
+
+def check_mac(text: str) -> str:
+    """An endpoint's MAC given by hand, normalised (wire.ethernet parses it)."""
+    try:
+        mac = mac_to_bytes(text)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid MAC address {text!r}: expected six hex pairs like 02:42:0a:00:00:02"
+        ) from None
+    if is_group(mac):
+        raise InvalidArgument(
+            f"invalid MAC address {text!r}: a multicast MAC cannot be an endpoint"
+        )
+    return mac_to_str(mac)
 
 
 # ---- endpoint table -> planes (FDB, ARP, DNS) ----------------------------------------------

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,16 +26,12 @@ from overlaynet.agent.overlay import OverlayDriver, StaticEndpoint
 from overlaynet.agent.requests import ContainerCreate, NetworkCreate
 from overlaynet.agent.store import Store
 from overlaynet.cluster import ipam
-from overlaynet.cluster.state import VNI_FIRST
 from overlaynet.errors import ApiError, Conflict, InvalidArgument, NotFound, Unavailable
 from overlaynet.host import links, netns, process, reconcile
 from overlaynet.host.picture import TapSpec
 from overlaynet.model import (
-    BRIDGE_MTU,
     BRIDGE_NAME_OPTION,
     DEFAULT_BRIDGE_IFNAME,
-    MTU_OPTION,
-    OVERLAY_MTU,
     PREDEFINED_NETWORKS,
     Container,
     Driver,
@@ -46,13 +42,10 @@ from overlaynet.model import (
 from overlaynet.names import (
     BadName,
     KernelNames,
-    check_ifname,
     check_object_name,
     new_id,
     short_id,
 )
-from overlaynet.wire.ethernet import is_group, mac_to_bytes, mac_to_str
-from overlaynet.wire.vxlan import VNI_MAX
 
 log = logging.getLogger(__name__)
 
@@ -217,70 +210,23 @@ class Runtime:
         self.store.put_network(net)
         self.networks[net.id] = net
 
-    def _used_subnets(self) -> list[tuple[str, IPv4Network]]:
-        """Subnets of our networks and of every address on this host (the underlay included)."""
-        used = [
-            (f"network {n.name}", IPv4Network(n.subnet)) for n in self.networks.values() if n.subnet
-        ]
+    def _host_subnets(self) -> list[tuple[str, IPv4Network]]:
+        """Subnets of every address on this host but our bridges' (the underlay included)."""
         ours = {n.bridge_ifname for n in self.networks.values()}
-        for ifname, iface in links.addresses():
-            if ifname not in ours and not iface.ip.is_loopback:
-                used.append((f"interface {ifname}", iface.network))
-        return used
+        return [
+            (f"interface {ifname}", iface.network)
+            for ifname, iface in links.addresses()
+            if ifname not in ours and not iface.ip.is_loopback
+        ]
 
     def network_create(self, req: NetworkCreate) -> Network:
-        try:
-            check_object_name(req.name, "network")
-        except BadName as e:
-            raise InvalidArgument(str(e)) from None
-        if any(n.name == req.name for n in self.networks.values()):
-            raise Conflict(f"network with name {req.name} already exists")
-        if req.driver not in ("bridge", "overlay"):
-            raise InvalidArgument(
-                f"driver {req.driver!r} is not available here: use -d bridge or -d overlay"
-            )
-        overlay = req.driver == "overlay"
-        if overlay and self.overlay is None:
-            raise InvalidArgument("this agent has no VXLAN data plane: overlay networks need one")
-        options = dict(req.options)
-        bridge_name = options.get(BRIDGE_NAME_OPTION)
-        try:
-            if bridge_name is not None:
-                check_ifname(bridge_name)
-        except BadName as e:
-            raise InvalidArgument(str(e)) from None
-        if bridge_name and any(n.bridge_ifname == bridge_name for n in self.networks.values()):
-            raise Conflict(f"bridge name {bridge_name} is already used by another network")
-        mtu = _parse_mtu(options.get(MTU_OPTION), OVERLAY_MTU if overlay else BRIDGE_MTU)
-        vni = self._pick_vni(options) if overlay else None
-        used = self._used_subnets()
-        pools = ipam.OVERLAY_POOLS if overlay else ipam.BRIDGE_POOLS
-        try:
-            if req.subnet:
-                subnet = ipam.parse_subnet(req.subnet)
-                ipam.check_subnet_free(subnet, used)
-            elif req.gateway or req.ip_range:
-                raise InvalidArgument("--gateway and --ip-range need --subnet: give the subnet")
-            else:
-                subnet = ipam.allocate_subnet(pools, (u for _, u in used))
-            cfg = ipam.make_config(subnet, req.gateway)
-            ip_range = ipam.parse_ip_range(req.ip_range, subnet) if req.ip_range else None
-        except ipam.IpamError as e:
-            raise InvalidArgument(str(e)) from None
-        net = Network(
-            id=new_id(),
-            name=req.name,
-            driver=Driver.OVERLAY if overlay else Driver.BRIDGE,
-            created=now_iso(),
-            subnet=str(cfg.subnet),
-            gateway=str(cfg.gateway),
-            mtu=mtu,
-            options=options,
-            labels=dict(req.labels),
-            internal=req.internal,
-            attachable=req.attachable,
-            vni=vni,
-            ip_range=str(ip_range) if ip_range else None,
+        net = hostcore.decide_network(
+            req,
+            self.networks,
+            self._host_subnets(),
+            new_id(),
+            now_iso(),
+            overlay_capable=self.overlay is not None,
         )
         self._add_network(net)
         return net
@@ -297,22 +243,6 @@ class Runtime:
             self.networks.pop(net.id, None)
             self._reconcile()
             raise
-
-    def _pick_vni(self, options: dict[str, str]) -> int:
-        """The VNI asked for (`-o vni=N`, or Docker's vxlanid_list), else the lowest free one."""
-        taken = {n.vni for n in self.networks.values() if n.vni is not None}
-        text = options.get("vni") or options.get(VNI_OPTION)
-        if text is None:
-            return next(v for v in range(VNI_FIRST, VNI_MAX + 1) if v not in taken)
-        try:
-            vni = int(text)
-        except ValueError:
-            raise InvalidArgument(f"invalid VNI {text!r}: expected a number") from None
-        if not 1 <= vni <= VNI_MAX:
-            raise InvalidArgument(f"invalid VNI {vni}: must be between 1 and {VNI_MAX} (24 bits)")
-        if vni in taken:
-            raise Conflict(f"VNI {vni} is already used by another overlay network on this host")
-        return vni
 
     def network_rm(self, ref: str) -> Network:
         net = self.network(ref)
@@ -681,7 +611,7 @@ class Runtime:
     def overlay_peer(self, ref: str, host_ip: str, add: bool) -> Network:
         """Add or remove a host that gets broadcast and unknown-unicast frames (head-end)."""
         net = self._overlay_network(ref)
-        ip = _check_ipv4(host_ip, "peer address")
+        ip = hostcore.check_ipv4(host_ip, "peer address")
         if add and ip not in net.peers:
             net.peers.append(ip)
         elif not add:
@@ -698,13 +628,15 @@ class Runtime:
     ) -> Network:
         """Add or remove a remote endpoint by hand: MAC behind a host, IP answered by ARP."""
         net = self._overlay_network(ref)
-        mac = _check_mac(mac)
+        mac = hostcore.check_mac(mac)
         others = [e for e in net.static_endpoints if e["mac"] != mac]
         if add:
             if host_ip is None:
                 raise InvalidArgument("a static endpoint needs the host (VTEP) it lives behind")
             entry = StaticEndpoint(
-                mac, _check_ipv4(host_ip, "host address"), _check_ipv4(ip, "IP") if ip else None
+                mac,
+                hostcore.check_ipv4(host_ip, "host address"),
+                hostcore.check_ipv4(ip, "IP") if ip else None,
             )
             others.append(entry.to_json())
         elif len(others) == len(net.static_endpoints):
@@ -741,31 +673,6 @@ class _OverlayTaps:
         self.runtime.overlay.detach_tap(ifname)
 
 
-# Docker's option naming the VNI of an overlay network (libnetwork drivers/overlay).
-VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
-
-
-def _check_ipv4(text: str, what: str) -> str:
-    try:
-        return str(IPv4Address(text))
-    except ValueError:
-        raise InvalidArgument(f"invalid {what} {text!r}: expected an IPv4 address") from None
-
-
-def _check_mac(text: str) -> str:
-    try:
-        mac = mac_to_bytes(text)
-    except ValueError:
-        raise InvalidArgument(
-            f"invalid MAC address {text!r}: expected six hex pairs like 02:42:0a:00:00:02"
-        ) from None
-    if is_group(mac):
-        raise InvalidArgument(
-            f"invalid MAC address {text!r}: a multicast MAC cannot be an endpoint"
-        )
-    return mac_to_str(mac)
-
-
 def _lookup(items: dict[str, _Named], ref: str, what: str, missing: str) -> _Named:
     """Docker's rules for naming an object: full id, then name, then a unique id prefix."""
     if ref in items:
@@ -784,18 +691,6 @@ def _lookup(items: dict[str, _Named], ref: str, what: str, missing: str) -> _Nam
 def _next_eth(endpoints: list[Endpoint]) -> int:
     used = {int(e.ifname[3:]) for e in endpoints if e.ifname[3:].isdigit()}
     return next(i for i in range(len(used) + 1) if i not in used)
-
-
-def _parse_mtu(text: str | None, default: int) -> int:
-    if text is None:
-        return default
-    try:
-        mtu = int(text)
-    except ValueError:
-        raise InvalidArgument(f"invalid MTU {text!r}: expected a number") from None
-    if not 68 <= mtu <= 65535:
-        raise InvalidArgument(f"invalid MTU {mtu}: must be between 68 and 65535")
-    return mtu
 
 
 def _host_resolv_conf() -> str:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from overlaynet.agent import hostcore
 from overlaynet.agent.records import BadEndpointRecord, EndpointRecord
+from overlaynet.agent.requests import NetworkCreate
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dns.records import RecordKind
 from overlaynet.errors import Conflict, InvalidArgument
@@ -255,3 +256,89 @@ def test_endpoint_record_round_trips_and_normalises_the_mac() -> None:
     rec = EndpointRecord("a", "b", "10.0.0.3", "02:42:0A:00:00:03", "1.2.3.4", ("x",))
     back = EndpointRecord.from_bytes(rec.to_bytes())
     assert back.mac == "02:42:0a:00:00:03" and back.aliases == ("x",)
+
+
+# ---- network create -------------------------------------------------------------------------
+
+
+def _decide(
+    req: NetworkCreate, nets: dict[str, Network] | None = None, host: list[str] | None = None
+) -> Network:
+    used = [("interface eth0", IPv4Network(s)) for s in host or []]
+    return hostcore.decide_network(req, nets or {}, used, "n" * 64, T0)
+
+
+def test_a_bridge_network_takes_the_first_free_pool_avoiding_the_hosts_subnets() -> None:
+    net = _decide(NetworkCreate("front"), host=["172.18.0.0/24"])
+    assert (net.subnet, net.gateway, net.mtu) == ("172.19.0.0/16", "172.19.0.1", 1500)
+    assert net.driver == Driver.BRIDGE and net.vni is None
+
+
+def test_an_overlay_gets_the_first_vni_from_4096_a_10_0_x_subnet_and_mtu_1450() -> None:
+    net = _decide(NetworkCreate("ov", driver="overlay"))
+    assert (net.vni, net.subnet, net.mtu) == (4096, "10.0.0.0/24", 1450)
+    other = _decide(NetworkCreate("ov2", driver="overlay"), {net.id: net})
+    assert other.vni == 4097 and other.subnet == "10.0.1.0/24"
+
+
+@pytest.mark.parametrize(
+    ("req", "error", "says"),
+    [
+        (NetworkCreate("bad name!"), InvalidArgument, "network"),
+        (NetworkCreate("x", driver="macvlan"), InvalidArgument, "not available"),
+        (NetworkCreate("x", gateway="10.1.0.1"), InvalidArgument, "need --subnet"),
+        (NetworkCreate("x", subnet="10.1.0.0/33"), InvalidArgument, "invalid subnet"),
+        (NetworkCreate("x", subnet="192.168.0.0/24"), InvalidArgument, "overlap"),
+        (
+            NetworkCreate("x", options={"com.docker.network.driver.mtu": "9"}),
+            InvalidArgument,
+            "MTU",
+        ),
+        (
+            NetworkCreate("x", options={"com.docker.network.bridge.name": "br0"}),
+            InvalidArgument,
+            "on-",
+        ),
+        (
+            NetworkCreate("x", driver="overlay", options={"vni": "16777216"}),
+            InvalidArgument,
+            "24 bits",
+        ),
+        (NetworkCreate("x", driver="overlay", options={"vni": "ten"}), InvalidArgument, "number"),
+    ],
+)
+def test_network_create_refusals(req: NetworkCreate, error: type[Exception], says: str) -> None:
+    with pytest.raises(error, match=says):
+        _decide(req, host=["192.168.0.0/24"])
+
+
+def test_names_vnis_and_bridge_names_are_unique_on_a_host() -> None:
+    first = _decide(
+        NetworkCreate(
+            "a", driver="overlay", options={"vni": "5000", "com.docker.network.bridge.name": "on-x"}
+        )
+    )
+    nets = {first.id: first}
+    with pytest.raises(Conflict, match="already exists"):
+        _decide(NetworkCreate("a"), nets)
+    with pytest.raises(Conflict, match="VNI 5000"):
+        _decide(NetworkCreate("b", driver="overlay", options={"vni": "5000"}), nets)
+    with pytest.raises(Conflict, match="bridge name on-x"):
+        _decide(NetworkCreate("c", options={"com.docker.network.bridge.name": "on-x"}), nets)
+    assert (
+        _decide(NetworkCreate("d", driver="overlay", options={hostcore.VNI_OPTION: "7"})).vni == 7
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "mac"),
+    [("02:42:0A:00:00:02", "02:42:0a:00:00:02"), ("02-42-0a-00-00-03", "02:42:0a:00:00:03")],
+)
+def test_macs_given_by_hand_are_normalised(text: str, mac: str) -> None:
+    assert hostcore.check_mac(text) == mac
+
+
+@pytest.mark.parametrize("text", ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "02:42:0a", "zz"])
+def test_group_and_malformed_macs_are_refused(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="MAC"):
+        hostcore.check_mac(text)
