@@ -5,6 +5,11 @@ on it (state command, then one SQLite commit, then the answer), so two clients c
 the same address. A promoted manager is a follower: it copies the leader's state by fetching its
 change log every second, answers reads from the copy and forwards writes to the leader.
 
+Services: the leader runs one orchestration pass (ClusterState.orchestrate: reconcile, task
+addresses, placement, releases) after every write, every worker report and every
+ORCHESTRATE_INTERVAL (or at once on `kick()`), with gossip's Ready/Down from `node_status`; its
+changes are persisted and replicated like any command's. Followers never run passes.
+
 There is no leader election. When the leader's host dies, followers keep answering reads (and
 workers keep using the networks and addresses they have), but joins and writes fail with a clear
 "leader unreachable" error until the leader comes back; its state is on its disk.
