@@ -539,29 +539,7 @@ class Agent:
                     log.warning("could not release %s on %s: %s", ep.ip, net.name, e)
 
     async def container_ls(self, req: rq.ContainerLs) -> Any:
-        include_all = req.all
-        now = time.time()
-        rows = []
-        for c in sorted(self.runtime.containers.values(), key=lambda c: c.created, reverse=True):
-            if not include_all and c.status != Status.RUNNING:
-                continue
-            ages = {
-                "started": now - _epoch(c.started_at),
-                "finished": now - _epoch(c.finished_at),
-            }
-            rows.append(
-                {
-                    "id": c.id,
-                    "image": c.image,
-                    "command": views.command_text(c.cmd),
-                    "created": views.human_duration(now - _epoch(c.created)) + " ago",
-                    "status": views.status_text(c, ages),
-                    "ports": "",
-                    "names": c.name,
-                    "state": str(c.status),
-                }
-            )
-        return rows
+        return views.container_rows(self.runtime.containers.values(), req.all, time.time())
 
     async def container_inspect(self, req: rq.ContainerInspect) -> Any:
         rt = self.runtime
@@ -756,27 +734,7 @@ class Agent:
 
     async def host_kernel(self, req: rq.HostKernel) -> Any:
         """What is built under the hood: links (with their bridge), addresses, routes."""
-
-        def snapshot() -> dict[str, Any]:
-            dumped = links.dump()
-            by_index = {link.index: link.ifname for link in dumped}
-            return {
-                "links": [
-                    {
-                        "ifname": link.ifname,
-                        "kind": link.kind,
-                        "master": by_index.get(link.master or 0, ""),
-                        "state": link.state,
-                        "mtu": link.mtu,
-                        "mac": link.mac,
-                    }
-                    for link in dumped
-                ],
-                "addresses": [[name, str(addr)] for name, addr in links.addresses()],
-                "routes": links.routes(),
-            }
-
-        return await trio.to_thread.run_sync(snapshot)
+        return await trio.to_thread.run_sync(views.kernel_doc)
 
 
 def _swarm_row(doc: dict[str, Any]) -> dict[str, str]:
@@ -801,10 +759,6 @@ def _read(path: str) -> str:
             return f.read()
     except OSError:
         return ""
-
-
-def _epoch(iso: str | None) -> float:
-    return time.time() if not iso else hostcore.epoch_from_iso(iso)
 
 
 def setup_logging(log_file: Path | None, level: str = "info") -> None:

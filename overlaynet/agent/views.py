@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from ipaddress import IPv4Network
 from typing import Any
 
+from overlaynet.agent.hostcore import epoch_from_iso
+from overlaynet.host import links
 from overlaynet.model import Container, Driver, Network, Status
 
 
@@ -185,3 +188,53 @@ def command_text(cmd: list[str], width: int = 20) -> str:
     if len(text) > width:
         text = text[: width - 1] + "…"
     return f'"{text}"'
+
+
+def container_rows(containers: Iterable[Container], include_all: bool, now: float) -> list[Any]:
+    """`ps` rows, newest first; stopped containers only with `--all`."""
+    rows = []
+    for c in sorted(containers, key=lambda c: c.created, reverse=True):
+        if not include_all and c.status != Status.RUNNING:
+            continue
+        ages = {
+            "started": now - _epoch(c.started_at, now),
+            "finished": now - _epoch(c.finished_at, now),
+        }
+        rows.append(
+            {
+                "id": c.id,
+                "image": c.image,
+                "command": command_text(c.cmd),
+                "created": human_duration(now - _epoch(c.created, now)) + " ago",
+                "status": status_text(c, ages),
+                "ports": "",
+                "names": c.name,
+                "state": str(c.status),
+            }
+        )
+    return rows
+
+
+def _epoch(iso: str | None, now: float) -> float:
+    return now if not iso else epoch_from_iso(iso)
+
+
+def kernel_doc() -> dict[str, Any]:
+    """`host links`: the host namespace's links (with their bridge), addresses and routes."""
+    dumped = links.dump()
+    by_index = {link.index: link.ifname for link in dumped}
+    return {
+        "links": [
+            {
+                "ifname": link.ifname,
+                "kind": link.kind,
+                "master": by_index.get(link.master or 0, ""),
+                "state": link.state,
+                "mtu": link.mtu,
+                "mac": link.mac,
+            }
+            for link in dumped
+        ],
+        "addresses": [[name, str(addr)] for name, addr in links.addresses()],
+        "routes": links.routes(),
+    }

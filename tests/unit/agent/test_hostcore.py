@@ -342,3 +342,15 @@ def test_macs_given_by_hand_are_normalised(text: str, mac: str) -> None:
 def test_group_and_malformed_macs_are_refused(text: str) -> None:
     with pytest.raises(InvalidArgument, match="MAC"):
         hostcore.check_mac(text)
+
+
+def test_ps_rows_are_newest_first_and_stopped_ones_only_with_all() -> None:
+    from overlaynet.agent import views
+
+    old = container("1" * 64)
+    new = container("2" * 64, status=Status.EXITED)
+    new.created = "2026-01-01T00:00:05.000000Z"
+    now = hostcore.epoch_from_iso("2026-01-01T00:01:00.000000Z")
+    assert [r["id"] for r in views.container_rows([old, new], True, now)] == [new.id, old.id]
+    (row,) = views.container_rows([old, new], False, now)
+    assert row["id"] == old.id and row["created"] == "About a minute ago"
