@@ -299,7 +299,8 @@ class Agent:
 
     async def info(self, req: rq.Info) -> Any:
         rt = self.runtime
-        running = sum(1 for c in rt.containers.values() if c.status == Status.RUNNING)
+        # Reads on the event loop walk copies: a request may be changing the dicts in a thread.
+        running = sum(1 for c in list(rt.containers.values()) if c.status == Status.RUNNING)
         return {
             "Name": self.paths.host,
             "Lab": self.paths.lab,
@@ -341,7 +342,7 @@ class Agent:
     async def network_ls(self, req: rq.NetworkLs) -> Any:
         rows = {
             n.id: {"id": n.id, "name": n.name, "driver": str(n.driver), "scope": n.scope}
-            for n in self.runtime.networks.values()
+            for n in list(self.runtime.networks.values())
         }
         # A manager knows every swarm network; other hosts show one only while a container there
         # uses it (lazy extension), and the ingress network, as Docker does.
@@ -539,7 +540,7 @@ class Agent:
                     log.warning("could not release %s on %s: %s", ep.ip, net.name, e)
 
     async def container_ls(self, req: rq.ContainerLs) -> Any:
-        return views.container_rows(self.runtime.containers.values(), req.all, time.time())
+        return views.container_rows(list(self.runtime.containers.values()), req.all, time.time())
 
     async def container_inspect(self, req: rq.ContainerInspect) -> Any:
         rt = self.runtime
@@ -676,7 +677,9 @@ class Agent:
         """Docker refuses to leave while overlay endpoints exist here: the managers would give
         their addresses to others (issue 18: same IP and MAC twice). `--force` removes them."""
         rt = self.runtime
-        attached = [(c, net) for c in rt.containers.values() for net, _ in rt.swarm_endpoints(c)]
+        attached = [
+            (c, net) for c in list(rt.containers.values()) for net, _ in rt.swarm_endpoints(c)
+        ]
         if attached and self.swarm.in_swarm:
             if not req.force:
                 names = ", ".join(sorted({c.name for c, _ in attached}))

@@ -674,13 +674,18 @@ class _OverlayTaps:
 
 
 def _lookup(items: dict[str, _Named], ref: str, what: str, missing: str) -> _Named:
-    """Docker's rules for naming an object: full id, then name, then a unique id prefix."""
-    if ref in items:
-        return items[ref]
-    for item in items.values():
+    """Docker's rules for naming an object: full id, then name, then a unique id prefix.
+
+    Lookups also run on the event loop while a request changes the records in a worker thread:
+    they walk a copy (`list()` of a dict is one step under the GIL), never the dict itself."""
+    snapshot = list(items.items())
+    for key, item in snapshot:
+        if key == ref:
+            return item
+    for _, item in snapshot:
         if item.name == ref:
             return item
-    matches = [item for key, item in items.items() if key.startswith(ref)] if ref else []
+    matches = [item for key, item in snapshot if key.startswith(ref)] if ref else []
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
