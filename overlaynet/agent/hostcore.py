@@ -35,7 +35,7 @@ from overlaynet.model import (
     Network,
     Status,
 )
-from overlaynet.names import BadName, KernelNames, check_ifname, check_object_name
+from overlaynet.names import BadName, KernelNames, check_ifname, check_object_name, short_id
 from overlaynet.wire.ethernet import is_group, mac_to_bytes, mac_to_str
 from overlaynet.wire.vxlan import VNI_MAX
 
@@ -336,6 +336,37 @@ def check_mac(text: str) -> str:
             f"invalid MAC address {text!r}: a multicast MAC cannot be an endpoint"
         )
     return mac_to_str(mac)
+
+
+# ---- a container's files ---------------------------------------------------------------------
+
+
+def hosts_file(c: Container) -> str:
+    """/etc/hosts as Docker writes it: localhost, then the container's short id per address."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{e.ip}\t{short_id(c.id)}" for e in c.endpoints if e.ip]
+    return "\n".join(lines) + "\n"
+
+
+def resolv_conf(c: Container, networks: Mapping[str, Network], host_resolv: str | None) -> str:
+    """/etc/resolv.conf: the embedded DNS on a network that resolves names; else the host's
+    resolvers without loopback ones (as Docker copies them for `bridge`); `host_resolv` None
+    means a lab host, which has no way out."""
+    if any(
+        networks[e.network_id].has_name_resolution for e in c.endpoints if e.network_id in networks
+    ):
+        # The embedded DNS answers here (Docker's 127.0.0.11); ndots:0 as Docker writes it.
+        return "nameserver 127.0.0.11\noptions ndots:0\n"
+    if host_resolv is None:
+        return "# lab host: no resolvers outside the lab\n"
+    keep = [line for line in host_resolv.splitlines() if not _loopback_resolver(line)]
+    return "\n".join(keep) + "\n"
+
+
+def _loopback_resolver(line: str) -> bool:
+    """A `nameserver 127.…` line: the host's own resolver, unreachable from a container."""
+    words = line.split()
+    return line.startswith("nameserver") and len(words) > 1 and words[1].startswith("127.")
 
 
 # ---- endpoint table -> planes (FDB, ARP, DNS) ----------------------------------------------

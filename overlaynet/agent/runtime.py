@@ -359,17 +359,9 @@ class Runtime:
     def _write_container_files(self, c: Container) -> None:
         """/etc/hosts and /etc/resolv.conf as the container will see them."""
         d = self.container_dir(c)
-        lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-        lines += [f"{e.ip}\t{short_id(c.id)}" for e in c.endpoints if e.ip]
-        (d / "hosts").write_text("\n".join(lines) + "\n")
-        resolv = d / "resolv.conf"
-        if any(self.networks[e.network_id].has_name_resolution for e in c.endpoints):
-            # The embedded DNS answers here (Docker's 127.0.0.11); ndots:0 as Docker writes it.
-            resolv.write_text("nameserver 127.0.0.11\noptions ndots:0\n")
-        elif self.copy_host_resolv:
-            resolv.write_text(_host_resolv_conf())
-        else:
-            resolv.write_text("# lab host: no resolvers outside the lab\n")
+        (d / "hosts").write_text(hostcore.hosts_file(c))
+        host = _read_text("/etc/resolv.conf") if self.copy_host_resolv else None
+        (d / "resolv.conf").write_text(hostcore.resolv_conf(c, self.networks, host))
 
     def container_start(self, ref: str) -> Container:
         c = self.container(ref)
@@ -698,22 +690,11 @@ def _next_eth(endpoints: list[Endpoint]) -> int:
     return next(i for i in range(len(used) + 1) if i not in used)
 
 
-def _host_resolv_conf() -> str:
-    """The host's resolv.conf without loopback resolvers, as Docker copies it for `bridge`."""
+def _read_text(path: str) -> str:
     try:
-        text = Path("/etc/resolv.conf").read_text()
+        return Path(path).read_text()
     except OSError:
         return ""
-    keep = [
-        line
-        for line in text.splitlines()
-        if not (
-            line.startswith("nameserver")
-            and line.split()[1:2]
-            and line.split()[1].startswith("127.")
-        )
-    ]
-    return "\n".join(keep) + "\n"
 
 
 def _rmtree(path: Path) -> None:

@@ -354,3 +354,24 @@ def test_ps_rows_are_newest_first_and_stopped_ones_only_with_all() -> None:
     assert [r["id"] for r in views.container_rows([old, new], True, now)] == [new.id, old.id]
     (row,) = views.container_rows([old, new], False, now)
     assert row["id"] == old.id and row["created"] == "About a minute ago"
+
+
+# ---- a container's files ---------------------------------------------------------------------
+
+
+def test_hosts_file_names_the_short_id_at_each_address() -> None:
+    net = bridge_net()
+    c = container("ab" * 32, ep("e" * 64, net, "172.18.0.2"), ep("f" * 64, net, None, "eth1"))
+    assert hostcore.hosts_file(c).splitlines()[2:] == ["172.18.0.2\tababababab" + "ab"]
+
+
+def test_resolv_conf_points_at_the_embedded_dns_only_where_names_resolve() -> None:
+    user, default = bridge_net(), bridge_net("d" * 64, "bridge", "172.17.0.0/16")
+    nets = {user.id: user, default.id: default}
+    host = "search lan\nnameserver 127.0.0.53\nnameserver 9.9.9.9\n"
+    on_user = container("1" * 64, ep("e" * 64, user, "172.18.0.2"))
+    on_default = container("2" * 64, ep("f" * 64, default, "172.17.0.2"))
+    assert hostcore.resolv_conf(on_user, nets, host) == "nameserver 127.0.0.11\noptions ndots:0\n"
+    # On the default bridge: the host's resolvers, less its loopback one (Docker's copy).
+    assert hostcore.resolv_conf(on_default, nets, host) == "search lan\nnameserver 9.9.9.9\n"
+    assert hostcore.resolv_conf(on_default, nets, None).startswith("# lab host")
