@@ -64,11 +64,13 @@ class Network:
         "counters",
         "fdb",
         "header",
+        "latency_fd",
         "learn_limit",
         "learned",
         "mtu",
         "peers",
         "tap_fd",
+        "tap_fds",
         "vnet_len",
         "vni",
     )
@@ -81,9 +83,16 @@ class Network:
         fdb: dict[bytes, FdbEntry],
         *,
         vnet_hdr: bool = False,
+        queues: tuple[int, ...] = (),
     ) -> None:
         self.vni = vxlan.check_vni(vni)
+        #: The TAP's queues (fds), all read; `tap_fd` (the first) also takes TCP frames written
+        #: to the TAP, `latency_fd` (the second, if any) every other frame: the kernel then
+        #: queues each flow's outgoing frames where its incoming ones were written, so pings,
+        #: DNS and ARP never wait in a queue behind TCP bulk (`tap.open_tap_queues`).
+        self.tap_fds = (tap_fd, *queues)
         self.tap_fd = tap_fd
+        self.latency_fd = self.tap_fds[1] if queues else tap_fd
         self.mtu = mtu
         #: Octets of virtio-net header before each frame read from or written to the TAP
         #: (IFF_VNET_HDR), 0 for a plain TAP; the header is what lets ingress write super-frames.

@@ -20,6 +20,7 @@ TUNGETIFF = 0x800454D2
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+IFF_MULTI_QUEUE = 0x0100
 #: From <linux/sockios.h>.
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -72,6 +73,38 @@ def open_tap(
         os.close(fd)
         raise
     return fd
+
+
+def open_tap_queues(
+    name: str,
+    queues: int,
+    *,
+    mtu: int | None = None,
+    txqueuelen: int = DEFAULT_TXQUEUELEN,
+    vnet_hdr: bool = False,
+) -> list[int]:
+    """Create TAP `name` with `queues` queues (IFF_MULTI_QUEUE), one non-blocking fd each.
+
+    The kernel puts each outgoing frame on one queue by flow: on the queue where the VTEP last
+    wrote a frame of the same flow (either direction: tun's flow table uses a symmetric hash),
+    else on one picked by the flow's hash. So what the VTEP writes decides which flows share a
+    queue (`hotpath`). The device goes away with the last fd; the caller owns them all."""
+    if queues < 1:
+        raise ValueError("a TAP has at least one queue")
+    flags = IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE | (IFF_VNET_HDR if vnet_hdr else 0)
+    request = struct.pack(f"{IFNAMSIZ}sH22x", name.encode(), flags)
+    fds: list[int] = []
+    try:
+        for _ in range(queues):
+            fd = os.open(_TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            fds.append(fd)
+            fcntl.ioctl(fd, TUNSETIFF, request)
+        set_link(name, mtu=mtu, txqueuelen=txqueuelen, up=True)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 def set_link(

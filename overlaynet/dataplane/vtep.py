@@ -46,7 +46,7 @@ from overlaynet.dataplane.offload import (
     checksum_sorter_program,
 )
 from overlaynet.dataplane.switching import DEFAULT_MTU, Network
-from overlaynet.dataplane.tap import has_vnet_hdr, open_tap
+from overlaynet.dataplane.tap import has_vnet_hdr, open_tap_queues
 from overlaynet.wire import vxlan
 from overlaynet.wire.ethernet import mac_to_str
 
@@ -63,6 +63,9 @@ SO_NO_CHECK = 11
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2
 SO_SNDBUFFORCE = 32
+#: TAP queues in batch mode: one the kernel fills with TCP flows, one with everything else
+#: (`switching.Network`), so a ping under a TCP load does not wait behind the bulk.
+TAP_QUEUES = 2
 SO_RCVBUFFORCE = 33
 
 
@@ -176,7 +179,7 @@ class Vtep:
         self.fdb = ForwardingDatabase()
         self.counters: Counter[str] = Counter()
         self._networks: dict[int, Network] = {}
-        self._owned_taps: dict[int, int] = {}  # vni → fd we opened and must close
+        self._owned_taps: dict[int, list[int]] = {}  # vni → queue fds we opened and must close
         self._tap_names: dict[int, str] = {}
         self._members: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # serialises control-side writers, never the loop
@@ -210,28 +213,38 @@ class Vtep:
     # -- networks -----------------------------------------------------------------------------
 
     def add_network(
-        self, vni: int, tap: str | int, mtu: int = DEFAULT_MTU, *, vnet_hdr: bool | None = None
+        self,
+        vni: int,
+        tap: str | int,
+        mtu: int = DEFAULT_MTU,
+        *,
+        vnet_hdr: bool | None = None,
+        queues: tuple[int, ...] = (),
     ) -> None:
         """Serve overlay network `vni` through `tap`: a TAP name (opened here, closed by
-        `remove_network`) or the fd of a TAP the caller opened with `tap.open_tap`.
+        `remove_network`) or the fd of a TAP the caller opened with `tap.open_tap` (plus, in
+        `queues`, the fds of its further queues, from `tap.open_tap_queues`).
 
-        A TAP opened here has IFF_VNET_HDR in batch mode; for an fd, `vnet_hdr` says whether it
-        has one (None: ask the kernel). Only with it can received TCP runs reach the TAP as
-        one super-frame, so open it with `open_tap(name, vnet_hdr=True)` for full speed."""
+        A TAP opened here has IFF_VNET_HDR and TAP_QUEUES queues in batch mode; for an fd,
+        `vnet_hdr` says whether it has one (None: ask the kernel). Only with it can received
+        TCP runs reach the TAP as one super-frame, so open it with `vnet_hdr=True` for full
+        speed, and with two queues so that pings and DNS do not queue behind TCP bulk."""
         vxlan.check_vni(vni)
         with self._lock:
             if vni in self._networks:
                 raise ValueError(f"VNI {vni} is already served by this VTEP")
             if isinstance(tap, str):
-                fd = open_tap(tap, mtu=mtu, vnet_hdr=self.batch)
-                self._owned_taps[vni] = fd
+                count = TAP_QUEUES if self.batch else 1
+                fd, *queues_list = open_tap_queues(tap, count, mtu=mtu, vnet_hdr=self.batch)
+                queues = tuple(queues_list)
+                self._owned_taps[vni] = [fd, *queues]
                 self._tap_names[vni] = tap
                 vnet_hdr = self.batch
             else:
                 fd = tap
                 if vnet_hdr is None:
                     vnet_hdr = has_vnet_hdr(fd)
-            net = Network(vni, fd, mtu, self.fdb.table(vni), vnet_hdr=vnet_hdr)
+            net = Network(vni, fd, mtu, self.fdb.table(vni), vnet_hdr=vnet_hdr, queues=queues)
             self._networks[vni] = net
             self._loop.add(net)
             self._refresh_members()
@@ -243,8 +256,7 @@ class Vtep:
             self._loop.remove(net)
             self.fdb.drop_vni(vni)
             self._tap_names.pop(vni, None)
-            fd = self._owned_taps.pop(vni, None)
-            if fd is not None:
+            for fd in self._owned_taps.pop(vni, []):
                 os.close(fd)
             self._refresh_members()
 
@@ -382,8 +394,9 @@ class Vtep:
             for vni in list(self._networks):
                 net = self._networks.pop(vni)
                 self._loop.remove(net)
-            for fd in self._owned_taps.values():
-                os.close(fd)
+            for fds in self._owned_taps.values():
+                for fd in fds:
+                    os.close(fd)
             self._owned_taps.clear()
         self._loop.close()
         self._close_sockets()

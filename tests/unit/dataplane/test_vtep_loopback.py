@@ -371,3 +371,37 @@ def test_interleaved_flows_each_leave_in_one_batch_and_keep_their_order() -> Non
         for sport, flow in zip((40000, 40001), flows, strict=True):
             assert got[sport] == b"".join(bytes(Ether(f)[TCP].payload) for f in flow)
         assert pair.a.inspect(VNI)["counters"]["tx_gso_batches"] == 2
+
+
+def test_with_two_tap_queues_tcp_is_written_to_the_first_and_the_rest_to_the_second() -> None:
+    """Issue 15: a ping under a TCP load waited ~2 ms in the TAP's one queue behind the bulk.
+    The kernel queues each flow's outgoing frames on the TAP queue where the VTEP wrote its
+    incoming ones, so the VTEP writes TCP to the first queue and everything else to the second,
+    and reads both."""
+    with ExitStack() as stack:
+        pair = Pair(stack)
+        second_bridge, second_tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (second_bridge, second_tap):
+            stack.enter_context(s)
+            s.settimeout(TIMEOUT)
+        second_tap.setblocking(False)
+        pair.b.remove_network(VNI)
+        b_first_bridge, b_first_tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (b_first_bridge, b_first_tap):
+            stack.enter_context(s)
+            s.settimeout(TIMEOUT)
+        b_first_tap.setblocking(False)
+        pair.b.add_network(VNI, b_first_tap.fileno(), queues=(second_tap.fileno(),))
+        pair.b.set_peers(VNI, [HOST_A])
+        pair.a.start()
+        pair.b.start()
+        tcp = tcp_run(1)[0]
+        ping = frame_a_to_b(b"lone")
+        pair.bridge_a.send(tcp)
+        assert b_first_bridge.recv(65536) == tcp
+        pair.bridge_a.send(ping)
+        assert second_bridge.recv(65536) == ping
+        # Frames the kernel queued on the second queue are read and forwarded too.
+        back = bytes(Ether(src=MAC_B, dst=MAC_A) / IP(src="10.0.0.3", dst="10.0.0.2") / ICMP())
+        second_bridge.send(back)
+        assert pair.bridge_a.recv(65536) == back
