@@ -57,9 +57,11 @@ from overlaynet.names import BadName, check_object_name
 VNI_FIRST = 4096
 # RFC 7348 section 5: the VNI is a 24-bit field.
 VNI_LAST = (1 << 24) - 1
-# Docker's ingress network: 10.0.0.0/24 (docker network inspect ingress on a fresh swarm).
+# The routing mesh's network. Docker's tutorials show it on 10.255.0.0/16 (and DESIGN.md keeps
+# that), out of the way of the user pool, so the first user overlay gets 10.0.0.0/24 and the
+# tutorial's first container 10.0.0.2. `swarm init --ingress-subnet` chooses another.
 INGRESS_NAME = "ingress"
-INGRESS_SUBNET = IPv4Network("10.0.0.0/24")
+INGRESS_SUBNET = IPv4Network("10.255.0.0/16")
 # swarmkit's cluster management port (`--listen-addr 0.0.0.0:2377`).
 MANAGER_PORT = 2377
 # 256-bit keys: AES-256-GCM for node credentials, and the gossip keyring's first key.

@@ -110,7 +110,7 @@ async def test_a_worker_releases_only_its_own_addresses(swarm: Swarm) -> None:
     w3 = await swarm.join("node3", "10.9.0.3")
     c2, c3 = swarm.client(w2.node_id, w2.credential), swarm.client(w3.node_id, w3.credential)
     alloc = await c2.call("ip.allocate", network="myoverlay", endpoint_id="ep1")
-    assert (alloc["ip"], alloc["vni"], alloc["mac"]) == ("10.0.1.2", 4097, "02:42:0a:00:01:02")
+    assert (alloc["ip"], alloc["vni"], alloc["mac"]) == ("10.0.0.2", 4097, "02:42:0a:00:00:02")
     with pytest.raises(ClusterError, match="belongs to node2"):
         await c3.call("ip.release", network="myoverlay", endpoint_id="ep1")
     assert (await c2.call("ip.release", network="myoverlay", endpoint_id="ep1"))["released"]
@@ -186,7 +186,7 @@ async def test_a_restarted_manager_keeps_everything(swarm: Swarm) -> None:
     again = await c2.call("ip.allocate", network="myoverlay", endpoint_id="ep1")
     assert again == first
     other = await c2.call("ip.allocate", network="myoverlay", endpoint_id="ep2")
-    assert other["ip"] == "10.0.1.3"
+    assert other["ip"] == "10.0.0.3"
     net = await swarm.leader_client.call("network.inspect", network="myoverlay")
     assert net["labels"] == {"k": "v"} and len(net["endpoints"]) == 2
     node2 = await swarm.leader_client.call("node.inspect", node="node2")
@@ -290,7 +290,7 @@ async def test_a_follower_copies_the_state_serves_reads_and_forwards_writes(
     )
     c3 = swarm.client(w3.node_id, w3.credential, [f"{HOST}:{follower_port}"])
     alloc = await c3.call("ip.allocate", network="viafollower", endpoint_id="e1")
-    assert alloc["ip"] == "10.0.1.2"
+    assert alloc["ip"] == "10.0.0.2"
 
     # Concurrent fetches (the sync loop and a forwarded write) apply each change once.
     await swarm.leader_client.call("node.update", node="node3", availability="drain")

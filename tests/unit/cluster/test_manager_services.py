@@ -66,9 +66,9 @@ async def test_the_tutorial_s_services_as_the_cli_sees_them(swarm: Swarm) -> Non
     ]
     assert app["Spec"]["EndpointSpec"] == {"Mode": "vip", "Ports": ports}
     assert app["Endpoint"]["VirtualIPs"] == [
-        {"NetworkID": ingress["id"], "Addr": "10.0.0.2/24"},
-        # The database's task (created and given an address first) has 10.0.1.2.
-        {"NetworkID": atsea["id"], "Addr": "10.0.1.3/24"},
+        {"NetworkID": ingress["id"], "Addr": "10.255.0.2/16"},
+        # The database's task (created and given an address first) has 10.0.0.2.
+        {"NetworkID": atsea["id"], "Addr": "10.0.0.3/24"},
     ]
     assert app["CreatedAt"].endswith("Z")
     assert db["Endpoint"]["VirtualIPs"] == [] and db["Endpoint"]["Ports"] == []
@@ -102,15 +102,15 @@ async def test_a_worker_runs_what_it_is_assigned_and_reports_it(swarm: Swarm) ->
     assert task["image"] == APPSERVER["image"] and task["desired_state"] == "running"
     assert task["name"] == f"appserver.{task['slot']}"
     assert [n["network_name"] for n in task["networks"]] == ["ingress", "atsea"]
-    assert [n["vip"] for n in task["networks"]] == ["10.0.0.2", "10.0.1.2"]
+    assert [n["vip"] for n in task["networks"]] == ["10.255.0.2", "10.0.0.2"]
     net = task["networks"][1]
-    assert net["address"] == f"{net['ip']}/24" and net["mac"].startswith("02:42:0a:00:01:")
+    assert net["address"] == f"{net['ip']}/24" and net["mac"].startswith("02:42:0a:00:00:")
     assert task["ports"] == [
         {"protocol": "tcp", "target": 8080, "published": 8080, "mode": "ingress"}
     ]
-    assert [(lb["network_name"], lb["address"].endswith("/24")) for lb in assigned["lb"]] == [
-        ("atsea", True),
-        ("ingress", True),
+    assert [(lb["network_name"], lb["address"][-3:]) for lb in assigned["lb"]] == [
+        ("atsea", "/24"),
+        ("ingress", "/16"),
     ]
     (svc,) = assigned["services"]
     assert svc["name"] == "appserver" and svc["vips"] == task["vips"]

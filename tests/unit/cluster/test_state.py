@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
+
 import pytest
 
-from overlaynet.cluster import tokens
+from overlaynet.cluster import ipam, tokens
 from overlaynet.cluster.state import (
+    INGRESS_SUBNET,
     Availability,
     Change,
     ClusterError,
@@ -63,7 +66,7 @@ def test_init_makes_this_host_the_leader_with_an_ingress_overlay() -> None:
     assert leader.manager_addr == "192.168.0.11:2377"
     assert leader.id in state.credentials and len(state.credentials[leader.id]) == 32
     ingress = state.find_network("ingress")
-    assert (ingress.subnet, ingress.gateway, ingress.vni) == ("10.0.0.0/24", "10.0.0.1", 4096)
+    assert (ingress.subnet, ingress.gateway, ingress.vni) == ("10.255.0.0/16", "10.255.0.1", 4096)
     assert ingress.ingress and not ingress.attachable and ingress.scope == "swarm"
     assert state.cluster is not None and len(bytes.fromhex(state.cluster.gossip_key)) == 32
 
@@ -310,9 +313,42 @@ def test_user_overlays_come_after_ingress(swarm: ClusterState) -> None:
     rand = seeded_rand(3)
     first = swarm.create_network("myoverlay", now=NOW, rand=rand, attachable=True)
     second = swarm.create_network("other", now=NOW, rand=rand)
-    assert (first.subnet, first.gateway, first.vni) == ("10.0.1.0/24", "10.0.1.1", 4097)
-    assert (second.subnet, second.vni) == ("10.0.2.0/24", 4098)
+    assert (first.subnet, first.gateway, first.vni) == ("10.0.0.0/24", "10.0.0.1", 4097)
+    assert (second.subnet, second.vni) == ("10.0.1.0/24", 4098)
     assert first.attachable and not second.attachable
+
+
+def test_the_first_user_overlay_is_the_tutorial_s_10_0_0_0_24(swarm: ClusterState) -> None:
+    # Ingress sits on 10.255.0.0/16 (DESIGN.md), so the tutorial's first overlay gets the bottom
+    # of the pool and its first container 10.0.0.2 (the gateway keeps 10.0.0.1).
+    net = swarm.create_network("test-net", now=NOW, rand=seeded_rand(3), attachable=True)
+    assert (net.subnet, net.gateway, net.vni) == ("10.0.0.0/24", "10.0.0.1", 4097)
+    assert swarm.allocate_address("test-net", "ep1", node(swarm, "node2")).ip == "10.0.0.2"
+
+
+def test_the_subnet_allocator_never_hands_out_part_of_ingress(swarm: ClusterState) -> None:
+    ingress = IPv4Network(swarm.find_network("ingress").subnet)
+    assert ingress == INGRESS_SUBNET == IPv4Network("10.255.0.0/16")
+    rand = seeded_rand(3)
+    # Fill the pool below ingress but for its last /24, so the walk starts at 10.0.0.0/24 and
+    # has to go all the way up to ingress.
+    last_free = IPv4Network("10.254.255.0/24")
+    pool, _prefix = ipam.OVERLAY_POOLS[0]
+    below = [*pool.address_exclude(ingress)]
+    fill = [
+        p
+        for net in below
+        for p in (net.address_exclude(last_free) if last_free.subnet_of(net) else [net])
+    ]
+    for i, part in enumerate(sorted(fill)):
+        swarm.create_network(f"fill{i}", now=NOW, rand=rand, subnet=str(part))
+    assert swarm.create_network("last", now=NOW, rand=rand).subnet == str(last_free)
+    # Next in the pool would be 10.255.0.0/24, inside ingress: the pool is full instead.
+    refused(
+        swarm, ErrorKind.INVALID, "fully subnetted", swarm.create_network, "x", now=NOW, rand=rand
+    )
+    users = [IPv4Network(n.subnet) for n in swarm.networks.values() if not n.ingress]
+    assert not any(u.overlaps(ingress) for u in users)
 
 
 def test_freed_vni_and_subnet_are_reused(swarm: ClusterState) -> None:
@@ -321,7 +357,7 @@ def test_freed_vni_and_subnet_are_reused(swarm: ClusterState) -> None:
     swarm.create_network("b", now=NOW, rand=rand)
     swarm.remove_network("a")
     again = swarm.create_network("c", now=NOW, rand=rand)
-    assert (again.subnet, again.vni) == ("10.0.1.0/24", 4097)
+    assert (again.subnet, again.vni) == ("10.0.0.0/24", 4097)
 
 
 def test_network_with_given_subnet_gateway_vni_and_labels(swarm: ClusterState) -> None:
@@ -367,7 +403,7 @@ def test_network_refusals(swarm: ClusterState) -> None:
         "x",
         now=NOW,
         rand=rand,
-        subnet="10.0.0.0/16",
+        subnet="10.255.1.0/24",
     )
     refused(
         swarm,
@@ -438,7 +474,7 @@ def test_addresses_start_after_the_gateway_and_are_never_duplicated(overlay: Clu
     ips = [
         overlay.allocate_address("myoverlay", f"ep{i}", n2 if i % 2 else n3).ip for i in range(5)
     ]
-    assert ips == ["10.0.1.2", "10.0.1.3", "10.0.1.4", "10.0.1.5", "10.0.1.6"]
+    assert ips == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
 
 
 def test_asking_again_for_the_same_endpoint_returns_the_same_address(overlay: ClusterState) -> None:
@@ -452,11 +488,11 @@ def test_asking_again_for_the_same_endpoint_returns_the_same_address(overlay: Cl
 
 def test_address_refusals(overlay: ClusterState) -> None:
     n2, n3 = node(overlay, "node2"), node(overlay, "node3")
-    overlay.allocate_address("myoverlay", "ep1", n2, "10.0.1.50")
+    overlay.allocate_address("myoverlay", "ep1", n2, "10.0.0.50")
     refused(
         overlay,
         ErrorKind.CONFLICT,
-        "already has address 10.0.1.50",
+        "already has address 10.0.0.50",
         overlay.allocate_address,
         "myoverlay",
         "ep1",
@@ -465,22 +501,22 @@ def test_address_refusals(overlay: ClusterState) -> None:
     refused(
         overlay,
         ErrorKind.CONFLICT,
-        "10.0.1.50 is already in use",
+        "10.0.0.50 is already in use",
         overlay.allocate_address,
         "myoverlay",
         "ep2",
         n3,
-        "10.0.1.50",
+        "10.0.0.50",
     )
     refused(
         overlay,
         ErrorKind.CONFLICT,
-        "10.0.1.1 is already in use",
+        "10.0.0.1 is already in use",
         overlay.allocate_address,
         "myoverlay",
         "ep2",
         n3,
-        "10.0.1.1",
+        "10.0.0.1",
     )
     refused(
         overlay,
@@ -490,7 +526,7 @@ def test_address_refusals(overlay: ClusterState) -> None:
         "myoverlay",
         "ep2",
         n3,
-        "10.0.2.9",
+        "10.0.1.9",
     )
     refused(
         overlay,
@@ -563,8 +599,8 @@ def test_release_is_for_the_owner_and_idempotent(overlay: ClusterState) -> None:
 def test_allocation_doc_has_what_an_agent_plumbs(overlay: ClusterState) -> None:
     alloc = overlay.allocate_address("myoverlay", "ep1", node(overlay, "node2"))
     doc = allocation_doc(alloc, overlay.find_network("myoverlay"))
-    assert doc["address"] == "10.0.1.2/24" and doc["mac"] == "02:42:0a:00:01:02"
-    assert (doc["vni"], doc["gateway"], doc["network_name"]) == (4097, "10.0.1.1", "myoverlay")
+    assert doc["address"] == "10.0.0.2/24" and doc["mac"] == "02:42:0a:00:00:02"
+    assert (doc["vni"], doc["gateway"], doc["network_name"]) == (4097, "10.0.0.1", "myoverlay")
 
 
 # ----- changes: persistence and replication replay them -----
@@ -588,5 +624,5 @@ def test_replaying_the_changes_rebuilds_the_same_state() -> None:
     copy = ClusterState.from_records(leader.records(), leader.index)
     assert snapshot(copy) == snapshot(leader)
     # Indexes of addresses in use are rebuilt too: the next address skips ep2's.
-    assert copy.allocate_address("o", "ep3", n2.id).ip == "10.0.1.2"
-    assert copy.allocate_address("o", "ep4", n2.id).ip == "10.0.1.4"
+    assert copy.allocate_address("o", "ep3", n2.id).ip == "10.0.0.2"
+    assert copy.allocate_address("o", "ep4", n2.id).ip == "10.0.0.4"

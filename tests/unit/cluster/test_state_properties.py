@@ -16,8 +16,9 @@ from .helpers import seeded_rand
 HOSTS = ["h1", "h2", "h3", "h4"]
 NETWORKS = ["ingress", "n1", "n1", "n2", "n3"]
 ENDPOINTS = ["e1", "e2", "e3", "e4", "e5", "e6"]
-SUBNETS = [None, None, "10.0.1.0/24", "10.0.0.0/16", "10.0.3.0/30", "10.0.4.0/29"]
-IPS = [None, None, None, "10.0.1.2", "10.0.1.3", "10.0.3.1", "10.0.3.2", "10.0.4.6"]
+# n1 (SETUP) is the first user overlay, 10.0.0.0/24; ingress is 10.255.0.0/16.
+SUBNETS = [None, None, "10.0.0.0/24", "10.0.0.0/16", "10.255.1.0/24", "10.0.3.0/30", "10.0.4.0/29"]
+IPS = [None, None, None, "10.0.0.2", "10.0.0.3", "10.0.3.1", "10.0.3.2", "10.0.4.6", "10.255.0.2"]
 
 ALLOC = st.tuples(
     st.just("alloc"),

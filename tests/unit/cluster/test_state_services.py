@@ -88,8 +88,8 @@ def test_create_resolves_networks_to_ids_assigns_ports_and_a_vip_per_network(
     assert [n.name for n in state.service_networks(service)] == ["ingress", "atsea"]
     vips = state.vips_of(service)
     assert [(v.network_id, v.ip, v.node_id) for v in vips] == [
-        (ingress.id, "10.0.0.2", MANAGED),
-        (atsea.id, "10.0.1.2", MANAGED),
+        (ingress.id, "10.255.0.2", MANAGED),
+        (atsea.id, "10.0.0.2", MANAGED),
     ]
     assert all(v.endpoint_id == vip_endpoint_id(service.id) for v in vips)
     # Nobody's address: a worker can neither release it nor take it with it when it leaves.

@@ -40,7 +40,7 @@ def test_reopening_the_store_gives_the_same_state(tmp_path: Path) -> None:
     reopened = ClusterStore(path).load()
     assert snapshot(reopened) == snapshot(state)
     assert reopened.find_network("myoverlay").labels == {"a": "b"}
-    assert reopened.allocate_address("myoverlay", "ep3", n2.id).ip == "10.0.1.2"
+    assert reopened.allocate_address("myoverlay", "ep3", n2.id).ip == "10.0.0.2"
 
 
 def test_replace_installs_a_snapshot(tmp_path: Path) -> None:
