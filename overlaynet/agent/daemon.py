@@ -319,6 +319,19 @@ class Agent:
                 },
             },
             "Counters": dict(self.counters),
+            "Dns": self.dns.counters(),
+            "Cluster": self._cluster_counters(),
+        }
+
+    def _cluster_counters(self) -> dict[str, Any] | None:
+        """What this node's manager refused and why (issue 18: rejections were invisible)."""
+        server = self.swarm.server
+        if server is None:
+            return None
+        return {
+            "Rejections": server.rejections(),
+            "Connections": server.connections(),
+            "Counters": dict(server.stats),
         }
 
     async def network_create(self, req: rq.NetworkCreate) -> Any:
@@ -647,6 +660,9 @@ class Agent:
             self.control.changed = trio.Event()
             async with self.state_lock:
                 await self._sync_planes()
+            if self.swarm.server is not None:
+                # A member may have come or gone: the leader moves tasks now, not next second.
+                self.swarm.server.kick()
 
     async def _follow_role(self) -> None:
         while True:
@@ -656,7 +672,7 @@ class Agent:
 
     async def swarm_init(self, req: rq.SwarmInit) -> Any:
         ip, port = self._advertise(req.advertise_addr)
-        res = await self.swarm.init(ip, port)
+        res = await self.swarm.init(ip, port, req.ingress_subnet)
         await self._start_control()
         log.info("swarm initialised", extra={"fields": {"node": res["node_id"]}})
         return res
@@ -671,7 +687,7 @@ class Agent:
         return res
 
     async def swarm_join_token(self, req: rq.SwarmJoinToken) -> Any:
-        return await self.swarm.call("join_token", role=req.role)
+        return await self.swarm.call("join_token", role=req.role, rotate=req.rotate)
 
     async def swarm_leave(self, req: rq.SwarmLeave) -> Any:
         """Docker refuses to leave while overlay endpoints exist here: the managers would give

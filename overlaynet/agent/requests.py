@@ -227,6 +227,7 @@ class ContainerExec(Request):
 class SwarmInit(Request):
     OP: ClassVar[str] = "swarm.init"
     advertise_addr: str | None = None
+    ingress_subnet: str | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ class SwarmJoin(Request):
 class SwarmJoinToken(Request):
     OP: ClassVar[str] = "swarm.join_token"
     role: str
+    rotate: bool = False
 
 
 @dataclass(frozen=True)

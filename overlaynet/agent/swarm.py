@@ -154,7 +154,9 @@ class SwarmMember:
         self.server = None
         self._server_scope = None
 
-    async def init(self, advertise_addr: str, port: int) -> dict[str, Any]:
+    async def init(
+        self, advertise_addr: str, port: int, ingress_subnet: str | None = None
+    ) -> dict[str, Any]:
         if self.joined is not None:
             raise Conflict(
                 "This node is already part of a swarm. Use `overlaynet swarm leave` to leave this "
@@ -164,7 +166,11 @@ class SwarmMember:
         store = ClusterStore(self._store_path)
         try:
             result = init_swarm(
-                store, hostname=self.hostname, advertise_addr=advertise_addr, port=port
+                store,
+                hostname=self.hostname,
+                advertise_addr=advertise_addr,
+                port=port,
+                ingress_subnet=ingress_subnet,
             )
         except ClusterError as e:
             raise api_error(e) from None

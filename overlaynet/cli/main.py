@@ -554,15 +554,27 @@ def cmd_host_show(ns: argparse.Namespace) -> int:
 # ---- swarm ---------------------------------------------------------------------------------
 
 
-def _join_command(token: str, addr: str) -> str:
-    return f"    overlaynet swarm join --token {token} {addr}"
+def _join_command(token: str, addr: str, host: str | None = None) -> str:
+    where = f"-H {host} " if host else ""
+    return f"    overlaynet {where}swarm join --token {token} {addr}"
 
 
 def cmd_swarm_init(ns: argparse.Namespace) -> int:
-    res = call(ns, "swarm.init", advertise_addr=ns.advertise_addr)
+    res = call(ns, "swarm.init", advertise_addr=ns.advertise_addr, ingress_subnet=ns.ingress_subnet)
     print(f"Swarm initialized: current node ({res['node_id']}) is now a manager.\n")
     print("To add a worker to this swarm, run the following command:\n")
     print(_join_command(res["worker_token"], res["manager_addr"]) + "\n")
+    paths = _host_paths(ns)
+    if paths.lab:
+        # In a lab every host is reached with -H: spell the command out for each other host.
+        from overlaynet import lab
+
+        others = [h.name for h in lab.read_hosts(paths.lab) if h.name != paths.host]
+        if others:
+            print(f"In lab {paths.lab}, paste for each host that joins:\n")
+            for host in others:
+                print(_join_command(res["worker_token"], res["manager_addr"], host))
+            print()
     print(
         "To add a manager to this swarm, run 'overlaynet swarm join-token manager' "
         "and follow the instructions.\n"
@@ -577,10 +589,12 @@ def cmd_swarm_join(ns: argparse.Namespace) -> int:
 
 
 def cmd_swarm_join_token(ns: argparse.Namespace) -> int:
-    res = call(ns, "swarm.join_token", role=ns.role)
+    res = call(ns, "swarm.join_token", role=ns.role, rotate=ns.rotate)
     if ns.quiet:
         print(res["token"])
         return 0
+    if ns.rotate:
+        print(f"Successfully rotated {ns.role} join token.\n")
     print(f"To add a {ns.role} to this swarm, run the following command:\n")
     print(_join_command(res["token"], res["manager_addr"]) + "\n")
     return 0
@@ -911,6 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c = sw.add_parser("init", help="make this host a swarm's first manager")
     c.add_argument("--advertise-addr", help="eth0 or IP[:PORT] other hosts reach this one at")
+    c.add_argument("--ingress-subnet", help="the routing mesh's subnet (default 10.255.0.0/16)")
     c.set_defaults(func=cmd_swarm_init)
     c = sw.add_parser("join", help="join a swarm as a worker or a manager")
     c.add_argument("--token", required=True)
@@ -919,6 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_swarm_join)
     c = sw.add_parser("join-token", help="print the command that joins a worker or manager")
     c.add_argument("-q", "--quiet", action="store_true", help="only the token")
+    c.add_argument("--rotate", action="store_true", help="replace the token (the old one stops)")
     c.add_argument("role", choices=["worker", "manager"])
     c.set_defaults(func=cmd_swarm_join_token)
     c = sw.add_parser("leave", help="leave the swarm")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.integration.labs import Lab
 
 
@@ -26,4 +28,29 @@ def test_bad_joins_get_clear_errors(lab2: Lab) -> None:
     assert lab2.ok("node2", "swarm", "leave") == "Node left the swarm.\n"
     out = lab2.cli("node1", "swarm", "leave")
     assert out.returncode == 1 and "--force" in out.stderr
+    lab2.ok("node1", "swarm", "leave", "--force")
+
+
+def test_init_spells_out_the_join_for_each_lab_host_and_rotation_retires_a_token(
+    lab2: Lab,
+) -> None:
+    init = lab2.ok("node1", "swarm", "init", "--advertise-addr", "eth0")
+    pasted = [line.strip() for line in init.splitlines() if "-H node2 swarm join" in line]
+    assert len(pasted) == 1, init
+    old = lab2.ok("node1", "swarm", "join-token", "-q", "worker").strip()
+    assert f"--token {old} 192.168.0.11:2377" in pasted[0]
+
+    rotated = lab2.ok("node1", "swarm", "join-token", "--rotate", "worker")
+    assert rotated.startswith("Successfully rotated worker join token.")
+    new = lab2.ok("node1", "swarm", "join-token", "-q", "worker").strip()
+    assert new != old
+    out = lab2.cli("node2", "swarm", "join", "--token", old, "192.168.0.11:2377")
+    assert out.returncode == 1 and "token" in out.stderr, out.stderr
+    lab2.ok("node2", "swarm", "join", "--token", new, "192.168.0.11:2377")
+
+    # The refusal is visible in the manager's counters; the embedded DNS has its own.
+    info = json.loads(lab2.ok("node1", "info"))
+    assert info["Cluster"]["Rejections"]["bad_token"] >= 1, info["Cluster"]
+    assert isinstance(info["Dns"], dict)
+    lab2.ok("node2", "swarm", "leave")
     lab2.ok("node1", "swarm", "leave", "--force")
