@@ -8,13 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-
-class ErrorKind(StrEnum):
-    INVALID = "invalid"
-    NOT_FOUND = "not_found"
-    CONFLICT = "conflict"
-    FORBIDDEN = "forbidden"
-    UNAVAILABLE = "unavailable"
+# The one list of error kinds on both wires (the agent's API and tcp/2377).
+from overlaynet.errors import ErrorKind as ErrorKind
 
 
 class ClusterError(Exception):

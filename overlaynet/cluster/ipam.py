@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
+from overlaynet.wire.ethernet import mac_to_str
+
 # Docker's defaults (daemon/config default-address-pools and the default bridge docker0).
 DEFAULT_BRIDGE_SUBNET = IPv4Network("172.17.0.0/16")
 # User-defined bridges: 172.18.0.0/16 … 172.31.0.0/16, then 192.168.0.0/16 cut into /20s.
@@ -20,6 +22,8 @@ BRIDGE_POOLS: tuple[tuple[IPv4Network, int], ...] = (
     (IPv4Network("172.24.0.0/13"), 16),
     (IPv4Network("192.168.0.0/16"), 20),
 )
+# Docker's container MACs: 02:42 (locally administered, unicast), then the IPv4 address.
+DOCKER_MAC_PREFIX = b"\x02\x42"
 # Swarm overlays: 10.0.0.0/8 cut into /24s (Docker's default-addr-pool for swarm).
 OVERLAY_POOLS: tuple[tuple[IPv4Network, int], ...] = ((IPv4Network("10.0.0.0/8"), 24),)
 
@@ -121,5 +125,4 @@ def parse_ip_range(text: str, subnet: IPv4Network) -> IPv4Network:
 
 def mac_for(ip: IPv4Address) -> str:
     """Docker's scheme: 02:42 followed by the IPv4 address (locally administered, unicast)."""
-    octets = ipaddress.v4_int_to_packed(int(ip))
-    return "02:42:" + ":".join(f"{b:02x}" for b in octets)
+    return mac_to_str(DOCKER_MAC_PREFIX + ipaddress.v4_int_to_packed(int(ip)))

@@ -51,12 +51,11 @@ from overlaynet.cluster.tasks import (
 )
 from overlaynet.cluster.tokens import RandomBytes
 from overlaynet.names import BadName, check_object_name
+from overlaynet.wire.vxlan import VNI_MAX
 
 # Docker's overlay driver hands out VXLAN ids from 4096 up (libnetwork overlay vxlanIDStart);
-# the ingress network takes the first one.
+# the ingress network takes the first one. The last is wire.vxlan.VNI_MAX (24 bits, RFC 7348).
 VNI_FIRST = 4096
-# RFC 7348 section 5: the VNI is a 24-bit field.
-VNI_LAST = (1 << 24) - 1
 # The routing mesh's network. Docker's tutorials show it on 10.255.0.0/16 (and DESIGN.md keeps
 # that), out of the way of the user pool, so the first user overlay gets 10.0.0.0/24 and the
 # tutorial's first container 10.0.0.2. `swarm init --ingress-subnet` chooses another.
@@ -770,7 +769,7 @@ class ClusterState:
 
     def _next_vni(self) -> int:
         used = {n.vni for n in self.networks.values()}
-        for vni in range(VNI_FIRST, VNI_LAST + 1):
+        for vni in range(VNI_FIRST, VNI_MAX + 1):
             if vni not in used:
                 return vni
         raise ClusterError(ErrorKind.CONFLICT, "no VXLAN ids left: remove unused overlay networks")
@@ -797,9 +796,9 @@ class ClusterState:
             raise ClusterError(ErrorKind.CONFLICT, f"network with name {name} already exists")
         if vni is None:
             vni = self._next_vni()
-        elif not VNI_FIRST <= vni <= VNI_LAST:
+        elif not VNI_FIRST <= vni <= VNI_MAX:
             raise ClusterError(
-                ErrorKind.INVALID, f"invalid VXLAN id {vni}: use {VNI_FIRST} to {VNI_LAST}"
+                ErrorKind.INVALID, f"invalid VXLAN id {vni}: use {VNI_FIRST} to {VNI_MAX}"
             )
         elif any(n.vni == vni for n in self.networks.values()):
             raise ClusterError(ErrorKind.CONFLICT, f"VXLAN id {vni} is already in use")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+# memberlist's and Docker's gossip port (UDP and TCP 7946): the one home of this number.
+GOSSIP_PORT = 7946
+
 # Every datagram, after encryption, fits a 1500-byte underlay with room for headers
 # (memberlist's UDPBufferSize is 1400 for the same reason).
 MAX_DATAGRAM = 1400

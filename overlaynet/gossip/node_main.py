@@ -17,9 +17,9 @@ from pathlib import Path
 
 import trio
 
-from overlaynet.gossip.config import LAB_CONFIG, LAN_CONFIG
+from overlaynet.gossip.config import GOSSIP_PORT, LAB_CONFIG, LAN_CONFIG
 from overlaynet.gossip.keyring import Keyring
-from overlaynet.gossip.service import GOSSIP_PORT, GossipService
+from overlaynet.gossip.service import GossipService
 
 TABLE = "endpoint_table"
 # Often enough for a test to watch convergence, rarely enough to cost nothing.

@@ -14,7 +14,7 @@ from collections import Counter
 import trio
 
 from overlaynet.boundary import contained
-from overlaynet.gossip.config import LAB_CONFIG, MAX_DATAGRAM, SwimConfig
+from overlaynet.gossip.config import GOSSIP_PORT, LAB_CONFIG, MAX_DATAGRAM, SwimConfig
 from overlaynet.gossip.keyring import Keyring, Unauthenticated
 from overlaynet.gossip.node import GossipEvent, GossipNode, NonMemberGossip, PushPullRequest
 from overlaynet.gossip.replay import ReplayedGossip, ReplayGuard, StaleGossip, replay_window
@@ -24,7 +24,6 @@ from overlaynet.wire.gossip import Address, FutureGossip, MalformedGossip, Overs
 
 log = logging.getLogger(__name__)
 
-GOSSIP_PORT = 7946
 # memberlist TCPTimeout is 10 s on a LAN; lab hosts answer in well under a second.
 TCP_TIMEOUT = 3.0
 # A full state for 1000 hosts with their endpoints is a few hundred KB; refuse anything absurd.

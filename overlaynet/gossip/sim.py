@@ -8,11 +8,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from overlaynet.gossip.config import ENVELOPE_OVERHEAD, SwimConfig
+from overlaynet.gossip.config import ENVELOPE_OVERHEAD, GOSSIP_PORT, SwimConfig
 from overlaynet.gossip.node import GossipEvent, GossipNode, PushPullRequest
 from overlaynet.wire.gossip import Address, MalformedGossip
-
-GOSSIP_PORT = 7946
 
 # A TCP exchange carries a 4-byte length in front of each direction's envelope (service.py).
 STREAM_OVERHEAD = 4 + ENVELOPE_OVERHEAD
