@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import trio
 
 from overlaynet import api
-from overlaynet.agent import control, hostcore, views
+from overlaynet.agent import control, hostcore, metrics, views
 from overlaynet.agent import requests as rq
 from overlaynet.agent.apiserver import ApiServer, bind_unix
 from overlaynet.agent.locks import KeyedLocks
@@ -41,7 +41,7 @@ from overlaynet.api import Request
 from overlaynet.cluster.state import MANAGER_PORT
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.dns import feed as dns_feed
-from overlaynet.dns.records import DnsTable
+from overlaynet.dns.records import DnsTable, NameRecord
 from overlaynet.dns.server import DnsServer
 from overlaynet.dns.upstream import upstreams_from_resolv_conf
 from overlaynet.errors import ApiError, Conflict, InvalidArgument, NotFound, Unavailable
@@ -82,7 +82,12 @@ class JsonLogFormatter(logging.Formatter):
 
 
 class Agent:
-    def __init__(self, paths: HostPaths, advertise_addr: str | None = None) -> None:
+    def __init__(
+        self,
+        paths: HostPaths,
+        advertise_addr: str | None = None,
+        metrics_addr: tuple[str, int] | None = None,
+    ) -> None:
         self.paths = paths
         self.advertise_addr = advertise_addr
         self.overlay = OverlayDriver(advertise_addr)
@@ -110,6 +115,8 @@ class Agent:
         # Per swarm network: what the VTEP was last told (recomputed only when it changes).
         self._planes: dict[str, tuple[hostcore.NetworkPlanes, frozenset[str]]] = {}
         self.api: ApiServer | None = None
+        # Where Prometheus text is served (`--metrics-addr`); None: not at all (opt-in).
+        self.metrics_addr = metrics_addr
         self.counters: Counter[str] = Counter()
         self.started = time.time()
         handlers: dict[type[Request], Callable[[Any], Awaitable[Any]]] = {
@@ -140,6 +147,8 @@ class Agent:
             rq.SwarmLeave: self.swarm_leave,
             rq.GossipMembers: self.gossip_members,
             rq.GossipEndpoints: self.gossip_endpoints,
+            rq.Stats: self.stats,
+            rq.DnsRecords: self.dns_records,
         }
         handlers.update({cls: self.cluster_request for cls in rq.CLUSTER_REQUESTS})
         # Every request type has its handler: checked here, not at a client's first call.
@@ -245,6 +254,8 @@ class Agent:
                     await self._ensure_vtep()
                 counts = await self._state(self.runtime.restore)
                 log.info("restored state", extra={"fields": counts})
+                if self.metrics_addr is not None:
+                    await self._start_metrics()
                 self.api = ApiServer(listener, rq.REQUESTS, self.handle, self.counters)
                 await nursery.start(self.api.run)
                 nursery.start_soon(self._poll_processes)
@@ -391,6 +402,10 @@ class Agent:
         extra: dict[str, Any] = {}
         if net.driver == Driver.OVERLAY:
             dataplane = self.overlay.inspect(net)
+            here = [self.advertise_addr] if self.advertise_addr else []
+            peers = (dataplane or {}).get("peers", net.peers)
+            names = {**await self._node_names(), **dict.fromkeys(here, self.paths.host)}
+            extra["Peers"] = views.peers_doc([*here, *peers], names)
             extra["Overlay"] = {
                 "VNI": net.vni,
                 "VTEP": f"{self.advertise_addr}:{VXLAN_PORT}",
@@ -755,6 +770,97 @@ class Agent:
         """What is built under the hood: links (with their bridge), addresses, routes."""
         return await trio.to_thread.run_sync(views.kernel_doc)
 
+    # ---- under the hood: every counter, the names DNS serves ------------------------------
+
+    def stats_samples(self) -> list[metrics.Sample]:
+        """Every plane's counters now (read on the event loop from copies, as `info` does)."""
+        vtep = self.overlay.vtep
+        gossip = self.control.gossip
+        networks = list(self.runtime.networks.values())
+        return metrics.collect(
+            vtep=vtep.stats() if vtep is not None else None,
+            vni_names={n.vni: n.name for n in networks if n.vni is not None},
+            dns=self.dns.counters(),
+            gossip=gossip.stats() if gossip is not None else None,
+            control=dict(self.control.counters),
+            manager=self._cluster_counters(),
+            api=dict(self.counters),
+        )
+
+    async def stats(self, req: rq.Stats) -> Any:
+        return metrics.stats_doc(self.paths.host, self.stats_samples())
+
+    async def _start_metrics(self) -> None:
+        """Serve Prometheus text (a child of the agent's nursery). A port that cannot be bound
+        is logged and counted: the agent's own work goes on without the export."""
+        assert self._nursery is not None and self.metrics_addr is not None
+        host, port = self.metrics_addr
+
+        def page() -> str:
+            return metrics.render(self.paths.host, self.stats_samples())
+
+        try:
+            bound = await self._nursery.start(
+                partial(metrics.serve, host, port, page, self.counters)
+            )
+        except OSError as e:
+            self.counters["metrics_bind_failures"] += 1
+            log.error(
+                "metrics endpoint unavailable",
+                extra={"fields": {"addr": f"{host}:{port}", "error": str(e)}},
+            )
+            return
+        log.info("metrics endpoint ready", extra={"fields": {"addr": f"{host}:{bound}"}})
+
+    async def _node_names(self) -> dict[str, str]:
+        """Node id and underlay address → hostname, as the managers know them; empty when this
+        host is no manager (workers may not list nodes) or none answers."""
+        if not self.swarm.is_manager:
+            return {}
+        try:
+            nodes = await self.swarm.call("node.ls")
+        except ApiError:
+            return {}
+        names: dict[str, str] = {}
+        for node in nodes:
+            names[str(node["id"])] = names[str(node["addr"])] = str(node["hostname"])
+        return names
+
+    async def dns_records(self, req: rq.DnsRecords) -> Any:
+        """The records the embedded DNS holds for one network, each with where it came from:
+        a running local container, or the gossip entry (and its owner) it was built from."""
+        rt = self.runtime
+        net = rt.network(req.network)
+        origins: dict[NameRecord, dict[str, str]] = {}
+        gossip = self.control.gossip
+        if gossip is not None and net.scope == "swarm":
+            names = await self._node_names()
+            for entry in list(gossip.entries(ENDPOINT_TABLE, net.id).values()):
+                if entry.owner == self.control.node_id:
+                    continue
+                try:
+                    rec = EndpointRecord.from_bytes(entry.value)
+                except BadEndpointRecord:
+                    continue  # counted by the control plane, and never in the table
+                origin = {
+                    "Source": "gossip",
+                    "Owner": names.get(entry.owner, entry.owner),
+                    "NodeID": entry.owner,
+                    "HostIP": rec.host,
+                    "Container": rec.name,
+                }
+                origins.update(dict.fromkeys(rec.dns_records(net.id), origin))
+        for c in list(rt.containers.values()):
+            if c.status != Status.RUNNING:
+                continue
+            origin = {"Source": "local", "Owner": self.paths.host, "Container": c.name}
+            mine = [r for r in dns_feed.container_records(c) if r.network_id == net.id]
+            origins.update(dict.fromkeys(mine, origin))
+        table = self.dns_table
+        dns_net = table.network(net.id)
+        resolves = dns_net is not None and dns_net.resolves_names
+        return views.dns_doc(net.name, resolves, table.ttl, table.records_of(net.id), origins)
+
 
 def _swarm_row(doc: dict[str, Any]) -> dict[str, str]:
     return {"id": doc["id"], "name": doc["name"], "driver": "overlay", "scope": "swarm"}
@@ -801,11 +907,22 @@ def main(argv: list[str] | None = None) -> int:
         default="eth0",
         help="underlay address for VXLAN and gossip: an IPv4 address or an interface (eth0)",
     )
+    p.add_argument(
+        "--metrics-addr",
+        default=None,
+        metavar="IP:PORT",
+        help="serve Prometheus text on http://IP:PORT/metrics (off unless given), "
+        "e.g. 127.0.0.1:9323",
+    )
     ns = p.parse_args(argv)
+    try:
+        metrics_addr = metrics.parse_addr(ns.metrics_addr) if ns.metrics_addr else None
+    except ValueError as e:
+        p.error(str(e))
     paths = HostPaths(ns.host, ns.lab)
     make_private_dir(paths.state_dir)
     setup_logging(ns.log_file, ns.log_level)
     make_private_dir(paths.state_dir)  # again, now that its warnings reach the log
-    agent = Agent(paths, underlay_address(ns.advertise_addr))
+    agent = Agent(paths, underlay_address(ns.advertise_addr), metrics_addr)
     trio.run(agent.run)
     return 0

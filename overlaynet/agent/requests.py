@@ -310,6 +310,21 @@ class GossipEndpoints(Request):
     network: str
 
 
+@dataclass(frozen=True)
+class Stats(Request):
+    """Every counter of the agent's planes, grouped by plane (`overlaynet stats`)."""
+
+    OP: ClassVar[str] = "stats"
+
+
+@dataclass(frozen=True)
+class DnsRecords(Request):
+    """The names a container on `network` resolves, with TTLs and where each came from."""
+
+    OP: ClassVar[str] = "dns.records"
+    network: str
+
+
 REQUESTS: dict[str, type[Request]] = request_types(
     [
         Ping,
@@ -340,5 +355,7 @@ REQUESTS: dict[str, type[Request]] = request_types(
         *CLUSTER_REQUESTS,
         GossipMembers,
         GossipEndpoints,
+        Stats,
+        DnsRecords,
     ]
 )

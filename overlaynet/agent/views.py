@@ -7,6 +7,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from overlaynet.agent.hostcore import epoch_from_iso
+from overlaynet.dns.records import NameRecord
 from overlaynet.host import links
 from overlaynet.model import Container, Driver, Network, Status
 
@@ -238,3 +239,34 @@ def kernel_doc() -> dict[str, Any]:
         "addresses": [[name, str(addr)] for name, addr in links.addresses()],
         "routes": links.routes(),
     }
+
+
+def peers_doc(addresses: Iterable[str], names: dict[str, str]) -> list[dict[str, str]]:
+    """`network inspect`'s Peers in Docker's layout: every host in the overlay (this one
+    included), by name where the swarm knows it, and its underlay address."""
+    rows = [{"Name": names.get(a, a), "IP": a} for a in set(addresses)]
+    return sorted(rows, key=lambda r: (r["Name"], r["IP"]))
+
+
+def dns_doc(
+    network: str,
+    resolves: bool,
+    ttl: int,
+    records: Iterable[NameRecord],
+    origins: dict[NameRecord, dict[str, str]],
+) -> dict[str, Any]:
+    """`overlaynet dns NETWORK`: the names a container on the network resolves, with the TTL
+    its answers carry and where each came from (`origins`: a local container, or the gossip
+    owner host; a record found in neither says "unknown")."""
+    rows = [
+        {
+            "Name": r.name,
+            "FQDN": f"{r.name}.{network}",
+            "Kind": r.kind.value,
+            "Address": str(r.address),
+            "TTL": ttl,
+            "Origin": origins.get(r, {"Source": "unknown"}),
+        }
+        for r in sorted(records, key=lambda r: (r.name.lower(), r.address, r.kind.value))
+    ]
+    return {"Network": network, "ResolvesNames": resolves, "TTL": ttl, "Records": rows}

@@ -976,6 +976,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_info = sub.add_parser("info", help="the agent's view of its host")
     p_info.set_defaults(func=cmd_info)
+    from overlaynet.cli import views_cmds  # imports this module: registered once it is loaded
+
+    views_cmds.register(sub)
     c = sub.add_parser("version", help="client and agent versions")
     c.add_argument("-f", "--format", help="Go template, e.g. '{{.Server.Version}}'")
     c.set_defaults(func=cmd_version)
