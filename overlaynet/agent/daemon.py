@@ -37,6 +37,7 @@ from overlaynet.agent.overlay import OverlayDriver
 from overlaynet.agent.records import ENDPOINT_TABLE, BadEndpointRecord, EndpointRecord
 from overlaynet.agent.runtime import Allocation, Runtime
 from overlaynet.agent.swarm import SwarmMember
+from overlaynet.agent.tasks import TaskRunner, agent_hooks
 from overlaynet.api import Request
 from overlaynet.cluster.state import MANAGER_PORT
 from overlaynet.dataplane.vtep import Vtep
@@ -119,6 +120,8 @@ class Agent:
         self.metrics_addr = metrics_addr
         self.counters: Counter[str] = Counter()
         self.started = time.time()
+        # The worker side of services: runs the tasks the managers assign here (in a swarm).
+        self.task_runner = TaskRunner(agent_hooks(self))
         handlers: dict[type[Request], Callable[[Any], Awaitable[Any]]] = {
             rq.Ping: self.ping,
             rq.Info: self.info,
@@ -259,6 +262,7 @@ class Agent:
                 self.api = ApiServer(listener, rq.REQUESTS, self.handle, self.counters)
                 await nursery.start(self.api.run)
                 nursery.start_soon(self._poll_processes)
+                await nursery.start(self.task_runner.run)
                 nursery.start_soon(self._handle_signals, nursery.cancel_scope)
                 log.info("agent ready", extra={"fields": {"socket": str(self.paths.socket)}})
                 task_status.started()
@@ -330,6 +334,7 @@ class Agent:
                 },
             },
             "Counters": dict(self.counters),
+            "Tasks": dict(self.task_runner.counters),
             "Dns": self.dns.counters(),
             "Cluster": self._cluster_counters(),
         }

@@ -267,6 +267,8 @@ class NodeUpdate(Request):
     OP: ClassVar[str] = "node.update"
     node: str
     availability: str | None = None
+    label_add: dict[str, str] | None = None
+    label_rm: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,57 @@ class NodeRm(Request):
     force: bool = False
 
 
+# ---- services (answered by the managers; argument shapes in the managers' service.* ops) --
+
+
+@dataclass(frozen=True)
+class ServiceCreate(Request):
+    OP: ClassVar[str] = "service.create"
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    constraints: tuple[str, ...] = ()
+    replicas: int | None = None
+    mode: str | None = None
+    endpoint_mode: str | None = None
+    restart_condition: str | None = None
+    restart_delay: float | None = None
+    restart_max_attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class ServiceLs(Request):
+    OP: ClassVar[str] = "service.ls"
+
+
+@dataclass(frozen=True)
+class ServicePs(Request):
+    OP: ClassVar[str] = "service.ps"
+    service: str
+
+
+@dataclass(frozen=True)
+class ServiceInspect(Request):
+    OP: ClassVar[str] = "service.inspect"
+    service: str
+
+
+@dataclass(frozen=True)
+class ServiceScale(Request):
+    OP: ClassVar[str] = "service.scale"
+    service: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ServiceRm(Request):
+    OP: ClassVar[str] = "service.rm"
+    service: str
+
+
 # Node management is answered by the managers: the agent passes these on as they are.
 CLUSTER_REQUESTS: tuple[type[Request], ...] = (
     NodeLs,
@@ -296,6 +349,12 @@ CLUSTER_REQUESTS: tuple[type[Request], ...] = (
     NodePromote,
     NodeDemote,
     NodeRm,
+    ServiceCreate,
+    ServiceLs,
+    ServicePs,
+    ServiceInspect,
+    ServiceScale,
+    ServiceRm,
 )
 
 

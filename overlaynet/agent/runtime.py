@@ -332,6 +332,26 @@ class Runtime:
         self.generation += 1
         return c
 
+    def task_create(
+        self, req: ContainerCreate, attachments: list[tuple[Network, Allocation]]
+    ) -> Container:
+        """A service task's container on the swarm networks (attachable or not: the task is
+        the service's) with the addresses the managers allocated; `req.network` is the first
+        attachment's id (or a local network when there is none)."""
+        added = [net for net, _ in attachments if net.id not in self.networks]
+        try:
+            for net in added:
+                self._add_network(net)
+            c = self.container_create(req, None, attachments[0][1] if attachments else None)
+            for net, allocation in attachments[1:]:
+                self.network_connect(net.id, c.id, allocation=allocation)
+        except BaseException:
+            for net in added:
+                if net.id in self.networks:
+                    self._retire_if_unused(net)
+            raise
+        return c
+
     def _new_endpoint(
         self,
         c: Container,

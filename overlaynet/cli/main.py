@@ -1031,6 +1031,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(func=cmd_lab_graph)
 
+    from overlaynet.cli import service  # imports this module: registered once it is loaded
+
+    service.register(sub)
     return p
 
 

@@ -1,0 +1,472 @@
+"""The worker's task runner: the tasks the managers assign to this node become containers.
+
+`plan` is the pure core: the managers' `task.assigned` answer and this host's task containers
+in, the actions that bring them together out (start, report, stop, remove), time passed in.
+`TaskRunner` is the thin trio shell, a child of the agent's nursery while the host is in a
+swarm: it polls `task.assigned`, carries the actions out through the agent and reports each
+task's progress (accepted → preparing → starting → running → complete/failed/shutdown).
+
+A task's container is named `<service>.<slot>.<task id>` (Docker's name), so the task id
+travels with the container: a restarted agent finds its tasks' containers again by name and
+never starts a task twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from overlaynet.agent import hostcore
+from overlaynet.agent import requests as rq
+from overlaynet.agent.runtime import Allocation
+from overlaynet.cluster.tasks import TaskState
+from overlaynet.errors import ApiError
+from overlaynet.model import Container, Network, Status
+from overlaynet.names import OBJECT_NAME_MAX, new_id
+
+if TYPE_CHECKING:
+    from overlaynet.agent.daemon import Agent
+
+log = logging.getLogger("overlaynet.agent.tasks")
+
+# How often the worker asks the managers for its tasks: swarmkit's dispatcher pushes
+# assignments; polling twice a second keeps `service create` to running well under a second
+# at the cost of one small request per node (the `index` lets the planes skip unchanged answers).
+POLL_INTERVAL = 0.5
+# Docker's default grace period before SIGKILL when a task is shut down (ContainerSpec
+# StopGracePeriod, 10 s); tests and `service rm` wait for it, so it stays Docker's.
+STOP_GRACE = 10.0
+
+
+class BadAssignment(ValueError):
+    """A `task.assigned` entry that does not parse: counted and skipped, the rest goes on."""
+
+
+@dataclass(frozen=True)
+class TaskNetwork:
+    """A task's endpoint on one swarm network, allocated by the managers."""
+
+    network_id: str
+    network_name: str
+    vni: int
+    subnet: str
+    gateway: str
+    ingress: bool
+    ip: str
+    mac: str
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> TaskNetwork:
+        return cls(
+            network_id=_str(doc, "network_id"),
+            network_name=_str(doc, "network_name"),
+            vni=_int(doc, "vni"),
+            subnet=_str(doc, "subnet"),
+            gateway=_str(doc, "gateway"),
+            ingress=bool(doc.get("ingress", False)),
+            ip=_str(doc, "ip"),
+            mac=_str(doc, "mac"),
+        )
+
+
+@dataclass(frozen=True)
+class AssignedTask:
+    """One task as the managers assign it to this node."""
+
+    id: str
+    service_name: str
+    name: str  # `web.2` (replica) or `web.<node id>` (global)
+    image: str
+    command: tuple[str, ...]
+    env: tuple[str, ...]
+    desired: TaskState
+    state: TaskState
+    not_before: float
+    networks: tuple[TaskNetwork, ...]
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> AssignedTask:
+        try:
+            not_before = doc.get("not_before")
+            return cls(
+                id=_str(doc, "id"),
+                service_name=_str(doc, "service_name"),
+                name=_str(doc, "name"),
+                image=_str(doc, "image"),
+                command=tuple(str(a) for a in doc.get("command") or ()),
+                env=tuple(str(e) for e in doc.get("env") or ()),
+                desired=TaskState(_str(doc, "desired_state")),
+                state=TaskState(_str(doc, "state")),
+                not_before=float(not_before) if not_before is not None else 0.0,
+                networks=tuple(TaskNetwork.from_doc(n) for n in doc.get("networks") or ()),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise BadAssignment(f"bad task entry: {e}") from None
+
+    @property
+    def container_name(self) -> str:
+        return container_name(self.name, self.id)
+
+
+def container_name(task_name: str, task_id: str) -> str:
+    """`<service>.<slot>.<task id>`, Docker's container name for a task; a name longer than a
+    container name may be loses characters of its service part, never of the task id."""
+    suffix = f".{task_id}"
+    return task_name[: OBJECT_NAME_MAX - len(suffix)] + suffix
+
+
+# The environment entry that marks a task's container and names its task (Docker puts the
+# task id in the label com.docker.swarm.task.id; containers here have no labels yet, and the
+# name alone could be any user's container `a.b.c`, which the runner must never remove).
+TASK_ENV = "OVERLAYNET_TASK_ID"
+
+
+def task_id_of(c: Container) -> str | None:
+    """The task a container runs (None: not a task's container)."""
+    marker = next((e for e in c.env if e.startswith(TASK_ENV + "=")), None)
+    if marker is None:
+        return None
+    task_id = marker.partition("=")[2]
+    return task_id if task_id and c.name.endswith("." + task_id) else None
+
+
+def local_tasks(containers: Iterable[Container]) -> dict[str, LocalTask]:
+    """Task id → its container, among a host's containers."""
+    out = {}
+    for c in containers:
+        task_id = task_id_of(c)
+        if task_id is not None:
+            ended = c.status == Status.EXITED
+            out[task_id] = LocalTask(
+                task_id, c.id, c.status == Status.RUNNING, c.exit_code if ended else None
+            )
+    return out
+
+
+def task_network(n: TaskNetwork, now: float) -> Network:
+    """The host's record of a task's swarm network (brought here with the task)."""
+    return hostcore.network_from_swarm(
+        {
+            "id": n.network_id,
+            "name": n.network_name,
+            "created": now,
+            "subnet": n.subnet,
+            "gateway": n.gateway,
+            "attachable": False,
+            "vni": n.vni,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class LocalTask:
+    """A task's container on this host."""
+
+    task_id: str
+    container_id: str
+    running: bool
+    exit_code: int | None = None  # once it ended (None and not running: never started)
+
+
+# ---- actions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """Create the task's container on its networks and start it, reporting each step."""
+
+    task: AssignedTask
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start a task's container that was made but never started (an agent stopped between)."""
+
+    task_id: str
+    container_id: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """Tell the managers what became of a task (states in order, the last one final or not)."""
+
+    task_id: str
+    states: tuple[TaskState, ...]
+    container_id: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Stop a task's container, then report it shut down."""
+
+    task_id: str
+    container_id: str
+
+
+@dataclass(frozen=True)
+class Remove:
+    """Remove the container of a task the managers no longer list (over, or gone)."""
+
+    task_id: str
+    container_id: str
+
+
+Action = Run | Start | Report | Stop | Remove
+
+
+def plan(
+    assigned: Sequence[AssignedTask],
+    stop: Iterable[str],
+    local: Mapping[str, LocalTask],
+    now: float,
+) -> list[Action]:
+    """What to do so this host runs exactly the tasks the managers want running here.
+
+    `assigned`: the node's live tasks; `stop`: ids of tasks of removed services still to be
+    stopped; `local`: task id → its container here. Pure: the same inputs, the same actions."""
+    actions: list[Action] = []
+    listed: set[str] = set()
+    for t in assigned:
+        listed.add(t.id)
+        mine = local.get(t.id)
+        if t.desired != TaskState.RUNNING:
+            actions += _wind_down(t.id, t.state, mine)
+            continue
+        if mine is None:
+            if t.state.rank >= TaskState.RUNNING.rank:
+                # It ran here, and its container is gone (removed by hand, host rebuilt).
+                actions.append(
+                    Report(t.id, (TaskState.FAILED,), error="task: its container is gone")
+                )
+            elif now >= t.not_before:
+                actions.append(Run(t))
+        elif mine.running:
+            if t.state != TaskState.RUNNING:
+                actions.append(Report(t.id, (TaskState.RUNNING,), mine.container_id))
+        elif mine.exit_code is None:
+            actions.append(Start(t.id, mine.container_id))
+        else:
+            actions.append(_ended(t, mine))
+    for task_id in stop:
+        listed.add(task_id)
+        actions += _wind_down(task_id, None, local.get(task_id))
+    for task_id, mine in sorted(local.items()):
+        if task_id not in listed:
+            actions.append(Remove(task_id, mine.container_id))
+    return actions
+
+
+def _wind_down(task_id: str, state: TaskState | None, mine: LocalTask | None) -> list[Action]:
+    if mine is not None and mine.running:
+        return [Stop(task_id, mine.container_id)]
+    if state is not None and state.final:
+        return []
+    return [Report(task_id, (TaskState.SHUTDOWN,), mine.container_id if mine else None)]
+
+
+def _ended(t: AssignedTask, mine: LocalTask) -> Report:
+    """A task whose process ended: complete (exit 0) or failed, after `running` if the
+    managers never heard it ran (complete follows running only)."""
+    code = mine.exit_code if mine.exit_code is not None else 0
+    before = () if t.state == TaskState.RUNNING else (TaskState.RUNNING,)
+    if code == 0:
+        return Report(t.id, (*before, TaskState.COMPLETE), mine.container_id, exit_code=0)
+    return Report(
+        t.id,
+        (*before, TaskState.FAILED),
+        mine.container_id,
+        exit_code=code,
+        error=f"task: non-zero exit ({code})",
+    )
+
+
+def parse_assigned(doc: Mapping[str, Any]) -> tuple[list[AssignedTask], list[str], int]:
+    """`task.assigned`'s answer → (tasks, ids to stop, entries skipped as unreadable)."""
+    tasks, bad = [], 0
+    for entry in doc.get("tasks") or ():
+        try:
+            tasks.append(AssignedTask.from_doc(entry))
+        except BadAssignment:
+            bad += 1
+    stop = []
+    for entry in doc.get("stop") or ():
+        if isinstance(entry, Mapping) and isinstance(entry.get("id"), str):
+            stop.append(entry["id"])
+        else:
+            bad += 1
+    return tasks, stop, bad
+
+
+def _str(doc: Mapping[str, Any], key: str) -> str:
+    value = doc[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string")
+    return value
+
+
+def _int(doc: Mapping[str, Any], key: str) -> int:
+    value = doc[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{key} must be an integer")
+    return value
+
+
+# ---- the shell -----------------------------------------------------------------------------
+
+
+@dataclass
+class TaskHooks:
+    """What the runner needs of the agent (the agent's own methods, handed in)."""
+
+    call: Callable[..., Awaitable[Any]]  # a manager operation: call(op, **args)
+    local_tasks: Callable[[], dict[str, LocalTask]]
+    create: Callable[[AssignedTask], Awaitable[str]]  # → container id (created, not started)
+    start: Callable[[str], Awaitable[None]]
+    stop: Callable[[str, float], Awaitable[None]]
+    remove: Callable[[str], Awaitable[None]]
+    active: Callable[[], bool]  # in a swarm: only then are there tasks to run
+    # Told every new `task.assigned` answer (the DNS and load-balancer planes follow it).
+    on_assigned: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None
+
+
+@dataclass
+class TaskRunner:
+    hooks: TaskHooks
+    interval: float = POLL_INTERVAL
+    counters: Counter[str] = field(default_factory=Counter)
+    last_index: int = -1
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                if self.hooks.active():
+                    await self.step()
+            except ApiError as e:
+                # No manager reachable (an election, a partition): the tasks here go on running.
+                self.counters["assigned_failures"] += 1
+                log.debug("task.assigned failed: %s", e)
+            await trio.sleep(self.interval)
+
+    async def step(self) -> None:
+        doc = await self.hooks.call("task.assigned")
+        index = doc.get("index")
+        if isinstance(index, int) and index != self.last_index:
+            self.last_index = index
+            if self.hooks.on_assigned is not None:
+                await self.hooks.on_assigned(doc)
+        tasks, stop, bad = parse_assigned(doc)
+        self.counters["bad_assignments"] += bad
+        actions = plan(tasks, stop, self.hooks.local_tasks(), time.time())
+        if not actions:
+            return
+        async with trio.open_nursery() as nursery:
+            for action in actions:
+                nursery.start_soon(self._carry_out, action)
+
+    async def _carry_out(self, action: Action) -> None:
+        try:
+            if isinstance(action, Run):
+                await self._run(action.task)
+            elif isinstance(action, Start):
+                await self.hooks.start(action.container_id)
+                await self._report(
+                    Report(action.task_id, (TaskState.RUNNING,), action.container_id)
+                )
+            elif isinstance(action, Report):
+                await self._report(action)
+            elif isinstance(action, Stop):
+                await self.hooks.stop(action.container_id, STOP_GRACE)
+                await self._report(Report(action.task_id, (TaskState.SHUTDOWN,)))
+            else:
+                await self.hooks.remove(action.container_id)
+                self.counters["containers_removed"] += 1
+        except ApiError as e:
+            # Tried again on the next poll: the plan is recomputed from what is true then.
+            self.counters["action_failures"] += 1
+            log.warning("task action failed: %s: %s", type(action).__name__, e)
+
+    async def _run(self, task: AssignedTask) -> None:
+        await self._report(Report(task.id, (TaskState.ACCEPTED, TaskState.PREPARING)))
+        try:
+            cid = await self.hooks.create(task)
+        except ApiError as e:
+            self.counters["tasks_rejected"] += 1
+            await self._report(Report(task.id, (TaskState.REJECTED,), error=str(e)))
+            return
+        await self._report(Report(task.id, (TaskState.STARTING,), cid))
+        try:
+            await self.hooks.start(cid)
+        except ApiError as e:
+            self.counters["tasks_failed_to_start"] += 1
+            await self.hooks.remove(cid)
+            await self._report(Report(task.id, (TaskState.FAILED,), cid, error=str(e)))
+            return
+        self.counters["tasks_started"] += 1
+        await self._report(Report(task.id, (TaskState.RUNNING,), cid))
+        log.info("task running", extra={"fields": {"task": task.container_name}})
+
+    async def _report(self, report: Report) -> None:
+        for state in report.states:
+            args: dict[str, Any] = {"task_id": report.task_id, "state": state.value}
+            if report.container_id is not None:
+                args["container_id"] = report.container_id
+            if state.final:
+                if report.exit_code is not None:
+                    args["exit_code"] = report.exit_code
+                if report.error is not None:
+                    args["error"] = report.error
+            res = await self.hooks.call("task.report", **args)
+            if not res.get("accepted", False):
+                self.counters["reports_refused"] += 1
+
+
+def agent_hooks(agent: Agent) -> TaskHooks:
+    """The runner's hooks on the agent: containers made and removed through its state lock
+    and per-container locks, like any request's. A task's addresses are the managers' to free
+    (the orchestrator releases them with the task), so removal never calls `ip.release`."""
+    rt = agent.runtime
+
+    async def create(task: AssignedTask) -> str:
+        now = time.time()
+        nets = [(task_network(n, now), Allocation(new_id(), n.ip, n.mac)) for n in task.networks]
+        if nets:
+            await agent._ensure_vtep()
+        req = rq.ContainerCreate(
+            image=task.image,
+            cmd=task.command,
+            name=task.container_name,
+            network=nets[0][0].id if nets else "bridge",
+            env=(*task.env, f"{TASK_ENV}={task.id}"),
+        )
+        c = await agent._state(partial(rt.task_create, req, nets))
+        return c.id
+
+    async def start(cid: str) -> None:
+        await agent.container_start(rq.ContainerStart(cid))
+
+    async def stop(cid: str, grace: float) -> None:
+        await agent.container_stop(rq.ContainerStop(cid, grace))
+
+    async def remove(cid: str) -> None:
+        async with agent._container(cid):
+            await agent._state(partial(rt.container_rm, cid, True))
+
+    return TaskHooks(
+        call=agent.swarm.call,
+        local_tasks=lambda: local_tasks(list(rt.containers.values())),
+        create=create,
+        start=start,
+        stop=stop,
+        remove=remove,
+        active=lambda: agent.swarm.in_swarm,
+    )
