@@ -7,7 +7,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from overlaynet.agent.hostcore import epoch_from_iso
-from overlaynet.dns.records import NameRecord
+from overlaynet.dns.records import NameRecord, RecordKind
 from overlaynet.host import links
 from overlaynet.model import Container, Driver, Network, Status
 
@@ -257,7 +257,19 @@ def dns_doc(
 ) -> dict[str, Any]:
     """`overlaynet dns NETWORK`: the names a container on the network resolves, with the TTL
     its answers carry and where each came from (`origins`: a local container, or the gossip
-    owner host; a record found in neither says "unknown")."""
+    owner host). A `tasks.` name has its task container's origin, a service name comes from
+    the managers' service list; a record found nowhere says "unknown"."""
+    by_address = {r.address: o for r, o in origins.items() if r.kind is RecordKind.CONTAINER}
+
+    def origin_of(r: NameRecord) -> dict[str, str]:
+        if r in origins:
+            return origins[r]
+        if r.kind is RecordKind.TASK and r.address in by_address:
+            return by_address[r.address]
+        if r.kind is RecordKind.SERVICE:
+            return {"Source": "service", "Owner": "managers"}
+        return {"Source": "unknown"}
+
     rows = [
         {
             "Name": r.name,
@@ -265,7 +277,7 @@ def dns_doc(
             "Kind": r.kind.value,
             "Address": str(r.address),
             "TTL": ttl,
-            "Origin": origins.get(r, {"Source": "unknown"}),
+            "Origin": origin_of(r),
         }
         for r in sorted(records, key=lambda r: (r.name.lower(), r.address, r.kind.value))
     ]

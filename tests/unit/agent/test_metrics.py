@@ -4,6 +4,7 @@ that prometheus_client's own parser reads back; the HTTP endpoint answers GET /m
 from __future__ import annotations
 
 from collections import Counter
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from overlaynet.agent import metrics
+from overlaynet.agent import metrics, views
+from overlaynet.dns.records import NameRecord, RecordKind
 
 VTEP_STATS: dict[str, Any] = {
     "counters": {"rx_drop_not_member": 2, "rx_drop_unknown_vni": 1},
@@ -235,3 +237,42 @@ async def test_a_silent_client_times_out(autojump_clock: trio.testing.MockClock)
             assert await stream.receive_some(100) == b""
         nursery.cancel_scope.cancel()
     assert counters["metrics_timeouts"] == 1
+
+
+# ---- the views that go with the counters (agent/views.py: dns_doc, peers_doc) ---------------
+
+
+def _rec(name: str, ip: str, kind: RecordKind = RecordKind.CONTAINER) -> NameRecord:
+    return NameRecord("n1", name, IPv4Address(ip), kind)
+
+
+def test_dns_doc_gives_each_record_its_origin() -> None:
+    local = {"Source": "local", "Owner": "node1", "Container": "c1"}
+    remote = {"Source": "gossip", "Owner": "node2", "HostIP": "192.168.0.12", "Container": "w"}
+    records = [
+        _rec("c1", "10.0.0.2"),
+        _rec("web.1.abc", "10.0.0.5"),
+        _rec("tasks.web", "10.0.0.5", RecordKind.TASK),
+        _rec("web", "10.0.0.9", RecordKind.SERVICE),
+        _rec("stray", "10.0.0.7"),
+    ]
+    origins = {records[0]: local, records[1]: remote}
+    doc = views.dns_doc("ov", True, 5, records, origins)
+    by_name = {r["Name"]: r for r in doc["Records"]}
+    assert by_name["c1"]["Origin"] == local
+    assert by_name["c1"]["FQDN"] == "c1.ov" and by_name["c1"]["TTL"] == 5
+    # A task name comes from where its task container lives.
+    assert by_name["tasks.web"]["Origin"] == remote
+    assert by_name["web"]["Origin"]["Source"] == "service"
+    assert by_name["stray"]["Origin"] == {"Source": "unknown"}
+    assert [r["Name"] for r in doc["Records"]] == sorted(by_name)
+
+
+def test_peers_doc_is_dockers_layout_named_where_known() -> None:
+    rows = views.peers_doc(
+        ["192.168.0.12", "192.168.0.11", "192.168.0.12"], {"192.168.0.11": "node1"}
+    )
+    assert rows == [
+        {"Name": "192.168.0.12", "IP": "192.168.0.12"},
+        {"Name": "node1", "IP": "192.168.0.11"},
+    ]
