@@ -24,7 +24,7 @@ from overlaynet.boundary import contained
 log = logging.getLogger(__name__)
 
 # The planes, in the order `stats` prints them.
-PLANES = ("vtep", "dns", "gossip", "control", "manager", "api")
+PLANES = ("vtep", "dns", "gossip", "control", "manager", "tasks", "api")
 # Every metric is `overlaynet_<plane>_<counter>` (Prometheus' own naming advice: a
 # single-word application prefix, then what is measured).
 PREFIX = "overlaynet"
@@ -129,14 +129,15 @@ def collect(
     gossip: Mapping[str, Any] | None = None,
     control: Mapping[str, int] | None = None,
     manager: Mapping[str, Any] | None = None,
+    tasks: Mapping[str, int] | None = None,
     api: Mapping[str, int] | None = None,
 ) -> list[Sample]:
     """Every plane's counters as samples (a plane that does not run contributes none).
 
     `vtep`: `Vtep.stats()`; `vni_names`: VNI → network name; `dns`: `DnsServer.counters()`;
     `gossip`: `GossipService.stats()`; `control`: the control plane's counters; `manager`:
-    `{"Rejections", "Connections", "Counters"}` as the agent's `info` has it; `api`: the
-    agent's own counters."""
+    `{"Rejections", "Connections", "Counters"}` as the agent's `info` has it; `tasks`: the
+    worker side of services (the task runner's counters); `api`: the agent's own counters."""
     out: list[Sample] = []
     if vtep is not None:
         out += _vtep(vtep, vni_names or {})
@@ -152,6 +153,7 @@ def collect(
             out.append(Sample("manager", "rejected", float(count), (("reason", reason),)))
         conns = manager.get("Connections", {})
         out += _counters("manager", {f"connections_{k}": v for k, v in conns.items()})
+    out += _counters("tasks", tasks or {})
     out += _counters("api", api or {})
     return out
 

@@ -85,14 +85,19 @@ def mlab() -> Iterator[MetricsLab]:
         lab.ok("node2", "run", "-dit", "--name", "c2", "--network", NET, "alpine", "sh")
         yield MetricsLab(lab, proc)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            _stop(proc)
         labmod.down(name)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _dns(lab: Lab, host: str) -> dict[str, Any]:
@@ -268,3 +273,32 @@ def test_bad_metrics_clients_never_affect_the_agent(mlab: MetricsLab) -> None:
     assert _value(families, "overlaynet_api_metrics_scrapes", host="node2") >= 1
     assert lab.ok("node2", "ps", "-q")  # the agent answers its API as before
     assert mlab.agent.poll() is None
+
+
+def test_a_taken_metrics_port_is_logged_and_counted_and_the_agent_runs_on(
+    mlab: MetricsLab,
+) -> None:
+    lab = mlab.lab
+    ns = netns.path(lab.netns_of("node3"))
+    hold = (
+        "import socket,time;s=socket.socket();"
+        f"s.bind(('127.0.0.1',{METRICS_PORT}));s.listen();print('bound',flush=True);time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        ["nsenter", f"--net={ns}", "--", *PY, hold], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "bound"
+        proc = _start_agent_with_metrics(lab, "node3")
+        try:
+            doc = json.loads(lab.ok("node3", "stats", "--format", "json"))
+            api = {s["counter"]: s["value"] for s in doc["planes"]["api"]}
+            assert api["metrics_bind_failures"] == 1
+            log = HostPaths("node3", lab.name).log_file.read_text()
+            assert "metrics endpoint unavailable" in log
+            assert proc.poll() is None
+        finally:
+            _stop(proc)
+    finally:
+        holder.kill()
+        holder.wait()

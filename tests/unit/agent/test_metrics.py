@@ -47,6 +47,7 @@ def _all() -> list[metrics.Sample]:
         gossip={"datagrams_received": 40, "replay_cache": 12},
         control={"join_retries": 1},
         manager=MANAGER,
+        tasks={"tasks_started": 2},
         api={"op:network.inspect": 2, "malformed_requests": 1},
     )
 
