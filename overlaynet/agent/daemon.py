@@ -789,6 +789,7 @@ class Agent:
             gossip=gossip.stats() if gossip is not None else None,
             control=dict(self.control.counters),
             manager=self._cluster_counters(),
+            tasks=dict(self.task_runner.counters),
             api=dict(self.counters),
         )
 
