@@ -36,6 +36,7 @@ from typing import Any
 import trio
 
 from overlaynet.cluster import protocol, service_views
+from overlaynet.cluster import requests as rq
 from overlaynet.cluster.client import JoinResult, ManagerClient
 from overlaynet.cluster.protocol import (
     AuthenticationFailed,
@@ -47,12 +48,6 @@ from overlaynet.cluster.protocol import (
     ReplayedFrame,
     ReplayGuard,
     StaleFrame,
-)
-from overlaynet.cluster.services import (
-    RestartPolicy,
-    ServiceSpec,
-    parse_constraint,
-    parse_publish,
 )
 from overlaynet.cluster.state import (
     MANAGER_PORT,
@@ -109,54 +104,6 @@ REQUEST_MEMORY = 2 * protocol.MAX_CLOCK_SKEW
 # node's tasks move at most this long after gossip's dead time (sooner when the agent calls
 # `kick`). A pass that finds nothing to do writes nothing.
 ORCHESTRATE_INTERVAL = 1.0
-# Arguments `service.create` takes (any other is refused, so a typo is not silently ignored).
-SERVICE_CREATE_ARGS = frozenset(
-    {
-        "name",
-        "image",
-        "command",
-        "env",
-        "replicas",
-        "mode",
-        "networks",
-        "endpoint_mode",
-        "publish",
-        "constraints",
-        "restart_condition",
-        "restart_delay",
-        "restart_max_attempts",
-    }
-)
-
-# What a worker's credential may do: what its agent needs to attach containers and run its
-# service tasks, and leave.
-WORKER_OPS = frozenset(
-    {"state.snapshot", "ip.allocate", "ip.release", "leave", "task.report", "task.assigned"}
-)
-# Requests that change the state: followers forward these to the leader, which runs each request
-# id once.
-WRITE_OPS = frozenset(
-    {
-        "leave",
-        "node.update",
-        "node.promote",
-        "node.demote",
-        "node.rm",
-        "network.create",
-        "network.rm",
-        "ip.allocate",
-        "ip.release",
-        "join.admit",
-        "gossip.rotate",
-        "gossip.retire",
-        "service.create",
-        "service.scale",
-        "service.rm",
-        "task.report",
-    }
-)
-# Read requests that only the leader can answer (it alone has the change log).
-LEADER_OPS = frozenset({"replica.fetch"})
 
 
 class Rejection(StrEnum):
@@ -235,111 +182,6 @@ def init_swarm(
         manager_addr=str(node.manager_addr),
         cluster_id=cluster.id,
     )
-
-
-def _arg(args: dict[str, Any], name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str) or not value:
-        raise ClusterError(ErrorKind.INVALID, f"missing argument {name!r}")
-    return value
-
-
-def _opt(args: dict[str, Any], name: str) -> str | None:
-    value = args.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must be a string")
-    return value
-
-
-def _flag(args: dict[str, Any], name: str) -> bool:
-    value = args.get(name, False)
-    if not isinstance(value, bool):
-        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must be true or false")
-    return value
-
-
-def _int(args: dict[str, Any], name: str) -> int | None:
-    """An optional integer; JSON's true/false and 1.0 are not integers here."""
-    value = args.get(name)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must be an integer")
-    return value
-
-
-def _str_map(args: dict[str, Any], name: str) -> dict[str, str]:
-    """An optional object of strings to strings (labels); absent is empty, anything else is an
-    error (never `or {}`: a 0, "" or [] is a mistake to report, not an empty map)."""
-    value = args.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must map strings to strings")
-    return value
-
-
-def _str_list(args: dict[str, Any], name: str) -> list[str]:
-    """An optional list of strings; absent is empty, anything else (a lone string too) is an
-    error."""
-    value = args.get(name)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must be a list of strings")
-    return value
-
-
-def _number(args: dict[str, Any], name: str) -> float | None:
-    """An optional number of seconds (an integer or a float, never true/false)."""
-    value = args.get(name)
-    if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
-        raise ClusterError(ErrorKind.INVALID, f"argument {name!r} must be a number")
-    return None if value is None else float(value)
-
-
-def spec_from_args(args: dict[str, Any]) -> ServiceSpec:
-    """A `service.create` request's arguments as a validated spec (ClusterError if not)."""
-    unknown = sorted(set(args) - SERVICE_CREATE_ARGS)
-    if unknown:
-        raise ClusterError(ErrorKind.INVALID, f"unknown argument {unknown[0]!r} for service.create")
-    restart: dict[str, Any] = {}
-    condition = _opt(args, "restart_condition")
-    if condition is not None:
-        restart["condition"] = condition
-    delay = _number(args, "restart_delay")
-    if delay is not None:
-        restart["delay"] = delay
-    attempts = _int(args, "restart_max_attempts")
-    if attempts is not None:
-        restart["max_attempts"] = attempts
-    fields: dict[str, Any] = {
-        "name": _arg(args, "name"),
-        "image": _arg(args, "image"),
-        "command": tuple(_str_list(args, "command")),
-        "env": tuple(_str_list(args, "env")),
-        "replicas": _int(args, "replicas"),
-        "networks": tuple(_str_list(args, "networks")),
-        "ports": tuple(parse_publish(p) for p in _str_list(args, "publish")),
-        "constraints": tuple(parse_constraint(c) for c in _str_list(args, "constraints")),
-        "restart": RestartPolicy(**restart),
-    }
-    for name in ("mode", "endpoint_mode"):
-        value = _opt(args, name)
-        if value is not None:
-            fields[name] = value
-    return ServiceSpec(**fields)
-
-
-def _role(args: dict[str, Any]) -> Role:
-    try:
-        return Role(_arg(args, "role"))
-    except ValueError:
-        raise ClusterError(ErrorKind.INVALID, "role must be worker or manager") from None
-
-
-def _is_write(op: str, args: dict[str, Any]) -> bool:
-    return op in WRITE_OPS or (op == "join_token" and args.get("rotate") is True)
 
 
 def _refusal_doc(e: ClusterError) -> dict[str, Any]:
@@ -602,12 +444,13 @@ class ManagerServer:
         try:
             if request.op != "join":
                 raise ClusterError(ErrorKind.INVALID, f"a join frame cannot carry {request.op}")
-            args = {**request.args, "role": role.value}
+            admit = rq.decode(rq.JoinAdmit.OP, {**request.args, "role": role.value})
+            assert isinstance(admit, rq.JoinAdmit)
             if self.upstream is not None:
-                result = await self._forward("join.admit", None, args, request.rid)
+                result = await self._forward(admit.OP, None, admit.to_args(), request.rid)
             else:
                 key_of_request = f"{frame.sender}/{request.rid}"
-                result = self._idempotent(key_of_request, lambda: self._admit(args))
+                result = self._idempotent(key_of_request, lambda: self._admit(admit))
                 self.orchestrate_now()
             self.stats["joined"] += 1
             return protocol.seal_result(
@@ -673,8 +516,8 @@ class ManagerServer:
             raise ClusterError(ErrorKind.UNAVAILABLE, f"internal error in {op}: {e}") from None
 
     async def _dispatch(self, node_id: str, op: str, args: dict[str, Any], rid: str | None) -> Any:
-        handler = _HANDLERS.get(op)
-        if handler is None:
+        cls = rq.REQUESTS.get(op)
+        if cls is None:
             raise ClusterError(ErrorKind.INVALID, f"unknown cluster operation {op!r}")
         if self.state.cluster is None:
             raise ClusterError(ErrorKind.UNAVAILABLE, self._not_ready())
@@ -692,15 +535,18 @@ class ManagerServer:
             if on_behalf not in self.state.nodes:
                 raise ClusterError(ErrorKind.NOT_FOUND, f"node {on_behalf} is not in the swarm")
             acting = self.state.nodes[on_behalf]
-        if acting.role is not Role.MANAGER and op not in WORKER_OPS:
+        if acting.role is not Role.MANAGER and not cls.WORKER:
             raise ClusterError(ErrorKind.FORBIDDEN, self._worker_refusal(acting, op))
-        write = _is_write(op, args)
-        if self.upstream is not None and (write or op in LEADER_OPS):
-            return await self._forward(op, acting.id, args, rid)
+        # Decoded and checked once, here: handlers get a typed request, never raw arguments.
+        request = rq.decode(op, args)
+        write = request.is_write()
+        if self.upstream is not None and (write or request.LEADER):
+            return await self._forward(op, acting.id, request.to_args(), rid)
+        handler = _HANDLERS[type(request)]
         # Writes run once per (node, request id): the key is the acting node's, so a write
         # forwarded by a follower and the same request retried here are the same request.
         key = f"{acting.id}/{rid}" if write and rid is not None else None
-        result = self._idempotent(key, lambda: handler(self, acting, args))
+        result = self._idempotent(key, lambda: handler(self, acting, request))
         if write:
             self.orchestrate_now()
         return result
@@ -882,14 +728,14 @@ class ManagerServer:
         ]
         return {**network_doc(network), "endpoints": endpoints}
 
-    # ----- handlers: (server, acting node, args) -> JSON-able result -----
+    # ----- handlers: (server, acting node, typed request) -> JSON-able result -----
 
-    def _admit(self, args: dict[str, Any]) -> dict[str, Any]:
-        role = _role(args)
+    def _admit(self, req: rq.JoinAdmit) -> dict[str, Any]:
+        role = Role(req.role)
         existing_peers = [n.addr for n in self.state.nodes.values()]
         node, credential = self.state.join_node(
-            hostname=_arg(args, "hostname"),
-            addr=_arg(args, "addr"),
+            hostname=req.hostname,
+            addr=req.addr,
             role=role,
             now=self._clock(),
             rand=self._rand,
@@ -905,92 +751,85 @@ class ManagerServer:
             "gossip_key": cluster.gossip_key,
         }
 
-    def _h_join_admit(self, acting: Node, args: dict[str, Any]) -> Any:
-        return self._admit(args)
+    def _h_join_admit(self, acting: Node, req: rq.JoinAdmit) -> Any:
+        return self._admit(req)
 
-    def _h_leave(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_leave(self, acting: Node, req: rq.Leave) -> Any:
         # The node is asking, so it is alive: it may not take its addresses with it while its
         # containers still use them (Docker refuses too).
-        node = self.state.remove_node(acting.id, force=_flag(args, "force"), alive=True)
+        node = self.state.remove_node(acting.id, force=req.force, alive=True)
         return {"node_id": node.id}
 
-    def _h_node_ls(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_node_ls(self, acting: Node, req: rq.NodeLs) -> Any:
         nodes = sorted(self.state.nodes.values(), key=lambda n: (n.hostname, n.id))
         return [self.node_view(n, acting) for n in nodes]
 
-    def _h_node_inspect(self, acting: Node, args: dict[str, Any]) -> Any:
-        return self.node_view(self.state.find_node(_arg(args, "node")), acting)
+    def _h_node_inspect(self, acting: Node, req: rq.NodeInspect) -> Any:
+        return self.node_view(self.state.find_node(req.node), acting)
 
-    def _h_node_update(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_node_update(self, acting: Node, req: rq.NodeUpdate) -> Any:
         node = self.state.update_node(
-            _arg(args, "node"),
+            req.node,
             now=self._clock(),
-            availability=_opt(args, "availability"),
-            label_add=_str_map(args, "label_add"),
-            label_rm=_str_list(args, "label_rm"),
+            availability=req.availability,
+            label_add=req.label_add,
+            label_rm=req.label_rm,
         )
         return self.node_view(node, acting)
 
-    def _h_node_promote(self, acting: Node, args: dict[str, Any]) -> Any:
-        return self.node_view(self.state.promote(_arg(args, "node"), now=self._clock()), acting)
+    def _h_node_promote(self, acting: Node, req: rq.NodePromote) -> Any:
+        return self.node_view(self.state.promote(req.node, now=self._clock()), acting)
 
-    def _h_node_demote(self, acting: Node, args: dict[str, Any]) -> Any:
-        return self.node_view(self.state.demote(_arg(args, "node"), now=self._clock()), acting)
+    def _h_node_demote(self, acting: Node, req: rq.NodeDemote) -> Any:
+        return self.node_view(self.state.demote(req.node, now=self._clock()), acting)
 
-    def _h_node_rm(self, acting: Node, args: dict[str, Any]) -> Any:
-        force = _flag(args, "force")
-        node = self.state.find_node(_arg(args, "node"))
+    def _h_node_rm(self, acting: Node, req: rq.NodeRm) -> Any:
+        node = self.state.find_node(req.node)
         # Only gossip's "Down" counts as dead: "Unknown" may well be running containers.
         alive = self.status_of(node) != "Down"
-        if not force and alive:
+        if not req.force and alive:
             raise ClusterError(
                 ErrorKind.CONFLICT,
                 f"node {node.hostname} is not down and can't be removed: "
                 "run `swarm leave` on it, or use --force",
             )
-        removed = self.state.remove_node(node.id, force=force, alive=alive)
+        removed = self.state.remove_node(node.id, force=req.force, alive=alive)
         return {"node_id": removed.id}
 
-    def _h_network_create(self, acting: Node, args: dict[str, Any]) -> Any:
-        labels = _str_map(args, "labels")
-        vni = _int(args, "vni")
+    def _h_network_create(self, acting: Node, req: rq.NetworkCreate) -> Any:
         network = self.state.create_network(
-            _arg(args, "name"),
+            req.name,
             now=self._clock(),
             rand=self._rand,
-            subnet=_opt(args, "subnet"),
-            gateway=_opt(args, "gateway"),
-            attachable=_flag(args, "attachable"),
-            labels=labels,
-            vni=vni,
+            subnet=req.subnet,
+            gateway=req.gateway,
+            attachable=req.attachable,
+            labels=req.labels,
+            vni=req.vni,
         )
         return network_doc(network)
 
-    def _h_network_rm(self, acting: Node, args: dict[str, Any]) -> Any:
-        return network_doc(self.state.remove_network(_arg(args, "network")))
+    def _h_network_rm(self, acting: Node, req: rq.NetworkRm) -> Any:
+        return network_doc(self.state.remove_network(req.network))
 
-    def _h_network_ls(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_network_ls(self, acting: Node, req: rq.NetworkLs) -> Any:
         nets = sorted(self.state.networks.values(), key=lambda n: (n.name, n.id))
         return [network_doc(n) for n in nets]
 
-    def _h_network_inspect(self, acting: Node, args: dict[str, Any]) -> Any:
-        return self._network_view(_arg(args, "network"))
+    def _h_network_inspect(self, acting: Node, req: rq.NetworkInspect) -> Any:
+        return self._network_view(req.network)
 
-    def _h_ip_allocate(self, acting: Node, args: dict[str, Any]) -> Any:
-        alloc = self.state.allocate_address(
-            _arg(args, "network"), _arg(args, "endpoint_id"), acting.id, _opt(args, "ip")
-        )
+    def _h_ip_allocate(self, acting: Node, req: rq.IpAllocate) -> Any:
+        alloc = self.state.allocate_address(req.network, req.endpoint_id, acting.id, req.ip)
         return allocation_doc(alloc, self.state.networks[alloc.network_id])
 
-    def _h_ip_release(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_ip_release(self, acting: Node, req: rq.IpRelease) -> Any:
         # Only the owner knows its endpoint is gone (managers included: a follower forwards
         # as the node that asked). A dead node's addresses go with `node rm`.
-        alloc = self.state.release_address(
-            _arg(args, "network"), _arg(args, "endpoint_id"), acting.id
-        )
+        alloc = self.state.release_address(req.network, req.endpoint_id, acting.id)
         return {"released": alloc is not None, "ip": None if alloc is None else alloc.ip}
 
-    def _h_state_snapshot(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_state_snapshot(self, acting: Node, req: rq.StateSnapshot) -> Any:
         nets = sorted(self.state.networks.values(), key=lambda n: (n.name, n.id))
         mine = [
             allocation_doc(a, self.state.networks[a.network_id])
@@ -1007,12 +846,9 @@ class ManagerServer:
             "gossip_keyring": self.state.require_cluster().gossip_keyring,
         }
 
-    def _h_join_token(self, acting: Node, args: dict[str, Any]) -> Any:
-        try:
-            role = Role(_arg(args, "role"))
-        except ValueError:
-            raise ClusterError(ErrorKind.INVALID, "join-token takes worker or manager") from None
-        if _flag(args, "rotate"):
+    def _h_join_token(self, acting: Node, req: rq.JoinToken) -> Any:
+        role = Role(req.role)
+        if req.rotate:
             self.state.rotate_join_token(role, rand=self._rand)
         leader = self.state.leader
         return {
@@ -1021,55 +857,46 @@ class ManagerServer:
             "manager_addr": leader.manager_addr if leader else None,
         }
 
-    def _h_gossip_rotate(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_gossip_rotate(self, acting: Node, req: rq.GossipRotate) -> Any:
         return {"gossip_keyring": self.state.rotate_gossip_key(rand=self._rand).gossip_keyring}
 
-    def _h_gossip_retire(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_gossip_retire(self, acting: Node, req: rq.GossipRetire) -> Any:
         return {"gossip_keyring": self.state.retire_gossip_keys().gossip_keyring}
 
-    def _h_service_create(self, acting: Node, args: dict[str, Any]) -> Any:
-        spec = spec_from_args(args)
-        service = self.state.create_service(spec, now=self._clock(), rand=self._rand)
+    def _h_service_create(self, acting: Node, req: rq.ServiceCreate) -> Any:
+        service = self.state.create_service(req.spec(), now=self._clock(), rand=self._rand)
         return service_views.service_inspect(self.state, service)
 
-    def _h_service_ls(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_service_ls(self, acting: Node, req: rq.ServiceLs) -> Any:
         services = sorted(self.state.services.values(), key=lambda s: (s.spec.name, s.id))
         return [service_views.service_row(self.state, s) for s in services]
 
-    def _h_service_ps(self, acting: Node, args: dict[str, Any]) -> Any:
-        service = self.state.find_service(_arg(args, "service"))
+    def _h_service_ps(self, acting: Node, req: rq.ServicePs) -> Any:
+        service = self.state.find_service(req.service)
         return service_views.task_rows(self.state, service)
 
-    def _h_service_inspect(self, acting: Node, args: dict[str, Any]) -> Any:
-        service = self.state.find_service(_arg(args, "service"))
+    def _h_service_inspect(self, acting: Node, req: rq.ServiceInspect) -> Any:
+        service = self.state.find_service(req.service)
         return service_views.service_inspect(self.state, service)
 
-    def _h_service_scale(self, acting: Node, args: dict[str, Any]) -> Any:
-        replicas = _int(args, "replicas")
-        if replicas is None:
-            raise ClusterError(ErrorKind.INVALID, "missing argument 'replicas'")
-        service = self.state.update_service(
-            _arg(args, "service"), now=self._clock(), replicas=replicas
-        )
+    def _h_service_scale(self, acting: Node, req: rq.ServiceScale) -> Any:
+        service = self.state.update_service(req.service, now=self._clock(), replicas=req.replicas)
         return {"id": service.id, "name": service.spec.name, "replicas": service.spec.replicas}
 
-    def _h_service_rm(self, acting: Node, args: dict[str, Any]) -> Any:
-        service = self.state.remove_service(_arg(args, "service"), now=self._clock())
+    def _h_service_rm(self, acting: Node, req: rq.ServiceRm) -> Any:
+        service = self.state.remove_service(req.service, now=self._clock())
         return {"id": service.id, "name": service.spec.name}
 
-    def _h_task_report(self, acting: Node, args: dict[str, Any]) -> Any:
-        task_id, state = _arg(args, "task_id"), _arg(args, "state")
-        container_id, error = _opt(args, "container_id"), _opt(args, "error")
-        exit_code = _int(args, "exit_code")
+    def _h_task_report(self, acting: Node, req: rq.TaskReport) -> Any:
         try:
             task = self.state.report_task(
                 acting.id,
-                task_id,
-                state,
+                req.task_id,
+                req.state,
                 now=self._clock(),
-                container_id=container_id,
-                error=error,
-                exit_code=exit_code,
+                container_id=req.container_id,
+                error=req.error,
+                exit_code=req.exit_code,
             )
         except TaskStateError as e:
             # Stale, duplicated or reordered: the task is already further along.
@@ -1084,14 +911,11 @@ class ManagerServer:
         self.stats["task_reports"] += 1
         return {"accepted": True, "task_id": task.id, "state": task.state.value}
 
-    def _h_task_assigned(self, acting: Node, args: dict[str, Any]) -> Any:
+    def _h_task_assigned(self, acting: Node, req: rq.TaskAssigned) -> Any:
         return service_views.assigned_tasks(self.state, acting.id)
 
-    def _h_replica_fetch(self, acting: Node, args: dict[str, Any]) -> Any:
-        since = _int(args, "since")
-        if since is None:
-            raise ClusterError(ErrorKind.INVALID, "replica.fetch needs an integer since")
-        index = self.state.index
+    def _h_replica_fetch(self, acting: Node, req: rq.ReplicaFetch) -> Any:
+        since, index = req.since, self.state.index
         if self._log_start <= since <= index:
             changes = list(self._log)[since - self._log_start :]
             return {"index": index, "changes": [[c.kind, c.key, c.doc] for c in changes]}
@@ -1099,33 +923,35 @@ class ManagerServer:
         return {"index": index, "snapshot": [[c.kind, c.key, c.doc] for c in records]}
 
 
-_Handler = Callable[[ManagerServer, Node, dict[str, Any]], Any]
-_HANDLERS: dict[str, _Handler] = {
-    "join.admit": ManagerServer._h_join_admit,
-    "leave": ManagerServer._h_leave,
-    "node.ls": ManagerServer._h_node_ls,
-    "node.inspect": ManagerServer._h_node_inspect,
-    "node.update": ManagerServer._h_node_update,
-    "node.promote": ManagerServer._h_node_promote,
-    "node.demote": ManagerServer._h_node_demote,
-    "node.rm": ManagerServer._h_node_rm,
-    "network.create": ManagerServer._h_network_create,
-    "network.rm": ManagerServer._h_network_rm,
-    "network.ls": ManagerServer._h_network_ls,
-    "network.inspect": ManagerServer._h_network_inspect,
-    "ip.allocate": ManagerServer._h_ip_allocate,
-    "ip.release": ManagerServer._h_ip_release,
-    "state.snapshot": ManagerServer._h_state_snapshot,
-    "join_token": ManagerServer._h_join_token,
-    "gossip.rotate": ManagerServer._h_gossip_rotate,
-    "gossip.retire": ManagerServer._h_gossip_retire,
-    "replica.fetch": ManagerServer._h_replica_fetch,
-    "service.create": ManagerServer._h_service_create,
-    "service.ls": ManagerServer._h_service_ls,
-    "service.ps": ManagerServer._h_service_ps,
-    "service.inspect": ManagerServer._h_service_inspect,
-    "service.scale": ManagerServer._h_service_scale,
-    "service.rm": ManagerServer._h_service_rm,
-    "task.report": ManagerServer._h_task_report,
-    "task.assigned": ManagerServer._h_task_assigned,
+# Every request class has its handler (checked at import, not at a peer's first call).
+_Handler = Callable[[ManagerServer, Node, Any], Any]
+_HANDLERS: dict[type[rq.ManagerRequest], _Handler] = {
+    rq.JoinAdmit: ManagerServer._h_join_admit,
+    rq.Leave: ManagerServer._h_leave,
+    rq.NodeLs: ManagerServer._h_node_ls,
+    rq.NodeInspect: ManagerServer._h_node_inspect,
+    rq.NodeUpdate: ManagerServer._h_node_update,
+    rq.NodePromote: ManagerServer._h_node_promote,
+    rq.NodeDemote: ManagerServer._h_node_demote,
+    rq.NodeRm: ManagerServer._h_node_rm,
+    rq.NetworkCreate: ManagerServer._h_network_create,
+    rq.NetworkRm: ManagerServer._h_network_rm,
+    rq.NetworkLs: ManagerServer._h_network_ls,
+    rq.NetworkInspect: ManagerServer._h_network_inspect,
+    rq.IpAllocate: ManagerServer._h_ip_allocate,
+    rq.IpRelease: ManagerServer._h_ip_release,
+    rq.StateSnapshot: ManagerServer._h_state_snapshot,
+    rq.JoinToken: ManagerServer._h_join_token,
+    rq.GossipRotate: ManagerServer._h_gossip_rotate,
+    rq.GossipRetire: ManagerServer._h_gossip_retire,
+    rq.ReplicaFetch: ManagerServer._h_replica_fetch,
+    rq.ServiceCreate: ManagerServer._h_service_create,
+    rq.ServiceLs: ManagerServer._h_service_ls,
+    rq.ServicePs: ManagerServer._h_service_ps,
+    rq.ServiceInspect: ManagerServer._h_service_inspect,
+    rq.ServiceScale: ManagerServer._h_service_scale,
+    rq.ServiceRm: ManagerServer._h_service_rm,
+    rq.TaskReport: ManagerServer._h_task_report,
+    rq.TaskAssigned: ManagerServer._h_task_assigned,
 }
+assert set(_HANDLERS) == set(rq.REQUESTS.values()), "every manager request has a handler"

@@ -44,6 +44,11 @@ WRONG_TYPES: list[tuple[str, dict[str, Any]]] = [
     ("leave", {"force": "yes please"}),
     ("join.admit", {"hostname": "h", "addr": "10.9.0.9", "role": "boss"}),
     ("node.ls", {"_as": 5}),
+    # Unknown arguments are refused on every operation (a typo must not fall back to a default).
+    ("network.create", {"name": "n", "attachble": True}),
+    ("node.rm", {"node": "node2", "forced": True}),
+    ("ip.allocate", {"network": "myoverlay", "endpoint_id": "e1", "address": "10.0.0.9"}),
+    ("node.inspect", {"node": ""}),
 ]
 
 
