@@ -36,6 +36,7 @@ from overlaynet.agent.locks import KeyedLocks
 from overlaynet.agent.overlay import OverlayDriver
 from overlaynet.agent.records import ENDPOINT_TABLE, BadEndpointRecord, EndpointRecord
 from overlaynet.agent.runtime import Allocation, Runtime
+from overlaynet.agent.servicedns import ServiceNames
 from overlaynet.agent.swarm import SwarmMember
 from overlaynet.agent.tasks import TaskRunner, agent_hooks
 from overlaynet.api import Request
@@ -122,6 +123,8 @@ class Agent:
         self.started = time.time()
         # The worker side of services: runs the tasks the managers assign here (in a swarm).
         self.task_runner = TaskRunner(agent_hooks(self))
+        # Service names for DNS, from the managers' service list (task.assigned).
+        self.service_names = ServiceNames()
         handlers: dict[type[Request], Callable[[Any], Awaitable[Any]]] = {
             rq.Ping: self.ping,
             rq.Info: self.info,
@@ -200,6 +203,7 @@ class Agent:
             self._planes.clear()
         remote_names = {nid: list(p.names) for nid, (p, _) in self._planes.items()}
         view = dns_feed.build_view(rt.networks.values(), rt.containers.values(), remote_names)
+        self.service_names.add_to(view, self.dns_table)
         dns_feed.apply(self.dns_table, view)
         served = view.served_containers()
         for cid in list(self.dns.containers):

@@ -359,6 +359,7 @@ class TaskRunner:
 
     async def step(self) -> None:
         doc = await self.hooks.call("task.assigned")
+        self.counters["assigned_polls"] += 1
         index = doc.get("index")
         if isinstance(index, int) and index != self.last_index:
             self.last_index = index
@@ -435,12 +436,16 @@ def agent_hooks(agent: Agent) -> TaskHooks:
     and per-container locks, like any request's. A task's addresses are the managers' to free
     (the orchestrator releases them with the task), so removal never calls `ip.release`."""
     rt = agent.runtime
+    # Tasks start concurrently; the agent's _ensure_vtep checks then starts, so two first
+    # overlay tasks would both start a VTEP (the second fails on udp/4789): one at a time.
+    vtep_lock = trio.Lock()
 
     async def create(task: AssignedTask) -> str:
         now = time.time()
         nets = [(task_network(n, now), Allocation(new_id(), n.ip, n.mac)) for n in task.networks]
         if nets:
-            await agent._ensure_vtep()
+            async with vtep_lock:
+                await agent._ensure_vtep()
         req = rq.ContainerCreate(
             image=task.image,
             cmd=task.command,
@@ -461,6 +466,11 @@ def agent_hooks(agent: Agent) -> TaskHooks:
         async with agent._container(cid):
             await agent._state(partial(rt.container_rm, cid, True))
 
+    async def on_assigned(doc: Mapping[str, Any]) -> None:
+        if agent.service_names.update(doc):
+            async with agent.state_lock:
+                await agent._sync_planes()
+
     return TaskHooks(
         call=agent.swarm.call,
         local_tasks=lambda: local_tasks(list(rt.containers.values())),
@@ -469,4 +479,5 @@ def agent_hooks(agent: Agent) -> TaskHooks:
         stop=stop,
         remove=remove,
         active=lambda: agent.swarm.in_swarm,
+        on_assigned=on_assigned,
     )

@@ -88,6 +88,9 @@ class DnsTable:
     _records: dict[str, set[NameRecord]] = field(default_factory=dict)
     _attachments: dict[str, set[str]] = field(default_factory=dict)
     _upstreams: tuple[Upstream, ...] = ()
+    # Names that exist with no address now (a service between tasks): NOERROR and no answer,
+    # never NXDOMAIN, which resolvers would cache as "no such service" (moby#34327).
+    _empty_names: dict[str, frozenset[str]] = field(default_factory=dict)
     # Lookup indexes, rebuilt on the first lookup after a change: lookups stay O(1) however
     # many endpoints the control plane feeds in, and updates stay trivial.
     _index_generation: int = -1
@@ -109,6 +112,13 @@ class DnsTable:
         for networks in self._attachments.values():
             networks.discard(network_id)
         self.generation += 1
+
+    def set_empty_names(self, network_id: str, names: Iterable[str]) -> None:
+        """Names on a network that exist even when no record gives them an address."""
+        wanted = frozenset(n.lower() for n in names)
+        if self._empty_names.get(network_id, frozenset()) != wanted:
+            self._empty_names[network_id] = wanted
+            self.generation += 1
 
     def add_record(self, record: NameRecord) -> None:
         self._records.setdefault(record.network_id, set()).add(record)
@@ -169,6 +179,10 @@ class DnsTable:
             return
         self._by_name = {}
         self._by_address = {}
+        for network_id, names in self._empty_names.items():
+            if network_id in self._networks:
+                for name in names:
+                    self._by_name[(network_id, name)] = set()
         for network_id, records in self._records.items():
             network = self._networks.get(network_id)
             if network is None:
@@ -201,16 +215,20 @@ class DnsTable:
         """
         self._index()
         wanted = normalize(name)
-        qualified: set[ipaddress.IPv4Address] = set()
-        literal: set[ipaddress.IPv4Address] = set()
+        qualified: set[ipaddress.IPv4Address] | None = None
+        literal: set[ipaddress.IPv4Address] | None = None
         for network in self.visible_networks(container_id):
             suffix = "." + network.name.lower()
             if wanted.endswith(suffix):
-                qualified |= self._by_name.get((network.network_id, wanted[: -len(suffix)]), set())
-            literal |= self._by_name.get((network.network_id, wanted), set())
-        if qualified:
+                found = self._by_name.get((network.network_id, wanted[: -len(suffix)]))
+                if found is not None:
+                    qualified = (qualified or set()) | found
+            found = self._by_name.get((network.network_id, wanted))
+            if found is not None:
+                literal = (literal or set()) | found
+        if qualified is not None:
             return sorted(qualified)
-        return sorted(literal) if literal else None
+        return sorted(literal) if literal is not None else None
 
     def in_network_zone(self, container_id: str, name: str) -> bool:
         """Is `name` below a visible network's name? Then its absence is ours to state."""

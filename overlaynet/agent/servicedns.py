@@ -1,0 +1,126 @@
+"""Service names in the embedded DNS: `<service>` and `tasks.<service>` on each of its networks.
+
+Derived on every node the same way, so every node answers the same once gossip converged:
+the services come from `task.assigned`'s `services` (name, endpoint mode, networks, VIPs, the
+same list on every node), the tasks from the DNS view's container records (this host's running
+containers and the endpoint table's, which carries only running ones) whose name is a task's,
+`<service>.<slot or node id>.<task id>`. A service with no running task keeps its names with
+no address (NOERROR, empty), never NXDOMAIN (moby#34327).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from overlaynet.dns.feed import DnsView
+from overlaynet.dns.records import DnsTable, NameRecord, RecordKind
+
+# Docker answers service names on every network but ingress (the routing mesh's, not a
+# network containers talk on by name).
+INGRESS = "ingress"
+# `tasks.<service>`: every running task's address (Docker's name, dnsrr or vip alike).
+TASKS_PREFIX = "tasks."
+
+
+@dataclass(frozen=True)
+class ServiceEndpoint:
+    """What DNS needs of one service."""
+
+    name: str
+    endpoint_mode: str  # vip | dnsrr
+    networks: tuple[str, ...]
+    vips: tuple[tuple[str, IPv4Address], ...]  # (network id, VIP)
+
+
+def parse_services(doc: Mapping[str, Any]) -> tuple[list[ServiceEndpoint], int]:
+    """`task.assigned`'s `services` → (services, entries skipped as unreadable)."""
+    out, bad = [], 0
+    for s in doc.get("services") or ():
+        try:
+            vips = tuple(
+                (str(v["network_id"]), IPv4Address(str(v["addr"]).split("/")[0]))
+                for v in s.get("vips") or ()
+            )
+            out.append(
+                ServiceEndpoint(
+                    name=str(s["name"]),
+                    endpoint_mode=str(s.get("endpoint_mode") or "vip"),
+                    networks=tuple(str(n) for n in s.get("networks") or ()),
+                    vips=vips,
+                )
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            bad += 1
+    return out, bad
+
+
+def task_service(container_name: str) -> str | None:
+    """The service a task's container belongs to, by its name (None: not a task's)."""
+    parts = container_name.split(".")
+    return parts[0] if len(parts) == 3 and all(parts) else None
+
+
+def service_records(
+    services: Iterable[ServiceEndpoint],
+    records: Mapping[str, Iterable[NameRecord]],
+    network_names: Mapping[str, str],
+) -> tuple[dict[str, set[NameRecord]], dict[str, set[str]]]:
+    """(network id → service and task records, network id → the service names it has).
+
+    `records`: each network's records as DNS has them (containers' names among them);
+    `network_names`: the networks this host serves names on."""
+    by_name = {s.name: s for s in services}
+    task_ips: dict[tuple[str, str], set[IPv4Address]] = {}
+    for nid, recs in records.items():
+        for rec in recs:
+            if rec.kind != RecordKind.CONTAINER:
+                continue
+            svc = task_service(rec.name)
+            if svc in by_name:
+                task_ips.setdefault((nid, svc), set()).add(rec.address)
+    out: dict[str, set[NameRecord]] = {}
+    names: dict[str, set[str]] = {}
+    for s in by_name.values():
+        vips = dict(s.vips)
+        for nid in s.networks:
+            if nid not in network_names or network_names[nid] == INGRESS:
+                continue
+            ips = task_ips.get((nid, s.name), set())
+            names.setdefault(nid, set()).update({s.name, TASKS_PREFIX + s.name})
+            recs = out.setdefault(nid, set())
+            recs.update(NameRecord(nid, TASKS_PREFIX + s.name, ip, RecordKind.TASK) for ip in ips)
+            if s.endpoint_mode == "vip" and nid in vips:
+                recs.add(NameRecord(nid, s.name, vips[nid], RecordKind.SERVICE))
+            elif s.endpoint_mode == "dnsrr":
+                recs.update(NameRecord(nid, s.name, ip, RecordKind.SERVICE) for ip in ips)
+    return out, names
+
+
+class ServiceNames:
+    """The services this node knows (from the last `task.assigned`), fed into each DNS view."""
+
+    def __init__(self) -> None:
+        self.services: list[ServiceEndpoint] = []
+        self.bad_entries = 0
+
+    def update(self, doc: Mapping[str, Any]) -> bool:
+        """Take a new `task.assigned` answer; True when the services changed."""
+        services, bad = parse_services(doc)
+        self.bad_entries += bad
+        if services == self.services:
+            return False
+        self.services = services
+        return True
+
+    def add_to(self, view: DnsView, table: DnsTable) -> None:
+        """Add the service names to `view` (before the table follows it) and tell the table
+        which of them exist even without an address."""
+        served = {nid: n.name for nid, n in view.networks.items() if n.resolves_names}
+        extra, names = service_records(self.services, view.records, served)
+        for nid, recs in extra.items():
+            view.records[nid] |= recs
+        for nid in view.networks:
+            table.set_empty_names(nid, names.get(nid, ()))
