@@ -147,6 +147,7 @@ class Agent:
             rq.ContainerTop: self.container_top,
             rq.ContainerLogs: self.container_logs,
             rq.ContainerExec: self.container_exec,
+            rq.ImageLs: self.image_ls,
             rq.SwarmInit: self.swarm_init,
             rq.SwarmJoin: self.swarm_join,
             rq.SwarmJoinToken: self.swarm_join_token,
@@ -297,11 +298,13 @@ class Agent:
 
     async def handle(self, req: Request, fds: tuple[int, ...] = ()) -> bytes:
         """A typed request in, one response line out (an error line when it is refused).
-        `fds`: descriptors the client attached (only `exec` takes any)."""
+        `fds`: descriptors the client attached (exec's streams, `run -i`'s stdin)."""
         op = req.OP
         try:
             if isinstance(req, rq.ContainerExec):
                 return api.encode_result(await self.container_exec(req, fds))
+            if isinstance(req, rq.ContainerCreate) and req.attach:
+                return api.encode_result(await self.container_create(req, fds))
             return api.encode_result(await self.handlers[type(req)](req))
         except ApiError as e:
             self.counters["refused_requests"] += 1
@@ -475,7 +478,13 @@ class Agent:
                 await self._release([(net, ep)])
         return {"id": c.id}
 
-    async def container_create(self, req: rq.ContainerCreate) -> Any:
+    async def container_create(self, req: rq.ContainerCreate, fds: tuple[int, ...] = ()) -> Any:
+        if req.attach and len(fds) != 1:
+            raise InvalidArgument(
+                "run -i attaches the client's stdin: send it as one file descriptor with the "
+                "request (SCM_RIGHTS)"
+            )
+        stdin_fd = fds[0] if req.attach else None
         local, swarm_net = await self._target(req.network)
         allocation = await self._allocate(local or swarm_net, req.ip)
         try:
@@ -489,7 +498,7 @@ class Agent:
         if req.start:
             async with self._container(c.id):
                 try:
-                    await self._state(partial(self.runtime.container_start, c.id))
+                    await self._state(partial(self.runtime.container_start, c.id, stdin_fd))
                 except ApiError:
                     with trio.CancelScope(shield=True):
                         await self._remove(c.id, force=True)
@@ -584,7 +593,7 @@ class Agent:
         c = rt.container(req.container)
         ns = rt.container_netns(c)
         key = netns.path(ns) if ns else f"/proc/{os.getpid()}/ns/net"
-        return views.container_doc(c, rt.networks, key)
+        return views.container_doc(c, rt.networks, key, rt.exec_pid(c))
 
     async def container_wait(self, req: rq.ContainerWait) -> Any:
         while True:
@@ -631,6 +640,9 @@ class Agent:
                 with trio.CancelScope(shield=True):
                     await proc.wait()
         return {"ExitCode": code}
+
+    async def image_ls(self, req: rq.ImageLs) -> Any:
+        return await trio.to_thread.run_sync(self.runtime.image_rows)
 
     # ---- swarm ----------------------------------------------------------------------------
 

@@ -131,9 +131,14 @@ class ContainerCreate(Request):
     env: tuple[str, ...] = ()
     interactive: bool = False
     start: bool = False
+    # `run -i` attached: the client's stdin travels with the request as one descriptor
+    # (SCM_RIGHTS), as exec's streams do; the container reads it directly.
+    attach: bool = False
 
     def check(self) -> None:
         _check_env(self.env)
+        if self.attach and not (self.interactive and self.start):
+            raise InvalidArgument("attach needs interactive and start (run -i)")
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,16 @@ class ContainerExec(Request):
                 "exec needs a command: overlaynet exec CONTAINER COMMAND [ARG...]"
             )
         _check_env(self.env)
+
+
+# ---- images --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageLs(Request):
+    """The image catalog (overlaynet/images): what an image name can mean on this host."""
+
+    OP: ClassVar[str] = "image.ls"
 
 
 # ---- swarm ---------------------------------------------------------------------------------
@@ -407,6 +422,7 @@ REQUESTS: dict[str, type[Request]] = request_types(
         ContainerTop,
         ContainerLogs,
         ContainerExec,
+        ImageLs,
         SwarmInit,
         SwarmJoin,
         SwarmJoinToken,

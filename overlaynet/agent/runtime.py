@@ -21,7 +21,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TypeVar
 
-from overlaynet.agent import hostcore
+from overlaynet.agent import hostcore, views
 from overlaynet.agent.overlay import OverlayDriver, StaticEndpoint
 from overlaynet.agent.requests import ContainerCreate, NetworkCreate
 from overlaynet.agent.store import Store
@@ -29,6 +29,7 @@ from overlaynet.cluster import ipam
 from overlaynet.errors import ApiError, Conflict, InvalidArgument, NotFound, Unavailable
 from overlaynet.host import links, netns, process, reconcile
 from overlaynet.host.picture import TapSpec
+from overlaynet.images import catalog, rootfs
 from overlaynet.model import (
     BRIDGE_NAME_OPTION,
     DEFAULT_BRIDGE_IFNAME,
@@ -42,7 +43,7 @@ from overlaynet.model import (
 from overlaynet.names import (
     BadName,
     KernelNames,
-    check_object_name,
+    check_container_name,
     new_id,
     short_id,
 )
@@ -274,9 +275,13 @@ class Runtime:
         come from the managers when the network is a swarm one."""
         name = req.name or self._pick_name()
         try:
-            check_object_name(name, "container")
+            check_container_name(name, "container")
         except BadName as e:
             raise InvalidArgument(str(e)) from None
+        image = self._image(req.image)
+        cmd = list(req.cmd) or list(image.cmd)
+        if not cmd:
+            raise InvalidArgument(f"No command specified: image {req.image} has no default command")
         for other in self.containers.values():
             if other.name == name:
                 raise Conflict(
@@ -299,10 +304,12 @@ class Runtime:
             id=new_id(),
             name=name,
             image=req.image,
-            cmd=list(req.cmd) or list(process.IDLE_COMMAND),
+            cmd=cmd,
             created=now_iso(),
             network_mode="host" if net.driver == Driver.HOST else net.name,
-            env=list(req.env),
+            # The image's env, then who the container is (the service images print it), then
+            # the user's -e on top, as Docker merges an image's ENV with `run -e`.
+            env=image.environment([f"{ENV_NAME}={name}", f"{ENV_NODE}={self.host}", *req.env]),
             open_stdin=req.interactive,
         )
         ns = self.container_netns(c)
@@ -364,7 +371,7 @@ class Runtime:
         assert net.subnet and net.gateway
         for alias in aliases:
             try:
-                check_object_name(alias, "alias")
+                check_container_name(alias, "alias")
             except BadName as e:
                 raise InvalidArgument(str(e)) from None
         ifname = "eth0" if first else f"eth{_next_eth(c.endpoints)}"
@@ -383,26 +390,48 @@ class Runtime:
         host = _read_text("/etc/resolv.conf") if self.copy_host_resolv else None
         (d / "resolv.conf").write_text(hostcore.resolv_conf(c, self.networks, host))
 
-    def container_start(self, ref: str) -> Container:
+    def container_start(self, ref: str, stdin_fd: int | None = None) -> Container:
+        """Start it; `stdin_fd`: the client's stdin for `run -i` attached (else a FIFO for
+        `-i`, nothing without)."""
         c = self.container(ref)
         if c.status == Status.RUNNING and self._alive(c):
             return c
-        self._launch(c)
+        self._launch(c, stdin_fd)
         return c
 
-    def _launch(self, c: Container) -> None:
+    def _image(self, ref: str) -> catalog.Image:
+        """The image a reference names in the catalog as it is now (read at every create and
+        start, so an edited catalog counts at once); an unknown one is NotFound naming it."""
+        return catalog.load().resolve(ref)
+
+    def image_rows(self) -> list[dict[str, object]]:
+        """The image catalog as `image ls` lists it (reads the catalog files and sizes)."""
+        images = catalog.load().list()
+        return views.image_rows(images, {i.reference: rootfs.size(i) for i in images})
+
+    def _launch(self, c: Container, stdin_fd: int | None = None) -> None:
         d = self.container_dir(c)
         ns = self.container_netns(c)
+        image = self._image(c.image)
+        hostname = short_id(c.id)
+        try:
+            # Kept if it exists: a restarted container (or agent) finds its own files again.
+            root = rootfs.prepare(image, d, hostname)
+        except (catalog.ImageError, OSError) as e:
+            raise Unavailable(f"cannot prepare the root filesystem of {c.name}: {e}") from None
         spec = process.Launch(
             netns_path=netns.path(ns) if ns else None,
             cmd=c.cmd,
-            hostname=short_id(c.id),
+            hostname=hostname,
             hosts_file=d / "hosts",
             resolv_file=d / "resolv.conf",
             log_file=d / "output.log",
             exit_file=d / "exitcode",
             env=c.env,
-            stdin_fifo=d / "stdin" if c.open_stdin else None,
+            stdin_fifo=d / "stdin" if c.open_stdin and stdin_fd is None else None,
+            stdin_fd=stdin_fd,
+            root=root,
+            busybox=rootfs.BUSYBOX,
         )
         try:
             proc, run = process.start(spec)
@@ -421,7 +450,8 @@ class Runtime:
     ) -> tuple[list[str], dict[str, str]]:
         """How `exec` enters a running container (beside `_launch`, which starts it): its
         namespaces through its process, with Docker's exec environment."""
-        if c.status != Status.RUNNING or c.pid is None or not self._alive(c):
+        pid = self.exec_pid(c)
+        if c.status != Status.RUNNING or pid is None:
             raise Conflict(f"container {c.name} is not running")
         wanted = {
             "PATH": EXEC_PATH,
@@ -432,8 +462,18 @@ class Runtime:
         for item in [*c.env, *env]:
             key, _, value = item.partition("=")
             wanted[key] = value
-        argv = ["nsenter", "-t", str(c.pid), "-n", "-m", "-u", "--", *cmd]
+        # The mount namespace puts the command in the container's root; -p in its pid
+        # namespace (nsenter forks for it), so `ps` inside shows the container's processes.
+        argv = ["nsenter", "-t", str(pid), "-n", "-m", "-u", "-p", "--", *cmd]
         return argv, {k: v for k, v in wanted.items() if v}
+
+    def exec_pid(self, c: Container) -> int | None:
+        """The host pid of the container's first process in its own namespaces (what `exec`
+        enters and `inspect` shows as State.Pid); None unless it runs."""
+        run = self._running(c)
+        if c.status != Status.RUNNING or run is None or not self._alive(c):
+            return None
+        return process.exec_pid(run)
 
     def read_log(self, c: Container, offset: int, limit: int) -> bytes:
         """Up to `limit` bytes of the container's output from `offset` (b"" at its end)."""
@@ -504,7 +544,13 @@ class Runtime:
         self._apply_or_undo(lambda: self.containers.setdefault(c.id, c), f"cannot remove {c.name}")
         self.store.delete_container(c.id)
         self._children.pop(c.id, None)
-        _rmtree(self.container_dir(c))
+        try:
+            rootfs.remove(self.container_dir(c))
+        except catalog.ImageError as e:
+            # Something still mounted on it: leave the folder rather than delete through it.
+            log.warning("could not remove the root filesystem of %s: %s", c.name, e)
+        else:
+            _rmtree(self.container_dir(c))
         for ep in c.endpoints:
             if ep.network_id in self.networks:
                 self._retire_if_unused(self.networks[ep.network_id])
@@ -606,7 +652,13 @@ class Runtime:
             ended_by_itself = process.read_exit_code(self.container_dir(c) / "exitcode") is not None
             if hostcore.needs_relaunch(c, self._alive(c), ended_by_itself):
                 # Killed with the host or the agent, not ended by itself: bring it back.
-                self._launch(c)
+                try:
+                    self._launch(c)
+                except ApiError as e:
+                    # Its image left the catalog, say: the others still come back; this one
+                    # is found ended by the poll below.
+                    log.warning("could not relaunch %s: %s", c.name, e)
+                    continue
                 counts["relaunched"] += 1
         self.poll()
         self.generation += 1
@@ -660,6 +712,9 @@ class Runtime:
         return net
 
 
+# Who a container is, in its environment: the service images (overlaynet/web) print them.
+ENV_NAME = "OVERLAYNET_NAME"
+ENV_NODE = "OVERLAYNET_NODE"
 # Docker's default PATH for a process started in a container (exec included).
 EXEC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What a kernel request can fail with (netlink, /proc writes, a TAP the VTEP cannot open).

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Network
 from typing import Any
 
 from overlaynet.agent.hostcore import epoch_from_iso
 from overlaynet.dns.records import NameRecord, RecordKind
 from overlaynet.host import links
+from overlaynet.images.catalog import Image
 from overlaynet.model import Container, Driver, Network, Status
 
 
@@ -69,8 +72,11 @@ def network_doc(
     return doc
 
 
-def container_doc(c: Container, networks: dict[str, Network], sandbox_key: str) -> dict[str, Any]:
-    """`docker container inspect` for one container."""
+def container_doc(
+    c: Container, networks: dict[str, Network], sandbox_key: str, pid: int | None = None
+) -> dict[str, Any]:
+    """`docker container inspect` for one container; `pid` is the host pid of its first
+    process in its own namespaces (`Runtime.exec_pid`), Docker's State.Pid."""
     nets: dict[str, Any] = {}
     for ep in c.endpoints:
         net = networks.get(ep.network_id)
@@ -118,7 +124,7 @@ def container_doc(c: Container, networks: dict[str, Network], sandbox_key: str) 
             "Restarting": False,
             "OOMKilled": False,
             "Dead": False,
-            "Pid": c.pid if running and c.pid else 0,
+            "Pid": pid if running and pid else 0,
             "ExitCode": c.exit_code or 0,
             "Error": "",
             "StartedAt": c.started_at or "0001-01-01T00:00:00Z",
@@ -211,6 +217,55 @@ def container_rows(containers: Iterable[Container], include_all: bool, now: floa
                 "ports": "",
                 "names": c.name,
                 "state": str(c.status),
+            }
+        )
+    return rows
+
+
+def image_id(image: Image) -> str:
+    """A stable id for a catalog entry, as Docker's image id is a digest of its config: the
+    same recipe gives the same id on every host, a changed one a new id."""
+    recipe = {
+        "ref": image.reference,
+        "root": image.root.value,
+        "cmd": image.cmd,
+        "env": image.env,
+        "ports": image.ports,
+        "files": [[str(f.path), f.mode] for f in image.files],
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
+
+
+def human_size(size: int) -> str:
+    """Docker's units.HumanSize: decimal units, four significant digits (`2.2MB`, `512B`)."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.4g}{unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def image_rows(images: Iterable[Image], sizes: Mapping[str, int | None]) -> list[dict[str, Any]]:
+    """`image ls` rows in Docker's image formatter fields. The catalog has no build time, so
+    CreatedSince/CreatedAt say N/A; Size is what the image's root adds (N/A for `host`)."""
+    rows = []
+    for image in images:
+        size = sizes.get(image.reference)
+        rows.append(
+            {
+                "ID": image_id(image),
+                "Repository": image.name,
+                "Tag": image.tag,
+                "Digest": "<none>",
+                "CreatedSince": "N/A",
+                "CreatedAt": "N/A",
+                "Size": human_size(size) if size is not None else "N/A",
+                "Containers": "N/A",
+                "Root": image.root.value,
+                "Command": list(image.cmd),
+                "Ports": list(image.ports),
+                "Description": image.description,
             }
         )
     return rows

@@ -286,29 +286,49 @@ def _each(refs: list[str], fn: Callable[[str], Any], echo: bool = False) -> tupl
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
+    args: dict[str, Any] = {
+        "image": ns.image,
+        "cmd": ns.cmd,
+        "name": ns.name,
+        "network": ns.network or "bridge",
+        "ip": ns.ip,
+        "aliases": ns.network_alias or [],
+        "env": ns.env or [],
+        "interactive": ns.interactive,
+        "start": True,
+    }
+    # `run -i` in the foreground: this process's stdin goes with the request (SCM_RIGHTS, as
+    # exec's streams do) and the container reads it; `-d -i` keeps an open stdin instead.
+    attach = ns.interactive and not ns.detach
     try:
-        res = call(
-            ns,
-            "container.create",
-            image=ns.image,
-            cmd=ns.cmd,
-            name=ns.name,
-            network=ns.network or "bridge",
-            ip=ns.ip,
-            aliases=ns.network_alias or [],
-            env=ns.env or [],
-            interactive=ns.interactive,
-            start=True,
-        )
+        if attach:
+            res = _call_attached(ns, "container.create", (0,), attach=True, **args)
+        else:
+            res = call(ns, "container.create", **args)
     except CliError as e:
         raise CliError(str(e), EXIT_RUN_FAILED) from None
     if ns.detach:
         print(res["id"])
         return 0
-    code = _follow_until_exit(ns, res["id"])
+    try:
+        code = _follow_until_exit(ns, res["id"])
+    except KeyboardInterrupt:
+        code = 130  # Ctrl-C of the client: with --rm the container goes too
     if ns.rm:
         call(ns, "container.rm", container=res["id"], force=True)
     return code
+
+
+def _call_attached(ns: argparse.Namespace, op: str, fds: tuple[int, ...], **args: Any) -> Any:
+    """A call that sends this process's descriptors with the request (see api.call_attached)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        return _client(ns, DEFAULT_WAIT).call_attached(op, fds, **args)
+    except api.AgentDown:
+        raise CliError(_agent_down(_host_paths(ns))) from None
+    except ApiError as e:
+        raise CliError(f"Error response from daemon: {e}") from None
 
 
 def _follow_until_exit(ns: argparse.Namespace, cid: str) -> int:
@@ -416,6 +436,17 @@ def cmd_exec(ns: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130  # the agent ends the command when this connection goes
     return int(res["ExitCode"])
+
+
+def cmd_image_ls(ns: argparse.Namespace) -> int:
+    """The agent's image catalog, as `docker image ls` prints images."""
+    rows = call(ns, "image.ls")
+    contexts = [
+        {**r, "ID": r["ID"] if ns.no_trunc else short_id(r["ID"].removeprefix("sha256:"))}
+        for r in rows
+    ]
+    _print_listing(formats.IMAGES, ns, contexts)
+    return 0
 
 
 def cmd_top(ns: argparse.Namespace) -> int:
@@ -767,7 +798,7 @@ def _container_run_args(p: argparse.ArgumentParser) -> None:
         "-d", "--detach", action="store_true", help="run in the background, print the ID"
     )
     p.add_argument(
-        "-i", "--interactive", action="store_true", help="accepted for docker compatibility"
+        "-i", "--interactive", action="store_true", help="keep stdin attached (open with -d)"
     )
     p.add_argument("-t", "--tty", action="store_true", help="accepted for docker compatibility")
     p.add_argument("--name", help="the container's name")
@@ -776,8 +807,8 @@ def _container_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network-alias", action="append", help="extra DNS name on that network")
     p.add_argument("-e", "--env", action="append", help="environment variable KEY=VALUE")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument("image", help="image label (recorded and shown; commands run from the host)")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run (default: idle)")
+    p.add_argument("image", help="image from the catalog (`overlaynet image ls`)")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="command (default: the image's)")
     p.set_defaults(func=cmd_run)
 
 
@@ -919,6 +950,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_container_verbs(cont, top_level=False)
     _add_container_verbs(sub, top_level=True)
+
+    img = sub.add_parser("image", help="the image catalog").add_subparsers(
+        dest="verb", metavar="VERB", required=True
+    )
+    for verbs, parent in ((("ls", "list"), img), (("images",), sub)):
+        for verb in verbs:
+            c = parent.add_parser(verb, help="list the images of the catalog")
+            c.add_argument("-q", "--quiet", action="store_true", help="only display image IDs")
+            c.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
+            c.add_argument("--format", help="'table', 'json' or a Go TEMPLATE")
+            c.set_defaults(func=cmd_image_ls)
 
     sw = sub.add_parser("swarm", help="manage the swarm").add_subparsers(
         dest="verb", metavar="VERB", required=True

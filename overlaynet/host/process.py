@@ -30,8 +30,6 @@ from pathlib import Path
 EXIT_SETUP_FAILED = 125
 # Docker's default stop timeout (docker stop -t) before SIGKILL.
 STOP_TIMEOUT = 10.0
-# With no CMD a container runs this, like an image whose entrypoint waits forever.
-IDLE_COMMAND = ["sleep", "infinity"]
 
 _SHIM = r"""
 bind() { if [ -e "$2" ]; then mount --bind "$1" "$2" || exit 125; fi; }
@@ -134,6 +132,10 @@ class Launch:
     attach_stdin: bool = False
     # Where the host's busybox is (the root shim and the image's applets run it).
     busybox: Path = Path("/bin/busybox")
+    # `run -i` attached through the API: the client's own stdin, sent with the request
+    # (SCM_RIGHTS). The command reads it directly, so the client's end of input is the
+    # command's; the caller keeps (and closes) its copy.
+    stdin_fd: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,8 @@ def start(spec: Launch) -> tuple[subprocess.Popen[bytes], Running]:
 def spawn(spec: Launch) -> Started:
     """Start the container's shim in its own session; the caller owns the returned stream ends
     (`pty_master`, `stdin_writer`) and must close them."""
-    if spec.attach_stdin and spec.stdin_fifo is not None:
-        raise ValueError("stdin is either attached (attach_stdin) or a FIFO (stdin_fifo)")
+    if sum((spec.attach_stdin, spec.stdin_fifo is not None, spec.stdin_fd is not None)) > 1:
+        raise ValueError("stdin is one of: attached (attach_stdin), a FIFO, the client's fd")
     spec.exit_file.unlink(missing_ok=True)
     argv = ["unshare", "--mount", "--uts", "--propagation", "private"]
     if spec.root is None:
@@ -222,6 +224,8 @@ def spawn(spec: Launch) -> Started:
             kept.append(writer)
             mine.append(reader)
             stdin = reader
+        elif spec.stdin_fd is not None:
+            stdin = spec.stdin_fd
         elif spec.stdin_fifo is not None:
             if not spec.stdin_fifo.exists():
                 os.mkfifo(spec.stdin_fifo, 0o600)

@@ -187,6 +187,18 @@ def _build_busybox_root(root: Path, image: Image, names: tuple[str, ...]) -> Non
         os.chmod(dest, f.mode)
 
 
+def size(image: Image) -> int | None:
+    """Bytes an image's root adds to the host (`image ls` SIZE): busybox and the image's files;
+    None for a `host` image, which adds nothing of its own."""
+    if image.root is RootKind.HOST:
+        return None
+    total = busybox_path().stat().st_size
+    for f in image.files:
+        with contextlib.suppress(OSError):
+            total += f.source.stat().st_size
+    return total
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points at or below `path` in this process's mount namespace, deepest first."""
     prefix = str(path.resolve())

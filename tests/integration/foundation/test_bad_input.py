@@ -109,7 +109,7 @@ def test_exhausted_pool_and_taken_address(lab2: Lab) -> None:
 
 def test_removing_a_network_in_use_is_refused(lab2: Lab) -> None:
     lab2.ok("node1", "network", "create", "busy")
-    lab2.ok("node1", "run", "-d", "--name", "busyc", "--network", "busy", "alpine")
+    lab2.ok("node1", "run", "-dit", "--name", "busyc", "--network", "busy", "alpine")
     _refused(lab2, "network", "rm", "busy", says="has active endpoints")
     _refused(lab2, "rm", "busyc", says="You cannot remove a running container")
     lab2.ok("node1", "rm", "-f", "busyc")

@@ -39,7 +39,7 @@ def _start_stopping(lab: Lab, name: str, grace: str) -> subprocess.Popen[str]:
 def test_a_slow_stop_does_not_hold_up_run_of_another_container(lab2: Lab) -> None:
     stopper = _start_stopping(lab2, "stubborn", STOP_GRACE)
     try:
-        lab2.ok("node1", "run", "-d", "--name", "quick", "alpine")
+        lab2.ok("node1", "run", "-d", "--name", "quick", "alpine", "top")
         assert "quick" in lab2.ok("node1", "ps")
         # Order, not time: `run` finished while the stop was still waiting.
         assert stopper.poll() is None, stopper.communicate()

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.integration.labs import Lab
+from tests.integration.labs import Lab, wait_until
 
 
 def test_run_streams_output_and_returns_the_exit_code(lab2: Lab) -> None:
@@ -29,7 +29,7 @@ def test_run_rm_removes_the_container_after_it_exits(lab2: Lab) -> None:
 def test_container_has_its_own_hosts_hostname_and_resolv_conf(lab2: Lab) -> None:
     lab2.ok("node1", "network", "create", "filesnet")
     cid = lab2.ok(
-        "node1", "run", "-d", "--name", "files", "--network", "filesnet", "alpine"
+        "node1", "run", "-dit", "--name", "files", "--network", "filesnet", "alpine"
     ).strip()
     assert lab2.ok("node1", "exec", "files", "hostname").strip() == cid[:12]
     hosts = lab2.ok("node1", "exec", "files", "cat", "/etc/hosts")
@@ -41,7 +41,7 @@ def test_container_has_its_own_hosts_hostname_and_resolv_conf(lab2: Lab) -> None
 
 
 def test_exec_passes_stdout_stderr_and_exit_code(lab2: Lab) -> None:
-    lab2.ok("node1", "run", "-d", "--name", "ex", "alpine")
+    lab2.ok("node1", "run", "-dit", "--name", "ex", "alpine")
     out = lab2.cli(
         "node1",
         "exec",
@@ -110,7 +110,7 @@ def test_exec_in_a_stopped_container_is_refused(lab2: Lab) -> None:
 
 
 def test_rm_force_of_everything_like_docker(lab2: Lab) -> None:
-    lab2.ok("node2", "run", "-d", "--name", "r1", "alpine")
+    lab2.ok("node2", "run", "-dit", "--name", "r1", "alpine")
     lab2.ok("node2", "run", "--name", "r2", "alpine", "true")
     ids = lab2.ok("node2", "ps", "--all", "--quiet").split()
     assert len(ids) >= 2 and all(len(i) == 12 for i in ids)
@@ -124,3 +124,62 @@ def test_rm_force_of_everything_like_docker(lab2: Lab) -> None:
         text=True,
     ).stdout
     assert "on-ve" not in links
+
+
+def _cli_argv(lab: Lab, host: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "overlaynet", "--lab", lab.name, "-H", host, *args]
+
+
+def test_run_i_reads_the_clients_stdin_and_rm_removes_it(lab2: Lab) -> None:
+    # `echo hi | overlaynet -H node1 run -i --rm alpine cat`: the pipe's end is cat's end.
+    out = subprocess.run(
+        _cli_argv(lab2, "node1", "run", "-i", "--rm", "--name", "piped", "alpine", "cat"),
+        input="hi\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (out.returncode, out.stdout) == (0, "hi\n"), out.stderr
+    assert "piped" not in lab2.ok("node1", "ps", "--all")
+
+
+def test_containers_run_in_their_images_root_with_its_default_command(lab2: Lab) -> None:
+    # No command: the image's. busybox `sh` with no stdin ends at once, as Docker's alpine does.
+    lab2.ok("node1", "run", "-d", "--name", "shell", "alpine")
+    doc = json.loads(lab2.ok("node1", "inspect", "shell"))[0]
+    assert doc["Config"]["Cmd"] == ["/bin/sh"] and doc["Config"]["Image"] == "alpine"
+    assert "OVERLAYNET_NAME=shell" in doc["Config"]["Env"]
+    assert "OVERLAYNET_NODE=node1" in doc["Config"]["Env"]
+    state = lambda: lab2.ok("node1", "inspect", "-f", "{{.State.Status}}", "shell").strip()  # noqa: E731
+    assert wait_until(lambda: state() == "exited")
+    lab2.ok("node1", "run", "-d", "--name", "topper", "alpine", "top")
+    # exec lands in the image's root and pid namespace: ps shows the container's processes.
+    assert "work" not in lab2.ok("node1", "exec", "topper", "ls", "/").split()
+    ps = lab2.ok("node1", "exec", "topper", "ps")
+    assert " top" in ps and "agent" not in ps
+    pid = json.loads(lab2.ok("node1", "inspect", "topper"))[0]["State"]["Pid"]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert b"/.overlaynet-init" in f.read()  # the container's pid 1, on the host
+    # The host image runs in the host's root (its tools: getent, which busybox lacks).
+    lab2.ok("node1", "run", "-d", "--name", "onhost", "host")
+    assert lab2.cli("node1", "exec", "onhost", "getent", "hosts", "localhost").returncode == 0
+    lab2.ok("node1", "rm", "-f", "shell", "topper", "onhost")
+
+
+def test_an_unknown_image_is_refused_naming_the_catalog(lab2: Lab) -> None:
+    out = lab2.cli("node1", "run", "-d", "--name", "nope", "nosuchimage")
+    assert out.returncode == 125
+    assert "Unable to find image 'nosuchimage:latest'" in out.stderr
+    assert "catalog.toml" in out.stderr and "alpine:latest" in out.stderr
+    assert "nope" not in lab2.ok("node1", "ps", "--all")
+
+
+def test_image_ls_lists_the_catalog(lab2: Lab) -> None:
+    table = lab2.ok("node1", "image", "ls").splitlines()
+    assert table[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    repos = {line.split()[0] for line in table[1:]}
+    assert {"alpine", "busybox", "host", "overlaynet/web"} <= repos
+    ids = lab2.ok("node1", "images", "-q").split()
+    assert len(ids) == len(table) - 1 and all(len(i) == 12 for i in ids)
+    refs = lab2.ok("node1", "images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert "dockersamples/atsea-db:mssql" in refs

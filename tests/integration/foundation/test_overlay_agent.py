@@ -47,8 +47,8 @@ def _mac(lab: Lab, host: str, c: str, net: str) -> str:
 
 def test_containers_on_two_hosts_ping_over_a_static_overlay(lab2: Lab) -> None:
     _overlay_on_both(lab2, "ov1", "4300", 31)
-    lab2.ok("node1", "run", "-d", "--name", "o1", "--network", "ov1", "alpine")
-    lab2.ok("node2", "run", "-d", "--name", "o2", "--network", "ov1", "alpine")
+    lab2.ok("node1", "run", "-dit", "--name", "o1", "--network", "ov1", "alpine")
+    lab2.ok("node2", "run", "-dit", "--name", "o2", "--network", "ov1", "alpine")
     assert lab2.ok("node1", "exec", "o1", "cat", "/sys/class/net/eth0/mtu").strip() == "1450"
     out = lab2.cli(
         "node1", "exec", "o1", "ping", "-c", "2", "-W", "2", _ip(lab2, "node2", "o2", "ov1")
@@ -63,8 +63,8 @@ def test_containers_on_two_hosts_ping_over_a_static_overlay(lab2: Lab) -> None:
 
 def test_static_endpoint_feeds_fdb_and_local_arp_answers(lab2: Lab) -> None:
     _overlay_on_both(lab2, "ov2", "4301", 32)
-    lab2.ok("node1", "run", "-d", "--name", "s1", "--network", "ov2", "alpine")
-    lab2.ok("node2", "run", "-d", "--name", "s2", "--network", "ov2", "alpine")
+    lab2.ok("node1", "run", "-dit", "--name", "s1", "--network", "ov2", "alpine")
+    lab2.ok("node2", "run", "-dit", "--name", "s2", "--network", "ov2", "alpine")
     ip2, mac2 = _ip(lab2, "node2", "s2", "ov2"), _mac(lab2, "node2", "s2", "ov2")
     lab2.ok("node1", "network", "fdb", "add", "ov2", mac2, "192.168.0.12", "--ip", ip2)
     out = lab2.cli("node1", "exec", "s1", "ping", "-c", "2", "-W", "2", ip2)
@@ -83,8 +83,8 @@ def test_overlay_comes_back_after_kill_9(fresh_lab: Lab) -> None:
     lab = fresh_lab
     lab.ok("node1", "network", "create", "-d", "overlay", "--opt", "vni=4302", "ovr")
     lab.ok("node1", "network", "peer", "add", "ovr", "192.168.0.99")
-    lab.ok("node1", "run", "-d", "--name", "r1", "--network", "ovr", "alpine")
-    lab.ok("node1", "run", "-d", "--name", "r2", "--network", "ovr", "alpine")
+    lab.ok("node1", "run", "-dit", "--name", "r1", "--network", "ovr", "alpine")
+    lab.ok("node1", "run", "-dit", "--name", "r2", "--network", "ovr", "alpine")
     pid = labmod.status(lab.name)[0].pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)

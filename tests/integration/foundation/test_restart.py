@@ -26,9 +26,11 @@ def _in(ns: str, *cmd: str) -> str:
 def test_kill_9_and_restart_restores_networks_containers_and_removes_strays(fresh_lab: Lab) -> None:
     lab, host_ns = fresh_lab, fresh_lab.netns_of("node1")
     lab.ok("node1", "network", "create", "keep")
-    lab.ok("node1", "run", "-d", "--name", "k1", "--network", "keep", "alpine")
-    lab.ok("node1", "run", "-d", "--name", "k2", "--network", "keep", "alpine")
+    lab.ok("node1", "run", "-dit", "--name", "k1", "--network", "keep", "alpine")
+    lab.ok("node1", "run", "-dit", "--name", "k2", "--network", "keep", "alpine")
     lab.ok("node1", "run", "--name", "done", "alpine", "true")
+    # What k1 writes in its own root (its upper layer) must outlive its relaunch.
+    lab.ok("node1", "exec", "k1", "sh", "-c", "echo kept > /root/note")
     before = {c: json.loads(lab.ok("node1", "inspect", c))[0] for c in ("k1", "k2")}
     bridge = json.loads(lab.ok("node1", "network", "inspect", "keep"))[0]["Options"][
         "com.docker.network.bridge.name"
@@ -65,6 +67,7 @@ def test_kill_9_and_restart_restores_networks_containers_and_removes_strays(fres
     k2_ip = after["k2"]["NetworkSettings"]["Networks"]["keep"]["IPAddress"]
     out = lab.cli("node1", "exec", "k1", "ping", "-c", "1", "-W", "2", k2_ip)
     assert out.returncode == 0, out.stdout
+    assert lab.ok("node1", "exec", "k1", "cat", "/root/note") == "kept\n"
 
 
 def test_an_agent_that_dies_on_its_own_is_restarted_with_its_state(fresh_lab: Lab) -> None:
