@@ -32,6 +32,7 @@ from overlaynet import api
 from overlaynet.agent import control, hostcore, metrics, views
 from overlaynet.agent import requests as rq
 from overlaynet.agent.apiserver import ApiServer, bind_unix
+from overlaynet.agent.lb import LbPlane
 from overlaynet.agent.locks import KeyedLocks
 from overlaynet.agent.overlay import OverlayDriver
 from overlaynet.agent.records import ENDPOINT_TABLE, BadEndpointRecord, EndpointRecord
@@ -125,6 +126,9 @@ class Agent:
         self.task_runner = TaskRunner(agent_hooks(self))
         # Service names for DNS, from the managers' service list (task.assigned).
         self.service_names = ServiceNames()
+        # Service VIPs: a load-balancer sandbox per overlay network with VIPs here.
+        self.lb = LbPlane(self)
+        self.service_names.on_change = self.lb.poke
         handlers: dict[type[Request], Callable[[Any], Awaitable[Any]]] = {
             rq.Ping: self.ping,
             rq.Info: self.info,
@@ -268,6 +272,7 @@ class Agent:
                 await nursery.start(self.api.run)
                 nursery.start_soon(self._poll_processes)
                 await nursery.start(self.task_runner.run)
+                await nursery.start(self.lb.run)
                 nursery.start_soon(self._handle_signals, nursery.cancel_scope)
                 log.info("agent ready", extra={"fields": {"socket": str(self.paths.socket)}})
                 task_status.started()

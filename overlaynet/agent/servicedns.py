@@ -10,7 +10,7 @@ no address (NOERROR, empty), never NXDOMAIN (moby#34327).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
@@ -63,6 +63,22 @@ def task_service(container_name: str) -> str | None:
     return parts[0] if len(parts) == 3 and all(parts) else None
 
 
+def task_addresses(
+    services: Iterable[ServiceEndpoint], records: Mapping[str, Iterable[NameRecord]]
+) -> dict[tuple[str, str], set[IPv4Address]]:
+    """(network id, service name) → its running tasks' addresses there."""
+    known = {s.name for s in services}
+    task_ips: dict[tuple[str, str], set[IPv4Address]] = {}
+    for nid, recs in records.items():
+        for rec in recs:
+            if rec.kind != RecordKind.CONTAINER:
+                continue
+            svc = task_service(rec.name)
+            if svc in known:
+                task_ips.setdefault((nid, svc), set()).add(rec.address)
+    return task_ips
+
+
 def service_records(
     services: Iterable[ServiceEndpoint],
     records: Mapping[str, Iterable[NameRecord]],
@@ -73,14 +89,7 @@ def service_records(
     `records`: each network's records as DNS has them (containers' names among them);
     `network_names`: the networks this host serves names on."""
     by_name = {s.name: s for s in services}
-    task_ips: dict[tuple[str, str], set[IPv4Address]] = {}
-    for nid, recs in records.items():
-        for rec in recs:
-            if rec.kind != RecordKind.CONTAINER:
-                continue
-            svc = task_service(rec.name)
-            if svc in by_name:
-                task_ips.setdefault((nid, svc), set()).add(rec.address)
+    task_ips = task_addresses(by_name.values(), records)
     out: dict[str, set[NameRecord]] = {}
     names: dict[str, set[str]] = {}
     for s in by_name.values():
@@ -105,6 +114,11 @@ class ServiceNames:
     def __init__(self) -> None:
         self.services: list[ServiceEndpoint] = []
         self.bad_entries = 0
+        # (network id, service) → running task addresses, as of the last DNS view: the
+        # load balancers' backends.
+        self.task_ips: dict[tuple[str, str], set[IPv4Address]] = {}
+        # Told when the services or their task addresses change (the load-balancer plane).
+        self.on_change: Callable[[], None] | None = None
 
     def update(self, doc: Mapping[str, Any]) -> bool:
         """Take a new `task.assigned` answer; True when the services changed."""
@@ -113,6 +127,8 @@ class ServiceNames:
         if services == self.services:
             return False
         self.services = services
+        if self.on_change is not None:
+            self.on_change()
         return True
 
     def add_to(self, view: DnsView, table: DnsTable) -> None:
@@ -124,3 +140,8 @@ class ServiceNames:
             view.records[nid] |= recs
         for nid in view.networks:
             table.set_empty_names(nid, names.get(nid, ()))
+        task_ips = task_addresses(self.services, view.records)
+        if task_ips != self.task_ips:
+            self.task_ips = task_ips
+            if self.on_change is not None:
+                self.on_change()

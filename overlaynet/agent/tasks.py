@@ -467,6 +467,7 @@ def agent_hooks(agent: Agent) -> TaskHooks:
             await agent._state(partial(rt.container_rm, cid, True))
 
     async def on_assigned(doc: Mapping[str, Any]) -> None:
+        agent.lb.set_endpoints(doc)
         if agent.service_names.update(doc):
             async with agent.state_lock:
                 await agent._sync_planes()

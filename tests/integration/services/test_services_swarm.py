@@ -214,3 +214,66 @@ def test_restarted_agent_keeps_its_tasks_without_duplicates(swarm: Lab) -> None:
     after = Counter(r["ID"] for r in current(ps_rows(swarm, "steady")))
     assert after == before
     assert len(running_nodes(swarm, "steady")) == 3
+
+
+# Inside a client task's namespace: N HTTP requests to ADDR:PORT, one connection each, and the
+# name of the task that served each (the overlaynet/web image prints it). Bounded: N requests,
+# each with a 5 s timeout.
+_CLIENT = """
+import socket, sys
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(n):
+    s = socket.create_connection((addr, port), timeout=5)
+    s.sendall(b"GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    name = [l for l in data.decode().splitlines() if l.startswith("Name: ")]
+    print(name[0][6:] if name else "?", flush=True)
+"""
+CONNECTIONS = 300
+
+
+def served_by(pid: int, addr: str, port: int, n: int) -> Counter[str]:
+    """Who served each of `n` connections (fewer entries when a connection failed)."""
+    out = subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", "python3", "-c", _CLIENT, addr, str(port), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=5 * n + 30,
+        check=False,
+    ).stdout
+    return Counter(out.split())
+
+
+def test_vip_spreads_connections_over_the_tasks_and_follows_scaling(swarm: Lab) -> None:
+    swarm.ok(
+        "node1", "service", "create", "--name", "lbweb", "--replicas", "3",
+        "--network", "appnet", "overlaynet/web",
+    )  # fmt: skip
+    swarm.ok(
+        "node1", "service", "create", "--name", "lbclient", "--network", "appnet",
+        "alpine", "sleep", "100000",
+    )  # fmt: skip
+    doc = swarm.ok("node1", "service", "inspect", "lbweb")
+    (vip,) = re.findall(r'"Addr": "([\d.]+)/\d+"', doc)
+    host = current(ps_rows(swarm, "lbclient"))[0]["NODE"]
+    pid = pid_of(swarm, host, task_containers(swarm, host, "lbclient")[0])
+    # The client's node learns every task through gossip: then the VIP has three backends.
+    assert wait_until(lambda: len(served_by(pid, vip, 80, 30)) == 3, CONVERGE)
+    counts = served_by(pid, vip, 80, CONNECTIONS)
+    assert sum(counts.values()) == CONNECTIONS
+    assert len(counts) == 3, counts
+    assert all(name.startswith("lbweb.") for name in counts)
+    assert max(counts.values()) / min(counts.values()) <= 2, counts
+
+    swarm.ok("node1", "service", "scale", "lbweb=1")
+    (left,) = [r["ID"] for r in current(ps_rows(swarm, "lbweb")) if r["DESIRED STATE"] == "Running"]
+    # Once the shut-down tasks are gone from the VIP, every connection reaches the one left.
+    assert wait_until(lambda: set(served_by(pid, vip, 80, 10)) == {_name_of(swarm, left)}, CONVERGE)
+
+
+def _name_of(lab: Lab, task_id: str) -> str:
+    row = next(r for r in ps_rows(lab, "lbweb") if r["ID"] == task_id)
+    return f"{row['NAME']}.{task_id}"

@@ -90,3 +90,21 @@ def test_service_names_change_only_when_the_services_do() -> None:
     assert sn.update(SERVICES)
     assert not sn.update(SERVICES)
     assert sn.update({"services": []})
+
+
+def test_vip_backends_are_the_running_tasks_on_that_network_for_both_protocols() -> None:
+    from overlaynet.agent.lb import desired_vips
+    from overlaynet.host.nft import Backend, VipKey
+
+    services, _ = parse_services(SERVICES)
+    task_ips = {(NET, "web"): {IPv4Address("10.0.0.4"), IPv4Address("10.0.0.3")}}
+    wanted = desired_vips(services, task_ips, NET)
+    backends = (Backend("10.0.0.3"), Backend("10.0.0.4"))
+    # dnsrr services (db) have no VIP; every port of the VIP, tcp and udp.
+    assert wanted == {
+        VipKey("10.0.0.2", None, "tcp"): backends,
+        VipKey("10.0.0.2", None, "udp"): backends,
+    }
+    assert desired_vips(services, task_ips, "other") == {}
+    # No running task: the VIP stays, with no backend (it refuses rather than hangs).
+    assert desired_vips(services, {}, NET)[VipKey("10.0.0.2", None, "tcp")] == ()

@@ -1,0 +1,273 @@
+"""Service VIPs on this node: one load-balancer sandbox per overlay network with VIPs here.
+
+As Docker does since 2018 (`lb_<net>`): the sandbox has its own endpoint on the network (the
+`lb` address the managers gave this node, from `task.assigned`), answers ARP for the network's
+VIPs (they are its addresses), and `host/nft.py`'s `VipBalancer` there DNATs each VIP to the
+service's running tasks and SNATs to the sandbox's address, so replies come back through it.
+Backend changes are one nft transaction; a removed task's conntrack entries are cut.
+
+The sandbox is a container the agent runs for itself, named `lb_<network name>` and marked by
+`OVERLAYNET_LB=<network id>` in its environment: the runtime then builds, restores, and
+reconciles its namespace and veth like any endpoint's, and the control plane publishes its
+address in the endpoint table, so tasks on other hosts reach it (ARP and FDB). A sandbox exists
+only while another container of this host uses the network (only they can be its clients).
+
+`desired_vips` is the pure part; `LbPlane` the thin shell, a child of the agent's nursery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from overlaynet.agent import requests as rq
+from overlaynet.agent.runtime import Allocation
+from overlaynet.agent.servicedns import ServiceEndpoint
+from overlaynet.agent.tasks import TaskNetwork, task_network
+from overlaynet.errors import ApiError
+from overlaynet.host import links
+from overlaynet.host.nft import Backend, NftError, VipBalancer, VipKey
+from overlaynet.model import Container, Status
+from overlaynet.names import new_id
+
+if TYPE_CHECKING:
+    from overlaynet.agent.daemon import Agent
+
+log = logging.getLogger("overlaynet.agent.lb")
+
+LB_ENV = "OVERLAYNET_LB"
+# The sandbox's process only holds its place (busybox's sleep takes no `infinity`): 68 years.
+LB_COMMAND = ("sleep", "2147483647")
+LB_IMAGE = "alpine"
+# How often the plane looks again without being told (a sandbox's namespace rebuilt, a missed
+# change): the planes tell it on every change, this is only the safety net.
+RECHECK = 2.0
+# Docker's VIP balances every port of a service that publishes none: both protocols.
+PROTOCOLS = ("tcp", "udp")
+
+
+def lb_name(network_name: str) -> str:
+    return f"lb_{network_name}"
+
+
+def lb_network_of(c: Container) -> str | None:
+    """The network a load-balancer sandbox serves (None: not a sandbox)."""
+    marker = next((e for e in c.env if e.startswith(LB_ENV + "=")), None)
+    return marker.partition("=")[2] if marker else None
+
+
+def desired_vips(
+    services: Iterable[ServiceEndpoint],
+    task_ips: Mapping[tuple[str, str], set[IPv4Address]],
+    network_id: str,
+) -> dict[VipKey, tuple[Backend, ...]]:
+    """Each VIP on the network (vip-mode services) → its running tasks there, every port."""
+    out: dict[VipKey, tuple[Backend, ...]] = {}
+    for s in services:
+        if s.endpoint_mode != "vip":
+            continue
+        for nid, vip in s.vips:
+            if nid != network_id:
+                continue
+            ips = sorted(task_ips.get((nid, s.name), set()))
+            for proto in PROTOCOLS:
+                out[VipKey(str(vip), None, proto)] = tuple(Backend(str(ip)) for ip in ips)
+    return out
+
+
+@dataclass
+class Sandbox:
+    network_id: str
+    container_id: str
+    balancer: VipBalancer
+    vips: dict[VipKey, tuple[Backend, ...]]
+    addresses: set[str]
+
+
+class LbPlane:
+    """Keeps one sandbox per network that needs one, with the VIPs' backends up to date."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.endpoints: dict[str, TaskNetwork] = {}  # network id → this node's LB address
+        self.sandboxes: dict[str, Sandbox] = {}
+        self.changed = trio.Event()
+        self.counters: Counter[str] = Counter()
+
+    def set_endpoints(self, doc: Mapping[str, Any]) -> None:
+        """`task.assigned`'s `lb` list (this node's LB addresses)."""
+        found: dict[str, TaskNetwork] = {}
+        for entry in doc.get("lb") or ():
+            try:
+                ep = TaskNetwork.from_doc(entry)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                self.counters["bad_lb_entries"] += 1
+                continue
+            found[ep.network_id] = ep
+        if found != self.endpoints:
+            self.endpoints = found
+            self.poke()
+
+    def poke(self) -> None:
+        self.changed.set()
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                with trio.move_on_after(RECHECK):
+                    await self.changed.wait()
+                self.changed = trio.Event()
+                try:
+                    await self.step()
+                except (ApiError, NftError, OSError, links.LinkError) as e:
+                    self.counters["lb_failures"] += 1
+                    log.warning("load balancer update failed: %s", e)
+        finally:
+            for sb in self.sandboxes.values():
+                with contextlib.suppress(Exception):
+                    sb.balancer.close(remove=False)
+            self.sandboxes.clear()
+
+    def _wanted(self) -> dict[str, TaskNetwork]:
+        """Networks whose sandbox should exist: an LB address here, and a container of
+        this host (not a sandbox) on the network."""
+        rt = self.agent.runtime
+        used = {
+            ep.network_id
+            for c in list(rt.containers.values())
+            if lb_network_of(c) is None
+            for ep in c.endpoints
+        }
+        return {nid: ep for nid, ep in self.endpoints.items() if nid in used}
+
+    def _existing(self) -> dict[str, Container]:
+        out = {}
+        for c in list(self.agent.runtime.containers.values()):
+            nid = lb_network_of(c)
+            if nid is not None:
+                out[nid] = c
+        return out
+
+    async def step(self) -> None:
+        wanted, existing = self._wanted(), self._existing()
+        for nid, c in existing.items():
+            if nid not in wanted or _endpoint_ip(c) != wanted[nid].ip:
+                await self._remove(nid, c)
+        existing = self._existing()
+        for nid, ep in wanted.items():
+            have = existing.get(nid)
+            if have is None:
+                have = await self._create(ep)
+            elif have.status != Status.RUNNING:
+                await self.agent.container_start(rq.ContainerStart(have.id))
+            await self._balance(nid, ep, have)
+
+    async def _create(self, ep: TaskNetwork) -> Container:
+        agent = self.agent
+        await agent._ensure_vtep()
+        net = task_network(ep, time.time())
+        req = rq.ContainerCreate(
+            image=LB_IMAGE,
+            cmd=LB_COMMAND,
+            name=lb_name(ep.network_name),
+            network=net.id,
+            env=(f"{LB_ENV}={net.id}",),
+        )
+        allocation = Allocation(new_id(), ep.ip, ep.mac)
+        c: Container = await agent._state(
+            partial(agent.runtime.task_create, req, [(net, allocation)])
+        )
+        await agent.container_start(rq.ContainerStart(c.id))
+        self.counters["sandboxes_created"] += 1
+        log.info("load balancer sandbox created", extra={"fields": {"network": ep.network_name}})
+        return c
+
+    async def _remove(self, nid: str, c: Container) -> None:
+        sb = self.sandboxes.pop(nid, None)
+        if sb is not None:
+            await trio.to_thread.run_sync(sb.balancer.close)
+        async with self.agent._container(c.id):
+            await self.agent._state(partial(self.agent.runtime.container_rm, c.id, True))
+        self.counters["sandboxes_removed"] += 1
+
+    async def _balance(self, nid: str, ep: TaskNetwork, c: Container) -> None:
+        rt = self.agent.runtime
+        netns = rt.container_netns(c)
+        assert netns is not None
+        sb = self.sandboxes.get(nid)
+        if sb is None or sb.container_id != c.id:
+            balancer = await trio.to_thread.run_sync(partial(VipBalancer, netns, ep.ip))
+            sb = Sandbox(nid, c.id, balancer, {}, set())
+            self.sandboxes[nid] = sb
+        names = self.agent.service_names
+        wanted = desired_vips(names.services, names.task_ips, nid)
+        addresses = {k.vip for k in wanted}
+        for addr in addresses - sb.addresses:
+            await trio.to_thread.run_sync(_add_address, netns, addr)
+            sb.addresses.add(addr)
+        for key, backends in wanted.items():
+            if sb.vips.get(key) != backends:
+                await trio.to_thread.run_sync(sb.balancer.set_backends, key, backends)
+                sb.vips[key] = backends
+                self.counters["backend_updates"] += 1
+        for key in set(sb.vips) - set(wanted):
+            await trio.to_thread.run_sync(sb.balancer.remove_vip, key)
+            del sb.vips[key]
+        for addr in sb.addresses - addresses:
+            await trio.to_thread.run_sync(_remove_address, netns, addr)
+            sb.addresses.discard(addr)
+
+    def view(self) -> list[dict[str, Any]]:
+        """Each sandbox's VIPs, backends with their connection counts, and nft rules."""
+        out = []
+        for nid, sb in self.sandboxes.items():
+            v = sb.balancer.view()
+            out.append(
+                {
+                    "network_id": nid,
+                    "vips": [
+                        {
+                            "vip": str(vv.key),
+                            "backends": [
+                                {"addr": str(b.backend), "connections": b.connections}
+                                for b in vv.backends
+                            ],
+                        }
+                        for vv in v.vips
+                    ],
+                    "rules": v.rules,
+                }
+            )
+        return out
+
+
+def _endpoint_ip(c: Container) -> str | None:
+    return c.endpoints[0].ip if c.endpoints else None
+
+
+def _add_address(netns: str, addr: str) -> None:
+    """The VIP as the sandbox's own (/32 on eth0): it answers ARP for it on the bridge."""
+    with links.ipr(netns) as ns:
+        idx = links.index_of(ns, "eth0")
+        if idx is None:
+            raise links.LinkError(f"no eth0 in {netns}")
+        with contextlib.suppress(Exception):  # already there (a restarted agent)
+            ns.addr("add", index=idx, address=addr, prefixlen=32)
+
+
+def _remove_address(netns: str, addr: str) -> None:
+    with links.ipr(netns) as ns:
+        idx = links.index_of(ns, "eth0")
+        if idx is not None:
+            with contextlib.suppress(Exception):
+                ns.addr("del", index=idx, address=addr, prefixlen=32)
