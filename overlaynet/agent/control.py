@@ -6,20 +6,30 @@ in a network's gossip only while it has such an endpoint (Docker's networkdb doe
 In: other hosts' entries become FDB entries and ARP answers in the VTEP and names in the
 embedded DNS; live members are the hosts the VTEP accepts VXLAN from; a member declared dead
 has its entries withdrawn everywhere by the tables core.
+
+Keys: the managers hold the gossip keyring and rotate it in stages (cluster/keyrotation.py);
+this host reports the fingerprints of the keys it holds and takes the keyring the managers
+answer, one stage at a time (`follow_keys`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
 from overlaynet.agent.records import ENDPOINT_TABLE, BadEndpointRecord, EndpointRecord
-from overlaynet.gossip.keyring import Keyring
+from overlaynet.errors import ApiError
+from overlaynet.gossip.keyring import Keyring, KeyringError
 from overlaynet.gossip.service import GossipService
 from overlaynet.gossip.swim import LIVE_STATES
 from overlaynet.gossip.tables import EntryEvent
+
+if TYPE_CHECKING:
+    from overlaynet.agent.swarm import SwarmMember
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +134,63 @@ class ControlPlane:
         for net in self._networks - wanted_nets:
             g.leave_network(net)
         self._networks = wanted_nets
+
+    # ---- keys: what the managers say this host's gossip seals and opens with -------------
+
+    def key_fingerprints(self) -> list[str]:
+        """The fingerprints of the gossip keys held here, primary first (for `info`)."""
+        return [] if self.gossip is None else self.gossip.key_fingerprints()
+
+    def apply_keyring(self, keys: Sequence[bytes]) -> bool:
+        """Make gossip open with exactly `keys` and seal with the first; whether anything
+        changed. memberlist's order, so a ring never needs more than its three slots: drop
+        the keys no longer given, install the new ones, use the primary, drop the old one."""
+        g = self.gossip
+        if g is None:
+            return False
+        try:
+            wanted = Keyring(keys)
+        except KeyringError as e:
+            self.counters["bad_keyrings"] += 1
+            log.warning("ignoring the managers' gossip keyring: %s", e)
+            return False
+        if g.keyring.keys[0] == wanted.keys[0] and set(g.keyring.keys) == set(wanted.keys):
+            return False
+        try:
+            for key in g.keyring.keys[1:]:
+                if key not in wanted.keys:
+                    g.remove_key(key)
+            for key in wanted.keys:
+                g.install_key(key)
+            g.use_key(wanted.keys[0])
+            for key in g.keyring.keys[1:]:
+                if key not in wanted.keys:
+                    g.remove_key(key)
+        except KeyringError:
+            # Far behind (e.g. restarted with a key rotated out since): take the ring whole.
+            g.keyring = wanted
+        self.counters["keyring_changes"] += 1
+        log.info("gossip keyring now %s", g.key_fingerprints())
+        return True
+
+    async def follow_keys(self, swarm: SwarmMember) -> None:
+        """Report the keys held here to the managers and take the keyring they answer; after
+        a change, report again at once so the leader's next step need not wait a period."""
+        for _ in range(2):
+            g = self.gossip
+            if g is None:
+                return
+            try:
+                reply = await swarm.call("gossip.report", key_fingerprints=g.key_fingerprints())
+                keys = [bytes.fromhex(k) for k in reply["gossip_keyring"]]
+            except (ApiError, OSError, KeyError, TypeError, ValueError) as e:
+                # No manager reachable, or this node was removed: keep the keys it has.
+                self.counters["key_reports_failed"] += 1
+                log.debug("gossip key report failed: %s", e)
+                return
+            if not self.apply_keyring(keys):
+                return
+            swarm.remember_gossip_key(keys[0])
 
     # ---- in: what the others have -------------------------------------------------------
 

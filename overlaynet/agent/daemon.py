@@ -340,6 +340,7 @@ class Agent:
             "Swarm": self._swarm_info(),
             "Gossip": {
                 "Members": self.control.members_view(),
+                "KeyFingerprints": self.control.key_fingerprints(),
                 "Counters": {
                     **(self.control.gossip.stats() if self.control.gossip else {}),
                     **self.control.counters,
@@ -710,6 +711,8 @@ class Agent:
             await trio.sleep(ROLE_CHECK_INTERVAL)
             if self.swarm.in_swarm:
                 await self.swarm.follow_role()
+                # Gossip key rotation: report this host's keys, take the managers' stage.
+                await self.control.follow_keys(self.swarm)
 
     async def swarm_init(self, req: rq.SwarmInit) -> Any:
         ip, port = self._advertise(req.advertise_addr)

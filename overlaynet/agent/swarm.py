@@ -247,6 +247,12 @@ class SwarmMember:
         known = [n.addr for n in self.server.state.nodes.values()] if self.server else []
         return list(dict.fromkeys([*self.joined.peers, *managers, *known]))
 
+    def remember_gossip_key(self, key: bytes) -> None:
+        """The primary gossip key after a rotation step: a restarted agent gossips with it."""
+        if self.joined is not None and self.joined.gossip_key != key:
+            self.joined = dataclasses.replace(self.joined, gossip_key=key)
+            self._save()
+
     async def snapshot(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("state.snapshot")
         if self.joined is not None and result.get("managers"):

@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from overlaynet.cluster import protocol, service_views
+from overlaynet.cluster import keyrotation, protocol, service_views
 from overlaynet.cluster import requests as rq
 from overlaynet.cluster.client import JoinResult, ManagerClient
 from overlaynet.cluster.protocol import (
@@ -241,6 +241,10 @@ class ManagerServer:
         self._trusted_sources: OrderedDict[str, None] = OrderedDict()
         self._sync_lock = trio.Lock()
         self._kick = trio.Event()
+        # Gossip key rotation (the leader): each node's last report of its keys' fingerprints,
+        # and what decide() remembers between calls. In memory: nodes report every few seconds.
+        self._key_reports: dict[str, tuple[str, ...]] = {}
+        self._key_watch = keyrotation.Watch()
 
     @property
     def is_leader(self) -> bool:
@@ -663,9 +667,52 @@ class ManagerServer:
     async def _orchestrate_loop(self) -> None:
         while True:
             self.orchestrate_now()
+            self.advance_key_rotation()
             with trio.move_on_after(ORCHESTRATE_INTERVAL):
                 await self._kick.wait()
             self._kick = trio.Event()
+
+    def key_rotation(self) -> keyrotation.Rotation | None:
+        cluster = self.state.cluster
+        if cluster is None:
+            return None
+        return keyrotation.Rotation(
+            stage=cluster.gossip_rotation,
+            primary=cluster.gossip_key,
+            pending=cluster.pending_gossip_key,
+            again=cluster.gossip_rotation_again,
+        )
+
+    def advance_key_rotation(self) -> keyrotation.KeyStep:
+        """Take the gossip key rotation's next step if every live node is ready for it (the
+        leader only; keyrotation.decide), committed like any command."""
+        rotation = self.key_rotation()
+        if not self.is_leader or rotation is None:
+            return keyrotation.KeyStep.WAIT
+        for gone in set(self._key_reports) - set(self.state.nodes):
+            del self._key_reports[gone]
+        live = [n.id for n in self.state.nodes.values() if self.status_of(n) != "Down"]
+        step, self._key_watch = keyrotation.decide(
+            rotation, live, self._key_reports, self._key_watch, self._clock()
+        )
+        if step is keyrotation.KeyStep.WAIT:
+            return step
+        try:
+            if step is keyrotation.KeyStep.USE:
+                self.state.use_staged_gossip_key()
+            elif step is keyrotation.KeyStep.RETIRE:
+                self.state.finish_gossip_rotation()
+            else:
+                self.state.stage_gossip_key(rand=self._rand)
+            self._persist()
+        except Exception:
+            self.stats["key_rotation_errors"] += 1
+            log.exception("gossip key rotation step %s failed", step)
+            self._rollback()
+            return keyrotation.KeyStep.WAIT
+        self.stats[f"key_rotation_{step.value}"] += 1
+        log.info("gossip key rotation: %s", step.value)
+        return step
 
     # ----- followers -----
 
@@ -794,6 +841,9 @@ class ManagerServer:
                 "run `swarm leave` on it, or use --force",
             )
         removed = self.state.remove_node(node.id, force=req.force, alive=alive)
+        # Revoke its gossip key too (issue 18): a staged rotation, so no live member misses a
+        # beat, taken step by step by the leader as nodes report (advance_key_rotation).
+        self.state.stage_gossip_key(rand=self._rand)
         return {"node_id": removed.id}
 
     def _h_network_create(self, acting: Node, req: rq.NetworkCreate) -> Any:
@@ -862,6 +912,12 @@ class ManagerServer:
 
     def _h_gossip_retire(self, acting: Node, req: rq.GossipRetire) -> Any:
         return {"gossip_keyring": self.state.retire_gossip_keys().gossip_keyring}
+
+    def _h_gossip_report(self, acting: Node, req: rq.GossipReport) -> Any:
+        self._key_reports[acting.id] = req.key_fingerprints
+        self.advance_key_rotation()
+        cluster = self.state.require_cluster()
+        return {"gossip_keyring": cluster.gossip_keyring, "stage": cluster.gossip_rotation.value}
 
     def _h_service_create(self, acting: Node, req: rq.ServiceCreate) -> Any:
         service = self.state.create_service(req.spec(), now=self._clock(), rand=self._rand)
@@ -944,6 +1000,7 @@ _HANDLERS: dict[type[rq.ManagerRequest], _Handler] = {
     rq.JoinToken: ManagerServer._h_join_token,
     rq.GossipRotate: ManagerServer._h_gossip_rotate,
     rq.GossipRetire: ManagerServer._h_gossip_retire,
+    rq.GossipReport: ManagerServer._h_gossip_report,
     rq.ReplicaFetch: ManagerServer._h_replica_fetch,
     rq.ServiceCreate: ManagerServer._h_service_create,
     rq.ServiceLs: ManagerServer._h_service_ls,

@@ -24,6 +24,10 @@ from overlaynet.cluster.services import (
     parse_publish,
 )
 from overlaynet.errors import InvalidArgument
+from overlaynet.gossip.keyring import MAX_KEYS
+
+# A key fingerprint is 12 hex digits (gossip.keyring.fingerprint); the cap only stops abuse.
+FINGERPRINT_MAX = 64
 
 
 class ManagerRequest(Request):
@@ -220,6 +224,25 @@ class GossipRetire(ManagerRequest):
 
 
 @dataclass(frozen=True)
+class GossipReport(ManagerRequest):
+    """A node's report of the gossip keys it holds (fingerprints, primary first), answered with
+    the keyring it should hold. The leader alone drives a rotation, so followers forward it."""
+
+    OP: ClassVar[str] = "gossip.report"
+    WORKER: ClassVar[bool] = True
+    LEADER: ClassVar[bool] = True
+    key_fingerprints: tuple[str, ...]
+
+    def check(self) -> None:
+        if not 1 <= len(self.key_fingerprints) <= MAX_KEYS or not all(
+            0 < len(f) <= FINGERPRINT_MAX for f in self.key_fingerprints
+        ):
+            raise InvalidArgument(
+                f"argument 'key_fingerprints' must list 1 to {MAX_KEYS} key fingerprints"
+            )
+
+
+@dataclass(frozen=True)
 class ReplicaFetch(ManagerRequest):
     OP: ClassVar[str] = "replica.fetch"
     LEADER: ClassVar[bool] = True
@@ -343,6 +366,7 @@ _CLASSES: tuple[type[ManagerRequest], ...] = (
     JoinToken,
     GossipRotate,
     GossipRetire,
+    GossipReport,
     ReplicaFetch,
     ServiceCreate,
     ServiceLs,

@@ -28,6 +28,7 @@ from overlaynet.cluster.errors import ClusterError as ClusterError
 from overlaynet.cluster.errors import ErrorKind as ErrorKind
 from overlaynet.cluster.errors import ManagerStatus as ManagerStatus
 from overlaynet.cluster.errors import Role as Role
+from overlaynet.cluster.keyrotation import KeyStage
 from overlaynet.cluster.orchestrator import Action, ShutdownTask, apply_actions, reconcile
 from overlaynet.cluster.scheduler import NodeView, Placement, schedule
 from overlaynet.cluster.services import (
@@ -125,11 +126,19 @@ class Cluster:
     gossip_key: str
     # Keys replaced by rotations, newest first: still accepted while every member switches.
     previous_gossip_keys: tuple[str, ...] = ()
+    # A staged rotation (keyrotation.py): the next key, installed everywhere before it is used,
+    # the stage it is at, and whether another rotation must follow (a node was removed while
+    # this one ran, and may hold the new key).
+    pending_gossip_key: str = ""
+    gossip_rotation: KeyStage = KeyStage.IDLE
+    gossip_rotation_again: bool = False
 
     @property
     def gossip_keyring(self) -> list[str]:
-        """The primary key first, then those still accepted."""
-        return [self.gossip_key, *self.previous_gossip_keys]
+        """The primary key first, then those still accepted, then the staged one (nodes install
+        it; they seal with the first)."""
+        staged = [self.pending_gossip_key] if self.pending_gossip_key else []
+        return [self.gossip_key, *self.previous_gossip_keys, *staged]
 
     @property
     def digest(self) -> str:
@@ -220,7 +229,13 @@ def _doc(record: Any) -> dict[str, Any]:
 
 
 def _cluster_from_doc(doc: dict[str, Any]) -> Cluster:
-    return Cluster(**{**doc, "previous_gossip_keys": tuple(doc.get("previous_gossip_keys", ()))})
+    return Cluster(
+        **{
+            **doc,
+            "previous_gossip_keys": tuple(doc.get("previous_gossip_keys", ())),
+            "gossip_rotation": KeyStage(doc.get("gossip_rotation", KeyStage.IDLE)),
+        }
+    )
 
 
 def _node_from_doc(doc: dict[str, Any]) -> Node:
@@ -635,11 +650,21 @@ class ClusterState:
         self._put(CLUSTER, _CLUSTER_KEY, _doc(new))
         return new
 
+    def _check_no_staged_rotation(self, cluster: Cluster) -> None:
+        if cluster.gossip_rotation is not KeyStage.IDLE:
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"a gossip key rotation is in progress (stage {cluster.gossip_rotation}): "
+                "the leader finishes it once every live node has the new key; retry then",
+            )
+
     def rotate_gossip_key(self, *, rand: RandomBytes) -> Cluster:
         """A new primary gossip key; the former ones stay in the keyring (GOSSIP_KEYRING_SIZE in
         all) so members that have not switched yet are still understood (memberlist's "install,
-        use"). `retire_gossip_keys` is the last step ("remove")."""
+        use"). `retire_gossip_keys` is the last step ("remove"). By hand, all at once: the
+        staged rotation (`stage_gossip_key`) is the safe one."""
         cluster = self.require_cluster()
+        self._check_no_staged_rotation(cluster)
         previous = (cluster.gossip_key, *cluster.previous_gossip_keys)[: GOSSIP_KEYRING_SIZE - 1]
         new = dataclasses.replace(
             cluster, gossip_key=rand(KEY_BYTES).hex(), previous_gossip_keys=previous
@@ -651,9 +676,60 @@ class ClusterState:
         """Drop every key but the primary: once all members use it, a node removed before the
         rotation holds no key the others accept."""
         cluster = self.require_cluster()
+        self._check_no_staged_rotation(cluster)
         if not cluster.previous_gossip_keys:
             return cluster
         new = dataclasses.replace(cluster, previous_gossip_keys=())
+        self._put(CLUSTER, _CLUSTER_KEY, _doc(new))
+        return new
+
+    # A staged rotation, driven by the leader (keyrotation.decide): each step only once every
+    # live node has reported it holds what the step before gave it.
+
+    def stage_gossip_key(self, *, rand: RandomBytes) -> Cluster:
+        """Stage 1 ("install"): a new key that nodes accept but do not seal with yet. During a
+        rotation, another one is queued instead (the removed node may have the staged key)."""
+        cluster = self.require_cluster()
+        if cluster.gossip_rotation is not KeyStage.IDLE:
+            new = dataclasses.replace(cluster, gossip_rotation_again=True)
+        else:
+            # Room in the ring for the primary, the staged key and the newest previous one.
+            previous = cluster.previous_gossip_keys[: GOSSIP_KEYRING_SIZE - 2]
+            new = dataclasses.replace(
+                cluster,
+                previous_gossip_keys=previous,
+                pending_gossip_key=rand(KEY_BYTES).hex(),
+                gossip_rotation=KeyStage.INSTALL,
+                gossip_rotation_again=False,
+            )
+        if new != cluster:
+            self._put(CLUSTER, _CLUSTER_KEY, _doc(new))
+        return new
+
+    def use_staged_gossip_key(self) -> Cluster:
+        """Stage 2 ("use"): the staged key becomes the primary, the old one is still accepted."""
+        cluster = self.require_cluster()
+        if cluster.gossip_rotation is not KeyStage.INSTALL:
+            raise ClusterError(ErrorKind.CONFLICT, "no staged gossip key to use")
+        new = dataclasses.replace(
+            cluster,
+            gossip_key=cluster.pending_gossip_key,
+            previous_gossip_keys=(cluster.gossip_key, *cluster.previous_gossip_keys)[
+                : GOSSIP_KEYRING_SIZE - 1
+            ],
+            pending_gossip_key="",
+            gossip_rotation=KeyStage.USE,
+        )
+        self._put(CLUSTER, _CLUSTER_KEY, _doc(new))
+        return new
+
+    def finish_gossip_rotation(self) -> Cluster:
+        """Stage 3 ("remove"): only the new primary is accepted; a node removed before the
+        rotation holds no key the others accept."""
+        cluster = self.require_cluster()
+        if cluster.gossip_rotation is not KeyStage.USE:
+            raise ClusterError(ErrorKind.CONFLICT, "no gossip key rotation to finish")
+        new = dataclasses.replace(cluster, previous_gossip_keys=(), gossip_rotation=KeyStage.IDLE)
         self._put(CLUSTER, _CLUSTER_KEY, _doc(new))
         return new
 

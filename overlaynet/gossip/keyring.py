@@ -34,6 +34,12 @@ MAX_KEYS = 3
 KEY_SIZES = (16, 24, 32)
 
 
+def fingerprint(key: bytes) -> str:
+    """A key's short digest (48 bits of SHA-256): what nodes report and `info` shows, so that
+    managers can tell which keys a node holds without the key ever leaving it."""
+    return hashlib.sha256(key).hexdigest()[:12]
+
+
 class Unauthenticated(MalformedGossip):
     """No key of the ring opens it: junk, tampered, foreign cluster, or a rotated-out key."""
 
@@ -96,7 +102,7 @@ class Keyring:
 
     def fingerprints(self) -> list[str]:
         """Short digests of the keys, primary first: safe to show, never the keys."""
-        return [hashlib.sha256(k).hexdigest()[:12] for k in self.keys]
+        return [fingerprint(k) for k in self.keys]
 
     # ---- sealing -------------------------------------------------------------------------
 

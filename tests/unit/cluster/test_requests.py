@@ -56,6 +56,7 @@ def test_writes_and_worker_operations_are_declared_on_the_classes() -> None:
     assert rq.decode("ip.allocate", {"network": "n", "endpoint_id": "e"}).is_write()
     workers = {op for op, cls in rq.REQUESTS.items() if cls.WORKER}
     assert workers == {
+        "gossip.report",
         "state.snapshot",
         "ip.allocate",
         "ip.release",
