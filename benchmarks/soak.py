@@ -337,7 +337,7 @@ def main() -> int:
         labmod.up(lab, len(HOSTS), swarm=True)
         cli(lab, "node1", "network", "create", "-d", "overlay", "--attachable", NETWORK)
         for host, cname in CONTAINERS.items():
-            cli(lab, host, "run", "-d", "--name", cname, "--network", NETWORK, "alpine")
+            cli(lab, host, "run", "-d", "--name", cname, "--network", NETWORK, "alpine", "top")
         time.sleep(2)
         plan: list[tuple[str, Callable[[], int], int]] = [
             ("udp datagrams 4789/7946", lambda: datagrams(lab, rng, n(20000)), n(20000)),

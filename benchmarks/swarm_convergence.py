@@ -60,7 +60,8 @@ def probe_loop(lab: str, name: str) -> subprocess.Popen[str]:
 
 def run_to_ping(lab: str, trials: int) -> list[float | None]:
     cli(lab, "node1", "network", "create", "-d", "overlay", "--attachable", "bench-net")
-    cli(lab, "node1", "run", "-d", "--name", "probe", "--network", "bench-net", "alpine")
+    # The probe loop needs GNU date's %N: the host image (the busybox alpine lacks it).
+    cli(lab, "node1", "run", "-d", "--name", "probe", "--network", "bench-net", "host")
     out: list[float | None] = []
     for i in range(trials):
         name = f"target{i}"
@@ -69,7 +70,12 @@ def run_to_ping(lab: str, trials: int) -> list[float | None]:
         # The moment `run` returns is the agent's answer (the CLI only prints the id after it).
         node2 = api.Client(HostPaths("node2", lab).socket)
         node2.call(
-            "container.create", image="alpine", cmd=[], name=name, network="bench-net", start=True
+            "container.create",
+            image="alpine",
+            cmd=["top"],
+            name=name,
+            network="bench-net",
+            start=True,
         )
         returned = time.time()
         stamp, _ = prober.communicate(timeout=TRIAL_TIMEOUT + 10)
@@ -88,7 +94,7 @@ def crash_to_withdrawn(lab: str, crashes: int) -> list[float | None]:
     out: list[float | None] = []
     for i in range(crashes):
         name = f"victim{i}"
-        cli(lab, "node3", "run", "-d", "--name", name, "--network", "bench-net", "alpine")
+        cli(lab, "node3", "run", "-d", "--name", name, "--network", "bench-net", "alpine", "top")
         deadline = time.monotonic() + TRIAL_TIMEOUT
         while name not in endpoint_names(lab, "node1", "bench-net"):
             if time.monotonic() > deadline:

@@ -32,8 +32,8 @@ def swarm2() -> Iterator[Lab]:
         labmod.up(name, 2, swarm=True)
         lab = Lab(name)
         lab.ok("node1", "network", "create", "--driver", "overlay", "--attachable", "gnet")
-        lab.ok("node1", "run", "-d", "--name", "g1", "--network", "gnet", "alpine")
-        lab.ok("node2", "run", "-d", "--name", "g2", "--network", "gnet", "alpine")
+        lab.ok("node1", "run", "-d", "--name", "g1", "--network", "gnet", "alpine", "top")
+        lab.ok("node2", "run", "-d", "--name", "g2", "--network", "gnet", "alpine", "top")
         yield lab
     finally:
         labmod.down(name)

@@ -173,7 +173,7 @@ def test_a_started_container_appears_and_a_stopped_one_shows_exited(
     swarm3: Lab, browser: Any
 ) -> None:
     swarm3.ok("node1", "network", "create", "-d", "overlay", "--attachable", "uinet")
-    swarm3.ok("node2", "run", "-d", "--name", "web2", "--network", "uinet", "alpine")
+    swarm3.ok("node2", "run", "-d", "--name", "web2", "--network", "uinet", "alpine", "top")
     took = wait_for(
         browser,
         "container web2 running on node2",
