@@ -32,10 +32,25 @@ import trio
 from overlaynet.agent import requests as rq
 from overlaynet.agent.runtime import Allocation
 from overlaynet.agent.servicedns import ServiceEndpoint
-from overlaynet.agent.tasks import TaskNetwork, task_network
+from overlaynet.agent.tasks import (
+    GWBRIDGE,
+    AssignedTask,
+    TaskNetwork,
+    ensure_gwbridge,
+    local_tasks,
+    task_network,
+)
 from overlaynet.errors import ApiError
 from overlaynet.host import links
-from overlaynet.host.nft import Backend, NftError, VipBalancer, VipKey
+from overlaynet.host.nft import (
+    Backend,
+    NftError,
+    PortMapping,
+    PublishedPorts,
+    VipBalancer,
+    VipKey,
+    _write_sysctl,
+)
 from overlaynet.model import Container, Status
 from overlaynet.names import new_id
 
@@ -55,8 +70,12 @@ RECHECK = 2.0
 PROTOCOLS = ("tcp", "udp")
 
 
-def lb_name(network_name: str) -> str:
-    return f"lb_{network_name}"
+# Docker's name for the routing mesh's sandbox.
+INGRESS_SANDBOX = "ingress-sbox"
+
+
+def lb_name(ep: TaskNetwork) -> str:
+    return INGRESS_SANDBOX if ep.ingress else f"lb_{ep.network_name}"
 
 
 def lb_network_of(c: Container) -> str | None:
@@ -84,6 +103,49 @@ def desired_vips(
     return out
 
 
+def ingress_backends(
+    services: Iterable[ServiceEndpoint],
+    task_ips: Mapping[tuple[str, str], set[IPv4Address]],
+    ingress_id: str,
+    sandbox_addr: str,
+) -> dict[VipKey, tuple[Backend, ...]]:
+    """The routing mesh in the ingress sandbox: each ingress-mode published port, on the
+    sandbox's own address (where this host DNATs it), → every running task's ingress address
+    at the target port, on whichever node it runs."""
+    out: dict[VipKey, tuple[Backend, ...]] = {}
+    for s in services:
+        ips = sorted(task_ips.get((ingress_id, s.name), set()))
+        for p in s.ports:
+            if p.mode == "ingress":
+                key = VipKey(sandbox_addr, p.published, p.protocol)
+                out[key] = tuple(Backend(str(ip), p.target) for ip in ips)
+    return out
+
+
+def published_ports(
+    services: Iterable[ServiceEndpoint],
+    ingress_addr: str | None,
+    host_tasks: Iterable[tuple[AssignedTask, str]],
+) -> dict[tuple[int, str], PortMapping]:
+    """This host's published ports: every ingress-mode port to the ingress sandbox (all
+    nodes), and the mode=host ports of the tasks running here, to each task's local address
+    (masqueraded: the task's own default route does not lead back through this host)."""
+    out: dict[tuple[int, str], PortMapping] = {}
+    for task, addr in host_tasks:
+        for p in task.host_ports:
+            out[(p.published, p.protocol)] = PortMapping(
+                p.published, p.protocol, addr, p.target, masquerade=True
+            )
+    if ingress_addr is not None:
+        for s in services:
+            for p in s.ports:
+                if p.mode == "ingress":
+                    out[(p.published, p.protocol)] = PortMapping(
+                        p.published, p.protocol, ingress_addr, p.published
+                    )
+    return out
+
+
 @dataclass
 class Sandbox:
     network_id: str
@@ -91,6 +153,7 @@ class Sandbox:
     balancer: VipBalancer
     vips: dict[VipKey, tuple[Backend, ...]]
     addresses: set[str]
+    gateway_addr: str | None = None  # the ingress sandbox's docker_gwbridge address
 
 
 class LbPlane:
@@ -100,6 +163,7 @@ class LbPlane:
         self.agent = agent
         self.endpoints: dict[str, TaskNetwork] = {}  # network id → this node's LB address
         self.sandboxes: dict[str, Sandbox] = {}
+        self.ports: PublishedPorts | None = None
         self.changed = trio.Event()
         self.counters: Counter[str] = Counter()
 
@@ -137,6 +201,11 @@ class LbPlane:
                 with contextlib.suppress(Exception):
                     sb.balancer.close(remove=False)
             self.sandboxes.clear()
+            if self.ports is not None:
+                with contextlib.suppress(Exception):
+                    # The host's published ports go with the agent: nothing answers them now.
+                    self.ports.close(remove=True)
+                self.ports = None
 
     def _wanted(self) -> dict[str, TaskNetwork]:
         """Networks whose sandbox should exist: an LB address here, and a container of
@@ -148,7 +217,10 @@ class LbPlane:
             if lb_network_of(c) is None
             for ep in c.endpoints
         }
-        return {nid: ep for nid, ep in self.endpoints.items() if nid in used}
+        mesh = any(p.mode == "ingress" for s in self.agent.service_names.services for p in s.ports)
+        return {
+            nid: ep for nid, ep in self.endpoints.items() if nid in used or (ep.ingress and mesh)
+        }
 
     def _existing(self) -> dict[str, Container]:
         out = {}
@@ -161,7 +233,7 @@ class LbPlane:
     async def step(self) -> None:
         wanted, existing = self._wanted(), self._existing()
         for nid, c in existing.items():
-            if nid not in wanted or _endpoint_ip(c) != wanted[nid].ip:
+            if nid not in wanted or _endpoint_ip(c, nid) != wanted[nid].ip:
                 await self._remove(nid, c)
         existing = self._existing()
         for nid, ep in wanted.items():
@@ -171,16 +243,53 @@ class LbPlane:
             elif have.status != Status.RUNNING:
                 await self.agent.container_start(rq.ContainerStart(have.id))
             await self._balance(nid, ep, have)
+        await self._publish()
+
+    async def _publish(self) -> None:
+        """This host's published ports follow the services and the tasks here."""
+        rt = self.agent.runtime
+        ingress = next((sb for sb in self.sandboxes.values() if sb.gateway_addr), None)
+        here = local_tasks(list(rt.containers.values()))
+        gw = rt.local_network(GWBRIDGE)
+        host_tasks = []
+        for t in self.agent.task_runner.assigned:
+            mine = here.get(t.id)
+            if mine is None or not mine.running or not t.host_ports or gw is None:
+                continue
+            ep = rt.containers[mine.container_id].endpoint_on(gw.id)
+            if ep is not None and ep.ip:
+                host_tasks.append((t, ep.ip))
+        wanted = published_ports(
+            self.agent.service_names.services,
+            ingress.gateway_addr if ingress else None,
+            host_tasks,
+        )
+        if self.ports is None:
+            if not wanted:
+                return
+            # DNAT from this host to its sandboxes and tasks is forwarding (Docker sets it too).
+            await trio.to_thread.run_sync(_write_sysctl, "net/ipv4/ip_forward", "1")
+            self.ports = await trio.to_thread.run_sync(PublishedPorts, None)
+        have = {(m.published, m.protocol): m for m in self.ports.mappings()}
+        for key, mapping in wanted.items():
+            if have.get(key) != mapping:
+                await trio.to_thread.run_sync(self.ports.add, mapping)
+                self.counters["ports_published"] += 1
+        for key in set(have) - set(wanted):
+            await trio.to_thread.run_sync(self.ports.remove, *key)
 
     async def _create(self, ep: TaskNetwork) -> Container:
         agent = self.agent
         await agent._ensure_vtep()
         net = task_network(ep, time.time())
+        # The ingress sandbox's first leg is docker_gwbridge (its default route: the host
+        # DNATs published ports to it there and gets the replies back), then the ingress.
+        first = (await ensure_gwbridge(agent)).id if ep.ingress else net.id
         req = rq.ContainerCreate(
             image=LB_IMAGE,
             cmd=LB_COMMAND,
-            name=lb_name(ep.network_name),
-            network=net.id,
+            name=lb_name(ep),
+            network=first,
             env=(f"{LB_ENV}={net.id}",),
         )
         allocation = Allocation(new_id(), ep.ip, ep.mac)
@@ -207,11 +316,16 @@ class LbPlane:
         sb = self.sandboxes.get(nid)
         if sb is None or sb.container_id != c.id:
             balancer = await trio.to_thread.run_sync(partial(VipBalancer, netns, ep.ip))
-            sb = Sandbox(nid, c.id, balancer, {}, set())
+            gw = rt.local_network(GWBRIDGE)
+            gw_ep = c.endpoint_on(gw.id) if gw is not None and ep.ingress else None
+            sb = Sandbox(nid, c.id, balancer, {}, set(), gw_ep.ip if gw_ep else None)
             self.sandboxes[nid] = sb
         names = self.agent.service_names
-        wanted = desired_vips(names.services, names.task_ips, nid)
-        addresses = {k.vip for k in wanted}
+        if sb.gateway_addr is not None:
+            wanted = ingress_backends(names.services, names.task_ips, nid, sb.gateway_addr)
+        else:
+            wanted = desired_vips(names.services, names.task_ips, nid)
+        addresses = {k.vip for k in wanted} - {sb.gateway_addr}
         for addr in addresses - sb.addresses:
             await trio.to_thread.run_sync(_add_address, netns, addr)
             sb.addresses.add(addr)
@@ -251,8 +365,9 @@ class LbPlane:
         return out
 
 
-def _endpoint_ip(c: Container) -> str | None:
-    return c.endpoints[0].ip if c.endpoints else None
+def _endpoint_ip(c: Container, network_id: str) -> str | None:
+    ep = c.endpoint_on(network_id)
+    return ep.ip if ep else None
 
 
 def _add_address(netns: str, addr: str) -> None:

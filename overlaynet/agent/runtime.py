@@ -344,13 +344,14 @@ class Runtime:
     ) -> Container:
         """A service task's container on the swarm networks (attachable or not: the task is
         the service's) with the addresses the managers allocated; `req.network` is the first
-        attachment's id (or a local network when there is none)."""
+        attachment's id, or a local network (then every attachment is connected after it)."""
         added = [net for net, _ in attachments if net.id not in self.networks]
+        first = attachments[0][1] if attachments and attachments[0][0].id == req.network else None
         try:
             for net in added:
                 self._add_network(net)
-            c = self.container_create(req, None, attachments[0][1] if attachments else None)
-            for net, allocation in attachments[1:]:
+            c = self.container_create(req, None, first)
+            for net, allocation in attachments[1:] if first else attachments:
                 self.network_connect(net.id, c.id, allocation=allocation)
         except BaseException:
             for net in added:

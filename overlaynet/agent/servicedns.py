@@ -33,6 +33,26 @@ class ServiceEndpoint:
     endpoint_mode: str  # vip | dnsrr
     networks: tuple[str, ...]
     vips: tuple[tuple[str, IPv4Address], ...]  # (network id, VIP)
+    ports: tuple[PortRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class PortRow:
+    """A published port as the managers describe it (`published` None: as the target)."""
+
+    protocol: str
+    target: int
+    published: int
+    mode: str  # ingress | host
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> PortRow:
+        target = int(doc["target"])
+        published = doc.get("published")
+        protocol, mode = str(doc.get("protocol") or "tcp"), str(doc.get("mode") or "ingress")
+        if protocol not in ("tcp", "udp") or mode not in ("ingress", "host"):
+            raise ValueError(f"bad port {doc!r}")
+        return cls(protocol, target, int(published) if published else target, mode)
 
 
 def parse_services(doc: Mapping[str, Any]) -> tuple[list[ServiceEndpoint], int]:
@@ -50,6 +70,7 @@ def parse_services(doc: Mapping[str, Any]) -> tuple[list[ServiceEndpoint], int]:
                     endpoint_mode=str(s.get("endpoint_mode") or "vip"),
                     networks=tuple(str(n) for n in s.get("networks") or ()),
                     vips=vips,
+                    ports=tuple(PortRow.from_doc(p) for p in s.get("ports") or ()),
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError):

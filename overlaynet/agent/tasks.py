@@ -13,6 +13,7 @@ never starts a task twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -26,8 +27,9 @@ import trio
 from overlaynet.agent import hostcore
 from overlaynet.agent import requests as rq
 from overlaynet.agent.runtime import Allocation
+from overlaynet.agent.servicedns import PortRow
 from overlaynet.cluster.tasks import TaskState
-from overlaynet.errors import ApiError
+from overlaynet.errors import ApiError, Conflict
 from overlaynet.model import Container, Network, Status
 from overlaynet.names import OBJECT_NAME_MAX, new_id
 
@@ -90,6 +92,12 @@ class AssignedTask:
     state: TaskState
     not_before: float
     networks: tuple[TaskNetwork, ...]
+    ports: tuple[PortRow, ...] = ()
+
+    @property
+    def host_ports(self) -> tuple[PortRow, ...]:
+        """Ports published on this node only, straight to the task (`mode=host`)."""
+        return tuple(p for p in self.ports if p.mode == "host")
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> AssignedTask:
@@ -106,6 +114,7 @@ class AssignedTask:
                 state=TaskState(_str(doc, "state")),
                 not_before=float(not_before) if not_before is not None else 0.0,
                 networks=tuple(TaskNetwork.from_doc(n) for n in doc.get("networks") or ()),
+                ports=tuple(PortRow.from_doc(p) for p in doc.get("ports") or ()),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BadAssignment(f"bad task entry: {e}") from None
@@ -344,6 +353,8 @@ class TaskRunner:
     interval: float = POLL_INTERVAL
     counters: Counter[str] = field(default_factory=Counter)
     last_index: int = -1
+    # The last assignment read (the published ports of mode=host tasks follow it).
+    assigned: list[AssignedTask] = field(default_factory=list)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -367,6 +378,7 @@ class TaskRunner:
                 await self.hooks.on_assigned(doc)
         tasks, stop, bad = parse_assigned(doc)
         self.counters["bad_assignments"] += bad
+        self.assigned = tasks
         actions = plan(tasks, stop, self.hooks.local_tasks(), time.time())
         if not actions:
             return
@@ -431,6 +443,20 @@ class TaskRunner:
                 self.counters["reports_refused"] += 1
 
 
+# Docker's local bridge for swarm containers' way to their host (DESIGN.md: docker_gwbridge).
+GWBRIDGE = "docker_gwbridge"
+
+
+async def ensure_gwbridge(agent: Agent) -> Network:
+    """This host's docker_gwbridge, created the first time a swarm sandbox needs it."""
+    net = agent.runtime.local_network(GWBRIDGE)
+    if net is None:
+        with contextlib.suppress(Conflict):  # made meanwhile by another task's start
+            await agent.network_create(rq.NetworkCreate(name=GWBRIDGE, driver="bridge"))
+        net = agent.runtime.network(GWBRIDGE)
+    return net
+
+
 def agent_hooks(agent: Agent) -> TaskHooks:
     """The runner's hooks on the agent: containers made and removed through its state lock
     and per-container locks, like any request's. A task's addresses are the managers' to free
@@ -454,6 +480,15 @@ def agent_hooks(agent: Agent) -> TaskHooks:
             env=(*task.env, f"{TASK_ENV}={task.id}"),
         )
         c = await agent._state(partial(rt.task_create, req, nets))
+        if task.host_ports:
+            # A mode=host port is DNATed from this host to the task: it needs an address the
+            # host reaches, on the local bridge Docker gives swarm containers for that.
+            try:
+                gw = await ensure_gwbridge(agent)
+                await agent._state(partial(rt.network_connect, gw.id, c.id))
+            except BaseException:
+                await remove(c.id)
+                raise
         return c.id
 
     async def start(cid: str) -> None:

@@ -108,3 +108,41 @@ def test_vip_backends_are_the_running_tasks_on_that_network_for_both_protocols()
     assert desired_vips(services, task_ips, "other") == {}
     # No running task: the VIP stays, with no backend (it refuses rather than hangs).
     assert desired_vips(services, {}, NET)[VipKey("10.0.0.2", None, "tcp")] == ()
+
+
+def test_routing_mesh_ports_and_backends() -> None:
+    from overlaynet.agent.lb import ingress_backends, published_ports
+    from overlaynet.agent.tasks import AssignedTask
+    from overlaynet.host.nft import Backend, PortMapping, VipKey
+
+    doc = {
+        "services": [
+            {
+                "name": "app",
+                "networks": ["ing"],
+                "vips": [],
+                "ports": [{"protocol": "tcp", "target": 8080, "published": 80, "mode": "ingress"}],
+            }
+        ]
+    }
+    services, bad = parse_services(doc)
+    assert bad == 0
+    ips = {("ing", "app"): {IPv4Address("10.255.0.5"), IPv4Address("10.255.0.6")}}
+    assert ingress_backends(services, ips, "ing", "172.18.0.2") == {
+        VipKey("172.18.0.2", 80, "tcp"): (Backend("10.255.0.5", 8080), Backend("10.255.0.6", 8080))
+    }
+    db = AssignedTask.from_doc(
+        {
+            "id": "t1", "service_name": "db", "name": "db.1", "image": "x",
+            "desired_state": "running", "state": "running",
+            "ports": [{"protocol": "tcp", "target": 1433, "published": None, "mode": "host"}],
+        }
+    )  # fmt: skip
+    wanted = published_ports(services, "172.18.0.2", [(db, "172.18.0.3")])
+    assert wanted == {
+        (80, "tcp"): PortMapping(80, "tcp", "172.18.0.2", 80),
+        # mode=host without a published port publishes the target, masqueraded to the task.
+        (1433, "tcp"): PortMapping(1433, "tcp", "172.18.0.3", 1433, masquerade=True),
+    }
+    # No ingress sandbox here yet: only the host-mode task's port.
+    assert set(published_ports(services, None, [(db, "172.18.0.3")])) == {(1433, "tcp")}
