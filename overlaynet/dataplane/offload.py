@@ -102,18 +102,25 @@ SKF_NET_OFF = -0x100000
 #: Classic BPF opcodes (<linux/bpf_common.h>): LDX|B|MSH, LD|H|IND, JMP|JEQ|K, RET|K.
 _BPF_LDX_MSH = 0xB1
 _BPF_LDH_IND = 0x48
+_BPF_LDB_IND = 0x50
 _BPF_JEQ_K = 0x15
 _BPF_RET_K = 0x06
+#: The inner IPv4 protocol octet, from the end of the outer IPv4 header: UDP 8 + VXLAN 8 +
+#: Ethernet 14 + 9.
+_INNER_PROTOCOL_AT = 39
 #: Index, in the SO_REUSEPORT group, of the socket for datagrams with a non-zero UDP checksum.
 CHECKSUMMED = 1
 UNCHECKSUMMED = 0
 
 
 def checksum_sorter_program() -> list[tuple[int, int, int, int]]:
-    """A reuseport program: socket CHECKSUMMED when the UDP checksum field is non-zero, else
-    UNCHECKSUMMED. X = IPv4 header length from the network header; A = the 16 bits at
-    network header + X + 6, the UDP checksum (RFC 768). A failed load returns 0: unchecksummed,
-    the safe side."""
+    """A reuseport program: socket CHECKSUMMED when the UDP checksum field is non-zero and the
+    inner IPv4 protocol is TCP (what may be merged), else UNCHECKSUMMED. X = IPv4 header length
+    from the network header; the UDP checksum (RFC 768) is the 16 bits at network header + X +
+    6; the inner protocol the octet at X + 39 (UDP 8, VXLAN 8, Ethernet 14, IPv4 offset 9). So
+    a checksummed ping or DNS datagram from a kernel VTEP does not queue behind TCP bulk in the
+    merging socket: the other socket writes every frame as it came, which is always safe. A
+    load past the packet's end returns 0: unchecksummed, the safe side too."""
 
     def k(value: int) -> int:
         return value & 0xFFFFFFFF
@@ -121,7 +128,9 @@ def checksum_sorter_program() -> list[tuple[int, int, int, int]]:
     return [
         (_BPF_LDX_MSH, 0, 0, k(SKF_NET_OFF)),
         (_BPF_LDH_IND, 0, 0, k(SKF_NET_OFF + 6)),
-        (_BPF_JEQ_K, 1, 0, 0),
+        (_BPF_JEQ_K, 3, 0, 0),
+        (_BPF_LDB_IND, 0, 0, k(SKF_NET_OFF + _INNER_PROTOCOL_AT)),
+        (_BPF_JEQ_K, 0, 1, IPPROTO_TCP),
         (_BPF_RET_K, 0, 0, CHECKSUMMED),
         (_BPF_RET_K, 0, 0, UNCHECKSUMMED),
     ]

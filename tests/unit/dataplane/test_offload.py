@@ -7,7 +7,7 @@ import struct
 
 from hypothesis import given
 from hypothesis import strategies as st
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from overlaynet.dataplane import offload
@@ -62,14 +62,51 @@ def test_ipv4_header_checksum_matches_scapy() -> None:
     assert offload.ipv4_header_checksum(bytes(raw)) == expected
 
 
-def test_checksum_sorter_sends_zero_checksums_to_the_unchecked_socket() -> None:
+def run_classic_bpf(program: list[tuple[int, int, int, int]], packet: bytes) -> int:
+    """The few classic BPF instructions the sorter uses, over `packet` as its network header
+    (SKF_NET_OFF-relative loads); a load past the end returns 0, as the kernel's does."""
+    a = x = pc = 0
+    while True:
+        code, jt, jf, k = program[pc]
+        offset = (k - (offload.SKF_NET_OFF & 0xFFFFFFFF)) & 0xFFFFFFFF
+        if code == 0xB1:  # LDX MSH: 4 * (P[k] & 0xf)
+            if offset >= len(packet):
+                return 0
+            x = 4 * (packet[offset] & 0x0F)
+        elif code in (0x48, 0x50):  # LD H / LD B, indirect: P[X + k]
+            size = 2 if code == 0x48 else 1
+            if x + offset + size > len(packet):
+                return 0
+            a = int.from_bytes(packet[x + offset : x + offset + size], "big")
+        elif code == 0x15:  # JEQ K
+            pc += jt if a == k else jf
+        elif code == 0x06:  # RET K
+            return k
+        else:
+            raise AssertionError(f"unexpected opcode {code:#x}")
+        pc += 1
+
+
+def outer(inner: bytes, checksum: int) -> bytes:
+    """An outer IPv4 + UDP header (checksum field as given) + VXLAN around `inner`."""
+    udp = UDP(sport=50000, dport=4789, chksum=checksum) / (
+        bytes([8, 0, 0, 0, 0, 0x10, 1, 0]) + inner
+    )
+    return bytes(IP(src="192.168.0.11", dst="192.168.0.12") / udp)
+
+
+def test_checksum_sorter_merges_only_checksummed_tcp() -> None:
+    """Checksummed TCP to the merging socket; checksum 0 (unprotected inner bytes), and any
+    other protocol (a ping, DNS: never merged, and must not queue behind the bulk there), to
+    the other socket; truncated datagrams too."""
     program = offload.checksum_sorter_program()
-    # LDX MSH at the network header, LDH at X + 6 (the UDP checksum), JEQ 0 → unchecked.
-    assert program[0][3] == offload.SKF_NET_OFF & 0xFFFFFFFF
-    assert program[1][3] == (offload.SKF_NET_OFF + 6) & 0xFFFFFFFF
-    assert program[2][1:] == (1, 0, 0)
-    assert program[3][3] == offload.CHECKSUMMED
-    assert program[4][3] == offload.UNCHECKSUMMED
+    tcp = bytes(Ether() / IP(src="10.0.0.2", dst="10.0.0.3") / TCP() / b"x")
+    ping = bytes(Ether() / IP(src="10.0.0.2", dst="10.0.0.3") / ICMP())
+    assert run_classic_bpf(program, outer(tcp, 0x1234)) == offload.CHECKSUMMED
+    assert run_classic_bpf(program, outer(tcp, 0)) == offload.UNCHECKSUMMED
+    assert run_classic_bpf(program, outer(ping, 0x1234)) == offload.UNCHECKSUMMED
+    assert run_classic_bpf(program, outer(ping, 0)) == offload.UNCHECKSUMMED
+    assert run_classic_bpf(program, outer(tcp, 0x1234)[:50]) == offload.UNCHECKSUMMED
     fprog = offload.SockFprog(program)
     assert struct.unpack("HP", fprog.value)[0] == len(program)
 
