@@ -439,6 +439,9 @@ class Runtime:
         except OSError as e:
             raise Unavailable(f"cannot start {c.name}: {e}") from None
         self._children[c.id] = proc
+        if root is not None and not process.wait_in_root(run) and process.alive(run):
+            # Very slow set-up (one that failed has ended: its log says why, the poll sees it).
+            log.warning("container %s was not in its root in time", c.name)
         c.pid, c.pid_start = run.pid, run.start_ticks
         c.status, c.exit_code = Status.RUNNING, None
         c.desired_running = True

@@ -289,6 +289,35 @@ def exec_pid(run: Running) -> int | None:
     return run.pid
 
 
+# How long a start waits for an image root to be entered: the set-up is a dozen mounts (a few
+# ms); a busy host may take far longer, and a start that gives up only loses that guarantee.
+READY_TIMEOUT = 10.0
+
+
+def wait_in_root(run: Running, timeout: float = READY_TIMEOUT) -> bool:
+    """Wait until the container's set-up is over and its init runs inside the image root, so
+    an `exec` right after `run -d` lands in the image, not in the half-built mount namespace
+    (between pivot_root and detaching the old root, entering it shows the host's files).
+    False if the container ended or `timeout` passed first."""
+    # The set-up shim runs as `busybox sh -c …`; once done it execs the init script, whose
+    # interpreter line makes the kernel run `/bin/sh /.overlaynet-init …`.
+    started = [b"/bin/sh", ROOT_INIT_PATH.encode()]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = exec_pid(run)
+        if pid is None:
+            return False
+        if pid != run.pid:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                argv = []
+            if argv[:2] == started:
+                return True
+        time.sleep(0.002)
+    return False
+
+
 def alive(run: Running) -> bool:
     return start_ticks(run.pid) == run.start_ticks
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -183,3 +184,16 @@ def test_image_ls_lists_the_catalog(lab2: Lab) -> None:
     assert len(ids) == len(table) - 1 and all(len(i) == 12 for i in ids)
     refs = lab2.ok("node1", "images", "--format", "{{.Repository}}:{{.Tag}}").split()
     assert "dockersamples/atsea-db:mssql" in refs
+
+
+def test_ctrl_c_of_a_foreground_run_with_rm_removes_the_container(lab2: Lab) -> None:
+    argv = _cli_argv(lab2, "node1", "run", "--rm", "--name", "interrupted", "alpine", "top")
+    client = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: "interrupted" in lab2.ok("node1", "ps"))
+        client.send_signal(signal.SIGINT)
+        assert client.wait(timeout=60) == 130, client.stderr.read() if client.stderr else ""
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert "interrupted" not in lab2.ok("node1", "ps", "--all")

@@ -287,3 +287,26 @@ def _answer_peer(sock: socket.socket) -> None:
         elif query.q.qtype != dnslib.QTYPE.AAAA:
             reply.header.rcode = dnslib.RCODE.NXDOMAIN
         sock.sendto(reply.pack(), addr)
+
+
+def test_wait_in_root_returns_once_exec_would_land_in_the_image(pair: Pair) -> None:
+    # No polling of our own: right after wait_in_root, entering the container shows the image
+    # (before it, an exec right after `run -d` could enter the half-built namespace and run the
+    # host's tools: the lab demo's ping once printed iputils' message, not busybox's).
+    c = pair.run("alpine", ["sleep", "60"])
+    assert process.wait_in_root(c.started.running), c.log()
+    target = process.exec_pid(c.started.running)
+    assert target is not None
+    out = subprocess.run(
+        ["nsenter", "-t", str(target), "-m", "--", "ls", "/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert set(out.stdout.split()) == IMAGE_TOP_LEVEL
+
+
+def test_wait_in_root_is_false_for_a_container_that_ends(pair: Pair) -> None:
+    c = pair.run("alpine", ["true"])
+    c.started.proc.wait(10)
+    assert not process.wait_in_root(c.started.running, timeout=2)

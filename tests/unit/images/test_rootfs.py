@@ -122,3 +122,11 @@ def test_remove_leaves_the_container_folder_clean_and_the_layer(
     assert sorted(p.name for p in container.iterdir()) == ["hosts"]
     assert fs.lower.is_dir()
     rootfs.remove(container)  # idempotent
+
+
+def test_size_is_busybox_plus_the_images_files(images: catalog.Catalog) -> None:
+    bb = rootfs.BUSYBOX.stat().st_size
+    assert rootfs.size(images.resolve("alpine")) == bb
+    web = images.resolve("overlaynet/web")
+    assert rootfs.size(web) == bb + sum(f.source.stat().st_size for f in web.files)
+    assert rootfs.size(images.resolve("host")) is None  # the host's files: nothing of its own
