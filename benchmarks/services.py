@@ -1,0 +1,183 @@
+"""Services on a 3-host swarm lab: convergence, the VIP's spread, and the routing mesh's cost.
+
+1. `service create --replicas 10 --detach` of overlaynet/web, timed until all 10 tasks run and
+   a client task reaches all 10 through the VIP (issue 13's goal: <= 2 s).
+2. Spread: `--requests` connections through the VIP, counted per task (max/min).
+3. Requests/s through the routing mesh (a published port on a node's underlay address, from a
+   namespace that is not a node) vs straight to one task's overlay address from a client task:
+   each `--requests` sequential HTTP/1.0 requests (issue 13's goal: ratio >= 0.8). The web
+   image answers through a CGI shell script per request, which dominates either path's time:
+   the ratio says the mesh adds little, not what the kernel path costs.
+Bounded: one lab, a fixed number of requests, each with a 5 s timeout. Needs root. Results go
+to benchmarks/results/services-<time>.json.
+
+    .venv/bin/python benchmarks/services.py [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from overlaynet import lab as labmod
+
+# The lab helpers the integration tests use (the repository root, not an installed package).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.integration.labs import Lab, wait_until
+
+# A client task runs this in its namespace: N requests, one connection each, then who served
+# each and the total seconds (the overlaynet/web image names its task in `Name:`).
+CLIENT = """
+import socket, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t0 = time.monotonic()
+for _ in range(n):
+    s = socket.create_connection((addr, port), timeout=5)
+    s.sendall(b"GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    name = [l for l in data.decode().splitlines() if l.startswith("Name: ")]
+    print(name[0][6:] if name else "?", flush=True)
+print("SECONDS", time.monotonic() - t0)
+"""
+GOAL_CONVERGE_S = 2.0
+GOAL_RATIO = 0.8
+REPLICAS = 10
+
+
+def run_client(nsenter: list[str], addr: str, port: int, n: int) -> tuple[Counter[str], float]:
+    out = subprocess.run(
+        [*nsenter, "python3", "-c", CLIENT, addr, str(port), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=5 * n + 30,
+        check=False,
+    ).stdout.split("\n")
+    seconds = float(next((line.split()[1] for line in out if line.startswith("SECONDS")), "nan"))
+    return Counter(line for line in out if line and not line.startswith("SECONDS")), seconds
+
+
+def pid_of(lab: Lab, host: str, container: str) -> int:
+    return int(lab.ok(host, "inspect", "--format", "{{.State.Pid}}", container).strip())
+
+
+def task_on(lab: Lab, service: str) -> tuple[str, str]:
+    for host in ("node1", "node2", "node3"):
+        names = [
+            n
+            for n in lab.ok(host, "ps", "--format", "{{.Names}}").split()
+            if n.startswith(service + ".")
+        ]
+        if names:
+            return host, names[0]
+    raise RuntimeError(f"no task of {service}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--requests", type=int, default=300)
+    ns = p.parse_args()
+    name = "b" + secrets.token_hex(4)
+    client_ns = f"onet-{name}-client"
+    result: dict[str, object] = {"requests": ns.requests}
+    try:
+        labmod.up(name, 3, swarm=True)
+        lab = Lab(name)
+        lab.ok("node1", "network", "create", "-d", "overlay", "bench")
+        lab.ok(
+            "node1",
+            "service",
+            "create",
+            "--name",
+            "cl",
+            "--network",
+            "bench",
+            "alpine",
+            "sleep",
+            "100000",
+        )
+        host, cl = task_on(lab, "cl")
+        nsenter = ["nsenter", "-t", str(pid_of(lab, host, cl)), "-n"]
+
+        t0 = time.monotonic()
+        lab.ok(
+            "node1", "service", "create", "--name", "web", "--replicas", str(REPLICAS),
+            "--network", "bench", "--publish", "8080:80", "--detach", "overlaynet/web",
+        )  # fmt: skip
+        vip = re.findall(r'"Addr": "([\d.]+)/\d+"', lab.ok("node1", "service", "inspect", "web"))
+        bench_vip = vip[-1] if len(vip) > 1 else vip[0]
+        seen: set[str] = set()
+
+        def all_reached() -> bool:
+            seen.update(run_client(nsenter, bench_vip, 80, 20)[0])
+            return len(seen) >= REPLICAS
+
+        ok = wait_until(all_reached, 60)
+        converge = time.monotonic() - t0
+        result["converge_s"] = round(converge, 2) if ok else None
+        result["converge_goal_s"] = GOAL_CONVERGE_S
+
+        counts, _ = run_client(nsenter, bench_vip, 80, ns.requests)
+        result["spread"] = dict(counts)
+        result["spread_max_min"] = round(max(counts.values()) / min(counts.values()), 2)
+
+        # Straight to one task (its overlay address, as tasks.web answers), from the client task.
+        dig = [*nsenter, "dig", "+short", "tasks.web", "@127.0.0.11"]
+        task_ip = subprocess.run(dig, capture_output=True, text=True, check=True).stdout.split()[0]
+        _, direct_s = run_client(nsenter, task_ip, 80, ns.requests)
+        # Through the routing mesh: a namespace on the underlay, node1's published port.
+        subprocess.run(["ip", "netns", "add", client_ns], check=True)
+        ul = f"onet-{name}-ul"
+        subprocess.run(
+            [
+                "ip",
+                "-n",
+                client_ns,
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "client",
+                "netns",
+                ul,
+            ],
+            check=True,
+        )
+        subprocess.run(["ip", "-n", ul, "link", "set", "client", "master", "br0", "up"], check=True)
+        subprocess.run(
+            ["ip", "-n", client_ns, "addr", "add", "192.168.0.200/24", "dev", "eth0"], check=True
+        )
+        subprocess.run(["ip", "-n", client_ns, "link", "set", "eth0", "up"], check=True)
+        _, mesh_s = run_client(
+            ["ip", "netns", "exec", client_ns], "192.168.0.11", 8080, ns.requests
+        )
+        result["direct_rps"] = round(ns.requests / direct_s, 1)
+        result["mesh_rps"] = round(ns.requests / mesh_s, 1)
+        result["mesh_direct_ratio"] = round(direct_s / mesh_s, 2)
+        result["ratio_goal"] = GOAL_RATIO
+    finally:
+        subprocess.run(["ip", "netns", "del", client_ns], capture_output=True)
+        labmod.down(name)
+    out_dir = Path(__file__).parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"services-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print(f"written to {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
