@@ -297,12 +297,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
         "interactive": ns.interactive,
         "start": True,
     }
-    # `run -i` in the foreground: this process's stdin goes with the request (SCM_RIGHTS, as
+    # `run -i` in the foreground: a pipe's read end goes with the request (SCM_RIGHTS, as
     # exec's streams do) and the container reads it; `-d -i` keeps an open stdin instead.
     attach = ns.interactive and not ns.detach
     try:
         if attach:
-            res = _call_attached(ns, "container.create", (0,), attach=True, **args)
+            reader = _stdin_pipe()
+            try:
+                res = _call_attached(ns, "container.create", (reader,), attach=True, **args)
+            finally:
+                os.close(reader)
         else:
             res = call(ns, "container.create", **args)
     except CliError as e:
@@ -317,6 +321,27 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if ns.rm:
         call(ns, "container.rm", container=res["id"], force=True)
     return code
+
+
+def _stdin_pipe() -> int:
+    """A pipe this process copies its stdin into; the read end is for the container. The
+    container never holds the client's own stdin (a terminal it would go on reading after the
+    client left): its input ends when the client's does, or when the client goes."""
+    reader, writer = os.pipe()
+
+    def pump() -> None:
+        try:
+            while data := os.read(0, 65536):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(writer, view) :]
+        except OSError:
+            pass  # the container closed its end (ended): nothing more to send
+        finally:
+            os.close(writer)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return reader
 
 
 def _call_attached(ns: argparse.Namespace, op: str, fds: tuple[int, ...], **args: Any) -> Any:

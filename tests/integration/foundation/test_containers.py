@@ -197,3 +197,22 @@ def test_ctrl_c_of_a_foreground_run_with_rm_removes_the_container(lab2: Lab) -> 
         if client.poll() is None:
             client.kill()
     assert "interrupted" not in lab2.ok("node1", "ps", "--all")
+
+
+def test_run_i_input_ends_with_the_client_not_with_its_stdin(lab2: Lab) -> None:
+    # The client is killed while its stdin (this test's pipe) stays open: the container must
+    # not go on reading that stdin (a user's terminal, typically), its input ends instead.
+    argv = _cli_argv(lab2, "node1", "run", "-i", "--name", "orphan", "alpine", "cat")
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: "orphan" in lab2.ok("node1", "ps"))
+        client.kill()
+        client.wait(timeout=30)
+        state = lambda: lab2.ok("node1", "inspect", "-f", "{{.State.Status}}", "orphan").strip()  # noqa: E731
+        assert wait_until(lambda: state() == "exited")
+    finally:
+        if client.stdin is not None:
+            client.stdin.close()
+        if client.poll() is None:
+            client.kill()
+    lab2.ok("node1", "rm", "-f", "orphan")
