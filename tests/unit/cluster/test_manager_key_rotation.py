@@ -4,15 +4,17 @@ takes each step of the rotation only once every live node has reported the previ
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
 from overlaynet.cluster.client import ManagerClient
-from overlaynet.cluster.errors import ClusterError
-from overlaynet.cluster.keyrotation import SETTLE, KeyStage
+from overlaynet.cluster.errors import ClusterError, Role
+from overlaynet.cluster.keyrotation import SETTLE, KeyStage, KeyStep
+from overlaynet.cluster.store import ClusterStore
 from overlaynet.gossip.keyring import fingerprint
 
-from .loopback import Swarm
+from .loopback import HOST, Swarm, free_port, serve
 
 
 def fp(hex_key: str) -> str:
@@ -87,3 +89,26 @@ async def test_a_report_must_list_fingerprints(swarm: Swarm) -> None:
         with pytest.raises(ClusterError) as info:
             await swarm.leader_client.call("gossip.report", key_fingerprints=bad)
         assert info.value.kind == "invalid"
+
+
+async def test_a_follower_forwards_reports_to_the_leader_which_alone_steps(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    m2 = await swarm.join("node2", "10.9.0.2", Role.MANAGER)
+    upstream = ManagerClient([swarm.addr], m2.node_id, m2.credential, timeout=2.0)
+    follower, follower_scope = await serve(
+        swarm.nursery, ClusterStore(tmp_path / "follower.db"), free_port(), upstream=upstream
+    )
+    await follower.sync_once()
+    via_follower = swarm.client(m2.node_id, m2.credential, [f"{HOST}:{follower.port}"])
+    old = swarm.init.gossip_key.hex()
+    w3 = await swarm.join("node3", "10.9.0.3")
+    swarm.status[w3.node_id] = "Down"
+    await swarm.leader_client.call("node.rm", node="node3", force=True)
+    _, new = await report(via_follower, old)
+    await report(via_follower, old, new)
+    # The report reached the leader (the follower keeps none and takes no step).
+    assert swarm.server._key_reports[m2.node_id] == (fp(old), fp(new))
+    assert follower._key_reports == {}
+    assert follower.advance_key_rotation() is KeyStep.WAIT
+    follower_scope.cancel()
