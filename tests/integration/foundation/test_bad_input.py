@@ -54,6 +54,11 @@ def _refused(lab: Lab, *args: str, says: str, host: str = "node1") -> None:
         (("network", "rm", "nosuch"), "network nosuch not found"),
         (("network", "rm", "bridge"), "pre-defined network"),
         (("run", "-d", "--name", "bad/name", "alpine"), "invalid container name"),
+        # A container name is one DNS label: 63 characters at most (names.check_container_name).
+        (("run", "-d", "--name", "c" * 64, "alpine"), "at most 63 characters"),
+        (("run", "-d", "--name", "a..b", "alpine"), "dots must separate non-empty parts"),
+        (("run", "-d", "Alpine"), "invalid reference format"),
+        (("run", "-d", "nosuchimage"), "Unable to find image 'nosuchimage:latest'"),
         (("run", "-d", "--network", "nosuch", "alpine"), "network nosuch not found"),
         (("run", "-d", "-e", "=x", "alpine"), "invalid environment variable"),
         (
