@@ -114,6 +114,7 @@ class Agent:
         self.control = control.ControlPlane()
         self.swarm.node_status = self.control.node_status
         self._nursery: trio.Nursery | None = None
+        self._vtep_start = trio.Lock()
         self._synced_generation = -1
         # Per swarm network: what the VTEP was last told (recomputed only when it changes).
         self._planes: dict[str, tuple[hostcore.NetworkPlanes, frozenset[str]]] = {}
@@ -229,13 +230,16 @@ class Agent:
 
     async def _ensure_vtep(self) -> None:
         """Start the VTEP plane (a child of the agent's nursery) if it does not run yet."""
-        if self.overlay.vtep is not None or self.overlay.local_ip is None:
-            return  # without an underlay address, attaching an overlay says why
-        assert self._nursery is not None
-        try:
-            await self._nursery.start(self._run_vtep)
-        except OSError as e:
-            raise Unavailable(f"cannot start the VXLAN data plane: {e}") from None
+        # Two requests (or a request and the task runner) may both find no VTEP: one starts
+        # it, the other waits for it, instead of failing on udp/4789 already bound.
+        async with self._vtep_start:
+            if self.overlay.vtep is not None or self.overlay.local_ip is None:
+                return  # without an underlay address, attaching an overlay says why
+            assert self._nursery is not None
+            try:
+                await self._nursery.start(self._run_vtep)
+            except OSError as e:
+                raise Unavailable(f"cannot start the VXLAN data plane: {e}") from None
 
     async def _run_vtep(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -462,16 +462,12 @@ def agent_hooks(agent: Agent) -> TaskHooks:
     and per-container locks, like any request's. A task's addresses are the managers' to free
     (the orchestrator releases them with the task), so removal never calls `ip.release`."""
     rt = agent.runtime
-    # Tasks start concurrently; the agent's _ensure_vtep checks then starts, so two first
-    # overlay tasks would both start a VTEP (the second fails on udp/4789): one at a time.
-    vtep_lock = trio.Lock()
 
     async def create(task: AssignedTask) -> str:
         now = time.time()
         nets = [(task_network(n, now), Allocation(new_id(), n.ip, n.mac)) for n in task.networks]
         if nets:
-            async with vtep_lock:
-                await agent._ensure_vtep()
+            await agent._ensure_vtep()  # safe to call concurrently: it starts the VTEP once
         req = rq.ContainerCreate(
             image=task.image,
             cmd=task.command,
