@@ -89,6 +89,15 @@ def _best_first(tasks: Iterable[Task]) -> list[Task]:
     return sorted(tasks, key=lambda t: (-t.state.rank, -t.created, t.id))
 
 
+def _starting_beside(live: list[Task]) -> bool:
+    """Two live tasks in one slot, the newer made from a later spec and not running yet: a
+    start-first update's replacement starting beside the task it replaces."""
+    if len(live) != 2:
+        return False
+    old, new = sorted(live, key=lambda t: (t.created, t.id))
+    return new.spec_version > old.spec_version and new.state is not TaskState.RUNNING
+
+
 def _newest(tasks: Iterable[Task]) -> Task | None:
     return max(tasks, key=lambda t: (t.created, t.id), default=None)
 
@@ -123,6 +132,9 @@ class _Planner:
         its node, replacing it); False when there was none."""
         if not live:
             return False
+        if _starting_beside(live):
+            # A start-first update: the old task serves until the new one runs (update.py).
+            return True
         keep, *extra = _best_first(live)
         for t in extra:
             self.stop(t, "duplicate task for this slot")
