@@ -939,6 +939,16 @@ class ManagerServer:
         service = self.state.update_service(req.service, now=self._clock(), replicas=req.replicas)
         return {"id": service.id, "name": service.spec.name, "replicas": service.spec.replicas}
 
+    def _h_service_update(self, acting: Node, req: rq.ServiceUpdate) -> Any:
+        service = self.state.change_service(
+            req.service, req.new_spec, now=self._clock(), force=req.force
+        )
+        return service_views.service_inspect(self.state, service)
+
+    def _h_service_rollback(self, acting: Node, req: rq.ServiceRollback) -> Any:
+        service = self.state.rollback_service(req.service, now=self._clock())
+        return service_views.service_inspect(self.state, service)
+
     def _h_service_rm(self, acting: Node, req: rq.ServiceRm) -> Any:
         service = self.state.remove_service(req.service, now=self._clock())
         return {"id": service.id, "name": service.spec.name}
@@ -1007,6 +1017,8 @@ _HANDLERS: dict[type[rq.ManagerRequest], _Handler] = {
     rq.ServicePs: ManagerServer._h_service_ps,
     rq.ServiceInspect: ManagerServer._h_service_inspect,
     rq.ServiceScale: ManagerServer._h_service_scale,
+    rq.ServiceUpdate: ManagerServer._h_service_update,
+    rq.ServiceRollback: ManagerServer._h_service_rollback,
     rq.ServiceRm: ManagerServer._h_service_rm,
     rq.TaskReport: ManagerServer._h_task_report,
     rq.TaskAssigned: ManagerServer._h_task_assigned,

@@ -18,8 +18,12 @@ from typing import Any, ClassVar
 from overlaynet.api import Request, decode_args, request_types
 from overlaynet.cluster.errors import ClusterError, ErrorKind, Role
 from overlaynet.cluster.services import (
+    FailureAction,
+    HealthCheck,
+    PortConfig,
     RestartPolicy,
     ServiceSpec,
+    UpdateConfig,
     parse_constraint,
     parse_publish,
 )
@@ -252,8 +256,87 @@ class ReplicaFetch(ManagerRequest):
 # ---- services and tasks ------------------------------------------------------------------
 
 
+def _invalid(message: str) -> ClusterError:
+    return ClusterError(ErrorKind.INVALID, message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthArgs:
+    """`--health-cmd`, `--health-interval/-timeout/-retries/-start-period`, `--no-healthcheck`
+    (service create and update, and the agent's own copies of those requests)."""
+
+    health_cmd: str | None = None
+    health_interval: float | None = None
+    health_timeout: float | None = None
+    health_retries: int | None = None
+    health_start_period: float | None = None
+    no_healthcheck: bool = False
+
+    def healthcheck(self, old: HealthCheck | None) -> HealthCheck | None:
+        """The check these flags make of `old` (None: the service has none)."""
+        given = {
+            k: v
+            for k, v in (
+                ("interval", self.health_interval),
+                ("timeout", self.health_timeout),
+                ("retries", self.health_retries),
+                ("start_period", self.health_start_period),
+            )
+            if v is not None
+        }
+        if self.no_healthcheck:
+            if self.health_cmd is not None or given:
+                raise _invalid("--no-healthcheck conflicts with --health-* options")
+            return HealthCheck(("NONE",))
+        if self.health_cmd is None and not given:
+            return old
+        base = None if old is None or old.disabled else old
+        if self.health_cmd is not None:
+            test: tuple[str, ...] = ("CMD-SHELL", self.health_cmd)
+        elif base is not None:
+            test = base.test
+        else:
+            raise _invalid("--health-interval, -timeout, -retries, -start-period need --health-cmd")
+        kept = {} if base is None else {k: getattr(base, k) for k in _HEALTH_TIMES}
+        return HealthCheck(test, **{**kept, **given})
+
+
+_HEALTH_TIMES = ("interval", "timeout", "retries", "start_period")
+_UPDATE_FIELDS = ("parallelism", "delay", "monitor", "max_failure_ratio", "failure_action", "order")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateArgs:
+    """`--update-*` and `--rollback-*` (service create and update)."""
+
+    update_parallelism: int | None = None
+    update_delay: float | None = None
+    update_monitor: float | None = None
+    update_max_failure_ratio: float | None = None
+    update_failure_action: str | None = None
+    update_order: str | None = None
+    rollback_parallelism: int | None = None
+    rollback_delay: float | None = None
+    rollback_monitor: float | None = None
+    rollback_max_failure_ratio: float | None = None
+    rollback_failure_action: str | None = None
+    rollback_order: str | None = None
+
+    def update_config(self, prefix: str, old: UpdateConfig) -> UpdateConfig:
+        """`old` with the `--<prefix>-*` flags given (UpdateConfig validates them)."""
+        given = {
+            f: getattr(self, f"{prefix}_{f}")
+            for f in _UPDATE_FIELDS
+            if getattr(self, f"{prefix}_{f}") is not None
+        }
+        if prefix == "rollback" and given.get("failure_action") == FailureAction.ROLLBACK:
+            # Docker: a rollback's failure action is pause or continue, never another rollback.
+            raise _invalid("invalid rollback failure action 'rollback': use pause, continue")
+        return dataclasses.replace(old, **given)
+
+
 @dataclass(frozen=True)
-class ServiceCreate(ManagerRequest):
+class ServiceCreate(HealthArgs, UpdateArgs, ManagerRequest):
     OP: ClassVar[str] = "service.create"
     WRITE: ClassVar[bool] = True
     name: str
@@ -289,6 +372,9 @@ class ServiceCreate(ManagerRequest):
             "ports": tuple(parse_publish(p) for p in self.publish),
             "constraints": tuple(parse_constraint(c) for c in self.constraints),
             "restart": RestartPolicy(**restart),
+            "healthcheck": self.healthcheck(None),
+            "update": self.update_config("update", UpdateConfig()),
+            "rollback": self.update_config("rollback", UpdateConfig()),
         }
         if self.mode is not None:
             fields["mode"] = self.mode
@@ -320,6 +406,69 @@ class ServiceScale(ManagerRequest):
     WRITE: ClassVar[bool] = True
     service: str
     replicas: int
+
+
+@dataclass(frozen=True)
+class ServiceUpdate(HealthArgs, UpdateArgs, ManagerRequest):
+    """`service update`: what is given changes, the rest stays; `force` redeploys anyway."""
+
+    OP: ClassVar[str] = "service.update"
+    WRITE: ClassVar[bool] = True
+    service: str
+    image: str | None = None
+    env_add: tuple[str, ...] = ()
+    env_rm: tuple[str, ...] = ()
+    replicas: int | None = None
+    publish_add: tuple[str, ...] = ()
+    publish_rm: tuple[str, ...] = ()
+    force: bool = False
+
+    def new_spec(self, old: ServiceSpec) -> ServiceSpec:
+        """The spec after this update (ClusterError when a value is wrong)."""
+        env = dict(e.partition("=")[::2] for e in old.env)
+        for name in self.env_rm:
+            env.pop(name, None)
+        for item in self.env_add:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise _invalid(f"invalid --env-add {item!r}: use NAME=VALUE")
+            env[key] = value
+        ports = [p for p in old.ports if not any(_port_named(p, r) for r in self.publish_rm)]
+        added = [parse_publish(p) for p in self.publish_add]
+        # Docker: --publish-add of a port already published replaces it.
+        ports = [p for p in ports if all(p.target != a.target for a in added)] + added
+        changes: dict[str, Any] = {
+            "env": tuple(f"{k}={v}" for k, v in env.items()),
+            "ports": tuple(ports),
+            "healthcheck": self.healthcheck(old.healthcheck),
+            "update": self.update_config("update", old.update),
+            "rollback": self.update_config("rollback", old.rollback),
+        }
+        if self.image is not None:
+            changes["image"] = self.image
+        if self.replicas is not None:
+            changes["replicas"] = self.replicas
+        return dataclasses.replace(old, **changes)
+
+
+def _port_named(port: PortConfig, flag: str) -> bool:
+    """`--publish-rm` names a port by its target (`80`, `80/udp`) or `published:target`."""
+    text, _, proto = flag.partition("/")
+    if proto and proto != port.protocol.value:
+        return False
+    published, _, target = text.rpartition(":")
+    if published and str(port.published) != published:
+        return False
+    return target == str(port.target)
+
+
+@dataclass(frozen=True)
+class ServiceRollback(ManagerRequest):
+    """`service rollback`: back to the previous spec, with the service's rollback policy."""
+
+    OP: ClassVar[str] = "service.rollback"
+    WRITE: ClassVar[bool] = True
+    service: str
 
 
 @dataclass(frozen=True)
@@ -373,6 +522,8 @@ _CLASSES: tuple[type[ManagerRequest], ...] = (
     ServicePs,
     ServiceInspect,
     ServiceScale,
+    ServiceUpdate,
+    ServiceRollback,
     ServiceRm,
     TaskReport,
     TaskAssigned,

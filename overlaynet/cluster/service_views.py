@@ -10,6 +10,7 @@ lower-case keys like the other manager replies, carrying both what the CLI print
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network
@@ -93,7 +94,26 @@ def _health_doc(health: HealthCheck) -> dict[str, Any]:
 
 
 def service_inspect(state: ClusterState, service: Service) -> dict[str, Any]:
-    """`service inspect`: Docker's layout (api/types/swarm Service)."""
+    """`service inspect`: Docker's layout (api/types/swarm Service), with UpdateStatus and
+    PreviousSpec once the service has been updated."""
+    doc = _service_doc(state, service)
+    status = state.update_status.get(service.id)
+    if status is not None:
+        update_status = {
+            "State": status.state.value,
+            "StartedAt": timestamp(status.started_at),
+            "Message": status.message,
+        }
+        if status.completed_at is not None:
+            update_status["CompletedAt"] = timestamp(status.completed_at)
+        doc["UpdateStatus"] = update_status
+        if status.previous_spec is not None:
+            previous = dataclasses.replace(service, spec=status.previous_spec)
+            doc["PreviousSpec"] = _service_doc(state, previous)["Spec"]
+    return doc
+
+
+def _service_doc(state: ClusterState, service: Service) -> dict[str, Any]:
     spec = service.spec
     container: dict[str, Any] = {
         "Image": spec.image,

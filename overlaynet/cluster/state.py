@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 
-from overlaynet.cluster import ipam, tokens
+from overlaynet.cluster import ipam, tokens, update
 from overlaynet.cluster.errors import Availability as Availability
 from overlaynet.cluster.errors import ClusterError as ClusterError
 from overlaynet.cluster.errors import ErrorKind as ErrorKind
@@ -51,6 +51,7 @@ from overlaynet.cluster.tasks import (
     transition,
 )
 from overlaynet.cluster.tokens import RandomBytes
+from overlaynet.cluster.update import UpdateStatus, status_doc, status_from_doc
 from overlaynet.names import BadName, check_object_name
 from overlaynet.wire.vxlan import VNI_MAX
 
@@ -214,7 +215,9 @@ CLUSTER, NODE, CREDENTIAL, NETWORK, ALLOCATION, SERVICE, TASK = (
     "service",
     "task",
 )
-KINDS = (CLUSTER, NODE, CREDENTIAL, NETWORK, ALLOCATION, SERVICE, TASK)
+# A service's rolling update (UpdateStatus with PreviousSpec), keyed by service id.
+UPDATE_STATUS = "update_status"
+KINDS = (CLUSTER, NODE, CREDENTIAL, NETWORK, ALLOCATION, SERVICE, TASK, UPDATE_STATUS)
 _CLUSTER_KEY = "cluster"
 
 
@@ -367,6 +370,7 @@ class ClusterState:
         self.allocations: dict[tuple[str, str], Allocation] = {}
         self.services: dict[str, Service] = {}
         self.tasks: dict[str, Task] = {}
+        self.update_status: dict[str, UpdateStatus] = {}
         # How many changes made this state: the position in the leader's change log.
         self.index = 0
         self._ips: dict[str, set[IPv4Address]] = {}
@@ -415,6 +419,11 @@ class ClusterState:
                 self.tasks.pop(change.key, None)
             else:
                 self.tasks[change.key] = task_from_doc(doc)
+        elif change.kind == UPDATE_STATUS:
+            if doc is None:
+                self.update_status.pop(change.key, None)
+            else:
+                self.update_status[change.key] = status_from_doc(doc)
         else:
             raise ValueError(f"unknown record kind {change.kind!r}")
         self.index += 1
@@ -442,6 +451,7 @@ class ClusterState:
         ]
         out += [Change(SERVICE, k, service_doc(s)) for k, s in self.services.items()]
         out += [Change(TASK, k, task_doc(t)) for k, t in self.tasks.items()]
+        out += [Change(UPDATE_STATUS, k, status_doc(u)) for k, u in self.update_status.items()]
         return out
 
     @classmethod
@@ -1094,6 +1104,78 @@ class ClusterState:
         self._put(SERVICE, new.id, service_doc(new))
         return new
 
+    def change_service(
+        self,
+        ref: str,
+        change: Callable[[ServiceSpec], ServiceSpec],
+        *,
+        now: float,
+        force: bool = False,
+    ) -> Service:
+        """`service update`: the spec `change` makes of the current one (it validates itself;
+        a ClusterError changes nothing). A change that needs new tasks, or `--force`, starts a
+        rolling update (cluster/update.py) that the orchestration pass carries out."""
+        service = self.find_service(ref)
+        spec = change(service.spec)
+        if spec.mode is not service.spec.mode or spec.networks != service.spec.networks:
+            raise ClusterError(ErrorKind.INVALID, "service update cannot change mode or networks")
+        if spec.ports != service.spec.ports:
+            others = [s for s in self.services.values() if s.id != service.id]
+            taken = _published(others, PublishMode.INGRESS) | (
+                _published(others, PublishMode.HOST) - spec.host_ports
+            )
+            spec = assign_ingress_ports(spec, taken)
+            if _uses_ingress(spec) and self.ingress_network() is None:
+                raise ClusterError(
+                    ErrorKind.CONFLICT, "the swarm has no ingress network: publish with mode=host"
+                )
+        if spec == service.spec and not force:
+            return service
+        new = dataclasses.replace(service, spec=spec, updated=now, version=service.version + 1)
+        self._put(SERVICE, new.id, service_doc(new))
+        self._allocate_vips(new)
+        if force or update.needs_rollout(service.spec, spec):
+            status = update.start(service.spec, new.version, now=now)
+            self._put(UPDATE_STATUS, new.id, status_doc(status))
+        return new
+
+    def rollback_service(self, ref: str, *, now: float, why: str = "") -> Service:
+        """`service rollback` (or an update's failure action): back to PreviousSpec, rolled out
+        with the rollback policy; the spec left behind becomes the new PreviousSpec."""
+        service = self.find_service(ref)
+        spec = update.rollback_spec(service, self.update_status.get(service.id))
+        new = dataclasses.replace(service, spec=spec, updated=now, version=service.version + 1)
+        self._put(SERVICE, new.id, service_doc(new))
+        self._allocate_vips(new)
+        status = update.start(service.spec, new.version, now=now, rollback=True, why=why)
+        self._put(UPDATE_STATUS, new.id, status_doc(status))
+        return new
+
+    def _allocate_vips(self, service: Service) -> None:
+        """A VIP on each of a vip-mode service's networks that lacks one (a published port
+        added by an update attaches it to ingress)."""
+        if service.spec.endpoint_mode is not EndpointMode.VIP:
+            return
+        for network in self.service_networks(service):
+            key = (network.id, vip_endpoint_id(service.id))
+            if key not in self.allocations:
+                alloc = Allocation(network.id, key[1], str(self._free_address(network)), MANAGED)
+                self._put(ALLOCATION, _allocation_key(*key), _doc(alloc))
+
+    def _roll_updates(self, now: float, rand: RandomBytes) -> None:
+        """The rolling updates' step of the orchestration pass (before reconciliation, which
+        starts the replacements of the tasks this step shuts down)."""
+        for service_id in sorted(self.update_status.keys() & self.services.keys()):
+            service = self.services[service_id]
+            status = self.update_status[service_id]
+            step = update.plan(service, status, self.tasks.values(), now=now)
+            if step.rollback and step.status is not None:
+                self.rollback_service(service_id, now=now, why=step.status.message)
+                continue
+            if step.status is not None and step.status != status:
+                self._put(UPDATE_STATUS, service_id, status_doc(step.status))
+            self._carry_out(step.actions, now, rand)
+
     def remove_service(self, ref: str, *, now: float) -> Service:
         """`service rm`: the service goes and its tasks are told to shut down. Their addresses
         and the VIPs go once the tasks have stopped (the orchestration pass frees them)."""
@@ -1105,6 +1187,8 @@ class ClusterState:
         ]
         changed, _ = apply_actions(self.tasks, actions, now=now, new_id=lambda: "")
         self._put(SERVICE, service.id, None)
+        if service.id in self.update_status:
+            self._put(UPDATE_STATUS, service.id, None)
         for task in changed.values():
             self._put(TASK, task.id, task_doc(task))
         return service
@@ -1187,6 +1271,7 @@ class ClusterState:
         whether anything changed; a second pass over an unchanged swarm changes nothing."""
         start = self.index
         nodes = self.node_views(node_status)
+        self._roll_updates(now, rand)
         self._carry_out(reconcile(self.services, self.tasks.values(), nodes, now=now), now, rand)
         for task in sorted(self.tasks.values(), key=lambda t: t.id):
             # Nobody can list a removed service's tasks any more: once ended, they go.
