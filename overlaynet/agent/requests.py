@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from overlaynet.api import Request, check_seconds, request_types
+from overlaynet.cluster.requests import HealthArgs, UpdateArgs
 from overlaynet.errors import InvalidArgument
 
 # `docker stop -t` takes any number; an hour is far beyond any graceful stop, and a bound
@@ -309,7 +310,7 @@ class NodeRm(Request):
 
 
 @dataclass(frozen=True)
-class ServiceCreate(Request):
+class ServiceCreate(HealthArgs, UpdateArgs, Request):
     OP: ClassVar[str] = "service.create"
     name: str
     image: str
@@ -351,6 +352,25 @@ class ServiceScale(Request):
 
 
 @dataclass(frozen=True)
+class ServiceUpdate(HealthArgs, UpdateArgs, Request):
+    OP: ClassVar[str] = "service.update"
+    service: str
+    image: str | None = None
+    env_add: tuple[str, ...] = ()
+    env_rm: tuple[str, ...] = ()
+    replicas: int | None = None
+    publish_add: tuple[str, ...] = ()
+    publish_rm: tuple[str, ...] = ()
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceRollback(Request):
+    OP: ClassVar[str] = "service.rollback"
+    service: str
+
+
+@dataclass(frozen=True)
 class ServiceRm(Request):
     OP: ClassVar[str] = "service.rm"
     service: str
@@ -369,6 +389,8 @@ CLUSTER_REQUESTS: tuple[type[Request], ...] = (
     ServicePs,
     ServiceInspect,
     ServiceScale,
+    ServiceUpdate,
+    ServiceRollback,
     ServiceRm,
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -194,6 +195,105 @@ def _wait_converged(ns: argparse.Namespace, service: str) -> None:
         time.sleep(POLL)
 
 
+# Go's time.ParseDuration units, as Docker's duration flags take them (`5s`, `1m30s`, `500ms`).
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def duration(text: str) -> float:
+    """A Docker duration flag in seconds (a bare number is seconds, as overlaynet allows)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 5s, 1m30s, 500ms")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+_UPDATE_FLAGS = (
+    ("parallelism", int),
+    ("delay", duration),
+    ("monitor", duration),
+    ("max-failure-ratio", float),
+)
+
+
+def _health_update_flags(p: argparse.ArgumentParser) -> None:
+    """`--health-*`, `--no-healthcheck`, `--update-*` and `--rollback-*` (create and update)."""
+    p.add_argument("--health-cmd")
+    p.add_argument("--health-interval", type=duration)
+    p.add_argument("--health-timeout", type=duration)
+    p.add_argument("--health-retries", type=int)
+    p.add_argument("--health-start-period", type=duration)
+    p.add_argument("--no-healthcheck", action="store_true")
+    for prefix in ("update", "rollback"):
+        for name, kind in _UPDATE_FLAGS:
+            p.add_argument(f"--{prefix}-{name}", type=kind)
+        actions = ["pause", "continue", "rollback"] if prefix == "update" else ["pause", "continue"]
+        p.add_argument(f"--{prefix}-failure-action", choices=actions)
+        p.add_argument(f"--{prefix}-order", choices=["stop-first", "start-first"])
+
+
+def _health_update_args(ns: argparse.Namespace) -> dict[str, Any]:
+    names = ["health_cmd", "health_interval", "health_timeout", "health_retries"]
+    names += ["health_start_period", "no_healthcheck"]
+    for prefix in ("update", "rollback"):
+        names += [f"{prefix}_{n.replace('-', '_')}" for n, _ in _UPDATE_FLAGS]
+        names += [f"{prefix}_failure_action", f"{prefix}_order"]
+    return {n: getattr(ns, n) for n in names}
+
+
+def _wait_updated(ns: argparse.Namespace, service: str) -> None:
+    """Without --detach: follow UpdateStatus until the rollout is over (Docker's progress)."""
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    shown = ""
+    while time.monotonic() < deadline:
+        status = cli.call(ns, "service.inspect", service=service).get("UpdateStatus")
+        if status is None:
+            return
+        text = f"{status['State']}: {status['Message']}"
+        if text != shown:
+            print(text, flush=True)
+            shown = text
+        if status["State"] not in ("updating", "rollback_started"):
+            if status["State"] in ("paused", "rollback_paused"):
+                raise cli.CliError(status["Message"])
+            return
+        time.sleep(POLL)
+    raise cli.CliError(f"service {service} did not finish updating in {CONVERGE_TIMEOUT:.0f} s")
+
+
+def cmd_update(ns: argparse.Namespace) -> int:
+    """`service update [flags] SERVICE`."""
+    args: dict[str, Any] = {
+        "service": ns.service,
+        "image": ns.image,
+        "env_add": ns.env_add or [],
+        "env_rm": ns.env_rm or [],
+        "replicas": ns.replicas,
+        "publish_add": ns.publish_add or [],
+        "publish_rm": ns.publish_rm or [],
+        "force": ns.force,
+        **_health_update_args(ns),
+    }
+    cli.call(ns, "service.update", **args)
+    print(ns.service, flush=True)
+    if not ns.detach:
+        _wait_updated(ns, ns.service)
+    return 0
+
+
+def cmd_rollback(ns: argparse.Namespace) -> int:
+    """`service rollback SERVICE`."""
+    cli.call(ns, "service.rollback", service=ns.service)
+    print(ns.service, flush=True)
+    if not ns.detach:
+        _wait_updated(ns, ns.service)
+    return 0
+
+
 def cmd_create(ns: argparse.Namespace) -> int:
     args: dict[str, Any] = {
         "name": ns.name,
@@ -207,6 +307,7 @@ def cmd_create(ns: argparse.Namespace) -> int:
         "mode": ns.mode,
         "endpoint_mode": ns.endpoint_mode,
         "restart_condition": ns.restart_condition,
+        **_health_update_args(ns),
     }
     if not ns.name:
         raise cli.CliError("service create needs --name (generated names are not supported)")
@@ -399,6 +500,7 @@ def register(sub: Any) -> None:
     c.add_argument("-e", "--env", action="append")
     c.add_argument("--constraint", action="append")
     c.add_argument("--restart-condition", choices=["none", "on-failure", "any"])
+    _health_update_flags(c)
     _detach_flags(c)
     c.add_argument("image")
     c.add_argument("command", nargs=argparse.REMAINDER)
@@ -416,6 +518,20 @@ def register(sub: Any) -> None:
     c = _verb(svc, "scale", "change the number of replicas", cmd_scale)
     _detach_flags(c)
     c.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS")
+    c = _verb(svc, "update", "update a service (a rolling update)", cmd_update)
+    c.add_argument("--image")
+    c.add_argument("--env-add", action="append")
+    c.add_argument("--env-rm", action="append")
+    c.add_argument("--replicas", type=int)
+    c.add_argument("--publish-add", action="append")
+    c.add_argument("--publish-rm", action="append")
+    c.add_argument("--force", action="store_true")
+    _health_update_flags(c)
+    _detach_flags(c)
+    c.add_argument("service")
+    c = _verb(svc, "rollback", "revert a service to its previous spec", cmd_rollback)
+    _detach_flags(c)
+    c.add_argument("service")
     for verb in ("rm", "remove"):
         c = _verb(svc, verb, "remove services", cmd_rm)
         c.add_argument("services", nargs="+")
