@@ -14,7 +14,7 @@ import dataclasses
 import math
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from overlaynet.cluster.errors import ClusterError
 from overlaynet.cluster.services import HealthCheck
 
 # daemon/health.go: maxLogEntries and maxOutputLen.
@@ -152,3 +153,74 @@ async def probe(
         return ProbeResult(start, now(), PROBE_ERROR_EXIT, text)
     output = (proc.stdout + proc.stderr)[:OUTPUT_MAX].decode("utf-8", "replace")
     return ProbeResult(start, now(), proc.returncode, output)
+
+
+def check_from_doc(doc: Any) -> HealthCheck | None:
+    """A task's `healthcheck` as `task.assigned` carries it (spec_doc's form); None when it
+    has none, is disabled, or is unreadable (a bad entry never stops the task)."""
+    if not isinstance(doc, Mapping):
+        return None
+    try:
+        check = HealthCheck(**{**doc, "test": tuple(doc["test"])})
+    except (KeyError, TypeError, ValueError, ClusterError):
+        return None
+    return None if check.disabled else check
+
+
+class TaskHealth:
+    """The health of this node's task containers that have a check, for the task runner: which
+    tasks it must not report running yet (not healthy), which probes are due, which tasks
+    became unhealthy. Time is passed in; the runner runs the probes."""
+
+    def __init__(self) -> None:
+        self.checks: dict[str, HealthCheck] = {}
+        self.states: dict[str, Health] = {}
+        self.probing: set[str] = set()
+        self.bad_checks = 0
+
+    def follow(
+        self, tasks: Iterable[Mapping[str, Any]], running: Iterable[str], now: float
+    ) -> None:
+        """Take `task.assigned`'s task entries and the ids of this host's running task
+        containers: a container seen running for the first time starts `starting`; one that is
+        no longer running forgets its health (a restart starts over, as Docker's does)."""
+        checks: dict[str, HealthCheck] = {}
+        for entry in tasks:
+            raw = entry.get("healthcheck")
+            check = check_from_doc(raw)
+            if check is not None:
+                checks[str(entry.get("id"))] = check
+            elif raw is not None and not (isinstance(raw, Mapping) and raw.get("test") == ["NONE"]):
+                self.bad_checks += 1
+        self.checks = checks
+        up = set(running) & checks.keys()
+        self.states = {tid: h for tid, h in self.states.items() if tid in up}
+        for tid in up - self.states.keys():
+            self.states[tid] = Health(checks[tid], started_at=now)
+
+    def holds(self, task_id: str) -> bool:
+        """True while a task with a check is not healthy: the managers hear `running` (and the
+        task joins DNS and its VIPs) only once a probe passed, as swarmkit's executor does."""
+        if task_id not in self.checks:
+            return False
+        health = self.states.get(task_id)
+        return health is None or health.status is not HealthStatus.HEALTHY
+
+    def due(self, now: float) -> list[str]:
+        return sorted(
+            tid
+            for tid, h in self.states.items()
+            if tid not in self.probing and now >= h.next_probe_at()
+        )
+
+    def record(self, task_id: str, result: ProbeResult) -> None:
+        health = self.states.get(task_id)
+        if health is not None:
+            self.states[task_id] = health.record(result)
+
+    def unhealthy(self) -> list[str]:
+        return sorted(t for t, h in self.states.items() if h.status is HealthStatus.UNHEALTHY)
+
+    def status(self, task_id: str) -> HealthStatus | None:
+        health = self.states.get(task_id)
+        return None if health is None else health.status

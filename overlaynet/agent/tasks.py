@@ -14,6 +14,7 @@ never starts a task twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -26,6 +27,8 @@ import trio
 
 from overlaynet.agent import hostcore
 from overlaynet.agent import requests as rq
+from overlaynet.agent.health import UNHEALTHY_ERROR, ProbeResult, TaskHealth, probe_argv
+from overlaynet.agent.health import probe as run_probe
 from overlaynet.agent.runtime import Allocation
 from overlaynet.agent.servicedns import PortRow
 from overlaynet.cluster.tasks import TaskState
@@ -345,6 +348,16 @@ class TaskHooks:
     active: Callable[[], bool]  # in a swarm: only then are there tasks to run
     # Told every new `task.assigned` answer (the DNS and load-balancer planes follow it).
     on_assigned: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None
+    # One health probe inside a container: probe(container id, argv, timeout).
+    probe: Callable[[str, Sequence[str], float], Awaitable[ProbeResult]] | None = None
+
+
+@dataclass(frozen=True)
+class FailUnhealthy:
+    """A task's container became unhealthy: stop it and report the task failed, as Docker."""
+
+    task_id: str
+    container_id: str
 
 
 @dataclass
@@ -355,18 +368,65 @@ class TaskRunner:
     last_index: int = -1
     # The last assignment read (the published ports of mode=host tasks follow it).
     assigned: list[AssignedTask] = field(default_factory=list)
+    health: TaskHealth = field(default_factory=TaskHealth)
+    # Where health probes run (they outlive a step: a probe may take its whole timeout).
+    _probes: trio.Nursery | None = None
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                if self.hooks.active():
-                    await self.step()
-            except ApiError as e:
-                # No manager reachable (an election, a partition): the tasks here go on running.
-                self.counters["assigned_failures"] += 1
-                log.debug("task.assigned failed: %s", e)
-            await trio.sleep(self.interval)
+        async with trio.open_nursery() as probes:
+            self._probes = probes
+            task_status.started()
+            while True:
+                try:
+                    if self.hooks.active():
+                        await self.step()
+                except ApiError as e:
+                    # No manager reachable (an election, a partition): the tasks here go on.
+                    self.counters["assigned_failures"] += 1
+                    log.debug("task.assigned failed: %s", e)
+                await trio.sleep(self.interval)
+
+    def _gate_health(
+        self, doc: Mapping[str, Any], local: Mapping[str, LocalTask], actions: list[Action]
+    ) -> list[Action | FailUnhealthy]:
+        """Health checks on the plan: no `running` report for a task that is not healthy yet,
+        unhealthy tasks failed, due probes started."""
+        now = time.time()
+        entries = [e for e in doc.get("tasks") or () if isinstance(e, Mapping)]
+        self.health.follow(entries, [tid for tid, m in local.items() if m.running], now)
+        gated: list[Action | FailUnhealthy] = []
+        for action in actions:
+            if isinstance(action, Report) and self.health.holds(action.task_id):
+                states = tuple(s for s in action.states if s is not TaskState.RUNNING)
+                if not states:
+                    continue
+                action = dataclasses.replace(action, states=states)
+            gated.append(action)
+        for tid in self.health.unhealthy():
+            if tid in local:
+                gated.append(FailUnhealthy(tid, local[tid].container_id))
+        if self._probes is not None and self.hooks.probe is not None:
+            for tid in self.health.due(now):
+                if tid in local:
+                    self.health.probing.add(tid)
+                    self._probes.start_soon(self._probe, tid, local[tid].container_id)
+        return gated
+
+    async def _probe(self, task_id: str, container_id: str) -> None:
+        try:
+            check = self.health.checks.get(task_id)
+            if check is None or self.hooks.probe is None:
+                return
+            result = await self.hooks.probe(container_id, probe_argv(check), check.timeout)
+            self.counters["health_probes"] += 1
+            if result.exit_code != 0:
+                self.counters["health_probe_failures"] += 1
+            self.health.record(task_id, result)
+        except ApiError as e:
+            self.counters["health_probe_errors"] += 1
+            log.debug("health probe of %s failed to run: %s", task_id, e)
+        finally:
+            self.health.probing.discard(task_id)
 
     async def step(self) -> None:
         doc = await self.hooks.call("task.assigned")
@@ -379,22 +439,29 @@ class TaskRunner:
         tasks, stop, bad = parse_assigned(doc)
         self.counters["bad_assignments"] += bad
         self.assigned = tasks
-        actions = plan(tasks, stop, self.hooks.local_tasks(), time.time())
+        local = self.hooks.local_tasks()
+        actions = self._gate_health(doc, local, plan(tasks, stop, local, time.time()))
         if not actions:
             return
         async with trio.open_nursery() as nursery:
             for action in actions:
                 nursery.start_soon(self._carry_out, action)
 
-    async def _carry_out(self, action: Action) -> None:
+    async def _carry_out(self, action: Action | FailUnhealthy) -> None:
         try:
             if isinstance(action, Run):
                 await self._run(action.task)
             elif isinstance(action, Start):
                 await self.hooks.start(action.container_id)
-                await self._report(
-                    Report(action.task_id, (TaskState.RUNNING,), action.container_id)
-                )
+                if not self.health.holds(action.task_id):
+                    await self._report(
+                        Report(action.task_id, (TaskState.RUNNING,), action.container_id)
+                    )
+            elif isinstance(action, FailUnhealthy):
+                self.counters["tasks_unhealthy"] += 1
+                await self.hooks.stop(action.container_id, STOP_GRACE)
+                report = Report(action.task_id, (TaskState.FAILED,), action.container_id, 1)
+                await self._report(dataclasses.replace(report, error=UNHEALTHY_ERROR))
             elif isinstance(action, Report):
                 await self._report(action)
             elif isinstance(action, Stop):
@@ -425,6 +492,8 @@ class TaskRunner:
             await self._report(Report(task.id, (TaskState.FAILED,), cid, error=str(e)))
             return
         self.counters["tasks_started"] += 1
+        if self.health.holds(task.id):
+            return  # reported running once healthy (TaskHealth)
         await self._report(Report(task.id, (TaskState.RUNNING,), cid))
         log.info("task running", extra={"fields": {"task": task.container_name}})
 
@@ -490,6 +559,12 @@ def agent_hooks(agent: Agent) -> TaskHooks:
     async def start(cid: str) -> None:
         await agent.container_start(rq.ContainerStart(cid))
 
+    async def probe(cid: str, argv: Sequence[str], timeout: float) -> ProbeResult:
+        # The same way into the container as `exec` (its namespaces through its process).
+        c = rt.container(cid)
+        exec_argv, env = rt.exec_spec(c, argv, (), None)
+        return await run_probe(exec_argv, env, timeout)
+
     async def stop(cid: str, grace: float) -> None:
         await agent.container_stop(rq.ContainerStop(cid, grace))
 
@@ -512,4 +587,5 @@ def agent_hooks(agent: Agent) -> TaskHooks:
         remove=remove,
         active=lambda: agent.swarm.in_swarm,
         on_assigned=on_assigned,
+        probe=probe,
     )
