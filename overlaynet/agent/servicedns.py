@@ -34,6 +34,9 @@ class ServiceEndpoint:
     networks: tuple[str, ...]
     vips: tuple[tuple[str, IPv4Address], ...]  # (network id, VIP)
     ports: tuple[PortRow, ...] = ()
+    # Task ids the managers say may receive traffic (running, healthy, not being stopped);
+    # None: an answer without the list (every running task container serves).
+    serving: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ def parse_services(doc: Mapping[str, Any]) -> tuple[list[ServiceEndpoint], int]:
                     networks=tuple(str(n) for n in s.get("networks") or ()),
                     vips=vips,
                     ports=tuple(PortRow.from_doc(p) for p in s.get("ports") or ()),
+                    serving=None
+                    if s.get("serving") is None
+                    else frozenset(str(t) for t in s["serving"]),
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -87,16 +93,20 @@ def task_service(container_name: str) -> str | None:
 def task_addresses(
     services: Iterable[ServiceEndpoint], records: Mapping[str, Iterable[NameRecord]]
 ) -> dict[tuple[str, str], set[IPv4Address]]:
-    """(network id, service name) → its running tasks' addresses there."""
-    known = {s.name for s in services}
+    """(network id, service name) → its serving tasks' addresses there."""
+    known = {s.name: s.serving for s in services}
     task_ips: dict[tuple[str, str], set[IPv4Address]] = {}
     for nid, recs in records.items():
         for rec in recs:
             if rec.kind != RecordKind.CONTAINER:
                 continue
             svc = task_service(rec.name)
-            if svc in known:
-                task_ips.setdefault((nid, svc), set()).add(rec.address)
+            if svc not in known:
+                continue
+            serving = known[svc]
+            if serving is not None and rec.name.rpartition(".")[2] not in serving:
+                continue  # starting, unhealthy, or leaving: no traffic
+            task_ips.setdefault((nid, svc), set()).add(rec.address)
     return task_ips
 
 

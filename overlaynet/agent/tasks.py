@@ -48,6 +48,11 @@ POLL_INTERVAL = 0.5
 # Docker's default grace period before SIGKILL when a task is shut down (ContainerSpec
 # StopGracePeriod, 10 s); tests and `service rm` wait for it, so it stays Docker's.
 STOP_GRACE = 10.0
+# How long a task being stopped waits for the managers to say every node has dropped it from
+# DNS and its VIPs (update.DrainWatch) before it is stopped anyway: a node that gossip calls
+# Ready but whose agent no longer asks must not keep a task running forever. Docker's stop
+# grace period is the same order of time.
+DRAIN_WAIT_MAX = 10.0
 
 
 class BadAssignment(ValueError):
@@ -371,6 +376,8 @@ class TaskRunner:
     health: TaskHealth = field(default_factory=TaskHealth)
     # Where health probes run (they outlive a step: a probe may take its whole timeout).
     _probes: trio.Nursery | None = None
+    # Task id -> when its stop was first held until every node had dropped it.
+    _draining: dict[str, float] = field(default_factory=dict)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as probes:
@@ -389,13 +396,22 @@ class TaskRunner:
     def _gate_health(
         self, doc: Mapping[str, Any], local: Mapping[str, LocalTask], actions: list[Action]
     ) -> list[Action | FailUnhealthy]:
-        """Health checks on the plan: no `running` report for a task that is not healthy yet,
-        unhealthy tasks failed, due probes started."""
+        """Health checks and draining on the plan: no `running` report for a task that is not
+        healthy yet, unhealthy tasks failed, due probes started, and no stop of a task some
+        node still balances to (bounded by DRAIN_WAIT_MAX)."""
         now = time.time()
         entries = [e for e in doc.get("tasks") or () if isinstance(e, Mapping)]
         self.health.follow(entries, [tid for tid, m in local.items() if m.running], now)
         gated: list[Action | FailUnhealthy] = []
+        undrained = {str(e.get("id")) for e in entries if e.get("drained") is False}
+        self._draining = {t: at for t, at in self._draining.items() if t in undrained}
         for action in actions:
+            if isinstance(action, Stop) and action.task_id in undrained:
+                since = self._draining.setdefault(action.task_id, now)
+                if now - since < DRAIN_WAIT_MAX:
+                    # Nodes still send it traffic: stopping now would fail their requests.
+                    self.counters["stops_held_for_drain"] += 1
+                    continue
             if isinstance(action, Report) and self.health.holds(action.task_id):
                 states = tuple(s for s in action.states if s is not TaskState.RUNNING)
                 if not states:

@@ -64,6 +64,7 @@ from overlaynet.cluster.state import (
 from overlaynet.cluster.store import Answered, ClusterStore
 from overlaynet.cluster.tasks import TaskStateError
 from overlaynet.cluster.tokens import RandomBytes
+from overlaynet.cluster.update import DrainWatch
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,7 @@ class ManagerServer:
         self.upstream = upstream
         self.stats: Counter[str] = Counter()
         self._node_status = node_status
+        self._drain = DrainWatch()
         self._clock = clock
         self._rand = rand
         self._sync_interval = sync_interval
@@ -978,7 +980,19 @@ class ManagerServer:
         return {"accepted": True, "task_id": task.id, "state": task.state.value}
 
     def _h_task_assigned(self, acting: Node, req: rq.TaskAssigned) -> Any:
-        return service_views.assigned_tasks(self.state, acting.id)
+        doc = service_views.assigned_tasks(self.state, acting.id)
+        # A task being stopped says whether every Ready node has dropped it from its DNS and
+        # load balancers (update.DrainWatch); its worker stops the process only then.
+        index = doc["index"]
+        self._drain.answered(acting.id, index)
+        ready = [n for n, status in self.node_statuses().items() if status == "Ready"]
+        leaving = [e for e in doc["tasks"] if e["desired_state"] != "running"]
+        for entry in leaving:
+            entry["drained"] = self._drain.drained(entry["id"], index, ready)
+        self._drain.forget(
+            t.id for t in self.state.tasks.values() if not t.live and not t.state.final
+        )
+        return doc
 
     def _h_replica_fetch(self, acting: Node, req: rq.ReplicaFetch) -> Any:
         since, index = req.since, self.state.index

@@ -255,6 +255,13 @@ def service_endpoint(state: ClusterState, service: Service) -> dict[str, Any]:
         "networks": [n.id for n in state.service_networks(service)],
         "ports": [_port_row(p) for p in service.spec.ports],
         "vips": [{"network_id": a.network_id, "addr": a.ip} for a in state.vips_of(service)],
+        # The tasks DNS and the VIPs may send to: running (a task with a health check runs
+        # once healthy) and wanted running (one being stopped leaves before its process does).
+        "serving": sorted(
+            t.id
+            for t in state.tasks_of(service.id)
+            if t.state is TaskState.RUNNING and t.desired is TaskState.RUNNING
+        ),
     }
 
 

@@ -282,3 +282,31 @@ def status_from_doc(doc: Mapping[str, Any]) -> UpdateStatus:
         completed_at=doc.get("completed_at"),
         message=str(doc.get("message", "")),
     )
+
+
+class DrainWatch:
+    """Whether every node has stopped sending traffic to a task that is being stopped, so its
+    worker may stop the process (moby#30321, #26672: Docker stops it while nodes still balance
+    to it). Each `task.assigned` answer lists only running, wanted tasks as a service's backends;
+    a worker applies an answer to its DNS and load balancers before it asks again, so a node's
+    previous answer is applied by the time it asks. A task is drained once every Ready node has
+    applied an answer made at or after the index where the task was first seen leaving."""
+
+    def __init__(self) -> None:
+        self._answered: dict[str, int] = {}  # node id -> index of its last answer
+        self._applied: dict[str, int] = {}  # node id -> index of the answer before that
+        self._since: dict[str, int] = {}  # task id -> index when first seen leaving
+
+    def answered(self, node_id: str, index: int) -> None:
+        """`node_id` asked again and gets an answer at `index`."""
+        self._applied[node_id] = self._answered.get(node_id, -1)
+        self._answered[node_id] = index
+
+    def drained(self, task_id: str, index: int, ready_nodes: Iterable[str]) -> bool:
+        since = self._since.setdefault(task_id, index)
+        return all(self._applied.get(n, -1) >= since for n in ready_nodes)
+
+    def forget(self, leaving: Iterable[str]) -> None:
+        """Keep only the tasks still leaving (the rest ended or went)."""
+        keep = set(leaving)
+        self._since = {t: i for t, i in self._since.items() if t in keep}

@@ -140,5 +140,26 @@ async def test_without_a_check_running_is_reported_at_once() -> None:
         assert worker.reports == [("running", None)] and worker.probes == 0
 
 
+async def test_a_stop_waits_until_every_node_dropped_the_task() -> None:
+    worker = FakeWorker(None, codes=[0])
+    worker.state = "running"
+    drained = False
+
+    async def call(op: str, **args: Any) -> Any:
+        if op == "task.assigned":
+            e = {**entry(worker.state, None), "desired_state": "shutdown", "drained": drained}
+            return {"index": 2, "tasks": [e] if worker.live else []}
+        return await worker.call(op, **args)
+
+    runner = worker.runner()
+    runner.hooks.call = call
+    await runner.step()
+    await runner.step()
+    assert worker.stopped == [] and runner.counters["stops_held_for_drain"] == 2
+    drained = True
+    await runner.step()
+    assert worker.stopped == ["c1"] and worker.reports == [("shutdown", None)]
+
+
 def test_assigned_task_still_parses_with_a_healthcheck_entry() -> None:
     assert AssignedTask.from_doc(entry("starting", CHECK)).id == "t1"
