@@ -75,6 +75,18 @@ class Endpoint:
     aliases: list[str] = field(default_factory=list)
 
 
+# The label of the agent's own containers (`lb_<net>`, `ingress-sbox`), naming the network
+# they serve: Docker's load-balancer sandboxes are no containers at all, so `ps` (even -a) and
+# the embedded DNS never show them.
+SANDBOX_LABEL = "org.overlaynet.sandbox"
+# Where sandboxes made before labels carried that marker (a restarted agent still knows them).
+SANDBOX_ENV = "OVERLAYNET_LB"
+
+
+def is_sandbox(c: Container) -> bool:
+    return SANDBOX_LABEL in c.labels or any(e.startswith(SANDBOX_ENV + "=") for e in c.env)
+
+
 @dataclass
 class Container:
     id: str
@@ -93,6 +105,9 @@ class Container:
     finished_at: str | None = None
     env: list[str] = field(default_factory=list)
     open_stdin: bool = False
+    # `run --label K=V` (inspect's Config.Labels); services' tasks and the agent's own
+    # sandboxes carry theirs (agent/tasks.py, agent/lb.py).
+    labels: dict[str, str] = field(default_factory=dict)
 
     def endpoint_on(self, network_id: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network_id == network_id), None)

@@ -7,7 +7,8 @@ service's running tasks and SNATs to the sandbox's address, so replies come back
 Backend changes are one nft transaction; a removed task's conntrack entries are cut.
 
 The sandbox is a container the agent runs for itself, named `lb_<network name>` and marked by
-`OVERLAYNET_LB=<network id>` in its environment: the runtime then builds, restores, and
+the label `model.SANDBOX_LABEL=<network id>` (hidden from `ps` and DNS, as Docker's sandboxes
+are no containers at all): the runtime then builds, restores, and
 reconciles its namespace and veth like any endpoint's, and the control plane publishes its
 address in the endpoint table, so tasks on other hosts reach it (ARP and FDB). A sandbox exists
 only while another container of this host uses the network (only they can be its clients).
@@ -31,7 +32,7 @@ import trio
 
 from overlaynet.agent import requests as rq
 from overlaynet.agent.runtime import Allocation
-from overlaynet.agent.servicedns import ServiceEndpoint
+from overlaynet.agent.servicedns import SANDBOX_INGRESS, ServiceEndpoint, sandbox_name
 from overlaynet.agent.tasks import (
     GWBRIDGE,
     AssignedTask,
@@ -51,7 +52,7 @@ from overlaynet.host.nft import (
     VipKey,
     _write_sysctl,
 )
-from overlaynet.model import Container, Status
+from overlaynet.model import SANDBOX_ENV, SANDBOX_LABEL, Container, Status
 from overlaynet.names import new_id
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("overlaynet.agent.lb")
 
-LB_ENV = "OVERLAYNET_LB"
+LB_ENV = SANDBOX_ENV
 # The sandbox's process only holds its place (busybox's sleep takes no `infinity`): 68 years.
 LB_COMMAND = ("sleep", "2147483647")
 LB_IMAGE = "alpine"
@@ -71,15 +72,18 @@ PROTOCOLS = ("tcp", "udp")
 
 
 # Docker's name for the routing mesh's sandbox.
-INGRESS_SANDBOX = "ingress-sbox"
+INGRESS_SANDBOX = SANDBOX_INGRESS
 
 
 def lb_name(ep: TaskNetwork) -> str:
-    return INGRESS_SANDBOX if ep.ingress else f"lb_{ep.network_name}"
+    return INGRESS_SANDBOX if ep.ingress else sandbox_name(ep.network_name)
 
 
 def lb_network_of(c: Container) -> str | None:
-    """The network a load-balancer sandbox serves (None: not a sandbox)."""
+    """The network a load-balancer sandbox serves (None: not a sandbox). Sandboxes made before
+    labels carry the marker in their environment (LB_ENV): a restarted agent still finds them."""
+    if SANDBOX_LABEL in c.labels:
+        return c.labels[SANDBOX_LABEL]
     marker = next((e for e in c.env if e.startswith(LB_ENV + "=")), None)
     return marker.partition("=")[2] if marker else None
 
@@ -290,7 +294,7 @@ class LbPlane:
             cmd=LB_COMMAND,
             name=lb_name(ep),
             network=first,
-            env=(f"{LB_ENV}={net.id}",),
+            labels=(f"{SANDBOX_LABEL}={net.id}",),
         )
         allocation = Allocation(new_id(), ep.ip, ep.mac)
         c: Container = await agent._state(

@@ -30,6 +30,17 @@ def _check_env(items: tuple[str, ...]) -> None:
             raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
 
 
+def labels_of(items: tuple[str, ...]) -> dict[str, str]:
+    """`--label KEY=VALUE` (or KEY alone: an empty value, as Docker) → labels; the last wins."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid label {item!r}: use KEY=VALUE")
+        out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class Ping(Request):
     OP: ClassVar[str] = "ping"
@@ -135,9 +146,11 @@ class ContainerCreate(Request):
     # `run -i` attached: the client's stdin travels with the request as one descriptor
     # (SCM_RIGHTS), as exec's streams do; the container reads it directly.
     attach: bool = False
+    labels: tuple[str, ...] = ()  # `--label KEY=VALUE`
 
     def check(self) -> None:
         _check_env(self.env)
+        labels_of(self.labels)
         if self.attach and not (self.interactive and self.start):
             raise InvalidArgument("attach needs interactive and start (run -i)")
 

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from overlaynet.agent import hostcore, views
 from overlaynet.agent.overlay import OverlayDriver, StaticEndpoint
-from overlaynet.agent.requests import ContainerCreate, NetworkCreate
+from overlaynet.agent.requests import ContainerCreate, NetworkCreate, labels_of
 from overlaynet.agent.store import Store
 from overlaynet.cluster import ipam
 from overlaynet.errors import ApiError, Conflict, InvalidArgument, NotFound, Unavailable
@@ -311,6 +311,7 @@ class Runtime:
             # the user's -e on top, as Docker merges an image's ENV with `run -e`.
             env=image.environment([f"{ENV_NAME}={name}", f"{ENV_NODE}={self.host}", *req.env]),
             open_stdin=req.interactive,
+            labels=labels_of(req.labels),
         )
         ns = self.container_netns(c)
         self.container_dir(c).mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ from overlaynet.dns.records import DnsTable, NameRecord, RecordKind
 # Docker answers service names on every network but ingress (the routing mesh's, not a
 # network containers talk on by name).
 INGRESS = "ingress"
+# Docker's name for the routing mesh's sandbox (agent/lb.py's INGRESS_SANDBOX).
+SANDBOX_INGRESS = "ingress-sbox"
 # `tasks.<service>`: every running task's address (Docker's name, dnsrr or vip alike).
 TASKS_PREFIX = "tasks."
 
@@ -139,6 +141,25 @@ def service_records(
     return out, names
 
 
+def sandbox_name(network_name: str) -> str:
+    """The name of a node's load-balancer sandbox on a network (agent/lb.py names them so)."""
+    return SANDBOX_INGRESS if network_name == INGRESS else f"lb_{network_name}"
+
+
+def hide_sandboxes(view: DnsView) -> None:
+    """Drop the load-balancer sandboxes' names (and short ids) from `view`: Docker's are no
+    containers, so nothing resolves them. Other hosts' sandboxes arrive as endpoint records
+    without labels, so they are known by the names the agents give them."""
+    for nid, net in view.networks.items():
+        recs = view.records.get(nid)
+        if not recs:
+            continue
+        name = sandbox_name(net.name)
+        hidden = {r.address for r in recs if r.kind == RecordKind.CONTAINER and r.name == name}
+        if hidden:
+            view.records[nid] = {r for r in recs if r.address not in hidden}
+
+
 class ServiceNames:
     """The services this node knows (from the last `task.assigned`), fed into each DNS view."""
 
@@ -164,7 +185,8 @@ class ServiceNames:
 
     def add_to(self, view: DnsView, table: DnsTable) -> None:
         """Add the service names to `view` (before the table follows it) and tell the table
-        which of them exist even without an address."""
+        which of them exist even without an address; the agents' sandboxes leave it."""
+        hide_sandboxes(view)
         served = {nid: n.name for nid, n in view.networks.items() if n.resolves_names}
         extra, names = service_records(self.services, view.records, served)
         for nid, recs in extra.items():

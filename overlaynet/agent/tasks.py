@@ -101,6 +101,8 @@ class AssignedTask:
     not_before: float
     networks: tuple[TaskNetwork, ...]
     ports: tuple[PortRow, ...] = ()
+    service_id: str = ""
+    node_id: str = ""  # this node's id (the answer's `node_id`)
 
     @property
     def host_ports(self) -> tuple[PortRow, ...]:
@@ -123,6 +125,8 @@ class AssignedTask:
                 not_before=float(not_before) if not_before is not None else 0.0,
                 networks=tuple(TaskNetwork.from_doc(n) for n in doc.get("networks") or ()),
                 ports=tuple(PortRow.from_doc(p) for p in doc.get("ports") or ()),
+                service_id=str(doc.get("service_id") or ""),
+                node_id=str(doc.get("node_id") or ""),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BadAssignment(f"bad task entry: {e}") from None
@@ -139,18 +143,33 @@ def container_name(task_name: str, task_id: str) -> str:
     return task_name[: OBJECT_NAME_MAX - len(suffix)] + suffix
 
 
-# The environment entry that marks a task's container and names its task (Docker puts the
-# task id in the label com.docker.swarm.task.id; containers here have no labels yet, and the
-# name alone could be any user's container `a.b.c`, which the runner must never remove).
+# The label that marks a task's container and names its task, as Docker's (the name alone
+# could be any user's container `a.b.c`, which the runner must never remove).
+TASK_LABEL = "com.docker.swarm.task.id"
+# Where containers made before labels carried the marker: a restarted agent still finds them.
 TASK_ENV = "OVERLAYNET_TASK_ID"
+
+
+def task_labels(task: AssignedTask) -> tuple[str, ...]:
+    """Docker's labels on a task's container (`--label` form)."""
+    return (
+        f"com.docker.swarm.node.id={task.node_id}",
+        f"com.docker.swarm.service.id={task.service_id}",
+        f"com.docker.swarm.service.name={task.service_name}",
+        "com.docker.swarm.task=",
+        f"{TASK_LABEL}={task.id}",
+        f"com.docker.swarm.task.name={task.name}.{task.id}",
+    )
 
 
 def task_id_of(c: Container) -> str | None:
     """The task a container runs (None: not a task's container)."""
-    marker = next((e for e in c.env if e.startswith(TASK_ENV + "=")), None)
-    if marker is None:
-        return None
-    task_id = marker.partition("=")[2]
+    task_id = c.labels.get(TASK_LABEL)
+    if task_id is None:
+        marker = next((e for e in c.env if e.startswith(TASK_ENV + "=")), None)
+        if marker is None:
+            return None
+        task_id = marker.partition("=")[2]
     return task_id if task_id and c.name.endswith("." + task_id) else None
 
 
@@ -309,8 +328,11 @@ def _ended(t: AssignedTask, mine: LocalTask) -> Report:
 def parse_assigned(doc: Mapping[str, Any]) -> tuple[list[AssignedTask], list[str], int]:
     """`task.assigned`'s answer → (tasks, ids to stop, entries skipped as unreadable)."""
     tasks, bad = [], 0
+    node_id = doc.get("node_id")
     for entry in doc.get("tasks") or ():
         try:
+            if isinstance(entry, Mapping) and isinstance(node_id, str):
+                entry = {**entry, "node_id": node_id}
             tasks.append(AssignedTask.from_doc(entry))
         except BadAssignment:
             bad += 1
@@ -558,7 +580,8 @@ def agent_hooks(agent: Agent) -> TaskHooks:
             cmd=task.command,
             name=task.container_name,
             network=nets[0][0].id if nets else "bridge",
-            env=(*task.env, f"{TASK_ENV}={task.id}"),
+            env=task.env,
+            labels=task_labels(task),
         )
         c = await agent._state(partial(rt.task_create, req, nets))
         if task.host_ports:

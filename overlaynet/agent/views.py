@@ -12,7 +12,7 @@ from overlaynet.agent.hostcore import epoch_from_iso
 from overlaynet.dns.records import NameRecord, RecordKind
 from overlaynet.host import links
 from overlaynet.images.catalog import Image
-from overlaynet.model import Container, Driver, Network, Status
+from overlaynet.model import Container, Driver, Network, Status, is_sandbox
 
 
 def network_doc(
@@ -139,6 +139,7 @@ def container_doc(
             "Cmd": list(c.cmd),
             "Env": list(c.env),
             "OpenStdin": c.open_stdin,
+            "Labels": dict(c.labels),
         },
         "NetworkSettings": {
             "SandboxID": c.id,
@@ -201,8 +202,8 @@ def container_rows(containers: Iterable[Container], include_all: bool, now: floa
     """`ps` rows, newest first; stopped containers only with `--all`."""
     rows = []
     for c in sorted(containers, key=lambda c: c.created, reverse=True):
-        if not include_all and c.status != Status.RUNNING:
-            continue
+        if (not include_all and c.status != Status.RUNNING) or is_sandbox(c):
+            continue  # the agent's own sandboxes are no containers to the user (Docker's)
         ages = {
             "started": now - _epoch(c.started_at, now),
             "finished": now - _epoch(c.finished_at, now),
@@ -217,6 +218,7 @@ def container_rows(containers: Iterable[Container], include_all: bool, now: floa
                 "ports": "",
                 "names": c.name,
                 "state": str(c.status),
+                "labels": dict(c.labels),
             }
         )
     return rows

@@ -296,6 +296,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         "env": ns.env or [],
         "interactive": ns.interactive,
         "start": True,
+        "labels": ns.label or [],
     }
     # `run -i` in the foreground: a pipe's read end goes with the request (SCM_RIGHTS, as
     # exec's streams do) and the container reads it; `-d -i` keeps an open stdin instead.
@@ -831,6 +832,7 @@ def _container_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ip", help="IPv4 address on that network")
     p.add_argument("--network-alias", action="append", help="extra DNS name on that network")
     p.add_argument("-e", "--env", action="append", help="environment variable KEY=VALUE")
+    p.add_argument("-l", "--label", action="append", help="set metadata KEY=VALUE")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("image", help="image from the catalog (`overlaynet image ls`)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="command (default: the image's)")

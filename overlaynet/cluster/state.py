@@ -1273,6 +1273,7 @@ class ClusterState:
         nodes = self.node_views(node_status)
         self._roll_updates(now, rand)
         self._carry_out(reconcile(self.services, self.tasks.values(), nodes, now=now), now, rand)
+        self._shut_down_replaced()
         for task in sorted(self.tasks.values(), key=lambda t: t.id):
             # Nobody can list a removed service's tasks any more: once ended, they go.
             if task.service_id not in self.services and task.state.final:
@@ -1282,6 +1283,19 @@ class ClusterState:
         self._release_managed_addresses()
         self._allocate_lb_addresses()
         return self.index != start
+
+    def _shut_down_replaced(self) -> None:
+        """An ended task that a newer task of its slot (or global node) replaces is wanted
+        shut down, as swarmkit marks it: `service ps` shows its row with DESIRED STATE
+        Shutdown. Its `updated` stays the time it ended (the restart delay counts from it)."""
+        newest: dict[tuple[str, int | str | None], float] = {}
+        for t in self.tasks.values():
+            key = (t.service_id, t.slot if t.slot is not None else t.node_id)
+            newest[key] = max(newest.get(key, t.created), t.created)
+        for t in sorted(self.tasks.values(), key=lambda t: t.id):
+            key = (t.service_id, t.slot if t.slot is not None else t.node_id)
+            if t.state.final and t.desired is TaskState.RUNNING and newest[key] > t.created:
+                self._put(TASK, t.id, task_doc(dataclasses.replace(t, desired=TaskState.SHUTDOWN)))
 
     def _allocate_lb_addresses(self) -> None:
         """Every node a load-balancer address on every lb network (one that is full is tried

@@ -93,7 +93,21 @@ exit "$status"
 # `setsid --ctty`: a new session whose controlling terminal is stdin (the pty), so ^C on the
 # pty reaches the command; subprocess has no portable way to set one after fork.
 _SETSID_CTTY = ["setsid", "--ctty"]
-_PID_NAMESPACE = ["--pid", "--fork", "--kill-child=SIGKILL"]
+# An image root's container gets its own pid namespace. Its first process is forked by a
+# busybox shell outside it (unshare --pid without --fork: the caller's first child is the
+# namespace's init), not by `unshare --fork`: util-linux 2.38's unshare exits 1 ("sigprocmask
+# unblock failed") when that init is killed by SIGKILL, so `kill -9` of State.Pid read as exit
+# 1, not Docker's 137. A shell reports a child killed by signal N as 128+N and exits with it.
+# The outer shell ignores SIGTERM/SIGINT (stop signals the command, whose init outlives it to
+# write the status); the init is SIGKILLed if the outer shell dies (as --kill-child did).
+_PID_NAMESPACE = ["--pid"]
+# util-linux's setpriv by path: busybox's shell would run its own applet, which lacks --pdeathsig.
+SETPRIV = "/usr/bin/setpriv"
+_PID_PARENT = (
+    "trap '' TERM INT; "
+    f'( trap - TERM INT; exec {SETPRIV} --pdeathsig KILL "$ONET_BB" sh -c \'eval "$ONET_SETUP"\' '
+    '"$0" "$@" ); exit $?'
+)
 
 
 @dataclass(frozen=True)
@@ -176,11 +190,11 @@ def spawn(spec: Launch) -> Started:
         argv += ["--", "sh", "-c", _SHIM, "sh", *spec.cmd]
     else:
         # An image root also gets its own pid namespace, so `ps`/`top` inside show the
-        # container's processes only (its /proc is mounted after the fork). unshare stays as
-        # the parent, passing on the exit status; if it is killed, so is the container.
-        # The set-up script travels in the environment, so `overlaynet top` (ps on the host)
-        # shows a short line for the container's first process, not the whole script.
-        shim = [str(spec.busybox), "sh", "-c", 'eval "$ONET_SETUP"', ROOT_INIT_PATH, *spec.cmd]
+        # container's processes only (its /proc is mounted after the fork). A busybox shell
+        # stays as the parent, passing on the exit status (_PID_PARENT); if it is killed, so
+        # is the container. The set-up script travels in the environment, so `overlaynet top`
+        # (ps on the host) shows a short line for the container's first process.
+        shim = [str(spec.busybox), "sh", "-c", _PID_PARENT, ROOT_INIT_PATH, *spec.cmd]
         argv += [*_PID_NAMESPACE, "--", *shim]
     if spec.netns_path is not None:
         argv = ["nsenter", f"--net={spec.netns_path}", "--", *argv]

@@ -85,16 +85,31 @@ def test_services_tutorial_typed_literally(tutorial: tuple[Lab, str]) -> None:
         "--name", "appserver", "--detach=true", "dockersamples/atsea-appserver:1.0",
     )  # fmt: skip
 
+    # The page names the task that served it, as `service ps` and `service logs` name tasks
+    # (appserver.1.<taskid>@<node>), and says that `database` answered by name.
+    served_by = re.compile(
+        r"^Atsea Shop - served by appserver\.1\.([0-9a-z]{25})@(node[123])$", re.M
+    )
+
     def served_everywhere() -> bool:
         for ip in NODES.values():
             answer = http_get(client, ip, 8080)
             if answer is None or " 200 " not in answer.splitlines()[0]:
                 return False
-            if "database: answered" not in answer:
+            if "\ndatabase: answered on 1433" not in answer or not served_by.search(answer):
                 return False
         return True
 
     assert wait_until(served_everywhere, CONVERGE)
+    answer = http_get(client, NODES["node1"], 8080)
+    assert answer is not None
+    match = served_by.search(answer)
+    assert match is not None, answer
+    (cells,) = [
+        line.split()
+        for line in lab.ok("node1", "service", "ps", "--no-trunc", "appserver").splitlines()[1:]
+    ]
+    assert (match.group(1), match.group(2)) == (cells[0], cells[3])
     # 1433 answers only on the node that runs the database task.
     for node, ip in NODES.items():
         assert (ask(client, ip, 1433, b"") is not None) == (node == db_node), node

@@ -11,12 +11,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 from collections import Counter
 
 import pytest
 
 from overlaynet import lab as labmod
+from overlaynet.host.nssocket import run_in_netns
 from overlaynet.paths import HostPaths
 from tests.integration.labs import Lab, wait_until
 
@@ -133,6 +135,11 @@ def test_killed_task_is_replaced(swarm: Lab) -> None:
         )
 
     assert wait_until(replaced, CONVERGE)
+    # As Docker shows it: killed by SIGKILL is exit 128+9 (State.Pid is the container's init),
+    # and the replaced task is wanted shut down.
+    (old,) = [r for r in ps_rows(swarm, "victim") if r["ID"] == row["ID"]]
+    assert old["DESIRED STATE"] == "Shutdown"
+    assert old["ERROR"] == '"task: non-zero exit (137)"'
 
 
 def test_vip_and_dnsrr_answers_and_tasks_names_on_every_node(swarm: Lab) -> None:
@@ -169,6 +176,20 @@ def test_vip_and_dnsrr_answers_and_tasks_names_on_every_node(swarm: Lab) -> None
     assert vip not in first["tasks.vipsvc"][1]
     assert first["rrsvc"][1] == first["tasks.rrsvc"][1]
     assert vip not in first["rrsvc"][1]
+    # Every node runs an lb_appnet sandbox for the VIP; like Docker's, it is no container to
+    # the user (ps -a, a label filter) and has no name in DNS. Tasks carry Docker's labels.
+    for host in NODES:
+        shown = swarm.ok(host, "ps", "-a", "--format", "{{.Names}}").split()
+        assert "lb_appnet" not in shown and "ingress-sbox" not in shown
+        status, found = dig(pids[host], "lb_appnet")
+        assert status != "NOERROR" and found == [], (host, status, found)
+    task = task_containers(swarm, "node2", "vipsvc")[0]
+    labels = json.loads(swarm.ok("node2", "inspect", "--format", "{{json .Config.Labels}}", task))
+    assert labels["com.docker.swarm.service.name"] == "vipsvc"
+    assert labels["com.docker.swarm.task.name"] == task
+    assert task.endswith("." + labels["com.docker.swarm.task.id"])
+    selected = swarm.ok("node2", "ps", "--filter", "label=com.docker.swarm.service.name=vipsvc")
+    assert task in selected and "rrsvc" not in selected
 
 
 def test_service_without_running_task_is_noerror_empty_not_nxdomain(swarm: Lab) -> None:
@@ -267,7 +288,6 @@ def test_vip_spreads_connections_over_the_tasks_and_follows_scaling(swarm: Lab) 
     assert len(counts) == 3, counts
     assert all(name.startswith("lbweb.") for name in counts)
     assert max(counts.values()) / min(counts.values()) <= 2, counts
-
     swarm.ok("node1", "service", "scale", "lbweb=1")
     (left,) = [r["ID"] for r in current(ps_rows(swarm, "lbweb")) if r["DESIRED STATE"] == "Running"]
     # Once the shut-down tasks are gone from the VIP, every connection reaches the one left.
@@ -277,3 +297,56 @@ def test_vip_spreads_connections_over_the_tasks_and_follows_scaling(swarm: Lab) 
 def _name_of(lab: Lab, task_id: str) -> str:
     row = next(r for r in ps_rows(lab, "lbweb") if r["ID"] == task_id)
     return f"{row['NAME']}.{task_id}"
+
+
+# How long a client may wait, after its backend's task is gone, to learn that its connection
+# is over (EOF or reset). Docker's clients hang here (moby#35548-like stale conntrack).
+RESET_WAIT = 15.0
+
+
+def test_a_removed_backends_open_connection_is_reset_not_left_hanging(swarm: Lab) -> None:
+    swarm.ok(
+        "node1", "service", "create", "--name", "echo", "--network", "appnet",
+        "overlaynet/echo",
+    )  # fmt: skip
+    swarm.ok(
+        "node1", "service", "create", "--name", "echoclient", "--network", "appnet",
+        "alpine", "sleep", "100000",
+    )  # fmt: skip
+    (vip,) = re.findall(r'"Addr": "([\d.]+)/\d+"', swarm.ok("node1", "service", "inspect", "echo"))
+    host = current(ps_rows(swarm, "echoclient"))[0]["NODE"]
+    pid = pid_of(swarm, host, task_containers(swarm, host, "echoclient")[0])
+
+    def connect() -> socket.socket | None:
+        try:
+            return run_in_netns(pid, lambda: socket.create_connection((vip, 7), timeout=2))
+        except OSError:
+            return None
+
+    def reachable() -> bool:
+        probe = connect()
+        if probe is None:
+            return False
+        probe.close()
+        return True
+
+    assert wait_until(reachable, CONVERGE)
+    conn = connect()
+    assert conn is not None
+    with conn:
+        conn.settimeout(2)
+        conn.sendall(b"hello\n")
+        assert conn.recv(100) == b"hello\n"  # through the VIP to the task and back
+        swarm.ok("node1", "service", "scale", "echo=0")
+
+        def over() -> bool:
+            """One probe: a line sent, then EOF or a reset means the client knows."""
+            try:
+                conn.sendall(b"still there?\n")
+                return conn.recv(100) == b""
+            except TimeoutError:
+                return False  # nothing came back: not over yet, or hanging
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+
+        assert wait_until(over, RESET_WAIT)
