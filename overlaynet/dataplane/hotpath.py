@@ -32,6 +32,7 @@ from overlaynet.dataplane.offload import (
     super_frame_headers,
     vnet_header,
 )
+from overlaynet.dataplane.seal import SEAL_OVERHEAD, Sealer
 from overlaynet.dataplane.switching import (
     Network,
     Verdict,
@@ -153,6 +154,9 @@ class HotLoop:
         #: TAP queues that carry no TCP bulk (`Network.latency_fd`): drained before the others.
         self._urgent: frozenset[int] = frozenset()
         self.members: frozenset[str] = frozenset()
+        #: VNI octets → sealer of every encrypted network: its datagrams are opened before
+        #: anything else looks at them. Replaced wholesale; empty (the default): no cost.
+        self.sealed: dict[bytes, Sealer] = {}
         self._poller = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poller.register(self._wake_r, select.EPOLLIN)
@@ -180,6 +184,7 @@ class HotLoop:
         self._urgent = self._urgent - {net.latency_fd}
         self._by_fd = {fd: n for fd, n in self._by_fd.items() if n is not net}
         self.networks = {k: n for k, n in self.networks.items() if n is not net}
+        self.sealed = {k: s for k, s in self.sealed.items() if k != net.vni_key}
 
     def stop(self) -> None:
         """Ask `serve()` to return; callable from any thread or a signal handler."""
@@ -267,6 +272,8 @@ class HotLoop:
         header = net.header
         send = self._send
         batching = self._tx_gso is not None
+        # A sealed segment is longer: GSO limits count the datagram as it leaves.
+        overhead = 8 + SEAL_OVERHEAD if net.seal is not None else 8
         parts: list[bytes] = []  # VXLAN header, inner frame, VXLAN header, inner frame, ...
         count = most = size = 0
         key = dst = b""
@@ -335,7 +342,7 @@ class HotLoop:
                 targets = net.peers  # unknown unicast: head-end replication, batched
             parts = [header, frame[skip:]]
             count, size, entry = 1, n, found
-            most = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // (n - skip + 8)) if batching else 1
+            most = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // (n - skip + overhead)) if batching else 1
             if most == 1:
                 send(net, parts, 1, n - skip, entry, targets)
                 count = 0
@@ -363,6 +370,10 @@ class HotLoop:
             net.counters["tx_unknown_unicast"] += count
         index = flow_hash(parts[1]) % len(self._tx)
         port = self._port
+        seal = net.seal
+        if seal is not None:
+            parts = seal.seal_parts(parts)
+            inner += SEAL_OVERHEAD
         if count == 1:
             datagram = parts[0] + parts[1]
             sendto = self._tx[index].sendto
@@ -398,6 +409,9 @@ class HotLoop:
                 os.write(net.latency_fd, PLAIN_VNET_HDR + data if net.vnet_len else data)
             return
         sendto = self._tx[flow_hash(frame) % len(self._tx)].sendto
+        if net.seal is not None:
+            sealed_header, sealed_frame = net.seal.seal(data[:8], data[8:])
+            data = sealed_header + sealed_frame
         for host in targets:
             try:
                 sendto(data, (host, self._port))
@@ -413,6 +427,7 @@ class HotLoop:
         recvmsg = sock.recvmsg
         write = os.write
         networks, members, counters = self.networks, self.members, self._counters
+        sealed = self.sealed
         strict = self._strict
         # The pending super-frame: its network, first segment's headers, the constant parts
         # every further segment must repeat, the next sequence number, the payloads.
@@ -441,6 +456,12 @@ class HotLoop:
                 # One count per datagram, also for those the kernel coalesced (and for empty ones).
                 counters["rx_drop_not_member"] += -(-size // seg) if size else 1
                 continue
+            if sealed and size:
+                opened = self._unseal(data, seg, sender, sealed)
+                if opened is None:
+                    continue
+                data, seg = opened
+                size = len(data)
             s = 0
             while True:
                 if merge and p_net is not None and seg == p_dlen:
@@ -562,6 +583,62 @@ class HotLoop:
                     break
         if p_net is not None:
             self._write_merged(p_net, p_first, payloads, p_plen, p_total, p_sender)
+
+    def _unseal(
+        self, data: bytes, seg: int, sender: str, sealed: dict[bytes, Sealer]
+    ) -> tuple[bytes, int] | None:
+        """Open the sealed datagrams of a receive buffer (those of an encrypted network's VNI;
+        others pass as they are): the plain buffer and its segment size, for the usual path
+        (merging included), or None when nothing is left to pass on. A datagram that does not
+        authenticate, or a plain one for an encrypted network, is dropped and counted
+        (`rx_drop_unauthenticated`). Should the opened datagrams no longer be a run of equal
+        sizes (GRO joined trains of two networks), they are delivered one by one here."""
+        size = len(data)
+        if seg >= size:
+            seal = sealed.get(data[4:7])
+            if seal is None:
+                return data, seg
+            plain = seal.open(data, sender)
+            if plain is None:
+                self._count_unauthenticated(data[4:7])
+                return None
+            return plain, len(plain)
+        out: list[bytes] = []
+        for s in range(0, size, seg):
+            datagram = data[s : s + seg]
+            seal = sealed.get(datagram[4:7])
+            if seal is None:
+                out.append(datagram)
+                continue
+            plain = seal.open(datagram, sender)
+            if plain is None:
+                self._count_unauthenticated(datagram[4:7])
+            else:
+                out.append(plain)
+        if not out:
+            return None
+        first = len(out[0])
+        if all(len(d) == first for d in out[:-1]) and len(out[-1]) <= first:
+            return b"".join(out), first
+        for datagram in out:
+            target, inner = ingress(
+                self.networks, self.members, datagram, sender, self._counters, strict=self._strict
+            )
+            if target is not None:
+                queue_fd = (
+                    target.tap_fd
+                    if inner[23:24] == b"\x06" and inner[12:14] == _ETHERTYPE_IPV4
+                    else target.latency_fd
+                )
+                try:
+                    os.write(queue_fd, PLAIN_VNET_HDR + inner if target.vnet_len else inner)
+                except OSError:
+                    target.counters["rx_drop_tap_error"] += 1
+        return None
+
+    def _count_unauthenticated(self, vni_key: bytes) -> None:
+        net = self.networks.get(vni_key)
+        (net.counters if net is not None else self._counters)["rx_drop_unauthenticated"] += 1
 
     @staticmethod
     def _write_merged(

@@ -108,6 +108,9 @@ _BPF_RET_K = 0x06
 #: The inner IPv4 protocol octet, from the end of the outer IPv4 header: UDP 8 + VXLAN 8 +
 #: Ethernet 14 + 9.
 _INNER_PROTOCOL_AT = 39
+#: VXLAN's last reserved octet, which carries the key id of a sealed datagram (`seal`): UDP 8 +
+#: 7. Its inner protocol is ciphertext, so a checksummed sealed datagram is sorted by this.
+_KEY_ID_AT = 15
 #: Index, in the SO_REUSEPORT group, of the socket for datagrams with a non-zero UDP checksum.
 CHECKSUMMED = 1
 UNCHECKSUMMED = 0
@@ -120,7 +123,9 @@ def checksum_sorter_program() -> list[tuple[int, int, int, int]]:
     6; the inner protocol the octet at X + 39 (UDP 8, VXLAN 8, Ethernet 14, IPv4 offset 9). So
     a checksummed ping or DNS datagram from a kernel VTEP does not queue behind TCP bulk in the
     merging socket: the other socket writes every frame as it came, which is always safe. A
-    load past the packet's end returns 0: unchecksummed, the safe side too."""
+    load past the packet's end returns 0: unchecksummed, the safe side too. A sealed datagram
+    (key id octet non-zero: an encrypted overlay's, between agents) with a checksum is part
+    of a GSO batch and goes to the merging socket too; its lone frames have checksum 0."""
 
     def k(value: int) -> int:
         return value & 0xFFFFFFFF
@@ -128,7 +133,9 @@ def checksum_sorter_program() -> list[tuple[int, int, int, int]]:
     return [
         (_BPF_LDX_MSH, 0, 0, k(SKF_NET_OFF)),
         (_BPF_LDH_IND, 0, 0, k(SKF_NET_OFF + 6)),
-        (_BPF_JEQ_K, 3, 0, 0),
+        (_BPF_JEQ_K, 5, 0, 0),
+        (_BPF_LDB_IND, 0, 0, k(SKF_NET_OFF + _KEY_ID_AT)),
+        (_BPF_JEQ_K, 0, 2, 0),
         (_BPF_LDB_IND, 0, 0, k(SKF_NET_OFF + _INNER_PROTOCOL_AT)),
         (_BPF_JEQ_K, 0, 1, IPPROTO_TCP),
         (_BPF_RET_K, 0, 0, CHECKSUMMED),

@@ -12,6 +12,7 @@ from collections import Counter
 
 from overlaynet.dataplane.fdb import FdbEntry, learn
 from overlaynet.dataplane.offload import VNET_HDR_LEN
+from overlaynet.dataplane.seal import Sealer
 from overlaynet.wire import vxlan
 from overlaynet.wire.arp import ArpOp, decode_arp, reply_frame
 from overlaynet.wire.errors import MalformedFrame
@@ -69,6 +70,7 @@ class Network:
         "learned",
         "mtu",
         "peers",
+        "seal",
         "tap_fd",
         "tap_fds",
         "vnet_len",
@@ -108,6 +110,9 @@ class Network:
         self.learn_limit = 0
         #: Learned entries in `fdb` now: kept by `learn_source`, recounted by each aging sweep.
         self.learned = 0
+        #: Encrypted overlay: seals egress (`seal.Sealer`, swapped whole on a key change);
+        #: None, the default, sends plain RFC 7348.
+        self.seal: Sealer | None = None
 
     @property
     def vni_key(self) -> bytes:

@@ -45,6 +45,7 @@ from overlaynet.dataplane.offload import (
     SockFprog,
     checksum_sorter_program,
 )
+from overlaynet.dataplane.seal import DataKey, Sealer
 from overlaynet.dataplane.switching import DEFAULT_MTU, Network
 from overlaynet.dataplane.tap import has_vnet_hdr, open_tap_queues
 from overlaynet.wire import vxlan
@@ -301,6 +302,23 @@ class Vtep:
             allowed.update(net.peers)
         self._loop.members = frozenset(allowed)
 
+    def set_keys(self, vni: int, keys: Iterable[DataKey], primary: int | None = None) -> None:
+        """Encrypt `vni` (`seal`): seal with the key `primary` (default: the first given),
+        accept any key given (a rotation's previous key during its grace period). Every
+        datagram of the network must then authenticate; none (an empty `keys`) makes it a
+        plain network again. Only toward agents: a kernel VTEP cannot open sealed frames."""
+        ring = list(keys)
+        with self._lock:
+            net = self._networks[vni]
+            if not ring:
+                net.seal = None
+                self._loop.sealed = {k: s for k, s in self._loop.sealed.items() if k != net.vni_key}
+                return
+            sealer = Sealer(ring, ring[0].key_id if primary is None else primary, self.local_ip)
+            # Ingress first: our peers may already seal with the new key.
+            self._loop.sealed = {**self._loop.sealed, net.vni_key: sealer}
+            net.seal = sealer
+
     # -- endpoints ----------------------------------------------------------------------------
 
     def add_arp(self, vni: int, ip: str, mac: str | bytes) -> None:
@@ -341,6 +359,8 @@ class Vtep:
             "arp": {str(ipaddress.IPv4Address(ip)): mac_to_str(mac) for ip, mac in net.arp.items()},
             "fdb": [asdict(r) for r in self.fdb.records(vni)],
             "counters": dict(net.counters),
+            "encrypted": net.seal is not None,
+            "key_ids": net.seal.key_ids if net.seal is not None else [],
         }
 
     def stats(self) -> dict[str, Any]:

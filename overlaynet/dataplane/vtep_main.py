@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from overlaynet.dataplane.fdb import LEARNED_MAX_AGE
+from overlaynet.dataplane.seal import DataKey, SealError, parse_key
 from overlaynet.dataplane.switching import DEFAULT_MTU
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.wire import vxlan
@@ -29,6 +30,13 @@ def _pair(text: str) -> tuple[str, str]:
     if not sep or not left or not right:
         raise argparse.ArgumentTypeError(f"expected A=B, got {text!r}")
     return left, right
+
+
+def _key(text: str) -> DataKey:
+    try:
+        return parse_key(text)
+    except SealError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -61,6 +69,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--learned-max-age", type=float, default=LEARNED_MAX_AGE, metavar="SECONDS",
         help="forget a learned MAC after this long without a frame from it",
     )  # fmt: skip
+    p.add_argument(
+        "--key", action="append", default=[], type=_key, metavar="ID=HEX",
+        help="encrypt the network (AES-GCM, 16- or 32-octet key); the first seals, all open",
+    )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
@@ -91,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.bridge:
             _attach(args.tap, args.bridge)
         vtep.set_peers(args.vni, args.peer)
+        if args.key:
+            vtep.set_keys(args.vni, args.key)
         if args.learning:
             vtep.set_learning(args.vni)
         vtep.members = args.member

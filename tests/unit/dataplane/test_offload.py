@@ -107,6 +107,14 @@ def test_checksum_sorter_merges_only_checksummed_tcp() -> None:
     assert run_classic_bpf(program, outer(ping, 0x1234)) == offload.UNCHECKSUMMED
     assert run_classic_bpf(program, outer(ping, 0)) == offload.UNCHECKSUMMED
     assert run_classic_bpf(program, outer(tcp, 0x1234)[:50]) == offload.UNCHECKSUMMED
+    # Sealed (encrypted overlay, key id in VXLAN octet 7): the inner protocol is ciphertext;
+    # a GSO batch (checksummed) merges whatever the ciphertext holds, lone frames do not.
+    sealed_ping = bytearray(outer(ping, 0x1234))
+    sealed_ping[20 + 8 + 7] = 1
+    assert run_classic_bpf(program, bytes(sealed_ping)) == offload.CHECKSUMMED
+    sealed_ping = bytearray(outer(ping, 0))
+    sealed_ping[20 + 8 + 7] = 1
+    assert run_classic_bpf(program, bytes(sealed_ping)) == offload.UNCHECKSUMMED
     fprog = offload.SockFprog(program)
     assert struct.unpack("HP", fprog.value)[0] == len(program)
 
