@@ -335,7 +335,12 @@ class LbPlane:
             sb.addresses.add(addr)
         for key, backends in wanted.items():
             if sb.vips.get(key) != backends:
-                await trio.to_thread.run_sync(sb.balancer.set_backends, key, backends)
+                gone = set(sb.vips.get(key, ())) - set(backends)
+                # A task leaving on purpose (still running: a rolling update drains it) may
+                # finish the connections it serves; a dead one's are cut at once.
+                cut = not all(IPv4Address(b.addr) in names.leaving_ips for b in gone)
+                set_backends = partial(sb.balancer.set_backends, cut_removed=cut)
+                await trio.to_thread.run_sync(set_backends, key, backends)
                 sb.vips[key] = backends
                 self.counters["backend_updates"] += 1
         for key in set(sb.vips) - set(wanted):

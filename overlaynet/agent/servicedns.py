@@ -93,10 +93,14 @@ def task_service(container_name: str) -> str | None:
 
 
 def task_addresses(
-    services: Iterable[ServiceEndpoint], records: Mapping[str, Iterable[NameRecord]]
+    services: Iterable[ServiceEndpoint],
+    records: Mapping[str, Iterable[NameRecord]],
+    *,
+    serving_only: bool = True,
 ) -> dict[tuple[str, str], set[IPv4Address]]:
-    """(network id, service name) → its serving tasks' addresses there."""
-    known = {s.name: s.serving for s in services}
+    """(network id, service name) → its serving tasks' addresses there (every running task
+    container's with `serving_only` False)."""
+    known = {s.name: s.serving if serving_only else None for s in services}
     task_ips: dict[tuple[str, str], set[IPv4Address]] = {}
     for nid, recs in records.items():
         for rec in recs:
@@ -169,6 +173,9 @@ class ServiceNames:
         # (network id, service) → running task addresses, as of the last DNS view: the
         # load balancers' backends.
         self.task_ips: dict[tuple[str, str], set[IPv4Address]] = {}
+        # Running task containers that serve no more (being stopped on purpose, or not healthy
+        # yet): the load balancers let their open connections finish instead of cutting them.
+        self.leaving_ips: set[IPv4Address] = set()
         # Told when the services or their task addresses change (the load-balancer plane).
         self.on_change: Callable[[], None] | None = None
 
@@ -194,6 +201,8 @@ class ServiceNames:
         for nid in view.networks:
             table.set_empty_names(nid, names.get(nid, ()))
         task_ips = task_addresses(self.services, view.records)
+        running = task_addresses(self.services, view.records, serving_only=False)
+        self.leaving_ips = set().union(*running.values()) - set().union(*task_ips.values())
         if task_ips != self.task_ips:
             self.task_ips = task_ips
             if self.on_change is not None:

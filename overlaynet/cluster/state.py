@@ -14,6 +14,7 @@ addresses on nodes, using the pure cores in orchestrator.py and scheduler.py.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import re
@@ -271,6 +272,12 @@ def _service_from_doc(doc: dict[str, Any]) -> Service:
         updated=doc["updated"],
         version=doc["version"],
     )
+
+
+def _addresses_up_to(subnet: IPv4Network, top: IPv4Address) -> set[IPv4Address]:
+    """Every address of `subnet` up to `top` (what a serial allocation skips)."""
+    first = int(subnet.network_address)
+    return {IPv4Address(n) for n in range(first, int(top) + 1)}
 
 
 def vip_endpoint_id(service_id: str) -> str:
@@ -1079,10 +1086,19 @@ class ClusterState:
             self._put(ALLOCATION, _allocation_key(alloc.network_id, alloc.endpoint_id), _doc(alloc))
         return service
 
-    def _free_address(self, network: OverlayNetwork) -> IPv4Address:
+    def _free_address(self, network: OverlayNetwork, *, serial: bool = False) -> IPv4Address:
+        """The lowest free address; `serial`: the lowest above every address in use, wrapping
+        to the lowest free. Tasks take theirs serially, as swarmkit's overlay IPAM does
+        (libnetwork's serial allocation): an address freed by a task that just ended is not
+        handed at once to its replacement elsewhere, while every node's neighbour and
+        forwarding entries for it may still name the old task's node."""
         config = ipam.make_config(IPv4Network(network.subnet), network.gateway)
+        used = self._ips.get(network.id, set())
         try:
-            return ipam.allocate_address(config, self._ips.get(network.id, set()))
+            if serial and used:
+                with contextlib.suppress(ipam.IpamError):
+                    return ipam.allocate_address(config, _addresses_up_to(config.subnet, max(used)))
+            return ipam.allocate_address(config, used)
         except ipam.IpamError as e:
             raise ClusterError(ErrorKind.CONFLICT, f"network {network.name}: {e}") from None
 
@@ -1345,7 +1361,7 @@ class ClusterState:
                 if (network.id, task.id) in self.allocations:
                     continue
                 try:
-                    ip = self._free_address(network)
+                    ip = self._free_address(network, serial=True)
                 except ClusterError as e:
                     problem = f"no address for the task: {e.message}"
                     break

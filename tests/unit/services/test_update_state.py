@@ -180,3 +180,34 @@ def test_status_survives_a_replay(state: ClusterState, rand: RandomBytes) -> Non
     records, index = snapshot(state)
     again = ClusterState.from_records(records, index)
     assert again.update_status == state.update_status
+
+
+def test_replacement_tasks_never_take_an_address_just_freed(
+    state: ClusterState, rand: RandomBytes
+) -> None:
+    """Serial task addresses (swarmkit's overlay IPAM): a rolling update's new task must not
+    get the address of a task that ended a moment ago on another node, while nodes' neighbour
+    and forwarding entries may still point at that node (it failed a request in the lab)."""
+    now = started(state, rand, replicas=3, update_monitor=0.0)
+    service = state.find_service("web")
+    net = state.find_network("atsea")
+
+    def addresses() -> dict[str, str]:
+        return {
+            t.id: state.allocations[(net.id, t.id)].ip
+            for t in state.tasks_of(service.id)
+            if (net.id, t.id) in state.allocations
+        }
+
+    holder = {ip: tid for tid, ip in addresses().items()}
+    state.change_service("web", update_req(image="web:2").new_spec, now=now)
+    for _ in range(100):
+        state.orchestrate(ready(state), now=now, rand=rand)
+        work(state, ready(state), now)
+        now += 1.0
+        for tid, ip in addresses().items():
+            # Each address has had one task only, whichever tasks ended meanwhile.
+            assert holder.setdefault(ip, tid) == tid, f"{ip} given to {tid} after {holder[ip]}"
+        if not state.update_status[service.id].state.active:
+            break
+    assert len(holder) == 6
