@@ -32,6 +32,7 @@ from overlaynet import api
 from overlaynet.agent import control, hostcore, metrics, views
 from overlaynet.agent import requests as rq
 from overlaynet.agent.apiserver import ApiServer, bind_unix
+from overlaynet.agent.health import health_doc
 from overlaynet.agent.lb import LbPlane
 from overlaynet.agent.locks import KeyedLocks
 from overlaynet.agent.overlay import OverlayDriver
@@ -596,14 +597,26 @@ class Agent:
                     log.warning("could not release %s on %s: %s", ep.ip, net.name, e)
 
     async def container_ls(self, req: rq.ContainerLs) -> Any:
-        return views.container_rows(list(self.runtime.containers.values()), req.all, time.time())
+        containers = list(self.runtime.containers.values())
+        by_id = {c.id: c for c in containers}
+        rows = views.container_rows(containers, req.all, time.time())
+        for row in rows:
+            # `Up 3 seconds (healthy)`: a task's health check, as Docker's ps shows it.
+            health = self.task_runner.health_of(by_id[row["id"]])
+            if health is not None and row["state"] == "running":
+                row["status"] += " " + health.status.ps_suffix
+        return rows
 
     async def container_inspect(self, req: rq.ContainerInspect) -> Any:
         rt = self.runtime
         c = rt.container(req.container)
         ns = rt.container_netns(c)
         key = netns.path(ns) if ns else f"/proc/{os.getpid()}/ns/net"
-        return views.container_doc(c, rt.networks, key, rt.exec_pid(c))
+        doc = views.container_doc(c, rt.networks, key, rt.exec_pid(c))
+        health = self.task_runner.health_of(c)
+        if health is not None and c.status == Status.RUNNING:
+            doc["State"]["Health"] = health_doc(health)
+        return doc
 
     async def container_wait(self, req: rq.ContainerWait) -> Any:
         while True:

@@ -27,7 +27,13 @@ import trio
 
 from overlaynet.agent import hostcore
 from overlaynet.agent import requests as rq
-from overlaynet.agent.health import UNHEALTHY_ERROR, ProbeResult, TaskHealth, probe_argv
+from overlaynet.agent.health import (
+    UNHEALTHY_ERROR,
+    Health,
+    ProbeResult,
+    TaskHealth,
+    probe_argv,
+)
 from overlaynet.agent.health import probe as run_probe
 from overlaynet.agent.runtime import Allocation
 from overlaynet.agent.servicedns import PortRow
@@ -449,6 +455,11 @@ class TaskRunner:
                     self.health.probing.add(tid)
                     self._probes.start_soon(self._probe, tid, local[tid].container_id)
         return gated
+
+    def health_of(self, c: Container) -> Health | None:
+        """The health of a task container with a check (None: not a task's, or no check)."""
+        task_id = task_id_of(c)
+        return None if task_id is None else self.health.states.get(task_id)
 
     async def _probe(self, task_id: str, container_id: str) -> None:
         try:

@@ -71,10 +71,19 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24} days"
 
 
+_HEALTH_SUFFIX = {
+    "starting": " (health: starting)",
+    "healthy": " (healthy)",
+    "unhealthy": " (unhealthy)",
+}
+
+
 def current_state(row: Mapping[str, Any], now: float) -> str:
     """`Running 3 minutes ago`, Docker's CURRENT STATE."""
     ago = human_duration(max(0.0, now - float(row.get("since") or now))).lower()
-    return f"{row['current_state']} {ago} ago"
+    # A task's health check, as `docker ps` shows a container's: (health: starting) etc.
+    suffix = _HEALTH_SUFFIX.get(str(row.get("health")), "")
+    return f"{row['current_state']} {ago} ago{suffix}"
 
 
 def ps_table(rows: Sequence[Mapping[str, Any]], now: float, trunc: bool = True) -> str:

@@ -199,6 +199,25 @@ def _error_of(task: Task) -> str:
     return ""
 
 
+# The error a worker reports for a task whose health check failed (agent/health.py).
+_UNHEALTHY = "dockerexec: unhealthy container"
+
+
+def _health_of(service: Service, task: Task) -> str | None:
+    """What `service ps` says of a task's health check: a worker reports a task with a check
+    running only once healthy, and fails it as unhealthy; starting until then."""
+    if _UNHEALTHY in task.error:
+        return "unhealthy"
+    check = service.spec.healthcheck
+    if check is None or check.disabled or task.desired is not TaskState.RUNNING:
+        return None
+    if task.state is TaskState.RUNNING:
+        return "healthy"
+    if task.state is TaskState.STARTING and task.container_id:
+        return "starting"
+    return None
+
+
 def task_rows(state: ClusterState, service: Service) -> list[dict[str, Any]]:
     """`service ps`: every task of the service kept in history, grouped by slot (by node for
     global services), newest first in each group; `history` marks the older ones (Docker's
@@ -238,6 +257,7 @@ def task_rows(state: ClusterState, service: Service) -> list[dict[str, Any]]:
                 "attempt": task.attempt,
                 "container_id": task.container_id,
                 "exit_code": task.exit_code,
+                "health": _health_of(service, task),
             }
         )
         seen.add(group(task))
