@@ -302,6 +302,11 @@ class DrainWatch:
         self._applied[node_id] = self._answered.get(node_id, -1)
         self._answered[node_id] = index
 
+    def applied(self, node_id: str, index: int) -> None:
+        """`node_id` says it has applied the answer at `index` (a long-poll's `index`
+        argument: it asks only for what came after), which is exact where `answered` infers."""
+        self._applied[node_id] = max(self._applied.get(node_id, -1), index)
+
     def drained(self, task_id: str, index: int, ready_nodes: Iterable[str]) -> bool:
         since = self._since.setdefault(task_id, index)
         return all(self._applied.get(n, -1) >= since for n in ready_nodes)

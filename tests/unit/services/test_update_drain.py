@@ -30,6 +30,17 @@ def test_drained_only_once_every_ready_node_applied_a_later_answer() -> None:
     assert DrainWatch().drained("u", 1, [])
 
 
+def test_a_long_polls_index_says_what_a_node_applied() -> None:
+    watch = DrainWatch()
+    assert not watch.drained("t", 20, ["n1", "n2"])
+    watch.applied("n1", 20)
+    watch.applied("n2", 19)
+    assert not watch.drained("t", 21, ["n1", "n2"])
+    watch.applied("n2", 21)
+    watch.applied("n2", 3)  # a late, older request never moves it back
+    assert watch.drained("t", 22, ["n1", "n2"])
+
+
 def test_forget_drops_tasks_no_longer_leaving() -> None:
     watch = DrainWatch()
     watch.drained("t", 5, [])
