@@ -299,7 +299,7 @@ class DrainWatch:
 
     def answered(self, node_id: str, index: int) -> None:
         """`node_id` asked again and gets an answer at `index`."""
-        self._applied[node_id] = self._answered.get(node_id, -1)
+        self.applied(node_id, self._answered.get(node_id, -1))
         self._answered[node_id] = index
 
     def applied(self, node_id: str, index: int) -> None:
