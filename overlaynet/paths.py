@@ -87,6 +87,17 @@ def make_private_dir(path: Path) -> list[Path]:
     return narrowed
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically, owner-only from the first byte (a temporary file
+    beside it, created 0600, renamed over it): no window in which it is readable by others."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, PRIVATE_FILE_MODE)  # an old temporary file kept its wider mode
+    tmp.replace(path)
+
+
 def _narrow(path: Path, mode: int) -> bool:
     current = stat.S_IMODE(path.stat().st_mode)
     if current & 0o077 == 0:

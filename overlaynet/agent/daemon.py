@@ -52,7 +52,7 @@ from overlaynet.errors import ApiError, Conflict, InvalidArgument, NotFound, Una
 from overlaynet.host import links, netns, process
 from overlaynet.model import Container, Driver, Endpoint, Network, Status
 from overlaynet.names import new_id
-from overlaynet.paths import HostPaths, make_private_dir
+from overlaynet.paths import HostPaths, make_private_dir, write_private
 from overlaynet.wire.vxlan import VXLAN_PORT
 
 log = logging.getLogger("overlaynet.agent")
@@ -258,7 +258,7 @@ class Agent:
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listener = bind_unix(self.paths.socket)
-        self.paths.pid_file.write_text(f"{os.getpid()}\n")
+        write_private(self.paths.pid_file, f"{os.getpid()}\n")
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

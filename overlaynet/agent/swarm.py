@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from overlaynet.cluster.manager import ManagerServer, init_swarm
 from overlaynet.cluster.state import MANAGER_PORT, ClusterError, Role
 from overlaynet.cluster.store import ClusterStore
 from overlaynet.errors import ApiError, Conflict, InvalidArgument, error_for
+from overlaynet.paths import write_private
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,8 @@ class SwarmMember:
     def _save(self) -> None:
         assert self.joined is not None
         doc = {"join": self.joined.to_doc(), "advertise_addr": self.advertise_addr}
-        tmp = self._file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.chmod(tmp, 0o600)  # the credential and the gossip key are secrets
-        tmp.replace(self._file)
+        # The credential and the gossip key are secrets.
+        write_private(self._file, json.dumps(doc, indent=2))
 
     @property
     def in_swarm(self) -> bool:

@@ -25,7 +25,7 @@ from pathlib import Path
 from overlaynet import api
 from overlaynet.host import links, netns
 from overlaynet.names import NAMESPACE_PREFIX, check_lab_name, lab_namespace, lab_of_namespace
-from overlaynet.paths import HostPaths, lab_dir, make_private_dir, run_root
+from overlaynet.paths import HostPaths, lab_dir, make_private_dir, run_root, write_private
 
 UNDERLAY = "ul"
 UNDERLAY_BRIDGE = "br0"
@@ -81,9 +81,7 @@ def _write_lab_file(lab: str, hosts: list[LabHost]) -> None:
         "hosts": [{"name": h.name, "ip": h.ip} for h in hosts],
         "owner_pid": os.getpid(),
     }
-    tmp = lab_file(lab).with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(lab_file(lab))
+    write_private(lab_file(lab), json.dumps(doc, indent=2))
 
 
 def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) -> list[LabHost]:

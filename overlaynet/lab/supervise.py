@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from overlaynet.paths import write_private
+
 #: First back-off after a failure; doubled per failure in a row, up to the cap (systemd's
 #: RestartSec defaults to 100 ms; a little more keeps a crash loop from eating a core).
 FIRST_BACKOFF = 0.5
@@ -57,7 +59,7 @@ def supervise(pid_file: Path, argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    pid_file.write_text(f"{os.getpid()}\n")
+    write_private(pid_file, f"{os.getpid()}\n")
     failures = 0
     try:
         while True:
