@@ -31,6 +31,10 @@ from tests.integration.services.test_services_swarm import (
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
+# The routing mesh's client: a namespace on the lab underlay that is not a node, asking node1.
+CLIENT_ADDR = "192.168.0.200/24"
+NODE1 = "192.168.0.11"
+MESH_PORT = 8088
 # Long enough for a scheduling pass, a health check and Docker's restart delay.
 CONVERGE = 60.0
 HEALTH = ["--health-cmd", "wget -q -O /dev/null http://127.0.0.1/", "--health-interval", "500ms"]
@@ -40,7 +44,8 @@ LOAD_MAX = 5000
 LOAD_SECONDS = 180.0
 _LOAD = """
 import os, socket, sys, time
-addr, stop, limit, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+addr, port, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+limit, seconds = int(sys.argv[4]), float(sys.argv[5])
 end = time.monotonic() + seconds
 for _ in range(limit):
     if os.path.exists(stop) or time.monotonic() > end:
@@ -48,7 +53,7 @@ for _ in range(limit):
     stage = "connect"
     t0 = time.time()
     try:
-        s = socket.create_connection((addr, 80), timeout=5)
+        s = socket.create_connection((addr, port), timeout=5)
         stage = "recv:%s:%d" % s.getsockname()
         s.sendall(b"GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
         data = b""
@@ -96,6 +101,30 @@ def stop_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pass
 
 
+def update_under_load(
+    lab: Lab, service: str, enter: list[str], addr: str, port: int, stop_file: str
+) -> tuple[float, list[list[str]], str]:
+    """`service update --env-add VERSION=2` while the load runs (`enter` + python3): the
+    update's duration, each request's result and the CLI's output."""
+    load = subprocess.Popen(
+        [*enter, "python3", "-c", _LOAD, addr, str(port), stop_file,
+         str(LOAD_MAX), str(LOAD_SECONDS)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)  # requests flowing before the update starts
+        started = time.monotonic()
+        out = lab.ok("node1", "service", "update", "--env-add", "VERSION=2", service)
+        duration = time.monotonic() - started
+        time.sleep(1.0)  # and after it ended
+    finally:
+        with open(stop_file, "w"):
+            pass
+        output, _ = load.communicate(timeout=60)
+    lines = output.split()
+    return duration, [lines[i : i + 2] for i in range(0, len(lines), 2)], out
+
+
 def test_rolling_update_under_load_fails_no_request(swarm: Lab, stop_file: str) -> None:
     swarm.ok(
         "node1", "service", "create", "--name", "rollweb", "--replicas", "3",
@@ -104,23 +133,8 @@ def test_rolling_update_under_load_fails_no_request(swarm: Lab, stop_file: str) 
     pid, vip = client_pid(swarm), vip_of(swarm, "rollweb")
     assert wait_until(lambda: len(served_by(pid, vip, 80, 30)) == 3, CONVERGE)
     before = set(served_by(pid, vip, 80, 30))
-    load = subprocess.Popen(
-        ["nsenter", "-t", str(pid), "-n", "python3", "-c", _LOAD, vip, stop_file,
-         str(LOAD_MAX), str(LOAD_SECONDS)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        time.sleep(1.0)  # requests flowing before the update starts
-        started = time.monotonic()
-        out = swarm.ok("node1", "service", "update", "--env-add", "VERSION=2", "rollweb")
-        duration = time.monotonic() - started
-        time.sleep(1.0)  # and after it ended
-    finally:
-        with open(stop_file, "w"):
-            pass
-        output, _ = load.communicate(timeout=60)
-    lines = output.split()
-    results = [lines[i : i + 2] for i in range(0, len(lines), 2)]
+    enter = ["nsenter", "-t", str(pid), "-n"]
+    duration, results, out = update_under_load(swarm, "rollweb", enter, vip, 80, stop_file)
     failed = [r for r in results if r[0] == "fail"]
     served = {r[1] for r in results if r[0] == "ok"}
     print(f"rolling update of 3 replicas: {duration:.1f} s, {len(results)} requests, "
@@ -170,3 +184,50 @@ def test_failing_health_checks_roll_back_by_themselves(swarm: Lab) -> None:
         ),
         CONVERGE,
     )
+
+
+@pytest.fixture
+def client(swarm: Lab) -> Iterator[str]:
+    """A namespace on the lab's underlay that is not a node (the routing mesh's client)."""
+    name = f"onet-{swarm.name}-client"
+    underlay = f"onet-{swarm.name}-ul"
+    try:
+        for cmd in (
+            ["ip", "netns", "add", name],
+            ["ip", "-n", name, "link", "set", "lo", "up"],
+            ["ip", "-n", name, "link", "add", "eth0", "type", "veth",
+             "peer", "name", "client", "netns", underlay],
+            ["ip", "-n", underlay, "link", "set", "client", "master", "br0", "up"],
+            ["ip", "-n", name, "addr", "add", CLIENT_ADDR, "dev", "eth0"],
+            ["ip", "-n", name, "link", "set", "eth0", "up"],
+        ):  # fmt: skip
+            subprocess.run(cmd, check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_rolling_update_through_the_routing_mesh_fails_no_request(
+    swarm: Lab, client: str, stop_file: str
+) -> None:
+    swarm.ok(
+        "node1", "service", "create", "--name", "meshweb", "--replicas", "3",
+        "--publish", f"{MESH_PORT}:80", *HEALTH, "--update-monitor", "1s", "overlaynet/web",
+    )  # fmt: skip
+    enter = ["ip", "netns", "exec", client]
+
+    def answers() -> bool:
+        probe = subprocess.run(
+            [*enter, "python3", "-c", _LOAD, NODE1, str(MESH_PORT), "/nonexistent", "30", "20"],
+            capture_output=True, text=True, timeout=200, check=False,
+        )  # fmt: skip
+        names = {line.split()[1] for line in probe.stdout.splitlines() if line.startswith("ok")}
+        return len(names) == 3
+
+    assert wait_until(answers, CONVERGE)
+    duration, results, out = update_under_load(swarm, "meshweb", enter, NODE1, MESH_PORT, stop_file)
+    failed = [r for r in results if r[0] == "fail"]
+    print(f"rolling update through the routing mesh: {duration:.1f} s, {len(results)} requests, "
+          f"{len(failed)} failed")  # fmt: skip
+    assert "update completed" in out
+    assert results and not failed, failed[:5]
