@@ -319,6 +319,17 @@ class NodeRm(Request):
     force: bool = False
 
 
+@dataclass(frozen=True)
+class NodeCa(Request):
+    OP: ClassVar[str] = "node.ca"
+
+
+@dataclass(frozen=True)
+class NodeRevoke(Request):
+    OP: ClassVar[str] = "node.revoke"
+    node: str
+
+
 # ---- services (answered by the managers; argument shapes in the managers' service.* ops) --
 
 
@@ -397,6 +408,8 @@ CLUSTER_REQUESTS: tuple[type[Request], ...] = (
     NodePromote,
     NodeDemote,
     NodeRm,
+    NodeCa,
+    NodeRevoke,
     ServiceCreate,
     ServiceLs,
     ServicePs,

@@ -695,6 +695,37 @@ def cmd_node_rm(ns: argparse.Namespace) -> int:
     return _each(ns.nodes, lambda n: call(ns, "node.rm", node=n, force=ns.force), echo=True)[1]
 
 
+def _utc(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def cmd_node_ca(ns: argparse.Namespace) -> int:
+    """`node ca`: each node's credential, as the managers know it."""
+    rows = call(ns, "node.ca")
+    if ns.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    out = [
+        [
+            r["id"],
+            r["hostname"],
+            r["role"],
+            r["fingerprint"][:16] if r["fingerprint"] else "-",
+            _utc(r["issued"]),
+            r["status"] if r["revoked"] is None else f"{r['status']} {_utc(r['revoked'])}",
+        ]
+        for r in rows
+    ]
+    print(table(["ID", "HOSTNAME", "ROLE", "FINGERPRINT", "ISSUED", "STATUS"], out))
+    return 0
+
+
+def cmd_node_revoke(ns: argparse.Namespace) -> int:
+    return _each(ns.nodes, lambda n: call(ns, "node.revoke", node=n), echo=True)[1]
+
+
 def cmd_gossip_members(ns: argparse.Namespace) -> int:
     rows = [
         [m["name"], m["addr"], m["state"], str(m["incarnation"])]
@@ -1033,6 +1064,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-f", "--force", action="store_true")
     c.add_argument("nodes", nargs="+")
     c.set_defaults(func=cmd_node_rm)
+    c = node.add_parser("ca", help="node credentials: list, or `revoke NODE`")
+    c.add_argument("--format", choices=["table", "json"], default="table")
+    c.set_defaults(func=cmd_node_ca)
+    revoke = c.add_subparsers(dest="ca_verb", metavar="VERB").add_parser(
+        "revoke", help="refuse nodes' credentials from now on (they stay listed as revoked)"
+    )
+    revoke.add_argument("nodes", nargs="+")
+    revoke.set_defaults(func=cmd_node_revoke)
 
     gossip = sub.add_parser("gossip", help="the control plane's view").add_subparsers(
         dest="verb", metavar="VERB", required=True

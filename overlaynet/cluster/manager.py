@@ -24,6 +24,7 @@ and replays, even after a restart, change nothing. Every rejection is counted by
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -481,6 +482,16 @@ class ManagerServer:
                 f"node {node_id} is not a member of this swarm (was it removed?): "
                 "run `swarm leave --force` on it and join again",
             )
+        if self.state.is_revoked(node_id):
+            # Counted as unknown_node (its docstring: "removed: revoked") and, to tell the two
+            # apart, as the counter `revoked_frames`.
+            self.stats["revoked_frames"] += 1
+            raise _Turnaway(
+                Rejection.UNKNOWN_NODE,
+                ErrorKind.FORBIDDEN,
+                f"node {node_id}'s credential was revoked by a manager (`node ca revoke`): "
+                "the managers refuse it; run `swarm leave --force` on it and join again",
+            )
         key = self._node_key(node_id, credential)
         msg = protocol.open_sealed(frame, key, now=self._clock(), guard=self._guard)
         request = protocol.request_from(msg)
@@ -530,6 +541,8 @@ class ManagerServer:
         caller = self.state.nodes.get(node_id)
         if caller is None:
             raise ClusterError(ErrorKind.FORBIDDEN, f"node {node_id} is not in the swarm")
+        if self.state.is_revoked(node_id):
+            raise ClusterError(ErrorKind.FORBIDDEN, f"node {node_id}'s credential is revoked")
         acting = caller
         on_behalf = args.pop("_as", None)
         if on_behalf is not None:
@@ -541,6 +554,8 @@ class ManagerServer:
             if on_behalf not in self.state.nodes:
                 raise ClusterError(ErrorKind.NOT_FOUND, f"node {on_behalf} is not in the swarm")
             acting = self.state.nodes[on_behalf]
+            if self.state.is_revoked(on_behalf):
+                raise ClusterError(ErrorKind.FORBIDDEN, f"node {on_behalf}'s credential is revoked")
         if acting.role is not Role.MANAGER and not cls.WORKER:
             raise ClusterError(ErrorKind.FORBIDDEN, self._worker_refusal(acting, op))
         # Decoded and checked once, here: handlers get a typed request, never raw arguments.
@@ -768,6 +783,29 @@ class ManagerServer:
             "manager_status": manager_status,
             "self": node.id == caller.id,
         }
+
+    def _h_node_ca(self, acting: Node, req: rq.NodeCa) -> Any:
+        rows = []
+        for node in sorted(self.state.nodes.values(), key=lambda n: (n.hostname, n.id)):
+            key = self.state.credentials.get(node.id)
+            facts = self.state.credential_facts.get(node.id)
+            rows.append(
+                {
+                    "id": node.id,
+                    "hostname": node.hostname,
+                    "role": node.role.value,
+                    # A digest of the key, never the key: enough to tell two credentials apart.
+                    "fingerprint": "" if key is None else hashlib.sha256(key).hexdigest(),
+                    "issued": None if facts is None else facts.issued,
+                    "revoked": None if facts is None else facts.revoked,
+                    "status": "revoked" if self.state.is_revoked(node.id) else "active",
+                }
+            )
+        return rows
+
+    def _h_node_revoke(self, acting: Node, req: rq.NodeRevoke) -> Any:
+        node = self.state.revoke_credential(req.node, now=self._clock())
+        return {"node_id": node.id}
 
     def _network_view(self, net_ref: str) -> dict[str, Any]:
         network = self.state.find_network(net_ref)
@@ -1014,6 +1052,8 @@ _HANDLERS: dict[type[rq.ManagerRequest], _Handler] = {
     rq.NodePromote: ManagerServer._h_node_promote,
     rq.NodeDemote: ManagerServer._h_node_demote,
     rq.NodeRm: ManagerServer._h_node_rm,
+    rq.NodeCa: ManagerServer._h_node_ca,
+    rq.NodeRevoke: ManagerServer._h_node_revoke,
     rq.NetworkCreate: ManagerServer._h_network_create,
     rq.NetworkRm: ManagerServer._h_network_rm,
     rq.NetworkLs: ManagerServer._h_network_ls,

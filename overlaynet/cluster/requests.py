@@ -132,6 +132,22 @@ class NodeRm(ManagerRequest):
     force: bool = False
 
 
+@dataclass(frozen=True)
+class NodeCa(ManagerRequest):
+    """`node ca`: every node's credential (fingerprint, role, issued, active or revoked)."""
+
+    OP: ClassVar[str] = "node.ca"
+
+
+@dataclass(frozen=True)
+class NodeRevoke(ManagerRequest):
+    """`node ca revoke NODE`: the node stays listed, its credential is refused from now on."""
+
+    OP: ClassVar[str] = "node.revoke"
+    WRITE: ClassVar[bool] = True
+    node: str
+
+
 # ---- networks and addresses --------------------------------------------------------------
 
 
@@ -505,6 +521,8 @@ _CLASSES: tuple[type[ManagerRequest], ...] = (
     NodePromote,
     NodeDemote,
     NodeRm,
+    NodeCa,
+    NodeRevoke,
     NetworkCreate,
     NetworkRm,
     NetworkLs,

@@ -366,6 +366,19 @@ def _find(ref: str, what: str, items: list[_T], id_and_name: Callable[[_T], tupl
     raise ClusterError(ErrorKind.NOT_FOUND, f"{what} {ref} not found")
 
 
+@dataclass(frozen=True)
+class CredentialFacts:
+    """When a node's credential was issued and, once `node ca revoke` ran, when it was revoked
+    (None for either: issued before these were recorded, or not revoked)."""
+
+    issued: float | None = None
+    revoked: float | None = None
+
+
+def _credential_doc(key: bytes, facts: CredentialFacts) -> dict[str, Any]:
+    return {"key": key.hex(), "issued": facts.issued, "revoked": facts.revoked}
+
+
 class ClusterState:
     """The whole desired state of one swarm, as the leader holds it (and followers copy it)."""
 
@@ -373,6 +386,7 @@ class ClusterState:
         self.cluster: Cluster | None = None
         self.nodes: dict[str, Node] = {}
         self.credentials: dict[str, bytes] = {}
+        self.credential_facts: dict[str, CredentialFacts] = {}
         self.networks: dict[str, OverlayNetwork] = {}
         self.allocations: dict[tuple[str, str], Allocation] = {}
         self.services: dict[str, Service] = {}
@@ -398,8 +412,12 @@ class ClusterState:
         elif change.kind == CREDENTIAL:
             if doc is None:
                 self.credentials.pop(change.key, None)
+                self.credential_facts.pop(change.key, None)
             else:
                 self.credentials[change.key] = bytes.fromhex(doc["key"])
+                self.credential_facts[change.key] = CredentialFacts(
+                    doc.get("issued"), doc.get("revoked")
+                )
         elif change.kind == NETWORK:
             if doc is None:
                 self.networks.pop(change.key, None)
@@ -451,7 +469,12 @@ class ClusterState:
         if self.cluster is not None:
             out.append(Change(CLUSTER, _CLUSTER_KEY, _doc(self.cluster)))
         out += [Change(NODE, k, _doc(n)) for k, n in self.nodes.items()]
-        out += [Change(CREDENTIAL, k, {"key": v.hex()}) for k, v in self.credentials.items()]
+        out += [
+            Change(
+                CREDENTIAL, k, _credential_doc(v, self.credential_facts.get(k, CredentialFacts()))
+            )
+            for k, v in self.credentials.items()
+        ]
         out += [Change(NETWORK, k, _doc(n)) for k, n in self.networks.items()]
         out += [
             Change(ALLOCATION, _allocation_key(*k), _doc(a)) for k, a in self.allocations.items()
@@ -620,7 +643,7 @@ class ClusterState:
         credential = rand(KEY_BYTES)
         self._put(CLUSTER, _CLUSTER_KEY, _doc(cluster))
         self._put(NODE, node.id, _doc(node))
-        self._put(CREDENTIAL, node.id, {"key": credential.hex()})
+        self._put(CREDENTIAL, node.id, _credential_doc(credential, CredentialFacts(now)))
         self._put(NETWORK, ingress.id, _doc(ingress))
         return node
 
@@ -652,7 +675,7 @@ class ClusterState:
         )
         credential = rand(KEY_BYTES)
         self._put(NODE, node.id, _doc(node))
-        self._put(CREDENTIAL, node.id, {"key": credential.hex()})
+        self._put(CREDENTIAL, node.id, _credential_doc(credential, CredentialFacts(now)))
         return node, credential
 
     def rotate_join_token(self, role: Role, *, rand: RandomBytes) -> Cluster:
@@ -791,6 +814,28 @@ class ClusterState:
         self._put(CREDENTIAL, node.id, None)
         self._put(NODE, node.id, None)
         return node
+
+    def revoke_credential(self, ref: str, *, now: float) -> Node:
+        """`node ca revoke NODE`: the node stays listed but its credential no longer opens any
+        manager's door, and it is drained (a node that cannot report gets no tasks). Its
+        addresses stay held: its containers may still run, so freeing them would give an IP
+        and MAC twice. Revoking twice keeps the first time."""
+        node = self.find_node(ref)
+        self._check_not_leader(node, "revoked")
+        if node.role is Role.MANAGER:
+            raise ClusterError(
+                ErrorKind.CONFLICT,
+                f"{node.hostname} is a manager: demote it first (`node demote {node.hostname}`)",
+            )
+        facts = self.credential_facts.get(node.id, CredentialFacts())
+        if facts.revoked is None and node.id in self.credentials:
+            new = dataclasses.replace(facts, revoked=now)
+            self._put(CREDENTIAL, node.id, _credential_doc(self.credentials[node.id], new))
+        return self._replace_node(node, now, availability=Availability.DRAIN)
+
+    def is_revoked(self, node_id: str) -> bool:
+        facts = self.credential_facts.get(node_id)
+        return facts is not None and facts.revoked is not None
 
     def _replace_node(self, node: Node, now: float, **fields: Any) -> Node:
         new = dataclasses.replace(node, updated=now, **fields)

@@ -33,10 +33,12 @@ class Lab:
         return f"onet-{self.name}-{host}"
 
 
-def make_lab(hosts: int) -> Iterator[Lab]:
+def make_lab(hosts: int, *, swarm: bool = False) -> Iterator[Lab]:
+    """A lab of `hosts` hosts (in a swarm: node1 the manager, the others workers), removed
+    even when a test fails."""
     name = "t" + secrets.token_hex(4)
     try:
-        labmod.up(name, hosts)
+        labmod.up(name, hosts, swarm=swarm)
         yield Lab(name)
     finally:
         labmod.down(name)
