@@ -11,7 +11,7 @@
 Bounded: one lab, a fixed number of requests, each with a 5 s timeout. Needs root. Results go
 to benchmarks/results/services-<time>.json.
 
-    .venv/bin/python benchmarks/services.py [--requests 300]
+    .venv/bin/python benchmarks/services.py [--requests 300] [--converge-only]
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ def task_on(lab: Lab, service: str) -> tuple[str, str]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--requests", type=int, default=300)
+    p.add_argument(
+        "--converge-only", action="store_true", help="measure the convergence only (part 1)"
+    )
     ns = p.parse_args()
     name = "b" + secrets.token_hex(4)
     client_ns = f"onet-{name}-client"
@@ -126,47 +129,53 @@ def main() -> int:
         result["converge_s"] = round(converge, 2) if ok else None
         result["converge_goal_s"] = GOAL_CONVERGE_S
 
-        counts, _ = run_client(nsenter, bench_vip, 80, ns.requests)
-        result["spread"] = dict(counts)
-        result["spread_max_min"] = round(max(counts.values()) / min(counts.values()), 2)
+        if not ns.converge_only:
+            counts, _ = run_client(nsenter, bench_vip, 80, ns.requests)
+            result["spread"] = dict(counts)
+            result["spread_max_min"] = round(max(counts.values()) / min(counts.values()), 2)
 
-        # Straight to one task (its overlay address, as tasks.web answers), from the client task.
-        dig = [*nsenter, "dig", "+short", "tasks.web", "@127.0.0.11"]
-        task_ip = subprocess.run(dig, capture_output=True, text=True, check=True).stdout.split()[0]
-        _, direct_s = run_client(nsenter, task_ip, 80, ns.requests)
-        # Through the routing mesh: a namespace on the underlay, node1's published port.
-        subprocess.run(["ip", "netns", "add", client_ns], check=True)
-        ul = f"onet-{name}-ul"
-        subprocess.run(
-            [
-                "ip",
-                "-n",
-                client_ns,
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "client",
-                "netns",
-                ul,
-            ],
-            check=True,
-        )
-        subprocess.run(["ip", "-n", ul, "link", "set", "client", "master", "br0", "up"], check=True)
-        subprocess.run(
-            ["ip", "-n", client_ns, "addr", "add", "192.168.0.200/24", "dev", "eth0"], check=True
-        )
-        subprocess.run(["ip", "-n", client_ns, "link", "set", "eth0", "up"], check=True)
-        _, mesh_s = run_client(
-            ["ip", "netns", "exec", client_ns], "192.168.0.11", 8080, ns.requests
-        )
-        result["direct_rps"] = round(ns.requests / direct_s, 1)
-        result["mesh_rps"] = round(ns.requests / mesh_s, 1)
-        result["mesh_direct_ratio"] = round(direct_s / mesh_s, 2)
-        result["ratio_goal"] = GOAL_RATIO
+            # Straight to one task (its overlay address, as tasks.web answers), from the client.
+            dig = [*nsenter, "dig", "+short", "tasks.web", "@127.0.0.11"]
+            task_ip = subprocess.run(
+                dig, capture_output=True, text=True, check=True
+            ).stdout.split()[0]
+            _, direct_s = run_client(nsenter, task_ip, 80, ns.requests)
+            # Through the routing mesh: a namespace on the underlay, node1's published port.
+            subprocess.run(["ip", "netns", "add", client_ns], check=True)
+            ul = f"onet-{name}-ul"
+            subprocess.run(
+                [
+                    "ip",
+                    "-n",
+                    client_ns,
+                    "link",
+                    "add",
+                    "eth0",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "client",
+                    "netns",
+                    ul,
+                ],
+                check=True,
+            )
+            subprocess.run(
+                ["ip", "-n", ul, "link", "set", "client", "master", "br0", "up"], check=True
+            )
+            subprocess.run(
+                ["ip", "-n", client_ns, "addr", "add", "192.168.0.200/24", "dev", "eth0"],
+                check=True,
+            )
+            subprocess.run(["ip", "-n", client_ns, "link", "set", "eth0", "up"], check=True)
+            _, mesh_s = run_client(
+                ["ip", "netns", "exec", client_ns], "192.168.0.11", 8080, ns.requests
+            )
+            result["direct_rps"] = round(ns.requests / direct_s, 1)
+            result["mesh_rps"] = round(ns.requests / mesh_s, 1)
+            result["mesh_direct_ratio"] = round(direct_s / mesh_s, 2)
+            result["ratio_goal"] = GOAL_RATIO
     finally:
         subprocess.run(["ip", "netns", "del", client_ns], capture_output=True)
         labmod.down(name)

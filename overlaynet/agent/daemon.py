@@ -162,6 +162,7 @@ class Agent:
             rq.GossipEndpoints: self.gossip_endpoints,
             rq.Stats: self.stats,
             rq.DnsRecords: self.dns_records,
+            rq.NetworkLb: self.lb.network_doc,
         }
         handlers.update({cls: self.cluster_request for cls in rq.CLUSTER_REQUESTS})
         # Every request type has its handler: checked here, not at a client's first call.

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from overlaynet.agent import requests as rq
+from overlaynet.agent import views
 from overlaynet.agent.runtime import Allocation
 from overlaynet.agent.servicedns import SANDBOX_INGRESS, ServiceEndpoint, sandbox_name
 from overlaynet.agent.tasks import (
@@ -41,6 +42,7 @@ from overlaynet.agent.tasks import (
     local_tasks,
     task_network,
 )
+from overlaynet.dns.records import RecordKind
 from overlaynet.errors import ApiError
 from overlaynet.host import links
 from overlaynet.host.nft import (
@@ -170,6 +172,9 @@ class LbPlane:
         self.ports: PublishedPorts | None = None
         self.changed = trio.Event()
         self.counters: Counter[str] = Counter()
+        # One user of the sandboxes' balancers at a time (VipBalancer is not thread-safe): the
+        # plane's steps and `network lb`'s reads.
+        self.kernel = trio.Lock()
 
     def set_endpoints(self, doc: Mapping[str, Any]) -> None:
         """`task.assigned`'s `lb` list (this node's LB addresses)."""
@@ -196,7 +201,8 @@ class LbPlane:
                     await self.changed.wait()
                 self.changed = trio.Event()
                 try:
-                    await self.step()
+                    async with self.kernel:
+                        await self.step()
                 except (ApiError, NftError, OSError, links.LinkError) as e:
                     self.counters["lb_failures"] += 1
                     log.warning("load balancer update failed: %s", e)
@@ -349,6 +355,37 @@ class LbPlane:
         for addr in sb.addresses - addresses:
             await trio.to_thread.run_sync(_remove_address, netns, addr)
             sb.addresses.discard(addr)
+
+    async def network_doc(self, req: rq.NetworkLb) -> dict[str, Any]:
+        """`network lb NET`: this node's sandbox on the network, each VIP (with its service)
+        and its backends (with their task containers) as read back from the kernel, with
+        their connection counts, and the nft table as installed there."""
+        agent = self.agent
+        net = agent.runtime.network(req.network)
+        sb = self.sandboxes.get(net.id)
+        if sb is None:
+            return views.lb_doc(net.name, net.id, None, None, None, {}, {})
+        async with self.kernel:
+            view = await trio.to_thread.run_sync(sb.balancer.view)
+        box = agent.runtime.containers.get(sb.container_id)
+        ep = box.endpoint_on(net.id) if box is not None else None
+        services: dict[str, str] = {}
+        for s in agent.service_names.services:
+            for nid, vip in s.vips:
+                if nid == net.id:
+                    services[str(vip)] = s.name
+            if sb.gateway_addr is not None:
+                for p in s.ports:
+                    if p.mode == "ingress":
+                        published = p.published if p.published is not None else p.target
+                        services[f"{sb.gateway_addr}:{published}/{p.protocol}"] = s.name
+        tasks = {
+            str(r.address): r.name
+            for r in agent.dns_table.records_of(net.id)
+            if r.kind is RecordKind.CONTAINER
+        }
+        name = box.name if box is not None else sb.container_id
+        return views.lb_doc(net.name, net.id, name, ep.ip if ep else None, view, services, tasks)
 
     def view(self) -> list[dict[str, Any]]:
         """Each sandbox's VIPs, backends with their connection counts, and nft rules."""

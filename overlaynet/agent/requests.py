@@ -447,6 +447,15 @@ class DnsRecords(Request):
     network: str
 
 
+@dataclass(frozen=True)
+class NetworkLb(Request):
+    """A network's load balancing on this node: each VIP with its backends, their connection
+    counts, and the nft rules as installed in the network's sandbox (`network lb NET`)."""
+
+    OP: ClassVar[str] = "network.lb"
+    network: str
+
+
 REQUESTS: dict[str, type[Request]] = request_types(
     [
         Ping,
@@ -480,5 +489,6 @@ REQUESTS: dict[str, type[Request]] = request_types(
         GossipEndpoints,
         Stats,
         DnsRecords,
+        NetworkLb,
     ]
 )

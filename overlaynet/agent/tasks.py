@@ -51,6 +51,9 @@ log = logging.getLogger("overlaynet.agent.tasks")
 # assignments; polling twice a second keeps `service create` to running well under a second
 # at the cost of one small request per node (the `index` lets the planes skip unchanged answers).
 POLL_INTERVAL = 0.5
+# While a long-polled `task.assigned` is held, how often the runner looks for a change of its
+# task containers (a dict comparison): the most a failed task's report waits for it.
+LOCAL_RECHECK = 0.1
 # Docker's default grace period before SIGKILL when a task is shut down (ContainerSpec
 # StopGracePeriod, 10 s); tests and `service rm` wait for it, so it stays Docker's.
 STOP_GRACE = 10.0
@@ -478,7 +481,7 @@ class TaskRunner:
             self.health.probing.discard(task_id)
 
     async def step(self) -> None:
-        doc = await self.hooks.call("task.assigned")
+        doc = await self._assigned()
         self.counters["assigned_polls"] += 1
         index = doc.get("index")
         if isinstance(index, int) and index != self.last_index:
@@ -495,6 +498,34 @@ class TaskRunner:
         async with trio.open_nursery() as nursery:
             for action in actions:
                 nursery.start_soon(self._carry_out, action)
+
+    async def _assigned(self) -> Mapping[str, Any]:
+        """`task.assigned`, long-polled with the index of the last answer (the managers hold
+        it until the assignment moves). A change of this host's task containers meanwhile (a
+        task's process ended) ends the wait: the plan must see it at once."""
+        if self.last_index < 0:
+            doc: Mapping[str, Any] = await self.hooks.call("task.assigned")
+            return doc
+        before = self.hooks.local_tasks()
+        answer: list[Mapping[str, Any]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def ask() -> None:
+                answer.append(await self.hooks.call("task.assigned", index=self.last_index))
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                while self.hooks.local_tasks() == before:
+                    await trio.sleep(LOCAL_RECHECK)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(ask)
+            nursery.start_soon(watch)
+        if answer:
+            return answer[0]
+        self.counters["assigned_woken"] += 1
+        doc = await self.hooks.call("task.assigned")
+        return doc
 
     async def _carry_out(self, action: Action | FailUnhealthy) -> None:
         try:

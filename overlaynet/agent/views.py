@@ -6,13 +6,16 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlaynet.agent.hostcore import epoch_from_iso
 from overlaynet.dns.records import NameRecord, RecordKind
 from overlaynet.host import links
 from overlaynet.images.catalog import Image
 from overlaynet.model import Container, Driver, Network, Status, is_sandbox
+
+if TYPE_CHECKING:
+    from overlaynet.host.nft import LbView
 
 
 def network_doc(
@@ -339,3 +342,47 @@ def dns_doc(
         for r in sorted(records, key=lambda r: (r.name.lower(), r.address, r.kind.value))
     ]
     return {"Network": network, "ResolvesNames": resolves, "TTL": ttl, "Records": rows}
+
+
+def lb_doc(
+    network: str,
+    network_id: str,
+    sandbox: str | None,
+    lb_addr: str | None,
+    view: LbView | None,
+    services: Mapping[str, str],
+    tasks: Mapping[str, str],
+) -> dict[str, Any]:
+    """`network lb NETWORK`: this node's load-balancer sandbox there (None: this node has
+    none on it), each VIP it balances with the service it stands for (`services`: VIP address,
+    or `addr:port/proto` in the ingress sandbox, → service name) and its backends with their
+    task containers (`tasks`: address → container name), the connections each was sent
+    (Connections) and holds now (Active), and the nft table as read back from the kernel."""
+    vips = []
+    for v in view.vips if view is not None else ():
+        key = v.key
+        port = "*" if key.port is None else str(key.port)
+        service = services.get(key.vip) or services.get(f"{key.vip}:{port}/{key.protocol}", "")
+        vips.append(
+            {
+                "VIP": str(key),
+                "Service": service,
+                "Backends": [
+                    {
+                        "Address": str(b.backend),
+                        "Task": tasks.get(b.backend.addr, ""),
+                        "Connections": b.connections,
+                        "Active": b.active,
+                    }
+                    for b in v.backends
+                ],
+            }
+        )
+    return {
+        "Network": network,
+        "NetworkID": network_id,
+        "Sandbox": sandbox,
+        "LbAddress": lb_addr,
+        "VIPs": vips,
+        "Rules": view.rules if view is not None else "",
+    }

@@ -494,6 +494,33 @@ def _verb(sub: Any, name: str, help_text: str, fn: Callable[[argparse.Namespace]
     return p
 
 
+def lb_table(doc: Mapping[str, Any]) -> str:
+    """`network lb NET`'s text: the sandbox, a row per VIP backend, then the nft rules."""
+    if doc["Sandbox"] is None:
+        return (
+            f"network {doc['Network']}: no load balancer on this node (it has no VIPs here, or "
+            "no container of this node uses the network)"
+        )
+    rows = [
+        [v["VIP"], v["Service"] or "-", b["Address"], b["Task"] or "-", str(b["Connections"]),
+         str(b["Active"])]
+        for v in doc["VIPs"]
+        for b in v["Backends"] or [{"Address": "-", "Task": "", "Connections": 0, "Active": 0}]
+    ]  # fmt: skip
+    headers = ["VIP", "SERVICE", "BACKEND", "TASK", "CONNECTIONS", "ACTIVE"]
+    head = f"network {doc['Network']}: load balancer {doc['Sandbox']} at {doc['LbAddress']}"
+    return f"{head}\n{table(headers, rows)}\n\nnft rules as installed:\n{doc['Rules'].rstrip()}"
+
+
+def cmd_network_lb(ns: argparse.Namespace) -> int:
+    doc = cli.call(ns, "network.lb", network=ns.network)
+    if ns.format == "json":
+        print(json.dumps(doc, indent=4))
+    else:
+        print(lb_table(doc))
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add `service` to the top-level sub-parsers, and labels to `node update`."""
     svc = sub.add_parser("service", help="manage swarm services").add_subparsers(
@@ -558,3 +585,10 @@ def register(sub: Any) -> None:
     update.add_argument("--label-add", action="append", metavar="KEY=VALUE")
     update.add_argument("--label-rm", action="append", metavar="KEY")
     update.set_defaults(func=cmd_node_update)
+
+    # `network lb NET` (the network verbs are main's).
+    network = sub.choices["network"]._subparsers._group_actions[0]
+    c = network.add_parser("lb", help="this node's VIPs on NETWORK, their backends and nft rules")
+    c.add_argument("network")
+    c.add_argument("--format", choices=("table", "json"), default="table")
+    c.set_defaults(func=cmd_network_lb)

@@ -106,6 +106,13 @@ REQUEST_MEMORY = 2 * protocol.MAX_CLOCK_SKEW
 # node's tasks move at most this long after gossip's dead time (sooner when the agent calls
 # `kick`). A pass that finds nothing to do writes nothing.
 ORCHESTRATE_INTERVAL = 1.0
+# task.assigned's long-poll: an answer is held while the state stays at the index the worker
+# already has, for at most this long. Under the client's CALL_TIMEOUT (2 s), so a held call is
+# never taken for a dead manager; a worker then asks about every 1.5 s instead of every 0.5 s.
+ASSIGNED_HOLD = 1.5
+# How often a held task.assigned looks at the index again (a comparison, no I/O): the most a
+# new assignment waits before its answer leaves.
+ASSIGNED_RECHECK = 0.01
 
 
 class Rejection(StrEnum):
@@ -563,6 +570,8 @@ class ManagerServer:
         write = request.is_write()
         if self.upstream is not None and (write or request.LEADER):
             return await self._forward(op, acting.id, request.to_args(), rid)
+        if isinstance(request, rq.TaskAssigned) and request.index is not None:
+            await self._until_moved(request.index)
         handler = _HANDLERS[type(request)]
         # Writes run once per (node, request id): the key is the acting node's, so a write
         # forwarded by a follower and the same request retried here are the same request.
@@ -571,6 +580,14 @@ class ManagerServer:
         if write:
             self.orchestrate_now()
         return result
+
+    async def _until_moved(self, index: int) -> None:
+        """task.assigned's long-poll: wait while the state is still at the caller's `index`
+        (nothing new for it), at most ASSIGNED_HOLD."""
+        self.stats["assigned_held"] += 1
+        with trio.move_on_after(ASSIGNED_HOLD):
+            while self.state.index == index:
+                await trio.sleep(ASSIGNED_RECHECK)
 
     def _idempotent(self, key: str | None, run: Callable[[], Any]) -> Any:
         """Run one command unless `key` already ran; persist its changes and its answer."""

@@ -510,6 +510,9 @@ class TaskReport(ManagerRequest):
 class TaskAssigned(ManagerRequest):
     OP: ClassVar[str] = "task.assigned"
     WORKER: ClassVar[bool] = True
+    # The state index of the caller's last answer: the manager holds the answer while its
+    # state is still there (a long-poll), so a new assignment reaches the worker at once.
+    index: int | None = None
 
 
 _CLASSES: tuple[type[ManagerRequest], ...] = (

@@ -3,9 +3,12 @@
 The commands are the tutorial's own, in its order (issue 12): `alpine top` detached on the
 default bridge, where `ping alpine_host` says `bad address`; a user bridge where it answers; an
 attachable overlay whose first container gets 10.0.0.2 and reaches node2 only with a container
-there. Each step prints the command as a user would type it, then its output, and says what the
-tutorial expects; after each part it shows what was built under the hood. A step whose outcome
-differs from the tutorial's is reported, and the demo exits non-zero.
+there; then the services part (issue 13): the atsea database (dnsrr, a mode=host port) and
+appserver (the routing mesh's 8080), whose page names the task that served it. Each step prints
+the command as a user would type it, then its output, and says what the tutorial expects; after
+each part it shows what was built under the hood (for services: tasks, VIPs and their backends,
+DNS records, the published ports and the nft rules). A step whose outcome differs from the
+tutorial's is reported, and the demo exits non-zero.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from overlaynet import lab as labmod
 
 RULE = "─" * 78
+# How long the demo waits for a service to converge (the managers' restart delay is 5 s) before
+# it says the step did not behave.
+CONVERGE = 60.0
 
 
 @dataclass
@@ -88,6 +95,29 @@ class Walkthrough:
         sys.stdout.write(out.stdout + out.stderr)
         if out.returncode != 0 or not ids:
             self.fail("the clean-up removed nothing or failed")
+
+    def query(self, host: str, *args: str) -> str:
+        """What `overlaynet -H host ARGS` prints, asked behind the scenes (not shown)."""
+        argv = [sys.executable, "-m", "overlaynet", "--lab", self.lab, "-H", host, *args]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        return out.stdout if out.returncode == 0 else ""
+
+    def settle(self, host: str, args: tuple[str, ...], check: Callable[[str], bool]) -> bool:
+        """Ask behind the scenes until the output passes `check`, at most CONVERGE seconds."""
+        deadline = time.monotonic() + CONVERGE
+        while time.monotonic() < deadline:
+            if check(self.query(host, *args)):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def wait_for(self, host: str, args: tuple[str, ...], check: Callable[[str], bool]) -> None:
+        """Once `overlaynet -H host ARGS` passes `check` (asked behind the scenes, at most
+        CONVERGE seconds), show it as typed."""
+        settled = self.settle(host, args, check)
+        self.run(host, *args)
+        if not settled:
+            self.fail(f"not as expected within {CONVERGE:.0f} s")
 
     def under_the_hood(self, host: str) -> None:
         self.note(f"under the hood on {host}: links and their bridge, addresses, routes")
@@ -188,6 +218,78 @@ def _overlay(w: Walkthrough) -> None:
     w.run("node1", "swarm", "leave", "--force")
 
 
+def _swarm(w: Walkthrough) -> None:
+    init = w.run("node1", "swarm", "init", "--advertise-addr", "eth0")
+    match = re.search(r"--token (\S+) (\S+)", init)
+    token, manager = match.groups() if match else ("", "")
+    for host in ("node2", "node3"):
+        w.run(host, "swarm", "join", "--token", token, manager)
+
+
+def _running(service: str) -> Callable[[str], bool]:
+    """`service ps` shows every current task of `service` running."""
+
+    def check(out: str) -> bool:
+        rows = [line.split() for line in out.splitlines()[1:] if not line.startswith(" ")]
+        rows = [r for r in rows if len(r) > 5 and r[1].startswith(service + ".")]
+        return bool(rows) and all(r[5] == "Running" for r in rows)
+
+    return check
+
+
+def _services(w: Walkthrough) -> None:
+    w.say("Part 3: services (the atsea shop: a database and an app server behind the mesh)")
+    _swarm(w)
+    w.run("node1", "network", "create", "-d", "overlay", "atsea")
+    w.run(
+        "node1", "service", "create", "--name", "database", "--endpoint-mode", "dnsrr",
+        "--network", "atsea", "--publish", "mode=host,target=1433", "--detach=true",
+        "dockersamples/atsea-db:mssql",
+    )  # fmt: skip
+    w.note("the managers schedule the task on a node, whose agent runs it as a container")
+    w.wait_for("node1", ("service", "ps", "database"), _running("database"))
+    w.run("node1", "service", "logs", "database")
+    if not w.last.startswith("database.1."):
+        w.fail("service logs did not prefix its lines with database.1.<task id>@<node>")
+    w.run(
+        "node1", "service", "create", "--publish", "8080:8080", "--network", "atsea",
+        "--name", "appserver", "--detach=true", "dockersamples/atsea-appserver:1.0",
+    )  # fmt: skip
+    w.wait_for("node1", ("service", "ps", "appserver"), _running("appserver"))
+    w.run("node1", "service", "ls")
+    rows = w.query("node1", "service", "ps", "appserver").splitlines()[1:]
+    node = rows[0].split()[3] if rows else "node1"  # NODE, the fourth column
+    w.note(f"the task is a container on {node}, with Docker's swarm labels")
+    args = ("ps", "--filter", "label=com.docker.swarm.service.name=appserver")
+    task = w.run(node, *args, "--format", "{{.Names}}").strip()
+    w.note("the app server's page, through its service's VIP: it names the task that served it")
+    w.run(node, "exec", task, "wget", "-qO-", "http://appserver:8080/")
+    if f"served by {task}@{node}" not in w.last or "database: answered" not in w.last:
+        w.fail("the page did not name its task or did not reach the database")
+    w.note("under the hood: the VIPs per network (service inspect), the DNS records of atsea")
+    w.run("node1", "service", "inspect", "appserver")
+    w.run(node, "dns", "atsea")
+    if "tasks.database" not in w.last or "appserver" not in w.last:
+        w.fail("the DNS records lack the services' names")
+    w.note(f"the VIP's load balancer on {node}: backends, their connections, the nft rules")
+    w.run(node, "network", "lb", "atsea")
+    if "dnat to" not in w.last:
+        w.fail("no nft rule balances the VIP")
+    w.note("the published port 8080: every node DNATs it to its ingress sandbox, balanced there")
+    w.run(node, "network", "lb", "ingress")
+    if ":8080/tcp" not in w.last:
+        w.fail("the ingress sandbox does not balance port 8080")
+    for name in ("appserver", "database"):
+        w.run("node1", "service", "rm", name)
+    w.note("the tasks stop and their containers go (each within its 10 s grace), then we leave")
+    for host in ("node3", "node2", "node1"):
+        if not w.settle(host, ("ps", "-a", "--format", "{{.Names}}"), lambda out: not out.strip()):
+            w.fail(f"the services' containers are still on {host}")
+    for host in ("node3", "node2"):
+        w.run(host, "swarm", "leave")
+    w.run("node1", "swarm", "leave", "--force")
+
+
 def run(lab: str, keep: bool = False, hosts: int = 3) -> int:
     print(f"Building lab {lab!r} with {hosts} hosts…", flush=True)
     try:
@@ -200,6 +302,7 @@ def run(lab: str, keep: bool = False, hosts: int = 3) -> int:
     try:
         _bridge(w)
         _overlay(w)
+        _services(w)
     finally:
         if keep:
             print(f"\nThe lab is still up: `overlaynet lab ls`; then `lab down --name {lab}`.")

@@ -46,6 +46,15 @@ def test_lab_demo_walks_through_the_tutorial_and_cleans_up() -> None:
     assert "5 packets transmitted, 5 packets received" in part2
     assert re.search(r"UDP\s+\d+ > 4789 .*\n\s+VXLAN\s+flags 0x08 vni 409\d", part2)
     assert re.search(r"ICMP\s+echo-request", part2) and re.search(r"ICMP\s+echo-reply", part2)
+    # Services: the tutorial's commands, the task's page through the VIP, and under the hood
+    # its tasks, DNS records, the VIP's and the mesh's nft rules.
+    part3 = text.split("Part 3")[1]
+    assert "$ overlaynet -H node1 service create --publish 8080:8080 --network atsea" in part3
+    assert re.search(r"database\.1\.\w+@node\d    \| ", part3)
+    assert re.search(r"served by appserver\.1\.\w{25}@node\d\n", part3)
+    assert "database: answered on 1433" in part3
+    assert "tasks.database" in part3 and '"VirtualIPs"' in part3
+    assert re.search(r"dnat to 10\.0\.0\.\d+", part3) and re.search(r":8080/tcp", part3)
     # No step without output: every command line is followed by something it printed.
     steps = re.split(r"\n\$ ", text)[1:]
     assert all(len(step.strip().splitlines()) > 1 for step in steps), [

@@ -288,6 +288,22 @@ def test_vip_spreads_connections_over_the_tasks_and_follows_scaling(swarm: Lab) 
     assert len(counts) == 3, counts
     assert all(name.startswith("lbweb.") for name in counts)
     assert max(counts.values()) / min(counts.values()) <= 2, counts
+    # `network lb` on the client's node shows that VIP, its service, the three tasks as its
+    # backends and at least the connections each served above, and the nft rules with them.
+    lb = json.loads(swarm.ok(host, "network", "lb", "appnet", "--format", "json"))
+    assert lb["Sandbox"] == "lb_appnet" and lb["Network"] == "appnet"
+    (entry,) = [v for v in lb["VIPs"] if v["VIP"] == f"{vip}:*/tcp"]
+    assert entry["Service"] == "lbweb"
+    backends = {b["Task"]: b for b in entry["Backends"]}
+    assert set(backends) == set(counts)
+    for name, served in counts.items():
+        assert backends[name]["Connections"] >= served
+        assert f"dnat to {backends[name]['Address']}" in lb["Rules"]
+    assert vip in lb["Rules"]
+    text = swarm.ok(host, "network", "lb", "appnet")
+    assert text.startswith(f"network appnet: load balancer lb_appnet at {lb['LbAddress']}")
+    assert all(name in text for name in counts)
+
     swarm.ok("node1", "service", "scale", "lbweb=1")
     (left,) = [r["ID"] for r in current(ps_rows(swarm, "lbweb")) if r["DESIRED STATE"] == "Running"]
     # Once the shut-down tasks are gone from the VIP, every connection reaches the one left.

@@ -1,0 +1,63 @@
+"""`network lb NET` (issue 13): the agent's document of a network's load balancing (views.lb_doc)
+and the CLI's text of it (service.lb_table)."""
+
+from __future__ import annotations
+
+from overlaynet.agent.views import lb_doc
+from overlaynet.cli.service import lb_table
+from overlaynet.host.nft import Backend, BackendView, LbView, VipKey, VipView
+
+RULES = "table ip overlaynet_lb {\n  chain v_10_0_0_2_tcp_any { dnat to 10.0.0.5 }\n}\n"
+
+
+def view() -> LbView:
+    web = VipKey("10.0.0.2", None, "tcp")
+    mesh = VipKey("172.18.0.2", 8080, "tcp")
+    return LbView(
+        (
+            VipView(
+                web, (BackendView(Backend("10.0.0.5"), 7, 1), BackendView(Backend("10.0.0.6"), 3))
+            ),
+            VipView(mesh, (BackendView(Backend("10.255.0.5", 80), 2),)),
+        ),
+        RULES,
+    )
+
+
+def test_each_vip_names_its_service_and_each_backend_its_task() -> None:
+    doc = lb_doc(
+        "appnet",
+        "n1",
+        "lb_appnet",
+        "10.0.0.4",
+        view(),
+        {"10.0.0.2": "web", "172.18.0.2:8080/tcp": "mesh"},
+        {"10.0.0.5": "web.1.t1", "10.255.0.5": "mesh.1.t2"},
+    )
+    assert doc["Sandbox"] == "lb_appnet" and doc["LbAddress"] == "10.0.0.4"
+    assert doc["Rules"] == RULES
+    web, mesh = doc["VIPs"]
+    assert (web["VIP"], web["Service"]) == ("10.0.0.2:*/tcp", "web")
+    assert web["Backends"] == [
+        {"Address": "10.0.0.5", "Task": "web.1.t1", "Connections": 7, "Active": 1},
+        {"Address": "10.0.0.6", "Task": "", "Connections": 3, "Active": 0},
+    ]
+    assert (mesh["VIP"], mesh["Service"]) == ("172.18.0.2:8080/tcp", "mesh")
+    assert mesh["Backends"][0]["Address"] == "10.255.0.5:80"
+
+
+def test_the_text_has_a_row_per_backend_and_the_rules() -> None:
+    doc = lb_doc("appnet", "n1", "lb_appnet", "10.0.0.4", view(), {"10.0.0.2": "web"}, {})
+    text = lb_table(doc)
+    lines = text.splitlines()
+    assert lines[0] == "network appnet: load balancer lb_appnet at 10.0.0.4"
+    assert lines[1].split() == ["VIP", "SERVICE", "BACKEND", "TASK", "CONNECTIONS", "ACTIVE"]
+    assert lines[2].split() == ["10.0.0.2:*/tcp", "web", "10.0.0.5", "-", "7", "1"]
+    assert lines[4].split() == ["172.18.0.2:8080/tcp", "-", "10.255.0.5:80", "-", "2", "0"]
+    assert text.endswith("nft rules as installed:\n" + RULES.rstrip())
+
+
+def test_a_node_without_a_sandbox_on_the_network_says_so() -> None:
+    doc = lb_doc("appnet", "n1", None, None, None, {}, {})
+    assert doc["VIPs"] == [] and doc["Rules"] == ""
+    assert "no load balancer on this node" in lb_table(doc)
