@@ -725,7 +725,11 @@ class ManagerServer:
             return keyrotation.KeyStep.WAIT
         for gone in set(self._key_reports) - set(self.state.nodes):
             del self._key_reports[gone]
-        live = [n.id for n in self.state.nodes.values() if self.status_of(n) != "Down"]
+        live = [
+            n.id
+            for n in self.state.nodes.values()
+            if self.status_of(n) != "Down" and not self.state.is_revoked(n.id)
+        ]
         step, self._key_watch = keyrotation.decide(
             rotation, live, self._key_reports, self._key_watch, self._clock()
         )
@@ -821,7 +825,12 @@ class ManagerServer:
         return rows
 
     def _h_node_revoke(self, acting: Node, req: rq.NodeRevoke) -> Any:
+        already = self.state.is_revoked(self.state.find_node(req.node).id)
         node = self.state.revoke_credential(req.node, now=self._clock())
+        if not already:
+            # Its gossip key goes too, as on `node rm`: a staged rotation that does not wait
+            # for the revoked node (it cannot report), which then loses gossip and goes Down.
+            self.state.stage_gossip_key(rand=self._rand)
         return {"node_id": node.id}
 
     def _network_view(self, net_ref: str) -> dict[str, Any]:

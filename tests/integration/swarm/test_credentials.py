@@ -15,6 +15,9 @@ from tests.integration.labs import Lab, make_lab, wait_until
 
 # A worker asks the managers for its tasks every poll period (about a second); a few periods.
 POLLS_WITHIN = 15.0
+# A gossip key rotation takes three report periods plus two settle waits (about 15 s), then
+# gossip declares the cut-off node dead after its suspicion timeout (a few seconds).
+ROTATION_WITHIN = 60.0
 
 
 @pytest.fixture
@@ -26,6 +29,16 @@ def swarm_to_revoke() -> Iterator[Lab]:
 def credentials(lab: Lab) -> dict[str, dict[str, Any]]:
     rows = json.loads(lab.ok("node1", "node", "ca", "--format", "json"))
     return {r["hostname"]: r for r in rows}
+
+
+def info(lab: Lab, host: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(lab.ok(host, "info"))
+    return doc
+
+
+def keys(lab: Lab, host: str) -> list[str]:
+    fingerprints: list[str] = info(lab, host)["Gossip"]["KeyFingerprints"]
+    return fingerprints
 
 
 def revoked_count(lab: Lab) -> int:
@@ -62,6 +75,8 @@ def test_a_revoked_node_stays_listed_and_the_managers_refuse_it(swarm_to_revoke:
     lab.ok("node1", "network", "create", "-d", "overlay", "--attachable", "credsnet")
     lab.ok("node3", "run", "-d", "--name", "before", "--network", "credsnet", "alpine", "top")
     fingerprint = credentials(lab)["node3"]["fingerprint"]
+    assert wait_until(lambda: all(keys(lab, h) == keys(lab, "node1") for h in ("node2", "node3")))
+    (old_key,) = keys(lab, "node1")
     assert revoked_count(lab) == 0
 
     assert lab.ok("node1", "node", "ca", "revoke", "node3").strip() == "node3"
@@ -92,3 +107,18 @@ def test_a_revoked_node_stays_listed_and_the_managers_refuse_it(swarm_to_revoke:
     lab.ok("node2", "run", "-d", "--name", "n2", "--network", "credsnet", "alpine", "top")
     fmt = "{{.NetworkSettings.Networks.credsnet.IPAddress}}"
     assert lab.ok("node3", "inspect", "-f", fmt, "before").strip().startswith("10.0.")
+
+    # Its gossip key is revoked too: node1 and node2 end with one new key, and node3, still
+    # sealing with the old one, is cut off and goes Down (it stays listed).
+    def rotated() -> bool:
+        k1, k2 = keys(lab, "node1"), keys(lab, "node2")
+        return k1 == k2 and len(k1) == 1 and k1 != [old_key]
+
+    assert wait_until(rotated, ROTATION_WITHIN), (keys(lab, "node1"), keys(lab, "node2"))
+    assert keys(lab, "node3") == [old_key]
+
+    def node3_down() -> bool:
+        rows = lab.ok("node1", "node", "ls").splitlines()
+        return any(" node3 " in row and "Down" in row for row in rows)
+
+    assert wait_until(node3_down, ROTATION_WITHIN), lab.ok("node1", "node", "ls")
