@@ -508,10 +508,16 @@ class TaskRunner:
             return doc
         before = self.hooks.local_tasks()
         answer: list[Mapping[str, Any]] = []
+        refused: list[ApiError] = []
         async with trio.open_nursery() as nursery:
 
             async def ask() -> None:
-                answer.append(await self.hooks.call("task.assigned", index=self.last_index))
+                # A refusal (or no manager) must reach the caller as the plain ApiError it
+                # handles, not wrapped in this nursery's exception group.
+                try:
+                    answer.append(await self.hooks.call("task.assigned", index=self.last_index))
+                except ApiError as e:
+                    refused.append(e)
                 nursery.cancel_scope.cancel()
 
             async def watch() -> None:
@@ -521,6 +527,8 @@ class TaskRunner:
 
             nursery.start_soon(ask)
             nursery.start_soon(watch)
+        if refused:
+            raise refused[0]
         if answer:
             return answer[0]
         self.counters["assigned_woken"] += 1
