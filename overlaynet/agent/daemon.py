@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -43,6 +44,8 @@ from overlaynet.agent.swarm import SwarmMember
 from overlaynet.agent.tasks import TaskRunner, agent_hooks
 from overlaynet.api import Request
 from overlaynet.cluster.state import MANAGER_PORT
+from overlaynet.dataplane import datakeys
+from overlaynet.dataplane.seal import SEAL_OVERHEAD
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.dns import feed as dns_feed
 from overlaynet.dns.records import DnsTable, NameRecord
@@ -371,7 +374,12 @@ class Agent:
 
     async def network_create(self, req: rq.NetworkCreate) -> Any:
         if req.driver == "overlay" and self.swarm.in_swarm:
-            # In a swarm an overlay is cluster-scoped: the managers allocate its VNI and subnet.
+            # In a swarm an overlay is cluster-scoped: the managers allocate its VNI and subnet
+            # (and, --opt encrypted, its data keys: issue 18).
+            try:
+                encrypted, key_period = datakeys.wanted(req.options)
+            except datakeys.DataKeyError as e:
+                raise InvalidArgument(str(e)) from None
             res = await self.swarm.call(
                 "network.create",
                 name=req.name,
@@ -379,8 +387,13 @@ class Agent:
                 gateway=req.gateway,
                 attachable=req.attachable,
                 labels=req.labels,
+                encrypted=encrypted,
+                key_period=key_period,
             )
             return {"id": res["id"]}
+        if req.driver == "overlay" and datakeys.ENCRYPTED_OPTION in req.options:
+            # Keys come from the managers, and a static peer may be a kernel VTEP (issue 18).
+            raise InvalidArgument("an encrypted overlay is swarm-scoped: run swarm init first")
         if req.driver == "overlay":
             await self._ensure_vtep()
         net = await self._state(partial(self.runtime.network_create, req))
@@ -421,7 +434,14 @@ class Agent:
             return views.network_doc(
                 hostcore.network_from_swarm(doc),
                 [],
-                {"Overlay": {"VNI": doc["vni"], "Peers": []}},
+                {
+                    "Overlay": {
+                        "VNI": doc["vni"],
+                        "Peers": [],
+                        "Encrypted": bool(doc.get("encrypted")),
+                        "KeyIds": doc.get("key_ids", []),
+                    }
+                },
             )
         extra: dict[str, Any] = {}
         if net.driver == Driver.OVERLAY:
@@ -437,6 +457,9 @@ class Agent:
                 "StaticPeers": list(net.peers),
                 "StaticEndpoints": list(net.static_endpoints),
                 "DataPlane": dataplane,
+                # Issue 18: the key ids this host seals and opens with, never a key.
+                "Encrypted": self.overlay.encrypted(net),
+                "KeyIds": (dataplane or {}).get("key_ids", []),
             }
         return views.network_doc(net, list(rt.containers.values()), extra)
 
@@ -568,10 +591,31 @@ class Agent:
         found = exact or (prefix if len(prefix) == 1 else [])
         if not found:
             return None, None
-        net = hostcore.network_from_swarm(found[0])
+        net = self._with_data_keys(hostcore.network_from_swarm(found[0]), found[0])
         hostcore.check_attachable(net, ref)
         await self._ensure_vtep()
         return None, net
+
+    def _with_data_keys(self, net: Network, doc: dict[str, Any]) -> Network:
+        """An encrypted swarm network (issue 18): its keys to the overlay driver before it is
+        attached, the encrypted option on the record, the MTU lowered by the sealing."""
+        if not doc.get("encrypted"):
+            return net
+        self.overlay.set_data_keys(net.id, datakeys.data_keys(doc.get("data_keys") or []))
+        options = {**net.options, datakeys.ENCRYPTED_OPTION: ""}
+        return dataclasses.replace(net, mtu=net.mtu - SEAL_OVERHEAD, options=options)
+
+    async def _follow_data_keys(self) -> None:
+        """Encrypted networks' keyrings as the managers have them now (rotation)."""
+        try:
+            docs = (await self.swarm.snapshot())["networks"]
+            rings = {d["id"]: datakeys.data_keys(d["data_keys"]) for d in docs if d["encrypted"]}
+        except (ApiError, OSError, KeyError, TypeError, ValueError) as e:
+            self.counters["data_key_polls_failed"] += 1
+            log.debug("data keys not fetched: %s", e)
+            return
+        for net_id, keys in rings.items():
+            self.overlay.set_data_keys(net_id, keys)
 
     async def _allocate(self, net: Network | None, ip: str | None) -> Allocation | None:
         """An address from the managers, when `net` is a swarm network."""
@@ -731,6 +775,7 @@ class Agent:
                 await self.swarm.follow_role()
                 # Gossip key rotation: report this host's keys, take the managers' stage.
                 await self.control.follow_keys(self.swarm)
+                await self._follow_data_keys()
 
     async def swarm_init(self, req: rq.SwarmInit) -> Any:
         ip, port = self._advertise(req.advertise_addr)

@@ -4,6 +4,10 @@ Per overlay network the runtime builds a bridge; this driver adds the TAP (`on-t
 VTEP reads and writes, attaches it to the bridge, and feeds the VTEP the network's peers and
 remote endpoints: the static ones a user gives (`network peer`, `network fdb`), and later the
 ones the control plane learns. The VTEP itself lives in `dataplane/`.
+
+An encrypted overlay (`--opt encrypted`, issue 18) gets the data keys the managers hand out
+(`set_data_keys`, before the TAP joins the bridge, so no frame ever leaves it plain) and takes
+no static peers or endpoints: those may be kernel VTEPs, which cannot open sealed frames.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from overlaynet.dataplane.datakeys import ENCRYPTED_OPTION
 from overlaynet.dataplane.fdb import RemoteEndpoint
+from overlaynet.dataplane.seal import DataKey
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.host import links
 from overlaynet.model import Network
@@ -46,6 +52,8 @@ class OverlayDriver:
         # What the control plane knows per network: other hosts' endpoints and the hosts in it.
         self._learned: dict[str, set[RemoteEndpoint]] = {}
         self._learned_peers: dict[str, set[str]] = {}
+        # Encrypted networks' keyrings (primary first), by network id, attached or not yet.
+        self._keys: dict[str, list[DataKey]] = {}
 
     def _ensure_vtep(self) -> Vtep:
         """The VTEP the agent runs as a plane of its nursery (it starts it before a request
@@ -65,11 +73,20 @@ class OverlayDriver:
         vtep = self._ensure_vtep()
         if net.id in self._vni_of:
             self.detach(net)
+        keys = self._keys.get(net.id)
+        if self.encrypted(net) and not keys:
+            raise RuntimeError(
+                f"network {net.name} is encrypted and its data key has not come from the "
+                "managers yet: retry in a moment"
+            )
+        self._check_static(net)
         tap = KernelNames.tap(net.id)
         vtep.add_network(net.vni, tap, net.mtu)
         self._vni_of[net.id] = net.vni
         self._nets[net.id] = net
         try:
+            if keys:
+                vtep.set_keys(net.vni, keys)
             with links.ipr() as sock:
                 idx = links.index_of(sock, tap)
                 bridge = links.index_of(sock, net.bridge_ifname)
@@ -82,8 +99,31 @@ class OverlayDriver:
 
     def apply_static(self, net: Network) -> None:
         """(Re)load the peers and static endpoints recorded on the network."""
+        self._check_static(net)
         self._nets[net.id] = net
         self._apply(net.id)
+
+    def encrypted(self, net: Network) -> bool:
+        return ENCRYPTED_OPTION in net.options or net.id in self._keys
+
+    def _check_static(self, net: Network) -> None:
+        if self.encrypted(net) and (net.peers or net.static_endpoints):
+            raise ValueError(
+                f"network {net.name} is encrypted: it takes no static peers or endpoints "
+                "(only the swarm's agents can open its frames, a kernel VTEP cannot)"
+            )
+
+    def set_data_keys(self, net_id: str, keys: list[DataKey]) -> None:
+        """An encrypted network's keyring from the managers (primary first): applied at once
+        if the network is served here, else when it is attached. An empty keyring changes
+        nothing: an encrypted network never turns plain."""
+        if not keys or self._keys.get(net_id) == keys:
+            return
+        self._keys[net_id] = list(keys)
+        vni = self._vni_of.get(net_id)
+        if self.vtep is not None and vni is not None:
+            self.vtep.set_keys(vni, keys)
+            log.info("network %s data keys now %s", net_id, [k.key_id for k in keys])
 
     def learn(self, net_id: str, endpoints: Iterable[RemoteEndpoint], peers: Iterable[str]) -> None:
         """What the control plane knows about a network now (replaces what it said before)."""

@@ -59,6 +59,7 @@ from overlaynet.cluster.state import (
     Node,
     Role,
     allocation_doc,
+    member_network_doc,
     network_doc,
     node_doc,
 )
@@ -702,6 +703,7 @@ class ManagerServer:
         while True:
             self.orchestrate_now()
             self.advance_key_rotation()
+            self.rotate_data_keys()
             with trio.move_on_after(ORCHESTRATE_INTERVAL):
                 await self._kick.wait()
             self._kick = trio.Event()
@@ -716,6 +718,23 @@ class ManagerServer:
             pending=cluster.pending_gossip_key,
             again=cluster.gossip_rotation_again,
         )
+
+    def rotate_data_keys(self) -> list[str]:
+        """The leader's rotation of encrypted networks' data keys (issue 18), committed like
+        any command; the ids of the networks whose key changed."""
+        if not self.is_leader or self.state.cluster is None:
+            return []
+        try:
+            changed = self.state.rotate_data_keys(now=self._clock(), rand=self._rand)
+            self._persist()
+        except Exception:
+            self.stats["data_key_rotation_errors"] += 1
+            log.exception("data key rotation failed")
+            self._rollback()
+            return []
+        if changed:
+            self.stats["data_key_rotations"] += len(changed)
+        return [n.id for n in changed]
 
     def advance_key_rotation(self) -> keyrotation.KeyStep:
         """Take the gossip key rotation's next step if every live node is ready for it (the
@@ -922,6 +941,8 @@ class ManagerServer:
             attachable=req.attachable,
             labels=req.labels,
             vni=req.vni,
+            encrypted=req.encrypted,
+            **({} if req.key_period is None else {"key_period": req.key_period}),
         )
         return network_doc(network)
 
@@ -956,7 +977,8 @@ class ManagerServer:
             "index": self.state.index,
             "node": self.node_view(acting, acting),
             "managers": [str(m.manager_addr) for m in self.state.managers()],
-            "networks": [network_doc(n) for n in nets],
+            # With the data keys of encrypted networks: only members ask (authenticated).
+            "networks": [member_network_doc(n) for n in nets],
             "allocations": mine,
             # Gossip keys to accept, the one to send with first (rotation, see gossip.rotate).
             "gossip_keyring": self.state.require_cluster().gossip_keyring,

@@ -161,6 +161,9 @@ class NetworkCreate(ManagerRequest):
     attachable: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     vni: int | None = None
+    # --opt encrypted (issue 18): data keys from the managers, rotated every key_period s.
+    encrypted: bool = False
+    key_period: float | None = None
 
 
 @dataclass(frozen=True)

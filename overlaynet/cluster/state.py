@@ -53,6 +53,7 @@ from overlaynet.cluster.tasks import (
 )
 from overlaynet.cluster.tokens import RandomBytes
 from overlaynet.cluster.update import UpdateStatus, status_doc, status_from_doc
+from overlaynet.dataplane import datakeys
 from overlaynet.names import BadName, check_object_name
 from overlaynet.wire.vxlan import VNI_MAX
 
@@ -187,6 +188,10 @@ class OverlayNetwork:
     labels: Mapping[str, str] = field(default_factory=dict)
     driver: str = "overlay"
     scope: str = "swarm"
+    # --opt encrypted (issue 18): the data keys, primary first (datakeys), rotated each period.
+    encrypted: bool = False
+    key_period: float = datakeys.ROTATION_PERIOD
+    data_keys: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -923,9 +928,17 @@ class ClusterState:
         attachable: bool = False,
         labels: Mapping[str, str] | None = None,
         vni: int | None = None,
+        encrypted: bool = False,
+        key_period: float = datakeys.ROTATION_PERIOD,
     ) -> OverlayNetwork:
-        """A swarm-scoped overlay: a free VNI from 4096 up, a free /24 from 10.0.0.0 up."""
+        """A swarm-scoped overlay: a free VNI from 4096 up, a free /24 from 10.0.0.0 up;
+        `encrypted`: with a data key from `rand`, rotated every `key_period` seconds."""
         self.require_cluster()
+        if encrypted and key_period < datakeys.ROTATION_MIN:
+            raise ClusterError(
+                ErrorKind.INVALID,
+                f"data key period {key_period} s: at least {datakeys.ROTATION_MIN:.0f} s",
+            )
         try:
             check_object_name(name, "network")
         except BadName as e:
@@ -963,11 +976,26 @@ class ClusterState:
             ingress=False,
             created=now,
             labels=dict(labels or {}),
+            encrypted=encrypted,
+            key_period=key_period,
+            data_keys=datakeys.new_keyring(now, rand) if encrypted else [],
         )
         if network.id in self.networks:
             raise ClusterError(ErrorKind.CONFLICT, "network id collision: try again")
         self._put(NETWORK, network.id, _doc(network))
         return network
+
+    def rotate_data_keys(self, *, now: float, rand: RandomBytes) -> list[OverlayNetwork]:
+        """A new data key for every encrypted network whose key served its period, the old one
+        kept for the grace period (datakeys.rotated); the networks changed."""
+        changed = []
+        for network in list(self.networks.values()):
+            if network.encrypted and datakeys.due(network.data_keys, now, network.key_period):
+                ring = datakeys.rotated(network.data_keys, now, rand)
+                network = dataclasses.replace(network, data_keys=ring)
+                self._put(NETWORK, network.id, _doc(network))
+                changed.append(network)
+        return changed
 
     def remove_network(self, ref: str) -> OverlayNetwork:
         network = self.find_network(ref)
@@ -1455,7 +1483,15 @@ def node_doc(node: Node) -> dict[str, Any]:
 
 
 def network_doc(network: OverlayNetwork) -> dict[str, Any]:
-    return _doc(network)
+    """What views show: the key ids of an encrypted network, never its keys."""
+    doc = _doc(network)
+    doc["key_ids"] = datakeys.key_ids(doc.pop("data_keys"))
+    return doc
+
+
+def member_network_doc(network: OverlayNetwork) -> dict[str, Any]:
+    """What a member node gets (state.snapshot): the network with its data keys."""
+    return {**network_doc(network), "data_keys": _doc(network)["data_keys"]}
 
 
 def allocation_doc(alloc: Allocation, network: OverlayNetwork) -> dict[str, Any]:

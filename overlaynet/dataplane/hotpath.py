@@ -603,6 +603,25 @@ class HotLoop:
                 self._count_unauthenticated(data[4:7])
                 return None
             return plain, len(plain)
+        seal = sealed.get(data[4:7])
+        if seal is not None:
+            # The usual buffer: one sealed train of one network, opened in one go.
+            run = seal.open_run(data, seg, sender)
+            if run is not None:
+                parts, bad = run
+                if bad:
+                    self._count_unauthenticated(data[4:7], bad)
+                if not parts:
+                    return None
+                first = len(parts[0]) + len(parts[1])
+                if len(parts[-2]) + len(parts[-1]) <= first and all(
+                    len(p) == first - 8 for p in parts[1:-2:2]
+                ):
+                    return b"".join(parts), first
+                self._deliver_each(
+                    [parts[i] + parts[i + 1] for i in range(0, len(parts), 2)], sender
+                )
+                return None
         out: list[bytes] = []
         for s in range(0, size, seg):
             datagram = data[s : s + seg]
@@ -620,7 +639,12 @@ class HotLoop:
         first = len(out[0])
         if all(len(d) == first for d in out[:-1]) and len(out[-1]) <= first:
             return b"".join(out), first
-        for datagram in out:
+        self._deliver_each(out, sender)
+        return None
+
+    def _deliver_each(self, datagrams: list[bytes], sender: str) -> None:
+        """Opened datagrams that cannot go on as one run: each to its TAP as it is."""
+        for datagram in datagrams:
             target, inner = ingress(
                 self.networks, self.members, datagram, sender, self._counters, strict=self._strict
             )
@@ -634,11 +658,10 @@ class HotLoop:
                     os.write(queue_fd, PLAIN_VNET_HDR + inner if target.vnet_len else inner)
                 except OSError:
                     target.counters["rx_drop_tap_error"] += 1
-        return None
 
-    def _count_unauthenticated(self, vni_key: bytes) -> None:
+    def _count_unauthenticated(self, vni_key: bytes, count: int = 1) -> None:
         net = self.networks.get(vni_key)
-        (net.counters if net is not None else self._counters)["rx_drop_unauthenticated"] += 1
+        (net.counters if net is not None else self._counters)["rx_drop_unauthenticated"] += count
 
     @staticmethod
     def _write_merged(

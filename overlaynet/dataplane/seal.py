@@ -127,15 +127,7 @@ class Sealer:
             out += (sealed + nonce, encrypt(nonce, frame, aad))
         return out
 
-    def open(self, datagram: bytes, sender: str) -> bytes | None:
-        """The plain datagram (VXLAN header with its key id octet cleared, inner frame), or None
-        if it does not authenticate: unknown key id, too short, tampered, or sealed by
-        someone else than `sender` (the outer source address is associated data)."""
-        if len(datagram) < _VXLAN_LEN + SEAL_OVERHEAD:
-            return None
-        aead = self._ring.get(datagram[KEY_ID_OFFSET])
-        if aead is None:
-            return None
+    def _sender(self, sender: str) -> bytes | None:
         packed = self._aad.get(sender)
         if packed is None:
             try:
@@ -144,6 +136,53 @@ class Sealer:
                 return None
             if len(self._aad) < 4096:  # bounded: members are few, forgers many
                 self._aad[sender] = packed
+        return packed
+
+    def open_run(self, data: bytes, seg: int, sender: str) -> tuple[list[bytes], int] | None:
+        """Open a receive buffer of `seg`-octet datagrams (the last may be shorter) that all
+        carry this network's VNI: the plain datagrams as parts (header, inner, header, ...)
+        and how many did not authenticate; None if a datagram has another VNI (the caller
+        then opens them one by one). No copies but the plaintexts (memoryview slices)."""
+        packed = self._sender(sender)
+        size = len(data)
+        if packed is None:
+            return [], -(-size // seg)
+        view = memoryview(data)
+        vni = data[4:7]
+        ring = self._ring
+        shortest = _VXLAN_LEN + SEAL_OVERHEAD
+        out: list[bytes] = []
+        bad = 0
+        last = plain = b""
+        for s in range(0, size, seg):
+            e = s + seg if s + seg < size else size
+            if view[s + 4 : s + 7] != vni:
+                return None
+            aead = ring.get(data[s + KEY_ID_OFFSET])
+            if aead is None or e - s < shortest:
+                bad += 1
+                continue
+            header = data[s : s + _VXLAN_LEN]
+            try:
+                inner = aead.decrypt(view[s + 8 : s + 20], view[s + 20 : e], header + packed)
+            except InvalidTag:
+                bad += 1
+                continue
+            if header != last:
+                last, plain = header, header[:KEY_ID_OFFSET] + b"\x00"
+            out += (plain, inner)
+        return out, bad
+
+    def open(self, datagram: bytes, sender: str) -> bytes | None:
+        """The plain datagram (VXLAN header with its key id octet cleared, inner frame), or None
+        if it does not authenticate: unknown key id, too short, tampered, or sealed by
+        someone else than `sender` (the outer source address is associated data)."""
+        if len(datagram) < _VXLAN_LEN + SEAL_OVERHEAD:
+            return None
+        aead = self._ring.get(datagram[KEY_ID_OFFSET])
+        packed = self._sender(sender)
+        if aead is None or packed is None:
+            return None
         header = datagram[:_VXLAN_LEN]
         try:
             inner = aead.decrypt(
