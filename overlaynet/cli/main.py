@@ -163,12 +163,15 @@ def _print_json(docs: list[Any], template: str | None) -> None:
             raise CliError(str(e)) from None
 
 
-def _key_values(items: Sequence[str] | None, what: str) -> dict[str, str]:
+def _key_values(items: Sequence[str] | None, what: str, bare: bool = False) -> dict[str, str]:
+    """KEY=VALUE items; with `bare`, a lone KEY means an empty value, as Docker reads
+    `--opt encrypted` and `--label K`."""
     out: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(f"invalid {what} {item!r}: expected KEY=VALUE")
+        if not key or not (sep or bare):
+            expected = "KEY[=VALUE]" if bare else "KEY=VALUE"
+            raise CliError(f"invalid {what} {item!r}: expected {expected}")
         out[key] = value
     return out
 
@@ -184,8 +187,8 @@ def cmd_network_create(ns: argparse.Namespace) -> int:
         driver=ns.driver,
         subnet=ns.subnet,
         gateway=ns.gateway,
-        options=_key_values(ns.opt, "option"),
-        labels=_key_values(ns.label, "label"),
+        options=_key_values(ns.opt, "option", bare=True),
+        labels=_key_values(ns.label, "label", bare=True),
         internal=ns.internal,
         attachable=ns.attachable,
         ip_range=ns.ip_range,

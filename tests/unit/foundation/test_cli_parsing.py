@@ -80,7 +80,16 @@ def test_lab_none_talks_to_a_real_hosts_agent() -> None:
 
 def test_key_value_errors_are_cli_errors() -> None:
     with pytest.raises(cli.CliError, match="expected KEY=VALUE"):
-        cli._key_values(["novalue"], "option")
+        cli._key_values(["novalue"], "environment variable")
+    with pytest.raises(cli.CliError, match=r"expected KEY\[=VALUE\]"):
+        cli._key_values(["=x"], "option", bare=True)
+
+
+def test_a_bare_option_is_an_empty_value_as_docker_reads_opt_encrypted() -> None:
+    assert cli._key_values(["encrypted", "a=b"], "option", bare=True) == {
+        "encrypted": "",
+        "a": "b",
+    }
 
 
 def test_unknown_verbs_exit_125_as_docker(capsys: pytest.CaptureFixture[str]) -> None:
