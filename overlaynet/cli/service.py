@@ -19,6 +19,7 @@ from overlaynet import api
 from overlaynet.cli import main as cli
 from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError, NotFound
+from overlaynet.humanize import human_duration
 from overlaynet.paths import HostPaths
 
 # docker prints ids cut to 12 characters unless --no-trunc (stringid.TruncateID).
@@ -47,28 +48,6 @@ def _detach_flags(p: argparse.ArgumentParser) -> None:
             const=value,
             help=argparse.SUPPRESS,
         )
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, as `service ps` prints it (lower case, then ` ago`)."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    return f"{hours // 24} days"
 
 
 _HEALTH_SUFFIX = {

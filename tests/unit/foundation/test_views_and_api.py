@@ -8,6 +8,7 @@ from overlaynet import api
 from overlaynet.agent import views
 from overlaynet.cli.tables import table
 from overlaynet.errors import Conflict, NotFound
+from overlaynet.humanize import human_duration
 
 
 def test_table_aligns_columns_three_spaces_apart() -> None:
@@ -33,7 +34,7 @@ def test_table_aligns_columns_three_spaces_apart() -> None:
     ],
 )
 def test_human_duration_matches_docker(secs: float, text: str) -> None:
-    assert views.human_duration(secs) == text
+    assert human_duration(secs) == text
 
 
 def test_command_column_is_quoted_and_cut() -> None:
