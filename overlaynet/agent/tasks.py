@@ -624,6 +624,13 @@ def agent_hooks(agent: Agent) -> TaskHooks:
         now = time.time()
         nets = [(task_network(n, now), Allocation(new_id(), n.ip, n.mac)) for n in task.networks]
         if nets:
+            # An encrypted network's keys reach the VTEP (and its lower MTU the record) before
+            # the task attaches, as for `run`: a task never sends plain on it (issue 18).
+            docs = {d["id"]: d for d in (await agent.swarm.snapshot())["networks"]}
+            nets = [
+                (agent._with_data_keys(net, docs[net.id]) if net.id in docs else net, alloc)
+                for net, alloc in nets
+            ]
             await agent._ensure_vtep()  # safe to call concurrently: it starts the VTEP once
         req = rq.ContainerCreate(
             image=task.image,

@@ -166,3 +166,35 @@ def test_an_encrypted_overlay_needs_a_swarm_and_a_valid_option(swarm3: Lab) -> N
                      "badnet")  # fmt: skip
     assert out.returncode != 0 and "encrypted" in out.stderr
     assert " badnet " not in swarm3.ok("node1", "network", "ls")
+
+
+def _task_container(lab: Lab, host: str, service: str) -> str | None:
+    names = lab.ok(host, "ps", "--format", "{{.Names}}").split()
+    return next((n for n in names if n.startswith(f"{service}.")), None)
+
+
+def test_service_tasks_on_an_encrypted_overlay_never_send_plain(swarm3: Lab) -> None:
+    # Tasks attach through the task runner, not `run`: their network must get the keys and the
+    # sealing's lower MTU before they start, or they would talk plain (issue 18).
+    lab = swarm3
+    lab.ok("node1", "network", "create", "-d", "overlay", "--opt", "encrypted", "sealsvc")
+    lab.ok("node1", "service", "create", "--name", "sealed", "--replicas", "2",
+           "--network", "sealsvc", "--detach", "alpine", "top")  # fmt: skip
+    placed: dict[str, str] = {}
+
+    def both_running() -> bool:
+        for host in ("node1", "node2", "node3"):
+            name = _task_container(lab, host, "sealed")
+            if name is not None:
+                placed[host] = name
+        return len(placed) >= 2
+
+    assert wait_until(both_running, TIMEOUT), placed
+    (h1, c1), (h2, c2) = sorted(placed.items())[:2]
+    mtu = lab.ok(h1, "exec", c1, "cat", "/sys/class/net/eth0/mtu").strip()
+    assert int(mtu) < 1450, mtu  # the sealing's overhead comes off the overlay MTU
+    assert _inspect(lab, h1, "sealsvc")["Overlay"]["Encrypted"] is True
+    peer = json.loads(lab.ok(h2, "inspect", c2))[0]["NetworkSettings"]["Networks"]["sealsvc"]
+    out = lab.cli(h1, "exec", c1, "ping", "-c", "3", "-s", "200", "-p", PAD, peer["IPAddress"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    lab.ok("node1", "service", "rm", "sealed")
