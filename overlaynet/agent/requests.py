@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from overlaynet.api import Request, check_seconds, request_types
-from overlaynet.cluster.requests import HealthArgs, UpdateArgs
+from overlaynet.cluster import requests as cluster_rq
 from overlaynet.errors import InvalidArgument
 
 # `docker stop -t` takes any number; an hour is far beyond any graceful stop, and a bound
@@ -280,144 +280,25 @@ class SwarmLeave(Request):
     force: bool = False
 
 
-@dataclass(frozen=True)
-class NodeLs(Request):
-    OP: ClassVar[str] = "node.ls"
-
-
-@dataclass(frozen=True)
-class NodeInspect(Request):
-    OP: ClassVar[str] = "node.inspect"
-    node: str
-
-
-@dataclass(frozen=True)
-class NodeUpdate(Request):
-    OP: ClassVar[str] = "node.update"
-    node: str
-    availability: str | None = None
-    label_add: dict[str, str] | None = None
-    label_rm: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class NodePromote(Request):
-    OP: ClassVar[str] = "node.promote"
-    node: str
-
-
-@dataclass(frozen=True)
-class NodeDemote(Request):
-    OP: ClassVar[str] = "node.demote"
-    node: str
-
-
-@dataclass(frozen=True)
-class NodeRm(Request):
-    OP: ClassVar[str] = "node.rm"
-    node: str
-    force: bool = False
-
-
-@dataclass(frozen=True)
-class NodeCa(Request):
-    OP: ClassVar[str] = "node.ca"
-
-
-@dataclass(frozen=True)
-class NodeRevoke(Request):
-    OP: ClassVar[str] = "node.revoke"
-    node: str
-
-
-# ---- services (answered by the managers; argument shapes in the managers' service.* ops) --
-
-
-@dataclass(frozen=True)
-class ServiceCreate(HealthArgs, UpdateArgs, Request):
-    OP: ClassVar[str] = "service.create"
-    name: str
-    image: str
-    command: tuple[str, ...] = ()
-    env: tuple[str, ...] = ()
-    networks: tuple[str, ...] = ()
-    publish: tuple[str, ...] = ()
-    constraints: tuple[str, ...] = ()
-    replicas: int | None = None
-    mode: str | None = None
-    endpoint_mode: str | None = None
-    restart_condition: str | None = None
-    restart_delay: float | None = None
-    restart_max_attempts: int | None = None
-
-
-@dataclass(frozen=True)
-class ServiceLs(Request):
-    OP: ClassVar[str] = "service.ls"
-
-
-@dataclass(frozen=True)
-class ServicePs(Request):
-    OP: ClassVar[str] = "service.ps"
-    service: str
-
-
-@dataclass(frozen=True)
-class ServiceInspect(Request):
-    OP: ClassVar[str] = "service.inspect"
-    service: str
-
-
-@dataclass(frozen=True)
-class ServiceScale(Request):
-    OP: ClassVar[str] = "service.scale"
-    service: str
-    replicas: int
-
-
-@dataclass(frozen=True)
-class ServiceUpdate(HealthArgs, UpdateArgs, Request):
-    OP: ClassVar[str] = "service.update"
-    service: str
-    image: str | None = None
-    env_add: tuple[str, ...] = ()
-    env_rm: tuple[str, ...] = ()
-    replicas: int | None = None
-    publish_add: tuple[str, ...] = ()
-    publish_rm: tuple[str, ...] = ()
-    force: bool = False
-
-
-@dataclass(frozen=True)
-class ServiceRollback(Request):
-    OP: ClassVar[str] = "service.rollback"
-    service: str
-
-
-@dataclass(frozen=True)
-class ServiceRm(Request):
-    OP: ClassVar[str] = "service.rm"
-    service: str
-
-
-# Node management is answered by the managers: the agent passes these on as they are.
+# Node and service management is answered by the managers: the agent decodes their own request
+# classes (the same checks, once) and passes the requests on as they are.
 CLUSTER_REQUESTS: tuple[type[Request], ...] = (
-    NodeLs,
-    NodeInspect,
-    NodeUpdate,
-    NodePromote,
-    NodeDemote,
-    NodeRm,
-    NodeCa,
-    NodeRevoke,
-    ServiceCreate,
-    ServiceLs,
-    ServicePs,
-    ServiceInspect,
-    ServiceScale,
-    ServiceUpdate,
-    ServiceRollback,
-    ServiceRm,
+    cluster_rq.NodeLs,
+    cluster_rq.NodeInspect,
+    cluster_rq.NodeUpdate,
+    cluster_rq.NodePromote,
+    cluster_rq.NodeDemote,
+    cluster_rq.NodeRm,
+    cluster_rq.NodeCa,
+    cluster_rq.NodeRevoke,
+    cluster_rq.ServiceCreate,
+    cluster_rq.ServiceLs,
+    cluster_rq.ServicePs,
+    cluster_rq.ServiceInspect,
+    cluster_rq.ServiceScale,
+    cluster_rq.ServiceUpdate,
+    cluster_rq.ServiceRollback,
+    cluster_rq.ServiceRm,
 )
 
 

@@ -677,7 +677,17 @@ def cmd_node_inspect(ns: argparse.Namespace) -> int:
 
 
 def cmd_node_update(ns: argparse.Namespace) -> int:
-    call(ns, "node.update", node=ns.node, availability=ns.availability)
+    """`node update [--availability …] [--label-add K[=V]]… [--label-rm K]…`."""
+    if ns.availability is None and not ns.label_add and not ns.label_rm:
+        raise CliError("node update needs --availability, --label-add or --label-rm")
+    call(
+        ns,
+        "node.update",
+        node=ns.node,
+        availability=ns.availability,
+        label_add=_key_values(ns.label_add, "label", bare=True),
+        label_rm=ns.label_rm or [],
+    )
     print(ns.node)
     return 0
 
@@ -1055,8 +1065,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-f", "--format")
     c.add_argument("nodes", nargs="+")
     c.set_defaults(func=cmd_node_inspect)
-    c = node.add_parser("update", help="change a node's availability")
-    c.add_argument("--availability", required=True, choices=["active", "pause", "drain"])
+    c = node.add_parser("update", help="change a node's availability or labels")
+    c.add_argument("--availability", choices=["active", "pause", "drain"])
+    c.add_argument("--label-add", action="append", metavar="KEY[=VALUE]")
+    c.add_argument("--label-rm", action="append", metavar="KEY")
     c.add_argument("node")
     c.set_defaults(func=cmd_node_update)
     for verb in ("promote", "demote"):

@@ -447,23 +447,6 @@ def cmd_logs(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_node_update(ns: argparse.Namespace) -> int:
-    """`node update [--availability …] [--label-add K=V]… [--label-rm K]…`."""
-    if ns.availability is None and not ns.label_add and not ns.label_rm:
-        raise cli.CliError("node update needs --availability, --label-add or --label-rm")
-    labels = cli._key_values(ns.label_add, "label")
-    cli.call(
-        ns,
-        "node.update",
-        node=ns.node,
-        availability=ns.availability,
-        label_add=labels or None,
-        label_rm=ns.label_rm or [],
-    )
-    print(ns.node)
-    return 0
-
-
 # ---- the parser ----------------------------------------------------------------------------
 
 
@@ -555,15 +538,6 @@ def register(sub: Any) -> None:
     c.add_argument("--tail", type=lambda v: None if v == "all" else int(v), default=None)
     c.add_argument("--no-trunc", action="store_true")
     c.add_argument("service")
-
-    # `node update` (built by main) learns labels; --availability becomes one choice of three.
-    update = sub.choices["node"]._subparsers._group_actions[0].choices["update"]
-    for action in update._actions:
-        if action.dest == "availability":
-            action.required = False
-    update.add_argument("--label-add", action="append", metavar="KEY=VALUE")
-    update.add_argument("--label-rm", action="append", metavar="KEY")
-    update.set_defaults(func=cmd_node_update)
 
     # `network lb NET` (the network verbs are main's).
     network = sub.choices["network"]._subparsers._group_actions[0]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from overlaynet.cli import service
-from overlaynet.cli.main import build_parser
+from overlaynet.cli.main import build_parser, cmd_node_update
 
 
 def row(**over: Any) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def test_detach_forms_never_swallow_the_image() -> None:
 def test_node_update_takes_labels_without_availability() -> None:
     ns = build_parser().parse_args(["node", "update", "--label-add", "zone=a", "node2"])
     assert ns.label_add == ["zone=a"] and ns.availability is None
-    assert ns.func is service.cmd_node_update
+    assert ns.func is cmd_node_update
 
 
 def test_pretty_inspect_names_mode_image_and_ports() -> None:
