@@ -7,14 +7,16 @@ leaves no half-made kernel object behind.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from typing import Any
 
-from pyroute2 import IPRoute, NetlinkError, NetNS
+from pyroute2 import IPRoute, NetlinkError
 
+from overlaynet.host.nssocket import run_in_netns
 from overlaynet.host.picture import VethPlan
 
 __all__ = ["VethPlan"]  # its home is the pure picture; re-exported for the plumbing's callers
@@ -30,9 +32,27 @@ class LinkError(RuntimeError):
     """A kernel request that failed; the message names the object and the kernel's reason."""
 
 
+#: linux/netlink.h: the routing family (links, addresses, routes, neighbours).
+NETLINK_ROUTE = 0
+
+
+def rtnl_socket_in(netns: str) -> socket.socket:
+    """A routing netlink socket opened inside `netns`, by a thread that enters it.
+
+    Not pyroute2's `NetNS`/`IPRoute(netns=…)`: those fork the calling process to open the
+    socket, and a fork of the multi-threaded agent can hang in the child (a lock another thread
+    held at the fork) while the child holds a copy of every descriptor, the API's listening
+    socket included; an agent killed then leaves an orphan that accepts on its socket and
+    never answers, and no new agent can start.
+    """
+    return run_in_netns(
+        netns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    )
+
+
 @contextmanager
 def ipr(netns: str | None = None) -> Iterator[Any]:
-    sock: Any = IPRoute() if netns is None else NetNS(netns)
+    sock: Any = IPRoute() if netns is None else IPRoute(fileno=rtnl_socket_in(netns).detach())
     try:
         yield sock
     finally:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
 from pyroute2 import netns as _netns
 
 NETNS_DIR = Path("/run/netns")
+#: linux/sched.h
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def path(name: str) -> str:
@@ -25,13 +31,40 @@ def create(name: str, ipv6: bool = True) -> None:
     """Create a named namespace with `lo` up (idempotent); `ipv6=False` turns IPv6 off in it,
     as Docker does in containers unless asked otherwise."""
     if not exists(name):
-        _netns.create(name)
+        _create(name)
     from overlaynet.host import links, nssocket
 
     if not ipv6:
         for scope in ("all", "default"):
             nssocket.write_sysctl(name, f"net.ipv6.conf.{scope}.disable_ipv6", "1")
     links.set_up("lo", netns=name)
+
+
+def _create(name: str) -> None:
+    """`ip netns add NAME` without a fork: a fresh thread unshares its network namespace and
+    pyroute2 bind-mounts that thread's namespace on /run/netns/NAME.
+
+    pyroute2's own `netns.create` forks the calling process to unshare, and a fork of the
+    multi-threaded agent can hang in the child holding a copy of every descriptor (see
+    `links.rtnl_socket_in`). unshare(CLONE_NEWNET) moves only the calling thread, which ends
+    right after.
+    """
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"unshare: {os.strerror(err)}")
+            _netns.attach(name, "thread-self")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, name=f"netns-create:{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def remove(name: str) -> None:
