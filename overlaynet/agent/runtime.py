@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import subprocess
 import threading
 import time
@@ -278,6 +279,8 @@ class Runtime:
             check_container_name(name, "container")
         except BadName as e:
             raise InvalidArgument(str(e)) from None
+        if req.hostname is not None:
+            check_hostname(req.hostname)
         image = self._image(req.image)
         cmd = list(req.cmd) or list(image.cmd)
         if not cmd:
@@ -315,6 +318,9 @@ class Runtime:
         )
         ns = self.container_netns(c)
         self.container_dir(c).mkdir(parents=True, exist_ok=True)
+        if req.hostname:
+            # Kept beside the container's other files: the record has no field for it.
+            (self.container_dir(c) / HOSTNAME_FILE).write_text(req.hostname + "\n")
 
         def undo() -> None:
             self.containers.pop(c.id, None)
@@ -388,9 +394,22 @@ class Runtime:
     def _write_container_files(self, c: Container) -> None:
         """/etc/hosts and /etc/resolv.conf as the container will see them."""
         d = self.container_dir(c)
-        (d / "hosts").write_text(hostcore.hosts_file(c))
+        hosts = hostcore.hosts_file(c)
+        hostname = self.hostname_of(c)
+        if hostname != short_id(c.id):
+            # Docker's /etc/hosts names the container by its --hostname, not its short id.
+            hosts = hosts.replace(f"\t{short_id(c.id)}\n", f"\t{hostname}\n")
+        (d / "hosts").write_text(hosts)
         host = _read_text("/etc/resolv.conf") if self.copy_host_resolv else None
         (d / "resolv.conf").write_text(hostcore.resolv_conf(c, self.networks, host))
+
+    def hostname_of(self, c: Container) -> str:
+        """The container's hostname: `run --hostname`'s, else its short id (as Docker's)."""
+        try:
+            given = (self.container_dir(c) / HOSTNAME_FILE).read_text().strip()
+        except OSError:
+            given = ""
+        return given or short_id(c.id)
 
     def container_start(self, ref: str, stdin_fd: int | None = None) -> Container:
         """Start it; `stdin_fd`: the client's stdin for `run -i` attached (else a FIFO for
@@ -415,7 +434,7 @@ class Runtime:
         d = self.container_dir(c)
         ns = self.container_netns(c)
         image = self._image(c.image)
-        hostname = short_id(c.id)
+        hostname = self.hostname_of(c)
         try:
             # Kept if it exists: a restarted container (or agent) finds its own files again.
             root = rootfs.prepare(image, d, hostname)
@@ -460,7 +479,7 @@ class Runtime:
             raise Conflict(f"container {c.name} is not running")
         wanted = {
             "PATH": EXEC_PATH,
-            "HOSTNAME": short_id(c.id),
+            "HOSTNAME": self.hostname_of(c),
             "HOME": "/root",
             "TERM": term or "",
         }
@@ -715,6 +734,24 @@ class Runtime:
         if self.overlay is not None:
             self.overlay.apply_static(net)
         return net
+
+
+# Where `run --hostname` is kept in the container's folder (read at every launch).
+HOSTNAME_FILE = "hostname"
+# RFC 1123: a hostname is dot-separated labels of letters, digits and inner hyphens, each at
+# most 63 characters; the kernel's UTS name holds at most 64 (HOST_NAME_MAX).
+_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+HOSTNAME_MAX = 64
+
+
+def check_hostname(name: str) -> None:
+    """`run --hostname NAME`: a valid RFC 1123 hostname the kernel can hold, or a clear error."""
+    labels = name.split(".")
+    if len(name) > HOSTNAME_MAX or not all(_HOSTNAME_LABEL.fullmatch(x) for x in labels):
+        raise InvalidArgument(
+            f"invalid hostname {name!r}: expected letters, digits, hyphens and dots "
+            f"(RFC 1123), at most {HOSTNAME_MAX} characters"
+        )
 
 
 # Who a container is, in its environment: the service images (overlaynet/web) print them.

@@ -301,6 +301,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         "start": True,
         "labels": ns.label or [],
     }
+    if ns.hostname is not None:
+        args["hostname"] = ns.hostname
     # `run -i` in the foreground: a pipe's read end goes with the request (SCM_RIGHTS, as
     # exec's streams do) and the container reads it; `-d -i` keeps an open stdin instead.
     attach = ns.interactive and not ns.detach
@@ -872,6 +874,7 @@ def _container_run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-t", "--tty", action="store_true", help="accepted for docker compatibility")
     p.add_argument("--name", help="the container's name")
+    p.add_argument("-h", "--hostname", help="the container's host name (default: its short ID)")
     p.add_argument("--network", "--net", help="network to connect to (default: bridge)")
     p.add_argument("--ip", help="IPv4 address on that network")
     p.add_argument("--network-alias", action="append", help="extra DNS name on that network")
@@ -884,7 +887,9 @@ def _container_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_container_verbs(sub: Any, top_level: bool) -> None:
-    run = sub.add_parser("run", help="create and start a container")
+    # docker's `run -h` is --hostname: help is --help only, as in docker.
+    run = sub.add_parser("run", help="create and start a container", add_help=False)
+    run.add_argument("--help", action="help", help="show this help message and exit")
     _container_run_args(run)
     for verb in ("ls", "ps", "list") if not top_level else ("ps",):
         p = sub.add_parser(verb, help="list containers")
