@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from overlaynet import api
-from overlaynet.cli import completion, filters, formats, gotemplate
+from overlaynet.cli import completion, filters, formats, gotemplate, logtail
 from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError
 from overlaynet.names import BadName, short_id
@@ -492,16 +492,37 @@ def _log_chunk(ns: argparse.Namespace, container: str, offset: int) -> tuple[byt
 
 
 def cmd_logs(ns: argparse.Namespace) -> int:
+    """`logs [-f] [-n/--tail N|all] CONTAINER`; `-f` returns once the container has ended and
+    all its output is printed."""
+    try:
+        count = logtail.parse_tail(ns.tail)
+    except logtail.TailError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
     offset = 0
+    tail = logtail.Tail(count) if count is not None else None
+    # An empty answer ends the follow only if an earlier answer already said the container had
+    # ended: the agent reads the output before it looks at the state, so output written between
+    # the two reads comes with the next answer.
+    ended = False
     try:
         while True:
-            chunk, offset, _ = _log_chunk(ns, ns.container, offset)
+            chunk, offset, running = _log_chunk(ns, ns.container, offset)
             if chunk:
-                sys.stdout.buffer.write(chunk)
+                if tail is not None:
+                    tail.feed(chunk)
+                else:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                continue
+            if tail is not None:
+                # The log's end as it is now: its last lines, then follow from there.
+                sys.stdout.buffer.write(tail.result())
                 sys.stdout.buffer.flush()
-            elif not ns.follow:
+                tail = None
+            if not ns.follow or ended:
                 return 0
-            else:
+            ended = not running
+            if running:
                 time.sleep(0.2)
     except KeyboardInterrupt:
         return 0
@@ -926,7 +947,10 @@ def _add_container_verbs(sub: Any, top_level: bool) -> None:
     p.add_argument("container")
     p.set_defaults(func=cmd_top)
     p = sub.add_parser("logs", help="output of a container")
-    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-f", "--follow", action="store_true", help="follow until the container ends")
+    p.add_argument(
+        "-n", "--tail", default=logtail.ALL, help="lines to show from the end (default: all)"
+    )
     p.add_argument("container")
     p.set_defaults(func=cmd_logs)
 

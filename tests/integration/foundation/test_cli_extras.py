@@ -33,3 +33,30 @@ def test_run_hostname_refuses_a_bad_name_and_creates_nothing(lab2: Lab) -> None:
     assert "badhost" not in lab2.ok("node1", "ps", "--all")
     doc = json.loads(lab2.ok("node1", "network", "inspect", "bridge"))[0]
     assert all(c["Name"] != "badhost" for c in (doc.get("Containers") or {}).values())
+
+
+def test_logs_follow_returns_when_the_container_ends_and_tail_shows_the_last_lines(
+    lab2: Lab,
+) -> None:
+    lab2.ok(
+        "node1",
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "alpine",
+        "sh",
+        "-c",
+        "echo a; echo b; sleep 1; echo c",
+    )
+    # Started while the container still runs: returns by itself once it has ended.
+    out = lab2.cli("node1", "logs", "-f", "talker")
+    assert (out.returncode, out.stdout) == (0, "a\nb\nc\n"), out.stderr
+    assert lab2.ok("node1", "inspect", "-f", "{{.State.Status}}", "talker").strip() == "exited"
+    assert lab2.ok("node1", "logs", "--tail", "1", "talker") == "c\n"
+    assert lab2.ok("node1", "logs", "-n", "2", "talker") == "b\nc\n"
+    assert lab2.ok("node1", "logs", "--tail", "all", "talker") == "a\nb\nc\n"
+    assert lab2.ok("node1", "logs", "--tail", "0", "-f", "talker") == ""
+    bad = lab2.cli("node1", "logs", "--tail", "x", "talker")
+    assert bad.returncode == 125 and "--tail" in bad.stderr
+    lab2.ok("node1", "rm", "talker")
