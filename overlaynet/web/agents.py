@@ -1,11 +1,16 @@
-"""Ask every agent of a lab what it has, over its Unix socket, at a bounded rate.
+"""Keep the server's view of every agent of a lab current: fed by each agent's `watch`.
 
-The agents have no subscribe operation yet, so the server polls their read-only operations
-(info, network.ls, network.inspect, container.ls, gossip.endpoints) and turns the answers into
-diffs itself; the browser never polls. Each round asks every host at once (at most
-`MAX_CONCURRENT_CALLS` sockets open), joins the answers into one view and hands it to the hub.
-A host that does not answer within `CALL_TIMEOUT` is reported as such for that round; the
-server itself keeps running whatever an agent does.
+Each host has a watcher: it long-polls the agent's `watch` operation (agent/watch.py, at most
+`WATCH_WAIT` per call) with the cursor of the last change it saw. When the agent answers that
+something changed (a new generation), the watcher asks that host, and only that host, for what
+the page shows (info, network.ls, container.ls, network.inspect, gossip.endpoints, dns.records,
+network.lb) and hands the joined view to the hub; the browser never polls. One slow safety
+round (`SAFETY_INTERVAL`) asks every host anyway: it refreshes counters (the FDB's frames and
+bytes, which are no change of state) and picks up hosts added to the lab. An agent without
+`watch` (an older one) is polled at the old rate instead.
+
+A host that does not answer within `CALL_TIMEOUT` is reported as such; the server itself keeps
+running whatever an agent does.
 """
 
 from __future__ import annotations
@@ -24,17 +29,24 @@ from overlaynet.paths import HostPaths
 from overlaynet.web.hub import Hub
 from overlaynet.web.model import UNDRAWN_DRIVERS, HostReport, build_view
 
-# A round every half second: a started container shows on the page well within issue 17's 2 s
-# (poll + the feed's quarter-second send interval), at a few dozen small calls a second for 3 hosts.
+# An agent without `watch` is polled every half second (the first version's rate): a started
+# container shows on the page well within issue 17's 2 s.
 POLL_INTERVAL = 0.5
-# Past ~10 hosts the rounds stretch so the agents together answer at most this many host polls
-# a second (each is 4 + 2 per network calls): a 50-host lab is polled every 2.5 s.
+# Past ~10 hosts the polled rounds stretch so the agents together answer at most this many host
+# polls a second (each is 4 + 4 per network calls): a 50-host lab is polled every 2.5 s.
 HOST_POLLS_PER_SECOND = 20.0
+# The agent's own bound on one `watch` (agent/watch.py MAX_WAIT): asking for longer is refused.
+WATCH_WAIT = 1.0
+# The safety round: counters on the tables move with every frame but are no change of state,
+# so they are refreshed this often; also the bound on a change some agent failed to report.
+SAFETY_INTERVAL = 10.0
+# An agent that did not answer is asked again after this (it may be restarting).
+RETRY_INTERVAL = 1.0
 # The agent answers reads from memory in milliseconds; one stuck for this long is reported
-# unreachable for the round rather than holding the whole view back.
+# unreachable rather than holding the whole view back. Longer than WATCH_WAIT, with margin.
 CALL_TIMEOUT = 2.0
-# Sockets open at once across all hosts: enough to poll a 3-host lab in parallel, few enough
-# that a 50-host lab does not wake every agent in the same instant.
+# Sockets open at once across all hosts for the reads (a watch holds none of these): enough for
+# a 3-host lab in parallel, few enough that a 50-host lab does not wake every agent at once.
 MAX_CONCURRENT_CALLS = 8
 # An answer is a few KiB (a manager's network list, an endpoint table of 200 rows ~ 30 KiB).
 MAX_ANSWER_BYTES = 4 << 20
@@ -95,6 +107,19 @@ async def ask_host(host: LabHost, ask: Caller) -> HostReport:
                 rows = await _optional(ask, "gossip.endpoints", network=net_id)
                 if rows is not None:
                     endpoints[net_id] = _expect(rows, list, "gossip.endpoints")
+        dns: dict[str, Mapping[str, Any]] = {}
+        lb: dict[str, Mapping[str, Any]] = {}
+        for net_id, doc in docs.items():
+            overlay = doc.get("Overlay")
+            if overlay is not None and "VTEP" not in overlay:
+                continue  # an overlay only the managers know here: no tables on this host
+            answer = await _optional(ask, "dns.records", network=net_id)
+            if answer is not None:
+                dns[net_id] = _expect(answer, dict, "dns.records")
+            if overlay is not None:
+                answer = await _optional(ask, "network.lb", network=net_id)
+                if answer is not None:
+                    lb[net_id] = _expect(answer, dict, "network.lb")
     except api.AgentDown as e:
         return HostReport(host.name, host.ip, error=f"no agent: {e}")
     except trio.TooSlowError:
@@ -112,6 +137,8 @@ async def ask_host(host: LabHost, ask: Caller) -> HostReport:
         containers=containers,
         members=members,
         endpoints=endpoints,
+        dns=dns,
+        lb=lb,
     )
 
 
@@ -132,12 +159,18 @@ def _expect(value: Any, kind: type, op: str) -> Any:
 
 
 class Poller:
-    """The rounds: ask every host of the lab, build the view, give it to the hub."""
+    """Every host's watcher and the safety round; each new host report rebuilds the view."""
 
-    def __init__(self, hub: Hub, lab: str) -> None:
+    def __init__(self, hub: Hub, lab: str, safety_interval: float = SAFETY_INTERVAL) -> None:
         self.hub = hub
         self.lab = lab
+        self.safety_interval = safety_interval
         self.limiter = trio.CapacityLimiter(MAX_CONCURRENT_CALLS)
+        self.hosts: list[LabHost] = []
+        self.reports: dict[str, HostReport] = {}
+        # Per host: the agent's epoch and the generation of the last change asked about.
+        self.cursors: dict[str, tuple[str, int]] = {}
+        self._watched: set[str] = set()
 
     def _asker(self, host: LabHost) -> Caller:
         socket_path = HostPaths(host.name, self.lab).socket
@@ -149,24 +182,83 @@ class Poller:
 
         return ask
 
+    def _publish(self) -> None:
+        ordered = [self.reports[h.name] for h in self.hosts if h.name in self.reports]
+        self.hub.cursors = {name: gen for name, (_, gen) in self.cursors.items()}
+        self.hub.update(build_view(self.lab, ordered, self.hub.view), time.time())
+
+    async def refresh(self, host: LabHost, why: str) -> HostReport:
+        """Ask one host again (`why`: fed, polled, down) and rebuild the view."""
+        report = await ask_host(host, self._asker(host))
+        self.hub.counters[f"asks_{why}"] += 1
+        self.reports[host.name] = report
+        self._publish()
+        return report
+
     async def poll_once(self) -> int:
-        """One round; returns how many hosts the lab has."""
-        hosts = read_hosts(self.lab)
+        """The safety round: every host at once; returns how many hosts the lab has."""
+        self.hosts = read_hosts(self.lab)
         reports: dict[str, HostReport] = {}
 
         async def one(host: LabHost) -> None:
             reports[host.name] = await ask_host(host, self._asker(host))
 
         async with trio.open_nursery() as nursery:
-            for host in hosts:
+            for host in self.hosts:
                 nursery.start_soon(one, host)
-        ordered = [reports[h.name] for h in hosts]
-        self.hub.counters["unanswered"] += sum(1 for r in ordered if not r.answered)
-        self.hub.update(build_view(self.lab, ordered, self.hub.view), time.time())
-        return len(hosts)
+        self.reports = reports
+        self.hub.counters["safety_rounds"] += 1
+        self.hub.counters["unanswered"] += sum(1 for r in reports.values() if not r.answered)
+        self._publish()
+        return len(self.hosts)
+
+    async def watch(self, host: LabHost) -> None:
+        """One host's watcher: a `watch` call after another; a change asks the host again."""
+        socket_path = HostPaths(host.name, self.lab).socket
+        while True:
+            epoch, cursor = self.cursors.get(host.name, ("", 0))
+            try:
+                answer = await call(
+                    socket_path, "watch", epoch=epoch, cursor=cursor, timeout=WATCH_WAIT
+                )
+                epoch, cursor, changed = read_watch(answer)
+            except ApiError:
+                # No `watch` on that agent (an older one): poll it as the first version did.
+                self.hub.counters["watch_unsupported"] += 1
+                await self.refresh(host, "polled")
+                await trio.sleep(round_interval(len(self.hosts)))
+                continue
+            except (api.AgentDown, trio.TooSlowError, OSError, ValueError, KeyError):
+                self.hub.counters["watch_failures"] += 1
+                self.cursors.pop(host.name, None)  # a restarted agent starts a new epoch
+                previous = self.reports.get(host.name)
+                if previous is None or previous.answered:
+                    await self.refresh(host, "down")  # the page learns why from ask_host
+                await trio.sleep(RETRY_INTERVAL)
+                continue
+            self.hub.counters["watch_calls"] += 1
+            if changed:
+                self.hub.counters["watch_changes"] += 1
+                self.cursors[host.name] = (epoch, cursor)
+                await self.refresh(host, "fed")
 
     async def run(self) -> None:
-        while True:
-            started = trio.current_time()
-            hosts = await self.poll_once()
-            await trio.sleep_until(started + round_interval(hosts))
+        async with trio.open_nursery() as nursery:
+            while True:
+                for host in self.hosts:
+                    if host.name not in self._watched:
+                        self._watched.add(host.name)
+                        nursery.start_soon(self.watch, host)
+                await trio.sleep(self.safety_interval)
+                await self.poll_once()
+
+
+def read_watch(answer: Any) -> tuple[str, int, list[str]]:
+    """A `watch` answer -> (epoch, generation, names of the changed parts)."""
+    answer = _expect(answer, dict, "watch")
+    epoch, generation, changed = answer["epoch"], answer["generation"], answer["changed"]
+    if not isinstance(epoch, str) or not isinstance(generation, int) or generation < 0:
+        raise BadAnswer("watch answered no epoch and generation")
+    if not isinstance(changed, dict):
+        raise BadAnswer("watch answered changed parts that are not an object")
+    return epoch, generation, sorted(changed)

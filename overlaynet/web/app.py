@@ -1,7 +1,11 @@
 """The ASGI app: the page, its static files, the current state, and the event stream.
 
-Read-only: every route is GET (Starlette answers 405 to anything else), and nothing here can
-reach an agent; the page learns only what the poller put in the hub.
+Read-only by default: every route but the actions is GET (Starlette answers 405 to anything
+else), and nothing here can reach an agent; the page learns only what the watchers put in the
+hub. The actions (POST /api/actions/capture, /api/actions/ping: a bounded underlay capture,
+a ping between the lab's containers; actions.py) answer 403 unless the server was started with
+`--allow-actions`. They take JSON only (a cross-site form cannot send it without a CORS
+preflight, which this server never grants) and refuse a foreign Origin.
 
 The stream is server-sent events (text/event-stream): a `snapshot` message first (the whole
 view and the recent timeline), then `patch` messages, at most one per `SEND_INTERVAL`, each the
@@ -28,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from overlaynet.web import actions, packets
 from overlaynet.web.feed import SEND_INTERVAL
 from overlaynet.web.hub import Hub, TooManyClients
 
@@ -76,9 +81,77 @@ async def stream(hub: Hub, send_interval: float = SEND_INTERVAL) -> AsyncIterato
         hub.unsubscribe(sub)
 
 
-def make_app(hub: Hub, allowed_hosts: Sequence[str] = ("*",)) -> Starlette:
+def make_app(
+    hub: Hub, allowed_hosts: Sequence[str] = ("*",), allow_actions: bool = False
+) -> Starlette:
     """The app for one hub. `allowed_hosts` guards a loopback-bound server against DNS
     rebinding (a web page elsewhere naming 127.0.0.1 under its own host name)."""
+    hub.actions = allow_actions
+    action_lock = trio.Lock()
+
+    async def action_body(request: Request) -> dict[str, Any] | Response:
+        """The JSON body of an action, or the response that refuses it."""
+        if not allow_actions:
+            hub.counters["actions_refused"] += 1
+            return JSONResponse(
+                {"error": "actions are off: start the server with --allow-actions"},
+                status_code=403,
+            )
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            return JSONResponse({"error": f"origin {origin} may not act here"}, status_code=403)
+        if request.headers.get("content-type", "").split(";")[0] != "application/json":
+            return JSONResponse({"error": "send the action as application/json"}, status_code=415)
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
+        return body
+
+    async def capture(request: Request) -> Response:
+        body = await action_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            net = actions.network_of(body, hub.view)
+            spec = actions.ping_spec(body, hub.view)
+        except actions.ActionRefused as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        if action_lock.locked():
+            return JSONResponse({"error": "another action is running"}, status_code=409)
+        async with action_lock:
+            hub.counters["captures"] += 1
+            frames, ping_result = await actions.capture_with_ping(hub.lab, spec)
+        decoded = [packets.decode(f) for f in frames]
+        shown = [p for p in decoded if p.vni is None or p.vni == net.get("vni")]
+        return JSONResponse(
+            {
+                "network": net.get("name"),
+                "vni": net.get("vni"),
+                "ping": ping_result,
+                "captured": len(frames),
+                "packets": [packets.to_json(p, hub.view) for p in shown],
+            },
+            headers=_no_store(),
+        )
+
+    async def ping(request: Request) -> Response:
+        body = await action_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            spec = actions.ping_spec(body, hub.view)
+        except actions.ActionRefused as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        if spec is None:
+            return JSONResponse({"error": "a ping needs host, container, target"}, 400)
+        if action_lock.locked():
+            return JSONResponse({"error": "another action is running"}, status_code=409)
+        async with action_lock:
+            hub.counters["pings"] += 1
+            return JSONResponse({"ping": await actions.ping(hub.lab, spec)}, headers=_no_store())
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=_no_store())
@@ -102,6 +175,8 @@ def make_app(hub: Hub, allowed_hosts: Sequence[str] = ("*",)) -> Starlette:
             Route("/api/state", state),
             Route("/api/stats", stats),
             Route("/events", events),
+            Route("/api/actions/capture", capture, methods=["POST"]),
+            Route("/api/actions/ping", ping, methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[

@@ -1,9 +1,9 @@
 """The server's one copy of the cluster view, its recent timeline, and the browsers watching.
 
-The poller hands each new view to `Hub.update`; the hub diffs it against the last one and pushes
-the patch and events into every browser's feed (coalesced and bounded there, feed.py), then
-wakes the browsers' streams. Nothing here waits on a browser: a slow one only grows its own
-bounded backlog.
+The watchers (agents.py) hand each new view to `Hub.update`; the hub diffs it against the last
+one and pushes the patch and events into every browser's feed (coalesced and bounded there,
+feed.py), then wakes the browsers' streams. Nothing here waits on a browser: a slow one only
+grows its own bounded backlog.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ class Hub:
         self.rounds = 0
         self.updated_at = 0.0
         self.counters: Counter[str] = Counter()
+        # Per host: the agent's change generation the view was last asked at (agents.py).
+        self.cursors: dict[str, int] = {}
+        # Whether the page may act (`--allow-actions`): it shows the packets panel then.
+        self.actions = False
 
     @property
     def full(self) -> bool:
@@ -81,6 +85,7 @@ class Hub:
         """Everything a browser needs to start from (the stream's first message)."""
         return {
             "lab": self.lab,
+            "actions": self.actions,
             "view": self.view,
             "events": [e.to_json() for e in self.recent],
             "updated_at": self.updated_at,
@@ -93,6 +98,7 @@ class Hub:
             "clients": len(self.subscribers),
             "keys": len(self.view),
             "dropped_events": sum(s.feed.dropped_total for s in self.subscribers),
+            "cursors": dict(self.cursors),
             **self.counters,
         }
 

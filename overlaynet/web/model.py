@@ -13,6 +13,8 @@ Keys:
     ctr/<host>/<id>           a container, with the networks it is attached to
     members/<host>            that host's gossip member table
     endpoints/<host>          that host's endpoint tables, one per overlay network
+    tables/<host>             that host's data-plane tables per network (tables.py): FDB with
+                              counters, ARP answers, DNS records, VIPs, published ports
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from overlaynet.web.tables import host_tables
 
 Record = dict[str, Any]
 View = dict[str, Record]
@@ -54,6 +58,8 @@ class HostReport:
     containers: Sequence[Mapping[str, Any]] = ()  # container.ls --all rows
     members: Sequence[Mapping[str, Any]] = ()  # gossip.members rows
     endpoints: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    dns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # id -> dns.records
+    lb: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # id -> network.lb
 
     @property
     def answered(self) -> bool:
@@ -90,6 +96,7 @@ def build_view(lab: str, reports: Iterable[HostReport], previous: Mapping[str, R
             "host": report.name,
             "tables": _endpoint_tables(report, by_ip),
         }
+        view[f"tables/{report.name}"] = host_tables(report, by_ip)
     for report in reports:
         if not report.answered:
             _keep_stale(view, report.name, previous)
@@ -97,7 +104,7 @@ def build_view(lab: str, reports: Iterable[HostReport], previous: Mapping[str, R
 
 
 def _keep_stale(view: View, host: str, previous: Mapping[str, Record]) -> None:
-    own = (f"net/{host}/", f"ctr/{host}/", f"members/{host}", f"endpoints/{host}")
+    own = (f"net/{host}/", f"ctr/{host}/", f"members/{host}", f"endpoints/{host}", f"tables/{host}")
     for key, rec in previous.items():
         if key.startswith(own):
             view[key] = {**rec, "stale": True}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -19,7 +20,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from overlaynet.lab import read_hosts
-from overlaynet.web.agents import Poller
+from overlaynet.web.agents import SAFETY_INTERVAL, Poller
 from overlaynet.web.app import make_app
 from overlaynet.web.hub import Hub
 
@@ -55,18 +56,20 @@ async def serve(
     port: int = DEFAULT_PORT,
     bind: str = DEFAULT_BIND,
     *,
+    allow_actions: bool = False,
+    safety_interval: float = SAFETY_INTERVAL,
     task_status: trio.TaskStatus[Sequence[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Poll the lab and serve the page until cancelled; `task_status` gets the bound URLs
+    """Watch the lab and serve the page until cancelled; `task_status` gets the bound URLs
     (port 0 picks a free one) once the first view is built."""
     if not read_hosts(lab):
         raise NoSuchLab(f"lab {lab} has no hosts: build it with `overlaynet lab up --name {lab}`")
     hub = Hub(lab)
-    poller = Poller(hub, lab)
+    poller = Poller(hub, lab, safety_interval)
     # The first round before the first browser: the page never starts from an empty view.
     await poller.poll_once()
     # Starlette's and Hypercorn's ASGI type aliases differ in spelling, not in protocol.
-    app: Any = make_app(hub, allowed_hosts(bind))
+    app: Any = make_app(hub, allowed_hosts(bind), allow_actions)
     async with trio.open_nursery() as nursery:
 
         async def http(task_status: trio.TaskStatus[Sequence[str]]) -> None:
@@ -78,7 +81,9 @@ async def serve(
         task_status.started(await nursery.start(http))
 
 
-def run(lab: str, port: int = DEFAULT_PORT, bind: str = DEFAULT_BIND) -> int:
+def run(
+    lab: str, port: int = DEFAULT_PORT, bind: str = DEFAULT_BIND, allow_actions: bool = False
+) -> int:
     """The CLI's entry: print the URL, serve until Ctrl-C."""
 
     if not read_hosts(lab):
@@ -89,9 +94,15 @@ def run(lab: str, port: int = DEFAULT_PORT, bind: str = DEFAULT_BIND) -> int:
         # ignored (a background job): the handler is trio's, not the inherited disposition.
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                urls = await nursery.start(serve, lab, port, bind)
+                urls = await nursery.start(
+                    partial(serve, allow_actions=allow_actions), lab, port, bind
+                )
+                mode = "actions allowed" if allow_actions else "read-only"
                 for url in urls:
-                    print(f"overlaynet lab ui: lab {lab} at {url}/  (Ctrl-C stops it)", flush=True)
+                    print(
+                        f"overlaynet lab ui: lab {lab} at {url}/  ({mode}; Ctrl-C stops it)",
+                        flush=True,
+                    )
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break

@@ -78,7 +78,7 @@ function initGraph() {
 
 function hostOf(key) {
   const parts = key.split("/");
-  if (parts[0] === "host" || parts[0] === "members" || parts[0] === "endpoints") return parts[1];
+  if (["host", "members", "endpoints", "tables"].includes(parts[0])) return parts[1];
   if (parts[0] === "ctr" || (parts[0] === "net" && parts.length === 3)) return parts[1];
   return null;
 }
@@ -233,7 +233,41 @@ function hostSection(name) {
       ["NAME", "IP", "MAC", "HOST", "OWNER", "LAMPORT"],
       rows.map((r) => [r.name, r.ip, r.mac, r.host, r.owner.slice(0, 12), r.ltime])));
   }
+  for (const net of view.get("tables/" + name)?.networks || []) {
+    section.append(...networkTables(name, net));
+  }
   return section;
+}
+
+// One network's data-plane tables on one host (overlaynet/web/tables.py builds the record).
+function networkTables(host, net) {
+  const title = `${net.name}${net.vni != null ? " (VNI " + net.vni + ")" : ""}`;
+  const out = [];
+  if (net.vni != null) {
+    out.push(el("h4", {}, `FDB: ${title}`), table(
+      ["MAC", "REMOTE VTEP", "HOST", "TX FRAMES", "TX BYTES", "RX FRAMES", "RX BYTES", "LEARNED"],
+      net.fdb.map((f) => [f.mac, f.remote_ip, f.remote_host || "?", f.tx_frames, f.tx_bytes,
+        f.rx_frames, f.rx_bytes, f.learned ? "yes" : "no"]),
+      (i) => ({ "data-fdb-mac": net.fdb[i].mac, "data-network": net.name })));
+    out.push(el("h4", {}, `ARP answers: ${title}`), table(
+      ["IP", "MAC"], net.arp.map((a) => [a.ip, a.mac]),
+      (i) => ({ "data-arp-ip": net.arp[i].ip })));
+  }
+  if (net.dns.length) {
+    out.push(el("h4", {}, `DNS records: ${title}`), table(
+      ["NAME", "KIND", "ADDRESS", "ORIGIN"], net.dns.map((r) => [r.name, r.kind, r.address, r.origin]),
+      (i) => ({ "data-dns-name": net.dns[i].name })));
+  }
+  if (net.vips.length) {
+    const label = net.published ? "Published ports" : "VIPs";
+    const rows = net.vips.flatMap((v) => (v.backends.length ? v.backends : [null]).map((b) =>
+      [v.vip, v.service, b ? b.address : "-", b ? b.task : "", b ? b.connections : "",
+        b ? b.active : ""]));
+    out.push(el("h4", {}, `${label}: ${title}`), table(
+      [net.published ? "PUBLISHED" : "VIP", "SERVICE", "BACKEND", "TASK", "CONNECTIONS", "ACTIVE"],
+      rows));
+  }
+  return out;
 }
 
 function drawHosts(touched) {
@@ -293,9 +327,15 @@ function redraw(touched) {
   drawGraph();
   drawHosts(touched);
   drawSummary();
+  if (actionsAllowed()) drawPacketChoices();
+}
+
+function actionsAllowed() {
+  return !byId("packets-panel").hidden;
 }
 
 function onSnapshot(msg) {
+  byId("packets-panel").hidden = !msg.actions;
   view.clear();
   for (const [k, v] of Object.entries(msg.view)) view.set(k, v);
   byId("lab-name").textContent = "lab " + msg.lab;
@@ -338,6 +378,69 @@ function connect() {
     conn.textContent = JSON.parse(ev.data).error;
     conn.className = "conn refused";
   });
+}
+
+// ---- packets (only when the server runs with --allow-actions) ---------------------------
+
+// The overlays and running containers the packets form offers, refreshed with the view.
+function drawPacketChoices() {
+  const nets = records("network").map(([, n]) => n).filter((n) => n.driver === "overlay");
+  const ctrs = records("container").map(([, c]) => c)
+    .filter((c) => c.state === "running" && c.networks.some((n) => n.ip));
+  fillSelect(byId("pkt-network"), nets.map((n) => [n.id, `${n.name} (VNI ${n.vni})`]));
+  fillSelect(byId("pkt-from"), [["", "(no ping)"],
+    ...ctrs.map((c) => [`${c.host}/${c.name}`, `${c.name} on ${c.host}`])]);
+  const targets = ctrs.flatMap((c) => c.networks.filter((n) => n.ip).map((n) =>
+    [n.ip.split("/")[0], `${c.name} ${n.ip.split("/")[0]} (${n.name})`]));
+  fillSelect(byId("pkt-to"), targets);
+}
+
+function fillSelect(select, options) {
+  const keep = select.value;
+  const same = select.options.length === options.length &&
+    options.every(([v], i) => select.options[i].value === v);
+  if (same) return;
+  select.replaceChildren(...options.map(([v, text]) => el("option", { value: v }, text)));
+  if (options.some(([v]) => v === keep)) select.value = keep;
+}
+
+async function capturePackets(ev) {
+  ev.preventDefault();
+  const status = byId("pkt-status");
+  const [host, container] = byId("pkt-from").value.split("/");
+  const body = { network: byId("pkt-network").value };
+  if (container) Object.assign(body, { host, container, target: byId("pkt-to").value });
+  status.textContent = "capturing…";
+  byId("pkt-go").disabled = true;
+  try {
+    const res = await fetch("/api/actions/capture", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const doc = await res.json();
+    if (!res.ok) { status.textContent = doc.error || res.statusText; return; }
+    status.textContent = `${doc.packets.length} packets` + (doc.ping ? ` · ${doc.ping}` : "");
+    drawPackets(doc.packets);
+  } catch (e) {
+    status.textContent = "capture failed: " + e;
+  } finally {
+    byId("pkt-go").disabled = false;
+  }
+}
+
+function drawPackets(packets) {
+  const list = byId("packets");
+  list.replaceChildren(...packets.map((p, i) => {
+    const layers = el("ol", { class: "layers" }, ...p.layers.map((l, depth) =>
+      el("li", { "data-layer": l.name, style: `margin-left:${depth}em` },
+        el("b", {}, l.name), " ", l.fields)));
+    const join = el("p", { class: "join" }, p.decided_by || "");
+    return el("li", { class: "packet", "data-vni": p.vni ?? "", "data-index": i },
+      el("span", { class: "meta" }, `#${i + 1} ${p.length} bytes`), layers, join);
+  }));
+}
+
+if (byId("packets-form")) {
+  byId("packets-form").addEventListener("submit", capturePackets);
 }
 
 byId("event-filter").addEventListener("change", () => {

@@ -42,6 +42,8 @@ SWARM_ANSWERS: dict[str, Any] = {
     "container.ls": [{"id": "c1", "names": "web", "state": "running"}],
     "network.inspect": OVERLAY_DOC,
     "gossip.endpoints": [{"name": "web"}],
+    "dns.records": {"Network": "ov", "Records": []},
+    "network.lb": {"Network": "ov", "VIPs": []},
 }
 
 
@@ -55,9 +57,13 @@ async def test_a_swarm_host_is_asked_for_its_tables_and_not_for_undrawn_networks
         ("container.ls", {"all": True}),
         ("network.inspect", {"network": "ov"}),
         ("gossip.endpoints", {"network": "ov"}),
+        ("dns.records", {"network": "ov"}),
+        ("network.lb", {"network": "ov"}),
     ]
     assert rep.members == [{"name": "n1"}]
     assert rep.endpoints == {"ov": [{"name": "web"}]}
+    assert rep.dns == {"ov": {"Network": "ov", "Records": []}}
+    assert rep.lb == {"ov": {"Network": "ov", "VIPs": []}}
 
 
 async def test_a_network_removed_between_ls_and_inspect_is_skipped() -> None:
