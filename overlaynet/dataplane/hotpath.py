@@ -23,9 +23,10 @@ import struct
 import sys
 import time
 from collections import Counter
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from overlaynet.dataplane.fdb import LEARNED_MAX_AGE, FdbEntry, age_learned
+from overlaynet.dataplane.impair import ALL_PEERS, HeldQueue, ImpairModel
 from overlaynet.dataplane.offload import (
     IPV4_MAX_TOTAL,
     PLAIN_VNET_HDR,
@@ -41,6 +42,9 @@ from overlaynet.dataplane.switching import (
     ingress,
     learn_source,
 )
+
+if TYPE_CHECKING:
+    from overlaynet.dataplane.tracing import Tracer
 
 #: Frames read from a TAP, and datagrams received from the underlay (a GRO buffer counts for
 #: the datagrams in it), before the loop looks at its other fds again. It bounds how long a lone
@@ -164,8 +168,16 @@ class HotLoop:
         if rx_checked is not None:
             self._poller.register(rx_checked.fileno(), select.EPOLLIN)
         self._stopping = False
+        #: Peer address (or `impair.ALL_PEERS`) → impairment model of the datagrams sent to it
+        #: (`lab impair`). Replaced wholesale; empty (the default): one truth test per send.
+        self.impaired: dict[str, ImpairModel] = {}
+        #: Impaired datagrams waiting for their moment: socket, datagram, peer, network.
+        self._held: HeldQueue[tuple[socket.socket, bytes, str, Network]] = HeldQueue()
         #: Seconds without a received frame after which a learned FDB entry is forgotten.
         self.learned_max_age = LEARNED_MAX_AGE
+        #: The armed packet trace (`tracing.Tracer`), set and cleared by the VTEP; None (the
+        #: default) costs one check per drain and per frame.
+        self.tracer: Tracer | None = None
 
     def add(self, net: Network) -> None:
         """Start moving frames for `net`."""
@@ -216,8 +228,11 @@ class HotLoop:
         while not self._stopping:
             # A timeout only so learned entries age on an idle host: one clock read per
             # wake-up, not per frame.
-            ready = poll(AGE_SWEEP_INTERVAL)
+            held = self._held
+            ready = poll(AGE_SWEEP_INTERVAL if not held else self._until_due(monotonic()))
             now = monotonic()
+            if held:
+                self._release_due(now)
             if now >= next_sweep:
                 self._age_learned(now)
                 next_sweep = now + AGE_SWEEP_INTERVAL
@@ -239,6 +254,53 @@ class HotLoop:
                     net = self._by_fd.get(fd)
                     if net is not None:
                         self._drain_tap(net, fd)
+
+    # -- impairments (`impair`): only reached while some peer is impaired ---------------------
+
+    def _until_due(self, now: float) -> float:
+        """The poll timeout while datagrams are held: until the first is due."""
+        due = self._held.next_deadline()
+        return AGE_SWEEP_INTERVAL if due is None else min(AGE_SWEEP_INTERVAL, max(0.0, due - now))
+
+    def _release_due(self, now: float) -> None:
+        """Send the held datagrams whose moment has come (also after `lab heal`: held
+        traffic is late, never lost)."""
+        for sock, datagram, host, net in self._held.due(now):
+            try:
+                sock.sendto(datagram, (host, self._port))
+            except OSError as error:
+                net.counters[_send_error(error)] += 1
+
+    def _impair(
+        self, net: Network, parts: list[bytes], targets: tuple[str, ...], sock: socket.socket
+    ) -> tuple[str, ...]:
+        """Carry out the impairment models' decisions for the datagrams (`parts`: VXLAN
+        header, frame, ...) toward the impaired hosts among `targets`, one datagram at a time:
+        drop, send now, or hold until due (twice for a duplicate). Returns the targets left
+        for the normal path."""
+        impaired = self.impaired
+        everyone = impaired.get(ALL_PEERS)
+        now = time.monotonic()
+        rest: list[str] = []
+        for host in targets:
+            model = impaired.get(host, everyone)
+            if model is None:
+                rest.append(host)
+                continue
+            for i in range(0, len(parts), 2):
+                datagram = parts[i] + parts[i + 1]
+                moments, counter = model.decide(now, len(datagram))
+                if counter:
+                    net.counters[counter] += 1
+                for at in moments:
+                    if at <= now:
+                        try:
+                            sock.sendto(datagram, (host, self._port))
+                        except OSError as error:
+                            net.counters[_send_error(error)] += 1
+                    elif not self._held.push(at, len(datagram), (sock, datagram, host, net)):
+                        net.counters["impair_drop_queue_full"] += 1
+        return tuple(rest)
 
     def _age_learned(self, now: float) -> None:
         """Forget the learned FDB entries that received nothing for `learned_max_age` (in the
@@ -272,6 +334,7 @@ class HotLoop:
         header = net.header
         send = self._send
         batching = self._tx_gso is not None
+        tracer = self.tracer
         # A sealed segment is longer: GSO limits count the datagram as it leaves.
         overhead = 8 + SEAL_OVERHEAD if net.seal is not None else 8
         parts: list[bytes] = []  # VXLAN header, inner frame, VXLAN header, inner frame, ...
@@ -290,6 +353,8 @@ class HotLoop:
             except OSError:
                 net.counters["tap_read_error"] += 1
                 break
+            if tracer is not None:
+                tracer.egress(net, frame[skip:])
             n = len(frame)
             if count:
                 # The common case first, with as little work as possible: one more frame of
@@ -374,6 +439,8 @@ class HotLoop:
         if seal is not None:
             parts = seal.seal_parts(parts)
             inner += SEAL_OVERHEAD
+        if self.impaired:
+            targets = self._impair(net, parts, targets, self._tx[index])
         if count == 1:
             datagram = parts[0] + parts[1]
             sendto = self._tx[index].sendto
@@ -408,10 +475,13 @@ class HotLoop:
             with contextlib.suppress(OSError):
                 os.write(net.latency_fd, PLAIN_VNET_HDR + data if net.vnet_len else data)
             return
-        sendto = self._tx[flow_hash(frame) % len(self._tx)].sendto
+        sock = self._tx[flow_hash(frame) % len(self._tx)]
+        sendto = sock.sendto
         if net.seal is not None:
             sealed_header, sealed_frame = net.seal.seal(data[:8], data[8:])
             data = sealed_header + sealed_frame
+        if self.impaired:
+            targets = self._impair(net, [data[:8], data[8:]], targets, sock)
         for host in targets:
             try:
                 sendto(data, (host, self._port))
@@ -429,6 +499,7 @@ class HotLoop:
         networks, members, counters = self.networks, self.members, self._counters
         sealed = self.sealed
         strict = self._strict
+        tracer = self.tracer
         # The pending super-frame: its network, first segment's headers, the constant parts
         # every further segment must repeat, the next sequence number, the payloads.
         p_net: Network | None = None
@@ -452,6 +523,8 @@ class HotLoop:
                     seg = int.from_bytes(value[:4], _NATIVE) or size
             budget -= -(-size // seg) if size else 1
             sender = address[0]
+            if tracer is not None:
+                tracer.ingress(data[:seg], sender, members, networks, bool(sealed))
             if sender not in members:
                 # One count per datagram, also for those the kernel coalesced (and for empty ones).
                 counters["rx_drop_not_member"] += -(-size // seg) if size else 1

@@ -39,6 +39,7 @@ from overlaynet.dataplane.fdb import (
     as_mac,
 )
 from overlaynet.dataplane.hotpath import SOL_UDP, UDP_GRO, HotLoop
+from overlaynet.dataplane.impair import Impairment, ImpairModel
 from overlaynet.dataplane.offload import (
     SO_ATTACH_REUSEPORT_CBPF,
     SO_REUSEPORT,
@@ -48,6 +49,7 @@ from overlaynet.dataplane.offload import (
 from overlaynet.dataplane.seal import DataKey, Sealer
 from overlaynet.dataplane.switching import DEFAULT_MTU, Network
 from overlaynet.dataplane.tap import has_vnet_hdr, open_tap_queues
+from overlaynet.dataplane.tracing import TraceMatch, Tracer
 from overlaynet.wire import vxlan
 from overlaynet.wire.ethernet import mac_to_str
 
@@ -210,6 +212,8 @@ class Vtep:
             tx_gso=self._tx_gso if batch else None,
         )
         self._loop.learned_max_age = learned_max_age
+        #: What `set_impairments` was last given (for views; the loop holds the models).
+        self.impairments: dict[str, Impairment] = {}
 
     # -- networks -----------------------------------------------------------------------------
 
@@ -319,6 +323,16 @@ class Vtep:
             self._loop.sealed = {**self._loop.sealed, net.vni_key: sealer}
             net.seal = sealer
 
+    def set_impairments(self, table: dict[str, Impairment]) -> None:
+        """Impair the datagrams sent to each peer address in `table` (`impair.ALL_PEERS`:
+        every peer not named), replacing what was set before; {} ends every impairment
+        (datagrams already held still leave when due). Each model starts its seeded stream
+        afresh, so setting the same table twice repeats the same experiment."""
+        models = {as_ipv4(p) if p else p: ImpairModel(i) for p, i in table.items() if not i.empty}
+        with self._lock:
+            self.impairments = dict(table)
+            self._loop.impaired = models
+
     # -- endpoints ----------------------------------------------------------------------------
 
     def add_arp(self, vni: int, ip: str, mac: str | bytes) -> None:
@@ -369,7 +383,21 @@ class Vtep:
             "counters": dict(self.counters),
             "networks": {str(vni): self.inspect(vni) for vni in sorted(self._networks)},
             "source_ports": [s.getsockname()[1] for s in self._tx],
+            "impairments": {p or "*": i.to_doc() for p, i in sorted(self.impairments.items())},
         }
+
+    def arm_trace(self, match: TraceMatch, seconds: float) -> None:
+        """Record what the loop decides about `match`'s probe and reply for `seconds`
+        (`tracing`); replaces a trace armed before."""
+        ports = [s.getsockname()[1] for s in self._tx]
+        self._loop.tracer = Tracer(match, self.local_ip, ports, seconds)
+
+    def trace_records(self, *, disarm: bool = True) -> list[dict[str, Any]]:
+        """The armed trace's records so far (none armed: none), and disarm it."""
+        tracer = self._loop.tracer
+        if disarm:
+            self._loop.tracer = None
+        return list(tracer.records) if tracer is not None else []
 
     # -- running ------------------------------------------------------------------------------
 

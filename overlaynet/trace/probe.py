@@ -1,0 +1,211 @@
+"""The probe itself: built with scapy, resolved and sent from inside a container's namespace,
+watched by short AF_PACKET captures on the ports it crosses on the source host.
+
+Blocking; the agent runs it in a worker thread. Every capture is bounded in frames and time,
+every socket is closed before returning, and nothing is sent but the one probe (and, for a
+name, one DNS query to the container's own resolver).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from overlaynet.dataplane.tracing import Matcher, TraceMatch
+from overlaynet.host.nssocket import run_in_netns, socket_in_netns
+from overlaynet.trace.model import Capture, Resolution
+from overlaynet.wire.ethernet import mac_to_str
+
+#: <linux/if_ether.h>: every protocol, for AF_PACKET captures.
+ETH_P_ALL = 0x0003
+#: Frames read from all capture sockets together before giving up: a busy bridge cannot keep
+#: the probe's worker thread reading forever.
+MAX_FRAMES = 2000
+#: The container's resolver (Docker's embedded DNS address).
+RESOLVER = "127.0.0.11"
+#: DNS answer wait: the embedded resolver answers local names at once.
+DNS_TIMEOUT = 2.0
+#: After the reply reached the container, captures keep reading this long so the frames of the
+#: host ports that were read later in the same poll round are not lost.
+SETTLE = 0.05
+
+
+def build(match: TraceMatch, size: int) -> bytes:
+    """The probe's IPv4 packet, DF set, `size` octets in all (padding after the L4 header
+    carries a recognisable text): ICMP echo (id = match.sport), TCP SYN, or UDP."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.packet import Raw
+
+    ip = IP(src=match.src, dst=match.dst, id=match.ip_id, flags="DF", ttl=64)
+    l4: Any
+    if match.proto == "icmp":
+        l4 = ICMP(type=8, id=match.sport, seq=1)
+        header = 28
+    elif match.proto == "tcp":
+        l4 = TCP(sport=match.sport, dport=match.dport, flags="S", seq=match.ip_id << 16)
+        header = 40
+    else:
+        l4 = UDP(sport=match.sport, dport=match.dport)
+        header = 28
+    pad = b"overlaynet-trace " * (size // 17 + 1)
+    payload = pad[: max(0, size - header)]
+    return bytes(ip / l4 / Raw(payload)) if payload else bytes(ip / l4)
+
+
+def describe(frame: bytes) -> str:
+    """A reply frame in a few words: echo-reply, SYN-ACK, RST, ICMP type/code."""
+    from scapy.layers.inet import ICMP, TCP, UDP
+    from scapy.layers.l2 import Ether
+
+    pkt: Any = Ether(frame)
+    if pkt.haslayer(ICMP):
+        icmp = pkt[ICMP]
+        if icmp.type == 0:
+            return f"ICMP echo-reply id {icmp.id}"
+        if icmp.type == 3 and icmp.code == 3:
+            return "ICMP port unreachable"
+        return f"ICMP type {icmp.type} code {icmp.code}"
+    if pkt.haslayer(TCP):
+        flags = str(pkt[TCP].flags)
+        if "S" in flags and "A" in flags:
+            return f"TCP SYN-ACK from port {pkt[TCP].sport} (listening)"
+        if "R" in flags:
+            return f"TCP RST from port {pkt[TCP].sport} (closed)"
+        return f"TCP flags {flags}"
+    if pkt.haslayer(UDP):
+        return f"UDP from port {pkt[UDP].sport}"
+    return "a frame"
+
+
+def resolve(netns: str, name: str, network: str) -> Resolution:
+    """Ask the container's resolver (127.0.0.11, inside its namespace) for `name`'s A record."""
+    from scapy.layers.dns import DNS, DNSQR
+
+    query = DNS(id=0x7E57, rd=1, qd=DNSQR(qname=name, qtype="A"))
+    sock = socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.settimeout(DNS_TIMEOUT)
+        sock.sendto(bytes(query), (RESOLVER, 53))
+        data, _ = sock.recvfrom(4096)
+    except OSError as e:
+        return Resolution(name, RESOLVER, network, None, f"no answer ({e})")
+    finally:
+        sock.close()
+    answer: Any = DNS(data)
+    rcode = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}.get(
+        int(answer.rcode), f"rcode {answer.rcode}"
+    )
+    for i in range(int(answer.ancount or 0)):
+        rr = answer.an[i]
+        if int(rr.type) == 1:
+            owner = rr.rrname.decode().rstrip(".") if isinstance(rr.rrname, bytes) else rr.rrname
+            record = f"{owner} {rr.ttl} IN A {rr.rdata}"
+            return Resolution(name, RESOLVER, network, str(rr.rdata), rcode, record)
+    return Resolution(name, RESOLVER, network, None, rcode if rcode != "NOERROR" else "no A record")
+
+
+@dataclass
+class ProbeResult:
+    """What sending one probe showed on the source host."""
+
+    sent_at: float | None = None
+    send_error: str | None = None
+    reply_at: float | None = None
+    reply: str = ""
+    captures: list[Capture] = field(default_factory=list)
+
+
+def _packet_socket(ifname: str) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
+        sock.bind((ifname, 0))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def send_and_watch(
+    netns: str,
+    ifname: str,
+    veth: str,
+    ports: list[str],
+    match: TraceMatch,
+    packet: bytes,
+    wait: float,
+) -> ProbeResult:
+    """Open captures (the container's `ifname` in `netns`, the host end `veth`, the other
+    bridge `ports` in the calling thread's namespace), send `packet` from `netns`, read until
+    the reply reaches the container or `wait` seconds pass."""
+    matcher = Matcher(match)
+    result = ProbeResult()
+    sockets: dict[int, tuple[str, str, socket.socket]] = {}
+    try:
+        inner = run_in_netns(netns, lambda: _packet_socket(ifname))
+        sockets[inner.fileno()] = ("container", ifname, inner)
+        for stage, port in [("veth", veth)] + [("port", p) for p in ports if p != veth]:
+            try:
+                sock = _packet_socket(port)
+            except OSError:
+                continue  # a port that went away meanwhile: nothing to see there
+            sockets[sock.fileno()] = (stage, port, sock)
+        # IPPROTO_RAW (255) implies IP_HDRINCL: our header, IP id and DF included, is sent as is.
+        raw = run_in_netns(
+            netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        )
+        with contextlib.closing(raw):
+            result.sent_at = time.time()
+            try:
+                raw.sendto(packet, (match.dst, 0))
+            except OSError as e:
+                result.send_error = errno.errorcode.get(e.errno or 0, str(e))
+                return result
+        _watch(sockets, matcher, result, time.monotonic() + wait)
+        return result
+    finally:
+        for _, _, sock in sockets.values():
+            sock.close()
+
+
+def _watch(
+    sockets: dict[int, tuple[str, str, socket.socket]],
+    matcher: Matcher,
+    result: ProbeResult,
+    deadline: float,
+) -> None:
+    poller = select.poll()
+    for fd in sockets:
+        poller.register(fd, select.POLLIN)
+    frames = 0
+    while frames < MAX_FRAMES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        for fd, _ in poller.poll(left * 1000):
+            stage, port, sock = sockets[fd]
+            while frames < MAX_FRAMES:
+                try:
+                    frame = sock.recv(65536)
+                except BlockingIOError:
+                    break
+                frames += 1
+                kind = matcher.classify(frame)
+                if kind is None:
+                    continue
+                now = time.time()
+                seen = (stage, port, kind)
+                if any((c.stage, c.port, c.kind) == seen for c in result.captures):
+                    continue  # the first sighting is the one that counts
+                result.captures.append(
+                    Capture(stage, port, kind, now, mac_to_str(frame[6:12]), mac_to_str(frame[0:6]))
+                )
+                if stage == "container" and kind == "reply":
+                    result.reply_at = now
+                    result.reply = describe(frame)
+                    deadline = min(deadline, time.monotonic() + SETTLE)

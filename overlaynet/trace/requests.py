@@ -1,0 +1,102 @@
+"""The agent operations a trace uses, one frozen dataclass each (listed in agent/requests.py).
+
+`trace.plan` resolves TO inside FROM and picks the network; `trace.arm` sets the VTEP's trace
+flag on a host; `trace.probe` sends the probe from FROM with captures on the ports between;
+`trace.records` returns (and disarms) a host's VTEP records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from overlaynet.api import Request, check_seconds
+from overlaynet.dataplane.tracing import MAX_ARMED_SECONDS, TraceMatch
+from overlaynet.errors import InvalidArgument
+
+#: The longest a probe waits for its reply: a round trip on the lab is well under a second; a
+#: lost probe must not hold the command (nor a worker thread of the agent) for long.
+MAX_WAIT = 10.0
+#: Smallest probe: an IPv4 header and an 8-octet ICMP/UDP header (TCP gets its 20 anyway).
+MIN_SIZE = 28
+#: Largest probe: what an IPv4 total length can say.
+MAX_SIZE = 65535
+PROTOCOLS = ("icmp", "tcp", "udp")
+
+
+def _check_proto(proto: str, port: int) -> None:
+    if proto not in PROTOCOLS:
+        raise InvalidArgument(f"protocol {proto!r}: use icmp, tcp:PORT or udp:PORT")
+    if proto != "icmp" and not 1 <= port <= 65535:
+        raise InvalidArgument(f"{proto} needs a port from 1 to 65535 ({proto}:PORT)")
+
+
+@dataclass(frozen=True)
+class TracePlan(Request):
+    """Resolve `to` (a name or an IPv4 address) as `container` would; pick the network."""
+
+    OP: ClassVar[str] = "trace.plan"
+    container: str
+    to: str
+    network: str | None = None
+
+
+@dataclass(frozen=True)
+class TraceArm(Request):
+    """Record what this host's VTEP decides about one probe (`tracing.TraceMatch`), for
+    `seconds`."""
+
+    OP: ClassVar[str] = "trace.arm"
+    src: str
+    dst: str
+    proto: str = "icmp"
+    ip_id: int = 0
+    sport: int = 0
+    dport: int = 0
+    seconds: float = 10.0
+
+    def check(self) -> None:
+        if not 0 < self.seconds <= MAX_ARMED_SECONDS:
+            raise InvalidArgument(f"a trace is armed for 0 < seconds <= {MAX_ARMED_SECONDS:g}")
+        try:
+            self.match()
+        except ValueError as e:
+            raise InvalidArgument(f"bad trace match: {e}") from None
+
+    def match(self) -> TraceMatch:
+        return TraceMatch(self.src, self.dst, self.proto, self.ip_id, self.sport, self.dport)
+
+
+@dataclass(frozen=True)
+class TraceRecords(Request):
+    """This host's VTEP trace records (the trace is disarmed)."""
+
+    OP: ClassVar[str] = "trace.records"
+
+
+@dataclass(frozen=True)
+class TraceProbe(Request):
+    """Send one probe from `container` to `dst_ip` and report what the source host saw."""
+
+    OP: ClassVar[str] = "trace.probe"
+    container: str
+    dst_ip: str
+    network: str | None = None
+    proto: str = "icmp"
+    port: int = 0
+    ip_id: int = 0
+    sport: int = 0
+    size: int = 84
+    reply_wait: float = 2.0
+
+    def check(self) -> None:
+        _check_proto(self.proto, self.port)
+        check_seconds("reply_wait", self.reply_wait, MAX_WAIT)
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise InvalidArgument(f"probe size {self.size}: from {MIN_SIZE} to {MAX_SIZE} octets")
+        for name, value in (("ip_id", self.ip_id), ("sport", self.sport)):
+            if not 0 <= value <= 0xFFFF:
+                raise InvalidArgument(f"{name} {value} is not a 16-bit number")
+
+
+TRACE_REQUESTS: tuple[type[Request], ...] = (TracePlan, TraceArm, TraceRecords, TraceProbe)
