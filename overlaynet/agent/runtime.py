@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from overlaynet.agent import hostcore, views
+from overlaynet.agent.events import EventLog
 from overlaynet.agent.overlay import OverlayDriver, StaticEndpoint
 from overlaynet.agent.requests import ContainerCreate, NetworkCreate, labels_of
 from overlaynet.agent.store import Store
@@ -101,6 +102,8 @@ class Runtime:
         self._kernel_lock = threading.Lock()
         # Bumped by every change other planes (DNS, overlay) follow: endpoints, running state.
         self.generation = 0
+        # `events`: what happened here, as Docker reports it (agent/events.py).
+        self.events = EventLog()
 
     # ---- lookups ------------------------------------------------------------------------
 
@@ -231,7 +234,19 @@ class Runtime:
             overlay_capable=self.overlay is not None,
         )
         self._add_network(net)
+        self._network_event(net, "create")
         return net
+
+    def _network_event(self, net: Network, action: str, c: Container | None = None) -> None:
+        attrs = {"name": net.name, "type": str(net.driver)}
+        if c is not None:
+            attrs["container"] = c.id
+        self.events.emit("network", action, net.id, attrs)
+
+    def _container_event(self, c: Container, action: str, **extra: str) -> None:
+        # Docker's container events carry the labels, the image and the name.
+        attrs = {**c.labels, "image": c.image, "name": c.name, **extra}
+        self.events.emit("container", action, c.id, attrs)
 
     def _add_network(self, net: Network) -> None:
         """Record the network and build its bridge (and TAP); a failure undoes both."""
@@ -254,6 +269,7 @@ class Runtime:
             lambda: self.networks.setdefault(net.id, net), f"cannot remove network {net.name}"
         )
         self.store.delete_network(net.id)
+        self._network_event(net, "destroy")
         return net
 
     # ---- containers ---------------------------------------------------------------------
@@ -344,6 +360,9 @@ class Runtime:
             raise
         self._write_container_files(c)
         self.generation += 1
+        self._container_event(c, "create")
+        if c.endpoints:
+            self._network_event(net, "connect", c)
         return c
 
     def task_create(
@@ -468,6 +487,7 @@ class Runtime:
         c.started_at, c.finished_at = now_iso(), None
         self.store.put_container(c)
         self.generation += 1
+        self._container_event(c, "start")
 
     def exec_spec(
         self, c: Container, cmd: Iterable[str], env: Iterable[str], term: str | None
@@ -549,6 +569,7 @@ class Runtime:
             self.store.put_container(c)
             ended.append(c)
             self.generation += 1
+            self._container_event(c, "die", exitCode=str(c.exit_code))
         return ended
 
     def container_rm(self, ref: str, force: bool = False) -> Container:
@@ -577,8 +598,10 @@ class Runtime:
             _rmtree(self.container_dir(c))
         for ep in c.endpoints:
             if ep.network_id in self.networks:
+                self._network_event(self.networks[ep.network_id], "disconnect", c)
                 self._retire_if_unused(self.networks[ep.network_id])
         self.generation += 1
+        self._container_event(c, "destroy")
         return c
 
     def network_connect(
@@ -627,6 +650,7 @@ class Runtime:
         self.store.put_container(c)
         self._write_container_files(c)
         self.generation += 1
+        self._network_event(net, "connect", c)
         return c
 
     def network_disconnect(self, net_ref: str, container_ref: str) -> Container:
@@ -641,6 +665,7 @@ class Runtime:
         )
         self.store.put_container(c)
         self._write_container_files(c)
+        self._network_event(net, "disconnect", c)
         self._retire_if_unused(net)
         self.generation += 1
         return c

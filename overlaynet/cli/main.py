@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from overlaynet import api
-from overlaynet.cli import completion, filters, formats, gotemplate, logtail
+from overlaynet.cli import completion, filters, formats, gotemplate, lab_impair, logtail
 from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError
 from overlaynet.names import BadName, short_id
@@ -819,6 +819,8 @@ def cmd_lab_ls(ns: argparse.Namespace) -> int:
             health = "healthy" if st.healthy else ("no agent" if st.pid is None else "unhealthy")
             rows.append([name, st.host, st.ip, str(st.pid or "-"), health])
     print(table(["LAB", "HOST", "ADDRESS", "AGENT PID", "HEALTH"], rows))
+    for name in lab.all_labs():
+        lab_impair.print_active(name)
     return 0
 
 
@@ -852,7 +854,7 @@ def cmd_lab_ui(ns: argparse.Namespace) -> int:
     from overlaynet.web import server
 
     try:
-        return server.run(ns.ui_lab or ns.lab, ns.port, ns.bind)
+        return server.run(ns.ui_lab or ns.lab, ns.port, ns.bind, ns.allow_actions)
     except server.NoSuchLab as e:
         raise CliError(str(e)) from None
     except OSError as e:
@@ -1131,6 +1133,12 @@ def build_parser() -> argparse.ArgumentParser:
     from overlaynet.cli import views_cmds  # imports this module: registered once it is loaded
 
     views_cmds.register(sub)
+    from overlaynet.cli import events_cmd  # imports this module: registered once it is loaded
+
+    events_cmd.register(sub)
+    from overlaynet.cli import trace_cmd  # imports this module: registered once it is loaded
+
+    trace_cmd.register(sub)
     c = sub.add_parser("version", help="client and agent versions")
     c.add_argument("-f", "--format", help="Go template, e.g. '{{.Server.Version}}'")
     c.set_defaults(func=cmd_version)
@@ -1172,6 +1180,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lab", "--name", dest="ui_lab", help="lab name (default: the global --lab)")
     c.add_argument("--port", type=int, default=8080, help="TCP port (0: any free one)")
     c.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
+    c.add_argument(
+        "--allow-actions",
+        action="store_true",
+        help="let the page capture underlay packets and ping between containers",
+    )
     c.set_defaults(func=cmd_lab_ui)
     c = lab.add_parser("graph", help="draw the lab's hosts, networks, VTEPs and tunnels")
     c.add_argument("--name", help="lab name (default: --lab)")
@@ -1182,6 +1195,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="FILE.svg, FILE.png (graphviz) or FILE.dot; '-' prints the DOT text",
     )
     c.set_defaults(func=cmd_lab_graph)
+    lab_impair.register(lab)
 
     from overlaynet.cli import service  # imports this module: registered once it is loaded
 
@@ -1190,7 +1204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Verbs that create or remove kernel objects themselves rather than asking an agent.
-_NEEDS_ROOT = (cmd_lab_up, cmd_lab_down, cmd_lab_capture, cmd_lab_demo)
+_NEEDS_ROOT = (cmd_lab_up, cmd_lab_down, cmd_lab_capture, cmd_lab_demo, *lab_impair.NEEDS_ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,16 @@ prune, info's text and node inspect --pretty, run -t and SIGTERM of a foreground
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+import time
 
-from tests.integration.labs import Lab
+from tests.integration.labs import Lab, wait_until
+
+
+def _cli_argv(lab: Lab, host: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "overlaynet", "--lab", lab.name, "-H", host, *args]
 
 
 def test_run_hostname_sets_uts_name_etc_hostname_and_hosts(lab2: Lab) -> None:
@@ -60,3 +68,67 @@ def test_logs_follow_returns_when_the_container_ends_and_tail_shows_the_last_lin
     bad = lab2.cli("node1", "logs", "--tail", "x", "talker")
     assert bad.returncode == 125 and "--tail" in bad.stderr
     lab2.ok("node1", "rm", "talker")
+
+
+def _events(lab: Lab, *args: str) -> list[str]:
+    return lab.ok("node1", "events", "--since", "5m", "--until", "0s", *args).splitlines()
+
+
+def test_events_show_a_containers_life_in_order_and_filters_narrow_them(lab2: Lab) -> None:
+    # A follower started first sees what happens from then on, and returns at --until.
+    argv = _cli_argv(lab2, "node1", "events", "--until=-12s")
+    follower = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # let the follower take its cursor (ordering, not a timed assertion)
+        lab2.ok("node1", "network", "create", "evnet")
+        cid = lab2.ok(
+            "node1", "run", "-d", "--name", "evlife", "--network", "evnet", "alpine", "true"
+        ).strip()
+        assert wait_until(
+            lambda: (
+                lab2.ok("node1", "inspect", "-f", "{{.State.Status}}", "evlife").strip() == "exited"
+            )
+        )
+        lab2.ok("node1", "rm", "evlife")
+        out, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    followed = [ln.split()[1:3] for ln in out.splitlines()]
+    assert followed == [
+        ["network", "create"],
+        ["container", "create"],
+        ["network", "connect"],
+        ["container", "start"],
+        ["container", "die"],
+        ["network", "disconnect"],
+        ["container", "destroy"],
+    ]
+    first = out.splitlines()[1]
+    assert re.fullmatch(
+        rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{9}}Z container create {cid} "
+        r"\(image=alpine, name=evlife\)",
+        first,
+    ), first
+    # --since replays the ring; filters narrow it.
+    mine = _events(lab2, "--filter", "container=evlife")
+    assert [ln.split()[2] for ln in mine if ln.split()[1] == "container"] == [
+        "create",
+        "start",
+        "die",
+        "destroy",
+    ]
+    assert _events(lab2, "--filter", "container=evlife", "--filter", "event=die")[0].endswith(
+        "(exitCode=0, image=alpine, name=evlife)"
+    )
+    nets = _events(lab2, "--filter", "type=network", "--filter", "network=evnet")
+    assert [ln.split()[2] for ln in nets] == ["create", "connect", "disconnect"]
+    docs = [
+        json.loads(x) for x in _events(lab2, "--filter", "network=evnet", "--format", "{{json .}}")
+    ]
+    assert docs[0]["Type"] == "network" and docs[0]["Actor"]["Attributes"]["name"] == "evnet"
+    lab2.ok("node1", "network", "rm", "evnet")
+    assert _events(lab2, "--filter", "network=evnet")[-1].split()[2] == "destroy"
+    bad = lab2.cli("node1", "events", "--filter", "type=volume", "--until", "0s")
+    assert bad.returncode != 0 and "type=volume" in bad.stderr
