@@ -1136,6 +1136,9 @@ def build_parser() -> argparse.ArgumentParser:
     from overlaynet.cli import events_cmd  # imports this module: registered once it is loaded
 
     events_cmd.register(sub)
+    from overlaynet.cli import prune  # imports this module: registered once it is loaded
+
+    prune.register(sub, cont, net)
     from overlaynet.cli import trace_cmd  # imports this module: registered once it is loaded
 
     trace_cmd.register(sub)

@@ -132,3 +132,46 @@ def test_events_show_a_containers_life_in_order_and_filters_narrow_them(lab2: La
     assert _events(lab2, "--filter", "network=evnet")[-1].split()[2] == "destroy"
     bad = lab2.cli("node1", "events", "--filter", "type=volume", "--until", "0s")
     assert bad.returncode != 0 and "type=volume" in bad.stderr
+
+
+def test_prunes_remove_stopped_containers_and_unused_user_networks_only(lab2: Lab) -> None:
+    lab2.ok("node1", "network", "create", "pruneme")
+    lab2.ok("node1", "network", "create", "keepme")
+    lab2.ok("node1", "run", "-dit", "--name", "pr_run", "--network", "keepme", "alpine")
+    done = lab2.ok("node1", "run", "-d", "--name", "pr_done", "alpine", "true").strip()
+    state = lambda: lab2.ok("node1", "inspect", "-f", "{{.State.Status}}", "pr_done").strip()  # noqa: E731
+    assert wait_until(lambda: state() == "exited")
+    # Without -f it asks; anything but yes keeps everything.
+    no = subprocess.run(
+        _cli_argv(lab2, "node1", "container", "prune"),
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no.returncode == 0 and "Are you sure you want to continue? [y/N]" in no.stdout
+    assert "pr_done" in lab2.ok("node1", "ps", "-a")
+    yes = subprocess.run(
+        _cli_argv(lab2, "node1", "container", "prune"),
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert yes.returncode == 0, yes.stderr
+    assert f"Deleted Containers:\n{done}\n" in yes.stdout
+    assert yes.stdout.endswith("Total reclaimed space: 0B\n")
+    ps = lab2.ok("node1", "ps", "-a")
+    assert "pr_done" not in ps and "pr_run" in ps
+    out = lab2.ok("node1", "network", "prune", "-f")
+    assert out.startswith("Deleted Networks:\n") and "pruneme\n" in out
+    assert "keepme" not in out and "bridge" not in out
+    names = lab2.ok("node1", "network", "ls", "--format", "{{.Name}}").split()
+    assert {"bridge", "host", "none", "keepme"} <= set(names) and "pruneme" not in names
+    # system prune: the stopped container first, then the network it left unused.
+    lab2.ok("node1", "stop", "-t", "0", "pr_run")
+    out = lab2.ok("node1", "system", "prune", "-f")
+    assert "Deleted Containers:\n" in out and "Deleted Networks:\nkeepme\n" in out
+    assert out.endswith("Total reclaimed space: 0B\n")
+    assert "pr_run" not in lab2.ok("node1", "ps", "-a")
+    assert lab2.ok("node1", "system", "prune", "-f") == "Total reclaimed space: 0B\n"
