@@ -16,17 +16,27 @@ Semantics follow netem's, which learners meet in every tutorial (tc-netem(8)):
   datagrams overtake it).
 - rate R Mbit/s: a token bucket of one burst; a datagram leaves once the bucket has its bits,
   and one that would wait longer than MAX_DELAY is dropped (a full queue).
+
+The agent's side is at the end: `ImpairRequest` (the API's `impair` operation) and
+`ImpairState`, the host's peer → impairment table, persisted beside its other state and handed
+to the VTEP (`Vtep.set_impairments`) whenever one runs.
 """
 
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from overlaynet.api import Request
+from overlaynet.errors import InvalidArgument
+from overlaynet.paths import write_private
 
 #: The longest any datagram is held: a few seconds is already far beyond any real path, and a
 #: bound keeps the heap (and a typo like --delay 100000) from holding traffic forever.
@@ -235,10 +245,7 @@ def save(path: Path, table: dict[str, Impairment]) -> None:
     if not table:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({p: i.to_doc() for p, i in sorted(table.items())}, indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    write_private(path, json.dumps({p: i.to_doc() for p, i in sorted(table.items())}, indent=2))
 
 
 def updated(
@@ -254,3 +261,82 @@ def updated(
     else:
         out[peer] = impairment
     return out
+
+
+# ---- the agent's side: one request, a table kept in the host's state -------------------------
+
+
+@dataclass(frozen=True)
+class ImpairRequest(Request):
+    """Set (`action="set"`), end (`"clear"`) or show (`"show"`) the impairment of overlay
+    datagrams this host sends to `peer` (an underlay address; "" every peer). `lab impair`
+    sends it; the answer is the host's whole table."""
+
+    OP: ClassVar[str] = "impair"
+    action: str = "show"
+    peer: str = ALL_PEERS
+    loss: float = 0.0
+    delay: float = 0.0
+    jitter: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    rate: float | None = None
+    seed: int | None = None
+
+    def check(self) -> None:
+        if self.action not in ("set", "clear", "show"):
+            raise InvalidArgument("argument 'action' must be set, clear or show")
+        if self.peer:
+            try:
+                ipaddress.IPv4Address(self.peer)
+            except ValueError:
+                raise InvalidArgument(f"peer {self.peer!r} is not an IPv4 address") from None
+        try:
+            self.impairment()
+        except ImpairmentError as e:
+            raise InvalidArgument(str(e)) from None
+
+    def impairment(self) -> Impairment:
+        return Impairment(
+            self.loss, self.delay, self.jitter, self.duplicate, self.reorder, self.rate, self.seed
+        )
+
+
+class _ImpairableVtep(Protocol):
+    def set_impairments(self, table: dict[str, Impairment]) -> None: ...
+
+
+class ImpairState:
+    """The agent's impairments: kept in `path` (so a restarted agent impairs as before) and
+    given to the VTEP whenever it runs (`vtep()` returns it, or None before it starts)."""
+
+    def __init__(self, path: Path, vtep: Callable[[], _ImpairableVtep | None]) -> None:
+        self.path = path
+        self._vtep = vtep
+        try:
+            self.table = load(path)
+        except ImpairmentError:
+            # A damaged file must not keep the agent from starting; it is set aside, named.
+            path.replace(path.with_suffix(".damaged"))
+            self.table = {}
+
+    def apply(self, vtep: _ImpairableVtep) -> None:
+        """Give the table to a VTEP that has just started."""
+        vtep.set_impairments(self.table)
+
+    def doc(self) -> dict[str, Any]:
+        return {
+            "impairments": {p or "*": i.to_doc() for p, i in sorted(self.table.items())},
+            "described": {p or "*": i.describe() for p, i in sorted(self.table.items())},
+            "vtep": self._vtep() is not None,
+        }
+
+    async def handle(self, req: ImpairRequest) -> Any:
+        if req.action != "show":
+            spec = req.impairment() if req.action == "set" else None
+            self.table = updated(self.table, req.peer, spec)
+            save(self.path, self.table)
+            vtep = self._vtep()
+            if vtep is not None:
+                vtep.set_impairments(self.table)
+        return self.doc()

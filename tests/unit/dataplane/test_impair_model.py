@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_rate_spaces_datagrams_at_the_link_speed_after_a_burst() -> None:
     model = ImpairModel(Impairment(rate=1))
     leave = [model.decide(0.0, 1250)[0][0] for _ in range(200)]
     assert leave[0] == 0.0
-    gaps = [b - a for a, b in zip(leave, leave[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(leave)]
     assert all(g >= -1e-12 for g in gaps)
     assert statistics.median(gaps[100:]) == pytest.approx(0.010)
     # Over the 200 datagrams (250 kB) the rate holds: ~2 s minus the 64 KiB burst.
