@@ -70,15 +70,19 @@ async def call(socket_path: Path, op: str, **args: Any) -> Any:
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise api.AgentDown(str(e)) from None
         async with stream:
-            await stream.send_all(api.encode_request(op, args))
             answer = bytearray()
-            while not answer.endswith(b"\n"):
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    raise api.AgentDown("the agent closed the connection without answering")
-                answer += chunk
-                if len(answer) > MAX_ANSWER_BYTES:
-                    raise BadAnswer(f"answer to {op} is over {MAX_ANSWER_BYTES} bytes")
+            try:
+                await stream.send_all(api.encode_request(op, args))
+                while not answer.endswith(b"\n"):
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        raise api.AgentDown("the agent closed the connection without answering")
+                    answer += chunk
+                    if len(answer) > MAX_ANSWER_BYTES:
+                        raise BadAnswer(f"answer to {op} is over {MAX_ANSWER_BYTES} bytes")
+            except trio.BrokenResourceError as e:
+                # A killed agent resets the connection a watch holds open (ECONNRESET).
+                raise api.AgentDown(f"the agent reset the connection: {e.__cause__ or e}") from None
     return api.decode_response(bytes(answer))
 
 

@@ -124,6 +124,8 @@ def make_app(
         async with action_lock:
             hub.counters["captures"] += 1
             frames, ping_result = await actions.capture_with_ping(hub.lab, spec)
+            if hub.refresh is not None:
+                await hub.refresh()  # the FDB counters the join quotes include this ping
         decoded = [packets.decode(f) for f in frames]
         shown = [p for p in decoded if p.vni is None or p.vni == net.get("vni")]
         return JSONResponse(

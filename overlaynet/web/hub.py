@@ -9,6 +9,7 @@ grows its own bounded backlog.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -58,6 +59,9 @@ class Hub:
         self.cursors: dict[str, int] = {}
         # Whether the page may act (`--allow-actions`): it shows the packets panel then.
         self.actions = False
+        # Asks every host again (the watchers' safety round), set by the server: an action
+        # that moved counters (a capture's ping) refreshes the tables before it answers.
+        self.refresh: Callable[[], Awaitable[object]] | None = None
 
     @property
     def full(self) -> bool:

@@ -66,6 +66,7 @@ async def serve(
         raise NoSuchLab(f"lab {lab} has no hosts: build it with `overlaynet lab up --name {lab}`")
     hub = Hub(lab)
     poller = Poller(hub, lab, safety_interval)
+    hub.refresh = poller.poll_once
     # The first round before the first browser: the page never starts from an empty view.
     await poller.poll_once()
     # Starlette's and Hypercorn's ASGI type aliases differ in spelling, not in protocol.

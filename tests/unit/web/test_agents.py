@@ -192,3 +192,17 @@ async def test_an_endless_answer_is_refused(tmp_path: Path) -> None:
         with pytest.raises(agents.BadAnswer, match="over"):
             await agents.call(path, "info")
         nursery.cancel_scope.cancel()
+
+
+async def test_an_agent_killed_with_the_request_unread_is_agent_down(tmp_path: Path) -> None:
+    # Closing a Unix socket with unread data resets the peer (ECONNRESET), as a killed agent
+    # does to the watch it holds open: trio says BrokenResourceError, which is no OSError.
+    path = tmp_path / "agent.sock"
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await trio.sleep(0.05)  # the request arrives and is never read
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_once, path, handler)
+        with pytest.raises(api.AgentDown, match="reset"):
+            await agents.call(path, "watch", cursor=0)
