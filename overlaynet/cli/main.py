@@ -529,8 +529,10 @@ def cmd_logs(ns: argparse.Namespace) -> int:
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
-    print(json.dumps(call(ns, "info"), indent=4))
-    return 0
+    """docker's text layout; `-f json` or a Go template for the document (cli/info_text.py)."""
+    from overlaynet.cli import info_text  # it imports this module
+
+    return info_text.cmd_info(ns)
 
 
 def _client_version() -> str:
@@ -695,8 +697,26 @@ def cmd_node_ls(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _node_refs(ns: argparse.Namespace, refs: list[str]) -> list[str]:
+    """`self` is this host's node, as docker's CLI reads it (the NodeID its `info` gives)."""
+    if "self" not in refs:
+        return refs
+    swarm = call(ns, "info").get("Swarm") or {}
+    if not swarm.get("NodeID"):
+        raise CliError(
+            'Error response from daemon: This node is not a swarm manager. Use "overlaynet '
+            'swarm init" or "overlaynet swarm join" to connect this node to swarm and try again.'
+        )
+    return [swarm["NodeID"] if ref == "self" else ref for ref in refs]
+
+
 def cmd_node_inspect(ns: argparse.Namespace) -> int:
-    return _inspect_each(ns, ns.nodes, "node.inspect", "node")
+    refs = _node_refs(ns, ns.nodes)
+    if ns.pretty:
+        from overlaynet.cli import info_text  # it imports this module
+
+        return info_text.cmd_node_inspect_pretty(ns, refs)
+    return _inspect_each(ns, refs, "node.inspect", "node")
 
 
 def cmd_node_update(ns: argparse.Namespace) -> int:
@@ -1094,6 +1114,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.set_defaults(func=cmd_node_ls)
     c = node.add_parser("inspect", help="node details as JSON")
     c.add_argument("-f", "--format")
+    c.add_argument("--pretty", action="store_true", help="docker's human-friendly text")
     c.add_argument("nodes", nargs="+")
     c.set_defaults(func=cmd_node_inspect)
     c = node.add_parser("update", help="change a node's availability or labels")
@@ -1129,6 +1150,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_gossip_endpoints)
 
     p_info = sub.add_parser("info", help="the agent's view of its host")
+    p_info.add_argument(
+        "-f", "--format", help="'json' or a Go template, e.g. '{{.Swarm.LocalNodeState}}'"
+    )
     p_info.set_defaults(func=cmd_info)
     from overlaynet.cli import views_cmds  # imports this module: registered once it is loaded
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from tests.integration.labs import Lab, wait_until
+from tests.integration.labs import Lab, make_lab, wait_until
 
 
 def _cli_argv(lab: Lab, host: str, *args: str) -> list[str]:
@@ -175,3 +175,31 @@ def test_prunes_remove_stopped_containers_and_unused_user_networks_only(lab2: La
     assert out.endswith("Total reclaimed space: 0B\n")
     assert "pr_run" not in lab2.ok("node1", "ps", "-a")
     assert lab2.ok("node1", "system", "prune", "-f") == "Total reclaimed space: 0B\n"
+
+
+def test_info_is_dockers_text_and_format_still_renders(lab2: Lab) -> None:
+    text = lab2.ok("node1", "info").splitlines()
+    assert "Server:" in text and " Swarm: inactive" in text
+    assert any(x.startswith(" Containers: ") for x in text)
+    assert any(x.startswith("  Running: ") for x in text)
+    assert any(x.startswith(" Images: ") and int(x.split()[-1]) >= 4 for x in text)
+    assert lab2.ok("node1", "info", "-f", "{{.Swarm.LocalNodeState}}").strip() == "inactive"
+    doc = json.loads(lab2.ok("node1", "info", "--format", "json"))
+    assert doc["Name"] == "node1" and isinstance(doc["Counters"], dict)
+
+
+def test_info_and_node_inspect_pretty_in_a_swarm() -> None:
+    for lab in make_lab(2, swarm=True):
+        info = lab.ok("node1", "info").splitlines()
+        assert " Swarm: active" in info and "  Is Manager: true" in info
+        assert "  Managers: 1" in info and "  Nodes: 2" in info
+        worker = lab.ok("node2", "info").splitlines()
+        assert "  Is Manager: false" in worker
+        pretty = lab.ok("node1", "node", "inspect", "--pretty", "self").splitlines()
+        assert pretty[0].startswith("ID:") and pretty[0].endswith(" *")
+        assert "Hostname:               node1" in pretty
+        assert " State:                 Ready" in pretty
+        assert " Availability:          Active" in pretty
+        assert " Leader:                Yes" in pretty
+        other = lab.ok("node1", "node", "inspect", "--pretty", "node2")
+        assert "Hostname:               node2" in other and "Manager Status:" not in other
