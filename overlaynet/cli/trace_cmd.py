@@ -13,6 +13,8 @@ import secrets
 from typing import Any
 
 from overlaynet.cli.main import CliError, call
+from overlaynet.dataplane.tracing import TraceMatch
+from overlaynet.trace import probe
 from overlaynet.trace.model import PeerReport, Resolution, SourceReport
 from overlaynet.trace.verdict import explain, table
 
@@ -75,17 +77,13 @@ def run_trace(ns: argparse.Namespace) -> dict[str, Any]:
             if host == source_host:
                 raise
             down[host] = _why_down(str(e))
+    packet = probe.build(TraceMatch.from_json(match), ns.size)
     doc = call(
         ns,
         "trace.probe",
         container=ns.source,
-        dst_ip=plan["dst_ip"],
+        packet=packet.hex(),
         network=plan["network"],
-        proto=proto,
-        port=port,
-        ip_id=ip_id,
-        sport=sport,
-        size=ns.size,
         reply_wait=ns.wait,
     )
     source = SourceReport.from_json(doc)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from overlaynet.dataplane.tracing import TraceMatch
 from overlaynet.errors import InvalidArgument, Unavailable
 from overlaynet.model import Container, Network
 from overlaynet.names import KernelNames
@@ -110,15 +109,17 @@ class TracePlane:
     async def probe(self, req: TraceProbe) -> dict[str, Any]:
         """Send the probe from FROM, watch its ports, and report (with this VTEP's records)."""
         c, ns = self._container(req.container)
-        picked = self._pick(c, req.dst_ip, req.network)
+        packet = req.raw()
+        match = probe.match_of(packet)
+        picked = self._pick(c, match.dst, req.network)
         nets = self._networks(c)
         net, src = picked if picked else (nets[0] if nets else (None, "0.0.0.0"))
         if net is None:
             raise Unavailable(f"container {c.name} is on no network")
+        if match.src not in {ip for _, ip in nets}:
+            raise InvalidArgument(f"the probe's source {match.src} is no address of {c.name}")
         ep = c.endpoint_on(net.id)
         assert ep is not None
-        match = TraceMatch(src, req.dst_ip, req.proto, req.ip_id, req.sport, req.port)
-        packet = probe.build(match, req.size)
         bridge = net.bridge_ifname or ""
         tap = KernelNames.tap(net.id) if net.vni is not None else ""
         veth = KernelNames.veth_host(ep.id)
@@ -126,7 +127,7 @@ class TracePlane:
         dst_port = ""
         for other in self.agent.runtime.containers_on(net.id):
             oep = other.endpoint_on(net.id)
-            if oep is not None and oep.ip == req.dst_ip and other.id != c.id:
+            if oep is not None and oep.ip == match.dst and other.id != c.id:
                 dst_container, dst_port = other.name, KernelNames.veth_host(oep.id)
         ports = await trio.to_thread.run_sync(_bridge_ports, bridge)
         result = await trio.to_thread.run_sync(
@@ -138,9 +139,9 @@ class TracePlane:
             host=self.agent.paths.host,
             container=c.name,
             src_ip=src,
-            dst_ip=req.dst_ip,
-            proto=req.proto if req.proto == "icmp" else f"{req.proto}:{req.port}",
-            ip_id=req.ip_id,
+            dst_ip=match.dst,
+            proto=match.proto if match.proto == "icmp" else f"{match.proto}:{match.dport}",
+            ip_id=match.ip_id,
             size=len(packet),
             network=net.name if picked else None,
             networks=[f"{n.name} {n.subnet}" for n, _ in nets],

@@ -37,7 +37,8 @@ SETTLE = 0.05
 
 def build(match: TraceMatch, size: int) -> bytes:
     """The probe's IPv4 packet, DF set, `size` octets in all (padding after the L4 header
-    carries a recognisable text): ICMP echo (id = match.sport), TCP SYN, or UDP."""
+    carries a recognisable text): ICMP echo (id = match.sport), TCP SYN, or UDP. Called by
+    the CLI, never in the agent (see `describe`)."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP
     from scapy.packet import Raw
 
@@ -58,55 +59,78 @@ def build(match: TraceMatch, size: int) -> bytes:
 
 
 def describe(frame: bytes) -> str:
-    """A reply frame in a few words: echo-reply, SYN-ACK, RST, ICMP type/code."""
-    from scapy.layers.inet import ICMP, TCP, UDP
-    from scapy.layers.l2 import Ether
-
-    pkt: Any = Ether(frame)
-    if pkt.haslayer(ICMP):
-        icmp = pkt[ICMP]
-        if icmp.type == 0:
-            return f"ICMP echo-reply id {icmp.id}"
-        if icmp.type == 3 and icmp.code == 3:
+    """A reply frame in a few words: echo-reply, SYN-ACK, RST, ICMP type/code. Read from the
+    bytes (no scapy in the agent: its import reads the host's routes, and a library in the
+    agent may have replaced `socket.inet_ntop`)."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+        return "a frame"
+    l4 = 14 + (frame[14] & 0x0F) * 4
+    proto = frame[23]
+    if proto == 1 and len(frame) >= l4 + 8:
+        kind, code = frame[l4], frame[l4 + 1]
+        if kind == 0:
+            return f"ICMP echo-reply id {int.from_bytes(frame[l4 + 4 : l4 + 6], 'big')}"
+        if kind == 3 and code == 3:
             return "ICMP port unreachable"
-        return f"ICMP type {icmp.type} code {icmp.code}"
-    if pkt.haslayer(TCP):
-        flags = str(pkt[TCP].flags)
-        if "S" in flags and "A" in flags:
-            return f"TCP SYN-ACK from port {pkt[TCP].sport} (listening)"
-        if "R" in flags:
-            return f"TCP RST from port {pkt[TCP].sport} (closed)"
-        return f"TCP flags {flags}"
-    if pkt.haslayer(UDP):
-        return f"UDP from port {pkt[UDP].sport}"
-    return "a frame"
+        return f"ICMP type {kind} code {code}"
+    if proto == 6 and len(frame) >= l4 + 14:
+        sport = int.from_bytes(frame[l4 : l4 + 2], "big")
+        flags = frame[l4 + 13]
+        if flags & 0x12 == 0x12:
+            return f"TCP SYN-ACK from port {sport} (listening)"
+        if flags & 0x04:
+            return f"TCP RST from port {sport} (closed)"
+        return f"TCP flags 0x{flags:02x}"
+    if proto == 17 and len(frame) >= l4 + 8:
+        return f"UDP from port {int.from_bytes(frame[l4 : l4 + 2], 'big')}"
+    return f"IPv4 protocol {proto}"
 
 
 def resolve(netns: str, name: str, network: str) -> Resolution:
     """Ask the container's resolver (127.0.0.11, inside its namespace) for `name`'s A record."""
-    from scapy.layers.dns import DNS, DNSQR
+    from dnslib import QTYPE, RCODE, DNSRecord
 
-    query = DNS(id=0x7E57, rd=1, qd=DNSQR(qname=name, qtype="A"))
+    query = DNSRecord.question(name, "A")
     sock = socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.settimeout(DNS_TIMEOUT)
-        sock.sendto(bytes(query), (RESOLVER, 53))
+        sock.sendto(query.pack(), (RESOLVER, 53))
         data, _ = sock.recvfrom(4096)
     except OSError as e:
         return Resolution(name, RESOLVER, network, None, f"no answer ({e})")
     finally:
         sock.close()
-    answer: Any = DNS(data)
-    rcode = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}.get(
-        int(answer.rcode), f"rcode {answer.rcode}"
-    )
-    for i in range(int(answer.ancount or 0)):
-        rr = answer.an[i]
-        if int(rr.type) == 1:
-            owner = rr.rrname.decode().rstrip(".") if isinstance(rr.rrname, bytes) else rr.rrname
-            record = f"{owner} {rr.ttl} IN A {rr.rdata}"
+    try:
+        answer = DNSRecord.parse(data)
+    except Exception as e:  # dnslib raises its own DNSError and struct/index errors
+        return Resolution(name, RESOLVER, network, None, f"a malformed answer ({e})")
+    rcode = str(RCODE.get(answer.header.rcode))
+    for rr in answer.rr:
+        if rr.rtype == QTYPE.A:
+            record = f"{str(rr.rname).rstrip('.')} {rr.ttl} IN A {rr.rdata}"
             return Resolution(name, RESOLVER, network, str(rr.rdata), rcode, record)
     return Resolution(name, RESOLVER, network, None, rcode if rcode != "NOERROR" else "no A record")
+
+
+def match_of(packet: bytes) -> TraceMatch:
+    """The trace match of a probe packet (IPv4, no options): addresses, protocol, IP id and
+    the ports (ICMP: the echo identifier). ValueError for anything else."""
+    if len(packet) < 28 or packet[0] != 0x45:
+        raise ValueError("the probe must be an IPv4 packet without options")
+    if int.from_bytes(packet[2:4], "big") != len(packet):
+        raise ValueError("the probe's IPv4 total length is not its length")
+    proto = {1: "icmp", 6: "tcp", 17: "udp"}.get(packet[9])
+    if proto is None:
+        raise ValueError(f"probe protocol {packet[9]}: icmp, tcp or udp")
+    src = socket.inet_ntoa(packet[12:16])
+    dst = socket.inet_ntoa(packet[16:20])
+    ip_id = int.from_bytes(packet[4:6], "big")
+    if proto == "icmp":
+        if packet[20] != 8:
+            raise ValueError("an ICMP probe is an echo request")
+        return TraceMatch(src, dst, proto, ip_id, int.from_bytes(packet[24:26], "big"))
+    sport, dport = int.from_bytes(packet[20:22], "big"), int.from_bytes(packet[22:24], "big")
+    return TraceMatch(src, dst, proto, ip_id, sport, dport)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import ClassVar
 from overlaynet.api import Request, check_seconds
 from overlaynet.dataplane.tracing import MAX_ARMED_SECONDS, TraceMatch
 from overlaynet.errors import InvalidArgument
+from overlaynet.trace.probe import match_of
 
 #: The longest a probe waits for its reply: a round trip on the lab is well under a second; a
 #: lost probe must not hold the command (nor a worker thread of the agent) for long.
@@ -21,14 +22,6 @@ MAX_WAIT = 10.0
 MIN_SIZE = 28
 #: Largest probe: what an IPv4 total length can say.
 MAX_SIZE = 65535
-PROTOCOLS = ("icmp", "tcp", "udp")
-
-
-def _check_proto(proto: str, port: int) -> None:
-    if proto not in PROTOCOLS:
-        raise InvalidArgument(f"protocol {proto!r}: use icmp, tcp:PORT or udp:PORT")
-    if proto != "icmp" and not 1 <= port <= 65535:
-        raise InvalidArgument(f"{proto} needs a port from 1 to 65535 ({proto}:PORT)")
 
 
 @dataclass(frozen=True)
@@ -76,27 +69,30 @@ class TraceRecords(Request):
 
 @dataclass(frozen=True)
 class TraceProbe(Request):
-    """Send one probe from `container` to `dst_ip` and report what the source host saw."""
+    """Send `packet` (an IPv4 probe, hex; the CLI builds it with scapy) from `container` and
+    report what the source host saw. Its addresses, protocol, IP id and ports are the match."""
 
     OP: ClassVar[str] = "trace.probe"
     container: str
-    dst_ip: str
+    packet: str
     network: str | None = None
-    proto: str = "icmp"
-    port: int = 0
-    ip_id: int = 0
-    sport: int = 0
-    size: int = 84
     reply_wait: float = 2.0
 
     def check(self) -> None:
-        _check_proto(self.proto, self.port)
         check_seconds("reply_wait", self.reply_wait, MAX_WAIT)
-        if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise InvalidArgument(f"probe size {self.size}: from {MIN_SIZE} to {MAX_SIZE} octets")
-        for name, value in (("ip_id", self.ip_id), ("sport", self.sport)):
-            if not 0 <= value <= 0xFFFF:
-                raise InvalidArgument(f"{name} {value} is not a 16-bit number")
+        try:
+            raw = bytes.fromhex(self.packet)
+        except ValueError:
+            raise InvalidArgument("the probe packet must be hex") from None
+        if not MIN_SIZE <= len(raw) <= MAX_SIZE:
+            raise InvalidArgument(f"probe size {len(raw)}: from {MIN_SIZE} to {MAX_SIZE} octets")
+        try:
+            match_of(raw)
+        except ValueError as e:
+            raise InvalidArgument(f"bad probe: {e}") from None
+
+    def raw(self) -> bytes:
+        return bytes.fromhex(self.packet)
 
 
 TRACE_REQUESTS: tuple[type[Request], ...] = (TracePlan, TraceArm, TraceRecords, TraceProbe)
