@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -212,6 +213,19 @@ def test_a_killed_agent_turns_its_host_down(swarm3: Lab, browser: Any) -> None:
     assert re.search(r"node3: \w+ → Down", browser.find_element(By.ID, "events").text)
     shot(browser, "4-host-down")
     assert console_problems(browser) == []
+
+
+def test_a_read_only_server_hides_the_packets_and_refuses_actions(ui: str, browser: Any) -> None:
+    assert not browser.find_element(By.ID, "packets-panel").is_displayed()
+    request = urllib.request.Request(
+        ui + "api/actions/capture",
+        data=b'{"network": "uinet"}',
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
 
 
 def test_the_page_logged_no_console_errors_in_any_state(browser: Any) -> None:
