@@ -116,6 +116,35 @@ def task_addresses(
     return task_ips
 
 
+def known_tasks(
+    services: Iterable[ServiceEndpoint], records: Mapping[str, Iterable[NameRecord]]
+) -> dict[tuple[str, str], set[str]]:
+    """(network id, service name) → the ids of its running task containers this node knows
+    there (its own and gossip's), serving or not: what `ServiceEndpoint.serving` is checked
+    against to tell whether this node has caught up with the managers."""
+    names = {s.name for s in services}
+    out: dict[tuple[str, str], set[str]] = {}
+    for nid, recs in records.items():
+        for rec in recs:
+            if rec.kind != RecordKind.CONTAINER:
+                continue
+            svc = task_service(rec.name)
+            if svc in names:
+                out.setdefault((nid, svc), set()).add(rec.name.rpartition(".")[2])
+    return out
+
+
+def missing_serving(
+    service: ServiceEndpoint, known: Mapping[tuple[str, str], set[str]], network_id: str
+) -> frozenset[str]:
+    """The tasks the managers say serve `service` that this node does not know on the network
+    yet (gossip has not brought their records): empty when it has caught up, or when the
+    managers sent no list."""
+    if service.serving is None:
+        return frozenset()
+    return service.serving - known.get((network_id, service.name), set())
+
+
 def service_records(
     services: Iterable[ServiceEndpoint],
     records: Mapping[str, Iterable[NameRecord]],
@@ -176,6 +205,8 @@ class ServiceNames:
         # Running task containers that serve no more (being stopped on purpose, or not healthy
         # yet): the load balancers let their open connections finish instead of cutting them.
         self.leaving_ips: set[IPv4Address] = set()
+        # (network id, service) → ids of the running task containers this node knows there.
+        self.known_tasks: dict[tuple[str, str], set[str]] = {}
         # Told when the services or their task addresses change (the load-balancer plane).
         self.on_change: Callable[[], None] | None = None
 
@@ -203,7 +234,8 @@ class ServiceNames:
         task_ips = task_addresses(self.services, view.records)
         running = task_addresses(self.services, view.records, serving_only=False)
         self.leaving_ips = set().union(*running.values()) - set().union(*task_ips.values())
-        if task_ips != self.task_ips:
-            self.task_ips = task_ips
+        known = known_tasks(self.services, view.records)
+        if task_ips != self.task_ips or known != self.known_tasks:
+            self.task_ips, self.known_tasks = task_ips, known
             if self.on_change is not None:
                 self.on_change()
