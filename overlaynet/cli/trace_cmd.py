@@ -56,7 +56,7 @@ def run_trace(ns: argparse.Namespace) -> dict[str, Any]:
     plan = call(ns, "trace.plan", container=ns.source, to=ns.to, network=ns.network)
     resolution = None if plan["resolution"] is None else Resolution.from_json(plan["resolution"])
     if plan["dst_ip"] is None:
-        trace = explain(None, [], resolution)
+        trace = explain(None, [], resolution, plan.get("host", source_host))
         return {**trace.to_json(), "source": None, "peers": []}
     ip_id = 1 + secrets.randbelow(0xFFFE)
     sport = PORT_LOW + secrets.randbelow(PORT_HIGH - PORT_LOW)

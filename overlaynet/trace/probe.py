@@ -12,6 +12,7 @@ import contextlib
 import errno
 import select
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,10 @@ ETH_P_ALL = 0x0003
 #: Frames read from all capture sockets together before giving up: a busy bridge cannot keep
 #: the probe's worker thread reading forever.
 MAX_FRAMES = 2000
+#: <asm-generic/socket.h>: the kernel's receive time of each frame (struct timespec), so hops
+#: are timed when the frame crossed the port, not when this thread got round to reading it.
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
 #: The container's resolver (Docker's embedded DNS address).
 RESOLVER = "127.0.0.11"
 #: DNS answer wait: the embedded resolver answers local names at once.
@@ -148,6 +153,7 @@ def _packet_socket(ifname: str) -> socket.socket:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     try:
         sock.bind((ifname, 0))
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -197,6 +203,18 @@ def send_and_watch(
             sock.close()
 
 
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The frame's kernel receive time (epoch seconds), or now when the kernel gave none."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+            seconds, nanos = _TIMESPEC.unpack_from(value)
+            return float(seconds) + float(nanos) / 1e9
+    return time.time()
+
+
 def _watch(
     sockets: dict[int, tuple[str, str, socket.socket]],
     matcher: Matcher,
@@ -215,14 +233,14 @@ def _watch(
             stage, port, sock = sockets[fd]
             while frames < MAX_FRAMES:
                 try:
-                    frame = sock.recv(65536)
+                    frame, ancillary, _flags, _addr = sock.recvmsg(65536, _STAMP_SPACE)
                 except BlockingIOError:
                     break
                 frames += 1
                 kind = matcher.classify(frame)
                 if kind is None:
                     continue
-                now = time.time()
+                now = _stamp(ancillary)
                 seen = (stage, port, kind)
                 if any((c.stage, c.port, c.kind) == seen for c in result.captures):
                     continue  # the first sighting is the one that counts

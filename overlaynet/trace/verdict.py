@@ -28,15 +28,17 @@ def explain(
     source: SourceReport | None,
     peers: list[PeerReport],
     resolution: Resolution | None = None,
+    host: str = "",
 ) -> Trace:
-    """The trace of one probe from the records of the source host and of every other host."""
+    """The trace of one probe from the records of the source host and of every other host
+    (`host`: the source host's name, for a trace that stopped before it sent anything)."""
     hops: list[Hop] = []
     if resolution is not None:
         if resolution.address is None:
             where = f" on network {resolution.network}" if resolution.network else ""
             why = f"name {resolution.name} not resolvable{where}"
             why += f" ({resolution.server} answered {resolution.rcode})"
-            host = source.host if source is not None else ""
+            host = source.host if source is not None else host
             return Trace([], False, Stop(host, "dns", why), resolution)
         hops.append(
             Hop(
@@ -102,7 +104,7 @@ class _Walk:
         self._hop("veth", veth.port, f"{veth.src_mac} > {veth.dst_mac}", veth.t)
         learned = s.bridge_fdb.get(veth.dst_mac)
         fdb = f"MAC {veth.dst_mac} learned on {learned}" if learned else "MAC not learned: flooded"
-        port = self._seen("port", "probe", s.tap if not s.same_host else None)
+        port = self._seen("port", "probe", s.tap)
         if port is None:
             if s.same_host:
                 why = f"{s.bridge} forwarded it to no port of {s.dst_container or s.dst_ip} ({fdb})"

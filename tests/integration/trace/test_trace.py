@@ -47,6 +47,7 @@ def lab() -> Iterator[Lab]:
         lab.ok("node2", "run", "-d", "--name", "c2", "--network", NET, "alpine", "httpd", "-f",
                "-p", HTTP_PORT)  # fmt: skip
         lab.ok("node1", "run", "-dit", "--name", "c3", "--network", OTHER, "alpine")
+        lab.ok("node1", "run", "-dit", "--name", "c7", "--network", NET, "alpine")
         lab.ok("node1", "run", "-dit", "--name", "c5", "--network", NOFLOOD, "alpine")
         lab.ok("node2", "run", "-dit", "--name", "c6", "--network", NOFLOOD, "alpine")
         # NET: peers both ways (they are the hosts each VTEP accepts) and each other's endpoint
@@ -105,6 +106,18 @@ def test_tcp_to_a_listening_port_is_answered_with_syn_ack(lab: Lab) -> None:
     doc = trace(lab, "c1", c2, "--proto", f"tcp:{HTTP_PORT}")
     assert doc["reached"], doc["stop"]
     assert "SYN-ACK" in doc["hops"][-1]["decision"]
+
+
+def test_a_name_on_the_same_host_resolves_and_stays_on_the_bridge(lab: Lab) -> None:
+    c7 = _ep(lab, "node1", "c7", NET, "IPAddress")
+    doc = trace(lab, "c1", "c7")
+    assert doc["reached"], doc["stop"]
+    assert doc["resolution"]["address"] == c7 and doc["hops"][0]["stage"] == "dns"
+    assert f"IN A {c7}" in doc["hops"][0]["decision"]
+    stages = _stages(doc)
+    assert "vtep" not in stages and "underlay" not in stages, stages
+    bridge = next(h for h in doc["hops"] if h["stage"] == "bridge")
+    assert "on-ve" in bridge["decision"] and "on-tap" not in bridge["decision"]
 
 
 def test_a_container_on_another_network_is_not_resolvable_there(lab: Lab) -> None:
