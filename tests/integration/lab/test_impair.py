@@ -15,9 +15,10 @@ import pytest
 
 from overlaynet import api
 from overlaynet import lab as labmod
+from overlaynet.host import netns
 from overlaynet.lab import impair
-from overlaynet.paths import HostPaths
-from tests.integration.labs import Lab, wait_until
+from overlaynet.paths import HostPaths, lab_dir
+from tests.integration.labs import Lab, make_lab, wait_until
 
 #: How long SWIM may take to call a cut-off node Down (probe, suspicion timeout on 3 nodes:
 #: a few seconds) and to see it Alive again (push-pull, refutation); generous on a busy machine.
@@ -83,6 +84,7 @@ def test_loss_20_with_a_seed_loses_15_to_25_percent_of_400_pings(
         assert "impair node1 -> node2: loss 20% seed 7" in lab.ok("node1", "lab", "ls")
         out = _ping(lab, ip, 400, 0.01)
         loss = _loss_percent(out.stdout)
+        print(f"--loss 20 --seed 7: {loss:.2f} % of 400 pings lost")
         assert 15 <= loss <= 25, out.stdout[-300:]
         stats = lab.ok("node1", "stats")
         assert "impair_drop_loss" in stats
@@ -100,6 +102,7 @@ def test_delay_20_adds_20_ms_to_the_overlay_rtt(overlay: tuple[Lab, str]) -> Non
         after = _median_rtt(_ping(lab, ip, 40, 0.05).stdout)
     finally:
         lab.ok("node1", "lab", "heal")
+    print(f"--delay 20: median RTT {before:.3f} -> {after:.3f} ms (+{after - before:.3f})")
     assert after - before == pytest.approx(20, abs=2), (before, after)
     healed = _median_rtt(_ping(lab, ip, 20, 0.05).stdout)
     assert healed < before + 2, (before, healed)
@@ -148,3 +151,21 @@ def test_bad_requests_are_refused_with_a_clear_error(swarm3: Lab) -> None:
     out = swarm3.cli("node1", "lab", "partition", "node1,node2,node3")
     assert out.returncode != 0 and "whole lab" in out.stderr
     assert _impair_tables(swarm3) == {"node1": "", "node2": "", "node3": ""}
+
+
+def test_lab_down_leaves_nothing_of_an_impaired_lab() -> None:
+    gen = make_lab(2)
+    lab = next(gen)
+    try:
+        lab.ok("node1", "lab", "impair", "node1", "--loss", "10", "--delay", "5")
+        lab.ok("node1", "lab", "partition", "node2")
+        assert impair.record_file(lab.name).exists()
+        assert (lab_dir(lab.name) / "node1" / "impair.json").exists()
+        assert impair.table_text(lab.netns_of("node1"))
+    finally:
+        gen.close()  # lab down, also when the test failed
+    assert labmod.namespaces_of(lab.name) == []
+    assert not lab_dir(lab.name).exists()
+    # And nowhere else: no impairment table in any namespace of this machine's labs.
+    left = [ns for ns in netns.list_names("onet-") if impair.table_text(ns)]
+    assert not any(ns.startswith(f"onet-{lab.name}-") for ns in left)
