@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any
 
 from overlaynet import api
 from overlaynet.cli import main as cli
+from overlaynet.cli.health_flags import add_health_flags, duration
 from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError, NotFound
 from overlaynet.humanize import human_duration
@@ -183,23 +183,6 @@ def _wait_converged(ns: argparse.Namespace, service: str) -> None:
         time.sleep(POLL)
 
 
-# Go's time.ParseDuration units, as Docker's duration flags take them (`5s`, `1m30s`, `500ms`).
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
-
-def duration(text: str) -> float:
-    """A Docker duration flag in seconds (a bare number is seconds, as overlaynet allows)."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 5s, 1m30s, 500ms")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-
-
 _UPDATE_FLAGS = (
     ("parallelism", int),
     ("delay", duration),
@@ -210,12 +193,7 @@ _UPDATE_FLAGS = (
 
 def _health_update_flags(p: argparse.ArgumentParser) -> None:
     """`--health-*`, `--no-healthcheck`, `--update-*` and `--rollback-*` (create and update)."""
-    p.add_argument("--health-cmd")
-    p.add_argument("--health-interval", type=duration)
-    p.add_argument("--health-timeout", type=duration)
-    p.add_argument("--health-retries", type=int)
-    p.add_argument("--health-start-period", type=duration)
-    p.add_argument("--no-healthcheck", action="store_true")
+    add_health_flags(p)
     for prefix in ("update", "rollback"):
         for name, kind in _UPDATE_FLAGS:
             p.add_argument(f"--{prefix}-{name}", type=kind)
