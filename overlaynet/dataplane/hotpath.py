@@ -535,6 +535,9 @@ class HotLoop:
                     continue
                 data, seg = opened
                 size = len(data)
+                if tracer is not None:
+                    # Only now can the trace see an encrypted network's inner frame.
+                    tracer.ingress(data[:seg], sender, members, networks, False)
             s = 0
             while True:
                 if merge and p_net is not None and seg == p_dlen:
