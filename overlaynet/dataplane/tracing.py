@@ -132,6 +132,9 @@ class Tracer:
         self.deadline = clock() + seconds
         self.limit = limit
         self.records: list[dict[str, Any]] = []
+        # The last datagram recorded at ingress: with encrypted networks on the host the loop
+        # offers each datagram twice (before and after opening); a plain one is recorded once.
+        self._last_ingress: tuple[str, bytes] = ("", b"")
 
     def _open(self) -> bool:
         return len(self.records) < self.limit and self._clock() < self.deadline
@@ -176,15 +179,17 @@ class Tracer:
         sealed: bool,
     ) -> None:
         """A datagram received on the VXLAN port (the first of a GRO buffer only: probes and
-        their replies are lone datagrams)."""
+        their replies are lone datagrams). `sealed`: before the loop opened it, so a sealed
+        network's datagram is left for the call after opening."""
         if len(datagram) < 8 + 34:
             return
         net = networks.get(datagram[4:7])
         if sealed and net is not None and net.seal is not None:
             return  # the inner frame is sealed here; the record comes from its egress side
         kind = self.matcher.classify(datagram[8:])
-        if kind is None or not self._open():
+        if kind is None or not self._open() or (sender, datagram) == self._last_ingress:
             return
+        self._last_ingress = (sender, datagram)
         record: dict[str, Any] = {
             "stage": "vtep.ingress",
             "t": self._clock(),

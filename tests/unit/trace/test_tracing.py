@@ -140,3 +140,15 @@ def test_probe_udp_reply_is_not_the_probe() -> None:
     m = Matcher(TraceMatch(A, B, "udp", ip_id=7, sport=5000, dport=53))
     assert m.classify(frame(IP(src=A, dst=B, id=7) / UDP(sport=5000, dport=53))) == "probe"
     assert m.classify(frame(IP(src=B, dst=A) / UDP(sport=53, dport=5000))) == "reply"
+
+
+def test_a_plain_datagram_offered_again_after_opening_is_recorded_once() -> None:
+    # With an encrypted network on the host the loop offers each datagram before and after
+    # opening: a plain network's datagram is the same bytes both times.
+    net = _net()
+    networks = {net.vni_key: net}
+    tracer = _tracer([100.0])
+    members = frozenset({"192.168.0.12"})
+    tracer.ingress(_datagram(PROBE), "192.168.0.12", members, networks, True)
+    tracer.ingress(_datagram(PROBE), "192.168.0.12", members, networks, False)
+    assert len(tracer.records) == 1
