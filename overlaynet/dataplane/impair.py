@@ -190,29 +190,31 @@ class HeldQueue(Generic[T]):
     def __init__(self, max_items: int = MAX_HELD, max_bytes: int = MAX_HELD_BYTES) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self._heap: list[tuple[float, int, int, T]] = []
+        #: (due, arrival number, octets, item), a heap by due time; non-empty while anything
+        #: is held (the hot loop tests exactly that).
+        self.heap: list[tuple[float, int, int, T]] = []
         self._seq = 0
         self.held_bytes = 0
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)
 
     def push(self, at: float, size: int, item: T) -> bool:
         """Hold `item` until `at`; False (nothing held) when the queue is full."""
-        if len(self._heap) >= self.max_items or self.held_bytes + size > self.max_bytes:
+        if len(self.heap) >= self.max_items or self.held_bytes + size > self.max_bytes:
             return False
         self._seq += 1
-        heapq.heappush(self._heap, (at, self._seq, size, item))
+        heapq.heappush(self.heap, (at, self._seq, size, item))
         self.held_bytes += size
         return True
 
     def next_deadline(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def due(self, now: float) -> list[T]:
         """Everything due at `now`, earliest first (equal moments in the order pushed)."""
         out: list[T] = []
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][0] <= now:
             _at, _seq, size, item = heapq.heappop(heap)
             self.held_bytes -= size

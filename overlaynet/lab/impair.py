@@ -7,7 +7,7 @@ Two places act, because this kernel has no netem and the data plane is ours:
 - everything else a host sends on the underlay (gossip udp+tcp/7946, cluster tcp/2377) meets
   nftables in that host's namespace, in a table of our own, `ip onet_impair`: a partition drops
   all traffic, VXLAN included, between the groups; `--loss` drops that share of the non-VXLAN
-  packets (`numgen random mod 100 < P`: the kernel's random numbers, not the seed). nftables
+  packets (`numgen random mod 10000 < 100 P`: the kernel's random numbers, not the seed). nftables
   cannot delay, so delay, jitter, duplicate, reorder and rate apply to overlay traffic only.
 
 What is active is written in the lab's folder (`impair.json`), so `lab ls` shows it and every
@@ -257,10 +257,11 @@ def table_commands(host: str, hosts: dict[str, LabHost], record: LabImpairments)
             peers = (
                 [hosts[item.to].ip] if item.to else [h.ip for n, h in hosts.items() if n != host]
             )
-            numgen = {"numgen": {"mode": "random", "mod": 100, "offset": 0}}
+            # Per ten thousand, so a fractional --loss (0.5 %) is kept, not rounded away.
+            numgen = {"numgen": {"mode": "random", "mod": 10000, "offset": 0}}
             expr = [
                 _match(_DADDR, _addresses(peers)),
-                _match(numgen, round(item.impairment.loss), "<"),
+                _match(numgen, round(item.impairment.loss * 100), "<"),
                 {"counter": {"packets": 0, "bytes": 0}},
                 {"drop": None},
             ]

@@ -4,6 +4,7 @@ still leave after the impairment ends (late, never lost). Order, not timing, is 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -16,6 +17,7 @@ from tests.unit.dataplane.test_vtep_loopback import (
     HOST_B,
     MAC_A,
     MAC_B,
+    TIMEOUT,
     VNI,
     Pair,
     frame_a_to_b,
@@ -35,10 +37,20 @@ def _counters(pair: Pair) -> dict[str, int]:
     return dict(pair.a.inspect(VNI)["counters"])
 
 
+def _until_counted(pair: Pair, name: str, count: int) -> None:
+    """Wait until the loop (another thread) has decided about the frames sent so far, so the
+    control side does not change the impairment under frames still queued in the "TAP"."""
+    deadline = time.monotonic() + TIMEOUT
+    while _counters(pair).get(name, 0) < count:
+        assert time.monotonic() < deadline, _counters(pair)
+        time.sleep(0.005)
+
+
 def test_loss_100_drops_every_datagram_to_the_impaired_peer(pair: Pair) -> None:
     pair.a.set_impairments({HOST_B: Impairment(loss=100)})
     for i in range(20):
         pair.bridge_a.send(frame_a_to_b(b"lost %d" % i))
+    _until_counted(pair, "impair_drop_loss", 20)
     pair.a.set_impairments({})
     marker = frame_a_to_b(b"after heal")
     pair.bridge_a.send(marker)
@@ -60,6 +72,7 @@ def test_a_delayed_datagram_is_held_and_still_leaves_after_heal(pair: Pair) -> N
     pair.a.set_impairments({ALL_PEERS: Impairment(delay=300)})
     first = frame_a_to_b(b"held")
     pair.bridge_a.send(first)
+    _until_counted(pair, "impair_delayed", 1)
     pair.a.set_impairments({})
     second = frame_a_to_b(b"not held")
     pair.bridge_a.send(second)
@@ -86,6 +99,7 @@ def test_duplicate_100_sends_every_datagram_twice_batched_or_not(pair: Pair) -> 
         pair.bridge_a.send(frame)
     got = [pair.bridge_b.recv(65536) for _ in range(20)]
     assert sorted(got) == sorted(frames * 2)
+    _until_counted(pair, "impair_duplicated", 10)
     pair.a.set_impairments({})
     marker = frame_a_to_b(b"marker")
     pair.bridge_a.send(marker)
