@@ -47,10 +47,12 @@ from overlaynet.agent.tasks import (
     local_tasks,
     task_network,
 )
+from overlaynet.cluster.lbidle import LB_IDLE_OPTION, LINUX_DEFAULT
 from overlaynet.dns.records import RecordKind
 from overlaynet.errors import ApiError
 from overlaynet.host import links
 from overlaynet.host.nft import (
+    IDLE_TIMEOUT_SYSCTL,
     Backend,
     NftError,
     PortMapping,
@@ -203,6 +205,7 @@ class Sandbox:
     # Services balanced here, and those held back until gossip caught up (hold_new_vips).
     installed: set[str] = field(default_factory=set)
     held_since: dict[str, float] = field(default_factory=dict)
+    idle_timeout: int | None = None  # what this plane last set (None: never set)
 
 
 class LbPlane:
@@ -373,6 +376,10 @@ class LbPlane:
             gw_ep = c.endpoint_on(gw.id) if gw is not None and ep.ingress else None
             sb = Sandbox(nid, c.id, balancer, {}, set(), gw_ep.ip if gw_ep else None)
             self.sandboxes[nid] = sb
+        if ep.idle_timeout is not None and ep.idle_timeout != sb.idle_timeout:
+            # `--opt lb-idle-timeout`; unset, the kernel's default (5 days) stays.
+            await trio.to_thread.run_sync(sb.balancer.set_idle_timeout, ep.idle_timeout)
+            sb.idle_timeout = ep.idle_timeout
         names = self.agent.service_names
         ready, sb.held_since = hold_new_vips(
             names.services, names.known_tasks, nid, sb.installed, sb.held_since, time.monotonic()
@@ -416,6 +423,7 @@ class LbPlane:
             return views.lb_doc(net.name, net.id, None, None, None, {}, {})
         async with self.kernel:
             view = await trio.to_thread.run_sync(sb.balancer.view)
+            idle = await trio.to_thread.run_sync(sb.balancer.idle_timeout)
         box = agent.runtime.containers.get(sb.container_id)
         ep = box.endpoint_on(net.id) if box is not None else None
         services: dict[str, str] = {}
@@ -434,7 +442,9 @@ class LbPlane:
             if r.kind is RecordKind.CONTAINER
         }
         name = box.name if box is not None else sb.container_id
-        return views.lb_doc(net.name, net.id, name, ep.ip if ep else None, view, services, tasks)
+        doc = views.lb_doc(net.name, net.id, name, ep.ip if ep else None, view, services, tasks)
+        doc["IdleTimeout"] = idle_timeout_doc(idle, self.endpoints.get(net.id))
+        return doc
 
     def view(self) -> list[dict[str, Any]]:
         """Each sandbox's VIPs, backends with their connection counts, and nft rules."""
@@ -458,6 +468,17 @@ class LbPlane:
                 }
             )
         return out
+
+
+def idle_timeout_doc(seconds: int, ep: TaskNetwork | None) -> dict[str, Any]:
+    """`network lb`'s IdleTimeout: what the sandbox's namespace holds, and where it came from."""
+    configured = ep.idle_timeout if ep is not None else None
+    return {
+        "Seconds": seconds,
+        "Sysctl": IDLE_TIMEOUT_SYSCTL.replace("/", "."),
+        "Source": "kernel default" if configured is None else f"--opt {LB_IDLE_OPTION}",
+        "KernelDefault": LINUX_DEFAULT,
+    }
 
 
 def _endpoint_ip(c: Container, network_id: str) -> str | None:

@@ -80,6 +80,9 @@ class TaskNetwork:
     ingress: bool
     ip: str
     mac: str
+    # The load balancer's idle-connection timeout on this network (lb entries only; None: the
+    # kernel's default): cluster/lbidle.py.
+    idle_timeout: int | None = None
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> TaskNetwork:
@@ -92,6 +95,7 @@ class TaskNetwork:
             ingress=bool(doc.get("ingress", False)),
             ip=_str(doc, "ip"),
             mac=_str(doc, "mac"),
+            idle_timeout=_int(doc, "idle_timeout") if doc.get("idle_timeout") else None,
         )
 
 

@@ -449,7 +449,19 @@ def lb_table(doc: Mapping[str, Any]) -> str:
     ]  # fmt: skip
     headers = ["VIP", "SERVICE", "BACKEND", "TASK", "CONNECTIONS", "ACTIVE"]
     head = f"network {doc['Network']}: load balancer {doc['Sandbox']} at {doc['LbAddress']}"
+    idle = doc.get("IdleTimeout")
+    if idle:
+        head += "\n" + idle_text(idle)
     return f"{head}\n{table(headers, rows)}\n\nnft rules as installed:\n{doc['Rules'].rstrip()}"
+
+
+def idle_text(idle: Mapping[str, Any]) -> str:
+    """How long an idle connection through these VIPs lives (Docker's IPVS: 900 s)."""
+    seconds = int(idle["Seconds"])
+    return (
+        f"idle connections kept {seconds} s ({human_duration(seconds)}, {idle['Source']}; "
+        f"{idle['Sysctl']} in the sandbox)"
+    )
 
 
 def cmd_network_lb(ns: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from overlaynet.cluster import ipam
+from overlaynet.cluster import ipam, lbidle
 from overlaynet.cluster.services import (
     HealthCheck,
     PortConfig,
@@ -367,6 +367,11 @@ def assigned_tasks(state: ClusterState, node_id: str) -> dict[str, Any]:
         # This node's load-balancer endpoint on each network with VIPs (its lb_<net> sandbox;
         # on ingress, its ingress sandbox).
         "lb": [
-            _endpoint_doc(a, state.networks[a.network_id]) for a in state.lb_addresses_of(node_id)
+            {
+                **_endpoint_doc(a, state.networks[a.network_id]),
+                # `--opt lb-idle-timeout` (None: the kernel's default stays): cluster/lbidle.py.
+                "idle_timeout": lbidle.from_labels(state.networks[a.network_id].labels),
+            }
+            for a in state.lb_addresses_of(node_id)
         ],
     }

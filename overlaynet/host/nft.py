@@ -61,6 +61,8 @@ PORTS_MARK = 0x6F6E0002
 DSTNAT_PRIORITY = -100
 SRCNAT_PRIORITY = 100
 _IPPROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+# Per network namespace: how long an idle established TCP connection keeps its entry.
+IDLE_TIMEOUT_SYSCTL = "net/netfilter/nf_conntrack_tcp_timeout_established"
 
 
 class NftError(RuntimeError):
@@ -467,6 +469,17 @@ class VipBalancer:
         text = self._thread.call(lambda: self._nft.text("ip", self.table))
         return LbView(vips, text)
 
+    def idle_timeout(self) -> int:
+        """Seconds an idle established TCP connection keeps its conntrack entry (so its NAT
+        binding) in this namespace: nf_conntrack_tcp_timeout_established, as the kernel has it."""
+        return self._thread.call(lambda: int(_read_sysctl(IDLE_TIMEOUT_SYSCTL)))
+
+    def set_idle_timeout(self, seconds: int) -> None:
+        """Set it for this namespace (every VIP here; entries already idle keep their clock)."""
+        if seconds < 1:
+            raise NftError(f"idle timeout {seconds} s: at least 1 s")
+        self._thread.call(lambda: _write_sysctl(IDLE_TIMEOUT_SYSCTL, str(seconds)))
+
     def close(self, *, remove: bool = True) -> None:
         """Stop the namespace thread; with `remove`, delete the table first."""
         try:
@@ -490,6 +503,12 @@ def _write_sysctl(key: str, value: str) -> None:
     """Write /proc/sys/KEY; from a namespace thread, that namespace's value."""
     with open(f"/proc/sys/{key}", "w") as f:
         f.write(value)
+
+
+def _read_sysctl(key: str) -> str:
+    """Read /proc/sys/KEY; from a namespace thread, that namespace's value."""
+    with open(f"/proc/sys/{key}") as f:
+        return f.read().strip()
 
 
 def _delete_table(nft: _Nft, table: str) -> None:

@@ -61,3 +61,22 @@ def test_a_node_without_a_sandbox_on_the_network_says_so() -> None:
     doc = lb_doc("appnet", "n1", None, None, None, {}, {})
     assert doc["VIPs"] == [] and doc["Rules"] == ""
     assert "no load balancer on this node" in lb_table(doc)
+
+
+def test_idle_timeout_option_is_validated_and_travels_as_a_label() -> None:
+    import pytest
+
+    from overlaynet.cli.service import idle_text
+    from overlaynet.cluster import lbidle
+
+    labels = lbidle.fold_into_labels({"lb-idle-timeout": "7200"}, {"team": "a"})
+    assert labels == {"team": "a", lbidle.LB_IDLE_LABEL: "7200"}
+    assert lbidle.from_labels(labels) == 7200
+    assert lbidle.from_labels({}) is None
+    assert lbidle.from_labels({lbidle.LB_IDLE_LABEL: "nonsense"}) is None
+    for bad in ("soon", "0", "-5", str(lbidle.MAX_SECONDS + 1)):
+        with pytest.raises(lbidle.BadIdleTimeout, match="lb-idle-timeout"):
+            lbidle.fold_into_labels({"lb-idle-timeout": bad}, {})
+    assert lbidle.fold_into_labels({}, {"x": "1"}) == {"x": "1"}
+    text = idle_text({"Seconds": 432000, "Source": "kernel default", "Sysctl": "net.netfilter.x"})
+    assert text.startswith("idle connections kept 432000 s (5 days, kernel default")
