@@ -2,7 +2,8 @@
 the cluster management server itself (overlaynet/cluster/ holds the cores).
 
 What a joined host keeps is in `swarm.json` beside the agent's state, so a restart rejoins the
-swarm without a token; a manager's desired state is in `cluster.db` (ClusterStore).
+swarm without a token; a manager's desired state is in `cluster.db` (ClusterStore) and its
+Raft journal (currentTerm, votedFor, the log) in `raft.journal` (cluster/raft.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,9 @@ import trio
 
 from overlaynet.cluster.client import JoinResult, ManagerClient, split_addr
 from overlaynet.cluster.manager import ManagerServer, init_swarm
+from overlaynet.cluster.raft import OnEntry, RaftLog, raft_password
+from overlaynet.cluster.raft_replica import RaftReplica, partners_of
+from overlaynet.cluster.replication import raft_addr
 from overlaynet.cluster.state import MANAGER_PORT, ClusterError, Role
 from overlaynet.cluster.store import ClusterStore
 from overlaynet.errors import ApiError, Conflict, InvalidArgument, error_for
@@ -58,6 +63,17 @@ class SwarmMember:
     def _store_path(self) -> Path:
         return self.state_dir / "cluster.db"
 
+    @property
+    def _journal_path(self) -> Path:
+        return self.state_dir / "raft.journal"
+
+    def _forget_manager_state(self) -> None:
+        """The store and the Raft journal go together: a manager again starts from both empty
+        and receives the whole log."""
+        self._store_path.unlink(missing_ok=True)
+        for path in RaftLog.files(self._journal_path):
+            path.unlink(missing_ok=True)
+
     def _load(self) -> None:
         try:
             doc = json.loads(self._file.read_text())
@@ -94,22 +110,62 @@ class SwarmMember:
         if self.joined is not None and self._store_path.exists():
             await self._start_server()
 
-    async def _start_server(self) -> None:
+    async def _raft_key(self, store: ClusterStore, given: str | None) -> str | None:
+        """The Raft password: from this manager's own copy of the swarm, or (a manager that
+        has none yet) from the managers, who give it to managers only."""
+        if given:
+            return given
+        cluster = store.load().cluster
+        if cluster is not None:
+            return raft_password(cluster.root_key)
+        try:
+            snap = await self.client().call("state.snapshot")
+        except (ClusterError, OSError) as e:
+            log.warning("cannot get the Raft key from the managers: %s", e)
+            return None
+        key = snap.get("raft_key")
+        return str(key) if key else None
+
+    async def _start_server(self, raft_key: str | None = None) -> None:
         assert self._nursery is not None and self.joined is not None
         assert self.advertise_addr is not None
         store = ClusterStore(self._store_path)
-        leader = self.joined.managers[0]
-        host, port = split_addr(leader)
-        upstream = None
-        if host != self.advertise_addr:
-            upstream = self.client()
-            port = MANAGER_PORT
+        password = await self._raft_key(store, raft_key)
+        if password is None:
+            store.close()
+            return  # follow_role tries again
+        port = MANAGER_PORT
+        for addr in self.joined.managers:
+            host, their_port = split_addr(addr)
+            if host == self.advertise_addr:
+                port = their_port
+        known = [n.addr for n in store.load().managers()]
+        hosts = [*known, *(split_addr(m)[0] for m in self.joined.managers)]
+        partners = partners_of(self.advertise_addr, hosts)
+        me = raft_addr(self.advertise_addr)
+        journal = self._journal_path
+
+        def make_log(on_entry: OnEntry) -> RaftLog:
+            return RaftLog(me, partners, password, journal, on_entry)
+
+        def make_replica(server: ManagerServer) -> RaftReplica:
+            return RaftReplica(
+                store,
+                lambda: server.state,
+                server.set_state,
+                lambda: secrets.token_hex(8),
+                make_log,
+                server.stats,
+            )
+
         self.server = ManagerServer(
             store,
             self.advertise_addr,
             port,
             node_status=lambda node_id: self.node_status(node_id),
-            upstream=upstream,
+            # Only this node's identity: Raft says whom writes are forwarded to.
+            upstream=self.client(),
+            replica=make_replica,
         )
         scope = trio.CancelScope()
         self._server_scope = scope
@@ -135,14 +191,15 @@ class SwarmMember:
         role = snap.get("node", {}).get("role")
         if role == Role.MANAGER.value and self.server is None:
             log.info("promoted: serving as a manager")
-            self._store_path.unlink(missing_ok=True)
-            self.joined = dataclasses.replace(self.joined, role=Role.MANAGER)
+            self._forget_manager_state()
+            managers = tuple(snap.get("managers") or self.joined.managers)
+            self.joined = dataclasses.replace(self.joined, role=Role.MANAGER, managers=managers)
             self._save()
-            await self._start_server()
+            await self._start_server(raft_key=snap.get("raft_key"))
         elif role == Role.WORKER.value and self.server is not None and not self.server.is_leader:
             log.info("demoted: serving as a worker")
             await self._stop_server()
-            self._store_path.unlink(missing_ok=True)
+            self._forget_manager_state()
             self.joined = dataclasses.replace(self.joined, role=Role.WORKER)
             self._save()
 
@@ -160,7 +217,7 @@ class SwarmMember:
                 "This node is already part of a swarm. Use `overlaynet swarm leave` to leave this "
                 "swarm and join another one."
             )
-        self._store_path.unlink(missing_ok=True)
+        self._forget_manager_state()
         store = ClusterStore(self._store_path)
         try:
             result = init_swarm(
@@ -198,8 +255,8 @@ class SwarmMember:
         self.advertise_addr = advertise_addr
         self._save()
         if result.role == Role.MANAGER:
-            # A follower starts from an empty store and copies the leader's state.
-            self._store_path.unlink(missing_ok=True)
+            # A manager starts from an empty store and receives the state through Raft.
+            self._forget_manager_state()
             await self._start_server()
         return {"node_id": result.node_id, "role": result.role.value}
 
@@ -219,7 +276,7 @@ class SwarmMember:
                 if not force:
                     raise
         await self._stop_server()
-        self._store_path.unlink(missing_ok=True)
+        self._forget_manager_state()
         self._file.unlink(missing_ok=True)
         self.joined = None
 

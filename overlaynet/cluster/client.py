@@ -6,6 +6,7 @@ connection never carries a half-read frame from a timed-out exchange into the ne
 
 from __future__ import annotations
 
+import copy
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -139,6 +140,12 @@ class ManagerClient:
         self._key = protocol.derive_node_key(credential, node_id)
         self._clock = clock
         self._rand = rand
+
+    def towards(self, managers: Sequence[str]) -> ManagerClient:
+        """The same node's client, sent to other managers (a follower to the Raft leader)."""
+        other = copy.copy(self)
+        other.managers = list(managers)
+        return other
 
     async def call(self, op: str, **args: Any) -> Any:
         """The result of `op`; a refusal raises ClusterError with the manager's message."""

@@ -10,9 +10,13 @@ addresses, placement, releases) after every write, every worker report and every
 ORCHESTRATE_INTERVAL (or at once on `kick()`), with gossip's Ready/Down from `node_status`; its
 changes are persisted and replicated like any command's. Followers never run passes.
 
-There is no leader election. When the leader's host dies, followers keep answering reads (and
-workers keep using the networks and addresses they have), but joins and writes fail with a clear
-"leader unreachable" error until the leader comes back; its state is on its disk.
+With `replica` (the agent's managers, issue 14) the managers run Raft instead (PySyncObj:
+raft.py; what the log carries and how it is applied: replication.py, raft_replica.py): whoever
+Raft elects is the leader, runs the writes, the orchestration pass and key rotation, and answers
+a write once its changes are committed; every manager applies committed entries to its own
+state and store; followers forward writes to the Raft leader. Without a quorum writes fail with
+one line naming it and reads keep answering from the local copy. Without `replica` (the unit
+tests' managers) the old scheme holds: no election, a follower copies the leader's change log.
 
 Hostile peers: a connection must deliver each whole frame by a deadline (not per byte), one
 address holds at most MAX_PER_SOURCE connections, and AUTH_RESERVE slots are kept for addresses
@@ -36,7 +40,7 @@ from typing import Any
 
 import trio
 
-from overlaynet.cluster import keyrotation, protocol, service_views
+from overlaynet.cluster import keyrotation, protocol, raft, service_views
 from overlaynet.cluster import requests as rq
 from overlaynet.cluster.client import JoinResult, ManagerClient
 from overlaynet.cluster.protocol import (
@@ -50,6 +54,7 @@ from overlaynet.cluster.protocol import (
     ReplayGuard,
     StaleFrame,
 )
+from overlaynet.cluster.raft_replica import RaftReplica
 from overlaynet.cluster.state import (
     MANAGER_PORT,
     Change,
@@ -111,6 +116,9 @@ ORCHESTRATE_INTERVAL = 1.0
 # already has, for at most this long. Under the client's CALL_TIMEOUT (2 s), so a held call is
 # never taken for a dead manager; a worker then asks about every 1.5 s instead of every 0.5 s.
 ASSIGNED_HOLD = 1.5
+# How long a request keeps trying to reach a Raft leader while the one it knew fails and another
+# is elected (an election takes raft.ELECTION_MAX; the client waits CALL_TIMEOUT, 2 s).
+LEADER_CHANGE_WAIT = 1.8
 # How often a held task.assigned looks at the index again (a comparison, no I/O): the most a
 # new assignment waits before its answer leaves.
 ASSIGNED_RECHECK = 0.01
@@ -229,8 +237,11 @@ class ManagerServer:
         clock: Callable[[], float] = time.time,
         rand: RandomBytes = secrets.token_bytes,
         sync_interval: float = SYNC_INTERVAL,
+        replica: Callable[[ManagerServer], RaftReplica] | None = None,
     ) -> None:
-        """`upstream` makes this a follower: the leader's client with this node's credential."""
+        """`upstream` makes this a follower: the leader's client with this node's credential.
+        With `replica` (built for this server) Raft decides who leads, and `upstream` is only
+        this node's identity for forwarding writes to the Raft leader."""
         self.store = store
         self.state = store.load()
         self.advertise_addr = advertise_addr
@@ -256,10 +267,23 @@ class ManagerServer:
         # and what decide() remembers between calls. In memory: nodes report every few seconds.
         self._key_reports: dict[str, tuple[str, ...]] = {}
         self._key_watch = keyrotation.Watch()
+        self.replica = None if replica is None else replica(self)
 
     @property
     def is_leader(self) -> bool:
+        if self.replica is not None:
+            return self.replica.is_leader
         return self.upstream is None
+
+    @property
+    def _follower(self) -> bool:
+        """Writes go elsewhere: to the Raft leader, or (without Raft) to `upstream`."""
+        if self.replica is not None:
+            return not self.replica.is_leader
+        return self.upstream is not None
+
+    def set_state(self, state: ClusterState) -> None:
+        self.state = state
 
     def rejections(self) -> dict[str, int]:
         """Every rejection reason with its count, zeros included (for the agent's `info`)."""
@@ -277,11 +301,28 @@ class ManagerServer:
         """Serve until cancelled; `task_status.started` gets the bound port (for port 0)."""
         listeners = await trio.open_tcp_listeners(self.port, host=self.advertise_addr)
         self.port = listeners[0].socket.getsockname()[1]
+        if self.replica is not None:
+            try:
+                await self._run_replica(listeners, task_status)
+            finally:
+                self.replica.close()
+            return
         async with trio.open_nursery() as nursery:
             if self.upstream is not None:
                 nursery.start_soon(self._sync_loop)
             else:
                 nursery.start_soon(self._orchestrate_loop)
+            await nursery.start(trio.serve_listeners, self._serve_connection, listeners)
+            task_status.started(self.port)
+
+    async def _run_replica(
+        self, listeners: list[trio.SocketListener], task_status: trio.TaskStatus[int]
+    ) -> None:
+        assert self.replica is not None
+        await self.replica.start()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._orchestrate_loop)
+            nursery.start_soon(self.replica.maintain)
             await nursery.start(trio.serve_listeners, self._serve_connection, listeners)
             task_status.started(self.port)
 
@@ -461,11 +502,22 @@ class ManagerServer:
                 raise ClusterError(ErrorKind.INVALID, f"a join frame cannot carry {request.op}")
             admit = rq.decode(rq.JoinAdmit.OP, {**request.args, "role": role.value})
             assert isinstance(admit, rq.JoinAdmit)
-            if self.upstream is not None:
-                result = await self._forward(admit.OP, None, admit.to_args(), request.rid)
+            forwarded: Any = _HERE
+            if self.replica is not None:
+                forwarded = await self._via_raft_leader(
+                    admit.OP, None, admit.to_args(), request.rid
+                )
+            elif self._follower:
+                forwarded = await self._forward(admit.OP, None, admit.to_args(), request.rid)
+            if forwarded is not _HERE:
+                result = forwarded
             else:
                 key_of_request = f"{frame.sender}/{request.rid}"
-                result = self._idempotent(key_of_request, lambda: self._admit(admit))
+                before = self._last_submitted()
+                try:
+                    result = self._idempotent(key_of_request, lambda: self._admit(admit))
+                finally:
+                    await self._settle(before)
                 self.orchestrate_now()
             self.stats["joined"] += 1
             return protocol.seal_result(
@@ -478,7 +530,11 @@ class ManagerServer:
     async def _answer_request(self, frame: Frame, conn: _Connection) -> bytes:
         node_id = frame.sender
         credential = self.state.credentials.get(node_id)
-        if credential is None and self.upstream is not None:
+        if credential is None and self.replica is not None:
+            # A node that joined through the leader a moment ago: its entry may be on its way.
+            await self.replica.caught_up(self.replica.applied_index, 1.0)
+            credential = self.state.credentials.get(node_id)
+        elif credential is None and self.upstream is not None:
             # A node that joined through the leader a moment ago: this copy may lag behind.
             with contextlib.suppress(ClusterError):
                 await self.sync_once()
@@ -569,7 +625,11 @@ class ManagerServer:
         # Decoded and checked once, here: handlers get a typed request, never raw arguments.
         request = rq.decode(op, args)
         write = request.is_write()
-        if self.upstream is not None and (write or request.LEADER):
+        if self.replica is not None and (write or request.LEADER):
+            forwarded = await self._via_raft_leader(op, acting.id, request.to_args(), rid)
+            if forwarded is not _HERE:
+                return forwarded
+        elif self._follower and (write or request.LEADER):
             return await self._forward(op, acting.id, request.to_args(), rid)
         if isinstance(request, rq.TaskAssigned) and request.index is not None:
             await self._until_moved(request.index)
@@ -577,10 +637,55 @@ class ManagerServer:
         # Writes run once per (node, request id): the key is the acting node's, so a write
         # forwarded by a follower and the same request retried here are the same request.
         key = f"{acting.id}/{rid}" if write and rid is not None else None
-        result = self._idempotent(key, lambda: handler(self, acting, request))
+        before = self._last_submitted()
+        try:
+            result = self._idempotent(key, lambda: handler(self, acting, request))
+        finally:
+            if write:
+                # Answered once committed: a refusal too, so a retry finds it remembered.
+                await self._settle(before)
         if write:
             self.orchestrate_now()
         return result
+
+    def _last_submitted(self) -> str | None:
+        return None if self.replica is None else self.replica.last_submitted
+
+    async def _settle(self, before: str | None) -> None:
+        """Raft: wait for the entry this request submitted, if it submitted one (`before` is
+        the last entry submitted before it ran: no new one, nothing to wait for)."""
+        if self.replica is not None and self.replica.last_submitted != before:
+            await self.replica.settle(self.replica.last_submitted)
+
+    async def _via_raft_leader(
+        self, op: str, node_id: str | None, args: dict[str, Any], rid: str | None
+    ) -> Any:
+        """Raft: `_HERE` when this manager leads, else the Raft leader's answer. Waits briefly
+        for an election, and tries the next leader when the one it knew has just died; with
+        no leader in sight, the quorum line."""
+        replica = self.replica
+        assert replica is not None
+        rid = rid or protocol.new_rid(self._rand)
+        failure: ClusterError | None = None
+        with trio.move_on_after(LEADER_CHANGE_WAIT):
+            while True:
+                leader = await replica.wait_leader()
+                if leader is None:
+                    break
+                if leader == replica.raft.self_addr:
+                    return _HERE
+                try:
+                    return await self._forward(op, node_id, args, rid)
+                except ClusterError as e:
+                    if e.kind is not ErrorKind.UNAVAILABLE:
+                        raise
+                    failure = e
+                # The leader it knew did not answer: wait for Raft to notice and elect another.
+                while replica.status().leader == leader:
+                    await trio.sleep(ASSIGNED_RECHECK)
+        if failure is None or replica.status().leader is None:
+            raise ClusterError(ErrorKind.UNAVAILABLE, replica.status().quorum_message())
+        raise failure
 
     async def _until_moved(self, index: int) -> None:
         """task.assigned's long-poll: wait while the state is still at the caller's `index`
@@ -627,12 +732,17 @@ class ManagerServer:
         )
 
     def _not_ready(self) -> str:
+        if self.replica is not None:
+            return "this manager has not received the swarm state through Raft yet: retry"
         if self.upstream is not None:
             return "this manager has not copied the swarm state from its leader yet: retry"
         return "this node is not a swarm manager"
 
     def _rollback(self) -> None:
         """Memory must not run ahead of the disk: go back to what was committed."""
+        if self.replica is not None:
+            self.replica.rollback()
+            return
         self.state = self.store.load()
         self._log.clear()
         self._log_start = self.state.index
@@ -640,6 +750,10 @@ class ManagerServer:
     def _persist(self, answered: Answered | None = None) -> None:
         changes = self.state.take_changes()
         if not changes and answered is None:
+            return
+        if self.replica is not None:
+            # Committed (and written to the store) when Raft applies it, on every manager.
+            self.replica.submit(changes, self.state.index, answered)
             return
         try:
             self.store.apply(changes, self.state.index, answered)
@@ -655,6 +769,8 @@ class ManagerServer:
     ) -> Any:
         assert self.upstream is not None
         extra = {} if node_id is None else {"_as": node_id}
+        if self.replica is not None:
+            return await self._forward_to_raft_leader(op, {**args, **extra}, rid)
         try:
             result = await self.upstream.call_with_rid(
                 op, {**args, **extra}, rid or protocol.new_rid(self._rand)
@@ -670,6 +786,30 @@ class ManagerServer:
         # Read your own writes: copy the leader's change before answering.
         await self.sync_once()
         return result
+
+    async def _forward_to_raft_leader(self, op: str, args: dict[str, Any], rid: str | None) -> Any:
+        assert self.replica is not None and self.upstream is not None
+        leader = self.replica.status().leader
+        if leader is None:
+            raise ClusterError(ErrorKind.UNAVAILABLE, self.replica.status().quorum_message())
+        client = self.upstream.towards([self.replica.manager_addr_of(leader)])
+        since = self.replica.applied_index
+        try:
+            result = await client.call_with_rid(op, args, rid or protocol.new_rid(self._rand))
+        except ClusterError as e:
+            if e.kind is ErrorKind.UNAVAILABLE:
+                raise ClusterError(
+                    ErrorKind.UNAVAILABLE,
+                    f"the swarm's Raft leader could not do {op} now: {e.message}",
+                ) from None
+            raise
+        # Read your own writes: the leader answered once committed; wait for it to arrive here.
+        await self.replica.caught_up(since, 1.0)
+        return result
+
+    def raft_info(self) -> dict[str, Any] | None:
+        """Raft's term, commit index, leader and members (None without Raft)."""
+        return None if self.replica is None else self.replica.info()
 
     # ----- orchestration (the leader) -----
 
@@ -815,14 +955,19 @@ class ManagerServer:
     def node_view(self, node: Node, caller: Node) -> dict[str, Any]:
         status = self.status_of(node)
         manager_status = node.manager_status.value if node.manager_status else ""
+        if manager_status and self.replica is not None:
+            manager_status = self.replica.manager_status(node)
         if manager_status and status == "Down":
             manager_status = "Unreachable"
-        return {
+        view = {
             **node_doc(node),
             "status": status,
             "manager_status": manager_status,
             "self": node.id == caller.id,
         }
+        if manager_status and self.replica is not None:
+            view["raft"] = self.replica.info()
+        return view
 
     def _h_node_ca(self, acting: Node, req: rq.NodeCa) -> Any:
         rows = []
@@ -976,13 +1121,31 @@ class ManagerServer:
             "cluster_id": self.state.require_cluster().id,
             "index": self.state.index,
             "node": self.node_view(acting, acting),
-            "managers": [str(m.manager_addr) for m in self.state.managers()],
+            "managers": self._manager_addrs(),
             # With the data keys of encrypted networks: only members ask (authenticated).
             "networks": [member_network_doc(n) for n in nets],
             "allocations": mine,
             # Gossip keys to accept, the one to send with first (rotation, see gossip.rotate).
             "gossip_keyring": self.state.require_cluster().gossip_keyring,
+            **self._raft_key_for(acting),
         }
+
+    def _manager_addrs(self) -> list[str]:
+        """Every manager's cluster address, the leader first (Raft's, when it runs)."""
+        addrs = [str(m.manager_addr) for m in self.state.managers()]
+        if self.replica is not None:
+            leader = self.replica.status().leader
+            if leader is not None:
+                first = self.replica.manager_addr_of(leader)
+                addrs = [first, *(a for a in addrs if a != first)]
+        return addrs
+
+    def _raft_key_for(self, acting: Node) -> dict[str, str]:
+        """A manager (a promoted one first of all) needs the Raft password before it can join
+        the Raft cluster and so receive the state it is derived from."""
+        if self.replica is None or acting.role is not Role.MANAGER:
+            return {}
+        return {"raft_key": raft.raft_password(self.state.require_cluster().root_key)}
 
     def _h_join_token(self, acting: Node, req: rq.JoinToken) -> Any:
         role = Role(req.role)
@@ -1088,6 +1251,9 @@ class ManagerServer:
         records = self.state.records()
         return {"index": index, "snapshot": [[c.kind, c.key, c.doc] for c in records]}
 
+
+# `_via_raft_leader`'s answer when this manager is the Raft leader: run the request here.
+_HERE = object()
 
 # Every request class has its handler (checked at import, not at a peer's first call).
 _Handler = Callable[[ManagerServer, Node, Any], Any]

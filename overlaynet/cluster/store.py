@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_by_ts ON requests (ts);
 """
 _INDEX = "index"
+# Where this copy is in the managers' Raft log (replication.py): the last log index applied and
+# the id of the last entry applied.
+_RAFT_INDEX = "raft_index"
+_RAFT_TIP = "raft_tip"
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,23 @@ class ClusterStore:
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_INDEX, str(index))
         )
 
-    def apply(self, changes: list[Change], index: int, answered: Answered | None = None) -> None:
+    def apply(
+        self,
+        changes: list[Change],
+        index: int,
+        answered: Answered | None = None,
+        raft: tuple[int, str | None] | None = None,
+    ) -> None:
         """Persist one command's changes (`index` is the state's index after them) and, for a
-        remote write, its answer: both or neither."""
-        if not changes and answered is None:
+        remote write, its answer: both or neither. `raft` is the Raft log position and entry id
+        they came from (replication.py), in the same transaction: a restart replays nothing
+        twice."""
+        if not changes and answered is None and raft is None:
             return
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            if raft is not None:
+                self._set_raft(*raft)
             if changes:
                 self._write(changes)
                 self._set_index(index)
@@ -99,10 +113,14 @@ class ClusterStore:
             raise
         self._db.execute("COMMIT")
 
-    def replace(self, records: list[Change], index: int) -> None:
+    def replace(
+        self, records: list[Change], index: int, raft: tuple[int, str | None] | None = None
+    ) -> None:
         """Replace everything with a full snapshot (a follower catching up with its leader)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            if raft is not None:
+                self._set_raft(*raft)
             self._db.execute("DELETE FROM records")
             self._write(records)
             self._set_index(index)
@@ -110,6 +128,30 @@ class ClusterStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def _set_raft(self, raft_index: int, tip: str | None) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_RAFT_INDEX, str(raft_index))
+        )
+        if tip is not None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_RAFT_TIP, tip)
+            )
+
+    def mark_raft(self, raft_index: int) -> None:
+        """A Raft entry at `raft_index` was looked at and refused (replication.Verdict.STALE):
+        remember it was seen, change nothing else."""
+        self.apply([], 0, raft=(raft_index, None))
+
+    def raft_position(self) -> tuple[int, str | None]:
+        """The last Raft log index applied here (0: none) and the last entry applied (None:
+        not even the genesis)."""
+        rows = dict(
+            self._db.execute(
+                "SELECT key, value FROM meta WHERE key IN (?, ?)", (_RAFT_INDEX, _RAFT_TIP)
+            ).fetchall()
+        )
+        return int(rows.get(_RAFT_INDEX, 0)), rows.get(_RAFT_TIP)
 
     def answered(self, key: str) -> dict[str, Any] | None:
         """The remembered answer to the write "<sender>/<request id>", if it ran."""

@@ -1,0 +1,207 @@
+"""The managers' Raft engine: one PySyncObj (0.3.17) object per manager, in its own thread,
+bridged to trio.
+
+Why PySyncObj and not etcd (issue 14's two candidates): it is a Python library the agent runs
+in-process, so a manager needs no second daemon to start, supervise and clean up inside every
+host's namespace, and ≥ 0.3.16 persists currentTerm/votedFor in its journal. Its wire format is
+pickle, so it never runs without a password: PySyncObj then seals every message with Fernet under
+a key derived from it, and the password is derived from the swarm's root key, which only
+managers hold (`raft_password`). It binds the manager's underlay address only (RAFT_PORT).
+
+The log carries only JSON text (replication.Entry). PySyncObj's thread applies committed
+entries by calling `_ReplicatedLog.append`; this module hands each one to trio with
+`run_sync_soon` (FIFO, so log order is kept) and never blocks trio's loop: the object is built in
+a worker thread (its key derivation and journal load take a while), every later call into it
+only queues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import trio
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
+
+from overlaynet.cluster.replication import RaftStatus, status_from_pysyncobj
+
+log = logging.getLogger(__name__)
+
+# Raft timing. Heartbeats every 50 ms; a follower that hears nothing for 0.3-0.7 s stands for
+# election (Raft §5.2 randomises it; etcd's default is 10 heartbeats, 100 ms / 1 s): a killed
+# leader is replaced in about a second, well under issue 14's 5 s, and a lone manager (no
+# partners) elects itself within 0.7 s of starting.
+HEARTBEAT = 0.05
+ELECTION_MIN = 0.3
+ELECTION_MAX = 0.7
+# A connection that carried nothing this long is dead (must be ≥ ELECTION_MAX, PySyncObj checks).
+CONNECTION_TIMEOUT = 2.0
+# How soon a lost connection to a partner is tried again (PySyncObj's default is 5 s, which
+# would leave a restarted manager out of the cluster that long).
+CONNECTION_RETRY = 0.5
+# A leader that hears from no quorum this long steps down, so writes fail fast with the quorum
+# message instead of waiting on a leader that cannot commit (PySyncObj's default: 30 s).
+LEADER_FALLBACK = 2.0
+# Log compaction serialises the PySyncObj object (pickle of its attributes); the state lives in
+# each manager's SQLite store instead, so compaction stays off and the journal keeps every entry
+# (a new member is sent the whole log, genesis first). Bounded compaction is left for later.
+NO_COMPACTION = 2**62
+# The label the Raft password is derived under (HMAC-SHA256 of the swarm's root key): a key of
+# its own, so it is neither a token secret nor the gossip key.
+_PASSWORD_LABEL = b"overlaynet raft password v1"
+
+OnEntry = Callable[[int, str], None]
+OnDone = Callable[[bool, str], None]
+
+
+def raft_password(root_key_hex: str) -> str:
+    """PySyncObj's password for a swarm: only holders of the root key (managers) know it."""
+    return hmac.new(bytes.fromhex(root_key_hex), _PASSWORD_LABEL, hashlib.sha256).hexdigest()
+
+
+def fail_reason(code: int) -> str:
+    names = {v: str(k) for k, v in vars(FAIL_REASON).items() if isinstance(v, int)}
+    return names.get(code, str(code)).lower()
+
+
+class _ReplicatedLog(SyncObj):  # type: ignore[misc]
+    """The PySyncObj object: its only replicated method hands an entry to the manager."""
+
+    def __init__(self, self_addr: str, partners: list[str], conf: Any, deliver: OnEntry) -> None:
+        # Set before SyncObj starts its thread, which may apply journal entries at once.
+        self._deliver = deliver
+        super().__init__(self_addr, partners, conf)
+
+    @replicated  # type: ignore[untyped-decorator]
+    def append(self, text: str) -> None:
+        # Called in PySyncObj's thread while it applies the entry: raftLastApplied is the index
+        # before it (PySyncObj counts it up after the call).
+        self._deliver(int(self.raftLastApplied) + 1, text)
+
+
+class RaftLog:
+    """One manager's member of the Raft cluster, seen from trio."""
+
+    def __init__(
+        self,
+        self_addr: str,
+        partners: Iterable[str],
+        password: str,
+        journal: Path,
+        on_entry: OnEntry,
+    ) -> None:
+        self.self_addr = self_addr
+        self.partners = sorted(set(partners) - {self_addr})
+        self._password = password
+        self.journal = journal
+        self._on_entry = on_entry
+        self._obj: _ReplicatedLog | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+
+    async def start(self) -> None:
+        """Build the PySyncObj object (in a worker thread) and start its own thread."""
+        self._token = trio.lowlevel.current_trio_token()
+        conf = SyncObjConf(
+            password=self._password,
+            bindAddress=self.self_addr,
+            journalFile=str(self.journal),
+            fullDumpFile=str(self.journal.with_suffix(".dump")),
+            dynamicMembershipChange=True,
+            # Serialising by fork() would fork the multi-threaded agent (see host/netns.py).
+            useFork=False,
+            appendEntriesPeriod=HEARTBEAT,
+            raftMinTimeout=ELECTION_MIN,
+            raftMaxTimeout=ELECTION_MAX,
+            connectionTimeout=CONNECTION_TIMEOUT,
+            connectionRetryTime=CONNECTION_RETRY,
+            leaderFallbackTimeout=LEADER_FALLBACK,
+            logCompactionMinEntries=NO_COMPACTION,
+            logCompactionMinTime=NO_COMPACTION,
+            # A write without a leader fails at once; the manager says why (quorum).
+            commandsWaitLeader=False,
+        )
+        self._obj = await trio.to_thread.run_sync(
+            _ReplicatedLog, self.self_addr, self.partners, conf, self._deliver
+        )
+        # The journal holds the swarm's whole history (credentials included): owner only.
+        for path in self.files(self.journal):
+            if path.exists():
+                os.chmod(path, 0o600)
+
+    @staticmethod
+    def files(journal: Path) -> list[Path]:
+        """Every file PySyncObj keeps for the journal `journal`."""
+        return [journal, journal.with_name(journal.name + ".meta"), journal.with_suffix(".dump")]
+
+    def close(self) -> None:
+        """Stop PySyncObj's thread and close its sockets (returns at once)."""
+        if self._obj is not None:
+            self._obj.destroy()
+            self._obj = None
+
+    def _deliver(self, raft_index: int, text: str) -> None:
+        """PySyncObj's thread: queue the entry for trio, in log order."""
+        if self._token is None:
+            return
+        # On trio.RunFinishedError the agent is shutting down; the journal keeps the entry.
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(self._on_entry, raft_index, text)
+
+    def _call_back(self, done: OnDone) -> Callable[[Any, int], None]:
+        token = self._token
+
+        def callback(result: Any, error: int) -> None:
+            if token is None:
+                return
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done, error == FAIL_REASON.SUCCESS, fail_reason(error))
+
+        return callback
+
+    def submit(self, text: str, done: OnDone) -> None:
+        """Append an entry (on the leader); `done(ok, reason)` runs in trio once PySyncObj
+        knows (committed and applied, or failed)."""
+        if self._obj is None:
+            done(False, "stopped")
+            return
+        self._obj.append(text, callback=self._call_back(done))
+
+    def add_member(self, addr: str, done: OnDone) -> None:
+        if self._obj is None:
+            done(False, "stopped")
+            return
+        self._obj.addNodeToCluster(addr, callback=self._call_back(done))
+
+    def remove_member(self, addr: str, done: OnDone) -> None:
+        if self._obj is None:
+            done(False, "stopped")
+            return
+        self._obj.removeNodeFromCluster(addr, callback=self._call_back(done))
+
+    def hand_over(self) -> None:
+        """Ask PySyncObj to make another caught-up member leader (before removing this one)."""
+        if self._obj is not None:
+            self._obj.transferLeadership()
+
+    def status(self) -> RaftStatus:
+        if self._obj is None:
+            return RaftStatus(
+                self.self_addr, 0, 0, 0, None, False, dict.fromkeys(self.partners, False)
+            )
+        for _ in range(3):
+            try:
+                return status_from_pysyncobj(self._obj.getStatus())
+            except RuntimeError:
+                # Its thread changed the member set while it was being read: read again.
+                continue
+        return RaftStatus(self.self_addr, 0, 0, 0, None, False, {})
+
+    @property
+    def is_leader(self) -> bool:
+        return self._obj is not None and bool(self._obj._isLeader())

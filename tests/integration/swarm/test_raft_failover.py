@@ -1,0 +1,118 @@
+"""Managers that survive their leader (issue 14): three managers on Raft in a real lab; the
+leader's agent killed -9, a quorum lost and found again."""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from overlaynet import lab as labmod
+from tests.integration.labs import Lab, make_lab, wait_until
+
+HOSTS = ("node1", "node2", "node3")
+# Generous bounds for a shared 2-core machine: convergence is under test, not speed (the
+# failover time is measured by benchmarks/leader_failover.py).
+FAILOVER = 20.0
+REJOIN = 30.0
+
+
+def manager_statuses(lab: Lab, host: str) -> dict[str, str]:
+    """hostname -> MANAGER STATUS, as `node ls` on `host` prints it ({} if it fails)."""
+    out = lab.cli(host, "node", "ls")
+    if out.returncode != 0:
+        return {}
+    rows: dict[str, str] = {}
+    for line in out.stdout.splitlines()[1:]:
+        words = [w for w in line.split() if w != "*"]
+        rows[words[1]] = words[4] if len(words) > 4 else ""
+    return rows
+
+
+def leader_seen_by(lab: Lab, host: str) -> str | None:
+    leaders = [h for h, status in manager_statuses(lab, host).items() if status == "Leader"]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def kill_agent(lab: Lab, host: str) -> None:
+    """kill -9: the lab's supervisor does not restart it."""
+    labmod.stop_agent(lab.name, host, signal.SIGKILL)
+
+
+@pytest.fixture
+def managers3() -> Iterator[Lab]:
+    """Three hosts, all managers: node1 ran `swarm init`, node2 and node3 were promoted."""
+    for lab in make_lab(3, swarm=True):
+        lab.ok("node1", "node", "promote", "node2", "node3")
+        assert wait_until(functools.partial(all_managers_see_one_leader, lab), REJOIN), {
+            h: manager_statuses(lab, h) for h in HOSTS
+        }
+        yield lab
+
+
+def all_managers_see_one_leader(lab: Lab) -> bool:
+    want = ["Leader", "Reachable", "Reachable"]
+    return all(sorted(manager_statuses(lab, h).values()) == want for h in HOSTS)
+
+
+def test_a_killed_leader_is_replaced_and_writes_go_on_with_nothing_lost(managers3: Lab) -> None:
+    lab = managers3
+    lab.ok("node1", "network", "create", "-d", "overlay", "--attachable", "beforekill")
+    lab.ok(
+        "node1", "service", "create", "--name", "survivor", "--replicas", "1", "--detach",
+        "alpine", "sleep", "1000",
+    )  # fmt: skip
+    old = leader_seen_by(lab, "node1")
+    assert old is not None
+    kill_agent(lab, old)
+    others = [h for h in HOSTS if h != old]
+    assert wait_until(
+        lambda: all(leader_seen_by(lab, h) not in (None, old) for h in others), FAILOVER
+    ), {h: manager_statuses(lab, h) for h in others}
+    new = leader_seen_by(lab, others[0])
+    assert manager_statuses(lab, others[0])[old] == "Unreachable"
+    # Writes are accepted again, on the new leader and through the other survivor alike.
+    for host in others:
+        lab.ok(host, "network", "create", "-d", "overlay", "--attachable", f"after-{host}")
+    assert "scaled to 2" in lab.ok(others[1], "service", "scale", "survivor=2")
+    # Nothing committed before the kill is lost, on either survivor.
+    for host in others:
+        nets = lab.ok(host, "network", "ls")
+        assert all(n in nets for n in ("beforekill", *(f"after-{h}" for h in others)))
+        assert "survivor" in lab.ok(host, "service", "ls")
+    # The old leader comes back as a follower and receives what it missed.
+    labmod.up(lab.name, 3)
+    assert wait_until(
+        lambda: (
+            manager_statuses(lab, old).get(old) == "Reachable" and leader_seen_by(lab, old) == new
+        ),
+        REJOIN,
+    ), manager_statuses(lab, old)
+    assert wait_until(lambda: f"after-{others[1]}" in lab.ok(old, "network", "ls"), REJOIN)
+    assert "2/2" in lab.ok(old, "service", "ls") or "/2 " in lab.ok(old, "service", "ls")
+
+
+def test_without_a_quorum_writes_fail_with_one_clear_line_and_reads_still_answer(
+    managers3: Lab,
+) -> None:
+    lab = managers3
+    lab.ok("node1", "network", "create", "-d", "overlay", "--attachable", "beforeloss")
+    for host in ("node2", "node3"):
+        kill_agent(lab, host)
+    out = lab.cli("node1", "network", "create", "-d", "overlay", "duringloss")
+    assert out.returncode != 0
+    assert "no quorum: 1 of 3 managers reachable, 2 needed" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    # Reads answer from node1's own copy.
+    nets = lab.ok("node1", "network", "ls")
+    assert "beforeloss" in nets and "duringloss" not in nets
+    assert "node2" in lab.ok("node1", "node", "ls")
+    # The quorum back, writes resume.
+    labmod.up(lab.name, 3)
+    assert wait_until(
+        lambda: lab.cli("node1", "network", "create", "-d", "overlay", "afterloss").returncode == 0,
+        REJOIN,
+    )
+    assert wait_until(lambda: "afterloss" in lab.ok("node3", "network", "ls"), REJOIN)
