@@ -174,7 +174,13 @@ def partition(lab: str, groups: Sequence[str]) -> LabImpairments:
     else:
         parsed[0] += rest
     record = load(lab)
-    record.partitions.append(parsed)
+
+    def sides(p: list[list[str]]) -> frozenset[frozenset[str]]:
+        return frozenset(frozenset(g) for g in p)
+
+    # The same cut named again (in another order) is recorded once.
+    if sides(parsed) not in {sides(p) for p in record.partitions}:
+        record.partitions.append(parsed)
     _save(lab, record)
     _apply(lab, hosts, record)
     return record
