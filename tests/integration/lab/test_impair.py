@@ -9,7 +9,8 @@ import json
 import re
 import statistics
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import cast
 
 import pytest
 
@@ -164,7 +165,7 @@ def test_bad_requests_are_refused_with_a_clear_error(swarm3: Lab) -> None:
 
 
 def test_lab_down_leaves_nothing_of_an_impaired_lab() -> None:
-    gen = make_lab(2)
+    gen = cast(Generator[Lab, None, None], make_lab(2))
     lab = next(gen)
     try:
         lab.ok("node1", "lab", "impair", "node1", "--loss", "10", "--delay", "5")

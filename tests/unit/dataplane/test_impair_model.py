@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,7 +25,9 @@ from overlaynet.dataplane.impair import (
 )
 
 
-def _decisions(imp: Impairment, n: int, size: int = 100, gap: float = 0.01) -> list:
+def _decisions(
+    imp: Impairment, n: int, size: int = 100, gap: float = 0.01
+) -> list[tuple[tuple[float, ...], str]]:
     model = ImpairModel(imp)
     return [model.decide(i * gap, size) for i in range(n)]
 
@@ -50,7 +53,8 @@ def test_loss_20_seed_7_over_400_probes_is_within_the_issues_band() -> None:
 
 def test_delay_holds_each_datagram_exactly_that_long() -> None:
     for i, (moments, counter) in enumerate(_decisions(Impairment(delay=20), 50)):
-        assert moments == (pytest.approx(i * 0.01 + 0.020),) and counter == "impair_delayed"
+        assert len(moments) == 1 and counter == "impair_delayed"
+        assert moments[0] == pytest.approx(i * 0.01 + 0.020)
 
 
 def test_jitter_stays_within_its_bounds_and_centres_on_the_delay() -> None:
@@ -83,7 +87,9 @@ def test_reorder_with_a_delay_lets_the_chosen_datagrams_skip_it() -> None:
 def test_reorder_without_a_delay_holds_the_chosen_ones_briefly() -> None:
     out = _decisions(Impairment(reorder=50, seed=5), 200, gap=0.001)
     held = [(i, m) for i, (m, c) in enumerate(out) if c == "impair_reordered"]
-    assert held and all(m == (pytest.approx(i * 0.001 + REORDER_HOLD),) for i, m in held)
+    assert held and all(
+        len(m) == 1 and m[0] == pytest.approx(i * 0.001 + REORDER_HOLD) for i, m in held
+    )
     leave = [m[0] for m, _ in out]
     assert leave != sorted(leave)
 
@@ -119,7 +125,9 @@ def test_rate_drops_what_would_wait_longer_than_the_bound() -> None:
         ({"seed": -1}, "--seed"),
     ],
 )
-def test_out_of_range_values_are_refused_naming_the_option(kwargs: dict, option: str) -> None:
+def test_out_of_range_values_are_refused_naming_the_option(
+    kwargs: dict[str, Any], option: str
+) -> None:
     with pytest.raises(ImpairmentError, match=option):
         Impairment(**kwargs)
 
