@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import subprocess
 import threading
@@ -97,6 +98,8 @@ class Runtime:
         self.networks: dict[str, Network] = {n.id: n for n in self.store.networks()}
         self.containers: dict[str, Container] = {c.id: c for c in self.store.containers()}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        # `run -t` containers' pty relays started by this agent (reaped once they end).
+        self._tty_relays: dict[str, subprocess.Popen[bytes]] = {}
         self.taps: reconcile.TapPort = _OverlayTaps(self) if overlay else reconcile.NoTaps()
         # Reconciliations run one at a time: two at once would both build what is missing.
         self._kernel_lock = threading.Lock()
@@ -337,6 +340,8 @@ class Runtime:
         if req.hostname:
             # Kept beside the container's other files: the record has no field for it.
             (self.container_dir(c) / HOSTNAME_FILE).write_text(req.hostname + "\n")
+        if req.tty:
+            (self.container_dir(c) / TTY_FILE).touch()  # `run -t`, as the hostname is kept
 
         def undo() -> None:
             self.containers.pop(c.id, None)
@@ -459,6 +464,9 @@ class Runtime:
             root = rootfs.prepare(image, d, hostname)
         except (catalog.ImageError, OSError) as e:
             raise Unavailable(f"cannot prepare the root filesystem of {c.name}: {e}") from None
+        # `run -t`: a pseudo-terminal whose output the agent copies to the log and whose input
+        # is the client's (with -i); without -i nothing writes to it and the command waits.
+        tty = (d / TTY_FILE).exists()
         spec = process.Launch(
             netns_path=netns.path(ns) if ns else None,
             cmd=c.cmd,
@@ -468,13 +476,22 @@ class Runtime:
             log_file=d / "output.log",
             exit_file=d / "exitcode",
             env=c.env,
-            stdin_fifo=d / "stdin" if c.open_stdin and stdin_fd is None else None,
-            stdin_fd=stdin_fd,
+            stdin_fifo=d / "stdin" if c.open_stdin and stdin_fd is None and not tty else None,
+            stdin_fd=None if tty else stdin_fd,
             root=root,
             busybox=rootfs.BUSYBOX,
+            tty=tty,
         )
         try:
-            proc, run = process.start(spec)
+            if tty:
+                started = process.spawn(spec)
+                proc, run = started.proc, started.running
+                assert started.pty_master is not None
+                client_input = os.dup(stdin_fd) if stdin_fd is not None else None
+                relay = process.relay_tty(started.pty_master, spec.log_file, client_input)
+                self._tty_relays[c.id] = relay
+            else:
+                proc, run = process.start(spec)
         except OSError as e:
             raise Unavailable(f"cannot start {c.name}: {e}") from None
         self._children[c.id] = proc
@@ -553,6 +570,9 @@ class Runtime:
 
     def poll(self) -> list[Container]:
         """Notice containers whose process has ended; returns those that just did."""
+        for cid, relay in list(self._tty_relays.items()):
+            if relay.poll() is not None:
+                del self._tty_relays[cid]
         ended = []
         for c in self.containers.values():
             if c.status != Status.RUNNING or self._alive(c):
@@ -763,6 +783,8 @@ class Runtime:
 
 # Where `run --hostname` is kept in the container's folder (read at every launch).
 HOSTNAME_FILE = "hostname"
+# Present in the container's folder when it runs with a pseudo-terminal (`run -t`).
+TTY_FILE = "tty"
 # RFC 1123: a hostname is dot-separated labels of letters, digits and inner hyphens, each at
 # most 63 characters; the kernel's UTS name holds at most 64 (HOST_NAME_MAX).
 _HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")

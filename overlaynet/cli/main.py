@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from overlaynet import api
-from overlaynet.cli import completion, filters, formats, gotemplate, lab_impair, logtail
+from overlaynet.cli import (
+    completion,
+    filters,
+    formats,
+    gotemplate,
+    health_flags,
+    lab_impair,
+    logtail,
+)
 from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError
 from overlaynet.names import BadName, short_id
@@ -288,6 +298,13 @@ def _each(refs: list[str], fn: Callable[[str], Any], echo: bool = False) -> tupl
 # ---- containers ----------------------------------------------------------------------------
 
 
+def _health_labels(ns: argparse.Namespace) -> list[str]:
+    try:
+        return health_flags.health_labels(ns)
+    except health_flags.BadHealthFlags as e:
+        raise CliError(str(e), EXIT_RUN_FAILED) from None
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     args: dict[str, Any] = {
         "image": ns.image,
@@ -299,10 +316,12 @@ def cmd_run(ns: argparse.Namespace) -> int:
         "env": ns.env or [],
         "interactive": ns.interactive,
         "start": True,
-        "labels": ns.label or [],
+        "labels": (ns.label or []) + _health_labels(ns),
     }
     if ns.hostname is not None:
         args["hostname"] = ns.hostname
+    if ns.tty:
+        args["tty"] = True
     # `run -i` in the foreground: a pipe's read end goes with the request (SCM_RIGHTS, as
     # exec's streams do) and the container reads it; `-d -i` keeps an open stdin instead.
     attach = ns.interactive and not ns.detach
@@ -320,13 +339,46 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if ns.detach:
         print(res["id"])
         return 0
+    # SIGTERM of the client ends it as Ctrl-C does: with --rm the container goes too.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        code = _follow_until_exit(ns, res["id"])
+        # -it on a terminal: keys go to the container's pty as typed (^C included), as docker.
+        with _raw_terminal(ns.tty and ns.interactive):
+            code = _follow_until_exit(ns, res["id"])
     except KeyboardInterrupt:
-        code = 130  # Ctrl-C of the client: with --rm the container goes too
+        code = 130  # Ctrl-C of the client
+    except _Terminated:
+        code = 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if ns.rm:
         call(ns, "container.rm", container=res["id"], force=True)
     return code
+
+
+class _Terminated(Exception):
+    """The client got SIGTERM while it followed its container."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _raw_terminal(wanted: bool) -> Iterator[None]:
+    """This terminal in raw mode while the block runs (only if `wanted` and stdin is one)."""
+    if not wanted or not os.isatty(0):
+        yield
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(0)
+    tty.setraw(0)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
 def _stdin_pipe() -> int:
@@ -915,7 +967,7 @@ def _container_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-i", "--interactive", action="store_true", help="keep stdin attached (open with -d)"
     )
-    p.add_argument("-t", "--tty", action="store_true", help="accepted for docker compatibility")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     p.add_argument("--name", help="the container's name")
     p.add_argument("-h", "--hostname", help="the container's host name (default: its short ID)")
     p.add_argument("--network", "--net", help="network to connect to (default: bridge)")
@@ -924,6 +976,7 @@ def _container_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-e", "--env", action="append", help="environment variable KEY=VALUE")
     p.add_argument("-l", "--label", action="append", help="set metadata KEY=VALUE")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    health_flags.add_health_flags(p)
     p.add_argument("image", help="image from the catalog (`overlaynet image ls`)")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="command (default: the image's)")
     p.set_defaults(func=cmd_run)

@@ -274,6 +274,40 @@ def spawn(spec: Launch) -> Started:
     )
 
 
+# The pty relay (`run -t`): host `cat`s in a session of their own, so a container's terminal
+# outlives the agent as the container does (a master closed with the agent would hang the
+# terminal up: SIGHUP to the container). Its fd 0 is the master (read-write), fd 1 the log
+# (append), fd 2 the client's input when $1 is set (dash redirects only fds 0-9, so the
+# descriptors come as the standard three). Output ends when the last slave closes (EIO), input
+# when the client's input ends; coreutils cat copies without buffering.
+# (An asynchronous list's stdin is /dev/null before its own redirections: the master goes by
+# fd 3 to the input cat.)
+_TTY_RELAY = (
+    'if [ -n "$1" ]; then exec 3<&0; cat <&2 >&3 3<&- 2>/dev/null & exec 3<&-; fi; '
+    "exec 2>/dev/null; exec cat"
+)
+
+
+def relay_tty(master: int, log_file: Path, stdin_fd: int | None = None) -> subprocess.Popen[bytes]:
+    """`run -t`: the pty's output goes to the container's log, as Docker's log gets a tty's
+    output (the client follows the log); the client's input (`-i`: the read end of its stdin
+    pipe), if any, goes into the pty. Takes ownership of both descriptors (closed here once
+    the relay has its copies)."""
+    try:
+        with open(log_file, "ab") as log:
+            return subprocess.Popen(
+                ["sh", "-c", _TTY_RELAY, "tty-relay", "" if stdin_fd is None else "input"],
+                stdin=master,
+                stdout=log,
+                stderr=subprocess.DEVNULL if stdin_fd is None else stdin_fd,
+                start_new_session=True,
+            )
+    finally:
+        os.close(master)
+        if stdin_fd is not None:
+            os.close(stdin_fd)
+
+
 def start_ticks(pid: int) -> int | None:
     """The process start time in clock ticks since boot: with the pid, names one process."""
     try:

@@ -4,11 +4,16 @@ prune, info's text and node inspect --pretty, run -t and SIGTERM of a foreground
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
+import signal
 import subprocess
 import sys
 import time
 
+from overlaynet import lab as labmod
 from tests.integration.labs import Lab, make_lab, wait_until
 
 
@@ -139,7 +144,10 @@ def test_prunes_remove_stopped_containers_and_unused_user_networks_only(lab2: La
     lab2.ok("node1", "network", "create", "keepme")
     lab2.ok("node1", "run", "-dit", "--name", "pr_run", "--network", "keepme", "alpine")
     done = lab2.ok("node1", "run", "-d", "--name", "pr_done", "alpine", "true").strip()
-    state = lambda: lab2.ok("node1", "inspect", "-f", "{{.State.Status}}", "pr_done").strip()  # noqa: E731
+
+    def state() -> str:
+        return lab2.ok("node1", "inspect", "-f", "{{.State.Status}}", "pr_done").strip()
+
     assert wait_until(lambda: state() == "exited")
     # Without -f it asks; anything but yes keeps everything.
     no = subprocess.run(
@@ -203,3 +211,89 @@ def test_info_and_node_inspect_pretty_in_a_swarm() -> None:
         assert " Leader:                Yes" in pretty
         other = lab.ok("node1", "node", "inspect", "--pretty", "node2")
         assert "Hostname:               node2" in other and "Manager Status:" not in other
+
+
+def _drive_in_pty(
+    argv: list[str], steps: list[tuple[bytes, bytes]], seconds: float = 60.0
+) -> tuple[int, bytes]:
+    """Run the CLI on a pseudo-terminal of its own (as a user's shell would); for each step,
+    wait until its output shows the first bytes, then type the second (a user types after the
+    prompt); then read all it prints until it exits. Bounded by `seconds`: (status, output)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child becomes the CLI
+        os.execv(argv[0], argv)
+    out = b""
+    deadline = time.monotonic() + seconds
+    pending = list(steps)
+    try:
+        while time.monotonic() < deadline:
+            while pending and pending[0][0] in out:
+                os.write(fd, pending.pop(0)[1])
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break  # EIO: the CLI and everything on its terminal ended
+            if not data:
+                break
+            out += data
+    finally:
+        os.close(fd)
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended == 0:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_run_it_is_an_interactive_shell_on_a_pseudo_terminal(lab2: Lab) -> None:
+    argv = _cli_argv(lab2, "node1", "run", "-it", "--rm", "--name", "interactive", "alpine", "sh")
+    # The quotes keep the typed line (echoed by the terminal) from reading as the output.
+    code, out = _drive_in_pty(argv, [(b"/ # ", b"tty; echo hel''lo; exit 3\r")])
+    assert code == 3, out
+    assert b"hello\r\n" in out  # the container's pty turns \n into \r\n, as docker's does
+    assert b"/dev/pts/" in out  # the shell's stdin is a terminal
+    assert "interactive" not in lab2.ok("node1", "ps", "--all")
+
+
+def test_run_t_output_reaches_the_client_and_the_log(lab2: Lab) -> None:
+    out = lab2.cli("node1", "run", "-t", "--name", "ttylog", "alpine", "sh", "-c", "tty; echo done")
+    assert out.returncode == 0, out.stderr
+    # (text mode reads the pty's \r\n as \n)
+    assert re.fullmatch(r"/dev/pts/\d+\ndone\n", out.stdout), out.stdout
+    assert lab2.ok("node1", "logs", "ttylog") == out.stdout
+    # Without -t, no terminal (the stdin is /dev/null).
+    plain = lab2.cli("node1", "run", "--rm", "alpine", "tty")
+    assert plain.returncode == 1 and "not a tty" in plain.stdout
+    lab2.ok("node1", "rm", "ttylog")
+
+
+def test_sigterm_of_a_foreground_run_with_rm_removes_the_container(lab2: Lab) -> None:
+    argv = _cli_argv(lab2, "node1", "run", "--rm", "--name", "terminated", "alpine", "sleep", "100")
+    client = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: "terminated" in lab2.ok("node1", "ps"))
+        client.send_signal(signal.SIGTERM)
+        assert client.wait(timeout=60) == 143, client.stderr.read() if client.stderr else ""
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert "terminated" not in lab2.ok("node1", "ps", "--all")
+
+
+def test_a_dit_container_keeps_its_terminal_when_the_agent_dies(fresh_lab: Lab) -> None:
+    lab = fresh_lab
+    lab.ok("node1", "run", "-dit", "--name", "keeper", "alpine", "sh")
+    pid = json.loads(lab.ok("node1", "inspect", "keeper"))[0]["State"]["Pid"]
+    agent = labmod.status(lab.name)[0].pid
+    assert agent is not None
+    os.kill(agent, signal.SIGKILL)
+    time.sleep(0.5)  # lets a hung-up terminal's SIGHUP land before we look (not a timing assertion)
+    labmod.up(lab.name, 1)
+    doc = json.loads(lab.ok("node1", "inspect", "keeper"))[0]
+    assert doc["State"]["Running"] and doc["State"]["Pid"] == pid  # the same shell, still there
+    assert lab.ok(
+        "node1", "exec", "keeper", "sh", "-c", "tty </proc/1/fd/0 || readlink /proc/1/fd/0"
+    ).startswith("/dev/pts/")
