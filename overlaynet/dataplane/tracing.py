@@ -73,6 +73,8 @@ class Matcher:
         dst = ipaddress.IPv4Address(match.dst).packed
         self.proto = _PROTOCOLS[match.proto]
         self._forward = src + dst
+        #: The address the probe's sender must resolve with ARP (the destination, on-link).
+        self.next_hop = dst
         self._backward = dst + src
         self._ip_id = match.ip_id.to_bytes(2, "big")
         if self.proto == _ICMP:

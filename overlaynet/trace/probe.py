@@ -204,6 +204,21 @@ def send_and_watch(
 
 
 _STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+_ETHERTYPE_ARP = b"\x08\x06"
+
+
+def arp_kind(frame: bytes, address: bytes) -> str | None:
+    """The ARP part of a frame: "arp-request" for a who-has `address`, "arp-reply" for its
+    is-at, else None (what a container's kernel does before it can send a probe to a
+    neighbour it does not know)."""
+    if len(frame) < 42 or frame[12:14] != _ETHERTYPE_ARP:
+        return None
+    op = frame[20:22]
+    if op == b"\x00\x01" and frame[38:42] == address:
+        return "arp-request"
+    if op == b"\x00\x02" and frame[28:32] == address:
+        return "arp-reply"
+    return None
 
 
 def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
@@ -237,7 +252,7 @@ def _watch(
                 except BlockingIOError:
                     break
                 frames += 1
-                kind = matcher.classify(frame)
+                kind = matcher.classify(frame) or arp_kind(frame, matcher.next_hop)
                 if kind is None:
                     continue
                 now = _stamp(ancillary)

@@ -92,6 +92,13 @@ class _Walk:
             why = f"no route: {s.dst_ip} is not on a network of {s.container} ({nets})"
             return Stop(host, "container", why)
         out = self._seen("container", "probe")
+        asked = self._seen("container", "arp-request") is not None
+        if out is None and asked and self._seen("container", "arp-reply") is None:
+            why = (
+                f"ARP for {s.dst_ip} unanswered: {s.container} asked who-has and nobody "
+                f"on {s.network} answered, so the probe never left"
+            )
+            return Stop(host, "container", why)
         self._hop(
             "container",
             f"{s.container} eth0",

@@ -160,6 +160,13 @@ def test_a_deleted_fdb_entry_stops_at_the_vtep(lab: Lab) -> None:
     assert any(h["stage"] == "vtep" and "FDB hit" in h["decision"] for h in doc["hops"]), doc
 
 
+def test_an_address_nobody_answers_arp_for_stops_in_the_container(lab: Lab) -> None:
+    # On NOFLOOD node1 has no peer: an ARP request the VTEP cannot answer goes nowhere.
+    doc = trace(lab, "c5", "10.0.43.200")
+    assert doc["stop"]["where"] == "container", doc["stop"]
+    assert "ARP for 10.0.43.200 unanswered" in doc["stop"]["why"]
+
+
 def test_a_host_whose_agent_is_down_is_named(lab: Lab) -> None:
     c2 = _ep(lab, "node2", "c2", NET, "IPAddress")
     lifecycle.stop_agent(lab.name, "node2")

@@ -13,7 +13,7 @@ from scapy.layers.l2 import Ether
 from overlaynet.cli.trace_cmd import parse_proto
 from overlaynet.dataplane.tracing import Matcher, TraceMatch
 from overlaynet.errors import InvalidArgument
-from overlaynet.trace.probe import build, describe, match_of
+from overlaynet.trace.probe import arp_kind, build, describe, match_of
 from overlaynet.trace.requests import TraceArm, TraceProbe
 
 A, B = "10.0.0.2", "10.0.0.3"
@@ -72,3 +72,15 @@ def test_proto_option() -> None:
     for bad in ("tcp", "udp:0", "icmp:1", "sctp:5", "tcp:99999"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_proto(bad)
+
+
+def test_arp_for_the_destination_is_told_apart() -> None:
+    from scapy.layers.l2 import ARP
+
+    target = bytes([10, 0, 0, 3])
+    who_has = bytes(Ether() / ARP(op=1, psrc=A, pdst=B))
+    is_at = bytes(Ether() / ARP(op=2, psrc=B, pdst=A))
+    other = bytes(Ether() / ARP(op=1, psrc=A, pdst="10.0.0.9"))
+    assert arp_kind(who_has, target) == "arp-request"
+    assert arp_kind(is_at, target) == "arp-reply"
+    assert arp_kind(other, target) is None

@@ -171,3 +171,10 @@ def test_same_host_destination_that_does_not_answer() -> None:
 def test_source_report_round_trips_through_json() -> None:
     source, _ = _answered()
     assert SourceReport.from_json(source.to_json()) == source
+
+
+def test_an_unanswered_arp_stops_in_the_container() -> None:
+    captures = [Capture("container", "eth0", "arp-request", 100.0001)]
+    trace = explain(_source(captures=captures, vtep=[]), [])
+    assert trace.stop is not None and trace.stop.where == "container"
+    assert "ARP for 10.0.0.3 unanswered" in trace.stop.why
