@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT = 0.05
 ELECTION_MIN = 0.3
 ELECTION_MAX = 0.7
+# PySyncObj's thread wakes at least this often (its timers: elections, heartbeats, commits
+# of a lone manager); socket events and submitted entries wake it sooner. Its default is 50 ms.
+TICK = 0.02
 # A connection that carried nothing this long is dead (must be ≥ ELECTION_MAX, PySyncObj checks).
 CONNECTION_TIMEOUT = 2.0
 # How soon a lost connection to a partner is tried again (PySyncObj's default is 5 s, which
@@ -125,10 +128,19 @@ class RaftLog:
             logCompactionMinTime=NO_COMPACTION,
             # A write without a leader fails at once; the manager says why (quorum).
             commandsWaitLeader=False,
+            # Unbatched, a submitted entry wakes PySyncObj's thread at once (its pipe notifier)
+            # and is sent to the followers at once, instead of at the next tick.
+            appendEntriesUseBatch=False,
+            autoTickPeriod=TICK,
         )
         self._obj = await trio.to_thread.run_sync(
             _ReplicatedLog, self.self_addr, self.partners, conf, self._deliver
         )
+        if not self.partners:
+            # A lone manager (`swarm init`, the common lab case) has nobody to wait for: it
+            # stands for election at its next tick rather than after ELECTION_MIN-MAX, so a
+            # one-manager swarm serves writes as soon after its start as before Raft.
+            self._obj._SyncObj__raftElectionDeadline = 0
         # The journal holds the swarm's whole history (credentials included): owner only.
         for path in self.files(self.journal):
             if path.exists():
