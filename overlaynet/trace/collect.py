@@ -93,9 +93,10 @@ class TracePlane:
         }
 
     async def arm(self, req: TraceArm) -> dict[str, Any]:
+        match = req.match()
         vtep = self.agent.overlay.vtep
         if vtep is not None:
-            vtep.arm_trace(req.match(), req.seconds)
+            vtep.arm_trace(match, req.seconds)
         return {"host": self.agent.paths.host, "armed": vtep is not None}
 
     async def records(self, req: TraceRecords) -> dict[str, Any]:
@@ -108,9 +109,8 @@ class TracePlane:
 
     async def probe(self, req: TraceProbe) -> dict[str, Any]:
         """Send the probe from FROM, watch its ports, and report (with this VTEP's records)."""
+        packet, match = req.probe()
         c, ns = self._container(req.container)
-        packet = req.raw()
-        match = probe.match_of(packet)
         picked = self._pick(c, match.dst, req.network)
         nets = self._networks(c)
         net, src = picked if picked else (nets[0] if nets else (None, "0.0.0.0"))

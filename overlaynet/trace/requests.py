@@ -51,13 +51,13 @@ class TraceArm(Request):
     def check(self) -> None:
         if not 0 < self.seconds <= MAX_ARMED_SECONDS:
             raise InvalidArgument(f"a trace is armed for 0 < seconds <= {MAX_ARMED_SECONDS:g}")
-        try:
-            self.match()
-        except ValueError as e:
-            raise InvalidArgument(f"bad trace match: {e}") from None
 
     def match(self) -> TraceMatch:
-        return TraceMatch(self.src, self.dst, self.proto, self.ip_id, self.sport, self.dport)
+        """The match, or InvalidArgument (checked by the handler, as addresses are)."""
+        try:
+            return TraceMatch(self.src, self.dst, self.proto, self.ip_id, self.sport, self.dport)
+        except ValueError as e:
+            raise InvalidArgument(f"bad trace match: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,9 @@ class TraceProbe(Request):
 
     def check(self) -> None:
         check_seconds("reply_wait", self.reply_wait, MAX_WAIT)
+
+    def probe(self) -> tuple[bytes, TraceMatch]:
+        """The packet and its match, or InvalidArgument (checked by the handler)."""
         try:
             raw = bytes.fromhex(self.packet)
         except ValueError:
@@ -87,12 +90,9 @@ class TraceProbe(Request):
         if not MIN_SIZE <= len(raw) <= MAX_SIZE:
             raise InvalidArgument(f"probe size {len(raw)}: from {MIN_SIZE} to {MAX_SIZE} octets")
         try:
-            match_of(raw)
+            return raw, match_of(raw)
         except ValueError as e:
             raise InvalidArgument(f"bad probe: {e}") from None
-
-    def raw(self) -> bytes:
-        return bytes.fromhex(self.packet)
 
 
 TRACE_REQUESTS: tuple[type[Request], ...] = (TracePlan, TraceArm, TraceRecords, TraceProbe)

@@ -38,19 +38,19 @@ def test_a_built_probe_reads_back_as_its_match_with_df_and_its_size(match: Trace
 def test_the_agent_refuses_a_probe_that_is_not_one() -> None:
     good = build(TraceMatch(A, B, "icmp", 1, 2), 84)
     with pytest.raises(InvalidArgument, match="hex"):
-        TraceProbe("c1", "zz")
+        TraceProbe("c1", "zz").probe()
     with pytest.raises(InvalidArgument, match="total length"):
-        TraceProbe("c1", (good + b"x").hex())
+        TraceProbe("c1", (good + b"x").hex()).probe()
     with pytest.raises(InvalidArgument, match="echo request"):
-        TraceProbe("c1", bytes(IP(src=A, dst=B) / ICMP(type=0)).hex())
+        TraceProbe("c1", bytes(IP(src=A, dst=B) / ICMP(type=0)).hex()).probe()
     with pytest.raises(InvalidArgument, match="reply_wait"):
         TraceProbe("c1", good.hex(), reply_wait=3600)
-    assert TraceProbe("c1", good.hex()).raw() == good
+    assert TraceProbe("c1", good.hex()).probe() == (good, TraceMatch(A, B, "icmp", 1, 2))
 
 
 def test_arming_refuses_bad_matches_and_times() -> None:
     with pytest.raises(InvalidArgument):
-        TraceArm("10.0.0.2", "nope")
+        TraceArm("10.0.0.2", "nope").match()
     with pytest.raises(InvalidArgument):
         TraceArm(A, B, seconds=0)
     assert TraceArm(A, B, "tcp", 1, 2, 3).match() == TraceMatch(A, B, "tcp", 1, 2, 3)
