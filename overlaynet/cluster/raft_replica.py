@@ -43,6 +43,8 @@ LEADER_WAIT = 1.0
 MAINTAIN_INTERVAL = 0.2
 # A membership change PySyncObj has not answered within this long is tried again.
 MEMBERSHIP_TIMEOUT = 5.0
+# How long the leader waits for a new manager's Raft port to accept a connection (a LAN).
+PROBE_TIMEOUT = 0.5
 # Outcomes of submitted entries kept for `settle`: far more than writes in flight at once.
 OUTCOMES_MAX = 4096
 # How often a waiting request looks at the outcomes / the leader again (a comparison, no I/O).
@@ -268,7 +270,26 @@ class RaftReplica:
                     # This manager was demoted: hand leadership on; the next leader removes it.
                     self.raft.hand_over()
                 continue
+            if step[0] is rp.MembershipStep.ADD and not await self._listening(step[1]):
+                # A member added before it runs would count toward the quorum while it cannot
+                # vote: a second manager promoted before the first is up would stop all writes.
+                self.stats["raft_member_add_waiting"] += 1
+                continue
             await self._change_membership(*step)
+
+    @staticmethod
+    async def _listening(addr: str) -> bool:
+        """Whether the new manager's Raft port accepts connections yet (it serves once its
+        agent has seen its promotion and started its RaftLog)."""
+        host, _, port = addr.rpartition(":")
+        with trio.move_on_after(PROBE_TIMEOUT):
+            try:
+                stream = await trio.open_tcp_stream(host, int(port))
+            except OSError:
+                return False
+            await stream.aclose()
+            return True
+        return False
 
     async def _change_membership(self, step: rp.MembershipStep, addr: str) -> None:
         self._membership_busy = True

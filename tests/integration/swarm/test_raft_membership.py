@@ -5,12 +5,14 @@ leader and members."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import pytest
 
+from overlaynet import lab as labmod
 from tests.integration.labs import Lab, make_lab, wait_until
 
 CONVERGE = 30.0
@@ -62,3 +64,28 @@ def test_managers_joining_by_token_become_raft_members_and_demote_removes_one(la
     rows = lab.ok("node1", "node", "ls")
     node3 = next(line for line in rows.splitlines() if " node3 " in line)
     assert "Reachable" not in node3 and "Leader" not in node3
+
+
+def counters(lab: Lab, host: str) -> dict[str, int]:
+    doc: dict[str, Any] = json.loads(lab.ok(host, "info", "-f", "json"))
+    found: dict[str, int] = (doc.get("Cluster") or {}).get("Counters", {})
+    return found
+
+
+def test_a_promoted_manager_that_is_not_up_yet_does_not_cost_the_quorum(lab3: Lab) -> None:
+    lab = lab3
+    lab.ok("node1", "swarm", "init", "--advertise-addr", "eth0")
+    token = lab.ok("node1", "swarm", "join-token", "-q", "worker").strip()
+    lab.ok("node2", "swarm", "join", "--token", token, "192.168.0.11:2377")
+    labmod.stop_agent(lab.name, "node2", signal.SIGKILL)
+    lab.ok("node1", "node", "promote", "node2")
+    # The leader has looked at the new member and left it out while it cannot vote...
+    assert wait_until(lambda: counters(lab, "node1").get("raft_member_add_waiting", 0) > 0)
+    assert raft_of(lab, "node1", "node1")["members"] == ["192.168.0.11:2378"]
+    # ...so writes still commit with node1 alone (1 of 1, not 1 of 2).
+    lab.ok("node1", "network", "create", "-d", "overlay", "--attachable", "stillwrites")
+    # Once node2's agent runs and sees its promotion, it becomes a member.
+    labmod.up(lab.name, 3)
+    both = ["192.168.0.11:2378", "192.168.0.12:2378"]
+    assert wait_until(partial(members_are, lab, "node1", both), CONVERGE)
+    assert wait_until(partial(lists_network, lab, "node2", "stillwrites"), CONVERGE)
