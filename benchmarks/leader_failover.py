@@ -22,6 +22,7 @@ from typing import Any
 
 from overlaynet import api
 from overlaynet import lab as labmod
+from overlaynet.errors import ApiError
 from overlaynet.paths import HostPaths
 
 RESULTS = Path(__file__).parent / "results"
@@ -39,13 +40,17 @@ def client(lab: str, host: str) -> api.Client:
 
 
 def leader(lab: str, host: str) -> str | None:
-    """The hostname `host`'s manager says is the Raft leader."""
+    """The hostname `host`'s manager says is the Raft leader, once it sees every other manager
+    as a reachable Raft member (a promoted agent that has not started its Raft yet is answered
+    for by another manager, and would not be one)."""
     try:
         rows = client(lab, host).call("node.ls")
-    except (api.AgentDown, OSError, RuntimeError, ValueError):
+    except (ApiError, OSError, RuntimeError, ValueError):
         return None
-    leaders = [r["hostname"] for r in rows if r.get("manager_status") == "Leader"]
-    return leaders[0] if len(leaders) == 1 else None
+    statuses = sorted(str(r.get("manager_status")) for r in rows)
+    if statuses != ["Leader", "Reachable", "Reachable"]:
+        return None
+    return next(str(r["hostname"]) for r in rows if r.get("manager_status") == "Leader")
 
 
 def wait_one_leader(lab: str) -> str:
@@ -65,6 +70,7 @@ def one_round(lab: str, n: int) -> float | None:
     start = time.monotonic()
     deadline = start + ROUND_TIMEOUT
     took: float | None = None
+    last = ""
     while time.monotonic() < deadline:
         try:
             client(lab, survivor).call(
@@ -72,8 +78,11 @@ def one_round(lab: str, n: int) -> float | None:
             )
             took = time.monotonic() - start
             break
-        except Exception:  # any refusal means "not yet"; bounded by the deadline
+        except Exception as e:  # any refusal means "not yet"; bounded by the deadline
+            last = f"{type(e).__name__}: {e}"
             time.sleep(RETRY_GAP)
+    if took is None:
+        print(f"  {survivor} never accepted the write; last refusal: {last}", flush=True)
     labmod.up(lab, len(HOSTS))
     return took
 

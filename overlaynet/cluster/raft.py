@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import trio
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
 
 from overlaynet.cluster.replication import RaftStatus, status_from_pysyncobj
+from overlaynet.paths import PRIVATE_FILE_MODE
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +143,16 @@ class RaftLog:
             # stands for election at its next tick rather than after ELECTION_MIN-MAX, so a
             # one-manager swarm serves writes as soon after its start as before Raft.
             self._obj._SyncObj__raftElectionDeadline = 0
-        # The journal holds the swarm's whole history (credentials included): owner only.
+        self.keep_private()
+
+    def keep_private(self) -> None:
+        """The journal holds the swarm's whole history (credentials included): owner only.
+        PySyncObj rewrites its `.meta` (term, vote) through a new file under the process's
+        umask, so this runs again after it may have."""
         for path in self.files(self.journal):
-            if path.exists():
-                os.chmod(path, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_IMODE(path.stat().st_mode) & ~PRIVATE_FILE_MODE:
+                    os.chmod(path, PRIVATE_FILE_MODE)
 
     @staticmethod
     def files(journal: Path) -> list[Path]:

@@ -256,6 +256,7 @@ class RaftReplica:
         state, one change at a time."""
         while True:
             await trio.sleep(MAINTAIN_INTERVAL)
+            self.raft.keep_private()
             if not self.is_leader:
                 continue
             if self.tip is None and self._get_state().cluster is not None:
