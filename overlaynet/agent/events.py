@@ -194,9 +194,12 @@ class MemberWatch:
     def __init__(self) -> None:
         self._up: dict[str, bool] = {}
 
-    def changes(self, members: Iterable[Mapping[str, object]]) -> list[tuple[str, str, str]]:
+    def changes(
+        self, members: Iterable[Mapping[str, object]], commit: bool = True
+    ) -> list[tuple[str, str, str]]:
         """(name, address, "up"|"down") for each member whose liveness moved since last time
-        (a member first seen alive is up; suspect is not down yet, as in SWIM)."""
+        (a member first seen alive is up; suspect is not down yet, as in SWIM); `commit`
+        False only looks."""
         out = []
         for m in members:
             name, state = str(m["name"]), str(m["state"])
@@ -205,7 +208,8 @@ class MemberWatch:
             up = state == "alive"
             if self._up.get(name) != up and (up or name in self._up):
                 out.append((name, str(m.get("addr", "")), "up" if up else "down"))
-            self._up[name] = up
+            if commit:
+                self._up[name] = up
         return out
 
 
@@ -220,10 +224,18 @@ class EventLog:
     def emit(self, type: str, action: str, actor_id: str, attributes: Mapping[str, str]) -> None:
         self.ring.emit(type, action, actor_id, attributes, self._clock_ns())
 
-    def members(self, members: Iterable[Mapping[str, object]]) -> None:
-        """The gossip members now: node up/down events for those whose liveness moved."""
-        for name, addr, action in self._members.changes(members):
-            self.emit("node", action, name, {"name": name, "addr": addr})
+    def moved(self, members: Iterable[Mapping[str, object]]) -> bool:
+        """Whether `members` would give node events (the agent then asks the node names)."""
+        return bool(self._members.changes(members, commit=False))
+
+    def members(
+        self, members: Iterable[Mapping[str, object]], names: Mapping[str, str] | None = None
+    ) -> None:
+        """The gossip members now (named by node id): node up/down events for those whose
+        liveness moved, named by `names` (node id -> hostname, from the managers) if known."""
+        for node_id, addr, action in self._members.changes(members):
+            name = (names or {}).get(node_id, node_id)
+            self.emit("node", action, node_id, {"name": name, "addr": addr})
 
     async def handle(self, req: Events) -> dict[str, Any]:
         """Events after the cursor; waits (at most `req.timeout`) while there are none."""

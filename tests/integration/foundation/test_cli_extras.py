@@ -12,9 +12,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from overlaynet import lab as labmod
 from tests.integration.labs import Lab, make_lab, wait_until
+
+
+@pytest.fixture(scope="module")
+def swarm2() -> Iterator[Lab]:
+    """Two hosts in a swarm (node1 the manager) for this module's swarm views."""
+    yield from make_lab(2, swarm=True)
 
 
 def _cli_argv(lab: Lab, host: str, *args: str) -> list[str]:
@@ -196,21 +205,20 @@ def test_info_is_dockers_text_and_format_still_renders(lab2: Lab) -> None:
     assert doc["Name"] == "node1" and isinstance(doc["Counters"], dict)
 
 
-def test_info_and_node_inspect_pretty_in_a_swarm() -> None:
-    for lab in make_lab(2, swarm=True):
-        info = lab.ok("node1", "info").splitlines()
-        assert " Swarm: active" in info and "  Is Manager: true" in info
-        assert "  Managers: 1" in info and "  Nodes: 2" in info
-        worker = lab.ok("node2", "info").splitlines()
-        assert "  Is Manager: false" in worker
-        pretty = lab.ok("node1", "node", "inspect", "--pretty", "self").splitlines()
-        assert pretty[0].startswith("ID:") and pretty[0].endswith(" *")
-        assert "Hostname:               node1" in pretty
-        assert " State:                 Ready" in pretty
-        assert " Availability:          Active" in pretty
-        assert " Leader:                Yes" in pretty
-        other = lab.ok("node1", "node", "inspect", "--pretty", "node2")
-        assert "Hostname:               node2" in other and "Manager Status:" not in other
+def test_info_and_node_inspect_pretty_in_a_swarm(swarm2: Lab) -> None:
+    info = swarm2.ok("node1", "info").splitlines()
+    assert " Swarm: active" in info and "  Is Manager: true" in info
+    assert "  Managers: 1" in info and "  Nodes: 2" in info
+    worker = swarm2.ok("node2", "info").splitlines()
+    assert "  Is Manager: false" in worker
+    pretty = swarm2.ok("node1", "node", "inspect", "--pretty", "self").splitlines()
+    assert pretty[0].startswith("ID:") and pretty[0].endswith(" *")
+    assert "Hostname:               node1" in pretty
+    assert " State:                 Ready" in pretty
+    assert " Availability:          Active" in pretty
+    assert " Leader:                Yes" in pretty
+    other = swarm2.ok("node1", "node", "inspect", "--pretty", "node2")
+    assert "Hostname:               node2" in other and "Manager Status:" not in other
 
 
 def _drive_in_pty(
@@ -297,3 +305,20 @@ def test_a_dit_container_keeps_its_terminal_when_the_agent_dies(fresh_lab: Lab) 
     assert lab.ok(
         "node1", "exec", "keeper", "sh", "-c", "tty </proc/1/fd/0 || readlink /proc/1/fd/0"
     ).startswith("/dev/pts/")
+
+
+def test_events_show_a_node_going_down_and_coming_back(swarm2: Lab) -> None:
+    since = ("events", "--since", "10m", "--until", "0s", "--filter", "type=node")
+
+    def node2_events() -> list[str]:
+        lines = swarm2.ok("node1", *since, "--filter", "node=node2").splitlines()
+        return [ln.split()[2] for ln in lines]
+
+    assert wait_until(lambda: node2_events() == ["up"], 30)
+    labmod.stop_agent(swarm2.name, "node2", signal.SIGKILL)
+    assert wait_until(lambda: node2_events() == ["up", "down"], 60)
+    labmod.up(swarm2.name, 2)
+    assert wait_until(lambda: node2_events() == ["up", "down", "up"], 60)
+    down = swarm2.ok("node1", *since, "--filter", "event=down").splitlines()
+    assert len(down) == 1 and " node down " in down[0], down
+    assert "name=node2" in down[0] and "addr=192.168.0.12" in down[0]

@@ -185,3 +185,15 @@ def test_an_event_prints_as_docker_prints_it() -> None:
     )
     doc["Actor"] = {"ID": "node2", "Attributes": {}}
     assert line(doc).endswith("container start node2")
+
+
+def test_node_events_carry_the_hostname_when_the_managers_give_it() -> None:
+    log = EventLog(clock_ns=lambda: 0)
+    members = [{"name": "id2", "state": "alive", "addr": "192.168.0.12"}]
+    assert log.moved(members) and log.moved(members)  # looking changes nothing
+    log.members(members, {"id2": "node2"})
+    assert not log.moved(members)
+    (ev,) = log.ring.after(0, {})
+    assert (ev.actor_id, ev.attributes["name"], ev.action) == ("id2", "node2", "up")
+    log.members([{"name": "id2", "state": "dead", "addr": "192.168.0.12"}])
+    assert log.ring.after(1, {})[0].attributes["name"] == "id2"  # no names: the id
