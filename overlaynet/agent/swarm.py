@@ -21,7 +21,7 @@ import trio
 from overlaynet.cluster.client import JoinResult, ManagerClient, split_addr
 from overlaynet.cluster.manager import ManagerServer, init_swarm
 from overlaynet.cluster.raft import OnEntry, RaftLog, raft_password
-from overlaynet.cluster.raft_replica import RaftReplica, partners_of
+from overlaynet.cluster.raft_replica import RaftReplica
 from overlaynet.cluster.replication import raft_addr
 from overlaynet.cluster.state import MANAGER_PORT, ClusterError, Role
 from overlaynet.cluster.store import ClusterStore
@@ -110,39 +110,48 @@ class SwarmMember:
         if self.joined is not None and self._store_path.exists():
             await self._start_server()
 
-    async def _raft_key(self, store: ClusterStore, given: str | None) -> str | None:
-        """The Raft password: from this manager's own copy of the swarm, or (a manager that
-        has none yet) from the managers, who give it to managers only."""
-        if given:
-            return given
-        cluster = store.load().cluster
-        if cluster is not None:
-            return raft_password(cluster.root_key)
-        try:
-            snap = await self.client().call("state.snapshot")
-        except (ClusterError, OSError) as e:
-            log.warning("cannot get the Raft key from the managers: %s", e)
-            return None
-        key = snap.get("raft_key")
-        return str(key) if key else None
+    async def _raft_join(
+        self, store: ClusterStore, snap: dict[str, Any] | None
+    ) -> tuple[str, list[str]] | None:
+        """The Raft password and the Raft members to start with.
 
-    async def _start_server(self, raft_key: str | None = None) -> None:
+        A manager with a copy of the swarm derives the password and knows the members it last
+        saw (RaftLog.remember_members; none at all: the `swarm init` node, alone). A new one
+        asks the managers, who give both to managers only: its first members must be the
+        Raft cluster's as it stands, never the state's managers, or two new managers that
+        both list each other (promoted back to back) could elect one another on empty logs.
+        """
+        cluster = store.load().cluster
+        if snap is None and cluster is None:
+            try:
+                snap = await self.client().call("state.snapshot")
+            except (ClusterError, OSError) as e:
+                log.warning("cannot get the Raft key from the managers: %s", e)
+                return None
+        remembered = RaftLog.remembered_members(self._journal_path)
+        if snap is not None and snap.get("raft_key"):
+            members = [str(m) for m in snap.get("raft_members") or []]
+            return str(snap["raft_key"]), remembered if remembered is not None else members
+        if cluster is None:
+            return None
+        return raft_password(cluster.root_key), remembered or []
+
+    async def _start_server(self, snap: dict[str, Any] | None = None) -> None:
         assert self._nursery is not None and self.joined is not None
         assert self.advertise_addr is not None
         store = ClusterStore(self._store_path)
-        password = await self._raft_key(store, raft_key)
-        if password is None:
+        joining = await self._raft_join(store, snap)
+        if joining is None:
             store.close()
             return  # follow_role tries again
+        password, members = joining
         port = MANAGER_PORT
         for addr in self.joined.managers:
             host, their_port = split_addr(addr)
             if host == self.advertise_addr:
                 port = their_port
-        known = [n.addr for n in store.load().managers()]
-        hosts = [*known, *(split_addr(m)[0] for m in self.joined.managers)]
-        partners = partners_of(self.advertise_addr, hosts)
         me = raft_addr(self.advertise_addr)
+        partners = [m for m in members if m != me]
         journal = self._journal_path
 
         def make_log(on_entry: OnEntry) -> RaftLog:
@@ -195,7 +204,7 @@ class SwarmMember:
             managers = tuple(snap.get("managers") or self.joined.managers)
             self.joined = dataclasses.replace(self.joined, role=Role.MANAGER, managers=managers)
             self._save()
-            await self._start_server(raft_key=snap.get("raft_key"))
+            await self._start_server(snap)
         elif role == Role.WORKER.value and self.server is not None and not self.server.is_leader:
             log.info("demoted: serving as a worker")
             await self._stop_server()

@@ -839,8 +839,30 @@ class ManagerServer:
             self.stats["orchestration_passes_changed"] += 1
         return changed
 
+    def follow_raft_leader(self) -> bool:
+        """On the Raft leader: make the state name this manager as the leader (the node that
+        cannot be demoted or removed, and MANAGER STATUS in the records), committed like any
+        command; whether anything changed."""
+        if self.replica is None or not self.is_leader or self.state.cluster is None:
+            return False
+        me = next((n for n in self.state.managers() if n.addr == self.advertise_addr), None)
+        if me is None:
+            return False
+        try:
+            changed = self.state.follow_leader(me.id, now=self._clock())
+            self._persist()
+        except Exception:
+            self.stats["follow_leader_errors"] += 1
+            log.exception("recording the Raft leader in the state failed")
+            self._rollback()
+            return False
+        if changed:
+            self.stats["leader_recorded"] += 1
+        return changed
+
     async def _orchestrate_loop(self) -> None:
         while True:
+            self.follow_raft_leader()
             self.orchestrate_now()
             self.advance_key_rotation()
             self.rotate_data_keys()
@@ -1140,12 +1162,16 @@ class ManagerServer:
                 addrs = [first, *(a for a in addrs if a != first)]
         return addrs
 
-    def _raft_key_for(self, acting: Node) -> dict[str, str]:
+    def _raft_key_for(self, acting: Node) -> dict[str, Any]:
         """A manager (a promoted one first of all) needs the Raft password before it can join
         the Raft cluster and so receive the state it is derived from."""
         if self.replica is None or acting.role is not Role.MANAGER:
             return {}
-        return {"raft_key": raft.raft_password(self.state.require_cluster().root_key)}
+        return {
+            "raft_key": raft.raft_password(self.state.require_cluster().root_key),
+            # What a new member starts with (swarm.py): the Raft cluster as it stands.
+            "raft_members": self.replica.status().members,
+        }
 
     def _h_join_token(self, acting: Node, req: rq.JoinToken) -> Any:
         role = Role(req.role)

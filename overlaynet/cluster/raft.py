@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import stat
@@ -31,7 +32,7 @@ import trio
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
 
 from overlaynet.cluster.replication import RaftStatus, status_from_pysyncobj
-from overlaynet.paths import PRIVATE_FILE_MODE
+from overlaynet.paths import PRIVATE_FILE_MODE, write_private
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class RaftLog:
         self.journal = journal
         self._on_entry = on_entry
         self._obj: _ReplicatedLog | None = None
+        self._remembered: list[str] | None = None
         self._token: trio.lowlevel.TrioToken | None = None
 
     async def start(self) -> None:
@@ -156,8 +158,31 @@ class RaftLog:
 
     @staticmethod
     def files(journal: Path) -> list[Path]:
-        """Every file PySyncObj keeps for the journal `journal`."""
-        return [journal, journal.with_name(journal.name + ".meta"), journal.with_suffix(".dump")]
+        """Every file kept for the journal `journal` (PySyncObj's and `remember_members`')."""
+        return [
+            journal,
+            journal.with_name(journal.name + ".meta"),
+            journal.with_suffix(".dump"),
+            journal.with_suffix(".members"),
+        ]
+
+    def remember_members(self) -> None:
+        """Keep the Raft members this node sees, to start with them after a restart: PySyncObj
+        replays membership changes from its journal on top of the members it starts with, so
+        those must be the Raft cluster's, not the cluster state's managers."""
+        members = self.status().members
+        if self._obj is None or members == self._remembered:
+            return
+        write_private(self.journal.with_suffix(".members"), json.dumps(members))
+        self._remembered = members
+
+    @staticmethod
+    def remembered_members(journal: Path) -> list[str] | None:
+        try:
+            doc = json.loads(journal.with_suffix(".members").read_text())
+        except (OSError, ValueError):
+            return None
+        return [str(m) for m in doc] if isinstance(doc, list) else None
 
     def close(self) -> None:
         """Stop PySyncObj's thread and close its sockets (returns at once)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -257,6 +257,7 @@ class RaftReplica:
         while True:
             await trio.sleep(MAINTAIN_INTERVAL)
             self.raft.keep_private()
+            self.raft.remember_members()
             if not self.is_leader:
                 continue
             if self.tip is None and self._get_state().cluster is not None:
@@ -315,9 +316,3 @@ class RaftReplica:
         doc["applied_index"] = self.applied_index
         doc["pending"] = len(self.pending)
         return doc
-
-
-def partners_of(self_addr: str, manager_hosts: Iterable[str]) -> list[str]:
-    """Raft addresses of the other managers, from their advertise addresses."""
-    me = rp.raft_addr(self_addr)
-    return sorted({rp.raft_addr(h) for h in manager_hosts} - {me})

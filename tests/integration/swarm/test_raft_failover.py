@@ -4,6 +4,7 @@ leader's agent killed -9, a quorum lost and found again."""
 from __future__ import annotations
 
 import functools
+import json
 import signal
 from collections.abc import Iterator
 
@@ -116,3 +117,32 @@ def test_without_a_quorum_writes_fail_with_one_clear_line_and_reads_still_answer
         REJOIN,
     )
     assert wait_until(lambda: "afterloss" in lab.ok("node3", "network", "ls"), REJOIN)
+
+
+def test_the_dead_init_node_is_demoted_and_removed_from_the_new_leader(managers3: Lab) -> None:
+    lab = managers3
+    kill_agent(lab, "node1")
+    assert wait_until(lambda: leader_seen_by(lab, "node2") not in (None, "node1"), FAILOVER)
+    # The state follows Raft: node1 (which ran `swarm init`) is no longer the protected leader.
+    lab.ok("node2", "node", "demote", "node1")
+    members = ["192.168.0.12:2378", "192.168.0.13:2378"]
+    assert wait_until(lambda: raft_members(lab, "node2") == members, REJOIN)
+    assert wait_until(lambda: "Down" in node_row(lab, "node2", "node1"), REJOIN)
+    lab.ok("node2", "node", "rm", "--force", "node1")
+    assert "node1" not in lab.ok("node3", "node", "ls")
+    lab.ok("node3", "network", "create", "-d", "overlay", "--attachable", "withoutnode1")
+    # Two managers left, both needed: Raft counts only them now.
+    assert raft_members(lab, "node3") == members
+
+
+def raft_members(lab: Lab, host: str) -> list[str]:
+    out = lab.cli(host, "node", "inspect", host)
+    if out.returncode != 0:
+        return []
+    members: list[str] = json.loads(out.stdout)[0].get("raft", {}).get("members", [])
+    return members
+
+
+def node_row(lab: Lab, host: str, node: str) -> str:
+    out = lab.cli(host, "node", "ls").stdout
+    return next((line for line in out.splitlines() if f" {node} " in line), "")

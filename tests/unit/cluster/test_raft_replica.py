@@ -12,14 +12,15 @@ from typing import cast
 
 import pytest
 
+from overlaynet.cluster.errors import ManagerStatus
 from overlaynet.cluster.manager import init_swarm
 from overlaynet.cluster.raft import OnDone, OnEntry, RaftLog
 from overlaynet.cluster.raft_replica import RaftReplica
 from overlaynet.cluster.replication import RaftStatus
-from overlaynet.cluster.state import ClusterError, ClusterState
+from overlaynet.cluster.state import ClusterError, ClusterState, ErrorKind, Role
 from overlaynet.cluster.store import ClusterStore
 
-from .helpers import seeded_rand, snapshot
+from .helpers import refused, seeded_rand, snapshot
 
 
 class ScriptedLog:
@@ -188,3 +189,28 @@ def test_a_replayed_journal_changes_nothing(
     assert (snapshot(again.store.load()), again.store.raft_position()) == before
     assert snapshot(again.state) == before[0]
     assert again.replica.stats["raft_applied"] == 0
+
+
+def test_the_state_follows_the_raft_leader_so_the_old_one_can_be_demoted() -> None:
+    state = ClusterState()
+    rand = seeded_rand(7)
+    first = state.init(hostname="node1", addr="10.0.0.1", now=1.0, rand=rand)
+    second, _ = state.join_node(
+        hostname="node2", addr="10.0.0.2", role=Role.MANAGER, now=2.0, rand=rand
+    )
+    worker, _ = state.join_node(
+        hostname="node3", addr="10.0.0.3", role=Role.WORKER, now=2.0, rand=rand
+    )
+    state.take_changes()
+    assert state.follow_leader(second.id, now=3.0)
+    assert state.require_cluster().leader_id == second.id
+    assert state.managers()[0].id == second.id
+    statuses = {n.hostname: n.manager_status for n in state.managers()}
+    assert statuses == {"node1": ManagerStatus.REACHABLE, "node2": ManagerStatus.LEADER}
+    assert state.take_changes()  # persisted and replicated like any command
+    assert not state.follow_leader(second.id, now=4.0)  # nothing to do twice
+    assert state.take_changes() == []
+    # The node that leads now is the protected one; the one that ran `swarm init` is not.
+    refused(state, ErrorKind.CONFLICT, "leader", state.demote, "node2", now=5.0)
+    assert state.demote(first.id, now=5.0).role is Role.WORKER
+    refused(state, ErrorKind.CONFLICT, "not a manager", state.follow_leader, worker.id, now=6.0)
