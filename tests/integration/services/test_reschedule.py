@@ -144,7 +144,7 @@ def test_killed_agents_tasks_move_and_leave_dns_and_vip_then_it_rejoins_cleanly(
         labmod.up(swarm.name, len(NODES))  # brings node3's agent back
 
     def polls() -> int:
-        out = swarm.cli("node3", "info")
+        out = swarm.cli("node3", "info", "--format", "json")
         if out.returncode != 0:
             return 0
         return int(json.loads(out.stdout)["Tasks"].get("assigned_polls", 0))

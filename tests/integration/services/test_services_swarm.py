@@ -223,7 +223,7 @@ def test_restarted_agent_keeps_its_tasks_without_duplicates(swarm: Lab) -> None:
     labmod.up(swarm.name, len(NODES))  # brings the missing agent back
 
     def polls() -> int:
-        out = swarm.cli("node2", "info")
+        out = swarm.cli("node2", "info", "--format", "json")
         if out.returncode != 0:
             return 0
         info = json.loads(out.stdout)

@@ -3,8 +3,11 @@ and the CLI's text of it (service.lb_table)."""
 
 from __future__ import annotations
 
+import pytest
+
 from overlaynet.agent.views import lb_doc
-from overlaynet.cli.service import lb_table
+from overlaynet.cli.service import idle_text, lb_table
+from overlaynet.cluster import lbidle
 from overlaynet.host.nft import Backend, BackendView, LbView, VipKey, VipView
 
 RULES = "table ip overlaynet_lb {\n  chain v_10_0_0_2_tcp_any { dnat to 10.0.0.5 }\n}\n"
@@ -64,11 +67,6 @@ def test_a_node_without_a_sandbox_on_the_network_says_so() -> None:
 
 
 def test_idle_timeout_option_is_validated_and_travels_as_a_label() -> None:
-    import pytest
-
-    from overlaynet.cli.service import idle_text
-    from overlaynet.cluster import lbidle
-
     labels = lbidle.fold_into_labels({"lb-idle-timeout": "7200"}, {"team": "a"})
     assert labels == {"team": "a", lbidle.LB_IDLE_LABEL: "7200"}
     assert lbidle.from_labels(labels) == 7200
