@@ -633,6 +633,10 @@ class ManagerServer:
             return await self._forward(op, acting.id, request.to_args(), rid)
         if isinstance(request, rq.TaskAssigned) and request.index is not None:
             await self._until_moved(request.index)
+        if write:
+            # A leader elected a moment ago: the state names it before a write can rely on it
+            # (node demote/rm protect the leader).
+            self.follow_raft_leader()
         handler = _HANDLERS[type(request)]
         # Writes run once per (node, request id): the key is the acting node's, so a write
         # forwarded by a follower and the same request retried here are the same request.
