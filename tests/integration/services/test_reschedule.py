@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import time
 
 import pytest
 
@@ -115,6 +116,7 @@ def test_killed_agents_tasks_move_and_leave_dns_and_vip_then_it_rejoins_cleanly(
     assert dead_ip in dig(pid, "tasks.mover")[1]
 
     labmod.stop_agent(swarm.name, "node3", signal.SIGKILL)
+    killed = time.monotonic()
     try:
 
         def rescheduled() -> bool:
@@ -122,6 +124,8 @@ def test_killed_agents_tasks_move_and_leave_dns_and_vip_then_it_rejoins_cleanly(
             return len(now) == 3 and "node3" not in now.values()
 
         assert wait_until(rescheduled, DEAD_WAIT), ps_rows(swarm, "mover")
+        print(f"kill -9 of node3's agent -> its task running elsewhere: "
+              f"{time.monotonic() - killed:.1f} s")  # fmt: skip
         # Converged: neither tasks.<svc> nor the VIP name the dead task any more.
         assert wait_until(
             lambda: (

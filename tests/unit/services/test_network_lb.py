@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from overlaynet.agent.tasks import TaskNetwork
 from overlaynet.agent.views import lb_doc
 from overlaynet.cli.service import idle_text, lb_table
 from overlaynet.cluster import lbidle
@@ -78,3 +79,15 @@ def test_idle_timeout_option_is_validated_and_travels_as_a_label() -> None:
     assert lbidle.fold_into_labels({}, {"x": "1"}) == {"x": "1"}
     text = idle_text({"Seconds": 432000, "Source": "kernel default", "Sysctl": "net.netfilter.x"})
     assert text.startswith("idle connections kept 432000 s (5 days, kernel default")
+
+
+def test_an_lb_entry_carries_its_networks_idle_timeout() -> None:
+    entry = {
+        "network_id": "n1", "network_name": "appnet", "vni": 4097, "subnet": "10.0.1.0/24",
+        "gateway": "10.0.1.1", "ip": "10.0.1.5", "mac": "02:42:0a:00:01:05",
+    }  # fmt: skip
+    assert TaskNetwork.from_doc(entry).idle_timeout is None
+    assert TaskNetwork.from_doc({**entry, "idle_timeout": None}).idle_timeout is None
+    assert TaskNetwork.from_doc({**entry, "idle_timeout": 7200}).idle_timeout == 7200
+    with pytest.raises(TypeError):
+        TaskNetwork.from_doc({**entry, "idle_timeout": "7200"})
