@@ -33,6 +33,8 @@ from overlaynet import api
 from overlaynet.agent import control, hostcore, metrics, views
 from overlaynet.agent import requests as rq
 from overlaynet.agent.apiserver import ApiServer, bind_unix
+from overlaynet.agent.container_health import for_agent as container_health_for
+from overlaynet.agent.events import Events
 from overlaynet.agent.health import health_doc
 from overlaynet.agent.lb import LbPlane
 from overlaynet.agent.locks import KeyedLocks
@@ -42,9 +44,12 @@ from overlaynet.agent.runtime import Allocation, Runtime
 from overlaynet.agent.servicedns import ServiceNames
 from overlaynet.agent.swarm import SwarmMember
 from overlaynet.agent.tasks import TaskRunner, agent_hooks
+from overlaynet.agent.watch import ChangeFeed, WatchChanges, agent_parts
 from overlaynet.api import Request
+from overlaynet.cluster import lbidle
 from overlaynet.cluster.state import MANAGER_PORT
 from overlaynet.dataplane import datakeys
+from overlaynet.dataplane.impair import ImpairRequest, ImpairState
 from overlaynet.dataplane.seal import SEAL_OVERHEAD
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.dns import feed as dns_feed
@@ -56,6 +61,8 @@ from overlaynet.host import links, netns, process
 from overlaynet.model import Container, Driver, Endpoint, Network, Status
 from overlaynet.names import new_id
 from overlaynet.paths import HostPaths, make_private_dir, write_private
+from overlaynet.trace import requests as trace_rq
+from overlaynet.trace.collect import TracePlane
 from overlaynet.wire.vxlan import VXLAN_PORT
 
 log = logging.getLogger("overlaynet.agent")
@@ -129,11 +136,18 @@ class Agent:
         self.started = time.time()
         # The worker side of services: runs the tasks the managers assign here (in a swarm).
         self.task_runner = TaskRunner(agent_hooks(self))
+        self.container_health = container_health_for(self)
         # Service names for DNS, from the managers' service list (task.assigned).
         self.service_names = ServiceNames()
         # Service VIPs: a load-balancer sandbox per overlay network with VIPs here.
         self.lb = LbPlane(self)
+        # `overlaynet trace`: probes, captures and the VTEP's trace flag.
+        self.trace = TracePlane(self)
         self.service_names.on_change = self.lb.poke
+        # `lab impair`: overlay impairments toward peers, kept across restarts.
+        self.impairments = ImpairState(paths.state_dir / "impair.json", lambda: self.overlay.vtep)
+        # `watch`: subscribers (the web view) are woken when this host's state changes.
+        self.watch = ChangeFeed(partial(agent_parts, self))
         handlers: dict[type[Request], Callable[[Any], Awaitable[Any]]] = {
             rq.Ping: self.ping,
             rq.Info: self.info,
@@ -166,6 +180,13 @@ class Agent:
             rq.Stats: self.stats,
             rq.DnsRecords: self.dns_records,
             rq.NetworkLb: self.lb.network_doc,
+            Events: self.runtime.events.handle,
+            ImpairRequest: self.impairments.handle,
+            WatchChanges: self.watch.handle,
+            trace_rq.TracePlan: self.trace.plan,
+            trace_rq.TraceArm: self.trace.arm,
+            trace_rq.TraceRecords: self.trace.records,
+            trace_rq.TraceProbe: self.trace.probe,
         }
         handlers.update({cls: self.cluster_request for cls in rq.CLUSTER_REQUESTS})
         # Every request type has its handler: checked here, not at a client's first call.
@@ -232,6 +253,7 @@ class Agent:
                     "embedded DNS unavailable",
                     extra={"fields": {"container": cid, "error": str(e)}},
                 )
+        self.watch.poke()
 
     async def _ensure_vtep(self) -> None:
         """Start the VTEP plane (a child of the agent's nursery) if it does not run yet."""
@@ -251,6 +273,7 @@ class Agent:
     ) -> None:
         assert self.overlay.local_ip is not None
         vtep = Vtep(self.overlay.local_ip)
+        self.impairments.apply(vtep)
         self.overlay.vtep = vtep
         try:
             task_status.started()
@@ -281,6 +304,7 @@ class Agent:
                 await nursery.start(self.api.run)
                 nursery.start_soon(self._poll_processes)
                 await nursery.start(self.task_runner.run)
+                await nursery.start(self.container_health.run)
                 await nursery.start(self.lb.run)
                 nursery.start_soon(self._handle_signals, nursery.cancel_scope)
                 log.info("agent ready", extra={"fields": {"socket": str(self.paths.socket)}})
@@ -370,6 +394,7 @@ class Agent:
             "Rejections": server.rejections(),
             "Connections": server.connections(),
             "Counters": dict(server.stats),
+            "Raft": server.raft_info(),
         }
 
     async def network_create(self, req: rq.NetworkCreate) -> Any:
@@ -380,13 +405,17 @@ class Agent:
                 encrypted, key_period = datakeys.wanted(req.options)
             except datakeys.DataKeyError as e:
                 raise InvalidArgument(str(e)) from None
+            try:  # --opt lb-idle-timeout travels as a label (cluster/lbidle.py)
+                labels = lbidle.fold_into_labels(req.options, req.labels)
+            except lbidle.BadIdleTimeout as e:
+                raise InvalidArgument(str(e)) from None
             res = await self.swarm.call(
                 "network.create",
                 name=req.name,
                 subnet=req.subnet,
                 gateway=req.gateway,
                 attachable=req.attachable,
-                labels=req.labels,
+                labels=labels,
                 encrypted=encrypted,
                 key_period=key_period,
             )
@@ -647,7 +676,8 @@ class Agent:
         rows = views.container_rows(containers, req.all, time.time())
         for row in rows:
             # `Up 3 seconds (healthy)`: a task's health check, as Docker's ps shows it.
-            health = self.task_runner.health_of(by_id[row["id"]])
+            c = by_id[row["id"]]
+            health = self.task_runner.health_of(c) or self.container_health.health_of(c)
             if health is not None and row["state"] == "running":
                 row["status"] += " " + health.status.ps_suffix
         return rows
@@ -658,7 +688,7 @@ class Agent:
         ns = rt.container_netns(c)
         key = netns.path(ns) if ns else f"/proc/{os.getpid()}/ns/net"
         doc = views.container_doc(c, rt.networks, key, rt.exec_pid(c))
-        health = self.task_runner.health_of(c)
+        health = self.task_runner.health_of(c) or self.container_health.health_of(c)
         if health is not None and c.status == Status.RUNNING:
             doc["State"]["Health"] = health_doc(health)
         return doc
@@ -764,6 +794,9 @@ class Agent:
             self.control.changed = trio.Event()
             async with self.state_lock:
                 await self._sync_planes()
+            members = self.control.members_view()
+            if self.runtime.events.moved(members):  # node up/down events, with the hostnames
+                self.runtime.events.members(members, await self._node_names())
             if self.swarm.server is not None:
                 # A member may have come or gone: the leader moves tasks now, not next second.
                 self.swarm.server.kick()

@@ -9,9 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from overlaynet.agent.events import Events
+from overlaynet.agent.watch import WatchChanges
 from overlaynet.api import Request, check_seconds, request_types
 from overlaynet.cluster import requests as cluster_rq
+from overlaynet.dataplane.impair import ImpairRequest
 from overlaynet.errors import InvalidArgument
+from overlaynet.trace.requests import TRACE_REQUESTS
 
 # `docker stop -t` takes any number; an hour is far beyond any graceful stop, and a bound
 # keeps one request from holding a container's lock (and a worker thread) forever.
@@ -147,6 +151,8 @@ class ContainerCreate(Request):
     # (SCM_RIGHTS), as exec's streams do; the container reads it directly.
     attach: bool = False
     labels: tuple[str, ...] = ()  # `--label KEY=VALUE`
+    hostname: str | None = None  # `run --hostname` (None: the short id, as Docker's)
+    tty: bool = False  # `run -t`: a pseudo-terminal, its output in the log
 
     def check(self) -> None:
         _check_env(self.env)
@@ -371,5 +377,9 @@ REQUESTS: dict[str, type[Request]] = request_types(
         Stats,
         DnsRecords,
         NetworkLb,
+        Events,
+        ImpairRequest,
+        WatchChanges,
+        *TRACE_REQUESTS,
     ]
 )

@@ -17,12 +17,14 @@ only queues.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
+import socket
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -33,6 +35,11 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ign
 
 from overlaynet.cluster.replication import RaftStatus, status_from_pysyncobj
 from overlaynet.paths import PRIVATE_FILE_MODE, write_private
+
+# pysyncobj/win_inet_pton.py (imported with pysyncobj) replaces socket.inet_ntop on EVERY platform
+# with a Windows-only function (its `if os.name == 'nt'` guards only inet_pton), which breaks
+# scapy's import and every inet_ntop in the process: put the C implementation back.
+socket.inet_ntop = _socket.inet_ntop
 
 log = logging.getLogger(__name__)
 

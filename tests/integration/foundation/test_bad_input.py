@@ -145,7 +145,7 @@ def test_malformed_api_requests_are_refused_and_counted(lab2: Lab) -> None:
             s.sendall(garbage)
             reply = json.loads(s.makefile("rb").readline())
         assert reply["ok"] is False and reply["error"], garbage
-    info = json.loads(lab2.ok("node1", "info"))
+    info = json.loads(lab2.ok("node1", "info", "--format", "json"))
     assert info["Counters"]["malformed_requests"] >= 4
     assert lab2.ok("node1", "network", "ls").startswith("NETWORK ID")
 
@@ -167,13 +167,13 @@ def _raw_request(lab: Lab, line: bytes) -> dict[str, object]:
 
 
 def test_requests_that_crashed_the_agent_are_refused_and_it_keeps_running(lab2: Lab) -> None:
-    pid_before = json.loads(lab2.ok("node1", "info"))["Pid"]
+    pid_before = json.loads(lab2.ok("node1", "info", "--format", "json"))["Pid"]
     deep = b'{"op": "ping", "args": {"x": ' + b"[" * 1000 + b"]" * 1000 + b"}}\n"
     huge = b'{"op": "ping", "args": {"x": ' + b"9" * 5000 + b"}}\n"
     for line in (deep, huge):
         reply = _raw_request(lab2, line)
         assert reply["ok"] is False and "malformed request" in str(reply["error"]), reply
-    info = json.loads(lab2.ok("node1", "info"))
+    info = json.loads(lab2.ok("node1", "info", "--format", "json"))
     assert info["Pid"] == pid_before
     assert info["Counters"]["malformed_requests"] >= 2
 

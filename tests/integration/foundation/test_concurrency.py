@@ -16,7 +16,7 @@ IGNORES_SIGTERM = "trap '' TERM; while true; do sleep 1; done"
 
 def _stops(lab: Lab) -> int:
     """How many stop requests the agent has taken in (counted as it starts each one)."""
-    counters: dict[str, int] = json.loads(lab.ok("node1", "info"))["Counters"]
+    counters: dict[str, int] = json.loads(lab.ok("node1", "info", "--format", "json"))["Counters"]
     return counters.get("op:container.stop", 0)
 
 

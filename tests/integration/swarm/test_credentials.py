@@ -32,7 +32,7 @@ def credentials(lab: Lab) -> dict[str, dict[str, Any]]:
 
 
 def info(lab: Lab, host: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(lab.ok(host, "info"))
+    doc: dict[str, Any] = json.loads(lab.ok(host, "info", "--format", "json"))
     return doc
 
 
@@ -42,7 +42,7 @@ def keys(lab: Lab, host: str) -> list[str]:
 
 
 def revoked_count(lab: Lab) -> int:
-    info = json.loads(lab.ok("node1", "info"))
+    info = json.loads(lab.ok("node1", "info", "--format", "json"))
     assert info["Cluster"]["Rejections"]["unknown_node"] >= info["Cluster"]["Counters"].get(
         "revoked_frames", 0
     )

@@ -49,7 +49,7 @@ def test_init_spells_out_the_join_for_each_lab_host_and_rotation_retires_a_token
     lab2.ok("node2", "swarm", "join", "--token", new, "192.168.0.11:2377")
 
     # The refusal is visible in the manager's counters; the embedded DNS has its own.
-    info = json.loads(lab2.ok("node1", "info"))
+    info = json.loads(lab2.ok("node1", "info", "--format", "json"))
     assert info["Cluster"]["Rejections"]["bad_token"] >= 1, info["Cluster"]
     assert isinstance(info["Dns"], dict)
     lab2.ok("node2", "swarm", "leave")

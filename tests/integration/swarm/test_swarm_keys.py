@@ -33,7 +33,7 @@ def swarm_to_break() -> Iterator[Lab]:
 
 
 def info(lab: Lab, host: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(lab.ok(host, "info"))
+    doc: dict[str, Any] = json.loads(lab.ok(host, "info", "--format", "json"))
     return doc
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from overlaynet import api
 from overlaynet.agent import requests as rq
 from overlaynet.errors import InvalidArgument
+from overlaynet.trace.requests import TRACE_REQUESTS
 
 
 def test_every_operation_the_cli_sends_decodes_to_its_type() -> None:
@@ -99,17 +100,18 @@ def test_lists_and_objects_of_strings_only() -> None:
 
 def test_op_names_are_unique_and_match_their_class() -> None:
     assert all(op == cls.OP for op, cls in rq.REQUESTS.items())
-    # Every request class the module defines is served (none forgotten in REQUESTS).
+    # Every request class the module defines or brings in from a plane's own module (events,
+    # watch, impair, trace) is served: none forgotten in REQUESTS.
     defined = {
         v
         for v in vars(rq).values()
         if isinstance(v, type)
         and issubclass(v, api.Request)
-        and v.__module__ == rq.__name__
         and v.OP  # mixins such as the health/update argument groups name no operation
     }
-    # …and so is every managers' request the agent forwards.
-    assert set(rq.REQUESTS.values()) == defined | set(rq.CLUSTER_REQUESTS)
+    # …and so is every managers' request the agent forwards, and trace's.
+    served = defined | set(rq.CLUSTER_REQUESTS) | set(TRACE_REQUESTS)
+    assert set(rq.REQUESTS.values()) == served
 
 
 def _default_instance(cls: type[api.Request]) -> api.Request:
