@@ -173,3 +173,44 @@ def raft_term(lab: Lab, host: str) -> int:
         return -1
     term: int = json.loads(out.stdout)[0].get("raft", {}).get("term", -1)
     return term
+
+
+@pytest.fixture
+def managers5() -> Iterator[Lab]:
+    """Five hosts, all managers."""
+    for lab in make_lab(5, swarm=True):
+        for host in ("node2", "node3", "node4", "node5"):
+            lab.ok("node1", "node", "promote", host)
+        everyone = [f"192.168.0.{10 + n}:2378" for n in range(1, 6)]
+        assert wait_until(functools.partial(has_members, lab, "node5", everyone), REJOIN)
+        yield lab
+
+
+def has_members(lab: Lab, host: str, members: list[str]) -> bool:
+    return raft_members(lab, host) == members
+
+
+def test_five_managers_survive_two_losses_and_name_the_quorum_at_the_third(
+    managers5: Lab,
+) -> None:
+    lab = managers5
+    hosts = [f"node{n}" for n in range(1, 6)]
+    old = leader_seen_by(lab, "node5")
+    assert old is not None
+    kill_agent(lab, old)
+    rest = [h for h in hosts if h != old]
+    assert wait_until(lambda: leader_seen_by(lab, rest[-1]) not in (None, old), FAILOVER)
+    second = leader_seen_by(lab, rest[-1])
+    assert second is not None
+    kill_agent(lab, second)
+    alive = [h for h in rest if h != second]
+    # 3 of 5 is still a majority.
+    assert wait_until(
+        lambda: lab.cli(alive[0], "network", "create", "-d", "overlay", "three").returncode == 0,
+        FAILOVER,
+    )
+    kill_agent(lab, alive[-1])
+    out = lab.cli(alive[0], "network", "create", "-d", "overlay", "two")
+    assert out.returncode != 0
+    assert "no quorum: 2 of 5 managers reachable, 3 needed" in out.stderr
+    assert "three" in lab.ok(alive[1], "network", "ls")
