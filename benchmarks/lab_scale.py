@@ -1,0 +1,166 @@
+"""Lab scale (issue 15): how long `lab up` and `lab down` of N hosts take, and what the idle lab
+costs: each agent's and supervisor's RSS, PSS and USS (from /proc/PID/smaps_rollup) and the
+agents' CPU while nothing happens.
+
+    sudo .venv/bin/python benchmarks/lab_scale.py [--hosts 20] [--hosts 100 ...] [--idle 10]
+
+Goals (issue 15): up of 100 hosts ≤ 20 s, down ≤ 5 s, an idle agent ≤ 25 MiB RSS, CPU of 100
+idle agents ≤ 5 % of one core. RSS counts every page an agent maps, shared ones (the
+interpreter, modules a fork server loaded once) included, so it over-states what N agents cost
+together; PSS splits shared pages among their users (the sum over agents is what they cost),
+USS is the pages no other process has.
+
+Bounded: at most MAX_HOSTS hosts, `up` waits at most AGENT_READY_TIMEOUT per host, the idle
+window is at most MAX_IDLE s; the lab is removed even when a step fails. Writes
+benchmarks/results/lab_scale-<time>.json (and a .png when matplotlib is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from overlaynet import lab as labmod
+from overlaynet.lab import lifecycle
+
+RESULTS = Path(__file__).parent / "results"
+# The idle window before memory is read: agents finish their start-up work (restore, first
+# gossip rounds) within a few seconds; the brief asks for 10 s.
+DEFAULT_IDLE = 10.0
+MAX_IDLE = 60.0
+# The CPU of idle agents is measured over this window, after the idle wait.
+CPU_WINDOW = 5.0
+MIB = 1024 * 1024
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def memory(pid: int) -> dict[str, int] | None:
+    """RSS, PSS and USS of `pid` in bytes, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kb: dict[str, int] = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+            kb[parts[0][:-1]] = int(parts[1])
+    uss = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+    return {"rss": kb.get("Rss", 0) * 1024, "pss": kb.get("Pss", 0) * 1024, "uss": uss * 1024}
+
+
+def cpu_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def summary(rows: list[dict[str, int]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"count": len(rows)}
+    for key in ("rss", "pss", "uss"):
+        values = [r[key] for r in rows]
+        if values:
+            out[f"{key}_sum_mib"] = round(sum(values) / MIB, 1)
+            out[f"{key}_median_mib"] = round(statistics.median(values) / MIB, 1)
+            out[f"{key}_max_mib"] = round(max(values) / MIB, 1)
+    return out
+
+
+def processes(lab: str, hosts: list[str]) -> dict[str, list[int]]:
+    agents = [p for h in hosts if (p := lifecycle.agent_pid(lab, h)) is not None]
+    sups = [p for h in hosts if (p := lifecycle.supervisor_pid(lab, h)) is not None]
+    found: dict[str, list[int]] = {"agents": agents, "supervisors": sups}
+    zygote = getattr(lifecycle, "zygote_pid", None)
+    if zygote is not None and (z := zygote(lab)) is not None:
+        found["zygote"] = [z]
+    return found
+
+
+def run_one(n: int, idle: float) -> dict[str, Any]:
+    lab = "s" + secrets.token_hex(3)
+    result: dict[str, Any] = {"hosts": n, "lab": lab}
+    try:
+        t0 = time.monotonic()
+        hosts = [h.name for h in labmod.up(lab, n)]
+        result["up_s"] = round(time.monotonic() - t0, 2)
+        print(f"{n} hosts: up {result['up_s']} s", flush=True)
+        time.sleep(idle)
+        procs = processes(lab, hosts)
+        for kind, pids in procs.items():
+            rows = [m for p in pids if (m := memory(p)) is not None]
+            result[kind] = summary(rows)
+        before = {p: cpu_ticks(p) for p in procs["agents"]}
+        time.sleep(CPU_WINDOW)
+        used = sum(
+            t - b for p, b in before.items() if b is not None and (t := cpu_ticks(p)) is not None
+        )
+        result["agents_idle_cpu_pct_of_one_core"] = round(100 * used / CLK_TCK / CPU_WINDOW, 1)
+        load = os.getloadavg()[0]
+        result["load_1min"] = round(load, 2)
+        print(json.dumps({k: v for k, v in result.items() if k != "lab"}), flush=True)
+    finally:
+        t0 = time.monotonic()
+        labmod.down(lab)
+        result["down_s"] = round(time.monotonic() - t0, 2)
+        print(f"{n} hosts: down {result['down_s']} s", flush=True)
+    return result
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    done = [r for r in results if "up_s" in r and "agents" in r]
+    if not done:
+        return False
+    xs = [r["hosts"] for r in done]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(xs, [r["up_s"] for r in done], "o-", label="lab up")
+    ax1.plot(xs, [r["down_s"] for r in done], "o-", label="lab down")
+    ax1.set_xlabel("hosts")
+    ax1.set_ylabel("seconds")
+    ax1.legend()
+    for key in ("rss", "pss", "uss"):
+        ax2.plot(xs, [r["agents"].get(f"{key}_median_mib", 0) for r in done], "o-", label=key)
+    ax2.set_xlabel("hosts")
+    ax2.set_ylabel("MiB per idle agent (median)")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hosts", type=int, action="append", help="lab size (repeatable; 20)")
+    p.add_argument("--idle", type=float, default=DEFAULT_IDLE, help="seconds idle before memory")
+    a = p.parse_args()
+    sizes = a.hosts or [20]
+    if any(not 1 <= n <= lifecycle.MAX_HOSTS for n in sizes):
+        p.error(f"--hosts must be between 1 and {lifecycle.MAX_HOSTS}")
+    idle = min(max(a.idle, 0.0), MAX_IDLE)
+    results = [run_one(n, idle) for n in sizes]
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"lab_scale-{stamp}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+    if plot(results, out.with_suffix(".png")):
+        print(f"wrote {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
