@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
   iproute2 iputils-ping iperf3 bind9-dnsutils tcpdump ethtool procps psmisc
   util-linux kmod dnsperf python3-venv
-  busybox-static nftables python3-nftables conntrack graphviz
+  busybox-static nftables python3-nftables conntrack graphviz tshark
 )
 # Only where the tests run (not on the VMs that provision.sh sets up): `vagrant validate`, and
 # the real browser that drives the web view's tests.
@@ -25,6 +25,9 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "set-up: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # tshark's wireshark-common asks whether non-root users may capture: no (overlaynet runs as
+  # root), and answered here so the install never waits for a question.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

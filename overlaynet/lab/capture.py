@@ -1,4 +1,8 @@
-"""Packets on the lab's underlay, captured with tcpdump and decoded layer by layer with scapy.
+"""Packets in a lab, captured with tcpdump and decoded layer by layer with scapy.
+
+Three places to listen: the lab's underlay switch (VXLAN between hosts), a host's `eth0`, or a
+container's `eth0` inside its own namespace (the inner frames, before encapsulation). A capture
+can also be kept as a pcap file that tcpdump, scapy or tshark read (`-w FILE`).
 
 `describe(frame)` is pure: raw Ethernet bytes in, one line per layer out, so the same decoding
 serves live captures, pcap files (tools/decode_pcap.py) and tests.
@@ -6,19 +10,72 @@ serves live captures, pcap files (tools/decode_pcap.py) and tests.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from overlaynet import api
+from overlaynet.errors import ApiError
+from overlaynet.paths import HostPaths
+
 # scapy is imported lazily: it takes ~1 s to load, which the rest of the CLI should not pay.
 
 # Enough packets to see a ping's request and reply both ways, without flooding the terminal.
 DEFAULT_COUNT = 8
 DEFAULT_FILTER = "udp port 4789"
+# Inside a container there is no VXLAN to pick out: its eth0 carries only its own frames.
+CONTAINER_FILTER = ""
 # A capture never runs longer than this: a quiet underlay must not hang the command.
 MAX_SECONDS = 30.0
+# How long a container's host agent may take to say which container a name means.
+AGENT_TIMEOUT = 10.0
+
+
+class CaptureError(Exception):
+    """A capture that cannot start: no such container, or one the user must name better."""
+
+
+def container_namespace(lab: str, ref: str, host: str | None = None) -> tuple[str, str]:
+    """(host, network namespace) of container `ref` (a name or ID) in `lab`.
+
+    Without `host`, every host's agent is asked; a name found on two hosts (standalone
+    containers are named per host, as in Docker) is refused rather than guessed.
+    """
+    # The lab's host list lives with its lifecycle (pyroute2): loaded only when it is needed, as
+    # describe() also serves the web view and tools/decode_pcap.py.
+    from overlaynet.lab.lifecycle import read_hosts
+
+    hosts = [host] if host else [h.name for h in read_hosts(lab)]
+    if not hosts:
+        raise CaptureError(f"lab {lab} has no hosts: see `overlaynet lab ls`")
+    found: list[tuple[str, str]] = []
+    for name in hosts:
+        paths = HostPaths(name, lab)
+        try:
+            doc = api.Client(paths.socket, timeout=AGENT_TIMEOUT).call(
+                "container.inspect", container=ref
+            )
+        except ApiError:
+            continue  # not on this host
+        except (api.AgentDown, TimeoutError, OSError) as e:
+            if host:
+                raise CaptureError(f"the agent of {name} does not answer: {e}") from None
+            continue
+        if doc.get("HostConfig", {}).get("NetworkMode") == "host":
+            raise CaptureError(
+                f"container {ref} on {name} shares its host's network: capture on {name}"
+            )
+        found.append((name, paths.kernel_names.container_netns(str(doc["Id"]))))
+    where = f"on {host}" if host else f"on any host of lab {lab}"
+    if not found:
+        raise CaptureError(f"no container {ref} {where}: see `overlaynet -H HOST ps`")
+    if len(found) > 1:
+        on = ", ".join(h for h, _ in found)
+        raise CaptureError(f"container {ref} is on {on}: say which host with -H")
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -74,8 +131,16 @@ def read_pcap(path: Path) -> list[bytes]:
     return [bytes(p) for p in rdpcap(str(path))]
 
 
-def capture(netns_name: str, interface: str, count: int, bpf: str, seconds: float) -> list[bytes]:
-    """Up to `count` frames seen on `interface` in a namespace, within `seconds`."""
+def capture(
+    netns_name: str,
+    interface: str,
+    count: int,
+    bpf: str,
+    seconds: float,
+    keep: Path | None = None,
+) -> list[bytes]:
+    """Up to `count` frames seen on `interface` in a namespace, within `seconds`; with `keep`,
+    the pcap tcpdump wrote is also copied there (even when it holds no frame)."""
     seconds = min(seconds, MAX_SECONDS)
     with tempfile.TemporaryDirectory(prefix="onet-capture-") as tmp:
         out = Path(tmp) / "capture.pcap"
@@ -83,6 +148,10 @@ def capture(netns_name: str, interface: str, count: int, bpf: str, seconds: floa
         argv += ["tcpdump", "-n", "-i", interface, "-c", str(count), "-w", str(out), "-U"]
         argv += bpf.split()
         subprocess.run(argv, capture_output=True, check=False)
+        if keep is not None and out.exists():
+            # tcpdump writes into our private folder; the user's path gets a plain copy, so
+            # tcpdump's dropped privileges never meet the user's directory permissions.
+            shutil.copyfile(out, keep)
         return read_pcap(out) if out.exists() and out.stat().st_size > 24 else []
 
 
@@ -93,3 +162,42 @@ def render(frames: list[bytes]) -> str:
         lines += [f"  {'  ' * depth}{layer}" for depth, layer in enumerate(describe(frame))]
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
+
+
+def run(
+    lab: str,
+    on: str,
+    container: str | None,
+    host: str | None,
+    count: int,
+    bpf: str | None,
+    seconds: float,
+    write: Path | None,
+) -> int:
+    """`overlaynet lab capture`: listen where asked, print the frames decoded (or, with
+    `write`, keep them as a pcap and say how many); 1 when nothing matched in time."""
+    from overlaynet.lab.lifecycle import namespaces_of
+    from overlaynet.names import lab_namespace
+
+    if count < 1:
+        raise CaptureError(f"--count must be at least 1, not {count}")
+    if container:
+        owner, where = container_namespace(lab, container, host)
+        iface, label = "eth0", f"container {container} on {owner}"
+        bpf = CONTAINER_FILTER if bpf is None else bpf
+    else:
+        where = lab_namespace(lab, "ul") if on == "underlay" else lab_namespace(lab, on)
+        iface, label = ("br0" if on == "underlay" else "eth0"), on
+        bpf = DEFAULT_FILTER if bpf is None else bpf
+    if where not in namespaces_of(lab):
+        raise CaptureError(f"lab {lab} has no {label}: see `overlaynet lab ls`")
+    frames = capture(where, iface, count, bpf, seconds, keep=write)
+    if not frames:
+        matching = f" matching {bpf!r}" if bpf else ""
+        print(f"no frames{matching} on {label} within {min(seconds, MAX_SECONDS):.0f} s")
+        return 1
+    if write is not None:
+        print(f"{len(frames)} frames from {label} written to {write}")
+    else:
+        print(render(frames))
+    return 0
