@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from overlaynet.names import KernelNames
+from overlaynet.names import KernelNames, short_id
 
 PREDEFINED_NETWORKS = ("bridge", "host", "none")
 # Docker's default bridge is docker0; ours carries the project's link prefix.
@@ -108,6 +108,15 @@ class Container:
     # `run --label K=V` (inspect's Config.Labels); services' tasks and the agent's own
     # sandboxes carry theirs (agent/tasks.py, agent/lb.py).
     labels: dict[str, str] = field(default_factory=dict)
+    # `run --hostname` (inspect's Config.Hostname); empty: the short id, Docker's default.
+    hostname: str = ""
+    # `run -t`: its process runs on a pseudo-terminal (inspect's Config.Tty).
+    tty: bool = False
+
+    @property
+    def uts_name(self) -> str:
+        """The container's hostname: `run --hostname`'s, else its short id (as Docker's)."""
+        return self.hostname or short_id(self.id)
 
     def endpoint_on(self, network_id: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network_id == network_id), None)

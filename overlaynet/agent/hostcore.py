@@ -10,6 +10,7 @@ restart relaunches, and how other hosts' endpoints become FDB entries, ARP answe
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -35,7 +36,7 @@ from overlaynet.model import (
     Network,
     Status,
 )
-from overlaynet.names import BadName, KernelNames, check_ifname, check_object_name, short_id
+from overlaynet.names import BadName, KernelNames, check_ifname, check_object_name
 from overlaynet.wire.ethernet import is_group, mac_to_bytes, mac_to_str
 from overlaynet.wire.vxlan import VNI_MAX
 
@@ -341,10 +342,27 @@ def check_mac(text: str) -> str:
 # ---- a container's files ---------------------------------------------------------------------
 
 
-def hosts_file(c: Container) -> str:
-    """/etc/hosts as Docker writes it: localhost, then the container's short id per address."""
+# RFC 1123: a hostname is dot-separated labels of letters, digits and inner hyphens, each at
+# most 63 characters; the kernel's UTS name holds at most 64 (HOST_NAME_MAX).
+_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+HOSTNAME_MAX = 64
+
+
+def check_hostname(name: str) -> None:
+    """`run --hostname NAME`: a valid RFC 1123 hostname the kernel can hold, or a clear error."""
+    labels = name.split(".")
+    if len(name) > HOSTNAME_MAX or not all(_HOSTNAME_LABEL.fullmatch(x) for x in labels):
+        raise InvalidArgument(
+            f"invalid hostname {name!r}: expected letters, digits, hyphens and dots "
+            f"(RFC 1123), at most {HOSTNAME_MAX} characters"
+        )
+
+
+def hosts_file(c: Container, hostname: str) -> str:
+    """/etc/hosts as Docker writes it: localhost, then the container's hostname (its
+    `--hostname`, else its short id: `Container.uts_name`) per address."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines += [f"{e.ip}\t{short_id(c.id)}" for e in c.endpoints if e.ip]
+    lines += [f"{e.ip}\t{hostname}" for e in c.endpoints if e.ip]
     return "\n".join(lines) + "\n"
 
 

@@ -138,11 +138,12 @@ def container_doc(
         "Name": "/" + c.name,
         "HostConfig": {"NetworkMode": c.network_mode},
         "Config": {
-            "Hostname": c.id[:12],
+            "Hostname": c.uts_name,
             "Image": c.image,
             "Cmd": list(c.cmd),
             "Env": list(c.env),
             "OpenStdin": c.open_stdin,
+            "Tty": c.tty,
             "Labels": dict(c.labels),
         },
         "NetworkSettings": {

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 
+from overlaynet import lab as labmod
 from tests.integration.labs import Lab, wait_until
 
 
@@ -216,3 +218,34 @@ def test_run_i_input_ends_with_the_client_not_with_its_stdin(lab2: Lab) -> None:
         if client.poll() is None:
             client.kill()
     lab2.ok("node1", "rm", "-f", "orphan")
+
+
+def _config(lab: Lab, container: str) -> dict[str, object]:
+    config: dict[str, object] = json.loads(lab.ok("node1", "inspect", container))[0]["Config"]
+    return config
+
+
+def test_inspect_shows_hostname_and_tty_and_a_restart_keeps_them(fresh_lab: Lab) -> None:
+    lab = fresh_lab
+    lab.ok("node1", "run", "-d", "-h", "web", "--name", "named", "alpine", "top")
+    tid = lab.ok("node1", "run", "-dit", "--name", "term", "alpine").strip()
+    fmt = "{{.Config.Hostname}} {{.Config.Tty}}"
+    assert lab.ok("node1", "inspect", "-f", fmt, "named").split() == ["web", "false"]
+    assert lab.ok("node1", "inspect", "-f", fmt, "term").split() == [tid[:12], "true"]
+
+    # The agent dies with -9 and so does `named`'s process: the restarted agent relaunches it
+    # from its record alone (no file in its folder says who it is any more).
+    pid = labmod.status(lab.name)[0].pid
+    assert pid is not None
+    named_pid = json.loads(lab.ok("node1", "inspect", "named"))[0]["State"]["Pid"]
+    os.kill(pid, signal.SIGKILL)
+    os.kill(named_pid, signal.SIGKILL)
+    labmod.up(lab.name, 1)
+
+    assert _config(lab, "named")["Hostname"] == "web"
+    assert _config(lab, "named")["Tty"] is False
+    assert _config(lab, "term")["Hostname"] == tid[:12]
+    assert _config(lab, "term")["Tty"] is True
+    assert lab.ok("node1", "exec", "named", "hostname").strip() == "web"
+    hosts = lab.ok("node1", "exec", "named", "cat", "/etc/hosts").splitlines()
+    assert any(line.endswith("\tweb") for line in hosts), hosts

@@ -362,7 +362,27 @@ def test_ps_rows_are_newest_first_and_stopped_ones_only_with_all() -> None:
 def test_hosts_file_names_the_short_id_at_each_address() -> None:
     net = bridge_net()
     c = container("ab" * 32, ep("e" * 64, net, "172.18.0.2"), ep("f" * 64, net, None, "eth1"))
-    assert hostcore.hosts_file(c).splitlines()[2:] == ["172.18.0.2\tababababab" + "ab"]
+    assert hostcore.hosts_file(c, c.uts_name).splitlines()[2:] == ["172.18.0.2\tababababab" + "ab"]
+
+
+def test_hosts_file_names_the_given_hostname_at_each_address() -> None:
+    net = bridge_net()
+    c = container("ab" * 32, ep("e" * 64, net, "172.18.0.2"), ep("f" * 64, net, "172.18.0.3"))
+    c.hostname = "web"
+    lines = hostcore.hosts_file(c, c.uts_name).splitlines()
+    assert lines[2:] == ["172.18.0.2\tweb", "172.18.0.3\tweb"]
+    assert "abababab" not in "".join(lines)
+
+
+@pytest.mark.parametrize("name", ["web", "a", "web-1.example.org", "x" * 63])
+def test_a_valid_hostname_passes(name: str) -> None:
+    hostcore.check_hostname(name)
+
+
+@pytest.mark.parametrize("name", ["", "-web", "web-", "a..b", "we_b", "x" * 64, "a." * 33])
+def test_a_bad_hostname_is_refused_with_the_rule(name: str) -> None:
+    with pytest.raises(InvalidArgument, match="RFC 1123"):
+        hostcore.check_hostname(name)
 
 
 def test_resolv_conf_points_at_the_embedded_dns_only_where_names_resolve() -> None:
