@@ -152,6 +152,7 @@ class RaftLog:
             # stands for election at its next tick rather than after ELECTION_MIN-MAX, so a
             # one-manager swarm serves writes as soon after its start as before Raft.
             self._obj._SyncObj__raftElectionDeadline = 0
+        self._obj.addOnTickCallback(self._hurry)
         self.keep_private()
 
     def keep_private(self) -> None:
@@ -196,6 +197,16 @@ class RaftLog:
         if self._obj is not None:
             self._obj.destroy()
             self._obj = None
+
+    def _hurry(self) -> None:
+        """PySyncObj's thread, at the end of each tick: a lone leader commits an entry at the
+        tick after the one that appended it; wake that tick now instead of TICK later (with
+        partners, their answers wake it). Keeps a one-manager swarm's writes ~1 ms, not 20."""
+        obj = self._obj
+        if obj is None or obj.otherNodes or not obj._isLeader():
+            return
+        if obj.raftCommitIndex < obj._getRaftLogSize():
+            obj._SyncObj__pipeNotifier.notify()
 
     def _deliver(self, raft_index: int, text: str) -> None:
         """PySyncObj's thread: queue the entry for trio, in log order."""
