@@ -7,8 +7,10 @@ there; then the services part (issue 13): the atsea database (dnsrr, a mode=host
 appserver (the routing mesh's 8080), whose page names the task that served it. Each step prints
 the command as a user would type it, then its output, and says what the tutorial expects; after
 each part it shows what was built under the hood (for services: tasks, VIPs and their backends,
-DNS records, the published ports and the nft rules). A step whose outcome differs from the
-tutorial's is reported, and the demo exits non-zero.
+DNS records, the published ports and the nft rules) and draws the lab as it stands, with
+`lab graph`, into a picture per part (`demo-1-bridge.svg`, `demo-2-overlay.svg`,
+`demo-3-services.svg`) in a folder it names. A step whose outcome differs from the tutorial's is
+reported, and the demo exits non-zero.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from overlaynet import lab as labmod
 
@@ -26,12 +29,17 @@ RULE = "─" * 78
 # How long the demo waits for a service to converge (the managers' restart delay is 5 s) before
 # it says the step did not behave.
 CONVERGE = 60.0
+# Where the pictures go unless --out says otherwise: beside the user, not in the lab's state
+# (which `lab down` removes with the lab).
+DEFAULT_OUT = "overlaynet-demo"
 
 
 @dataclass
 class Walkthrough:
     lab: str
+    out: Path = Path(DEFAULT_OUT)
     failures: int = 0
+    drawn: list[str] = field(default_factory=list)  # the pictures this run wrote
     last: str = ""  # everything the last command printed, stderr included
 
     def say(self, text: str) -> None:
@@ -119,6 +127,21 @@ class Walkthrough:
         if not settled:
             self.fail(f"not as expected within {CONVERGE:.0f} s")
 
+    def picture(self, part: int, slug: str) -> None:
+        """Draw the lab as it stands (`lab graph`) into OUT/demo-<part>-<slug>.svg."""
+        path = self.out / f"demo-{part}-{slug}.svg"
+        self.note("a picture of the lab as it stands: hosts, networks, containers, tunnels")
+        print(f"\n$ overlaynet lab graph -o {path}", flush=True)
+        argv = [sys.executable, "-m", "overlaynet", "--lab", self.lab, "lab", "graph"]
+        out = subprocess.run(
+            [*argv, "-o", str(path)], capture_output=True, text=True, timeout=120, check=False
+        )
+        sys.stdout.write(out.stdout + out.stderr)
+        if out.returncode != 0 or not path.is_file():
+            self.fail(f"lab graph did not draw {path}")
+        else:
+            self.drawn.append(path.name)
+
     def under_the_hood(self, host: str) -> None:
         self.note(f"under the hood on {host}: links and their bridge, addresses, routes")
         self.run(host, "host", "show")
@@ -151,6 +174,7 @@ def _bridge(w: Walkthrough) -> None:
     w.run("node1", "exec", "alpine_client", "ping", "-c", "2", "alpine_host")
     w.run("node1", "inspect", "-f", "{{.NetworkSettings.Networks}}", "alpine_host")
     w.under_the_hood("node1")
+    w.picture(1, "bridge")
     w.clean("node1")
     w.run("node1", "network", "rm", "mybridge")
 
@@ -210,6 +234,7 @@ def _overlay(w: Walkthrough) -> None:
     w.run("node1", "gossip", "members")
     w.run("node1", "gossip", "endpoints", "myoverlay")
     w.run("node1", "network", "vtep", "myoverlay")
+    w.picture(2, "overlay")
     w.clean("node2")
     w.clean("node1")
     w.run("node1", "network", "rm", "myoverlay")
@@ -279,6 +304,7 @@ def _services(w: Walkthrough) -> None:
     w.run(node, "network", "lb", "ingress")
     if ":8080/tcp" not in w.last:
         w.fail("the ingress sandbox does not balance port 8080")
+    w.picture(3, "services")
     for name in ("appserver", "database"):
         w.run("node1", "service", "rm", name)
     w.note("the tasks stop and their containers go (each within its 10 s grace), then we leave")
@@ -290,15 +316,22 @@ def _services(w: Walkthrough) -> None:
     w.run("node1", "swarm", "leave", "--force")
 
 
-def run(lab: str, keep: bool = False, hosts: int = 3) -> int:
+def run(lab: str, keep: bool = False, hosts: int = 3, out: Path | None = None) -> int:
+    pictures = (out or Path(DEFAULT_OUT)).absolute()
+    try:
+        pictures.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"cannot make the folder for the pictures: {e}", file=sys.stderr)
+        return 1
     print(f"Building lab {lab!r} with {hosts} hosts…", flush=True)
+    print(f"A picture of the lab after each part goes to {pictures}/", flush=True)
     try:
         labmod.up(lab, hosts, progress=True)
     except (labmod.LabError, ValueError) as e:
         print(f"cannot build the lab: {e}", file=sys.stderr)
         labmod.down(lab)
         return 1
-    w = Walkthrough(lab)
+    w = Walkthrough(lab, pictures)
     try:
         _bridge(w)
         _overlay(w)
@@ -309,6 +342,7 @@ def run(lab: str, keep: bool = False, hosts: int = 3) -> int:
         else:
             labmod.down(lab)
             print(f"\nLab {lab!r} removed.")
+    print(f"Pictures of the lab in {pictures}/: {', '.join(w.drawn) or 'none'}")
     if w.failures:
         print(f"{w.failures} step(s) did not behave as the tutorial says.", file=sys.stderr)
         return 1

@@ -6,16 +6,28 @@ import re
 import secrets
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from overlaynet import lab as labmod
 from overlaynet.host import netns
 
+DEMO = (sys.executable, "-m", "overlaynet", "lab", "demo")
 
-def test_lab_demo_walks_through_the_tutorial_and_cleans_up() -> None:
+
+def _svg_texts(path: Path) -> str:
+    """Every text the picture shows, once it parsed as SVG."""
+    root = ET.parse(path).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg", root.tag
+    return "\n".join("".join(el.itertext()) for el in root.iter())
+
+
+def test_lab_demo_walks_through_the_tutorial_and_cleans_up(tmp_path: Path) -> None:
     name = "t" + secrets.token_hex(4)
+    pictures = tmp_path / "pictures"
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "overlaynet", "lab", "demo", "--name", name],
+            [*DEMO, "--name", name, "--out", str(pictures)],
             capture_output=True,
             text=True,
             timeout=600,
@@ -61,3 +73,13 @@ def test_lab_demo_walks_through_the_tutorial_and_cleans_up() -> None:
         step for step in steps if len(step.strip().splitlines()) <= 1
     ]
     assert [ns for ns in netns.list_names() if ns.startswith(f"onet-{name}-")] == []
+    # A picture of the lab after each part, named in the output, showing that part's containers.
+    assert f"A picture of the lab after each part goes to {pictures}/" in text
+    bridge = _svg_texts(pictures / "demo-1-bridge.svg")
+    assert "alpine_host" in bridge and "alpine_client" in bridge and "mybridge" in bridge
+    overlay = _svg_texts(pictures / "demo-2-overlay.svg")
+    assert "alpine_host" in overlay and "alpine_client" in overlay and "myoverlay" in overlay
+    assert "node2" in overlay and "node3" in overlay
+    services = _svg_texts(pictures / "demo-3-services.svg")
+    assert re.search(r"appserver\.1\.\w+", services) and re.search(r"database\.1\.\w+", services)
+    assert "atsea" in services
