@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from overlaynet import api
 from overlaynet.host import links, netns
+from overlaynet.lab import zygote
 from overlaynet.names import NAMESPACE_PREFIX, check_lab_name, lab_namespace, lab_of_namespace
 from overlaynet.paths import HostPaths, lab_dir, make_private_dir, run_root, write_private
 
@@ -39,6 +41,11 @@ MAX_HOSTS = 200
 AGENT_READY_TIMEOUT = 30.0
 # A supervisor notices its agent's end at once (it waits on it); this is a generous bound.
 SUPERVISOR_EXIT_WAIT = 1.0
+# The fork server's imports (~0.45 s of CPU) and one fork per host, on a busy machine.
+ZYGOTE_TIMEOUT = 120.0
+# `OVERLAYNET_LAB_SPAWN=exec` starts each supervisor and agent as an interpreter of its own, as
+# before the fork server: for comparison (benchmarks/lab_scale.py --spawn exec), and a way out.
+SPAWN_ENV = "OVERLAYNET_LAB_SPAWN"
 # How long a stopped agent may take to shut down before SIGKILL (it removes nothing itself).
 STOP_WAIT = 5.0
 
@@ -109,9 +116,9 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     for host in wanted:
         _ensure_host(lab, ul, host)
         _tune_host(lab_namespace(lab, host.name))
-    started = {host.name: start_agent(lab, host.name) for host in wanted}
+    start_agents(lab, [host.name for host in wanted])
     for host in wanted:
-        wait_for_agent(lab, host.name, started[host.name])
+        wait_for_agent(lab, host.name)
         if progress:
             print(f"{host.name}  {host.ip}  agent ready", flush=True)
     if swarm:
@@ -189,7 +196,7 @@ def supervisor_pid(lab: str, host: str) -> int | None:
 
 
 def _supervisor_file(lab: str, host: str) -> Path:
-    return HostPaths(host, lab).state_dir / "supervisor.pid"
+    return zygote.supervise_pid_file(lab, host)
 
 
 def _live_pid(pid_file: Path) -> int | None:
@@ -212,19 +219,67 @@ def agent_answers(lab: str, host: str) -> bool:
     return True
 
 
-def start_agent(lab: str, host: str) -> subprocess.Popen[bytes] | None:
+def start_agent(lab: str, host: str) -> bool:
     """Start the host's agent inside its namespace, under its supervisor (which restarts it
-    if it dies on its own), unless one already answers or its supervisor is restarting it."""
-    if agent_answers(lab, host) or _supervisor_restarting(lab, host):
-        return None
+    if it dies on its own), unless one already answers or its supervisor is restarting it.
+    Whether it was started."""
+    return bool(start_agents(lab, [host]))
+
+
+def start_agents(lab: str, hosts: list[str]) -> list[str]:
+    """`start_agent` for many hosts at once: one fork server (`overlaynet.lab.zygote`) imports
+    the agent once and forks every host's supervisor, which forks its agent. Returns the hosts
+    whose agents were started; `wait_for_agent` tells when each answers."""
+    todo = [h for h in hosts if not agent_answers(lab, h) and not _supervisor_restarting(lab, h)]
+    for host in todo:
+        make_private_dir(HostPaths(host, lab).state_dir)
+    if not todo:
+        return []
+    if os.environ.get(SPAWN_ENV) == "exec":
+        for host in todo:
+            _exec_supervisor(lab, host)
+        return todo
+    argv = [sys.executable, "-m", "overlaynet.lab.zygote", lab, *todo]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd="/",
+    )
+    assert proc.stdout is not None
+    with proc.stdout:
+        said = _read_to_eof(proc.stdout.fileno(), ZYGOTE_TIMEOUT).decode(errors="replace")
+    lines = said.strip().splitlines()
+    if not lines or lines[-1] != zygote.READY:
+        raise LabError(f"the agents of lab {lab} could not be started:\n" + "\n".join(lines[-5:]))
+    return todo
+
+
+def _read_to_eof(fd: int, timeout: float) -> bytes:
+    """What the zygote writes until it closes its stdout, at most `timeout` s."""
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+    chunks.append(f"(no answer within {timeout:.0f} s)".encode())
+    return b"".join(chunks)
+
+
+def _exec_supervisor(lab: str, host: str) -> subprocess.Popen[bytes]:
+    """The supervisor and agent as interpreters of their own (`OVERLAYNET_LAB_SPAWN=exec`)."""
     paths = HostPaths(host, lab)
-    make_private_dir(paths.state_dir)
     ns = paths.netns
     assert ns is not None
     argv = ["nsenter", f"--net={netns.path(ns)}", "--"]
     argv += [sys.executable, "-m", "overlaynet.lab.supervise", str(_supervisor_file(lab, host))]
-    argv += ["--", sys.executable, "-m", "overlaynet.agent", "--host", host, "--lab", lab]
-    argv += ["--log-file", str(paths.log_file)]
+    argv += ["--", sys.executable, "-m", "overlaynet.agent", *zygote.agent_argv(lab, host)]
     with open(paths.state_dir / "agent.out", "ab") as out:
         return subprocess.Popen(
             argv,
@@ -242,12 +297,21 @@ def wait_for_agent(
     proc: subprocess.Popen[bytes] | None = None,
     timeout: float = AGENT_READY_TIMEOUT,
 ) -> None:
+    """Wait until the host's agent answers. `proc`: an agent started by the caller (not under a
+    supervisor); its end is a failure. A supervised agent has failed when its supervisor is
+    gone (it ends when its agent stops for good) and no agent runs."""
     deadline = time.monotonic() + timeout
+    supervised = False
     while time.monotonic() < deadline:
         if agent_answers(lab, host):
             return
         if proc is not None and proc.poll() is not None:
             break
+        if proc is None:
+            alive = supervisor_pid(lab, host) is not None or agent_pid(lab, host) is not None
+            if supervised and not alive:
+                break
+            supervised = supervised or alive
         time.sleep(0.1)
     out = HostPaths(host, lab).state_dir / "agent.out"
     tail = out.read_text(errors="replace").strip().splitlines()[-5:] if out.exists() else []

@@ -16,8 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from overlaynet.paths import write_private
 
@@ -47,8 +49,23 @@ def decide(returncode: int, ran_for: float, failures: int) -> Verdict:
     return Verdict(True, delay, in_a_row)
 
 
-def supervise(pid_file: Path, argv: list[str]) -> int:
-    child: subprocess.Popen[bytes] | None = None
+class Agent(Protocol):
+    """The running agent as the supervisor sees it: `subprocess.Popen` is one, and so is
+    `overlaynet.lab.zygote`'s forked agent."""
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+def supervise(
+    pid_file: Path, start: Callable[[], Agent], ready: Callable[[], None] | None = None
+) -> int:
+    """Start the agent with `start()` and do what `decide()` says each time it ends; `ready()`
+    is called once the pid file is written. Returns the supervisor's exit code."""
+    child: Agent | None = None
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -60,11 +77,17 @@ def supervise(pid_file: Path, argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     write_private(pid_file, f"{os.getpid()}\n")
+    if ready is not None:
+        ready()
     failures = 0
     try:
         while True:
             started = time.monotonic()
-            child = subprocess.Popen(argv)
+            child = start()
+            if stopping:
+                # A stop that came while the agent was being started found no child to pass
+                # the signal to.
+                child.send_signal(signal.SIGTERM)
             returncode = child.wait()
             if stopping:
                 return 0
@@ -90,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) < 3 or args[1] != "--":
         print("usage: python -m overlaynet.lab.supervise PIDFILE -- ARGV…", file=sys.stderr)
         return 2
-    return supervise(Path(args[0]), args[2:])
+    argv_ = args[2:]
+    return supervise(Path(args[0]), lambda: subprocess.Popen(argv_))
 
 
 if __name__ == "__main__":
