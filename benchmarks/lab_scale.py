@@ -2,7 +2,8 @@
 costs: each agent's and supervisor's RSS, PSS and USS (from /proc/PID/smaps_rollup) and the
 agents' CPU while nothing happens.
 
-    sudo .venv/bin/python benchmarks/lab_scale.py [--hosts 20] [--hosts 100 ...] [--idle 10]
+    sudo .venv/bin/python benchmarks/lab_scale.py [--hosts 20] [--hosts 100 ...] [--idle 10] \
+        [--spawn fork] [--spawn exec]
 
 Goals (issue 15): up of 100 hosts ≤ 20 s, down ≤ 5 s, an idle agent ≤ 25 MiB RSS, CPU of 100
 idle agents ≤ 5 % of one core. RSS counts every page an agent maps, shared ones (the
@@ -78,20 +79,28 @@ def processes(lab: str, hosts: list[str]) -> dict[str, list[int]]:
     agents = [p for h in hosts if (p := lifecycle.agent_pid(lab, h)) is not None]
     sups = [p for h in hosts if (p := lifecycle.supervisor_pid(lab, h)) is not None]
     found: dict[str, list[int]] = {"agents": agents, "supervisors": sups}
-    zygote = getattr(lifecycle, "zygote_pid", None)
-    if zygote is not None and (z := zygote(lab)) is not None:
-        found["zygote"] = [z]
+    # The fork server that stays as the supervisors' parent (none with --spawn exec).
+    zygotes = {parent(p) for p in sups} - {None, 1, os.getpid()}
+    found["zygotes"] = [z for z in zygotes if z is not None]
     return found
 
 
-def run_one(n: int, idle: float) -> dict[str, Any]:
+def parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_one(n: int, idle: float, spawn: str) -> dict[str, Any]:
     lab = "s" + secrets.token_hex(3)
-    result: dict[str, Any] = {"hosts": n, "lab": lab}
+    result: dict[str, Any] = {"hosts": n, "spawn": spawn, "lab": lab}
+    os.environ[lifecycle.SPAWN_ENV] = spawn
     try:
         t0 = time.monotonic()
         hosts = [h.name for h in labmod.up(lab, n)]
         result["up_s"] = round(time.monotonic() - t0, 2)
-        print(f"{n} hosts: up {result['up_s']} s", flush=True)
+        print(f"{n} hosts ({spawn}): up {result['up_s']} s", flush=True)
         time.sleep(idle)
         procs = processes(lab, hosts)
         for kind, pids in procs.items():
@@ -110,7 +119,7 @@ def run_one(n: int, idle: float) -> dict[str, Any]:
         t0 = time.monotonic()
         labmod.down(lab)
         result["down_s"] = round(time.monotonic() - t0, 2)
-        print(f"{n} hosts: down {result['down_s']} s", flush=True)
+        print(f"{n} hosts ({spawn}): down {result['down_s']} s", flush=True)
     return result
 
 
@@ -125,15 +134,18 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
     done = [r for r in results if "up_s" in r and "agents" in r]
     if not done:
         return False
-    xs = [r["hosts"] for r in done]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(xs, [r["up_s"] for r in done], "o-", label="lab up")
-    ax1.plot(xs, [r["down_s"] for r in done], "o-", label="lab down")
+    for spawn in sorted({r["spawn"] for r in done}):
+        rows = [r for r in done if r["spawn"] == spawn]
+        xs = [r["hosts"] for r in rows]
+        ax1.plot(xs, [r["up_s"] for r in rows], "o-", label=f"lab up ({spawn})")
+        ax1.plot(xs, [r["down_s"] for r in rows], "o--", label=f"lab down ({spawn})")
+        for key in ("rss", "pss", "uss"):
+            values = [r["agents"].get(f"{key}_median_mib", 0) for r in rows]
+            ax2.plot(xs, values, "o-", label=f"{key} ({spawn})")
     ax1.set_xlabel("hosts")
     ax1.set_ylabel("seconds")
     ax1.legend()
-    for key in ("rss", "pss", "uss"):
-        ax2.plot(xs, [r["agents"].get(f"{key}_median_mib", 0) for r in done], "o-", label=key)
     ax2.set_xlabel("hosts")
     ax2.set_ylabel("MiB per idle agent (median)")
     ax2.legend()
@@ -145,13 +157,20 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hosts", type=int, action="append", help="lab size (repeatable; 20)")
+    p.add_argument(
+        "--spawn",
+        choices=["fork", "exec"],
+        action="append",
+        help="fork: agents forked by the zygote (default); exec: an interpreter each "
+        "(before the fork server); repeatable, to compare in one run",
+    )
     p.add_argument("--idle", type=float, default=DEFAULT_IDLE, help="seconds idle before memory")
     a = p.parse_args()
     sizes = a.hosts or [20]
     if any(not 1 <= n <= lifecycle.MAX_HOSTS for n in sizes):
         p.error(f"--hosts must be between 1 and {lifecycle.MAX_HOSTS}")
     idle = min(max(a.idle, 0.0), MAX_IDLE)
-    results = [run_one(n, idle) for n in sizes]
+    results = [run_one(n, idle, spawn) for spawn in a.spawn or ["fork"] for n in sizes]
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"lab_scale-{stamp}.json"
