@@ -6,12 +6,15 @@ A request goes allocate -> decide -> apply -> publish: the agent asks the manage
 swarm networks) in trio, hands the answers to the runtime, whose records and kernel work run in
 a worker thread under a short state lock, then the planes follow. Slow waits (a `stop -t 30`, a
 manager's answer) never hold that lock; requests on one container go one at a time.
+
+Here: the agent's construction, its nursery of planes, the dispatch table, the swarm's requests
+and `main`. The other requests' handlers live by plane, bound to the agent as the lb and trace
+planes are: `handlers_networks`, `handlers_containers`, `handlers_views`.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import dataclasses
 import ipaddress
@@ -30,47 +33,43 @@ from typing import Any, TypeVar
 import trio
 
 from overlaynet import api
-from overlaynet.agent import control, hostcore, metrics, views
+from overlaynet.agent import control, hostcore, metrics
 from overlaynet.agent import requests as rq
 from overlaynet.agent.apiserver import ApiServer, bind_unix
 from overlaynet.agent.container_health import for_agent as container_health_for
 from overlaynet.agent.events import Events
-from overlaynet.agent.health import health_doc
+from overlaynet.agent.handlers_containers import POLL_INTERVAL, ContainerRequests
+from overlaynet.agent.handlers_networks import NetworkRequests
+from overlaynet.agent.handlers_views import ViewRequests
 from overlaynet.agent.lb import LbPlane
 from overlaynet.agent.locks import KeyedLocks
 from overlaynet.agent.overlay import OverlayDriver
-from overlaynet.agent.records import ENDPOINT_TABLE, BadEndpointRecord, EndpointRecord
 from overlaynet.agent.runtime import Allocation, Runtime
 from overlaynet.agent.servicedns import ServiceNames
 from overlaynet.agent.swarm import SwarmMember
 from overlaynet.agent.tasks import TaskRunner, agent_hooks
 from overlaynet.agent.watch import ChangeFeed, WatchChanges, agent_parts
 from overlaynet.api import Request
-from overlaynet.cluster import lbidle
 from overlaynet.cluster.state import MANAGER_PORT
 from overlaynet.dataplane import datakeys
 from overlaynet.dataplane.impair import ImpairRequest, ImpairState
 from overlaynet.dataplane.seal import SEAL_OVERHEAD
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.dns import feed as dns_feed
-from overlaynet.dns.records import DnsTable, NameRecord
+from overlaynet.dns.records import DnsTable
 from overlaynet.dns.server import DnsServer
 from overlaynet.dns.upstream import upstreams_from_resolv_conf
-from overlaynet.errors import ApiError, Conflict, InvalidArgument, NotFound, Unavailable
-from overlaynet.host import links, netns, process
-from overlaynet.model import Container, Driver, Endpoint, Network, Status
+from overlaynet.errors import ApiError, Conflict, InvalidArgument, Unavailable
+from overlaynet.host import links
+from overlaynet.model import Driver, Endpoint, Network, Status
 from overlaynet.names import new_id
 from overlaynet.paths import HostPaths, make_private_dir, write_private
 from overlaynet.trace import requests as trace_rq
 from overlaynet.trace.collect import TracePlane
-from overlaynet.wire.vxlan import VXLAN_PORT
 
 log = logging.getLogger("overlaynet.agent")
 T = TypeVar("T")
 
-# How often the agent looks for containers whose process ended (Docker learns it from
-# containerd events; a poll this often keeps `ps` and `run`'s exit code prompt).
-POLL_INTERVAL = 0.2
 VERSION = "0.1.0"
 # Docker answers with TTL 600 s, which leaves stale answers behind when containers move;
 # a few seconds keeps clients' caches honest at negligible cost (issue #5).
@@ -148,37 +147,47 @@ class Agent:
         self.impairments = ImpairState(paths.state_dir / "impair.json", lambda: self.overlay.vtep)
         # `watch`: subscribers (the web view) are woken when this host's state changes.
         self.watch = ChangeFeed(partial(agent_parts, self))
+        # The requests' handlers, grouped by plane and bound to this agent (as the lb and
+        # trace planes are); the dispatch table below names each one.
+        self.network_requests = NetworkRequests(self)
+        self.container_requests = ContainerRequests(self)
+        self.view_requests = ViewRequests(self)
+        # The planes that run containers for the managers (tasks, lb) drive them through the
+        # agent as a client's request would.
+        self.network_create = self.network_requests.network_create
+        self.container_start = self.container_requests.container_start
+        self.container_stop = self.container_requests.container_stop
         handlers: dict[type[Request], Callable[[Any], Awaitable[Any]]] = {
             rq.Ping: self.ping,
             rq.Info: self.info,
-            rq.HostKernel: self.host_kernel,
-            rq.NetworkCreate: self.network_create,
-            rq.NetworkLs: self.network_ls,
-            rq.NetworkInspect: self.network_inspect,
-            rq.NetworkRm: self.network_rm,
-            rq.NetworkConnect: self.network_connect,
-            rq.NetworkDisconnect: self.network_disconnect,
-            rq.NetworkPeer: self.network_peer,
-            rq.NetworkFdb: self.network_fdb,
-            rq.ContainerCreate: self.container_create,
-            rq.ContainerStart: self.container_start,
-            rq.ContainerStop: self.container_stop,
-            rq.ContainerRm: self.container_rm,
-            rq.ContainerLs: self.container_ls,
-            rq.ContainerInspect: self.container_inspect,
-            rq.ContainerWait: self.container_wait,
-            rq.ContainerTop: self.container_top,
-            rq.ContainerLogs: self.container_logs,
-            rq.ContainerExec: self.container_exec,
-            rq.ImageLs: self.image_ls,
+            rq.HostKernel: self.view_requests.host_kernel,
+            rq.NetworkCreate: self.network_requests.network_create,
+            rq.NetworkLs: self.network_requests.network_ls,
+            rq.NetworkInspect: self.network_requests.network_inspect,
+            rq.NetworkRm: self.network_requests.network_rm,
+            rq.NetworkConnect: self.network_requests.network_connect,
+            rq.NetworkDisconnect: self.network_requests.network_disconnect,
+            rq.NetworkPeer: self.network_requests.network_peer,
+            rq.NetworkFdb: self.network_requests.network_fdb,
+            rq.ContainerCreate: self.container_requests.container_create,
+            rq.ContainerStart: self.container_requests.container_start,
+            rq.ContainerStop: self.container_requests.container_stop,
+            rq.ContainerRm: self.container_requests.container_rm,
+            rq.ContainerLs: self.container_requests.container_ls,
+            rq.ContainerInspect: self.container_requests.container_inspect,
+            rq.ContainerWait: self.container_requests.container_wait,
+            rq.ContainerTop: self.container_requests.container_top,
+            rq.ContainerLogs: self.container_requests.container_logs,
+            rq.ContainerExec: self.container_requests.container_exec,
+            rq.ImageLs: self.container_requests.image_ls,
             rq.SwarmInit: self.swarm_init,
             rq.SwarmJoin: self.swarm_join,
             rq.SwarmJoinToken: self.swarm_join_token,
             rq.SwarmLeave: self.swarm_leave,
-            rq.GossipMembers: self.gossip_members,
-            rq.GossipEndpoints: self.gossip_endpoints,
-            rq.Stats: self.stats,
-            rq.DnsRecords: self.dns_records,
+            rq.GossipMembers: self.view_requests.gossip_members,
+            rq.GossipEndpoints: self.view_requests.gossip_endpoints,
+            rq.Stats: self.view_requests.stats,
+            rq.DnsRecords: self.view_requests.dns_records,
             rq.NetworkLb: self.lb.network_doc,
             Events: self.runtime.events.handle,
             ImpairRequest: self.impairments.handle,
@@ -340,9 +349,9 @@ class Agent:
         op = req.OP
         try:
             if isinstance(req, rq.ContainerExec):
-                return api.encode_result(await self.container_exec(req, fds))
+                return api.encode_result(await self.container_requests.container_exec(req, fds))
             if isinstance(req, rq.ContainerCreate) and req.attach:
-                return api.encode_result(await self.container_create(req, fds))
+                return api.encode_result(await self.container_requests.container_create(req, fds))
             return api.encode_result(await self.handlers[type(req)](req))
         except ApiError as e:
             self.counters["refused_requests"] += 1
@@ -396,205 +405,6 @@ class Agent:
             "Counters": dict(server.stats),
             "Raft": server.raft_info(),
         }
-
-    async def network_create(self, req: rq.NetworkCreate) -> Any:
-        if req.driver == "overlay" and self.swarm.in_swarm:
-            # In a swarm an overlay is cluster-scoped: the managers allocate its VNI and subnet
-            # (and, --opt encrypted, its data keys: issue 18).
-            try:
-                encrypted, key_period = datakeys.wanted(req.options)
-            except datakeys.DataKeyError as e:
-                raise InvalidArgument(str(e)) from None
-            try:  # --opt lb-idle-timeout travels as a label (cluster/lbidle.py)
-                labels = lbidle.fold_into_labels(req.options, req.labels)
-            except lbidle.BadIdleTimeout as e:
-                raise InvalidArgument(str(e)) from None
-            res = await self.swarm.call(
-                "network.create",
-                name=req.name,
-                subnet=req.subnet,
-                gateway=req.gateway,
-                attachable=req.attachable,
-                labels=labels,
-                encrypted=encrypted,
-                key_period=key_period,
-            )
-            return {"id": res["id"]}
-        if req.driver == "overlay" and datakeys.ENCRYPTED_OPTION in req.options:
-            # Keys come from the managers, and a static peer may be a kernel VTEP (issue 18).
-            raise InvalidArgument("an encrypted overlay is swarm-scoped: run swarm init first")
-        if req.driver == "overlay":
-            await self._ensure_vtep()
-        net = await self._state(partial(self.runtime.network_create, req))
-        log.info("network created", extra={"fields": {"network": net.name, "id": net.id}})
-        return {"id": net.id}
-
-    async def network_ls(self, req: rq.NetworkLs) -> Any:
-        rows = {
-            n.id: {"id": n.id, "name": n.name, "driver": str(n.driver), "scope": n.scope}
-            for n in list(self.runtime.networks.values())
-        }
-        # A manager knows every swarm network; other hosts show one only while a container there
-        # uses it (lazy extension), and the ingress network, as Docker does.
-        for doc in await self._swarm_networks():
-            if self.swarm.is_manager or doc.get("ingress"):
-                rows.setdefault(doc["id"], _swarm_row(doc))
-        return sorted(rows.values(), key=lambda r: r["name"])
-
-    async def _swarm_networks(self) -> list[dict[str, Any]]:
-        if not self.swarm.in_swarm:
-            return []
-        try:
-            snap = await self.swarm.snapshot()
-        except ApiError:
-            return []  # no manager reachable: show what this host has
-        nets: list[dict[str, Any]] = snap["networks"]
-        return nets
-
-    async def network_inspect(self, req: rq.NetworkInspect) -> Any:
-        rt = self.runtime
-        ref = req.network
-        try:
-            net = rt.network(ref)
-        except NotFound:
-            if not self.swarm.is_manager:
-                raise
-            doc = await self.swarm.call("network.inspect", network=ref)
-            return views.network_doc(
-                hostcore.network_from_swarm(doc),
-                [],
-                {
-                    "Overlay": {
-                        "VNI": doc["vni"],
-                        "Peers": [],
-                        "Encrypted": bool(doc.get("encrypted")),
-                        "KeyIds": doc.get("key_ids", []),
-                    }
-                },
-            )
-        extra: dict[str, Any] = {}
-        if net.driver == Driver.OVERLAY:
-            dataplane = self.overlay.inspect(net)
-            here = [self.advertise_addr] if self.advertise_addr else []
-            peers = (dataplane or {}).get("peers", net.peers)
-            names = {**await self._node_names(), **dict.fromkeys(here, self.paths.host)}
-            extra["Peers"] = views.peers_doc([*here, *peers], names)
-            extra["Overlay"] = {
-                "VNI": net.vni,
-                "VTEP": f"{self.advertise_addr}:{VXLAN_PORT}",
-                "Peers": sorted((dataplane or {}).get("peers", net.peers)),
-                "StaticPeers": list(net.peers),
-                "StaticEndpoints": list(net.static_endpoints),
-                "DataPlane": dataplane,
-                # Issue 18: the key ids this host seals and opens with, never a key.
-                "Encrypted": self.overlay.encrypted(net),
-                "KeyIds": (dataplane or {}).get("key_ids", []),
-            }
-        return views.network_doc(net, list(rt.containers.values()), extra)
-
-    async def network_peer(self, req: rq.NetworkPeer) -> Any:
-        net = await self._state(partial(self.runtime.overlay_peer, req.network, req.host, req.add))
-        return {"peers": net.peers}
-
-    async def network_fdb(self, req: rq.NetworkFdb) -> Any:
-        fn = partial(self.runtime.overlay_fdb, req.network, req.mac, req.host, req.ip, req.add)
-        net = await self._state(fn)
-        return {"static_endpoints": net.static_endpoints}
-
-    async def network_rm(self, req: rq.NetworkRm) -> Any:
-        ref = req.network
-        local = None
-        with contextlib.suppress(NotFound):
-            local = self.runtime.network(ref)
-        if self.swarm.in_swarm and (local is None or local.scope == "swarm"):
-            doc = await self.swarm.call("network.rm", network=local.id if local else ref)
-            return {"id": doc["id"], "name": doc["name"]}
-        net = await self._state(partial(self.runtime.network_rm, ref))
-        return {"id": net.id, "name": net.name}
-
-    async def network_connect(self, req: rq.NetworkConnect) -> Any:
-        async with self._container(req.container) as cid:
-            local, swarm_net = await self._target(req.network)
-            allocation = await self._allocate(local or swarm_net, req.ip)
-            fn = partial(
-                self.runtime.network_connect,
-                req.network,
-                cid,
-                req.ip,
-                req.aliases,
-                swarm_net,
-                allocation,
-            )
-            try:
-                c = await self._state(fn)
-            except BaseException:
-                await self._release_allocation(local or swarm_net, allocation)
-                raise
-        return {"id": c.id}
-
-    async def network_disconnect(self, req: rq.NetworkDisconnect) -> Any:
-        async with self._container(req.container) as cid:
-            net = self.runtime.network(req.network)
-            ep = self.runtime.containers[cid].endpoint_on(net.id)
-            fn = partial(self.runtime.network_disconnect, req.network, cid)
-            c = await self._state(fn)
-            if ep is not None and net.scope == "swarm":
-                await self._release([(net, ep)])
-        return {"id": c.id}
-
-    async def container_create(self, req: rq.ContainerCreate, fds: tuple[int, ...] = ()) -> Any:
-        if req.attach and len(fds) != 1:
-            raise InvalidArgument(
-                "run -i attaches the client's stdin: send it as one file descriptor with the "
-                "request (SCM_RIGHTS)"
-            )
-        stdin_fd = fds[0] if req.attach else None
-        local, swarm_net = await self._target(req.network)
-        allocation = await self._allocate(local or swarm_net, req.ip)
-        try:
-            c = await self._state(
-                partial(self.runtime.container_create, req, swarm_net, allocation)
-            )
-        except BaseException:
-            await self._release_allocation(local or swarm_net, allocation)
-            raise
-        log.info("container created", extra={"fields": {"container": c.name, "id": c.id}})
-        if req.start:
-            async with self._container(c.id):
-                try:
-                    await self._state(partial(self.runtime.container_start, c.id, stdin_fd))
-                except ApiError:
-                    with trio.CancelScope(shield=True):
-                        await self._remove(c.id, force=True)
-                    raise
-        return {"id": c.id, "name": c.name}
-
-    async def container_start(self, req: rq.ContainerStart) -> Any:
-        async with self._container(req.container) as cid:
-            c = await self._state(partial(self.runtime.container_start, cid))
-        return {"id": c.id, "name": c.name}
-
-    async def container_stop(self, req: rq.ContainerStop) -> Any:
-        async with self._container(req.container) as cid:
-            c, running = await self._state(partial(self.runtime.begin_stop, cid))
-            if running is not None:
-                # The slow part (up to the timeout), outside the state lock: other containers'
-                # requests and the planes go on meanwhile.
-                await trio.to_thread.run_sync(partial(process.stop, running, req.timeout))
-            await self._state(self.runtime.poll)
-        return {"id": c.id, "name": c.name}
-
-    async def container_rm(self, req: rq.ContainerRm) -> Any:
-        async with self._container(req.container) as cid:
-            c = await self._remove(cid, req.force)
-        return {"id": c.id, "name": c.name}
-
-    async def _remove(self, cid: str, force: bool) -> Container:
-        """Remove a container, then give its swarm addresses back (its endpoints are gone)."""
-        swarm_eps = self.runtime.swarm_endpoints(self.runtime.containers[cid])
-        c = await self._state(partial(self.runtime.container_rm, cid, force))
-        await self._release(swarm_eps)
-        return c
 
     # ---- the managers' side of a request ----------------------------------------------------
 
@@ -669,78 +479,6 @@ class Agent:
                 except ApiError as e:
                     self.counters["release_failures"] += 1
                     log.warning("could not release %s on %s: %s", ep.ip, net.name, e)
-
-    async def container_ls(self, req: rq.ContainerLs) -> Any:
-        containers = list(self.runtime.containers.values())
-        by_id = {c.id: c for c in containers}
-        rows = views.container_rows(containers, req.all, time.time())
-        for row in rows:
-            # `Up 3 seconds (healthy)`: a task's health check, as Docker's ps shows it.
-            c = by_id[row["id"]]
-            health = self.task_runner.health_of(c) or self.container_health.health_of(c)
-            if health is not None and row["state"] == "running":
-                row["status"] += " " + health.status.ps_suffix
-        return rows
-
-    async def container_inspect(self, req: rq.ContainerInspect) -> Any:
-        rt = self.runtime
-        c = rt.container(req.container)
-        ns = rt.container_netns(c)
-        key = netns.path(ns) if ns else f"/proc/{os.getpid()}/ns/net"
-        doc = views.container_doc(c, rt.networks, key, rt.exec_pid(c))
-        health = self.task_runner.health_of(c) or self.container_health.health_of(c)
-        if health is not None and c.status == Status.RUNNING:
-            doc["State"]["Health"] = health_doc(health)
-        return doc
-
-    async def container_wait(self, req: rq.ContainerWait) -> Any:
-        while True:
-            c: Container = self.runtime.container(req.container)
-            if c.status != Status.RUNNING:
-                return {"StatusCode": c.exit_code or 0}
-            await trio.sleep(POLL_INTERVAL / 2)
-
-    async def container_top(self, req: rq.ContainerTop) -> Any:
-        return await trio.to_thread.run_sync(partial(self.runtime.top, req.container))
-
-    async def container_logs(self, req: rq.ContainerLogs) -> Any:
-        """A piece of the container's output; `running` tells a follower to ask again."""
-        c = self.runtime.container(req.container)
-        data = await trio.to_thread.run_sync(
-            partial(self.runtime.read_log, c, req.offset, req.limit)
-        )
-        return {
-            "data": base64.b64encode(data).decode(),
-            "offset": req.offset + len(data),
-            "running": c.status == Status.RUNNING,
-        }
-
-    async def container_exec(self, req: rq.ContainerExec, fds: tuple[int, ...] = ()) -> Any:
-        """Run a command in the container on the client's own stdin, stdout and stderr."""
-        if len(fds) != 3:
-            raise InvalidArgument(
-                "exec attaches the client's stdin, stdout and stderr: send them as three file "
-                "descriptors with the request (SCM_RIGHTS)"
-            )
-        c = self.runtime.container(req.container)
-        argv, env = self.runtime.exec_spec(c, req.cmd, req.env, req.term)
-        try:
-            proc = await trio.lowlevel.open_process(
-                argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], env=env
-            )
-        except OSError as e:
-            raise Unavailable(f"cannot exec in {c.name}: {e}") from None
-        try:
-            code = await proc.wait()
-        finally:
-            if proc.returncode is None:  # the client hung up: the command ends with it
-                proc.kill()
-                with trio.CancelScope(shield=True):
-                    await proc.wait()
-        return {"ExitCode": code}
-
-    async def image_ls(self, req: rq.ImageLs) -> Any:
-        return await trio.to_thread.run_sync(self.runtime.image_rows)
 
     # ---- swarm ----------------------------------------------------------------------------
 
@@ -856,65 +594,11 @@ class Agent:
             await self._sync_planes()
         return {}
 
-    async def gossip_members(self, req: rq.GossipMembers) -> Any:
-        return self.control.members_view()
-
-    async def gossip_endpoints(self, req: rq.GossipEndpoints) -> Any:
-        """The endpoint table of one network as this host's gossip has it (all owners)."""
-        g = self.control.gossip
-        if g is None:
-            raise InvalidArgument("gossip runs only in a swarm: this host is in none")
-        try:
-            net_id = self.runtime.network(req.network).id
-        except NotFound:
-            net_id = req.network
-        rows = []
-        for key, entry in sorted(g.entries(ENDPOINT_TABLE, net_id).items()):
-            try:
-                rec = EndpointRecord.from_bytes(entry.value)
-            except BadEndpointRecord:
-                continue
-            rows.append(
-                {
-                    "key": key,
-                    "name": rec.name,
-                    "ip": rec.ip,
-                    "mac": rec.mac,
-                    "host": rec.host,
-                    "owner": entry.owner,
-                    "ltime": entry.ltime,
-                }
-            )
-        return rows
-
     async def cluster_request(self, req: Request) -> Any:
         """Node management: answered by the managers, whichever host is asked."""
         return await self.swarm.call(req.OP, **req.to_args())
 
-    async def host_kernel(self, req: rq.HostKernel) -> Any:
-        """What is built under the hood: links (with their bridge), addresses, routes."""
-        return await trio.to_thread.run_sync(views.kernel_doc)
-
-    # ---- under the hood: every counter, the names DNS serves ------------------------------
-
-    def stats_samples(self) -> list[metrics.Sample]:
-        """Every plane's counters now (read on the event loop from copies, as `info` does)."""
-        vtep = self.overlay.vtep
-        gossip = self.control.gossip
-        networks = list(self.runtime.networks.values())
-        return metrics.collect(
-            vtep=vtep.stats() if vtep is not None else None,
-            vni_names={n.vni: n.name for n in networks if n.vni is not None},
-            dns=self.dns.counters(),
-            gossip=gossip.stats() if gossip is not None else None,
-            control=dict(self.control.counters),
-            manager=self._cluster_counters(),
-            tasks=dict(self.task_runner.counters),
-            api=dict(self.counters),
-        )
-
-    async def stats(self, req: rq.Stats) -> Any:
-        return metrics.stats_doc(self.paths.host, self.stats_samples())
+    # ---- the metrics page, the managers' names for nodes ------------------------------------
 
     async def _start_metrics(self) -> None:
         """Serve Prometheus text (a child of the agent's nursery). A port that cannot be bound
@@ -923,7 +607,7 @@ class Agent:
         host, port = self.metrics_addr
 
         def page() -> str:
-            return metrics.render(self.paths.host, self.stats_samples())
+            return metrics.render(self.paths.host, self.view_requests.stats_samples())
 
         try:
             bound = await self._nursery.start(
@@ -951,45 +635,6 @@ class Agent:
         for node in nodes:
             names[str(node["id"])] = names[str(node["addr"])] = str(node["hostname"])
         return names
-
-    async def dns_records(self, req: rq.DnsRecords) -> Any:
-        """The records the embedded DNS holds for one network, each with where it came from:
-        a running local container, or the gossip entry (and its owner) it was built from."""
-        rt = self.runtime
-        net = rt.network(req.network)
-        origins: dict[NameRecord, dict[str, str]] = {}
-        gossip = self.control.gossip
-        if gossip is not None and net.scope == "swarm":
-            names = await self._node_names()
-            for entry in list(gossip.entries(ENDPOINT_TABLE, net.id).values()):
-                if entry.owner == self.control.node_id:
-                    continue
-                try:
-                    rec = EndpointRecord.from_bytes(entry.value)
-                except BadEndpointRecord:
-                    continue  # counted by the control plane, and never in the table
-                origin = {
-                    "Source": "gossip",
-                    "Owner": names.get(entry.owner, entry.owner),
-                    "NodeID": entry.owner,
-                    "HostIP": rec.host,
-                    "Container": rec.name,
-                }
-                origins.update(dict.fromkeys(rec.dns_records(net.id), origin))
-        for c in list(rt.containers.values()):
-            if c.status != Status.RUNNING:
-                continue
-            origin = {"Source": "local", "Owner": self.paths.host, "Container": c.name}
-            mine = [r for r in dns_feed.container_records(c) if r.network_id == net.id]
-            origins.update(dict.fromkeys(mine, origin))
-        table = self.dns_table
-        dns_net = table.network(net.id)
-        resolves = dns_net is not None and dns_net.resolves_names
-        return views.dns_doc(net.name, resolves, table.ttl, table.records_of(net.id), origins)
-
-
-def _swarm_row(doc: dict[str, Any]) -> dict[str, str]:
-    return {"id": doc["id"], "name": doc["name"], "driver": "overlay", "scope": "swarm"}
 
 
 def underlay_address(spec: str) -> str | None:

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from overlaynet import lab as labmod
 from tests.integration.labs import Lab, wait_until
 
@@ -153,8 +155,7 @@ def test_containers_run_in_their_images_root_with_its_default_command(lab2: Lab)
     assert doc["Config"]["Cmd"] == ["/bin/sh"] and doc["Config"]["Image"] == "alpine"
     assert "OVERLAYNET_NAME=shell" in doc["Config"]["Env"]
     assert "OVERLAYNET_NODE=node1" in doc["Config"]["Env"]
-    state = lambda: lab2.ok("node1", "inspect", "-f", "{{.State.Status}}", "shell").strip()  # noqa: E731
-    assert wait_until(lambda: state() == "exited")
+    assert wait_until(lambda: _status(lab2, "shell") == "exited")
     lab2.ok("node1", "run", "-d", "--name", "topper", "alpine", "top")
     # exec lands in the image's root and pid namespace: ps shows the container's processes.
     assert "work" not in lab2.ok("node1", "exec", "topper", "ls", "/").split()
@@ -188,17 +189,24 @@ def test_image_ls_lists_the_catalog(lab2: Lab) -> None:
     assert "dockersamples/atsea-db:mssql" in refs
 
 
-def test_ctrl_c_of_a_foreground_run_with_rm_removes_the_container(lab2: Lab) -> None:
-    argv = _cli_argv(lab2, "node1", "run", "--rm", "--name", "interrupted", "alpine", "top")
+@pytest.mark.parametrize(
+    ("sig", "code", "name"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+def test_a_signal_to_a_foreground_run_with_rm_removes_the_container(
+    lab2: Lab, sig: signal.Signals, code: int, name: str
+) -> None:
+    # Ctrl-C (SIGINT) and SIGTERM end a foreground run the same way: 128 + the signal.
+    argv = _cli_argv(lab2, "node1", "run", "--rm", "--name", name, "alpine", "top")
     client = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_until(lambda: "interrupted" in lab2.ok("node1", "ps"))
-        client.send_signal(signal.SIGINT)
-        assert client.wait(timeout=60) == 130, client.stderr.read() if client.stderr else ""
+        assert wait_until(lambda: name in lab2.ok("node1", "ps"))
+        client.send_signal(sig)
+        assert client.wait(timeout=60) == code, client.stderr.read() if client.stderr else ""
     finally:
         if client.poll() is None:
             client.kill()
-    assert "interrupted" not in lab2.ok("node1", "ps", "--all")
+    assert name not in lab2.ok("node1", "ps", "--all")
 
 
 def test_run_i_input_ends_with_the_client_not_with_its_stdin(lab2: Lab) -> None:
@@ -210,14 +218,17 @@ def test_run_i_input_ends_with_the_client_not_with_its_stdin(lab2: Lab) -> None:
         assert wait_until(lambda: "orphan" in lab2.ok("node1", "ps"))
         client.kill()
         client.wait(timeout=30)
-        state = lambda: lab2.ok("node1", "inspect", "-f", "{{.State.Status}}", "orphan").strip()  # noqa: E731
-        assert wait_until(lambda: state() == "exited")
+        assert wait_until(lambda: _status(lab2, "orphan") == "exited")
     finally:
         if client.stdin is not None:
             client.stdin.close()
         if client.poll() is None:
             client.kill()
     lab2.ok("node1", "rm", "-f", "orphan")
+
+
+def _status(lab: Lab, container: str) -> str:
+    return lab.ok("node1", "inspect", "-f", "{{.State.Status}}", container).strip()
 
 
 def _config(lab: Lab, container: str) -> dict[str, object]:
