@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -92,21 +93,29 @@ def agent_argv(lab: str, host: str) -> list[str]:
     return ["--host", host, "--lab", lab, "--log-file", str(paths.log_file)]
 
 
-def fork_agent(argv: list[str]) -> ForkedAgent:
-    """Fork the agent from this (single-threaded) supervisor. The stop signals are blocked
-    across the fork so the child never runs the supervisor's handler."""
+def run_agent(argv: list[str]) -> int:
+    """The agent's own `main`, as `python -m overlaynet.agent ARGV` runs it."""
+    from overlaynet.agent import daemon
+
+    return daemon.main(argv)
+
+
+def fork_agent(run: Callable[[], int]) -> ForkedAgent:
+    """Fork the agent (`run()` in the child, its result the exit code) from this
+    single-threaded supervisor. The stop signals are blocked across the fork so the child
+    never runs the supervisor's handler."""
     _flush_stdio()
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         pid = os.fork()
         if pid == 0:
-            _agent_main(argv)
+            _agent_main(run)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     return ForkedAgent(pid)
 
 
-def _agent_main(argv: list[str]) -> NoReturn:
+def _agent_main(run: Callable[[], int]) -> NoReturn:
     """The forked agent: fresh process state, then the agent's own `main`. Never returns:
     `os._exit` keeps the supervisor's `finally` (its pid file) out of the agent."""
     code = 1
@@ -120,10 +129,11 @@ def _agent_main(argv: list[str]) -> NoReturn:
         # ids and jitter (Python reseeds after os.fork, this makes it explicit).
         random.seed()
         _name_process("onet-agent")
-        from overlaynet.agent import daemon
-
-        code = daemon.main(argv)
+        code = run()
     except SystemExit as e:
+        # As the interpreter does on exit: a message is printed and means 1.
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:
         traceback.print_exc()
@@ -177,7 +187,9 @@ def _supervisor_main(lab: str, host: str, ready_fd: int) -> int:
     _name_process("onet-supervise")
     argv = agent_argv(lab, host)
     return supervise.supervise(
-        supervise_pid_file(lab, host), lambda: fork_agent(argv), lambda: os.close(ready_fd)
+        supervise_pid_file(lab, host),
+        lambda: fork_agent(lambda: run_agent(argv)),
+        lambda: os.close(ready_fd),
     )
 
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 
 from overlaynet import lab as labmod
 from overlaynet.host import netns
+from overlaynet.lab import lifecycle
+from overlaynet.paths import HostPaths
+from tests.integration.labs import wait_until
 
 
 def _root_view() -> tuple[str, str, str]:
     """The root namespace's links, addresses and routes, which no lab may touch."""
-    show = lambda *a: subprocess.run(["ip", "-o", *a], capture_output=True, text=True).stdout  # noqa: E731
+
+    def show(*args: str) -> str:
+        return subprocess.run(["ip", "-o", *args], capture_output=True, text=True).stdout
+
     links = "\n".join(sorted(line.split(":")[1] for line in show("link").splitlines()))
     return links, show("addr"), show("route")
 
@@ -134,3 +141,42 @@ def test_up_again_is_idempotent(fresh_lab) -> None:  # type: ignore[no-untyped-d
     labmod.up(fresh_lab.name, 1)
     assert labmod.status(fresh_lab.name)[0].pid == pid
     assert len(_leftovers(fresh_lab.name)) == 2
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name: [state, ppid, pgrp, session, …]."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _fds(pid: int) -> dict[int, str]:
+    fd_dir = f"/proc/{pid}/fd"
+    return {int(fd): os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+
+
+def test_agents_are_forks_in_their_host_holding_nothing_of_the_fork_server() -> None:
+    name = "t" + secrets.token_hex(4)
+    try:
+        labmod.up(name, 2)
+        zygotes = set()
+        for host in ("node1", "node2"):
+            sup, agent = lifecycle.supervisor_pid(name, host), lifecycle.agent_pid(name, host)
+            assert sup is not None and agent is not None
+            assert int(_stat(agent)[1]) == sup  # forked by its supervisor
+            assert int(_stat(sup)[3]) == sup  # a session of its own
+            zygotes.add(int(_stat(sup)[1]))
+            host_ns = netns.inode(f"onet-{name}-{host}")
+            for pid in (sup, agent):
+                assert os.stat(f"/proc/{pid}/ns/net").st_ino == host_ns
+            out = str(HostPaths(host, name).state_dir / "agent.out")
+            assert _fds(sup) == {0: "/dev/null", 1: out, 2: out}
+            assert {fd: _fds(agent)[fd] for fd in (0, 1, 2)} == {0: "/dev/null", 1: out, 2: out}
+            assert not any(t.startswith("pipe:") for t in _fds(agent).values())
+        # One fork server, a child of ours that kept none of our pipes, started both.
+        (zygote,) = zygotes
+        assert int(_stat(zygote)[1]) == os.getpid()
+        assert set(_fds(zygote).values()) == {"/dev/null"}
+    finally:
+        labmod.down(name)
+    # It ends with its last supervisor.
+    assert wait_until(lambda: not os.path.exists(f"/proc/{zygote}") or _stat(zygote)[0] == "Z")

@@ -11,6 +11,7 @@ import time
 from overlaynet import lab as labmod
 from overlaynet.agent.store import Store
 from overlaynet.host import netns
+from overlaynet.lab import lifecycle
 from overlaynet.model import OVERLAY_MTU, Driver, Network
 from overlaynet.names import KernelNames
 from overlaynet.paths import HostPaths
@@ -75,7 +76,8 @@ def test_an_agent_that_dies_on_its_own_is_restarted_with_its_state(fresh_lab: La
     lab.ok("node1", "run", "-d", "--name", "survivor", "alpine", "sleep", "600")
     before = json.loads(lab.ok("node1", "inspect", "survivor"))[0]
     pid = labmod.status(lab.name)[0].pid
-    assert pid is not None
+    supervisor = lifecycle.supervisor_pid(lab.name, "node1")
+    assert pid is not None and supervisor is not None
     os.kill(pid, signal.SIGABRT)  # a crash of its own, not the lab's deliberate kill -9
 
     def restarted() -> bool:
@@ -83,6 +85,11 @@ def test_an_agent_that_dies_on_its_own_is_restarted_with_its_state(fresh_lab: La
         return new.healthy and new.pid not in (None, pid)
 
     assert wait_until(restarted, 30)
+    # Forked again by the same supervisor, which outlived the crash.
+    new_pid = labmod.status(lab.name)[0].pid
+    with open(f"/proc/{new_pid}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) == supervisor
+    assert lifecycle.supervisor_pid(lab.name, "node1") == supervisor
     after = json.loads(lab.ok("node1", "inspect", "survivor"))[0]
     assert after["State"]["Running"] and after["State"]["Pid"] == before["State"]["Pid"]
     assert after["Id"] == before["Id"]
