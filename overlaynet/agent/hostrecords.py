@@ -48,7 +48,10 @@ class Allocation:
 
 
 class HostRecords:
-    """Networks and containers of one host; `names` says how its kernel objects are named."""
+    """Networks and containers of one host; `names` says how its kernel objects are named.
+
+    The base of `Runtime`'s two parts (`NetworkOps`, `ContainerOps`): they share these records,
+    this store and this one reconciliation, so each part is a mixin on this class."""
 
     def __init__(
         self,
@@ -69,6 +72,7 @@ class HostRecords:
         self.store = Store(state_dir / "state.db")
         self.networks: dict[str, Network] = {n.id: n for n in self.store.networks()}
         self.containers: dict[str, Container] = {c.id: c for c in self.store.containers()}
+        # Container processes this agent started (`ContainerOps` launches and polls them).
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         # `run -t` containers' pty relays started by this agent (reaped once they end).
         self._tty_relays: dict[str, subprocess.Popen[bytes]] = {}
