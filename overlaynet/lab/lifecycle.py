@@ -21,12 +21,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from overlaynet import api
 from overlaynet.host import links, netns
-from overlaynet.lab import zygote
+from overlaynet.lab import hosttune, zygote
 from overlaynet.names import NAMESPACE_PREFIX, check_lab_name, lab_namespace, lab_of_namespace
 from overlaynet.paths import HostPaths, lab_dir, make_private_dir, run_root, write_private
 
@@ -36,7 +36,13 @@ UNDERLAY_BRIDGE = "br0"
 UNDERLAY_PREFIX = "192.168.0."
 UNDERLAY_PREFIXLEN = 24
 FIRST_HOST_OCTET = 11
-MAX_HOSTS = 200
+# A lab larger than that /24 holds from .11 (244 hosts) is on a /23 instead: host N is still
+# 192.168.0.0 + 10 + N, up to 192.168.1.254 (500 hosts).
+UNDERLAY_BASE = IPv4Address(f"{UNDERLAY_PREFIX}0")
+WIDE_PREFIXLEN = 23
+HOSTS_IN_NARROW = 254 - FIRST_HOST_OCTET + 1
+# The largest lab measured (benchmarks/lab_scale.py, issue 15's 250 hosts).
+MAX_HOSTS = 250
 # An agent restores its state before it answers; a busy 2-core machine can take a while.
 AGENT_READY_TIMEOUT = 30.0
 # A supervisor notices its agent's end at once (it waits on it); this is a generous bound.
@@ -61,7 +67,12 @@ class LabHost:
 
     @staticmethod
     def numbered(n: int) -> LabHost:
-        return LabHost(f"node{n}", f"{UNDERLAY_PREFIX}{FIRST_HOST_OCTET + n - 1}")
+        return LabHost(f"node{n}", str(UNDERLAY_BASE + FIRST_HOST_OCTET + n - 1))
+
+
+def underlay_prefixlen(hosts: int) -> int:
+    """The underlay's prefix length for a lab of `hosts` hosts."""
+    return UNDERLAY_PREFIXLEN if hosts <= HOSTS_IN_NARROW else WIDE_PREFIXLEN
 
 
 def lab_file(lab: str) -> Path:
@@ -113,9 +124,10 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     ul = lab_namespace(lab, UNDERLAY)
     netns.create(ul)
     _ensure_underlay_bridge(ul)
-    for host in wanted:
-        _ensure_host(lab, ul, host)
-        _tune_host(lab_namespace(lab, host.name))
+    _ensure_hosts(lab, ul, wanted)
+    untuned = hosttune.tune_hosts([lab_namespace(lab, h.name) for h in wanted])
+    if untuned and progress:
+        print(f"{len(untuned)} hosts' underlay ports left untuned (slower)", flush=True)
     start_agents(lab, [host.name for host in wanted])
     for host in wanted:
         wait_for_agent(lab, host.name)
@@ -145,46 +157,38 @@ def _ensure_underlay_bridge(ul: str) -> None:
         sock.link("set", index=links.index_of(sock, UNDERLAY_BRIDGE), state="up")
 
 
-def _ensure_host(lab: str, ul: str, host: LabHost) -> None:
-    ns = lab_namespace(lab, host.name)
-    netns.create(ns)
-    if links.exists("eth0", netns=ns):
-        return
-    temp = f"{host.name}-e"[:15]
-    with links.ipr(ul) as sock:
-        if links.index_of(sock, host.name) is not None:
-            sock.link("del", index=links.index_of(sock, host.name))
-        sock.link("add", ifname=host.name, kind="veth", peer={"ifname": temp})
-        br = links.index_of(sock, UNDERLAY_BRIDGE)
-        sock.link("set", index=links.index_of(sock, host.name), master=br, state="up")
-        sock.link("set", index=links.index_of(sock, temp), net_ns_fd=ns)
-    addr = IPv4Interface(f"{host.ip}/{UNDERLAY_PREFIXLEN}")
-    with links.ipr(ns) as sock:
-        idx = links.index_of(sock, temp)
-        sock.link("set", index=idx, ifname="eth0")
-        sock.addr("add", index=idx, address=str(addr.ip), prefixlen=UNDERLAY_PREFIXLEN)
-        sock.link("set", index=idx, state="up")
-
-
-# Inside a lab host: bridged frames skip iptables (br_netfilter, when loaded, is on by default
-# in new namespaces and costs every bridged frame; a lab host has no firewall to apply), and the
-# underlay port aggregates forwarded UDP (FASTPATH.md: without it a UDP_GRO socket gets one
-# datagram per read).
-_TUNE_HOST = r"""
-for f in /proc/sys/net/bridge/bridge-nf-call-*; do
-  [ -w "$f" ] && echo 0 > "$f"
-done
-ethtool -K eth0 rx-udp-gro-forwarding on >/dev/null 2>&1
-exit 0
-"""
-
-
-def _tune_host(ns: str) -> None:
-    subprocess.run(
-        ["nsenter", f"--net={netns.path(ns)}", "--", "sh", "-c", _TUNE_HOST],
-        check=False,
-        capture_output=True,
-    )
+def _ensure_hosts(lab: str, ul: str, hosts: list[LabHost]) -> None:
+    """Each host's namespace, underlay port and address, where missing. One netlink socket in
+    the underlay serves every host, and each veth is made by one request: enslaved to the
+    bridge, up, its peer already `eth0` inside the host."""
+    prefixlen = underlay_prefixlen(len(hosts))
+    with links.ipr(ul) as underlay:
+        bridge = links.index_of(underlay, UNDERLAY_BRIDGE)
+        for host in hosts:
+            ns = lab_namespace(lab, host.name)
+            netns.create(ns)
+            with links.ipr(ns) as inside:
+                if links.index_of(inside, "eth0") is not None:
+                    continue
+                # A port left by a half-finished `up` (its peer goes with it).
+                stale = links.index_of(underlay, host.name)
+                if stale is not None:
+                    underlay.link("del", index=stale)
+                ns_fd = os.open(netns.path(ns), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    underlay.link(
+                        "add",
+                        ifname=host.name,
+                        kind="veth",
+                        master=bridge,
+                        state="up",
+                        peer={"ifname": "eth0", "net_ns_fd": ns_fd},
+                    )
+                finally:
+                    os.close(ns_fd)
+                eth0 = links.index_of(inside, "eth0")
+                inside.addr("add", index=eth0, address=host.ip, prefixlen=prefixlen)
+                inside.link("set", index=eth0, state="up")
 
 
 def agent_pid(lab: str, host: str) -> int | None:
