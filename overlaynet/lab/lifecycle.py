@@ -164,6 +164,7 @@ def _ensure_hosts(lab: str, ul: str, hosts: list[LabHost]) -> None:
     prefixlen = underlay_prefixlen(len(hosts))
     with links.ipr(ul) as underlay:
         bridge = links.index_of(underlay, UNDERLAY_BRIDGE)
+        ports = {str(link.get("ifname")): int(link["index"]) for link in underlay.get_links()}
         for host in hosts:
             ns = lab_namespace(lab, host.name)
             netns.create(ns)
@@ -171,9 +172,8 @@ def _ensure_hosts(lab: str, ul: str, hosts: list[LabHost]) -> None:
                 if links.index_of(inside, "eth0") is not None:
                     continue
                 # A port left by a half-finished `up` (its peer goes with it).
-                stale = links.index_of(underlay, host.name)
-                if stale is not None:
-                    underlay.link("del", index=stale)
+                if host.name in ports:
+                    underlay.link("del", index=ports[host.name])
                 ns_fd = os.open(netns.path(ns), os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     underlay.link(

@@ -28,6 +28,7 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -40,9 +41,9 @@ from overlaynet.paths import HostPaths
 CLONE_NEWNET = 0x40000000
 #: linux/prctl.h: names the process in `ps -o comm` / `top` (15 bytes at most).
 PR_SET_NAME = 15
-#: A supervisor writes its pid file within milliseconds of its fork; this bounds the wait on a
-#: machine that is very busy.
-READY_TIMEOUT = 10.0
+#: A supervisor writes its pid file within milliseconds of its fork; this bounds the wait for
+#: all of them on a machine that is very busy.
+READY_TIMEOUT = 30.0
 #: Signals the supervisor handles (stop) and the agent must not inherit handled that way.
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 #: Exit code of a supervisor that could not set itself up (sysexits.h EX_SOFTWARE).
@@ -143,8 +144,9 @@ def _agent_main(run: Callable[[], int]) -> NoReturn:
         os._exit(code)
 
 
-def spawn_supervisor(lab: str, host: str) -> int:
-    """Fork the supervisor of `host`; returns its pid once its pid file is written."""
+def spawn_supervisor(lab: str, host: str) -> tuple[int, int]:
+    """Fork the supervisor of `host`: its pid, and a descriptor that reads EOF once its pid
+    file is written (or it died): `wait_ready` waits for many at once."""
     read_end, write_end = os.pipe()
     _flush_stdio()
     pid = os.fork()
@@ -158,13 +160,27 @@ def spawn_supervisor(lab: str, host: str) -> int:
         finally:
             _flush_stdio()
             os._exit(code)
+    # Closed at once, so no later supervisor inherits it and every EOF comes from its child.
     os.close(write_end)
-    try:
-        # The child closes its end once its pid file is written (or when it dies).
-        select.select([read_end], [], [], READY_TIMEOUT)
-    finally:
-        os.close(read_end)
-    return pid
+    return pid, read_end
+
+
+def wait_ready(fds: list[int], timeout: float = READY_TIMEOUT) -> list[int]:
+    """Wait until every descriptor of `spawn_supervisor` reads EOF, at most `timeout` s; closes
+    them all and returns those still not ready."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    waiting = set(fds)
+    deadline = time.monotonic() + timeout
+    while waiting and (left := deadline - time.monotonic()) > 0:
+        for fd, _ in poller.poll(left * 1000):
+            # Nothing is ever written: readable means EOF (or an error, as final).
+            poller.unregister(fd)
+            waiting.discard(fd)
+    for fd in fds:
+        os.close(fd)
+    return sorted(waiting)
 
 
 def _supervisor_main(lab: str, host: str, ready_fd: int) -> int:
@@ -240,12 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     _name_process("onet-zygote")
     preload()
     failed = 0
+    ready: list[int] = []
+    # All forked first, then waited for together: a wait per fork would add a scheduling
+    # round-trip per host on a machine busy with the agents already started.
     for host in hosts:
         try:
-            spawn_supervisor(lab, host)
+            ready.append(spawn_supervisor(lab, host)[1])
         except OSError as e:
             print(f"zygote: cannot start the supervisor of {host}: {e}", file=sys.stderr)
             failed += 1
+    late = wait_ready(ready)
+    if late:
+        print(f"zygote: {len(late)} supervisors still starting", file=sys.stderr, flush=True)
     print(READY if not failed else f"zygote: {failed} of {len(hosts)} not started", flush=True)
     # The caller reads until EOF: let go of its pipe, then stay the supervisors' parent.
     devnull = os.open(os.devnull, os.O_RDWR)
