@@ -207,3 +207,33 @@ def test_agents_are_forks_in_their_host_holding_nothing_of_the_fork_server() -> 
         labmod.down(name)
     # It ends with its last supervisor.
     assert wait_until(lambda: not os.path.exists(f"/proc/{zygote}") or _stat(zygote)[0] == "Z")
+
+
+def test_up_completes_a_half_finished_up() -> None:
+    """What a crash in the middle of `up` leaves: the host's port in the underlay, its peer not
+    yet moved into the host. `up` replaces the port and the host gets its address."""
+    name = "t" + secrets.token_hex(4)
+    ul = f"onet-{name}-ul"
+    try:
+        netns.create(ul)
+        netns.create(f"onet-{name}-node1")
+        for cmd in (
+            ["ip", "link", "add", "br0", "type", "bridge"],
+            ["ip", "link", "add", "node1", "type", "veth", "peer", "name", "node1-e"],
+        ):
+            subprocess.run(["ip", "netns", "exec", ul, *cmd], check=True)
+        labmod.up(name, 1)
+        assert labmod.status(name)[0].healthy
+        ports = subprocess.run(
+            ["ip", "netns", "exec", ul, "ip", "-o", "link"], capture_output=True, text=True
+        ).stdout
+        assert "node1-e" not in ports and "node1@" in ports
+        addr = subprocess.run(
+            ["ip", "netns", "exec", f"onet-{name}-node1", "ip", "-4", "-o", "addr", "show", "eth0"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert "192.168.0.11/24" in addr
+    finally:
+        labmod.down(name)
+    assert _leftovers(name) == []
