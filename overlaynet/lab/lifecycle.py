@@ -27,6 +27,7 @@ from pathlib import Path
 from overlaynet import api
 from overlaynet.host import links, netns
 from overlaynet.lab import hosttune, zygote
+from overlaynet.lab.progress import Progress
 from overlaynet.names import NAMESPACE_PREFIX, check_lab_name, lab_namespace, lab_of_namespace
 from overlaynet.paths import HostPaths, lab_dir, make_private_dir, run_root, write_private
 
@@ -124,15 +125,15 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     ul = lab_namespace(lab, UNDERLAY)
     netns.create(ul)
     _ensure_underlay_bridge(ul)
-    _ensure_hosts(lab, ul, wanted)
+    shown = Progress(progress)
+    _ensure_hosts(lab, ul, wanted, shown)
     untuned = hosttune.tune_hosts([lab_namespace(lab, h.name) for h in wanted])
-    if untuned and progress:
-        print(f"{len(untuned)} hosts' underlay ports left untuned (slower)", flush=True)
+    if untuned:
+        shown.note(f"{len(untuned)} hosts' underlay ports left untuned (slower)")
     start_agents(lab, [host.name for host in wanted])
-    for host in wanted:
+    for n, host in enumerate(wanted, 1):
         wait_for_agent(lab, host.name)
-        if progress:
-            print(f"{host.name}  {host.ip}  agent ready", flush=True)
+        shown.step("agents ready", n, len(wanted), f"{host.name}  {host.ip}  agent ready")
     if swarm:
         form_swarm(lab, wanted)
     return wanted
@@ -157,7 +158,7 @@ def _ensure_underlay_bridge(ul: str) -> None:
         sock.link("set", index=links.index_of(sock, UNDERLAY_BRIDGE), state="up")
 
 
-def _ensure_hosts(lab: str, ul: str, hosts: list[LabHost]) -> None:
+def _ensure_hosts(lab: str, ul: str, hosts: list[LabHost], shown: Progress) -> None:
     """Each host's namespace, underlay port and address, where missing. One netlink socket in
     the underlay serves every host, and each veth is made by one request: enslaved to the
     bridge, up, its peer already `eth0` inside the host."""
@@ -165,7 +166,8 @@ def _ensure_hosts(lab: str, ul: str, hosts: list[LabHost]) -> None:
     with links.ipr(ul) as underlay:
         bridge = links.index_of(underlay, UNDERLAY_BRIDGE)
         ports = {str(link.get("ifname")): int(link["index"]) for link in underlay.get_links()}
-        for host in hosts:
+        for n, host in enumerate(hosts, 1):
+            shown.step("hosts set up", n - 1, len(hosts))
             ns = lab_namespace(lab, host.name)
             netns.create(ns)
             with links.ipr(ns) as inside:
@@ -189,6 +191,7 @@ def _ensure_hosts(lab: str, ul: str, hosts: list[LabHost]) -> None:
                 eth0 = links.index_of(inside, "eth0")
                 inside.addr("add", index=eth0, address=host.ip, prefixlen=prefixlen)
                 inside.link("set", index=eth0, state="up")
+    shown.step("hosts set up", len(hosts), len(hosts))
 
 
 def agent_pid(lab: str, host: str) -> int | None:
