@@ -122,17 +122,22 @@ class SwarmMember:
         both list each other (promoted back to back) could elect one another on empty logs.
         """
         cluster = store.load().cluster
-        if snap is None and cluster is None:
+        remembered = RaftLog.remembered_members(self._journal_path)
+        assert self.joined is not None
+        # Only the node that ran `swarm init` starts a Raft cluster of its own; any other
+        # manager without members of its own to go by (a new one, or one whose copy predates
+        # Raft) asks, or it would lead a cluster of one beside the real one.
+        founder = cluster is not None and cluster.leader_id == self.joined.node_id
+        if snap is None and remembered is None and not founder:
             try:
                 snap = await self.client().call("state.snapshot")
             except (ClusterError, OSError) as e:
                 log.warning("cannot get the Raft key from the managers: %s", e)
                 return None
-        remembered = RaftLog.remembered_members(self._journal_path)
         if snap is not None and snap.get("raft_key"):
             members = [str(m) for m in snap.get("raft_members") or []]
             return str(snap["raft_key"]), remembered if remembered is not None else members
-        if cluster is None:
+        if cluster is None or (remembered is None and not founder):
             return None
         return raft_password(cluster.root_key), remembered or []
 
