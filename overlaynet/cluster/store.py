@@ -7,7 +7,9 @@ command or none of it, and a restarted manager loads exactly what it had answere
 Beside the records it keeps the leader's request log: the answer to every write, keyed by
 (sender, request id), committed in the same transaction as the write's changes. A write that is
 repeated (a client's retry, or a captured frame replayed, even after a restart) gets the first
-answer and changes nothing.
+answer and changes nothing. Under Raft (raft_replica.py) every manager writes the answers it
+applies from the log, so a new leader knows them too, and the store also keeps its position in
+the log (the last Raft index and entry applied), in the same transaction as what they brought.
 """
 
 from __future__ import annotations
