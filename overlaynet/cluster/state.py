@@ -782,9 +782,9 @@ class ClusterState:
         if self.cluster is not None and node.id == self.cluster.leader_id:
             raise ClusterError(
                 ErrorKind.CONFLICT,
-                f"{node.hostname} is the swarm's leader and cannot be {action}: overlaynet has no "
-                "leader election, so the leader stays until the swarm is dissolved "
-                "(`swarm leave --force` on it)",
+                f"{node.hostname} is the swarm's Raft leader and cannot be {action}: "
+                "once another manager leads (stop this one's agent, or wait for an election), "
+                "do it from that manager",
             )
 
     def remove_node(self, ref: str, *, force: bool = False, alive: bool = True) -> Node:
@@ -893,6 +893,25 @@ class ClusterState:
             manager_status=ManagerStatus.REACHABLE,
             manager_addr=f"{node.addr}:{manager_port}",
         )
+
+    def follow_leader(self, node_id: str, *, now: float) -> bool:
+        """Raft elected manager `node_id` (issue 14): the cluster record and the managers'
+        MANAGER STATUS follow, so the node protected from demotion and removal is the one that
+        leads now, not the one that ran `swarm init`. Whether anything changed."""
+        cluster = self.require_cluster()
+        node = self.find_node(node_id)
+        if node.role is not Role.MANAGER:
+            raise ClusterError(ErrorKind.CONFLICT, f"{node.hostname} is not a manager")
+        changed = False
+        for other in self.managers():
+            status = ManagerStatus.LEADER if other.id == node_id else ManagerStatus.REACHABLE
+            if other.manager_status is not status:
+                self._replace_node(other, now, manager_status=status)
+                changed = True
+        if cluster.leader_id != node_id:
+            self._put(CLUSTER, _CLUSTER_KEY, _doc(dataclasses.replace(cluster, leader_id=node_id)))
+            changed = True
+        return changed
 
     def demote(self, ref: str, *, now: float) -> Node:
         node = self.find_node(ref)

@@ -216,7 +216,7 @@ def test_the_last_manager_cannot_be_demoted(swarm: ClusterState) -> None:
 
 def test_the_leader_cannot_be_demoted_because_there_is_no_election(swarm: ClusterState) -> None:
     swarm.promote("node2", now=NOW)
-    refused(swarm, ErrorKind.CONFLICT, "no leader election", swarm.demote, "node1", now=NOW)
+    refused(swarm, ErrorKind.CONFLICT, "Raft leader", swarm.demote, "node1", now=NOW)
 
 
 def test_removing_a_dead_worker_frees_its_addresses_and_credential(swarm: ClusterState) -> None:
