@@ -17,7 +17,6 @@ import logging
 
 from overlaynet.agent import hostcore
 from overlaynet.agent.containers import ContainerOps
-from overlaynet.agent.hostcore import check_hostname
 from overlaynet.agent.hostrecords import Allocation
 from overlaynet.agent.networks import NetworkOps
 from overlaynet.agent.requests import ContainerCreate
@@ -25,8 +24,8 @@ from overlaynet.errors import ApiError
 from overlaynet.host import process
 from overlaynet.model import Container, Network
 
-# Allocation: the planes (tasks, lb) import it from here; check_hostname: run's tests.
-__all__ = ["Allocation", "Runtime", "check_hostname"]
+# Allocation: the planes (tasks, lb) import it from here.
+__all__ = ["Allocation", "Runtime"]
 
 log = logging.getLogger(__name__)
 

@@ -897,28 +897,27 @@ def cmd_lab_ls(ns: argparse.Namespace) -> int:
 
 
 def cmd_lab_capture(ns: argparse.Namespace) -> int:
-    """Frames on the lab's underlay (or a host's port), decoded layer by layer."""
-    from overlaynet import lab
+    """Frames on the lab's underlay, a host's port or in a container, decoded layer by layer."""
+    from pathlib import Path
+
     from overlaynet.lab import capture
-    from overlaynet.names import lab_namespace
 
     name = ns.name or ns.lab
-    where = lab_namespace(name, "ul") if ns.on == "underlay" else lab_namespace(name, ns.on)
-    iface = "br0" if ns.on == "underlay" else "eth0"
-    if where not in lab.namespaces_of(name):
-        raise CliError(f"lab {name} has no {ns.on}: see `overlaynet lab ls`")
-    frames = capture.capture(where, iface, ns.count, ns.filter, ns.seconds)
-    if not frames:
-        print(f"no frames matching {ns.filter!r} within {ns.seconds:.0f} s")
-        return 1
-    print(capture.render(frames))
-    return 0
+    write = Path(ns.write) if ns.write else None
+    try:
+        return capture.run(
+            name, ns.on, ns.container, ns.host, ns.count, ns.filter, ns.seconds, write
+        )
+    except (capture.CaptureError, OSError) as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_lab_demo(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from overlaynet.lab import demo
 
-    return demo.run(ns.name or "demo", keep=ns.keep)
+    return demo.run(ns.name or "demo", keep=ns.keep, out=Path(ns.out) if ns.out else None)
 
 
 def cmd_lab_ui(ns: argparse.Namespace) -> int:
@@ -1248,15 +1247,27 @@ def build_parser() -> argparse.ArgumentParser:
     c = lab.add_parser("capture", help="capture underlay frames and decode them layer by layer")
     c.add_argument("--name", help="lab name (default: --lab)")
     c.add_argument("--on", default="underlay", help="'underlay' (the lab's switch) or a host")
+    c.add_argument("--container", help="capture on this container's eth0 (inner frames)")
+    c.add_argument(
+        "-H", "--host", default=argparse.SUPPRESS, help="the --container's host (default: any)"
+    )
     c.add_argument("-c", "--count", type=int, default=8, help="frames to capture")
-    c.add_argument("--filter", default="udp port 4789", help="tcpdump filter")
+    c.add_argument(
+        "--filter", help="tcpdump filter (default 'udp port 4789'; in a container: every frame)"
+    )
     c.add_argument("--seconds", type=float, default=10.0, help="give up after (at most 30)")
+    c.add_argument("-w", "--write", metavar="FILE", help="write the frames to a pcap file")
     c.set_defaults(func=cmd_lab_capture)
     c = lab.add_parser("demo", help="walk through the tutorial on a fresh lab")
     c.add_argument("--name", help="lab name (default: demo)")
     c.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
+    c.add_argument(
+        "--out", metavar="DIR", help="folder for each part's picture (default ./overlaynet-demo)"
+    )
     c.set_defaults(func=cmd_lab_demo)
-    c = lab.add_parser("ui", help="serve a live web view of the lab (read-only)")
+    c = lab.add_parser(
+        "ui", help="serve a live web view of the lab (read-only unless --allow-actions)"
+    )
     c.add_argument("--lab", "--name", dest="ui_lab", help="lab name (default: the global --lab)")
     c.add_argument("--port", type=int, default=8080, help="TCP port (0: any free one)")
     c.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")

@@ -278,19 +278,6 @@ def test_run_t_output_reaches_the_client_and_the_log(lab2: Lab) -> None:
     lab2.ok("node1", "rm", "ttylog")
 
 
-def test_sigterm_of_a_foreground_run_with_rm_removes_the_container(lab2: Lab) -> None:
-    argv = _cli_argv(lab2, "node1", "run", "--rm", "--name", "terminated", "alpine", "sleep", "100")
-    client = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_until(lambda: "terminated" in lab2.ok("node1", "ps"))
-        client.send_signal(signal.SIGTERM)
-        assert client.wait(timeout=60) == 143, client.stderr.read() if client.stderr else ""
-    finally:
-        if client.poll() is None:
-            client.kill()
-    assert "terminated" not in lab2.ok("node1", "ps", "--all")
-
-
 def test_a_dit_container_keeps_its_terminal_when_the_agent_dies(fresh_lab: Lab) -> None:
     lab = fresh_lab
     lab.ok("node1", "run", "-dit", "--name", "keeper", "alpine", "sh")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overlaynet.agent.runtime import check_hostname
+from overlaynet.agent.hostcore import check_hostname
 from overlaynet.cli.logtail import Tail, TailError, parse_tail, tail_lines
 from overlaynet.cli.main import build_parser
 from overlaynet.errors import InvalidArgument
