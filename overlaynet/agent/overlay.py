@@ -8,6 +8,9 @@ ones the control plane learns. The VTEP itself lives in `dataplane/`.
 An encrypted overlay (`--opt encrypted`, issue 18) gets the data keys the managers hand out
 (`set_data_keys`, before the TAP joins the bridge, so no frame ever leaves it plain) and takes
 no static peers or endpoints: those may be kernel VTEPs, which cannot open sealed frames.
+
+`--opt learning=on` (`dataplane.options`) turns on the VTEP's MAC learning for the network, for
+static-peer overlays toward kernel VTEPs; `network inspect` shows it under DataPlane.learning.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from overlaynet.dataplane.datakeys import ENCRYPTED_OPTION
 from overlaynet.dataplane.fdb import RemoteEndpoint
+from overlaynet.dataplane.options import learning_wanted
 from overlaynet.dataplane.seal import DataKey
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.host import links
@@ -80,6 +84,7 @@ class OverlayDriver:
                 "managers yet: retry in a moment"
             )
         self._check_static(net)
+        learning = learning_wanted(net.options)
         tap = KernelNames.tap(net.id)
         vtep.add_network(net.vni, tap, net.mtu)
         self._vni_of[net.id] = net.vni
@@ -87,6 +92,9 @@ class OverlayDriver:
         try:
             if keys:
                 vtep.set_keys(net.vni, keys)
+            if learning:
+                # Before the TAP joins the bridge: the first reply already teaches a MAC.
+                vtep.set_learning(net.vni)
             with links.ipr() as sock:
                 idx = links.index_of(sock, tap)
                 bridge = links.index_of(sock, net.bridge_ifname)
