@@ -52,6 +52,8 @@ class Network:
     # remote endpoints given by hand, {"mac", "host", "ip"}; kept so a restart restores them.
     peers: list[str] = field(default_factory=list)
     static_endpoints: list[dict[str, str | None]] = field(default_factory=list)
+    # The swarm's routing-mesh network (`"Ingress": true` in inspect, as Docker's).
+    ingress: bool = False
 
     @property
     def bridge_ifname(self) -> str | None:

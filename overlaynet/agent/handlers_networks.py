@@ -87,15 +87,26 @@ class NetworkRequests:
         nets: list[dict[str, Any]] = snap["networks"]
         return nets
 
+    async def _swarm_network_doc(self, ref: str) -> dict[str, Any] | None:
+        """A swarm network this host has no copy of: a manager asks the managers; another host
+        knows only what `network ls` shows it, the ingress network (from its state snapshot)."""
+        if self.agent.swarm.is_manager:
+            doc: dict[str, Any] = await self.agent.swarm.call("network.inspect", network=ref)
+            return doc
+        for doc in await self._swarm_networks():
+            if doc.get("ingress") and ref in (doc.get("name"), doc.get("id")):
+                return {k: v for k, v in doc.items() if k != "data_keys"}
+        return None
+
     async def network_inspect(self, req: rq.NetworkInspect) -> Any:
         rt = self.agent.runtime
         ref = req.network
         try:
             net = rt.network(ref)
         except NotFound:
-            if not self.agent.swarm.is_manager:
+            doc = await self._swarm_network_doc(ref)
+            if doc is None:
                 raise
-            doc = await self.agent.swarm.call("network.inspect", network=ref)
             return views.network_doc(
                 hostcore.network_from_swarm(doc),
                 [],

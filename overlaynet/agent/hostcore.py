@@ -67,6 +67,7 @@ def network_from_swarm(doc: Mapping[str, Any]) -> Network:
         labels=dict(doc.get("labels") or {}),
         attachable=bool(doc["attachable"]),
         vni=int(doc["vni"]),
+        ingress=bool(doc.get("ingress")),
     )
 
 

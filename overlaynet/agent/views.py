@@ -59,7 +59,7 @@ def network_doc(
         "IPAM": {"Driver": "default", "Options": None, "Config": config},
         "Internal": net.internal,
         "Attachable": net.attachable,
-        "Ingress": False,
+        "Ingress": net.ingress,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": False,
         "Containers": members,

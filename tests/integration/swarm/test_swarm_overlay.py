@@ -94,3 +94,21 @@ def test_containers_keep_working_with_no_manager(swarm3: Lab) -> None:
         labmod.up(swarm3.name, 3)
     swarm3.ok("node2", "rm", "-f", "n2")
     swarm3.ok("node3", "rm", "-f", "n3")
+
+
+def test_a_worker_inspects_the_ingress_network_its_network_ls_lists(swarm3: Lab) -> None:
+    """`network ls` on a worker lists ingress (as Docker's does); inspecting it there used to be
+    "not found" until a published task had brought it to the host (seen in `lab graph`)."""
+    assert " ingress " in swarm3.ok("node3", "network", "ls")
+    doc = json.loads(swarm3.ok("node3", "network", "inspect", "ingress"))[0]
+    assert doc["Name"] == "ingress"
+    assert doc["Ingress"] is True
+    assert doc["IPAM"]["Config"][0]["Subnet"] == "10.255.0.0/16"
+    assert "data_keys" not in json.dumps(doc)
+    # A user overlay no container on node3 uses stays the managers' business, as before.
+    swarm3.ok("node1", "network", "create", "-d", "overlay", "only-managers")
+    assert "not found" in swarm3.cli("node3", "network", "inspect", "only-managers").stderr
+    assert json.loads(swarm3.ok("node1", "network", "inspect", "ingress"))[0]["Ingress"] is True
+    assert (
+        json.loads(swarm3.ok("node1", "network", "inspect", "only-managers"))[0]["Ingress"] is False
+    )
