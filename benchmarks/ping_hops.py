@@ -35,6 +35,9 @@ HOPS = ("c1", "tap1", "ul1", "ul2", "tap2", "c2")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle", action="store_true", help="no iperf3 load")
+    parser.add_argument(
+        "--vtep-args", default="", help="extra vtep_main arguments, e.g. '--spin-us 300'"
+    )
     parser.add_argument("--name", help="report name (default: ping-hops-loaded/idle)")
     args = parser.parse_args()
     from scapy.layers import vxlan  # noqa: F401  (binds port 4789, so captures decode)
@@ -46,8 +49,9 @@ def main() -> int:
     with Testbed("onet-bhp-") as tb:
         o1, o2 = tb.add_host("o1", 81), tb.add_host("o2", 82)
         c1, c2 = tb.add_container(o1, "c1", 81), tb.add_container(o2, "c2", 82)
-        tb.start_vtep(o1, [o2])
-        tb.start_vtep(o2, [o1])
+        extra = tuple(args.vtep_args.split())
+        tb.start_vtep(o1, [o2], extra=extra)
+        tb.start_vtep(o2, [o1], extra=extra)
         tb.exec(c1.ns, "ping", "-c", "2", "-i", "0.2", c2.ip)
         load: subprocess.Popen[bytes] | None = None
         if not args.idle:

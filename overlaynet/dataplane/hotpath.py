@@ -21,6 +21,7 @@ import select
 import socket
 import struct
 import sys
+import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, TypeAlias
@@ -50,8 +51,15 @@ if TYPE_CHECKING:
 #: the datagrams in it), before the loop looks at its other fds again. It bounds how long a lone
 #: frame (a ping, an ACK) waits behind the other direction's bulk: 256 GRO buffers of 44
 #: segments were ~3 ms of merging, and a ping under a 1-stream load took 3.4 ms (issue 15);
-#: 128 is ~3 full batches or super-frames, still amortising each epoll_wait over many frames.
-DRAIN_BUDGET = 128
+#: 128 was ~3 full batches or super-frames. 32 (with `LOOP_NICE`) halved the ping under a
+#: 1-stream load again, 1.13-1.28 -> 0.39-0.78 ms in one run, for -3 % on the stream
+#: (benchmarks/profiles/loaded-latency-budget.md); 16 cost a quarter of the throughput.
+DRAIN_BUDGET = 32
+#: Nice value of the loop's thread: every frame waits for this thread's wake-up, on a busy
+#: 2-core machine a wait for a CPU behind iperf3 and everything else (the kernel's VXLAN runs in
+#: softirq, ahead of all processes). Alone it moved the loaded ping little; with a budget of 32
+#: see above. It does not help an idle ping (no CPU to wait for).
+LOOP_NICE = -10
 #: Seconds between aging sweeps of learned FDB entries (Linux vxlan sweeps every FDB_AGE_INTERVAL,
 #: 10 s); the loop also wakes this often when idle, which costs nothing measurable.
 AGE_SWEEP_INTERVAL = 10.0
@@ -178,6 +186,10 @@ class HotLoop:
         #: The armed packet trace (`tracing.Tracer`), set and cleared by the VTEP; None (the
         #: default) costs one check per drain and per frame.
         self.tracer: Tracer | None = None
+        #: Nice value for the loop's thread (0: leave it), applied when `serve()` starts.
+        self.nice = LOOP_NICE
+        #: Frames (datagrams) one drain takes before the loop looks at its other fds again.
+        self.drain_budget = DRAIN_BUDGET
 
     def add(self, net: Network) -> None:
         """Start moving frames for `net`."""
@@ -228,6 +240,8 @@ class HotLoop:
         # The held datagrams' heap itself: a list's truth test per wake-up is all that
         # impairments cost while nothing is held.
         held = self._held.heap
+        if self.nice:
+            self._set_priority()
         while not self._stopping:
             # A timeout only so learned entries age on an idle host: one clock read per
             # wake-up, not per frame.
@@ -256,6 +270,16 @@ class HotLoop:
                     net = self._by_fd.get(fd)
                     if net is not None:
                         self._drain_tap(net, fd)
+
+    def _set_priority(self) -> None:
+        """Give the loop's own thread (not the rest of the process) the `nice` value: every
+        frame waits for this thread's wake-up, which on a busy machine is a wait for a CPU
+        (the kernel's VXLAN runs in softirq and never waits behind processes). Refused
+        (no CAP_SYS_NICE): counted, and the loop runs at its inherited priority."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        except OSError:
+            self._counters["priority_refused"] += 1
 
     # -- impairments (`impair`): only reached while some peer is impaired ---------------------
 
@@ -347,7 +371,7 @@ class HotLoop:
         # Batches put aside for another flow's frames, by flow (ports and addresses) and
         # destination MAC: parts, count, size, most, FDB entry, targets.
         parked: dict[bytes, _Parked] = {}
-        for _ in range(DRAIN_BUDGET):
+        for _ in range(self.drain_budget):
             try:
                 frame = read(fd, READ_SIZE)
             except BlockingIOError:
@@ -509,7 +533,7 @@ class HotLoop:
         p_sender = ""
         p_hend = p_dlen = p_plen = p_total = p_cap = p_mask = p_expect = p_step = 0
         payloads: list[bytes] = []
-        budget = DRAIN_BUDGET
+        budget = self.drain_budget
         while budget > 0:
             try:
                 data, ancillary, _flags, address = recvmsg(READ_SIZE, _GRO_CMSG_SPACE)

@@ -38,7 +38,7 @@ from overlaynet.dataplane.fdb import (
     as_ipv4,
     as_mac,
 )
-from overlaynet.dataplane.hotpath import SOL_UDP, UDP_GRO, HotLoop
+from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE, SOL_UDP, UDP_GRO, HotLoop
 from overlaynet.dataplane.impair import Impairment, ImpairModel
 from overlaynet.dataplane.offload import (
     SO_ATTACH_REUSEPORT_CBPF,
@@ -175,6 +175,8 @@ class Vtep:
         socket_buffer: int = SOCKET_BUFFER,
         batch: bool = True,
         learned_max_age: float = LEARNED_MAX_AGE,
+        nice: int = LOOP_NICE,
+        drain_budget: int = DRAIN_BUDGET,
     ) -> None:
         self.local_ip = as_ipv4(local_ip)
         self.port = port
@@ -212,6 +214,8 @@ class Vtep:
             tx_gso=self._tx_gso if batch else None,
         )
         self._loop.learned_max_age = learned_max_age
+        self._loop.nice = nice
+        self._loop.drain_budget = drain_budget
         #: What `set_impairments` was last given (for views; the loop holds the models).
         self.impairments: dict[str, Impairment] = {}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from overlaynet.dataplane.fdb import LEARNED_MAX_AGE
+from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE
 from overlaynet.dataplane.seal import DataKey, SealError, parse_key
 from overlaynet.dataplane.switching import DEFAULT_MTU
 from overlaynet.dataplane.vtep import Vtep
@@ -73,6 +74,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--key", action="append", default=[], type=_key, metavar="ID=HEX",
         help="encrypt the network (AES-GCM, 16- or 32-octet key); the first seals, all open",
     )  # fmt: skip
+    p.add_argument(
+        "--nice", type=int, default=LOOP_NICE,
+        help="nice value of the forwarding thread (negative: woken ahead of other processes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--drain-budget", type=int, default=DRAIN_BUDGET, metavar="FRAMES",
+        help="frames one drain of an fd takes before the others are looked at",
+    )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
@@ -97,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         strict=args.strict,
         batch=args.batch,
         learned_max_age=args.learned_max_age,
+        nice=args.nice,
+        drain_budget=args.drain_budget,
     )
     try:
         vtep.add_network(args.vni, args.tap, args.mtu)
