@@ -246,16 +246,20 @@ def start_agents(lab: str, hosts: list[str]) -> list[str]:
         for host in todo:
             _exec_supervisor(lab, host)
         return todo
-    argv = [sys.executable, "-m", "overlaynet.lab.zygote", lab, *todo]
+    argv = [sys.executable, "-m", "overlaynet.lab.zygote", lab]
     proc = subprocess.Popen(
         argv,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         cwd="/",
     )
-    assert proc.stdout is not None
+    assert proc.stdin is not None and proc.stdout is not None
+    # A few bytes per host: far below a pipe's buffer, so this write never waits on the reader.
+    # A zygote that died at once is told by what it said (read below), not by this write.
+    with contextlib.suppress(BrokenPipeError), proc.stdin:
+        proc.stdin.write("".join(f"{h}\n" for h in todo).encode())
     with proc.stdout:
         said = _read_to_eof(proc.stdout.fileno(), ZYGOTE_TIMEOUT).decode(errors="replace")
     lines = said.strip().splitlines()

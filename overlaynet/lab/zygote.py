@@ -215,11 +215,14 @@ def supervise_pid_file(lab: str, host: str) -> Path:
 
 
 def _enter_netns(name: str) -> None:
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot enter network namespace {name}: {e.strerror}") from None
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
-            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
+            raise OSError(err, f"cannot enter network namespace {name}: {os.strerror(err)}")
     finally:
         os.close(fd)
 
@@ -249,26 +252,37 @@ def preload() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) < 2:
-        print("usage: python -m overlaynet.lab.zygote LAB HOST [HOST…]", file=sys.stderr)
+    if not args:
+        print(
+            "usage: python -m overlaynet.lab.zygote LAB [HOST…] (or hosts on stdin, one a line)",
+            file=sys.stderr,
+        )
         return 2
-    lab, hosts = args[0], args[1:]
+    # Hosts come on stdin from `lifecycle.start_agents`, which keeps every supervisor's and
+    # agent's command line (a copy of this one) short.
+    lab, hosts = args[0], args[1:] or sys.stdin.read().split()
     _name_process("onet-zygote")
     preload()
-    failed = 0
-    ready: list[int] = []
+    failed: list[str] = []
+    ready: dict[int, str] = {}
     # All forked first, then waited for together: a wait per fork would add a scheduling
     # round-trip per host on a machine busy with the agents already started.
     for host in hosts:
         try:
-            ready.append(spawn_supervisor(lab, host)[1])
+            ready[spawn_supervisor(lab, host)[1]] = host
         except OSError as e:
             print(f"zygote: cannot start the supervisor of {host}: {e}", file=sys.stderr)
-            failed += 1
-    late = wait_ready(ready)
+            failed.append(host)
+    late = wait_ready(list(ready))
     if late:
         print(f"zygote: {len(late)} supervisors still starting", file=sys.stderr, flush=True)
-    print(READY if not failed else f"zygote: {failed} of {len(hosts)} not started", flush=True)
+    for host in (h for fd, h in ready.items() if fd not in late):
+        if not supervise_pid_file(lab, host).exists():
+            out = HostPaths(host, lab).state_dir / "agent.out"
+            print(f"zygote: the supervisor of {host} ended at once (see {out})", file=sys.stderr)
+            failed.append(host)
+    sys.stderr.flush()
+    print(READY if not failed else f"zygote: {len(failed)} of {len(hosts)} not started", flush=True)
     # The caller reads until EOF: let go of its pipe, then stay the supervisors' parent.
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):

@@ -6,6 +6,8 @@ import os
 import secrets
 import subprocess
 
+import pytest
+
 from overlaynet import lab as labmod
 from overlaynet.host import netns
 from overlaynet.lab import lifecycle
@@ -234,6 +236,24 @@ def test_up_completes_a_half_finished_up() -> None:
             text=True,
         ).stdout
         assert "192.168.0.11/24" in addr
+    finally:
+        labmod.down(name)
+    assert _leftovers(name) == []
+
+
+def test_a_supervisor_that_cannot_start_is_named_at_once() -> None:
+    """A host whose namespace is gone: its supervisor cannot enter it and ends; `start_agents`
+    says so with the host's name and where its output is, instead of waiting out a timeout."""
+    name = "t" + secrets.token_hex(4)
+    try:
+        labmod.up(name, 1)
+        with pytest.raises(labmod.LabError) as e:
+            lifecycle.start_agents(name, ["node9"])
+        assert "supervisor of node9 ended at once" in str(e.value)
+        assert "node9/agent.out" in str(e.value)
+        out = HostPaths("node9", name).state_dir / "agent.out"
+        assert f"cannot enter network namespace onet-{name}-node9" in out.read_text()
+        assert labmod.status(name)[0].healthy  # the lab's own host is untouched
     finally:
         labmod.down(name)
     assert _leftovers(name) == []
