@@ -2,42 +2,27 @@
 one probe from a container, each hop it took, and where and why it stopped.
 
 The CLI only asks agents: the source host plans (DNS inside FROM) and sends; every lab host's
-VTEP is armed first and its records fetched after; `trace.verdict` reads them all.
+VTEP is armed first and its records fetched after; `trace.verdict` reads them all. The
+orchestration is `trace.run` (the web view runs it too); this module is its command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import secrets
 from typing import Any
 
-from overlaynet.cli.main import CliError, call
-from overlaynet.dataplane.tracing import TraceMatch
-from overlaynet.trace import probe
-from overlaynet.trace.model import PeerReport, Resolution, SourceReport
-from overlaynet.trace.verdict import explain, table
-
-#: The VTEPs stay armed this long: plan, arm every host, probe (its wait) and collect.
-ARM_SECONDS = 15.0
-#: Ephemeral source ports / ICMP identifiers for the probe (Linux's default local port range).
-PORT_LOW, PORT_HIGH = 32768, 60999
-#: A quick answer for hosts that may be down: arming and collecting are local look-ups.
-PEER_WAIT = 5.0
+from overlaynet.cli.main import DEFAULT_WAIT, CliError, call
+from overlaynet.trace import run
+from overlaynet.trace.verdict import table
 
 
 def parse_proto(spec: str) -> tuple[str, int]:
-    """`icmp`, `tcp:PORT` or `udp:PORT` → (protocol, port)."""
-    name, _, port = spec.partition(":")
-    if name == "icmp" and not port:
-        return "icmp", 0
-    if name in ("tcp", "udp") and port.isdigit() and 1 <= int(port) <= 65535:
-        return name, int(port)
-    raise argparse.ArgumentTypeError(f"invalid protocol {spec!r}: use icmp, tcp:PORT or udp:PORT")
-
-
-def _on(ns: argparse.Namespace, host: str) -> argparse.Namespace:
-    return argparse.Namespace(**{**vars(ns), "host": host})
+    """`icmp`, `tcp:PORT` or `udp:PORT` → (protocol, port), for argparse."""
+    try:
+        return run.parse_proto(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _lab_hosts(ns: argparse.Namespace) -> list[tuple[str, str]]:
@@ -50,66 +35,24 @@ def _lab_hosts(ns: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def run_trace(ns: argparse.Namespace) -> dict[str, Any]:
-    """Plan, arm, probe, collect and explain: the trace as JSON."""
+    """The trace as JSON (trace.run does the work; this CLI only supplies its `call`)."""
+
     source_host = ns.host or "node1"
+
+    def ask(host: str, op: str, wait: float | None, **args: Any) -> Any:
+        # The source host is asked as -H said (none: the CLI's own default host).
+        on = ns if host == source_host else argparse.Namespace(**{**vars(ns), "host": host})
+        try:
+            return call(on, op, DEFAULT_WAIT if wait is None else wait, **args)
+        except CliError as e:
+            raise run.CallFailed(str(e)) from None
+
     proto, port = ns.proto
-    plan = call(ns, "trace.plan", container=ns.source, to=ns.to, network=ns.network)
-    resolution = None if plan["resolution"] is None else Resolution.from_json(plan["resolution"])
-    if plan["dst_ip"] is None:
-        trace = explain(None, [], resolution, plan.get("host", source_host))
-        return {**trace.to_json(), "source": None, "peers": []}
-    ip_id = 1 + secrets.randbelow(0xFFFE)
-    sport = PORT_LOW + secrets.randbelow(PORT_HIGH - PORT_LOW)
-    match = {
-        "src": plan["src_ip"],
-        "dst": plan["dst_ip"],
-        "proto": proto,
-        "ip_id": ip_id,
-        "sport": sport,
-        "dport": port,
-    }
-    others = [(h, ip) for h, ip in _lab_hosts(ns) if h != source_host]
-    down: dict[str, str] = {}
-    for host in [source_host, *(h for h, _ in others)]:
-        try:
-            call(_on(ns, host), "trace.arm", wait=PEER_WAIT, seconds=ARM_SECONDS, **match)
-        except CliError as e:
-            if host == source_host:
-                raise
-            down[host] = _why_down(str(e))
-    packet = probe.build(TraceMatch.from_json(match), ns.size)
-    doc = call(
-        ns,
-        "trace.probe",
-        container=ns.source,
-        packet=packet.hex(),
-        network=plan["network"],
-        reply_wait=ns.wait,
-    )
-    source = SourceReport.from_json(doc)
-    peers = []
-    for host, ip in others:
-        if host in down:
-            peers.append(PeerReport(host, ip, down[host]))
-            continue
-        try:
-            got = call(_on(ns, host), "trace.records", wait=PEER_WAIT)
-        except CliError as e:
-            peers.append(PeerReport(host, ip, _why_down(str(e))))
-            continue
-        peers.append(PeerReport(host, str(got.get("ip") or ip), None, list(got["vtep"])))
-    trace = explain(source, peers, resolution)
-    return {
-        **trace.to_json(),
-        "source": source.to_json(),
-        "peers": [p.__dict__ for p in peers],
-    }
-
-
-def _why_down(message: str) -> str:
-    if "Cannot connect" in message or "did not answer" in message:
-        return "its agent does not answer"
-    return message
+    req = run.TraceRequest(source_host, ns.source, ns.to, proto, port, ns.network, ns.size, ns.wait)
+    try:
+        return run.run_trace(ask, req, _lab_hosts(ns))
+    except run.CallFailed as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_trace(ns: argparse.Namespace) -> int:

@@ -2,9 +2,10 @@
 
 Read-only by default: every route but the actions is GET (Starlette answers 405 to anything
 else), and nothing here can reach an agent; the page learns only what the watchers put in the
-hub. The actions (POST /api/actions/capture, /api/actions/ping: a bounded underlay capture,
-a ping between the lab's containers; actions.py) answer 403 unless the server was started with
-`--allow-actions`. They take JSON only (a cross-site form cannot send it without a CORS
+hub. The actions (POST /api/actions/capture, /api/actions/ping, /api/actions/trace: a bounded
+underlay capture, a ping between the lab's containers, a trace from one of them to a lab
+address or name; actions.py, trace.py; one at a time) answer 403 unless the server was
+started with `--allow-actions`. They take JSON only (a cross-site form cannot send it without a CORS
 preflight, which this server never grants) and refuse a foreign Origin.
 
 The stream is server-sent events (text/event-stream): a `snapshot` message first (the whole
@@ -32,7 +33,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from overlaynet.trace.run import CallFailed
 from overlaynet.web import actions, packets
+from overlaynet.web import trace as web_trace
 from overlaynet.web.feed import SEND_INTERVAL
 from overlaynet.web.hub import Hub, TooManyClients
 
@@ -155,6 +158,25 @@ def make_app(
             hub.counters["pings"] += 1
             return JSONResponse({"ping": await actions.ping(hub.lab, spec)}, headers=_no_store())
 
+    async def trace(request: Request) -> Response:
+        body = await action_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            req = web_trace.trace_request(body, hub.view)
+        except web_trace.TraceRefused as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        if action_lock.locked():
+            return JSONResponse({"error": "another action is running"}, status_code=409)
+        async with action_lock:
+            hub.counters["traces"] += 1
+            try:
+                doc = await web_trace.run_in_lab(hub.lab, req, hub.view)
+            except CallFailed as e:
+                hub.counters["traces_failed"] += 1
+                return JSONResponse({"error": str(e)}, status_code=502)
+        return JSONResponse(doc, headers=_no_store())
+
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=_no_store())
 
@@ -179,6 +201,7 @@ def make_app(
             Route("/events", events),
             Route("/api/actions/capture", capture, methods=["POST"]),
             Route("/api/actions/ping", ping, methods=["POST"]),
+            Route("/api/actions/trace", trace, methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=[
