@@ -46,13 +46,24 @@ def tune_hosts(namespaces: list[str], ifname: str = "eth0") -> list[str]:
         try:
             feature: int | None = None
             for ns in namespaces:
+                # Each setting on its own: one the kernel refuses does not skip the other.
                 try:
                     _enter(netns_mod.path(ns))
+                except OSError:
+                    failed.append(ns)
+                    continue
+                done = True
+                try:
                     _bridge_skips_netfilter()
+                except OSError:
+                    done = False
+                try:
                     if feature is None:
                         feature = feature_index(ifname)
                     set_feature(ifname, feature, on=True)
                 except OSError:
+                    done = False
+                if not done:
                     failed.append(ns)
         except BaseException as exc:
             errors.append(exc)

@@ -1,7 +1,8 @@
 """The one-machine lab: emulated hosts as namespaces on an underlay bridge of the lab's own.
 
     onet-<lab>-ul      the underlay: bridge `br0`, one port per host (named after the host)
-    onet-<lab>-nodeN   a host: `lo`, `eth0` 192.168.0.(10+N)/24 on the underlay, one agent
+    onet-<lab>-nodeN   a host: `lo`, `eth0` 192.168.0.(10+N)/24 on the underlay (a /23 past
+                       244 hosts), one agent under its supervisor, both forks of one zygote
     onet-<lab>-nodeN-… that host's containers (made by its agent)
 
 Nothing touches the root namespace's links, addresses or routes, and the lab hosts have no

@@ -1,7 +1,9 @@
 """A lab host's supervisor: restarts its agent when the agent dies on its own, as systemd's
 `Restart=on-failure` does for the agent on a VM (vagrant/provision.sh).
 
-`python -m overlaynet.lab.supervise PIDFILE -- AGENT ARGV…` runs the agent and waits. What
+A lab's supervisors are forks of `overlaynet.lab.zygote`, which hands `supervise` a `start`
+that forks the agent; `python -m overlaynet.lab.supervise PIDFILE -- AGENT ARGV…` (the lab's
+`OVERLAYNET_LAB_SPAWN=exec`) runs the agent as a program instead. Either way it waits. What
 happens next is `decide()`'s, a pure function: an agent that exits 0 was asked to stop; SIGTERM
 and SIGINT are stops too; SIGKILL is the lab's way of crashing a host on purpose (tests and
 benchmarks kill -9 an agent to see its host declared dead), so it is not undone either. Anything

@@ -10,7 +10,7 @@ import pytest
 
 from overlaynet import lab as labmod
 from overlaynet.host import netns
-from overlaynet.lab import lifecycle
+from overlaynet.lab import hosttune, lifecycle
 from overlaynet.paths import HostPaths
 from tests.integration.labs import wait_until
 
@@ -257,3 +257,27 @@ def test_a_supervisor_that_cannot_start_is_named_at_once() -> None:
     finally:
         labmod.down(name)
     assert _leftovers(name) == []
+
+
+def test_host_tuning_sets_what_it_can_and_names_the_hosts_it_could_not() -> None:
+    tag = secrets.token_hex(4)
+    tuned, no_port, gone = (f"onet-t{tag}-node{n}" for n in (1, 2, 3))
+    nf = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+
+    def sh(ns: str, cmd: str) -> str:
+        return subprocess.run(
+            ["ip", "netns", "exec", ns, "sh", "-c", cmd], capture_output=True, text=True
+        ).stdout
+
+    try:
+        for ns in (tuned, no_port):
+            netns.create(ns)
+        sh(tuned, "ip link add eth0 type veth peer name p0")
+        has_nf = sh(no_port, f"test -e {nf} && echo 1 > {nf} && echo yes").strip() == "yes"
+        assert hosttune.tune_hosts([tuned, no_port, gone]) == [no_port, gone]
+        assert "rx-udp-gro-forwarding: on" in sh(tuned, "ethtool -k eth0")
+        if has_nf:  # br_netfilter loaded: the sysctl is set even where the port is missing
+            assert sh(no_port, f"cat {nf}").strip() == "0"
+    finally:
+        for ns in (tuned, no_port):
+            netns.remove(ns)
