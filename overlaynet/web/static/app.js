@@ -71,6 +71,14 @@ function initGraph() {
       } },
       { selector: "edge[kind='bridge']", style: { "line-color": COLOURS.bridge } },
       { selector: "edge[?stale]", style: { "opacity": 0.4 } },
+      // A trace's path (trace.py path_on_graph) and where it stopped.
+      { selector: ".trace", style: {
+        "border-width": 4, "border-color": "#d81b60", "line-color": "#d81b60", "width": 4,
+      } },
+      { selector: "node.trace[kind='container']", style: { "width": 30, "height": 30 } },
+      { selector: ".trace-stop", style: {
+        "border-width": 6, "border-color": "#b71c1c", "border-style": "double",
+      } },
     ],
   });
   window.onetCy = cy;  // for the browser tests and for poking at it from the console
@@ -178,6 +186,7 @@ function drawGraph() {
       else have.data(e.data);
     }
   });
+  markTrace();
   const key = nodes.map((n) => n.data.id).sort().join(" ");
   if (key !== shapeKey) {
     shapeKey = key;
@@ -327,7 +336,7 @@ function redraw(touched) {
   drawGraph();
   drawHosts(touched);
   drawSummary();
-  if (actionsAllowed()) drawPacketChoices();
+  if (actionsAllowed()) { drawPacketChoices(); drawTraceChoices(); }
 }
 
 function actionsAllowed() {
@@ -336,6 +345,7 @@ function actionsAllowed() {
 
 function onSnapshot(msg) {
   byId("packets-panel").hidden = !msg.actions;
+  byId("trace-panel").hidden = !msg.actions;
   view.clear();
   for (const [k, v] of Object.entries(msg.view)) view.set(k, v);
   byId("lab-name").textContent = "lab " + msg.lab;
@@ -437,6 +447,83 @@ function drawPackets(packets) {
     return el("li", { class: "packet", "data-vni": p.vni ?? "", "data-index": i },
       el("span", { class: "meta" }, `#${i + 1} ${p.length} bytes`), layers, join);
   }));
+}
+
+// ---- a trace (only with --allow-actions) -----------------------------------------------
+
+// The last trace's path on the graph: element ids, kept across redraws (new elements too).
+let tracePath = { nodes: [], edges: [], stop: null };
+
+function markTrace() {
+  cy.elements().removeClass("trace trace-stop");
+  for (const id of [...tracePath.nodes, ...tracePath.edges]) {
+    cy.getElementById(id).addClass("trace");
+  }
+  if (tracePath.stop) cy.getElementById(tracePath.stop).addClass("trace-stop");
+}
+
+function drawTraceChoices() {
+  const ctrs = records("container").map(([, c]) => c)
+    .filter((c) => c.state === "running" && c.networks.some((n) => n.ip))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  fillSelect(byId("trace-from"),
+    ctrs.map((c) => [`${c.host}/${c.name}`, `${c.name} on ${c.host}`]));
+  const list = byId("trace-targets");
+  const names = ctrs.flatMap((c) => [c.name,
+    ...c.networks.filter((n) => n.ip).map((n) => n.ip.split("/")[0])]);
+  if (list.children.length !== names.length) {
+    list.replaceChildren(...names.map((v) => el("option", { value: v })));
+  }
+}
+
+async function runTrace(ev) {
+  ev.preventDefault();
+  const status = byId("trace-status");
+  const [host, container] = byId("trace-from").value.split("/");
+  const kind = byId("trace-proto").value;
+  const proto = kind === "icmp" ? "icmp" : `${kind}:${byId("trace-port").value}`;
+  const body = { host, container, to: byId("trace-to").value.trim(), proto };
+  status.textContent = "tracing…";
+  byId("trace-go").disabled = true;
+  try {
+    const res = await fetch("/api/actions/trace", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const doc = await res.json();
+    if (!res.ok) { status.textContent = doc.error || res.statusText; return; }
+    status.textContent = "";
+    drawTrace(doc);
+  } catch (e) {
+    status.textContent = "trace failed: " + e;
+  } finally {
+    byId("trace-go").disabled = false;
+  }
+}
+
+function drawTrace(doc) {
+  const first = doc.hops.find((h) => h.t != null)?.t;
+  byId("trace-hops").replaceChildren(...doc.hops.map((h, i) => el("li",
+    { class: "hop", "data-host": h.host, "data-stage": h.stage },
+    el("span", { class: "meta" }, `#${i + 1}` +
+      (h.t != null && first != null ? ` +${((h.t - first) * 1000).toFixed(3)} ms` : "")),
+    " ", el("b", {}, h.host), " ", el("span", { class: "kind" }, h.stage), " ",
+    h.where, " — ", h.decision)));
+  const result = byId("trace-result");
+  if (doc.reached) {
+    result.textContent = "Result: answered";
+    result.className = "reached";
+  } else if (doc.stop) {
+    const on = doc.stop.host ? ` on ${doc.stop.host}` : "";
+    result.textContent = `Result: stopped at ${doc.stop.where}${on}: ${doc.stop.why}`;
+    result.className = "stopped";
+  }
+  result.dataset.stopWhere = doc.stop ? doc.stop.where : "";
+  tracePath = doc.path || { nodes: [], edges: [], stop: null };
+  markTrace();
+}
+
+if (byId("trace-form")) {
+  byId("trace-form").addEventListener("submit", runTrace);
 }
 
 if (byId("packets-form")) {
