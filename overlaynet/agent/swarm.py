@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ class SwarmMember:
             return str(snap["raft_key"]), remembered if remembered is not None else members
         if cluster is None or (remembered is None and not founder):
             return None
-        return raft_password(cluster.root_key), remembered or []
+        return raft_password(cluster.root_key, cluster.raft_epoch), remembered or []
 
     async def _start_server(self, snap: dict[str, Any] | None = None) -> None:
         assert self._nursery is not None and self.joined is not None
@@ -253,6 +254,60 @@ class SwarmMember:
             "node_id": result.node_id,
             "worker_token": result.worker_token,
             "manager_addr": result.manager_addr,
+        }
+
+    async def force_new_cluster(self) -> dict[str, Any]:
+        """`swarm init --force-new-cluster` (issue 14), on a manager that lost its quorum for
+        good: it keeps its committed state and becomes a Raft cluster of one, as Docker's.
+
+        The state (cluster.db) gets a new Raft epoch (a new Raft password: the old members
+        cannot vote in the new cluster), this node as leader and the other managers as workers
+        (ClusterState.force_new_cluster), written straight to the store: there is no quorum to
+        commit it through. The old journal goes; the store forgets its place in the old log,
+        so the new leader's first entry is a genesis of the whole state, which every manager
+        promoted or joined later receives."""
+        if self.joined is None or self.server is None:
+            raise InvalidArgument(
+                "--force-new-cluster recovers a swarm on one of its managers: this node is not "
+                "a manager of a swarm"
+            )
+        node_id = self.joined.node_id
+        me = self.server.state.nodes.get(node_id)
+        if me is None or me.role is not Role.MANAGER:
+            # Checked before the server stops: a demoted manager's server runs until it notices.
+            raise Conflict("this node is no longer a manager of its swarm")
+        replica = self.server.replica
+        await self._stop_server()
+        if replica is not None and not await replica.raft.wait_closed():
+            log.warning("force-new-cluster: the old Raft engine has not stopped yet")
+        store = ClusterStore(self._store_path)
+        try:
+            state = store.load()
+            try:
+                demoted = state.force_new_cluster(node_id, now=time.time())
+            except ClusterError as e:
+                raise api_error(e) from None
+            store.save(state)
+            store.forget_raft()
+            for path in RaftLog.files(self._journal_path):
+                path.unlink(missing_ok=True)
+            cluster = state.require_cluster()
+            me = state.nodes[node_id]
+        finally:
+            store.close()
+        log.warning(
+            "force-new-cluster: a new Raft cluster of one (epoch %d); managers made workers: %s",
+            cluster.raft_epoch,
+            ", ".join(n.hostname for n in demoted) or "none",
+        )
+        self.joined = dataclasses.replace(self.joined, managers=(str(me.manager_addr),))
+        self._save()
+        await self._start_server()
+        return {
+            "node_id": node_id,
+            "worker_token": cluster.token(Role.WORKER),
+            "manager_addr": me.manager_addr,
+            "demoted": sorted(n.hostname for n in demoted),
         }
 
     async def join(self, token: str, remote: str, advertise_addr: str) -> dict[str, Any]:

@@ -1171,8 +1171,9 @@ class ManagerServer:
         the Raft cluster and so receive the state it is derived from."""
         if self.replica is None or acting.role is not Role.MANAGER:
             return {}
+        cluster = self.state.require_cluster()
         return {
-            "raft_key": raft.raft_password(self.state.require_cluster().root_key),
+            "raft_key": raft.raft_password(cluster.root_key, cluster.raft_epoch),
             # What a new member starts with (swarm.py): the Raft cluster as it stands.
             "raft_members": self.replica.status().members,
         }

@@ -61,6 +61,8 @@ CONNECTION_RETRY = 0.5
 # A leader that hears from no quorum this long steps down, so writes fail fast with the quorum
 # message instead of waiting on a leader that cannot commit (PySyncObj's default: 30 s).
 LEADER_FALLBACK = 2.0
+# PySyncObj's thread ends at its next tick after `destroy`; a busy 2-core machine may delay it.
+CLOSE_TIMEOUT = 5.0
 # Log compaction serialises the PySyncObj object (pickle of its attributes); the state lives in
 # each manager's SQLite store instead, so compaction stays off and the journal keeps every entry
 # (a new member is sent the whole log, genesis first). Bounded compaction is left for later.
@@ -73,9 +75,13 @@ OnEntry = Callable[[int, str], None]
 OnDone = Callable[[bool, str], None]
 
 
-def raft_password(root_key_hex: str) -> str:
-    """PySyncObj's password for a swarm: only holders of the root key (managers) know it."""
-    return hmac.new(bytes.fromhex(root_key_hex), _PASSWORD_LABEL, hashlib.sha256).hexdigest()
+def raft_password(root_key_hex: str, epoch: int = 0) -> str:
+    """PySyncObj's password for a swarm: only holders of the root key (managers) know it.
+    `epoch` (Cluster.raft_epoch) is bumped by `swarm init --force-new-cluster`: the members of
+    the Raft cluster before it keep the old password, so they cannot talk (or vote) in the new
+    one. Epoch 0 is the first cluster's, derived as before epochs existed."""
+    label = _PASSWORD_LABEL if epoch == 0 else _PASSWORD_LABEL + b" epoch %d" % epoch
+    return hmac.new(bytes.fromhex(root_key_hex), label, hashlib.sha256).hexdigest()
 
 
 def fail_reason(code: int) -> str:
@@ -115,6 +121,7 @@ class RaftLog:
         self.journal = journal
         self._on_entry = on_entry
         self._obj: _ReplicatedLog | None = None
+        self._closing: _ReplicatedLog | None = None
         self._remembered: list[str] | None = None
         self._token: trio.lowlevel.TrioToken | None = None
 
@@ -196,7 +203,19 @@ class RaftLog:
         """Stop PySyncObj's thread and close its sockets (returns at once)."""
         if self._obj is not None:
             self._obj.destroy()
+            self._closing = self._obj
             self._obj = None
+
+    async def wait_closed(self, seconds: float = CLOSE_TIMEOUT) -> bool:
+        """Wait (at most `seconds`) until `close` ran and PySyncObj's thread has ended, i.e.
+        its port and journal are free; whether it has."""
+        with trio.move_on_after(seconds):
+            while self._obj is not None or (
+                self._closing is not None and self._closing.tick_thread_alive()
+            ):
+                await trio.sleep(TICK)
+            return True
+        return False
 
     def _hurry(self) -> None:
         """PySyncObj's thread, at the end of each tick: a lone leader commits an entry at the

@@ -145,6 +145,11 @@ class ClusterStore:
         remember it was seen, change nothing else."""
         self.apply([], 0, raft=(raft_index, None))
 
+    def forget_raft(self) -> None:
+        """A new Raft log starts (`swarm init --force-new-cluster`): this copy has applied none
+        of its entries yet; its records stay, and become the new log's genesis."""
+        self._db.execute("DELETE FROM meta WHERE key IN (?, ?)", (_RAFT_INDEX, _RAFT_TIP))
+
     def raft_position(self) -> tuple[int, str | None]:
         """The last Raft log index applied here (0: none) and the last entry applied (None:
         not even the genesis)."""
