@@ -34,6 +34,16 @@ def _lab_hosts(ns: argparse.Namespace) -> list[tuple[str, str]]:
     return [(h.name, h.ip) for h in lab.read_hosts(ns.lab)]
 
 
+def _partitions(ns: argparse.Namespace) -> run.Partitions | None:
+    """The lab's partition rules as the trace reads them; none outside a lab."""
+    if ns.lab in (None, "", "none"):
+        return None
+    from overlaynet.trace.partition import partitioned
+
+    lab_name = str(ns.lab)
+    return lambda source, peers: partitioned(lab_name, source, peers)
+
+
 def run_trace(ns: argparse.Namespace) -> dict[str, Any]:
     """The trace as JSON (trace.run does the work; this CLI only supplies its `call`)."""
 
@@ -50,7 +60,7 @@ def run_trace(ns: argparse.Namespace) -> dict[str, Any]:
     proto, port = ns.proto
     req = run.TraceRequest(source_host, ns.source, ns.to, proto, port, ns.network, ns.size, ns.wait)
     try:
-        return run.run_trace(ask, req, _lab_hosts(ns))
+        return run.run_trace(ask, req, _lab_hosts(ns), partitions=_partitions(ns))
     except run.CallFailed as e:
         raise CliError(str(e)) from None
 
@@ -66,6 +76,7 @@ def cmd_trace(ns: argparse.Namespace) -> int:
             [Hop(**h) for h in doc["hops"]],
             doc["reached"],
             None if doc["stop"] is None else Stop(**doc["stop"]),
+            outcome=str(doc.get("outcome", "")),
         )
         print(table(trace))
     return 0 if doc["reached"] else 1

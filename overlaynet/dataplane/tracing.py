@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from overlaynet.dataplane.seal import KEY_ID_OFFSET
 from overlaynet.dataplane.switching import Network, flow_hash
 from overlaynet.wire.ethernet import mac_to_str
 
@@ -137,6 +138,9 @@ class Tracer:
         # The last datagram recorded at ingress: with encrypted networks on the host the loop
         # offers each datagram twice (before and after opening); a plain one is recorded once.
         self._last_ingress: tuple[str, bytes] = ("", b"")
+        # The key id of the last sealed datagram per sender: opening clears that octet, so it
+        # is read before and reported with the opened frame's record.
+        self._sealed_with: dict[str, int] = {}
 
     def _open(self) -> bool:
         return len(self.records) < self.limit and self._clock() < self.deadline
@@ -161,6 +165,9 @@ class Tracer:
             else 0,
             "encrypted": net.seal is not None,
         }
+        if net.seal is not None:
+            # The key the loop is about to seal this frame with (the keyring's primary).
+            record["key_id"] = net.seal.primary
         entry = net.fdb.get(frame[0:6])
         if len(frame) > net.mtu + 14:
             record.update(decision="drop_too_big", targets=[])
@@ -187,7 +194,10 @@ class Tracer:
             return
         net = networks.get(datagram[4:7])
         if sealed and net is not None and net.seal is not None:
-            return  # the inner frame is sealed here; the record comes from its egress side
+            # The inner frame is sealed here: the record comes after opening; keep its key id.
+            if len(self._sealed_with) < self.limit or sender in self._sealed_with:
+                self._sealed_with[sender] = datagram[KEY_ID_OFFSET]
+            return
         kind = self.matcher.classify(datagram[8:])
         if kind is None or not self._open() or (sender, datagram) == self._last_ingress:
             return
@@ -202,6 +212,9 @@ class Tracer:
             "member": sender in members,
             "length": len(datagram) - 8,
         }
+        if net is not None and net.seal is not None:
+            record["encrypted"] = True
+            record["key_id"] = self._sealed_with.pop(sender, 0)  # 0: not seen sealed
         if sender not in members:
             record["decision"] = "drop_not_member"
         elif net is None:

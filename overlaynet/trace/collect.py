@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from overlaynet.dataplane.tracing import TraceMatch
 from overlaynet.errors import InvalidArgument, Unavailable
 from overlaynet.model import Container, Network
 from overlaynet.names import KernelNames
@@ -77,7 +78,10 @@ class TracePlane:
             dst = str(ipaddress.IPv4Address(req.to))
         except ValueError:
             named = req.network or (nets[0][0].name if nets else "")
-            resolution = await trio.to_thread.run_sync(probe.resolve, ns, req.to, named)
+            subnet = None
+            if req.network is not None:
+                subnet = self.agent.runtime.network(req.network).subnet or None
+            resolution = await trio.to_thread.run_sync(probe.resolve, ns, req.to, named, subnet)
             if resolution.address is None:
                 return {"resolution": resolution.__dict__, "dst_ip": None}
             dst = resolution.address
@@ -129,6 +133,11 @@ class TracePlane:
             oep = other.endpoint_on(net.id)
             if oep is not None and oep.ip == match.dst and other.id != c.id:
                 dst_container, dst_port = other.name, KernelNames.veth_host(oep.id)
+        lb = await self._vip(net.id, match)
+        if lb is not None and not dst_container:
+            # A VIP is an address of this host's load-balancer sandbox: the probe's first
+            # stop is that sandbox's veth, where its nft table decides.
+            dst_container, dst_port = str(lb["sandbox"]), str(lb.pop("port"))
         ports = await trio.to_thread.run_sync(_bridge_ports, bridge)
         result = await trio.to_thread.run_sync(
             probe.send_and_watch, ns, ep.ifname, veth, ports, match, packet, req.reply_wait
@@ -158,8 +167,61 @@ class TracePlane:
             captures=result.captures,
             vtep=vtep.trace_records() if vtep is not None else [],
             local_ip=self.agent.overlay.local_ip or "",
+            lb=lb,
         )
         return report.to_json()
+
+    async def _vip(self, network_id: str, match: TraceMatch) -> dict[str, Any] | None:
+        """When the probe's destination is a VIP balanced on this host: the sandbox, its veth,
+        the service, and what its nft table (`host.nft.VipBalancer`) does with the probe's
+        port: "dnat" to its backends, or "reject" (no running task)."""
+        plane = self.agent.lb
+        sb = plane.sandboxes.get(network_id)
+        if sb is None or match.dst not in sb.addresses:
+            return None
+        box = self.agent.runtime.containers.get(sb.container_id)
+        ep = box.endpoint_on(network_id) if box is not None else None
+        keys = [
+            k
+            for k in sb.vips
+            if k.vip == match.dst and k.protocol == match.proto and k.port in (None, match.dport)
+        ]
+        service = ""
+        for svc in self.agent.service_names.services:
+            if any(nid == network_id and str(vip) == match.dst for nid, vip in svc.vips):
+                service = svc.name
+        async with plane.kernel:
+            view = await trio.to_thread.run_sync(sb.balancer.view)
+        backends = [
+            str(b.backend.addr) for v in view.vips if keys and v.key == keys[0] for b in v.backends
+        ]
+        chain = keys[0].chain if keys else ""
+        rejects = bool(chain) and _chain_rejects(view.rules, chain)
+        return {
+            "sandbox": box.name if box is not None else sb.container_id,
+            "port": KernelNames.veth_host(ep.id) if ep is not None else "",
+            "vip": match.dst,
+            "key": str(keys[0]) if keys else f"{match.dst}:{match.dport}/{match.proto}",
+            "service": service,
+            "table": sb.balancer.table,
+            "backends": backends,
+            "rule": "reject" if rejects else ("dnat" if backends else "none"),
+            "chain": chain,
+        }
+
+
+def _chain_rejects(rules: str, chain: str) -> bool:
+    """Whether `chain` in nft's text of the table ends in a reject (a VIP with no backend)."""
+    inside = False
+    for line in rules.splitlines():
+        words = line.split()
+        if words[:2] == ["chain", chain]:
+            inside = True
+        elif inside and words[:1] == ["}"]:
+            return False
+        elif inside and "reject" in words:
+            return True
+    return False
 
 
 def _bridge_ports(bridge: str) -> list[str]:

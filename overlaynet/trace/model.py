@@ -103,6 +103,7 @@ class SourceReport:
     captures: list[Capture] = field(default_factory=list)
     vtep: list[dict[str, Any]] = field(default_factory=list)
     local_ip: str = ""
+    lb: dict[str, Any] | None = None  # the destination is a VIP: `LbRule.to_json`
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> SourceReport:
@@ -117,12 +118,16 @@ class SourceReport:
 @dataclass(frozen=True)
 class PeerReport:
     """Another host's part: its underlay address, and its VTEP records, or why it had none
-    (`down`: its agent did not answer)."""
+    (`down`: its agent did not answer; `partitioned`: the lab's partition rule that cuts it
+    off from the source host; `gossip`: its state in the source host's gossip, "" outside a
+    swarm)."""
 
     host: str
     ip: str
     down: str | None = None
     vtep: list[dict[str, Any]] = field(default_factory=list)
+    partitioned: str | None = None
+    gossip: str = ""
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> PeerReport:
@@ -131,6 +136,8 @@ class PeerReport:
             str(doc.get("ip", "")),
             None if doc.get("down") is None else str(doc["down"]),
             list(doc.get("vtep", [])),
+            None if doc.get("partitioned") is None else str(doc["partitioned"]),
+            str(doc.get("gossip", "")),
         )
 
 
@@ -156,17 +163,20 @@ class Stop:
 
 @dataclass(frozen=True)
 class Trace:
-    """The answer: hops in path order, whether the destination answered, and the stop."""
+    """The answer: hops in path order, whether the destination answered, the stop, and
+    what the answer was (`outcome`: answered, reset by the destination, rejected by a rule)."""
 
     hops: list[Hop]
     reached: bool
     stop: Stop | None
     resolution: Resolution | None = None
+    outcome: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "hops": [asdict(h) for h in self.hops],
             "reached": self.reached,
+            "outcome": self.outcome,
             "stop": None if self.stop is None else asdict(self.stop),
             "resolution": None if self.resolution is None else asdict(self.resolution),
         }

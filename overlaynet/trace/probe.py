@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import select
 import socket
 import struct
@@ -91,8 +92,10 @@ def describe(frame: bytes) -> str:
     return f"IPv4 protocol {proto}"
 
 
-def resolve(netns: str, name: str, network: str) -> Resolution:
-    """Ask the container's resolver (127.0.0.11, inside its namespace) for `name`'s A record."""
+def resolve(netns: str, name: str, network: str, subnet: str | None = None) -> Resolution:
+    """Ask the container's resolver (127.0.0.11, inside its namespace) for `name`'s A record:
+    the first in `subnet` when one is given (a container on several networks has a record on
+    each, in no fixed order), else the first."""
     from dnslib import QTYPE, RCODE, DNSRecord
 
     query = DNSRecord.question(name, "A")
@@ -110,11 +113,16 @@ def resolve(netns: str, name: str, network: str) -> Resolution:
     except Exception as e:  # dnslib raises its own DNSError and struct/index errors
         return Resolution(name, RESOLVER, network, None, f"a malformed answer ({e})")
     rcode = str(RCODE.get(answer.header.rcode))
-    for rr in answer.rr:
+    records = [rr for rr in answer.rr if rr.rtype == QTYPE.A]
+    if subnet is not None:
+        within = ipaddress.IPv4Network(subnet, strict=False)
+        records = [rr for rr in records if ipaddress.IPv4Address(str(rr.rdata)) in within]
+    for rr in records:
         if rr.rtype == QTYPE.A:
             record = f"{str(rr.rname).rstrip('.')} {rr.ttl} IN A {rr.rdata}"
             return Resolution(name, RESOLVER, network, str(rr.rdata), rcode, record)
-    return Resolution(name, RESOLVER, network, None, rcode if rcode != "NOERROR" else "no A record")
+    missing = "no A record" + (f" in {subnet}" if subnet is not None else "")
+    return Resolution(name, RESOLVER, network, None, rcode if rcode != "NOERROR" else missing)
 
 
 def match_of(packet: bytes) -> TraceMatch:

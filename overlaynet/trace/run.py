@@ -8,6 +8,7 @@ call is a `CallFailed` with the message the caller's user should read.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,12 +70,14 @@ def run_trace(
     req: TraceRequest,
     lab_hosts: Sequence[tuple[str, str]],
     check_destination: Callable[[str], None] | None = None,
+    partitions: Partitions | None = None,
 ) -> dict[str, Any]:
     """Plan, arm, probe, collect and explain: the trace as JSON.
 
     `lab_hosts` are (name, underlay address) of every host whose VTEP may carry the probe;
     `check_destination(ip)` may raise CallFailed to refuse the planned destination before
-    anything is armed or sent (the web server sends only to its lab's own addresses)."""
+    anything is armed or sent (the web server sends only to its lab's own addresses);
+    `partitions` names the peers a lab partition cuts off (see `Partitions`)."""
     plan = call(
         req.source_host, "trace.plan", None, container=req.source, to=req.to, network=req.network
     )
@@ -123,12 +126,36 @@ def run_trace(
             peers.append(PeerReport(host, ip, why_down(str(e))))
             continue
         peers.append(PeerReport(host, str(got.get("ip") or ip), None, list(got["vtep"])))
+    peers = with_context(call, req.source_host, peers, partitions)
     trace = explain(source, peers, resolution)
     return {
         **trace.to_json(),
         "source": source.to_json(),
         "peers": [p.__dict__ for p in peers],
     }
+
+
+#: `partitions(source_host, {peer: underlay address})`: the peers a lab's partition rules cut
+#: off from the source host, each with the rule (`trace.partition.partitioned` for a lab).
+Partitions = Callable[[str, dict[str, str]], dict[str, str]]
+
+
+def with_context(
+    call: Caller, source_host: str, peers: list[PeerReport], partitions: Partitions | None
+) -> list[PeerReport]:
+    """The peers with what the source host's gossip says of them and the partitions between
+    them and the source host, so a probe that never arrived names its reason."""
+    states: dict[str, str] = {}
+    try:
+        for m in call(source_host, "gossip.members", PEER_WAIT) or []:
+            states[str(m.get("addr", ""))] = str(m.get("state", ""))
+    except CallFailed:
+        pass  # an agent that cannot say: the trace goes on without gossip's view
+    cut = partitions(source_host, {p.host: p.ip for p in peers}) if partitions else {}
+    return [
+        dataclasses.replace(p, gossip=states.get(p.ip, ""), partitioned=cut.get(p.host))
+        for p in peers
+    ]
 
 
 def why_down(message: str) -> str:

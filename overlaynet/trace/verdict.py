@@ -52,7 +52,41 @@ def explain(
         return Trace(hops, False, Stop("", "container", "the probe was not sent"), resolution)
     walk = _Walk(source, peers, hops)
     stop = walk.run()
-    return Trace(hops, stop is None, stop, resolution)
+    if stop is None:
+        stop = _filtered(source)
+    outcome = _outcome(source) if stop is None else ""
+    return Trace(hops, stop is None, stop, resolution, outcome)
+
+
+def _filtered(s: SourceReport) -> Stop | None:
+    """The stop when the answer came from a load balancer's rule, not from a task: a VIP
+    with no running task is rejected in its sandbox's nft table (`host.nft.VipBalancer`)."""
+    lb = s.lb
+    if not lb or lb.get("rule") != "reject" or not s.reply:
+        return None
+    service = f" of service {lb['service']}" if lb.get("service") else ""
+    why = (
+        f"filtered by a service rule: VIP {lb.get('key', s.dst_ip)}{service} has no running "
+        f"task, and table ip {lb.get('table', 'onet_lb')} in {lb.get('sandbox', 'its sandbox')} "
+        f"rejects it ({s.reply})"
+    )
+    return Stop(s.host, "destination", why)
+
+
+def _outcome(s: SourceReport) -> str:
+    """What the answer says about the destination's port (a closed port's RST is an answer:
+    the path works, nothing listens there)."""
+    port = s.proto.replace(":", "/")
+    who = s.dst_container or s.dst_ip
+    if "RST" in s.reply:
+        return f"reset by the destination {who}: nothing listens on {port}"
+    if "port unreachable" in s.reply:
+        return f"refused by the destination {who}: nothing listens on {port}"
+    if "SYN-ACK" in s.reply:
+        return f"{who} listens on {port}"
+    if s.lb and s.lb.get("backend"):
+        return f"through VIP {s.lb.get('key')} by {s.lb['backend']}"
+    return f"{s.reply or 'a reply'} from {who}"
 
 
 class _Walk:
@@ -153,17 +187,18 @@ class _Walk:
             return Stop(s.host, "vtep", why)
         targets = [str(t) for t in out.get("targets", [])]
         how = "FDB hit" if decision == "fdb_hit" else "no FDB entry: flooded"
+        sealed = f", sealed with key {out.get('key_id')}" if out.get("encrypted") else ""
         self._hop(
             "vtep",
             f"VTEP {out['outer_src']}",
-            f"{how} {out['inner_dst_mac']} -> {', '.join(targets)}, VNI {vni}",
+            f"{how} {out['inner_dst_mac']} -> {', '.join(targets)}, VNI {vni}{sealed}",
             float(out["t"]),
         )
         self._hop(
             "underlay",
             "eth0",
             f"UDP {out['outer_src']}:{out['source_port']} > {', '.join(targets)}:4789 VXLAN "
-            f"vni {vni}",
+            f"vni {vni}" + (" (AES-GCM sealed)" if sealed else ""),
             float(out["t"]),
         )
         delivered: tuple[PeerReport, dict[str, Any]] | None = None
@@ -179,11 +214,7 @@ class _Walk:
                 continue
             got = _first(peer.vtep, "vtep.ingress", "probe")
             if got is None:
-                why = (
-                    f"peer VTEP never received it: nothing from {s.local_ip or 'the source'} on "
-                    f"{peer.host} (underlay loss or partition)"
-                )
-                stops.append(Stop(peer.host, "peer-vtep", why))
+                stops.append(Stop(peer.host, "peer-vtep", self._not_received(peer)))
                 continue
             decision = str(got["decision"])
             if decision != "to_tap":
@@ -194,10 +225,11 @@ class _Walk:
                 }.get(decision, decision)
                 stops.append(Stop(peer.host, "peer-vtep", why))
                 continue
+            opened = f", opened with key {got.get('key_id')}" if got.get("encrypted") else ""
             self._hop(
                 "peer-vtep",
                 f"VTEP {peer.ip}",
-                f"member {got['outer_src']}, VNI {got['vni']}: to the TAP",
+                f"member {got['outer_src']}, VNI {got['vni']}{opened}: to the TAP",
                 float(got["t"]),
                 peer.host,
             )
@@ -232,6 +264,21 @@ class _Walk:
         self._reply_hops()
         return None
 
+    def _not_received(self, peer: PeerReport) -> str:
+        """Why a live peer's VTEP has no record of the probe: what gossip and the lab's
+        partition rules say, else the underlay in general."""
+        s = self.s
+        cut = f"{peer.host} is partitioned from {s.host}"
+        if peer.gossip == "dead":
+            why = f"peer VTEP never received it; host {peer.host} is Down (gossip on {s.host})"
+            return why + (f": {cut} ({peer.partitioned})" if peer.partitioned else "")
+        if peer.partitioned:
+            return f"peer VTEP never received it; {cut} ({peer.partitioned})"
+        return (
+            f"peer VTEP never received it: nothing from {s.local_ip or 'the source'} on "
+            f"{peer.host} (underlay loss or partition)"
+        )
+
     def _reply_hops(self) -> None:
         s = self.s
         veth = self._seen("veth", "reply")
@@ -261,7 +308,7 @@ def table(trace: Trace) -> str:
         for r in [head, *rows]
     ]
     if trace.reached:
-        lines.append("Result: answered")
+        lines.append("Result: answered" + (f": {trace.outcome}" if trace.outcome else ""))
     elif trace.stop is not None:
         at = f" on {trace.stop.host}" if trace.stop.host else ""
         lines.append(f"Result: stopped at {trace.stop.where}{at}: {trace.stop.why}")

@@ -10,6 +10,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, UDPerror
 from scapy.layers.l2 import Ether
 
 from overlaynet.dataplane.fdb import FdbEntry
+from overlaynet.dataplane.seal import DataKey, Sealer
 from overlaynet.dataplane.switching import Network
 from overlaynet.dataplane.tracing import MAX_RECORDS, Matcher, TraceMatch, Tracer
 from overlaynet.wire import vxlan
@@ -152,3 +153,29 @@ def test_a_plain_datagram_offered_again_after_opening_is_recorded_once() -> None
     tracer.ingress(_datagram(PROBE), "192.168.0.12", members, networks, True)
     tracer.ingress(_datagram(PROBE), "192.168.0.12", members, networks, False)
     assert len(tracer.records) == 1
+
+
+def test_an_encrypted_network_records_the_sealing_key_and_matches_after_opening() -> None:
+    # Real sealing both ways: the sender's record names the key it seals with, the receiver's
+    # the key id the datagram carried (opening clears that octet), and the probe is matched
+    # only once it is opened.
+    key = DataKey(7, bytes(range(16)))
+    sender, receiver = _net(), _net()
+    sender.seal = Sealer([key], 7, "192.168.0.11")
+    receiver.seal = Sealer([key], 7, "192.168.0.12")
+    out = _tracer([100.0])
+    out.egress(sender, PROBE)
+    assert out.records[0]["encrypted"] and out.records[0]["key_id"] == 7
+    head, body = sender.seal.seal(vxlan.encode_header(4300), PROBE)
+    wire = head + body
+    networks = {receiver.vni_key: receiver}
+    members = frozenset({"192.168.0.11"})
+    into = _tracer([100.0])
+    into.ingress(wire, "192.168.0.11", members, networks, True)
+    assert into.records == []  # sealed: nothing to match yet
+    opened = receiver.seal.open(wire, "192.168.0.11")
+    assert opened is not None
+    into.ingress(opened, "192.168.0.11", members, networks, False)
+    (rec,) = into.records
+    assert rec["kind"] == "probe" and rec["decision"] == "to_tap"
+    assert rec["encrypted"] and rec["key_id"] == 7
