@@ -72,9 +72,8 @@ function initGraph() {
       { selector: "edge[kind='bridge']", style: { "line-color": COLOURS.bridge } },
       { selector: "edge[?stale]", style: { "opacity": 0.4 } },
       // A trace's path (trace.py path_on_graph) and where it stopped.
-      { selector: ".trace", style: {
-        "border-width": 4, "border-color": "#d81b60", "line-color": "#d81b60", "width": 4,
-      } },
+      { selector: "node.trace", style: { "border-width": 4, "border-color": "#d81b60" } },
+      { selector: "edge.trace", style: { "line-color": "#d81b60", "width": 4 } },
       { selector: "node.trace[kind='container']", style: { "width": 30, "height": 30 } },
       { selector: ".trace-stop", style: {
         "border-width": 6, "border-color": "#b71c1c", "border-style": "double",

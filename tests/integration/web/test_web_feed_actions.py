@@ -6,7 +6,9 @@
 - in Debian's chromium (Selenium, headless) with `--allow-actions`: node1's tables show the FDB
   entry of the peer container on node2 (with counters) and its ARP answer; a ping from the page
   captures the underlay and shows its packets decoded layer by layer with their VNI, each
-  joined to node1's FDB entry that sent it; the page logs no console errors. Screenshots go
+  joined to node1's FDB entry that sent it; a trace from pa to pb (by name) lists both hosts'
+  VTEP hops and "answered" and lights the path on the graph; a trace to a name on another
+  network says it stopped at dns and marks pa; the page logs no console errors. Screenshots go
   under benchmarks/results/web/.
 """
 
@@ -240,4 +242,87 @@ def test_a_pings_packets_appear_decoded_with_their_vni(page: Any, pair: dict[str
     requests_out = [p for p in icmp if "echo-request" in p["text"]]
     assert any("FDB entry on node1" in p["text"] and pair["mac"] in p["text"] for p in requests_out)
     shot(page, "6-packets-decoded")
+    assert problems(page) == []
+
+
+# ---- a trace from the page -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def elsewhere(swarm3: Lab) -> Iterator[str]:
+    """Container pc on node1 on an overlay of its own: a name pa's resolver does not know."""
+    swarm3.ok("node1", "network", "create", "-d", "overlay", "--attachable", "trnet2")
+    swarm3.ok("node1", "run", "-d", "--name", "pc", "--network", "trnet2", "alpine", "top")
+    try:
+        yield "pc"
+    finally:
+        swarm3.cli("node1", "rm", "-f", "pc")
+        swarm3.cli("node1", "network", "rm", "trnet2")
+
+
+def trace_from_page(driver: Any, source: str, to: str) -> dict[str, Any]:
+    """Runs a trace from the page's form; the hops, the result line and the lit elements."""
+    until(driver, "the trace panel", lambda d: d.find_element(By.ID, "trace-panel").is_displayed())
+    until(
+        driver,
+        f"{source} to trace from",
+        lambda d: any(
+            o.get_attribute("value") == source
+            for o in Select(d.find_element(By.ID, "trace-from")).options
+        ),
+    )
+    Select(driver.find_element(By.ID, "trace-from")).select_by_value(source)
+    box = driver.find_element(By.ID, "trace-to")
+    box.clear()
+    box.send_keys(to)
+    driver.execute_script("document.getElementById('trace-result').textContent = ''")
+    driver.find_element(By.ID, "trace-go").click()
+    until(
+        driver,
+        f"the result of the trace to {to}",
+        lambda d: (
+            d.find_element(By.ID, "trace-result").text.startswith("Result:")
+            or d.find_element(By.ID, "trace-status").text not in ("", "tracing…")
+        ),
+    )
+    return dict(
+        driver.execute_script(
+            "return {result: document.getElementById('trace-result').textContent,"
+            " status: document.getElementById('trace-status').textContent,"
+            " hops: [...document.querySelectorAll('#trace-hops li.hop')]"
+            "   .map(h => h.dataset.host + ' ' + h.dataset.stage),"
+            " lit: window.onetCy.$('.trace').map(e => e.id()),"
+            " stop: window.onetCy.$('.trace-stop').map(e => e.id())}"
+        )
+    )
+
+
+@needs_chromium
+def test_a_cross_host_trace_shows_both_vteps_and_answered(page: Any, pair: dict[str, str]) -> None:
+    got = trace_from_page(page, "node1/pa", "pb")
+    assert got["result"] == "Result: answered", got
+    assert "node1 vtep" in got["hops"] and "node2 peer-vtep" in got["hops"], got["hops"]
+    assert "node2 destination" in got["hops"]
+    lit = set(got["lit"])
+    assert {"host/node1", "host/node2", "underlay", "ul:node1", "ul:node2"} <= lit, lit
+    assert sum(1 for e in lit if e.startswith("vtep:") and e.endswith((":node1", ":node2"))) == 2
+    assert any(e.startswith("ctr/node1/") for e in lit) and any(
+        e.startswith("ctr/node2/") for e in lit
+    )
+    assert "host/node3" not in lit and got["stop"] == []
+    shot(page, "7-trace-answered")
+    assert problems(page) == []
+
+
+@needs_chromium
+def test_a_trace_to_a_name_on_another_network_names_the_stop(
+    page: Any, pair: dict[str, str], elsewhere: str
+) -> None:
+    got = trace_from_page(page, "node1/pa", elsewhere)
+    assert got["result"].startswith("Result: stopped at dns on node1"), got
+    assert elsewhere in got["result"]
+    (stop,) = got["stop"]
+    assert stop.startswith("ctr/node1/")  # pa itself: its resolver gave no address
+    assert "underlay" not in got["lit"]
+    shot(page, "8-trace-stopped")
     assert problems(page) == []
