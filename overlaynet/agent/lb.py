@@ -386,6 +386,7 @@ class LbPlane:
         )
         if sb.held_since:
             self.counters["vips_held_for_gossip"] += 1
+            log.info("vips held", extra={"fields": {"services": sorted(sb.held_since)}})
         sb.installed = {s.name for s in ready}
         if sb.gateway_addr is not None:
             wanted = ingress_backends(ready, names.task_ips, nid, sb.gateway_addr)
@@ -405,6 +406,17 @@ class LbPlane:
                 await trio.to_thread.run_sync(set_backends, key, backends)
                 sb.vips[key] = backends
                 self.counters["backend_updates"] += 1
+                log.info(
+                    "vip backends",
+                    extra={
+                        "fields": {
+                            "vip": key.vip,
+                            "port": key.port,
+                            "backends": len(backends),
+                            "proto": key.protocol,
+                        }
+                    },
+                )
         for key in set(sb.vips) - set(wanted):
             await trio.to_thread.run_sync(sb.balancer.remove_vip, key)
             del sb.vips[key]
