@@ -124,6 +124,11 @@ def _bulk_constants(end: int, count: int, mask: int, seg: int) -> tuple[int, int
 
 #: A batch `_drain_tap` put aside for another flow: parts, count, size, most, entry, targets.
 _Parked: TypeAlias = tuple[list[bytes], int, int, int, FdbEntry | None, tuple[str, ...]]
+#: A drain's open batches carried to the queue's next drain: parts, count, size, most, flow key,
+#: destination MAC, entry, targets, and the parked batches.
+_Carried: TypeAlias = tuple[
+    list[bytes], int, int, int, bytes, bytes, FdbEntry | None, tuple[str, ...], dict[bytes, _Parked]
+]
 
 
 class HotLoop:
@@ -190,6 +195,10 @@ class HotLoop:
         self.nice = LOOP_NICE
         #: Frames (datagrams) one drain takes before the loop looks at its other fds again.
         self.drain_budget = DRAIN_BUDGET
+        #: TAP queue fd → the open batch and the parked ones of a drain that ran out of budget
+        #: (`_drain_tap`), with its network, resumed by the queue's next drain. Only the loop
+        #: touches it (a removed network's entry is dropped by `_flush_carried`).
+        self._carried: dict[int, tuple[Network, _Carried]] = {}
 
     def add(self, net: Network) -> None:
         """Start moving frames for `net`."""
@@ -240,13 +249,19 @@ class HotLoop:
         # The held datagrams' heap itself: a list's truth test per wake-up is all that
         # impairments cost while nothing is held.
         held = self._held.heap
+        carried = self._carried
         if self.nice:
             self._set_priority()
         while not self._stopping:
             # A timeout only so learned entries age on an idle host: one clock read per
             # wake-up, not per frame.
-            ready = poll(AGE_SWEEP_INTERVAL if not held else self._until_due(monotonic()))
+            # Batches carried over from a drain: no sleeping before their queue's next turn.
+            ready = poll(
+                0 if carried else AGE_SWEEP_INTERVAL if not held else self._until_due(monotonic())
+            )
             now = monotonic()
+            if carried:
+                self._flush_carried(ready)
             if held:
                 self._release_due(now)
             if now >= next_sweep:
@@ -280,6 +295,16 @@ class HotLoop:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
         except OSError:
             self._counters["priority_refused"] += 1
+
+    def _flush_carried(self, ready: list[tuple[int, int]]) -> None:
+        """Drain the queues holding carried batches that epoll no longer reports (they became
+        empty at the very end of the last drain): the drain finds EAGAIN and sends them."""
+        listed = {fd for fd, _events in ready}
+        for fd, (owner, _state) in [(fd, c) for fd, c in self._carried.items() if fd not in listed]:
+            if self._by_fd.get(fd) is owner:
+                self._drain_tap(owner, fd)
+            else:  # the network was removed meanwhile: its frames have nowhere to go
+                del self._carried[fd]
 
     # -- impairments (`impair`): only reached while some peer is impaired ---------------------
 
@@ -371,6 +396,9 @@ class HotLoop:
         # Batches put aside for another flow's frames, by flow (ports and addresses) and
         # destination MAC: parts, count, size, most, FDB entry, targets.
         parked: dict[bytes, _Parked] = {}
+        carried = self._carried.pop(fd, None)
+        if carried is not None and carried[0] is net:
+            parts, count, size, most, key, dst, entry, targets, parked = carried[1]
         for _ in range(self.drain_budget):
             try:
                 frame = read(fd, READ_SIZE)
@@ -437,6 +465,14 @@ class HotLoop:
             if most == 1:
                 send(net, parts, 1, n - skip, entry, targets)
                 count = 0
+        else:
+            # The budget ran out with frames still queued: the open batches wait for this
+            # queue's next turn (`serve` comes back to it at once, or flushes them should the
+            # queue turn out empty), so a small budget does not cut batches short.
+            if count or parked:
+                state = (parts, count, size, most, key, dst, entry, targets, parked)
+                self._carried[fd] = (net, state)
+            return
         if count:
             send(net, parts, count, size - skip, entry, targets)
         for parts, count, size, _most, entry, targets in parked.values():

@@ -1,6 +1,7 @@
 """The hot loop's scheduling knobs (issue 15, ping under load): the drain budget bounds how many
-frames one drain of an fd takes before the loop looks at the others, and the loop's own thread,
-not the rest of the process, gets the nice value."""
+frames one drain of an fd takes before the loop looks at the others, without cutting GSO batches
+short (a batch open when the budget runs out is carried to the queue's next drain), and the
+loop's own thread, not the rest of the process, gets the nice value."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import time
 from collections import Counter
 
-from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import Ether
 
 from overlaynet.dataplane.fdb import ForwardingDatabase
@@ -27,6 +28,84 @@ def _frame(n: int) -> bytes:
     return bytes(
         Ether(src=MAC_A, dst=MAC_B) / IP(src="10.0.0.2", dst="10.0.0.3") / ICMP(seq=n) / b"x"
     )
+
+
+def _tcp(n: int) -> bytes:
+    return bytes(
+        Ether(src=MAC_A, dst=MAC_B)
+        / IP(src="10.0.0.2", dst="10.0.0.3", flags="DF", id=n)
+        / TCP(sport=40000, dport=5201, seq=1 + n * 1000, ack=1, flags="A")
+        / (bytes([n]) * 1000)
+    )
+
+
+class _Rig:
+    """A loop with GSO batching: a socketpair for the TAP, a loopback sink for the peer."""
+
+    def __init__(self, budget: int) -> None:
+        fdb = ForwardingDatabase()
+        fdb.add(VNI, MAC_B, "127.0.0.1")
+        self.tap, self.bridge = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.tap.setblocking(False)
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sink.bind(("127.0.0.1", 0))
+        self.sink.settimeout(TIMEOUT)
+        self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.gso = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the loop's, never used
+        self.rx.bind(("127.0.0.1", 0))
+        port = self.sink.getsockname()[1]
+        self.loop = HotLoop(self.rx, [self.plain], port, Counter(), tx_gso=[self.gso])
+        self.loop.drain_budget = budget
+        self.net = Network(VNI, self.tap.fileno(), 1450, fdb.table(VNI))
+
+    def close(self) -> None:
+        self.loop.close()
+        for s in (self.tap, self.bridge, self.sink, self.plain, self.gso, self.rx):
+            s.close()
+
+
+def test_a_batch_open_when_the_budget_runs_out_leaves_whole_with_the_next_drain() -> None:
+    rig = _Rig(budget=4)
+    try:
+        frames = [_tcp(n) for n in range(10)]
+        for frame in frames:
+            rig.bridge.send(frame)
+        rig.loop._drain_tap(rig.net)  # 4 read, budget spent: nothing sent yet
+        rig.loop._drain_tap(rig.net)  # 4 more, the same
+        rig.sink.setblocking(False)
+        try:
+            early = rig.sink.recv(65536)
+        except BlockingIOError:
+            early = b""
+        rig.sink.settimeout(TIMEOUT)
+        rig.loop._drain_tap(rig.net)  # the last 2, then EAGAIN: one batch of 10
+        got = [rig.sink.recv(65536)[8:] for _ in frames]
+    finally:
+        rig.close()
+    assert early == b""
+    assert got == frames
+    assert rig.net.counters["tx_gso_batches"] == 1
+
+
+def test_a_carried_batch_leaves_when_its_queue_ran_dry_exactly_at_the_budget() -> None:
+    rig = _Rig(budget=5)
+    try:
+        frames = [_tcp(n) for n in range(5)]
+        for frame in frames:
+            rig.bridge.send(frame)  # queued before the loop runs: its first drain takes all 5
+        rig.loop.add(rig.net)
+        thread = threading.Thread(target=rig.loop.serve)
+        thread.start()
+        try:
+            got = [rig.sink.recv(65536)[8:] for _ in frames]
+        finally:
+            rig.loop.stop()
+            thread.join(TIMEOUT)
+    finally:
+        rig.close()
+    assert got == frames
 
 
 def test_one_drain_takes_at_most_the_budget_and_the_rest_stays_queued() -> None:
