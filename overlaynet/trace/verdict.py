@@ -133,13 +133,21 @@ class _Walk:
                 f"on {s.network} answered, so the probe never left"
             )
             return Stop(host, "container", why)
+        veth = self._seen("veth", "probe")
+        if out is None and veth is None:
+            # Sent, yet seen on no port: the kernel still held it (a neighbour entry not
+            # resolved within the wait), so it is the container, not the veth, that kept it.
+            why = (
+                f"the probe never left {s.container} eth0: no ARP answer for {s.dst_ip} "
+                "came within the wait"
+            )
+            return Stop(host, "container", why)
         self._hop(
             "container",
             f"{s.container} eth0",
             f"sent {what} on {s.network}",
             out.t if out else s.sent_at,
         )
-        veth = self._seen("veth", "probe")
         if veth is None:
             return Stop(host, "veth", f"never reached the host end of {s.container}'s veth")
         self._hop("veth", veth.port, f"{veth.src_mac} > {veth.dst_mac}", veth.t)
@@ -181,7 +189,7 @@ class _Walk:
                 f"no FDB entry for {out['inner_dst_mac']} on VNI {vni} and no peers to flood "
                 "to: dropped (tx_drop_no_peers)"
             )
-            return Stop(s.host, "vtep", why)
+            return Stop(s.host, "vtep", self._gone() + why)
         if decision == "drop_too_big":
             why = f"frame of {out['length']} octets too big for the MTU {out['mtu']}"
             return Stop(s.host, "vtep", why)
@@ -263,6 +271,19 @@ class _Walk:
             return Stop(s.host, "reply", f"the reply never reached {s.container}")
         self._reply_hops()
         return None
+
+    def _gone(self) -> str:
+        """Why the source VTEP may have lost its entries: hosts its gossip has Down take their
+        endpoints and their peer entry with them (so the VTEP has nowhere to send)."""
+        s = self.s
+        dead = [p for p in self.peers if p.gossip == "dead"]
+        if not dead:
+            return ""
+        names = []
+        for p in dead:
+            cut = f", partitioned from {s.host} ({p.partitioned})" if p.partitioned else ""
+            names.append(f"host {p.host} is Down (gossip on {s.host}{cut})")
+        return "; ".join(names) + ", its endpoints left this VTEP: "
 
     def _not_received(self, peer: PeerReport) -> str:
         """Why a live peer's VTEP has no record of the probe: what gossip and the lab's

@@ -178,3 +178,84 @@ def test_an_unanswered_arp_stops_in_the_container() -> None:
     trace = explain(_source(captures=captures, vtep=[]), [])
     assert trace.stop is not None and trace.stop.where == "container"
     assert "ARP for 10.0.0.3 unanswered" in trace.stop.why
+
+
+def test_a_partitioned_peer_is_named_with_the_rule_that_drops_it() -> None:
+    rule = "lab partition: table ip onet_impair on node1: ip saddr 192.168.0.12 drop"
+    peer = PeerReport("node2", N2, None, [], partitioned=rule, gossip="alive")
+    trace = explain(_source(), [peer])
+    assert trace.stop is not None and trace.stop.host == "node2"
+    assert trace.stop.where == "peer-vtep"
+    want = f"peer VTEP never received it; node2 is partitioned from node1 ({rule})"
+    assert trace.stop.why == want
+
+
+def test_a_peer_gossip_has_dead_is_down_even_when_its_agent_answers() -> None:
+    peer = PeerReport("node2", N2, None, [], partitioned="lab partition", gossip="dead")
+    trace = explain(_source(), [peer])
+    assert trace.stop is not None
+    assert trace.stop.why.startswith("peer VTEP never received it; host node2 is Down")
+    # Once the dead host's endpoints left the FDB, the VTEP has nowhere to send: it says why.
+    source = _source(vtep=[_egress("probe", "drop_no_fdb_no_peers", [])])
+    trace = explain(source, [peer])
+    assert trace.stop is not None and trace.stop.where == "vtep"
+    assert "host node2 is Down (gossip on node1, partitioned from node1" in trace.stop.why
+    assert f"no FDB entry for {MAC_B}" in trace.stop.why
+
+
+def test_an_encrypted_overlay_names_the_sealing_and_opening_key() -> None:
+    source, peers = _answered()
+    out = {**source.vtep[0], "encrypted": True, "key_id": 3}
+    source = replace(source, vtep=[out, *source.vtep[1:]])
+    got = {**peers[0].vtep[0], "encrypted": True, "key_id": 3}
+    peers = [replace(peers[0], vtep=[got, *peers[0].vtep[1:]])]
+    trace = explain(source, peers)
+    assert trace.reached
+    decisions = {h.stage: h.decision for h in trace.hops if h.stage != "reply"}
+    assert decisions["vtep"].endswith("VNI 4300, sealed with key 3")
+    assert "AES-GCM sealed" in decisions["underlay"]
+    assert "opened with key 3" in decisions["peer-vtep"]
+
+
+def test_a_reset_is_an_answer_that_says_nothing_listens() -> None:
+    source, peers = _answered()
+    source = replace(source, proto="tcp:81", reply="TCP RST from port 81 (closed)")
+    trace = explain(source, peers)
+    assert trace.reached and trace.stop is None
+    assert trace.outcome == "reset by the destination 10.0.0.3: nothing listens on tcp/81"
+    assert "Result: answered: reset by the destination" in table(trace)
+
+
+def test_a_vip_the_service_rule_rejects_is_filtered_not_answered() -> None:
+    lb = {"sandbox": "lb_ov", "key": "10.0.0.9:*/tcp", "service": "web", "table": "onet_lb",
+          "rule": "reject", "backends": []}  # fmt: skip
+    source = _source(
+        dst_ip="10.0.0.9",
+        proto="tcp:80",
+        same_host=True,
+        dst_container="lb_ov",
+        tap="on-velb",
+        captures=[
+            Capture("container", "eth0", "probe", 100.0001),
+            Capture("veth", "on-vea", "probe", 100.0002, "02:42:0a:00:00:02", MAC_B),
+            Capture("port", "on-velb", "probe", 100.0003),
+        ],
+        reply_at=100.001,
+        reply="TCP RST from port 80 (closed)",
+        lb=lb,
+    )
+    trace = explain(source, [])
+    assert not trace.reached and trace.stop is not None
+    assert trace.stop.where == "destination"
+    assert trace.stop.why.startswith("filtered by a service rule: VIP 10.0.0.9:*/tcp")
+    assert "service web" in trace.stop.why and "table ip onet_lb in lb_ov" in trace.stop.why
+    # The same RST with backends behind the VIP is the destination's own answer.
+    trace = explain(replace(source, lb={**lb, "rule": "dnat", "backends": ["10.0.0.7"]}), [])
+    assert trace.reached and trace.outcome.startswith("reset by the destination lb_ov")
+
+
+def test_a_probe_seen_on_no_port_never_left_the_container() -> None:
+    # The kernel held it (neighbour not resolved in time): the container is named, not the veth.
+    trace = explain(_source(captures=[]), [])
+    assert trace.stop is not None and trace.stop.where == "container"
+    assert trace.stop.why.startswith("the probe never left c1 eth0")
