@@ -26,7 +26,7 @@ def rule_text(table: str, peer_ip: str) -> str:
     """The drop rule of `table` (nft's text) that names `peer_ip`, or ''."""
     for line in table.splitlines():
         words = line.split()
-        if "drop" in words and any(peer_ip in w.strip("{},") for w in words):
+        if "drop" in words and any(w.strip("{},") == peer_ip for w in words):
             return " ".join(words)
     return ""
 
