@@ -302,6 +302,30 @@ def udp_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def interop_ratios(
+    results: dict[str, dict[str, Any]],
+    samples: dict[str, list[dict[str, Any]]],
+    variants: dict[str, list[str]],
+) -> list[str]:
+    """Issue 19's figure: each kernel-VTEP row's 1-stream throughput over the same variant's
+    agent-to-agent row, per round (the goal is >= 1 in every round, both directions); stored in
+    the results as `ratio_to_agents`."""
+    lines = []
+    for name in variants:
+        for row in (f"{name} → {KERNEL_PEER}", f"{KERNEL_PEER} → {name}"):
+            if row not in samples or name not in samples:
+                continue
+            per_round = [
+                mixed["tcp_1_gbps"] / agents["tcp_1_gbps"]
+                for mixed, agents in zip(samples[row], samples[name], strict=True)
+                if agents["tcp_1_gbps"] > 0
+            ]
+            results[row]["ratio_to_agents"] = per_round
+            shown = ", ".join(f"{r:.2f}" for r in per_round)
+            lines.append(f"{row} / {name} (1 stream, per round): {shown}")
+    return lines
+
+
 def _redacted(extra: list[str]) -> list[str]:
     """vtep_main arguments with every --key value hidden: the run's throwaway key stays out of
     the results all the same."""
@@ -396,6 +420,8 @@ def main() -> int:
         results[ENCRYPTED]["ratio_to_plain_overlay"] = ratios
         print(f"{ENCRYPTED} / overlaynet (same run): "
               + ", ".join(f"{f} {r:.2f}" for f, r in ratios.items()))  # fmt: skip
+    for line in interop_ratios(results, samples, variants):
+        print(line)
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; drops: {drops}")
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
