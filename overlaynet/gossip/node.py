@@ -108,13 +108,23 @@ class GossipNode:
         return out
 
     def next_deadline(self) -> float:
-        return min(
+        """When `handle_timer` is next due. The gossip tick counts only while something waits
+        to be gossiped: an idle lab host would otherwise wake every gossip interval (10 times a
+        second in the lab profile) to send nothing (issue 15). Once news is queued the stale
+        tick is due at once, so it leaves without waiting an interval."""
+        deadline = min(
             self.membership.next_deadline(),
-            self.next_gossip_at,
             self.next_push_pull_at,
             self.next_reconnect_at,
             self.next_reap_at,
         )
+        if self.has_gossip():
+            deadline = min(deadline, self.next_gossip_at)
+        return deadline
+
+    def has_gossip(self) -> bool:
+        """Something waits in the member queue or a network's queue."""
+        return bool(len(self._member_queue)) or any(map(len, self._network_queues.values()))
 
     # ---- reads -------------------------------------------------------------------------
 

@@ -206,6 +206,9 @@ class GossipService:
             self._count_drop(exc)
 
     async def _timer_loop(self) -> None:
+        """Sleep until the core's next deadline; every path that gives the core work ends in
+        `_flush`, whose kick makes this loop take the (maybe earlier) deadline again: the core
+        leaves the gossip tick out while nothing is queued (node.py `next_deadline`)."""
         while True:
             deadline = self.node.next_deadline()
             with trio.move_on_at(deadline):
@@ -216,6 +219,8 @@ class GossipService:
             if now >= self.node.next_deadline():
                 self.node.handle_timer(now)
                 self._flush()
+                # Our own flush: the deadline is taken again above, no second pass for it.
+                self._kick = trio.Event()
 
     async def _serve_contained(self, stream: trio.SocketStream) -> None:
         """One push-pull connection: whatever it raises ends it, never the listener."""
