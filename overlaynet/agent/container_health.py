@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("overlaynet.agent.container_health")
 
-# How often the plane looks for due probes and new containers. Docker's shortest useful
-# interval is 1 s; a 0.2 s tick keeps a probe within a fifth of that of its time.
-TICK = 0.2
+# The longest the plane sleeps without a poke (`poke()` when containers change): a safety net
+# should a change come by a path that does not poke; rare enough to cost an idle host nothing
+# (issue 15: a 0.2 s tick woke every idle agent five times a second).
+IDLE_RECHECK = 2.0
 
 Probe = Callable[[str, Sequence[str], float], Awaitable[ProbeResult]]
 
@@ -57,12 +58,20 @@ def checked_entries(containers: Iterable[Container]) -> tuple[list[dict[str, Any
 class ContainerHealth:
     """Keeps each running standalone container's health, probing when due."""
 
-    def __init__(self, containers: Callable[[], Iterable[Container]], probe: Probe) -> None:
+    def __init__(
+        self,
+        containers: Callable[[], Iterable[Container]],
+        probe: Probe,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._containers = containers
         self._probe_fn = probe
+        # Wall clock, as the probes' results are stamped (health.probe); tests pass trio's.
+        self._clock = clock
         self.health = TaskHealth()
         self.counters: Counter[str] = Counter()
         self._bad: set[str] = set()
+        self._poked = trio.Event()
 
     def step(self, now: float) -> list[str]:
         """Follow the containers; the ids whose probe is due now (marked probing)."""
@@ -79,13 +88,33 @@ class ContainerHealth:
     def health_of(self, c: Container) -> Health | None:
         return self.health.states.get(c.id)
 
+    def poke(self) -> None:
+        """Containers changed (one started, stopped, was created or removed): follow them now."""
+        self._poked.set()
+
+    def next_due(self) -> float | None:
+        """When the earliest probe not already running is due (wall clock); None: none is."""
+        waiting = [
+            h.next_probe_at()
+            for cid, h in self.health.states.items()
+            if cid not in self.health.probing
+        ]
+        return min(waiting, default=None)
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Probe when due; otherwise sleep until the earliest due probe, a poke (containers
+        changed, a probe ended) or IDLE_RECHECK, whichever comes first: never a fixed tick."""
         async with trio.open_nursery() as probes:
             task_status.started()
             while True:
-                for cid in self.step(time.time()):
+                self._poked = trio.Event()
+                now = self._clock()
+                for cid in self.step(now):
                     probes.start_soon(self._probe, cid)
-                await trio.sleep(TICK)
+                due = self.next_due()
+                wait = IDLE_RECHECK if due is None else min(IDLE_RECHECK, due - now)
+                with trio.move_on_after(max(0.0, wait)):
+                    await self._poked.wait()
 
     async def _probe(self, cid: str) -> None:
         try:
@@ -102,6 +131,8 @@ class ContainerHealth:
             log.debug("health probe of %s failed to run: %s", cid, e)
         finally:
             self.health.probing.discard(cid)
+            # Its next probe is due an interval from now: the loop takes the new deadline.
+            self.poke()
 
 
 def for_agent(agent: Agent) -> ContainerHealth:
