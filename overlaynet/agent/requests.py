@@ -263,6 +263,7 @@ class SwarmInit(Request):
     OP: ClassVar[str] = "swarm.init"
     advertise_addr: str | None = None
     ingress_subnet: str | None = None
+    force_new_cluster: bool = False
 
 
 @dataclass(frozen=True)

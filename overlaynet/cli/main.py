@@ -697,7 +697,13 @@ def _join_command(token: str, addr: str, host: str | None = None) -> str:
 
 
 def cmd_swarm_init(ns: argparse.Namespace) -> int:
-    res = call(ns, "swarm.init", advertise_addr=ns.advertise_addr, ingress_subnet=ns.ingress_subnet)
+    res = call(
+        ns,
+        "swarm.init",
+        advertise_addr=ns.advertise_addr,
+        ingress_subnet=ns.ingress_subnet,
+        force_new_cluster=ns.force_new_cluster,
+    )
     print(f"Swarm initialized: current node ({res['node_id']}) is now a manager.\n")
     print("To add a worker to this swarm, run the following command:\n")
     print(_join_command(res["worker_token"], res["manager_addr"]) + "\n")
@@ -861,7 +867,7 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
 
     name = ns.name or ns.lab
     try:
-        hosts = lab.up(name, ns.hosts, swarm=ns.swarm)
+        hosts = lab.up(name, ns.hosts, swarm=ns.swarm, progress=sys.stdout.isatty())
     except (lab.LabError, BadName, ApiError) as e:
         raise CliError(str(e)) from None
     rows = [[name, h.name, h.ip, "up"] for h in hosts]
@@ -1142,6 +1148,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sw.add_parser("init", help="make this host a swarm's first manager")
     c.add_argument("--advertise-addr", help="eth0 or IP[:PORT] other hosts reach this one at")
     c.add_argument("--ingress-subnet", help="the routing mesh's subnet (default 10.255.0.0/16)")
+    c.add_argument(
+        "--force-new-cluster",
+        action="store_true",
+        help="on a manager that lost its quorum for good: keep the state, lead a new cluster",
+    )
     c.set_defaults(func=cmd_swarm_init)
     c = sw.add_parser("join", help="join a swarm as a worker or a manager")
     c.add_argument("--token", required=True)

@@ -135,6 +135,9 @@ class Cluster:
     pending_gossip_key: str = ""
     gossip_rotation: KeyStage = KeyStage.IDLE
     gossip_rotation_again: bool = False
+    # Bumped by `swarm init --force-new-cluster` (issue 14): the Raft password is derived from
+    # the root key and this, so members of the Raft cluster before it cannot vote in the new one.
+    raft_epoch: int = 0
 
     @property
     def gossip_keyring(self) -> list[str]:
@@ -912,6 +915,26 @@ class ClusterState:
             self._put(CLUSTER, _CLUSTER_KEY, _doc(dataclasses.replace(cluster, leader_id=node_id)))
             changed = True
         return changed
+
+    def force_new_cluster(self, node_id: str, *, now: float) -> list[Node]:
+        """`swarm init --force-new-cluster` on manager `node_id` (issue 14): it becomes the only
+        manager and the leader, under a new Raft epoch (a new Raft password: the old members'
+        journals cannot vote in the new cluster). The other managers become workers, so one
+        that comes back is not added to Raft with its old key; `node promote` (or a join with
+        the manager token) makes it a fresh manager. Returns the managers demoted."""
+        cluster = self.require_cluster()
+        me = self.find_node(node_id)
+        if me.role is not Role.MANAGER:
+            raise ClusterError(ErrorKind.CONFLICT, f"{me.hostname} is not a manager")
+        demoted = [
+            self._replace_node(n, now, role=Role.WORKER, manager_status=None, manager_addr=None)
+            for n in self.managers()
+            if n.id != node_id
+        ]
+        new = dataclasses.replace(cluster, leader_id=node_id, raft_epoch=cluster.raft_epoch + 1)
+        self._put(CLUSTER, _CLUSTER_KEY, _doc(new))
+        self._replace_node(me, now, manager_status=ManagerStatus.LEADER)
+        return demoted
 
     def demote(self, ref: str, *, now: float) -> Node:
         node = self.find_node(ref)
