@@ -7,6 +7,7 @@ the container, the probe and its captures) runs in worker threads.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import subprocess
@@ -86,6 +87,9 @@ class TracePlane:
                 return {"resolution": resolution.__dict__, "dst_ip": None}
             dst = resolution.address
         picked = self._pick(c, dst, req.network)
+        if resolution is not None and picked is not None:
+            # The resolver answers from every network of FROM: name the one the answer is on.
+            resolution = dataclasses.replace(resolution, network=picked[0].name)
         src = picked[1] if picked else (nets[0][1] if nets else "0.0.0.0")
         return {
             "resolution": None if resolution is None else resolution.__dict__,
