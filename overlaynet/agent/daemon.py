@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,8 +60,8 @@ from overlaynet.dns.records import DnsTable
 from overlaynet.dns.server import DnsServer
 from overlaynet.dns.upstream import upstreams_from_resolv_conf
 from overlaynet.errors import ApiError, Conflict, InvalidArgument, Unavailable
-from overlaynet.host import links
-from overlaynet.model import Driver, Endpoint, Network, Status
+from overlaynet.host import links, process
+from overlaynet.model import Container, Driver, Endpoint, Network, Status
 from overlaynet.names import new_id
 from overlaynet.paths import HostPaths, make_private_dir, write_private
 from overlaynet.trace import requests as trace_rq
@@ -76,6 +76,9 @@ VERSION = "0.1.0"
 DNS_TTL = 5
 # How often a swarm node reads its own role (promote/demote take effect within this).
 ROLE_CHECK_INTERVAL = 2.0
+# With no container running, the process poll sleeps this long unless a state change pokes it
+# (`_state`): a safety net; an idle agent no longer wakes every POLL_INTERVAL (issue 15).
+IDLE_PROCESS_POLL = 2.0
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -126,6 +129,9 @@ class Agent:
         self._nursery: trio.Nursery | None = None
         self._vtep_start = trio.Lock()
         self._synced_generation = -1
+        # Set when the runtime's state changed (a container started, say): wakes the idle
+        # process poll.
+        self._containers_changed = trio.Event()
         # Per swarm network: what the VTEP was last told (recomputed only when it changes).
         self._planes: dict[str, tuple[hostcore.NetworkPlanes, frozenset[str]]] = {}
         self.api: ApiServer | None = None
@@ -213,6 +219,8 @@ class Agent:
                     result = await trio.to_thread.run_sync(fn)
                 finally:
                     if self.runtime.generation != self._synced_generation:
+                        self._containers_changed.set()
+                        self.container_health.poke()
                         await self._sync_planes()
         return result
 
@@ -334,8 +342,19 @@ class Agent:
                 return
 
     async def _poll_processes(self) -> None:
+        """Notice containers whose process ended. Liveness is read here in trio (/proc/PID/stat
+        of each running container: microseconds); the runtime's poll goes to a worker thread
+        under the state lock only when one ended: a thread hop every POLL_INTERVAL was most of
+        an idle agent's wake-ups (issue 15). With none running, wait for a state change."""
         while True:
-            await trio.sleep(POLL_INTERVAL)
+            if _running(self.runtime.containers.values()):
+                await trio.sleep(POLL_INTERVAL)
+            else:
+                with trio.move_on_after(IDLE_PROCESS_POLL):
+                    await self._containers_changed.wait()
+                self._containers_changed = trio.Event()
+            if not any(map(_ended, _running(self.runtime.containers.values()))):
+                continue
             ended = await self._state(self.runtime.poll)
             for c in ended:
                 log.info(
@@ -550,7 +569,10 @@ class Agent:
 
     async def swarm_init(self, req: rq.SwarmInit) -> Any:
         ip, port = self._advertise(req.advertise_addr)
-        res = await self.swarm.init(ip, port, req.ingress_subnet)
+        if req.force_new_cluster:
+            res = await self.swarm.force_new_cluster()
+        else:
+            res = await self.swarm.init(ip, port, req.ingress_subnet)
         await self._start_control()
         log.info("swarm initialised", extra={"fields": {"node": res["node_id"]}})
         return res
@@ -697,3 +719,16 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(paths, underlay_address(ns.advertise_addr), metrics_addr)
     trio.run(agent.run)
     return 0
+
+
+def _running(containers: Iterable[Container]) -> list[Container]:
+    """A copy: a request may be changing the dict in a worker thread meanwhile."""
+    return [c for c in list(containers) if c.status == Status.RUNNING]
+
+
+def _ended(c: Container) -> bool:
+    """A running container's process is gone (or a zombie not reaped yet), read from /proc
+    without a thread; the runtime's poll then records it (and reaps its child)."""
+    if c.pid is None or c.pid_start is None:
+        return True
+    return not process.alive(process.Running(c.pid, c.pid_start))
