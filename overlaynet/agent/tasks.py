@@ -27,6 +27,7 @@ import trio
 
 from overlaynet.agent import hostcore
 from overlaynet.agent import requests as rq
+from overlaynet.agent.containers import TASK_LABEL as TASK_LABEL
 from overlaynet.agent.health import (
     UNHEALTHY_ERROR,
     Health,
@@ -162,8 +163,8 @@ def container_name(task_name: str, task_id: str) -> str:
 
 
 # The label that marks a task's container and names its task, as Docker's (the name alone
-# could be any user's container `a.b.c`, which the runner must never remove).
-TASK_LABEL = "com.docker.swarm.task.id"
+# could be any user's container `a.b.c`, which the runner must never remove): TASK_LABEL,
+# defined with the containers (their start leaves the wait for the root to the runner).
 # Where containers made before labels carried the marker: a restarted agent still finds them.
 TASK_ENV = "OVERLAYNET_TASK_ID"
 
@@ -617,6 +618,48 @@ class TaskRunner:
                 self.counters["reports_refused"] += 1
 
 
+@dataclass
+class _Flight:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+    finished: bool = False
+
+
+class SharedCall:
+    """Callers that arrive while a call is under way share its answer (or its ApiError); one
+    that arrives after it ended makes a new call. The tasks of one assignment are created
+    together and each needs the networks' documents (data keys): one `state.snapshot` of the
+    whole cluster instead of one per task."""
+
+    def __init__(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        self.fn = fn
+        self.calls = 0
+        self._flight: _Flight | None = None
+
+    async def __call__(self) -> Any:
+        while True:
+            flight = self._flight
+            if flight is None:
+                flight = self._flight = _Flight()
+                self.calls += 1
+                try:
+                    flight.result = await self.fn()
+                    flight.finished = True
+                except ApiError as e:
+                    flight.error, flight.finished = e, True
+                finally:
+                    self._flight = None
+                    flight.done.set()
+            else:
+                await flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            if flight.finished:
+                return flight.result
+            # The caller that made the call was cancelled: make it again.
+
+
 # Docker's local bridge for swarm containers' way to their host (DESIGN.md: docker_gwbridge).
 GWBRIDGE = "docker_gwbridge"
 
@@ -636,6 +679,7 @@ def agent_hooks(agent: Agent) -> TaskHooks:
     and per-container locks, like any request's. A task's addresses are the managers' to free
     (the orchestrator releases them with the task), so removal never calls `ip.release`."""
     rt = agent.runtime
+    snapshot = SharedCall(agent.swarm.snapshot)
 
     async def create(task: AssignedTask) -> str:
         now = time.time()
@@ -643,7 +687,7 @@ def agent_hooks(agent: Agent) -> TaskHooks:
         if nets:
             # An encrypted network's keys reach the VTEP (and its lower MTU the record) before
             # the task attaches, as for `run`: a task never sends plain on it (issue 18).
-            docs = {d["id"]: d for d in (await agent.swarm.snapshot())["networks"]}
+            docs = {d["id"]: d for d in (await snapshot())["networks"]}
             nets = [
                 (agent._with_data_keys(net, docs[net.id]) if net.id in docs else net, alloc)
                 for net, alloc in nets
@@ -671,6 +715,12 @@ def agent_hooks(agent: Agent) -> TaskHooks:
 
     async def start(cid: str) -> None:
         await agent.container_start(rq.ContainerStart(cid))
+        # Its set-up (mounts, pivot into the image root) runs on while the state lock is free
+        # for this host's other containers; the task is reported running only once it is done,
+        # so an `exec` into a running task lands in the image.
+        c = rt.containers.get(cid)
+        if c is not None:
+            await trio.to_thread.run_sync(rt.wait_started, c)
 
     async def probe(cid: str, argv: Sequence[str], timeout: float) -> ProbeResult:
         # The same way into the container as `exec` (its namespaces through its process).
