@@ -91,6 +91,11 @@ def test_by_name_across_swarm_hosts_shows_both_vteps_and_the_embedded_resolver(l
     assert peer["host"] == "node3" and f"member {NODE2_IP}" in peer["decision"], peer
     assert "sealed" not in vtep["decision"]  # OVS is a plain overlay
     assert "echo-reply" in doc["hops"][-1]["decision"]
+    # Without --network the resolver answers from either network of a2: the trace names the
+    # one the answer is on, and takes it.
+    doc = trace(lab, "a2", "a3")
+    on = OVS if doc["resolution"]["address"] == a3 else OVE
+    assert doc["resolution"]["network"] == on == doc["source"]["network"], doc["resolution"]
 
 
 def test_an_encrypted_overlay_shows_the_sealing_key_and_matches_after_opening(lab: Lab) -> None:
