@@ -4,6 +4,10 @@ watched by short AF_PACKET captures on the ports it crosses on the source host.
 Blocking; the agent runs it in a worker thread. Every capture is bounded in frames and time,
 every socket is closed before returning, and nothing is sent but the one probe (and, for a
 name, one DNS query to the container's own resolver).
+
+The CLI imports this module (through `trace.run`) only to build and read probes: the namespace
+plumbing (`host.nssocket`) is imported inside the functions the agent alone calls, so no CLI
+module loads host code (issue 11).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overlaynet.dataplane.tracing import Matcher, TraceMatch
-from overlaynet.host.nssocket import run_in_netns, socket_in_netns
 from overlaynet.trace.model import Capture, Resolution
 from overlaynet.wire.ethernet import mac_to_str
 
@@ -99,6 +102,8 @@ def resolve(netns: str, name: str, network: str, subnet: str | None = None) -> R
     from dnslib import QTYPE, RCODE, DNSRecord
 
     query = DNSRecord.question(name, "A")
+    from overlaynet.host.nssocket import socket_in_netns
+
     sock = socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.settimeout(DNS_TIMEOUT)
@@ -181,6 +186,8 @@ def send_and_watch(
     """Open captures (the container's `ifname` in `netns`, the host end `veth`, the other
     bridge `ports` in the calling thread's namespace), send `packet` from `netns`, read until
     the reply reaches the container or `wait` seconds pass."""
+    from overlaynet.host.nssocket import run_in_netns
+
     matcher = Matcher(match)
     result = ProbeResult()
     sockets: dict[int, tuple[str, str, socket.socket]] = {}
