@@ -21,6 +21,7 @@ from overlaynet.agent.requests import NetworkCreate
 from overlaynet.cluster import ipam
 from overlaynet.cluster.state import VNI_FIRST
 from overlaynet.dataplane.fdb import RemoteEndpoint
+from overlaynet.dataplane.options import OptionError, learning_wanted
 from overlaynet.dns.records import NameRecord
 from overlaynet.errors import Conflict, Forbidden, InvalidArgument
 from overlaynet.host.picture import BridgeSpec, Picture, TapSpec, VethPlan
@@ -256,6 +257,11 @@ def decide_network(
     if bridge_name and any(n.bridge_ifname == bridge_name for n in networks.values()):
         raise Conflict(f"bridge name {bridge_name} is already used by another network")
     mtu = parse_mtu(options.get(MTU_OPTION), OVERLAY_MTU if overlay else BRIDGE_MTU)
+    if overlay:
+        try:  # refused here, not first when a container attaches
+            learning_wanted(options)
+        except OptionError as e:
+            raise InvalidArgument(str(e)) from None
     vni = pick_vni(options, networks) if overlay else None
     used = [(f"network {n.name}", IPv4Network(n.subnet)) for n in networks.values() if n.subnet]
     used += list(host_subnets)

@@ -261,7 +261,12 @@ def cmd_network_vtep(ns: argparse.Namespace) -> int:
         raise CliError(f"network {ns.network} is not an overlay network")
     dp = overlay.get("DataPlane") or {}
     print(f"VNI {overlay['VNI']}   VTEP {overlay['VTEP']}   TAP {dp.get('tap', '-')}")
-    print(f"peers (head-end replication): {' '.join(overlay['Peers']) or '-'}\n")
+    print(f"peers (head-end replication): {' '.join(overlay['Peers']) or '-'}")
+    learning = dp.get("learning")
+    if learning:
+        print(f"MAC learning: on, {learning['learned']} of {learning['limit']} learned\n")
+    else:
+        print("MAC learning: off (the FDB comes from gossip or `network fdb`)\n")
     fdb = [
         [r["mac"], r["remote_ip"], str(r["tx_frames"]), str(r["rx_frames"])]
         for r in dp.get("fdb", [])

@@ -290,6 +290,11 @@ def test_an_overlay_gets_the_first_vni_from_4096_a_10_0_x_subnet_and_mtu_1450() 
         (NetworkCreate("x", subnet="10.1.0.0/33"), InvalidArgument, "invalid subnet"),
         (NetworkCreate("x", subnet="192.168.0.0/24"), InvalidArgument, "overlap"),
         (
+            NetworkCreate("x", driver="overlay", options={"learning": "maybe"}),
+            InvalidArgument,
+            "expected on or off",
+        ),
+        (
             NetworkCreate("x", options={"com.docker.network.driver.mtu": "9"}),
             InvalidArgument,
             "MTU",
