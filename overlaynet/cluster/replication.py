@@ -131,7 +131,14 @@ class RaftStatus:
         return len(self.members) // 2 + 1
 
     def quorum_message(self) -> str:
-        """The one line a write refused for want of a quorum says."""
+        """The one line a write that was not committed says: no quorum, or (enough managers
+        connected) a commit that did not come in time — a slow or busy manager, not a lost one."""
+        if self.reachable >= self.needed:
+            return (
+                f"the write was not committed in time though {self.reachable} of "
+                f"{len(self.members)} managers are reachable ({self.needed} needed): a manager "
+                "is slow or busy, or a leader is being elected; the write was not made, retry"
+            )
         return (
             f"no quorum: {self.reachable} of {len(self.members)} managers reachable, "
             f"{self.needed} needed; the write was not made (reads still answer from this "

@@ -133,3 +133,42 @@ def set_feature(ifname: str, index: int, on: bool) -> None:
     words[2 * (index // 32) + 1] = (1 << (index % 32)) if on else 0  # requested
     request = struct.pack(f"II{2 * blocks}I", ETHTOOL_SFEATURES, blocks, *words)
     _ethtool(ifname, ctypes.create_string_buffer(request))
+
+
+#: The kernel's neighbour (ARP) table is ONE table for every network namespace, capped by the
+#: initial namespace's gc_thresh3 (1024 by default). Lab hosts that all talk to each other (a
+#: swarm's gossip is all-to-all) hold about hosts² entries between them; past the cap every
+#: namespace on the machine gets ENOBUFS ("No buffer space available", "no route to host"). Seen
+#: here: a 50-host swarm lab next to the test suite filled the table 4060 times.
+NEIGH_SYSCTLS = "/proc/sys/net/ipv4/neigh/default/gc_thresh{}"
+#: Entries per host pair (each end's underlay entry, plus containers' on overlays) and the
+#: machine's own share, when sizing the table for a lab.
+NEIGH_PER_PAIR = 2
+NEIGH_BASE = 256
+
+
+def neighbour_room(hosts: int) -> dict[int, int]:
+    """The gc_thresh2 (soft cap) and gc_thresh3 (hard cap) a lab of `hosts` that all reach
+    each other needs; a few hosts fit the kernel's defaults (512 / 1024): small labs change
+    nothing."""
+    soft = NEIGH_PER_PAIR * hosts * hosts + NEIGH_BASE
+    return {2: soft, 3: 2 * soft}
+
+
+def ensure_neighbour_room(hosts: int) -> list[str]:
+    """Raise the machine's neighbour-table thresholds to what `hosts` need (never lower them);
+    returns a line per value changed (empty: the table was big enough)."""
+    changed = []
+    for n, want in neighbour_room(hosts).items():
+        path = NEIGH_SYSCTLS.format(n)
+        try:
+            with open(path) as f:
+                have = int(f.read().strip())
+            if have >= want:
+                continue
+            with open(path, "w") as f:
+                f.write(str(want))
+        except (OSError, ValueError):
+            continue  # best effort: a container without the sysctl runs small labs only
+        changed.append(f"net.ipv4.neigh.default.gc_thresh{n} {have} -> {want}")
+    return changed

@@ -128,6 +128,8 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     _ensure_underlay_bridge(ul)
     shown = Progress(progress)
     _ensure_hosts(lab, ul, wanted, shown)
+    for line in hosttune.ensure_neighbour_room(hosts):
+        shown.note(f"neighbour table sized for {hosts} hosts: {line}")
     untuned = hosttune.tune_hosts([lab_namespace(lab, h.name) for h in wanted])
     if untuned:
         shown.note(f"{len(untuned)} hosts' underlay ports left untuned (slower)")

@@ -116,7 +116,8 @@ def test_delay_20_adds_20_ms_to_the_overlay_rtt(overlay: tuple[Lab, str]) -> Non
     print(f"--delay 20: median RTT {before:.3f} -> {after:.3f} ms (+{after - before:.3f})")
     assert after - before == pytest.approx(20, abs=2), (before, after)
     healed = _median_rtt(_ping(lab, ip, 20, 0.05).stdout)
-    assert healed < before + 2, (before, healed)
+    # Healed: the 20 ms are gone (a margin for a loaded machine, far below the delay).
+    assert healed < before + 10, (before, healed)
 
 
 def test_an_impairment_survives_an_agent_restart(overlay: tuple[Lab, str]) -> None:
