@@ -44,9 +44,9 @@ class Runtime(ContainerOps, NetworkOps):
         try:
             for net in added:
                 self._add_network(net)
-            c = self.container_create(req, None, first)
-            for net, allocation in attachments[1:] if first else attachments:
-                self.network_connect(net.id, c.id, allocation=allocation)
+            # Every swarm network of the task in one pass over the kernel, not one per network.
+            more = attachments[1:] if first else attachments
+            c = self.container_create(req, None, first, more=more)
         except BaseException:
             for net in added:
                 if net.id in self.networks:
