@@ -129,7 +129,8 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     shown = Progress(progress)
     _ensure_hosts(lab, ul, wanted, shown)
     for line in hosttune.ensure_neighbour_room(hosts):
-        shown.note(f"neighbour table sized for {hosts} hosts: {line}")
+        # A change outside the lab's namespaces: always said (stderr keeps stdout's table clean).
+        print(f"neighbour table sized for {hosts} hosts: {line}", file=sys.stderr, flush=True)
     untuned = hosttune.tune_hosts([lab_namespace(lab, h.name) for h in wanted])
     if untuned:
         shown.note(f"{len(untuned)} hosts' underlay ports left untuned (slower)")
