@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import trio
@@ -20,6 +21,7 @@ from overlaynet import api
 from overlaynet.errors import ApiError
 from overlaynet.paths import HostPaths
 from overlaynet.trace import run
+from overlaynet.trace.partition import partitioned
 from overlaynet.web.model import Record
 
 # A DNS name as a container's resolver takes it (RFC 1123 labels, dots); longer is no name.
@@ -119,8 +121,18 @@ async def run_in_lab(lab: str, req: run.TraceRequest, view: Mapping[str, Record]
                 f"{req.to} resolved to {ip}, which is on none of this lab's networks"
             )
 
+    def partitions(source: str, peers: dict[str, str]) -> dict[str, str]:
+        return partitioned(lab, source, peers)  # `lab partition` named as the stop, as the CLI
+
     doc = await trio.to_thread.run_sync(
-        run.run_trace, agent_caller(lab), req, lab_hosts(snapshot), check
+        partial(
+            run.run_trace,
+            agent_caller(lab),
+            req,
+            lab_hosts(snapshot),
+            check,
+            partitions=partitions,
+        )
     )
     return {**doc, "path": path_on_graph(doc, req, snapshot)}
 
