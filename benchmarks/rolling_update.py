@@ -43,27 +43,11 @@ from tests.integration.services.test_services_swarm import (
 
 GOAL_FAILED = 0
 # The mesh client: on the lab underlay (192.168.0.0/24), not a node's address.
-CLIENT_ADDR = "192.168.0.200/24"
 NODE1 = "192.168.0.11"
 MESH_PORT = 8088
 HEALTH = ["--health-cmd", "wget -q -O /dev/null http://127.0.0.1/", "--health-interval", "500ms"]
 # Scheduling, images starting and health checks of 10 tasks on a shared 2-core machine.
 CONVERGE = 120.0
-
-
-def make_client(lab: str) -> str:
-    name, underlay = f"onet-{lab}-client", f"onet-{lab}-ul"
-    for cmd in (
-        ["ip", "netns", "add", name],
-        ["ip", "-n", name, "link", "set", "lo", "up"],
-        ["ip", "-n", name, "link", "add", "eth0", "type", "veth",
-         "peer", "name", "client", "netns", underlay],
-        ["ip", "-n", underlay, "link", "set", "client", "master", "br0", "up"],
-        ["ip", "-n", name, "addr", "add", CLIENT_ADDR, "dev", "eth0"],
-        ["ip", "-n", name, "link", "set", "eth0", "up"],
-    ):  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True)
-    return name
 
 
 def load(enter: list[str], addr: str, port: int, stop: str) -> subprocess.Popen[str]:
@@ -115,7 +99,7 @@ def main() -> int:
         addrs = re.findall(r'"Addr": "([\d.]+)/\d+"', doc)
         (vip,) = [a for a in addrs if not a.startswith("10.255.")]
         vip_enter = ["nsenter", "-t", str(pid), "-n"]
-        client = make_client(name)
+        client = labmod.add_client(name)
         mesh_enter = ["ip", "netns", "exec", client]
         # Every task reachable both ways before the update starts.
         many = 6 * args.replicas

@@ -178,7 +178,6 @@ def main() -> int:
     )
     ns = p.parse_args()
     name = "b" + secrets.token_hex(4)
-    client_ns = f"onet-{name}-client"
     result: dict[str, object] = {"requests": ns.requests}
     try:
         labmod.up(name, 3, swarm=True)
@@ -243,34 +242,7 @@ def main() -> int:
             ).stdout.split()[0]
             _, direct_s = run_client(nsenter, task_ip, 80, ns.requests)
             # Through the routing mesh: a namespace on the underlay, node1's published port.
-            subprocess.run(["ip", "netns", "add", client_ns], check=True)
-            ul = f"onet-{name}-ul"
-            subprocess.run(
-                [
-                    "ip",
-                    "-n",
-                    client_ns,
-                    "link",
-                    "add",
-                    "eth0",
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "client",
-                    "netns",
-                    ul,
-                ],
-                check=True,
-            )
-            subprocess.run(
-                ["ip", "-n", ul, "link", "set", "client", "master", "br0", "up"], check=True
-            )
-            subprocess.run(
-                ["ip", "-n", client_ns, "addr", "add", "192.168.0.200/24", "dev", "eth0"],
-                check=True,
-            )
-            subprocess.run(["ip", "-n", client_ns, "link", "set", "eth0", "up"], check=True)
+            client_ns = labmod.add_client(name)  # removed by lab down
             _, mesh_s = run_client(
                 ["ip", "netns", "exec", client_ns], "192.168.0.11", 8080, ns.requests
             )
@@ -279,7 +251,6 @@ def main() -> int:
             result["mesh_direct_ratio"] = round(direct_s / mesh_s, 2)
             result["ratio_goal"] = GOAL_RATIO
     finally:
-        subprocess.run(["ip", "netns", "del", client_ns], capture_output=True)
         labmod.down(name)
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)

@@ -873,9 +873,12 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
     name = ns.name or ns.lab
     try:
         hosts = lab.up(name, ns.hosts, swarm=ns.swarm, progress=sys.stdout.isatty())
+        client = lab.add_client(name) if ns.client else None
     except (lab.LabError, BadName, ApiError) as e:
         raise CliError(str(e)) from None
     rows = [[name, h.name, h.ip, "up"] for h in hosts]
+    if client is not None:
+        rows.append([name, "client", lab.CLIENT_IP, f"none (ip netns exec {client} …)"])
     print(table(["LAB", "HOST", "ADDRESS", "AGENT"], rows))
     return 0
 
@@ -1253,6 +1256,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--hosts", type=int, default=3)
     c.add_argument("--name", help="lab name (default: --lab)")
     c.add_argument("--swarm", action="store_true", help="node1 inits a swarm, the rest join")
+    c.add_argument(
+        "--client",
+        action="store_true",
+        help="also a namespace on the underlay that is no host (onet-LAB-client), to reach "
+        "published ports from outside the swarm",
+    )
     c.set_defaults(func=cmd_lab_up)
     c = lab.add_parser("down", help="stop a lab's agents and remove all it made")
     c.add_argument("--name", help="lab name (default: --lab)")

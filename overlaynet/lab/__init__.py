@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from overlaynet.lab.lifecycle import (
+        CLIENT_IP,
         UNDERLAY_PREFIX,
         HostStatus,
         LabError,
         LabHost,
+        add_client,
         agent_answers,
         agent_pid,
         all_labs,
@@ -36,10 +38,12 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CLIENT_IP",
     "UNDERLAY_PREFIX",
     "HostStatus",
     "LabError",
     "LabHost",
+    "add_client",
     "agent_answers",
     "agent_pid",
     "all_labs",

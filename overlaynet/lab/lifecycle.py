@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from overlaynet import api
 from overlaynet.host import links, netns
@@ -172,30 +173,60 @@ def _ensure_hosts(lab: str, ul: str, hosts: list[LabHost], shown: Progress) -> N
         ports = {str(link.get("ifname")): int(link["index"]) for link in underlay.get_links()}
         for n, host in enumerate(hosts, 1):
             shown.step("hosts set up", n - 1, len(hosts))
-            ns = lab_namespace(lab, host.name)
-            netns.create(ns)
-            with links.ipr(ns) as inside:
-                if links.index_of(inside, "eth0") is not None:
-                    continue
-                # A port left by a half-finished `up` (its peer goes with it).
-                if host.name in ports:
-                    underlay.link("del", index=ports[host.name])
-                ns_fd = os.open(netns.path(ns), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    underlay.link(
-                        "add",
-                        ifname=host.name,
-                        kind="veth",
-                        master=bridge,
-                        state="up",
-                        peer={"ifname": "eth0", "net_ns_fd": ns_fd},
-                    )
-                finally:
-                    os.close(ns_fd)
-                eth0 = links.index_of(inside, "eth0")
-                inside.addr("add", index=eth0, address=host.ip, prefixlen=prefixlen)
-                inside.link("set", index=eth0, state="up")
+            _plug(underlay, bridge, ports, lab_namespace(lab, host.name), host.name, host.ip,
+                  prefixlen)  # fmt: skip
     shown.step("hosts set up", len(hosts), len(hosts))
+
+
+def _plug(
+    underlay: Any, bridge: int | None, ports: dict[str, int], ns: str, port: str, ip: str,
+    prefixlen: int,
+) -> None:  # fmt: skip
+    """Namespace `ns` (made if missing) on the underlay bridge: port `port` there, `eth0` with
+    `ip` inside; nothing is done when it already has its `eth0`."""
+    netns.create(ns)
+    with links.ipr(ns) as inside:
+        if links.index_of(inside, "eth0") is not None:
+            return
+        # A port left by a half-finished `up` (its peer goes with it).
+        if port in ports:
+            underlay.link("del", index=ports[port])
+        ns_fd = os.open(netns.path(ns), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            underlay.link(
+                "add",
+                ifname=port,
+                kind="veth",
+                master=bridge,
+                state="up",
+                peer={"ifname": "eth0", "net_ns_fd": ns_fd},
+            )
+        finally:
+            os.close(ns_fd)
+        eth0 = links.index_of(inside, "eth0")
+        inside.addr("add", index=eth0, address=ip, prefixlen=prefixlen)
+        inside.link("set", index=eth0, state="up")
+
+
+#: The client's place on the underlay: just below the hosts (.11 up), so no lab size reaches it.
+CLIENT_IP = UNDERLAY_PREFIX + str(FIRST_HOST_OCTET - 1)
+CLIENT = "client"
+
+
+def add_client(lab: str) -> str:
+    """A namespace on the lab's underlay that is not a host (`onet-<lab>-client`, 192.168.0.10,
+    no agent): where requests to published ports come from, as from outside the swarm. Made
+    once (idempotent); `lab down` removes it with the rest. Returns its namespace name."""
+    hosts = read_hosts(lab)
+    if not hosts:
+        raise LabError(f"lab {lab} is not up: `overlaynet lab up --name {lab}` first")
+    ul = lab_namespace(lab, UNDERLAY)
+    ns = lab_namespace(lab, CLIENT)
+    with links.ipr(ul) as underlay:
+        bridge = links.index_of(underlay, UNDERLAY_BRIDGE)
+        ports = {str(link.get("ifname")): int(link["index"]) for link in underlay.get_links()}
+        _plug(underlay, bridge, ports, ns, CLIENT, CLIENT_IP, underlay_prefixlen(len(hosts)))
+    return ns
 
 
 def agent_pid(lab: str, host: str) -> int | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from overlaynet import lab as labmod
 from overlaynet.host import netns
 from tests.integration.labs import Lab, wait_until
-from tests.integration.services.test_routing_mesh import CLIENT_ADDR, NODES, ask, http_get, sh
+from tests.integration.services.test_routing_mesh import NODES, ask, http_get
 
 CONVERGE = 30.0
 
@@ -26,21 +25,11 @@ CONVERGE = 30.0
 @pytest.fixture(scope="module")
 def tutorial() -> Iterator[tuple[Lab, str]]:
     name = "t" + secrets.token_hex(4)
-    client = f"onet-{name}-client"
     try:
         labmod.up(name, 3, swarm=True)
-        sh("ip", "netns", "add", client)
-        ul = f"onet-{name}-ul"
-        sh(
-            "ip", "-n", client, "link", "add", "eth0", "type", "veth",
-            "peer", "name", "client", "netns", ul,
-        )  # fmt: skip
-        sh("ip", "-n", ul, "link", "set", "client", "master", "br0", "up")
-        sh("ip", "-n", client, "addr", "add", CLIENT_ADDR, "dev", "eth0")
-        sh("ip", "-n", client, "link", "set", "eth0", "up")
+        client = labmod.add_client(name)
         yield Lab(name), client
     finally:
-        subprocess.run(["ip", "netns", "del", client], capture_output=True)
         labmod.down(name)
     assert [ns for ns in netns.list_names() if ns.startswith(f"onet-{name}-")] == []
 

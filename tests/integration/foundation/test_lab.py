@@ -281,3 +281,28 @@ def test_host_tuning_sets_what_it_can_and_names_the_hosts_it_could_not() -> None
     finally:
         for ns in (tuned, no_port):
             netns.remove(ns)
+
+
+def test_a_client_namespace_reaches_the_hosts_and_goes_with_the_lab() -> None:
+    """`lab up --client` / `lab.add_client`: a namespace on the underlay that is no host (where
+    requests to published ports come from), made once, removed by `lab down`."""
+    name = "t" + secrets.token_hex(4)
+    try:
+        labmod.up(name, 2)
+        client = labmod.add_client(name)
+        assert client == f"onet-{name}-client"
+        assert labmod.add_client(name) == client  # idempotent: still one port, one address
+        addrs = subprocess.run(
+            ["ip", "-n", client, "-4", "-o", "addr", "show", "eth0"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert addrs.count("inet ") == 1 and f"{labmod.CLIENT_IP}/24" in addrs
+        ping = subprocess.run(
+            ["ip", "netns", "exec", client, "ping", "-c", "1", "-W", "2", "192.168.0.12"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert ping.returncode == 0, ping.stdout
+        assert client not in [h.name for h in labmod.read_hosts(name)]  # no agent, not a host
+    finally:
+        labmod.down(name)
+    assert not netns.exists(f"onet-{name}-client")

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from overlaynet import lab as labmod
 from tests.integration.labs import Lab, wait_until
 from tests.integration.services.test_services_swarm import (
     current,
@@ -32,7 +33,6 @@ from tests.integration.services.test_services_swarm import (
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
 # The routing mesh's client: a namespace on the lab underlay that is not a node, asking node1.
-CLIENT_ADDR = "192.168.0.200/24"
 NODE1 = "192.168.0.11"
 MESH_PORT = 8088
 # Long enough for a scheduling pass, a health check and Docker's restart delay.
@@ -189,22 +189,11 @@ def test_failing_health_checks_roll_back_by_themselves(swarm: Lab) -> None:
 @pytest.fixture
 def client(swarm: Lab) -> Iterator[str]:
     """A namespace on the lab's underlay that is not a node (the routing mesh's client)."""
-    name = f"onet-{swarm.name}-client"
-    underlay = f"onet-{swarm.name}-ul"
+    name = labmod.add_client(swarm.name)
     try:
-        for cmd in (
-            ["ip", "netns", "add", name],
-            ["ip", "-n", name, "link", "set", "lo", "up"],
-            ["ip", "-n", name, "link", "add", "eth0", "type", "veth",
-             "peer", "name", "client", "netns", underlay],
-            ["ip", "-n", underlay, "link", "set", "client", "master", "br0", "up"],
-            ["ip", "-n", name, "addr", "add", CLIENT_ADDR, "dev", "eth0"],
-            ["ip", "-n", name, "link", "set", "eth0", "up"],
-        ):  # fmt: skip
-            subprocess.run(cmd, check=True, capture_output=True)
         yield name
     finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)  # the lab outlives it
 
 
 def test_rolling_update_through_the_routing_mesh_fails_no_request(

@@ -4,7 +4,7 @@ created and one whose agent restarted (moby#29417, swarmkit#3001); `mode=host` a
 where its task runs.
 
 The client is a namespace of the test's own on the lab's underlay bridge
-(`onet-<lab>-client`, 192.168.0.200), removed at the end even when a test fails.
+(`onet-<lab>-client`, 192.168.0.10: `lab.add_client`), removed at the end even when a test fails.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from tests.integration.labs import Lab, wait_until
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
 NODES = {"node1": "192.168.0.11", "node2": "192.168.0.12", "node3": "192.168.0.13"}
-CLIENT_ADDR = "192.168.0.200/24"
 CONVERGE = 30.0
 IO_TIMEOUT = 3.0
 
@@ -40,24 +39,13 @@ def sh(*args: str) -> None:
 def late_lab() -> Iterator[tuple[Lab, str]]:
     """Three hosts, node1 and node2 in a swarm (node3 joins later), and a client namespace."""
     name = "t" + secrets.token_hex(4)
-    client = f"onet-{name}-client"
     try:
         hosts = labmod.up(name, 3)
         labmod.form_swarm(name, hosts[:2])
-        sh("ip", "netns", "add", client)
-        sh("ip", "-n", client, "link", "set", "lo", "up")
-        ul = f"onet-{name}-ul"
-        sh(
-            "ip", "-n", client, "link", "add", "eth0", "type", "veth",
-            "peer", "name", "client", "netns", ul,
-        )  # fmt: skip
-        sh("ip", "-n", ul, "link", "set", "client", "master", "br0", "up")
-        sh("ip", "-n", client, "addr", "add", CLIENT_ADDR, "dev", "eth0")
-        sh("ip", "-n", client, "link", "set", "eth0", "up")
+        client = labmod.add_client(name)
         yield Lab(name), client
     finally:
-        subprocess.run(["ip", "netns", "del", client], capture_output=True)
-        labmod.down(name)
+        labmod.down(name)  # the client namespace goes with the lab
 
 
 def ask(client: str, addr: str, port: int, request: bytes) -> str | None:
