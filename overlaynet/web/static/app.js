@@ -209,12 +209,14 @@ function table(headers, rows, classes) {
   return el("table", {}, el("thead", {}, head), el("tbody", {}, ...body));
 }
 
+// Above this many hosts a host's tables are drawn only while its section is open: every row of
+// every host made a 50-host page 560k DOM nodes, slow to lay out (issue 17's load run).
+const LAZY_HOSTS = 8;
+// Hosts whose tables the user opened: kept open across redraws.
+const openHosts = new Set();
+
 function hostSection(name) {
   const h = view.get("host/" + name);
-  const ctrs = records("container").map(([, c]) => c).filter((c) => c.host === name)
-    .sort((a, b) => a.name.localeCompare(b.name));
-  const members = view.get("members/" + name);
-  const endpoints = view.get("endpoints/" + name);
   const section = el("section", { class: "host", "data-host": name, "data-state": h.state },
     el("h3", {}, name, el("span", { class: "state" }, h.state),
       el("span", { class: "meta" },
@@ -223,28 +225,53 @@ function hostSection(name) {
     section.append(el("p", { class: "stale" }, `agent not answering (${h.error}); ` +
       "tables below are the last known"));
   }
-  section.append(el("h4", {}, "Containers"), table(
+  const lazy = records("host").length > LAZY_HOSTS;
+  const body = el("details", { class: "tables", "data-tables": name },
+    el("summary", {}, lazy ? "tables (drawn when opened)" : "tables"));
+  if (!lazy || openHosts.has(name)) {
+    body.open = true;
+    body.append(...hostTables(name));
+  }
+  body.addEventListener("toggle", () => {
+    if (!body.open) {
+      openHosts.delete(name);
+    } else {
+      openHosts.add(name);
+      if (body.children.length === 1) body.append(...hostTables(name));
+    }
+  });
+  section.append(body);
+  return section;
+}
+
+function hostTables(name) {
+  const ctrs = records("container").map(([, c]) => c).filter((c) => c.host === name)
+    .sort((a, b) => a.name.localeCompare(b.name));
+  const members = view.get("members/" + name);
+  const endpoints = view.get("endpoints/" + name);
+  const out = [];
+  out.push(el("h4", {}, "Containers"), table(
     ["NAME", "IMAGE", "STATE", "EXIT", "NETWORKS"],
     ctrs.map((c) => [c.name, c.image, c.state, c.exit_code ?? "",
       c.networks.map((n) => `${n.name} ${n.ip}`.trim()).join(", ")]),
     (i) => ({ "data-container": ctrs[i].name, "data-state": ctrs[i].state })));
-  section.append(el("h4", {}, "Gossip members"), table(
+  out.push(el("h4", {}, "Gossip members"), table(
     ["HOST", "NODE", "ADDRESS", "STATE", "INCARNATION"],
     (members?.rows || []).map((m) => [m.host || "?", m.node.slice(0, 12), m.addr, m.state,
       m.incarnation]),
     (i) => ({ "data-member": members.rows[i].host || members.rows[i].addr,
       "data-state": members.rows[i].state })));
   const tables = Object.entries(endpoints?.tables || {});
-  if (!tables.length) section.append(el("h4", {}, "Endpoint tables"), table([], []));
+  if (!tables.length) out.push(el("h4", {}, "Endpoint tables"), table([], []));
   for (const [net, rows] of tables) {
-    section.append(el("h4", {}, `Endpoint table: ${net}`), table(
+    out.push(el("h4", {}, `Endpoint table: ${net}`), table(
       ["NAME", "IP", "MAC", "HOST", "OWNER", "LAMPORT"],
       rows.map((r) => [r.name, r.ip, r.mac, r.host, r.owner.slice(0, 12), r.ltime])));
   }
   for (const net of view.get("tables/" + name)?.networks || []) {
-    section.append(...networkTables(name, net));
+    out.push(...networkTables(name, net));
   }
-  return section;
+  return out;
 }
 
 // One network's data-plane tables on one host (overlaynet/web/tables.py builds the record).
