@@ -17,9 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -33,8 +30,6 @@ from overlaynet.web import server
 from tests.integration.labs import Lab
 
 RESULTS = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "web"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 # Bounds on waits (a shared 2-core machine), not assertions of speed.
 BOUND = 30.0
 
@@ -94,10 +89,10 @@ async def test_a_started_container_reaches_the_view_through_watch_not_the_poll(
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip)")
 from selenium.common.exceptions import TimeoutException  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+from tests.integration.web.browser import CHROMEDRIVER, CHROMIUM, chromium, lab_ui  # noqa: E402
 
 needs_chromium = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
@@ -123,38 +118,15 @@ def pair(swarm3: Lab) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def actions_ui(swarm3: Lab) -> Iterator[str]:
-    argv = [sys.executable, "-m", "overlaynet", "lab", "ui", "--lab", swarm3.name]
-    argv += ["--port", "0", "--allow-actions"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert match and "actions allowed" in line, line
-        yield match.group(0)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with lab_ui(swarm3.name, "--allow-actions") as (url, line):
+        assert "actions allowed" in line, line
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page(actions_ui: str, pair: dict[str, str]) -> Iterator[Any]:
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.add_argument("--window-size=1500,2400")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        driver.get(actions_ui)
+    with chromium(actions_ui, window="1500,2400", console=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def shot(driver: Any, name: str) -> None:

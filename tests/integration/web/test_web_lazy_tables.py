@@ -6,10 +6,6 @@ open across the live redraws that follow."""
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,12 +14,10 @@ import pytest
 from tests.integration.labs import Lab, make_lab
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip)")
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+from tests.integration.web.browser import CHROMEDRIVER, CHROMIUM, chromium, lab_ui  # noqa: E402
+
 HOSTS = 9  # app.js LAZY_HOSTS is 8
 BOUND = 30.0  # a bound on waits on a shared machine, not a speed check
 
@@ -36,29 +30,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def page() -> Iterator[tuple[Lab, Any]]:
     for lab in make_lab(HOSTS):
-        argv = [sys.executable, "-m", "overlaynet", "lab", "ui", "--lab", lab.name, "--port", "0"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        options = Options()
-        options.binary_location = CHROMIUM
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-            options.add_argument(arg)
-        driver = None
-        try:
-            assert proc.stdout is not None
-            match = re.search(r"http://127\.0\.0\.1:\d+/", proc.stdout.readline())
-            assert match
-            driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-            driver.get(match.group(0))
+        with lab_ui(lab.name) as (url, _), chromium(url) as driver:
             yield lab, driver
-        finally:
-            if driver is not None:
-                driver.quit()
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 SECTIONS = """return [...document.querySelectorAll('#hosts section.host')].map(s => ({

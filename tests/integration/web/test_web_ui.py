@@ -33,13 +33,11 @@ from tests.integration.labs import Lab
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip)")
 from selenium.common.exceptions import TimeoutException  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+from tests.integration.web.browser import CHROMEDRIVER, CHROMIUM, chromium, lab_ui  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "web"
 # Bounds on waits, not assertions of speed. The page: the server polls every round_interval
 # and sends at most every SEND_INTERVAL; a busy shared 2-core machine gets a wide margin.
@@ -64,41 +62,16 @@ logged: list[dict[str, Any]] = []  # everything the browser's console said, acro
 @pytest.fixture(scope="module")
 def ui(swarm3: Lab) -> Iterator[str]:
     """`overlaynet lab ui` on a free port; its URL."""
-    argv = [sys.executable, "-m", "overlaynet", "lab", "ui", "--lab", swarm3.name, "--port", "0"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the server prints its URL once it is listening
-        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert match, f"no URL in {line!r}"
-        yield match.group(0)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with lab_ui(swarm3.name) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(ui: str) -> Iterator[Any]:
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1500,1300",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
-        driver.get(ui)
-        yield driver
+        with chromium(ui, window="1500,1300", console=True) as driver:
+            yield driver
     finally:
-        driver.quit()
         RESULTS.mkdir(parents=True, exist_ok=True)
         if figures:
             (RESULTS / "latency.json").write_text(json.dumps(figures, indent=2) + "\n")
