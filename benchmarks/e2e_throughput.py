@@ -8,6 +8,7 @@ table with each figure's ratio to kernel VXLAN, writes JSON and a PNG chart to
 benchmarks/results/. Needs root; namespaces are `onet-bdp-…`, removed afterwards.
 
     .venv/bin/python benchmarks/e2e_throughput.py [--seconds 3] [--pings 200] [--rounds 3]
+    .venv/bin/python benchmarks/e2e_throughput.py --underlay-mtu 9000   # jumbo: overlay 8950
     git worktree add --detach /tmp/base <commit>     # before/after in one run:
     .venv/bin/python benchmarks/e2e_throughput.py --variant old= --code old=/tmp/base
 
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from overlaynet.dataplane.seal import SEAL_OVERHEAD
-from overlaynet.lab.testbed import Container, Host, Testbed
+from overlaynet.lab.testbed import DEFAULT_UNDERLAY_MTU, Container, Host, Testbed
 
 RESULTS = Path(__file__).parent / "results"
 #: iperf3 seconds per measurement and pings per RTT sample: bounded so a run takes about a minute.
@@ -96,12 +97,12 @@ def build(
     scenarios = []
     b1 = tb.add_host("b1", 21)
     cb1, cb2 = tb.add_container(b1, "cb1", 21), tb.add_container(b1, "cb2", 22)
-    scenarios.append(Scenario("same-host bridge", cb1, cb2))
+    scenarios.append(Scenario("same-host bridge", cb1, cb2, tb.mtu))
     k1, k2 = tb.add_host("k1", 31), tb.add_host("k2", 32)
     ck1, ck2 = tb.add_container(k1, "ck1", 31), tb.add_container(k2, "ck2", 32)
     tb.kernel_vxlan(k1, [k2], interop=False)
     tb.kernel_vxlan(k2, [k1], interop=False)
-    scenarios.append(Scenario("kernel VXLAN", ck1, ck2))
+    scenarios.append(Scenario("kernel VXLAN", ck1, ck2, tb.mtu))
     for i, (name, extra) in enumerate(overlaynet_variants.items()):
         n = 41 + 10 * i
         h1, h2 = tb.add_host(f"o{n}", n), tb.add_host(f"o{n + 1}", n + 1)
@@ -215,6 +216,26 @@ def rtt_figures(rtts: list[float], count: int, prefix: str) -> dict[str, float]:
         f"{prefix}_p99_ms": quantiles[min(98, len(quantiles) - 1)],
         f"{prefix}_loss": 1 - len(rtts) / count,
     }
+
+
+def measure(
+    tb: Testbed, s: Scenario, streams: set[int], seconds: int, pings: int, *, udp: bool
+) -> dict[str, Any]:
+    """One round of one path: TCP with 1 stream (and pings alongside: "loaded") and 4 streams
+    (those in `streams`; the others NaN), idle ping, and with `udp` the iperf3 -u figures."""
+    loaded = min(pings, int((seconds - LOADED_PING_DELAY) / 0.01) - 20)
+    r: dict[str, Any] = {}
+    if 1 in streams:
+        r["tcp_1_gbps"], rtts = iperf(tb, s, 1, seconds, pings=loaded)
+        r.update(rtt_figures(rtts, loaded, "loaded_ping"))
+    else:
+        r.update(tcp_1_gbps=math.nan, loaded_ping_p50_ms=math.nan, loaded_ping_p99_ms=math.nan,
+                 loaded_ping_loss=math.nan)  # fmt: skip
+    r["tcp_4_gbps"] = iperf(tb, s, 4, seconds)[0] if 4 in streams else math.nan
+    r.update(ping(tb, s, pings))
+    if udp:
+        r.update(udp_figures(tb, s, seconds))
+    return r
 
 
 def vtep_drops(tb: Testbed, s: Scenario) -> dict[str, int]:
@@ -346,6 +367,10 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument(
+        "--underlay-mtu", type=int, default=DEFAULT_UNDERLAY_MTU,
+        help="MTU of the underlay veths (9000: jumbo; overlay and containers get 50 less)",
+    )  # fmt: skip
+    parser.add_argument(
         "--streams", default="1,4", help="iperf3 stream counts to measure: 1,4 (default), 1 or 4"
     )
     parser.add_argument(
@@ -378,24 +403,13 @@ def main() -> int:
     load_before = os.getloadavg()
     samples: dict[str, list[dict[str, Any]]] = {}
     results: dict[str, dict[str, Any]] = {}
-    with Testbed("onet-bdp-") as tb:
+    with Testbed("onet-bdp-", underlay_mtu=args.underlay_mtu) as tb:
         scenarios = build(tb, variants, code, interop=args.interop)
         for s in scenarios:
             tb.exec(s.client.ns, "ping", "-c", "3", "-i", "0.2", s.server.ip)  # warm ARP/FDB
         for round_ in range(args.rounds):
             for s in scenarios:
-                loaded = min(args.pings, int((args.seconds - LOADED_PING_DELAY) / 0.01) - 20)
-                r: dict[str, Any] = {}
-                if 1 in streams:
-                    r["tcp_1_gbps"], rtts = iperf(tb, s, 1, args.seconds, pings=loaded)
-                    r.update(rtt_figures(rtts, loaded, "loaded_ping"))
-                else:
-                    r.update(tcp_1_gbps=math.nan, loaded_ping_p50_ms=math.nan,
-                             loaded_ping_p99_ms=math.nan, loaded_ping_loss=math.nan)  # fmt: skip
-                r["tcp_4_gbps"] = iperf(tb, s, 4, args.seconds)[0] if 4 in streams else math.nan
-                r.update(ping(tb, s, args.pings))
-                if args.udp:
-                    r.update(udp_figures(tb, s, args.seconds))
+                r = measure(tb, s, streams, args.seconds, args.pings, udp=args.udp)
                 samples.setdefault(s.name, []).append(r)
                 print(f"round {round_ + 1} {s.name}: {r}", file=sys.stderr)
         for s in scenarios:
@@ -430,6 +444,7 @@ def main() -> int:
         "seconds": args.seconds,
         "pings": args.pings,
         "rounds": args.rounds,
+        "underlay_mtu": args.underlay_mtu,
         "udp": {"datagram": UDP_DATAGRAM, "share": UDP_SHARE} if args.udp else None,
         "variants": {name: _redacted(extra) for name, extra in variants.items()},
         "code": {name: str(path) for name, path in code.items()},

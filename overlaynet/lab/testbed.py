@@ -20,13 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from overlaynet.dataplane.switching import DEFAULT_MTU
-
 #: Test VNI: Docker numbers overlay VNIs from 4096 up (libnetwork overlay "vxlanIDStart").
 DEFAULT_VNI = 4097
 UNDERLAY_PREFIX = "192.168.0."
 #: How long to wait for a VTEP process to say it is serving.
 READY_TIMEOUT = 10.0
+#: The underlay's MTU by default: an Ethernet segment's (the overlay's is then
+#: overlaynet.dataplane.switching.DEFAULT_MTU, 1450).
+DEFAULT_UNDERLAY_MTU = 1500
+#: Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14): the overlay MTU is the
+#: underlay's minus this (1500 -> 1450, a jumbo 9000 -> 8950).
+VXLAN_OVERHEAD = 50
 
 
 @dataclass(frozen=True)
@@ -61,12 +65,27 @@ class Testbed:
 
     __test__ = False  # a helper, not a pytest test class despite its name
 
-    def __init__(self, prefix: str, *, vni: int = DEFAULT_VNI, mtu: int = DEFAULT_MTU) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        vni: int = DEFAULT_VNI,
+        mtu: int | None = None,
+        underlay_mtu: int = DEFAULT_UNDERLAY_MTU,
+    ) -> None:
+        """`underlay_mtu`: of every underlay veth (9000: a jumbo underlay); `mtu`: of the overlay
+        (TAPs, kernel vxlan devices, containers' eth0), by default the underlay's minus the
+        VXLAN overhead (1450 at 1500, 8950 at 9000)."""
         if not prefix.startswith("onet-"):
             raise ValueError("namespaces the project creates are named onet-…")
+        if mtu is None:
+            mtu = underlay_mtu - VXLAN_OVERHEAD
+        if mtu + VXLAN_OVERHEAD > underlay_mtu:
+            raise ValueError(f"overlay MTU {mtu} does not fit an underlay MTU of {underlay_mtu}")
         self.prefix = f"{prefix}{secrets.token_hex(2)}"
         self.vni = vni
         self.mtu = mtu
+        self.underlay_mtu = underlay_mtu
         self.hosts: dict[str, Host] = {}
         self.namespaces: list[str] = []
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -95,10 +114,12 @@ class Testbed:
         run("ip", "-n", ns, *args)
 
     def add_host(self, name: str, number: int) -> Host:
-        """A host ns with eth0 = 192.168.0.<number>/24 on the underlay and an empty bridge."""
+        """A host ns with eth0 = 192.168.0.<number>/24 on the underlay (MTU `underlay_mtu`,
+        both ends of the veth) and an empty bridge."""
         ns = self._netns(name)
         port = f"p{number}"
-        self.ip(self.underlay, "link", "add", port, "type", "veth", "peer", "eth0", "netns", ns)
+        self.ip(self.underlay, "link", "add", port, "mtu", str(self.underlay_mtu), "type", "veth",
+                "peer", "eth0", "mtu", str(self.underlay_mtu), "netns", ns)  # fmt: skip
         self.ip(self.underlay, "link", "set", port, "master", "ul0", "up")
         host = Host(name, ns, f"{UNDERLAY_PREFIX}{number}")
         self.ip(ns, "addr", "add", f"{host.ip}/24", "dev", "eth0")
