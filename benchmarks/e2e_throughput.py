@@ -105,20 +105,8 @@ def build(
     scenarios.append(Scenario("kernel VXLAN", ck1, ck2, tb.mtu))
     for i, (name, extra) in enumerate(overlaynet_variants.items()):
         n = 41 + 10 * i
-        h1, h2 = tb.add_host(f"o{n}", n), tb.add_host(f"o{n + 1}", n + 1)
-        c1, c2 = tb.add_container(h1, f"co{n}", n), tb.add_container(h2, f"co{n + 1}", n + 1)
+        scenarios.append(overlay_pair(tb, name, extra, n, code.get(name)))
         sealed = "--key" in extra
-        if sealed:
-            # The managers give an encrypted overlay this MTU: sealed datagrams still fit 1500.
-            mtu = str(tb.mtu - SEAL_OVERHEAD)
-            for host, c, cname in ((h1, c1, f"co{n}"), (h2, c2, f"co{n + 1}")):
-                tb.ip(host.ns, "link", "set", f"v{cname}"[:15], "mtu", mtu)
-                tb.ip(c.ns, "link", "set", "eth0", "mtu", mtu)
-            extra = [*extra, "--mtu", mtu]
-        p1 = tb.start_vtep(h1, [h2], extra=tuple(extra), code=code.get(name))
-        p2 = tb.start_vtep(h2, [h1], extra=tuple(extra), code=code.get(name))
-        scenarios.append(Scenario(name, c1, c2, tb.mtu - SEAL_OVERHEAD if sealed else tb.mtu,
-                                  [(h1, p1), (h2, p2)]))  # fmt: skip
         if not interop or sealed:  # never sealed toward a kernel VTEP: it cannot open them
             continue
         o, k = tb.add_host(f"o{n + 2}", n + 2), tb.add_host(f"k{n + 3}", n + 3)
@@ -128,6 +116,27 @@ def build(
         scenarios.append(Scenario(f"{name} → {KERNEL_PEER}", co, ck, tb.mtu, [(o, po)]))
         scenarios.append(Scenario(f"{KERNEL_PEER} → {name}", ck, co, tb.mtu, [(o, po)]))
     return scenarios
+
+
+def overlay_pair(
+    tb: Testbed, name: str, extra: list[str], n: int, code: Path | None = None
+) -> Scenario:
+    """Hosts o<n> and o<n+1> with a container each (10.0.0.<n>, .<n+1>) and `vtep_main EXTRA`
+    between them; with --key the overlay's MTU is lowered by the sealing overhead."""
+    h1, h2 = tb.add_host(f"o{n}", n), tb.add_host(f"o{n + 1}", n + 1)
+    c1, c2 = tb.add_container(h1, f"co{n}", n), tb.add_container(h2, f"co{n + 1}", n + 1)
+    sealed = "--key" in extra
+    if sealed:
+        # The managers give an encrypted overlay this MTU: sealed datagrams still fit 1500.
+        mtu = str(tb.mtu - SEAL_OVERHEAD)
+        for host, c, cname in ((h1, c1, f"co{n}"), (h2, c2, f"co{n + 1}")):
+            tb.ip(host.ns, "link", "set", f"v{cname}"[:15], "mtu", mtu)
+            tb.ip(c.ns, "link", "set", "eth0", "mtu", mtu)
+        extra = [*extra, "--mtu", mtu]
+    p1 = tb.start_vtep(h1, [h2], extra=tuple(extra), code=code)
+    p2 = tb.start_vtep(h2, [h1], extra=tuple(extra), code=code)
+    return Scenario(name, c1, c2, tb.mtu - SEAL_OVERHEAD if sealed else tb.mtu,
+                    [(h1, p1), (h2, p2)])  # fmt: skip
 
 
 def iperf(
