@@ -35,6 +35,7 @@ from overlaynet.dataplane.offload import (
     vnet_header,
 )
 from overlaynet.dataplane.seal import SEAL_OVERHEAD, Sealer
+from overlaynet.dataplane.segment import SegmentError, wire_frames
 from overlaynet.dataplane.switching import (
     Network,
     Verdict,
@@ -43,6 +44,7 @@ from overlaynet.dataplane.switching import (
     ingress,
     learn_source,
 )
+from overlaynet.wire import chunks
 
 if TYPE_CHECKING:
     from overlaynet.dataplane.tracing import Tracer
@@ -199,6 +201,23 @@ class HotLoop:
         #: (`_drain_tap`), with its network, resumed by the queue's next drain. Only the loop
         #: touches it (a removed network's entry is dropped by `_flush_carried`).
         self._carried: dict[int, tuple[Network, _Carried]] = {}
+        #: Offload mode (`set_offload`): the socket offload datagrams arrive on, the one they
+        #: leave from, the peers' offload port, the chunk size, the chunks' reassembly.
+        self._off_rx: socket.socket | None = None
+        self._off_tx: socket.socket | None = None
+        self._off_port = chunks.OFFLOAD_PORT
+        self._off_chunk = chunks.DEFAULT_CHUNK
+        self._frame_id = 0
+        self.reassembler = chunks.Reassembler()
+
+    def set_offload(self, rx: socket.socket, tx: socket.socket, port: int, chunk: int) -> None:
+        """Serve offload mode: `rx` receives offload datagrams (any network's), `tx` sends
+        them to peers' `port`, super-frames cut into `chunk`-octet chunks. Once, before any
+        network in offload mode is added."""
+        self._off_port, self._off_chunk = port, chunk
+        self._off_tx = tx
+        self._off_rx = rx
+        self._poller.register(rx.fileno(), select.EPOLLIN)
 
     def add(self, net: Network) -> None:
         """Start moving frames for `net`."""
@@ -243,6 +262,7 @@ class HotLoop:
         rx_fd = self._rx.fileno()
         checked_fd = -1 if self._rx_checked is None else self._rx_checked.fileno()
         wake_fd = self._wake_r
+        offload_fd = -1 if self._off_rx is None else self._off_rx.fileno()
         poll = self._poller.poll
         monotonic = time.monotonic
         next_sweep = monotonic() + AGE_SWEEP_INTERVAL
@@ -266,6 +286,8 @@ class HotLoop:
                 self._release_due(now)
             if now >= next_sweep:
                 self._age_learned(now)
+                if self._off_rx is not None:
+                    self.reassembler.expire()
                 next_sweep = now + AGE_SWEEP_INTERVAL
             if len(ready) > 1:
                 # Lone frames first: the checksum-0 socket carries pings, ACKs and ARP, the TAP
@@ -277,6 +299,8 @@ class HotLoop:
             for fd, _events in ready:
                 if fd == checked_fd:
                     self._drain_udp(self._rx_checked, merge=True)  # type: ignore[arg-type]
+                elif fd == offload_fd:
+                    self._drain_offload()
                 elif fd == rx_fd:
                     self._drain_udp(self._rx, merge=False)
                 elif fd == wake_fd:
@@ -375,6 +399,9 @@ class HotLoop:
         frames: issue 15), so a batch interrupted by another flow is parked, not sent, and
         resumed when its flow comes back; each flow's frames keep their order, and every
         batch leaves by the end of the drain, when the TAP is empty: nothing waits for more."""
+        if net.offload:
+            self._drain_tap_offload(net, net.tap_fd if fd < 0 else fd)
+            return
         read = os.read
         if fd < 0:
             fd = net.tap_fd
@@ -835,6 +862,186 @@ class HotLoop:
             os.writev(net.tap_fd, [vnet_header(segment, len(first), gso=True), headers, *payloads])
         except OSError:
             net.counters["rx_drop_tap_error"] += count
+
+    # -- offload mode (`wire.chunks`, `segment`) ----------------------------------------------
+
+    def _drain_tap_offload(self, net: Network, fd: int) -> None:
+        """Egress of a TAP with offloads: each read is a virtio-net header and a frame, maybe a
+        TCP super-frame or a partial checksum. Toward offload peers it leaves whole, in chunks;
+        toward every other peer finished for the RFC wire (segmented, checksummed: `segment`),
+        in GSO batches. A frame with nothing left to do takes the usual single-frame path."""
+        read = os.read
+        fdb_get = net.fdb.get
+        tracer = self.tracer
+        offload_peers = net.offload_peers
+        # Impairments act per RFC datagram and sealing on VXLAN: such networks use RFC only.
+        whole = bool(offload_peers) and net.seal is None and not self.impaired
+        for _ in range(self.drain_budget):
+            try:
+                data = read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                net.counters["tap_read_error"] += 1
+                break
+            vnet, frame = data[:10], data[10:]
+            if tracer is not None:
+                tracer.egress(net, frame)
+            if len(frame) < 14:
+                net.counters["tap_runt"] += 1
+                continue
+            if vnet == PLAIN_VNET_HDR:
+                self._egress_one(net, frame)
+                continue
+            entry = fdb_get(frame[:6])
+            targets: tuple[str, ...]
+            if entry is not None:
+                targets = entry.targets
+            elif frame[0] & 0x01 or not net.peers:
+                targets = ()  # flooded or answered here: the single-frame path, finished
+            else:
+                targets = net.peers  # unknown unicast: head-end replication
+            if whole and targets:
+                ours = tuple(t for t in targets if t in offload_peers)
+                if ours:
+                    self._send_whole(net, data, ours, entry)
+                    if len(ours) == len(targets):
+                        continue
+                    targets = tuple(t for t in targets if t not in offload_peers)
+            try:
+                frames = wire_frames(vnet, frame)
+            except SegmentError as error:
+                net.counters[error.reason] += 1
+                continue
+            net.counters["tx_offload_finished"] += 1
+            if not targets:
+                for one in frames:
+                    self._egress_one(net, one)
+                continue
+            self._send_finished(net, frames, entry, targets)
+
+    def _send_finished(
+        self, net: Network, frames: list[bytes], entry: FdbEntry | None, targets: tuple[str, ...]
+    ) -> None:
+        """Wire-ready frames (equal sizes but the last) to `targets` in GSO batches."""
+        header = net.header
+        size = len(frames[0])
+        overhead = 8 + SEAL_OVERHEAD if net.seal is not None else 8
+        most = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // (size + overhead))
+        for i in range(0, len(frames), most):
+            batch = frames[i : i + most]
+            parts: list[bytes] = []
+            for one in batch:
+                parts += (header, one)
+            self._send(net, parts, len(batch), size, entry, targets)
+
+    def _send_whole(
+        self, net: Network, data: bytes, hosts: tuple[str, ...], entry: FdbEntry | None
+    ) -> None:
+        """One virtio-net header and frame, in chunks, to offload peers `hosts`: UDP-GSO sends
+        of MTU-sized chunks (or, with chunks above the MTU, one IP-fragmented datagram each)."""
+        sock = self._off_tx
+        if sock is None:
+            net.counters["tx_offload_no_socket"] += 1
+            return
+        self._frame_id = frame_id = (self._frame_id + 1) & 0xFFFFFFFF
+        chunk = self._off_chunk
+        parts = chunks.split(net.vni, frame_id, data, chunk)
+        count = len(parts) // 2
+        if entry is not None:
+            entry.tx_frames += 1
+            entry.tx_bytes += len(data) - 10
+        else:
+            net.counters["tx_unknown_unicast"] += 1
+        port = self._off_port
+        gso = chunk + chunks.HEADER_LEN <= chunks.GSO_CHUNK_LIMIT
+        most = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // (chunk + chunks.HEADER_LEN)) if gso else 1
+        cmsg = [(SOL_UDP, UDP_SEGMENT, (chunk + chunks.HEADER_LEN).to_bytes(2, _NATIVE))]
+        sendmsg = sock.sendmsg
+        for host in hosts:
+            net.counters["tx_offload_frames"] += 1
+            net.counters["tx_offload_chunks"] += count
+            address = (host, port)
+            try:
+                for i in range(0, count, most):
+                    piece = parts[2 * i : 2 * (i + most)]
+                    if len(piece) == 2:
+                        sendmsg(piece, (), 0, address)
+                    else:
+                        sendmsg(piece, cmsg, 0, address)
+            except OSError as error:
+                net.counters[_send_error(error)] += 1
+
+    def _drain_offload(self) -> None:
+        """Ingress of offload datagrams (GRO buffers of chunks): reassembled, then written to
+        the TAP whole, virtio-net header as the sender's TAP gave it (a GSO write: the kernel
+        segments toward the container)."""
+        sock = self._off_rx
+        assert sock is not None
+        recvmsg = sock.recvmsg
+        members, counters = self.members, self._counters
+        feed = self.reassembler.feed
+        budget = self.drain_budget
+        while budget > 0:
+            try:
+                data, ancillary, _flags, address = recvmsg(READ_SIZE, _GRO_CMSG_SPACE)
+            except BlockingIOError:
+                break
+            except OSError:
+                counters["rx_error"] += 1
+                break
+            size = len(data)
+            seg = size
+            for level, kind, value in ancillary:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    seg = int.from_bytes(value[:4], _NATIVE) or size
+            datagrams = -(-size // seg) if size else 1
+            budget -= datagrams
+            sender = address[0]
+            if sender not in members:
+                counters["rx_drop_not_member"] += datagrams
+                continue
+            if seg >= size:
+                done = feed(sender, data)
+                if done is not None:
+                    self._deliver_whole(sender, *done)
+                continue
+            for s in range(0, size, seg):
+                done = feed(sender, data[s : s + seg])
+                if done is not None:
+                    self._deliver_whole(sender, *done)
+
+    def _deliver_whole(self, sender: str, vni: int, data: bytes) -> None:
+        """A reassembled virtio-net header and frame into its network's TAP."""
+        net = self.networks.get(vni.to_bytes(3, "big"))
+        if net is None or not net.offload or net.seal is not None:
+            # Only networks that advertised offload take it (an encrypted one never does).
+            self._counters["rx_drop_offload_refused"] += 1
+            return
+        if len(data) < 10 + 14:
+            net.counters["rx_offload_runt"] += 1
+            return
+        src = data[16:22]
+        entry = net.fdb.get(src)
+        if entry is not None:
+            entry.rx_frames += 1
+            entry.rx_bytes += len(data) - 10
+            if entry.learned and entry.remote_ip != sender:
+                learn_source(net, src, sender)
+        else:
+            net.counters["rx_frames_unknown_source"] += 1
+            if net.learn_limit:
+                learn_source(net, src, sender)
+        net.counters["rx_offload_frames"] += 1
+        queue_fd = (
+            net.tap_fd
+            if data[33:34] == b"\x06" and data[22:24] == _ETHERTYPE_IPV4
+            else net.latency_fd
+        )
+        try:
+            os.write(queue_fd, data)
+        except OSError:
+            net.counters["rx_drop_tap_error"] += 1
 
 
 def _send_error(error: OSError) -> str:

@@ -69,6 +69,8 @@ class Network:
         "learn_limit",
         "learned",
         "mtu",
+        "offload",
+        "offload_peers",
         "peers",
         "seal",
         "tap_fd",
@@ -113,6 +115,12 @@ class Network:
         #: Encrypted overlay: seals egress (`seal.Sealer`, swapped whole on a key change);
         #: None, the default, sends plain RFC 7348.
         self.seal: Sealer | None = None
+        #: Offload mode (`--opt offload=on`): the TAP hands over TCP super-frames and partial
+        #: checksums (`tap.set_offloads`); they cross whole to `offload_peers` (agents that
+        #: advertised offload: `wire.chunks`) and are finished (`segment`) for every other.
+        self.offload = False
+        #: Peers sent offload datagrams, replaced wholesale; every other peer gets RFC 7348.
+        self.offload_peers: frozenset[str] = frozenset()
 
     @property
     def vni_key(self) -> bytes:

@@ -21,6 +21,11 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 IFF_MULTI_QUEUE = 0x0100
+#: _IOW('T', 208, unsigned int) and its flags: which offloads the TAP may hand to its reader
+#: (offload mode, `set_offloads`).
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
 #: From <linux/sockios.h>.
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -82,6 +87,7 @@ def open_tap_queues(
     mtu: int | None = None,
     txqueuelen: int = DEFAULT_TXQUEUELEN,
     vnet_hdr: bool = False,
+    offload: bool = False,
 ) -> list[int]:
     """Create TAP `name` with `queues` queues (IFF_MULTI_QUEUE), one non-blocking fd each.
 
@@ -99,12 +105,23 @@ def open_tap_queues(
             fd = os.open(_TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             fds.append(fd)
             fcntl.ioctl(fd, TUNSETIFF, request)
+        if offload:
+            set_offloads(fds[0])  # a device's features: one call for every queue
         set_link(name, mtu=mtu, txqueuelen=txqueuelen, up=True)
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
     return fds
+
+
+def set_offloads(fd: int, *, tso: bool = True) -> None:
+    """Let the TAP hand over frames with partial checksums and (with `tso`) TCP/IPv4
+    super-frames of up to 64 KB, each described by its virtio-net header (the fd needs
+    IFF_VNET_HDR): offload mode, where the kernel no longer segments and checksums before
+    the TAP (`segment` does it for the peers that need it). TSO6 stays off: the overlay's
+    TAPs carry no IPv6 (links.disable_ipv6), so the kernel keeps segmenting IPv6 itself."""
+    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | (TUN_F_TSO4 if tso else 0))
 
 
 def set_link(

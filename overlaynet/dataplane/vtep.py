@@ -13,6 +13,11 @@ that a non-zero one MUST be correct, which the kernel guarantees; receivers, a L
 device included, verify and accept it (the kernel-interop integration tests run both ways in
 this mode). Lone frames (pings, ARP, pure ACKs) keep checksum 0. `batch=False` is the naive
 loop: one system call per frame, checksum 0 everywhere.
+
+Offload mode (per network, `add_network(offload=True)`, never the default): the TAP hands over
+TCP super-frames; toward peers that advertised offload (`set_offload_peers`) they cross whole as
+chunk datagrams on `wire.chunks.OFFLOAD_PORT` (not VXLAN: a kernel VTEP never decapsulates them),
+toward every other peer they are segmented and checksummed here (`segment`), RFC 7348 as above.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from overlaynet.dataplane.seal import DataKey, Sealer
 from overlaynet.dataplane.switching import DEFAULT_MTU, Network
 from overlaynet.dataplane.tap import has_vnet_hdr, open_tap_queues
 from overlaynet.dataplane.tracing import TraceMatch, Tracer
-from overlaynet.wire import vxlan
+from overlaynet.wire import chunks, vxlan
 from overlaynet.wire.ethernet import mac_to_str
 
 #: 4 MiB socket buffers stopped receive drops and gained ~20 % (FASTPATH.md); FORCE variants
@@ -70,6 +75,33 @@ SO_SNDBUFFORCE = 32
 #: (`switching.Network`), so a ping under a TCP load does not wait behind the bulk.
 TAP_QUEUES = 2
 SO_RCVBUFFORCE = 33
+#: From <linux/in.h>: let the kernel fragment (offload chunks above the underlay MTU).
+IP_PMTUDISC_DONT = 0
+
+
+def _offload_sockets(
+    local_ip: str, port: int, buffer: int, chunk: int
+) -> tuple[socket.socket, socket.socket]:
+    """The socket offload datagrams arrive on (`port`, UDP GRO) and the one they leave from
+    (checksummed: UDP GSO needs it, and the checksum is what protects the frame whole; DF set
+    for MTU-sized chunks, cleared when chunks are meant to be IP-fragmented)."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        _tune(rx, buffer, zero_checksum=False)
+        rx.setsockopt(SOL_UDP, UDP_GRO, 1)
+        rx.setblocking(False)
+        rx.bind((local_ip, port))
+        _tune(tx, buffer, zero_checksum=False)
+        if chunk + chunks.HEADER_LEN > chunks.GSO_CHUNK_LIMIT:
+            tx.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+        tx.bind((local_ip, 0))
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    except BaseException:
+        rx.close()
+        tx.close()
+        raise
+    return rx, tx
 
 
 def _tune(sock: socket.socket, buffer: int, *, zero_checksum: bool = True) -> None:
@@ -177,8 +209,14 @@ class Vtep:
         learned_max_age: float = LEARNED_MAX_AGE,
         nice: int = LOOP_NICE,
         drain_budget: int = DRAIN_BUDGET,
+        offload_port: int = chunks.OFFLOAD_PORT,
+        offload_chunk: int = chunks.DEFAULT_CHUNK,
     ) -> None:
         self.local_ip = as_ipv4(local_ip)
+        self.offload_port = offload_port
+        self.offload_chunk = offload_chunk
+        self._off_rx: socket.socket | None = None
+        self._off_tx: socket.socket | None = None
         self.port = port
         self.strict = strict
         self.fdb = ForwardingDatabase()
@@ -229,6 +267,7 @@ class Vtep:
         *,
         vnet_hdr: bool | None = None,
         queues: tuple[int, ...] = (),
+        offload: bool = False,
     ) -> None:
         """Serve overlay network `vni` through `tap`: a TAP name (opened here, closed by
         `remove_network`) or the fd of a TAP the caller opened with `tap.open_tap` (plus, in
@@ -237,14 +276,29 @@ class Vtep:
         A TAP opened here has IFF_VNET_HDR and TAP_QUEUES queues in batch mode; for an fd,
         `vnet_hdr` says whether it has one (None: ask the kernel). Only with it can received
         TCP runs reach the TAP as one super-frame, so open it with `vnet_hdr=True` for full
-        speed, and with two queues so that pings and DNS do not queue behind TCP bulk."""
+        speed, and with two queues so that pings and DNS do not queue behind TCP bulk.
+
+        `offload` (offload mode, batch mode only): the TAP hands over TCP super-frames, which
+        cross whole to the peers named in `set_offload_peers` (`wire.chunks`) and are
+        segmented for every other; a TAP given as an fd must have had `tap.set_offloads`."""
         vxlan.check_vni(vni)
+        if offload and not self.batch:
+            raise ValueError("offload mode needs batch mode (the TAP's virtio-net header)")
         with self._lock:
             if vni in self._networks:
                 raise ValueError(f"VNI {vni} is already served by this VTEP")
+            if offload and self._off_rx is None:
+                self._off_rx, self._off_tx = _offload_sockets(
+                    self.local_ip, self.offload_port, SOCKET_BUFFER, self.offload_chunk
+                )
+                self._loop.set_offload(
+                    self._off_rx, self._off_tx, self.offload_port, self.offload_chunk
+                )
             if isinstance(tap, str):
                 count = TAP_QUEUES if self.batch else 1
-                fd, *queues_list = open_tap_queues(tap, count, mtu=mtu, vnet_hdr=self.batch)
+                fd, *queues_list = open_tap_queues(
+                    tap, count, mtu=mtu, vnet_hdr=self.batch, offload=offload
+                )
                 queues = tuple(queues_list)
                 self._owned_taps[vni] = [fd, *queues]
                 self._tap_names[vni] = tap
@@ -254,6 +308,7 @@ class Vtep:
                 if vnet_hdr is None:
                     vnet_hdr = has_vnet_hdr(fd)
             net = Network(vni, fd, mtu, self.fdb.table(vni), vnet_hdr=vnet_hdr, queues=queues)
+            net.offload = offload
             self._networks[vni] = net
             self._loop.add(net)
             self._refresh_members()
@@ -275,6 +330,16 @@ class Vtep:
         with self._lock:
             self._networks[vni].peers = peers
             self._refresh_members()
+
+    def set_offload_peers(self, vni: int, hosts: Iterable[str]) -> None:
+        """The peers of `vni` that are sent super-frames whole (agents that advertised offload
+        mode); only on a network added with `offload=True`, every other peer gets RFC 7348."""
+        offload = frozenset(as_ipv4(h) for h in hosts) - {self.local_ip}
+        with self._lock:
+            net = self._networks[vni]
+            if offload and not net.offload:
+                raise ValueError(f"VNI {vni} is not in offload mode")
+            net.offload_peers = offload
 
     def set_learning(self, vni: int, limit: int = LEARNED_LIMIT) -> None:
         """Learn source MACs of frames from member hosts on `vni` (at most `limit` entries,
@@ -378,6 +443,16 @@ class Vtep:
             "fdb": [asdict(r) for r in self.fdb.records(vni)],
             "counters": dict(net.counters),
             "encrypted": net.seal is not None,
+            "offload": {
+                "enabled": net.offload,
+                "port": self.offload_port,
+                "wire": {
+                    p: "offload" if p in net.offload_peers and net.seal is None else "rfc7348"
+                    for p in net.peers
+                },
+            }
+            if net.offload
+            else None,
             "key_ids": net.seal.key_ids if net.seal is not None else [],
         }
 
@@ -388,6 +463,7 @@ class Vtep:
             "networks": {str(vni): self.inspect(vni) for vni in sorted(self._networks)},
             "source_ports": [s.getsockname()[1] for s in self._tx],
             "impairments": {p or "*": i.to_doc() for p, i in sorted(self.impairments.items())},
+            "offload_reassembly": dict(self._loop.reassembler.counters),
         }
 
     def arm_trace(self, match: TraceMatch, seconds: float) -> None:
@@ -454,7 +530,14 @@ class Vtep:
         self._close_sockets()
 
     def _close_sockets(self) -> None:
-        for sock in [self._rx, self._rx_checked, *self._tx, *self._tx_gso]:
+        for sock in [
+            self._rx,
+            self._rx_checked,
+            *self._tx,
+            *self._tx_gso,
+            self._off_rx,
+            self._off_tx,
+        ]:
             if sock is None:
                 continue
             with contextlib.suppress(OSError):

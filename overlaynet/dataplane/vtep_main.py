@@ -23,7 +23,7 @@ from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE
 from overlaynet.dataplane.seal import DataKey, SealError, parse_key
 from overlaynet.dataplane.switching import DEFAULT_MTU
 from overlaynet.dataplane.vtep import Vtep
-from overlaynet.wire import vxlan
+from overlaynet.wire import chunks, vxlan
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -82,6 +82,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--drain-budget", type=int, default=DRAIN_BUDGET, metavar="FRAMES",
         help="frames one drain of an fd takes before the others are looked at",
     )  # fmt: skip
+    p.add_argument(
+        "--offload", action="store_true",
+        help="offload mode: TCP super-frames cross whole to every --peer, which must be an "
+        "overlaynet VTEP run with --offload too (not RFC 7348: never toward a kernel VTEP)",
+    )  # fmt: skip
+    p.add_argument(
+        "--offload-chunk", type=int, default=chunks.DEFAULT_CHUNK, metavar="OCTETS",
+        help="offload chunk size: up to 1456 fills 1500-octet datagrams sent with UDP GSO; "
+        "larger ones leave as single datagrams the kernel fragments",
+    )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
@@ -108,12 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         learned_max_age=args.learned_max_age,
         nice=args.nice,
         drain_budget=args.drain_budget,
+        offload_chunk=args.offload_chunk,
     )
     try:
-        vtep.add_network(args.vni, args.tap, args.mtu)
+        vtep.add_network(args.vni, args.tap, args.mtu, offload=args.offload)
         if args.bridge:
             _attach(args.tap, args.bridge)
         vtep.set_peers(args.vni, args.peer)
+        if args.offload:
+            vtep.set_offload_peers(args.vni, args.peer)
         if args.key:
             vtep.set_keys(args.vni, args.key)
         if args.learning:
