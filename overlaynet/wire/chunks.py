@@ -15,7 +15,8 @@ Chunk header (16 octets), then up to `chunk` octets of the super-frame:
 `count` chunks (1..255) per frame, `index` 0..count-1; every chunk but the last carries the same
 number of octets (what one UDP-GSO send produces), so the receiver needs no lengths. The frame
 id is per sender, counting up. A chunk lost means its frame is dropped and counted (TCP in the
-containers retransmits, as after any loss); duplicates and garbage are counted and harmless.
+containers retransmits, as after any loss); duplicates and garbage are counted and harmless. A
+one-chunk frame (an ACK) keeps no state: like a VXLAN datagram, each copy of it is passed on.
 """
 
 from __future__ import annotations

@@ -1,0 +1,102 @@
+"""Offload mode on loopback, without root: socketpairs stand in for TAPs with IFF_VNET_HDR.
+A super-frame crosses whole to an offload peer (and is written there with its virtio-net
+header), is segmented with valid checksums for an RFC peer, and offload datagrams for a network
+that did not ask for offload are refused and counted."""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import ExitStack
+
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+
+from overlaynet.dataplane import offload
+from overlaynet.dataplane.fdb import RemoteEndpoint
+from overlaynet.dataplane.vtep import Vtep
+from overlaynet.wire import chunks
+from tests.unit.dataplane.test_segment import partial, rechecksummed, super_frame
+from tests.unit.dataplane.test_vtep_loopback import HOST_A, HOST_B, TIMEOUT, VNI, free_port
+
+MAC_B = "02:42:0a:00:00:03"
+
+
+def _tap(stack: ExitStack) -> tuple[socket.socket, socket.socket]:
+    bridge, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (bridge, tap):
+        stack.enter_context(s)
+        s.settimeout(TIMEOUT)
+    tap.setblocking(False)
+    # Room for a 64 KB super-frame in one record.
+    for s in (bridge, tap):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    return bridge, tap
+
+
+def _pair(
+    stack: ExitStack, *, b_offload: bool, a_offload_peers: bool = True
+) -> tuple[Vtep, Vtep, socket.socket, socket.socket]:
+    port, off_port = free_port(), free_port()
+    kw = {"source_sockets": 2, "socket_buffer": 1 << 21, "offload_port": off_port}
+    a = stack.enter_context(Vtep(HOST_A, port, **kw))  # type: ignore[arg-type]
+    b = stack.enter_context(Vtep(HOST_B, port, **kw))  # type: ignore[arg-type]
+    bridge_a, tap_a = _tap(stack)
+    bridge_b, tap_b = _tap(stack)
+    a.add_network(VNI, tap_a.fileno(), vnet_hdr=True, offload=True)
+    b.add_network(VNI, tap_b.fileno(), vnet_hdr=b_offload, offload=b_offload)
+    a.set_peers(VNI, [HOST_B])
+    b.set_peers(VNI, [HOST_A])
+    if a_offload_peers:
+        a.set_offload_peers(VNI, [HOST_B])
+    a.endpoint_added(RemoteEndpoint(VNI, MAC_B, "10.0.0.3", HOST_B))
+    a.start()
+    b.start()
+    return a, b, bridge_a, bridge_b
+
+
+def test_a_super_frame_crosses_whole_to_an_offload_peer() -> None:
+    with ExitStack() as stack:
+        a, b, bridge_a, bridge_b = _pair(stack, b_offload=True)
+        payload = bytes(range(256)) * 200  # 51,200 octets: 36 chunks, one GSO send
+        data = offload.vnet_header(1398, 54, gso=True) + partial(super_frame(payload))
+        bridge_a.send(data)
+        assert bridge_b.recv(1 << 17) == data
+        assert a.inspect(VNI)["counters"]["tx_offload_frames"] == 1
+        assert b.inspect(VNI)["counters"]["rx_offload_frames"] == 1
+        assert a.inspect(VNI)["offload"]["wire"] == {HOST_B: "offload"}
+        assert b.stats()["offload_reassembly"]["offload_frames"] == 1
+
+
+def test_toward_an_rfc_peer_the_super_frame_is_segmented_and_checksummed() -> None:
+    with ExitStack() as stack:
+        a, _b, bridge_a, bridge_b = _pair(stack, b_offload=False, a_offload_peers=False)
+        payload = bytes(range(256)) * 20  # 5120 octets: 4 segments of 1398 (last shorter)
+        bridge_a.send(offload.vnet_header(1398, 54, gso=True) + partial(super_frame(payload)))
+        got = [bridge_b.recv(65536) for _ in range(4)]
+        assert b"".join(bytes(Ether(f)[TCP].payload) for f in got) == payload
+        assert all(f == rechecksummed(f) and len(f) <= 14 + 1450 for f in got)
+        assert [Ether(f)[IP].id for f in got] == [65530, 65531, 65532, 65533]
+        assert a.inspect(VNI)["offload"]["wire"] == {HOST_B: "rfc7348"}
+        assert a.inspect(VNI)["counters"].get("tx_offload_frames", 0) == 0
+
+
+def test_offload_datagrams_for_a_network_without_offload_are_refused_and_counted() -> None:
+    with ExitStack() as stack:
+        a, _b, _bridge_a, _bridge_b = _pair(stack, b_offload=False)
+        # A network of a's that is not in offload mode, beside the one that is.
+        _bridge_c, tap_c = _tap(stack)
+        a.add_network(VNI + 1, tap_c.fileno(), vnet_hdr=True)
+        a.members = [HOST_B]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((HOST_B, 0))
+            s.sendto(chunks.encode_header(VNI + 1, 1, 0, 1) + bytes(64), (HOST_A, a.offload_port))
+            s.sendto(b"garbage", (HOST_A, a.offload_port))
+        deadline = time.monotonic() + TIMEOUT
+        while a.stats()["counters"].get("rx_drop_offload_refused", 0) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        while a.stats()["offload_reassembly"].get("offload_short", 0) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
