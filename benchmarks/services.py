@@ -176,8 +176,13 @@ def main() -> int:
         action="store_true",
         help="print each host's steps of the convergence (from the agents' logs)",
     )
+    p.add_argument(
+        "--lab-prefix",
+        default="b",
+        help="the lab's name prefix (engineers sharing a machine keep their labs apart)",
+    )
     ns = p.parse_args()
-    name = "b" + secrets.token_hex(4)
+    name = ns.lab_prefix + secrets.token_hex(4)
     result: dict[str, object] = {"requests": ns.requests}
     try:
         labmod.up(name, 3, swarm=True)

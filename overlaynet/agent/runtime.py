@@ -67,7 +67,7 @@ class Runtime(ContainerOps, NetworkOps):
             self.networks.pop(net.id)
             self.store.delete_network(net.id)
         probe = [ns for c in self.containers.values() if (ns := self.container_netns(c))]
-        done = self._reconcile(probe)
+        done = self._reconcile(probe, full=True)
         counts = {
             "bridges": done.bridges,
             "endpoints": done.endpoints,

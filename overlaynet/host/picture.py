@@ -167,3 +167,65 @@ def diff(desired: Picture, observed: Observed) -> Changes:
         add_namespaces=tuple(sorted(desired.namespaces - observed.namespaces)),
         build_endpoints=tuple(rebuild),
     )
+
+
+# ---- a request's reconciliation: look only at what the request changed --------------------
+
+
+@dataclass(frozen=True)
+class Touched:
+    """The objects a change of picture concerns: links of ours in the host's namespace, and
+    container namespaces. When the kernel still holds the previous picture (the last
+    reconciliation succeeded), these are the only objects worth observing."""
+
+    links: frozenset[str] = frozenset()
+    namespaces: frozenset[str] = frozenset()
+
+
+def touched(before: Picture, after: Picture) -> Touched:
+    """What differs between two pictures: every link whose spec changed, appeared or went
+    (with the ports of a changed bridge, which hang on it), every namespace that appeared or
+    went, and the namespaces of the changed endpoints (their container ends live there)."""
+    links: set[str] = set()
+    kinds: tuple[tuple[Mapping[str, object], Mapping[str, object]], ...] = (
+        (before.bridges, after.bridges),
+        (before.taps, after.taps),
+        (before.endpoints, after.endpoints),
+    )
+    for old, new in kinds:
+        links.update(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+    bridges = {name for name in links if name in before.bridges or name in after.bridges}
+    for picture in (before, after):
+        links.update(n for n, tap in picture.taps.items() if tap.bridge in bridges)
+        links.update(n for n, plan in picture.endpoints.items() if plan.bridge in bridges)
+    spaces = set(before.namespaces ^ after.namespaces)
+    for picture in (before, after):
+        spaces.update(p.container_netns for n, p in picture.endpoints.items() if n in links)
+    return Touched(frozenset(links), frozenset(spaces))
+
+
+def expected(picture: Picture) -> Observed:
+    """What observing the kernel finds once `picture` is applied, and nothing else of ours:
+    the previous reconciliation's result, trusted for every object a request does not touch."""
+    links: dict[str, ObservedLink] = {}
+    for name, bridge in picture.bridges.items():
+        addresses = frozenset({bridge.address}) if bridge.address is not None else frozenset()
+        links[name] = ObservedLink(name, "bridge", None, True, addresses)
+    for name, tap in picture.taps.items():
+        links[name] = ObservedLink(name, "tun", tap.bridge, True)
+    for name, plan in picture.endpoints.items():
+        links[name] = ObservedLink(name, "veth", plan.bridge, True)
+    return Observed(links, picture.namespaces, frozenset(picture.taps), {})
+
+
+def narrowed(assumed: Observed, seen: Observed, changed: Touched) -> Observed:
+    """`assumed` with the touched objects as `seen` (an observation of those only) found them.
+
+    `seen.taps` replaces the assumed ones whole (the VTEP's own list: free to read), and a
+    namespace probed in `seen` has its links from there."""
+    links = {n: link for n, link in assumed.links.items() if n not in changed.links}
+    links.update((n, link) for n, link in seen.links.items() if n in changed.links)
+    spaces = (assumed.namespaces - changed.namespaces) | (seen.namespaces & changed.namespaces)
+    inside = {ns: v for ns, v in assumed.container_links.items() if ns in spaces}
+    inside.update((ns, v) for ns, v in seen.container_links.items() if ns in spaces)
+    return Observed(links, spaces, seen.taps, inside)
