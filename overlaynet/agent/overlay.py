@@ -11,6 +11,11 @@ no static peers or endpoints: those may be kernel VTEPs, which cannot open seale
 
 `--opt learning=on` (`dataplane.options`) turns on the VTEP's MAC learning for the network, for
 static-peer overlays toward kernel VTEPs; `network inspect` shows it under DataPlane.learning.
+
+`--opt offload=on` (issue 15) opens the network's TAP with offloads; TCP super-frames then
+cross whole to the peers whose agents advertised offload in their gossip participation
+(`learn_offload`, `offload_addresses`), and RFC 7348 to every other peer (static ones always).
+`network inspect` shows DataPlane.offload with the wire of each peer.
 """
 
 from __future__ import annotations
@@ -18,18 +23,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from overlaynet.dataplane.datakeys import ENCRYPTED_OPTION
 from overlaynet.dataplane.fdb import RemoteEndpoint
-from overlaynet.dataplane.options import learning_wanted
+from overlaynet.dataplane.options import learning_wanted, offload_wanted
 from overlaynet.dataplane.seal import DataKey
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.host import links
 from overlaynet.model import Network
 from overlaynet.names import KernelNames
 
+if TYPE_CHECKING:
+    from overlaynet.gossip.service import GossipService
+
 log = logging.getLogger(__name__)
+
+
+def offload_addresses(gossip: GossipService | None, network_id: str, me: str | None) -> set[str]:
+    """Underlay addresses of the live hosts of a network whose agents advertised offload in
+    their gossip participation (`gossip.tables.NetworkTables.offload_participants`)."""
+    if gossip is None:
+        return set()
+    from overlaynet.gossip.swim import LIVE_STATES
+
+    names = gossip.node.tables.offload_participants(network_id) - {me}
+    return {m.addr[0] for m in gossip.members() if m.name in names and m.state in LIVE_STATES}
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,8 @@ class OverlayDriver:
         # What the control plane knows per network: other hosts' endpoints and the hosts in it.
         self._learned: dict[str, set[RemoteEndpoint]] = {}
         self._learned_peers: dict[str, set[str]] = {}
+        # Hosts whose agents advertised offload, per network (gossip; never static peers).
+        self._offload_peers: dict[str, set[str]] = {}
         # Encrypted networks' keyrings (primary first), by network id, attached or not yet.
         self._keys: dict[str, list[DataKey]] = {}
 
@@ -85,8 +106,9 @@ class OverlayDriver:
             )
         self._check_static(net)
         learning = learning_wanted(net.options)
+        offload = offload_wanted(net.options) and not self.encrypted(net)
         tap = KernelNames.tap(net.id)
-        vtep.add_network(net.vni, tap, net.mtu)
+        vtep.add_network(net.vni, tap, net.mtu, offload=offload)
         self._vni_of[net.id] = net.vni
         self._nets[net.id] = net
         try:
@@ -139,6 +161,16 @@ class OverlayDriver:
         self._learned_peers[net_id] = set(peers)
         self._apply(net_id)
 
+    def learn_offload(self, net_id: str, hosts: Iterable[str]) -> None:
+        """The hosts of a network whose agents advertised offload (replaces the last call);
+        only gossip peers among them are sent offload datagrams, and only when the network
+        has offload on."""
+        wanted = set(hosts)
+        if self._offload_peers.get(net_id) == wanted:
+            return
+        self._offload_peers[net_id] = wanted
+        self._apply(net_id)
+
     def _apply(self, net_id: str) -> None:
         """The VTEP gets the union of the static and the learned endpoints and peers."""
         vtep = self.vtep
@@ -146,7 +178,12 @@ class OverlayDriver:
         net = self._nets.get(net_id)
         if vtep is None or vni is None or net is None:
             return
-        vtep.set_peers(vni, set(net.peers) | self._learned_peers.get(net_id, set()))
+        learned_peers = self._learned_peers.get(net_id, set())
+        vtep.set_peers(vni, set(net.peers) | learned_peers)
+        if vtep.offload_mode(vni):
+            # Static peers may be kernel VTEPs: RFC 7348 for them, whatever gossip says.
+            offload = (self._offload_peers.get(net_id, set()) & learned_peers) - set(net.peers)
+            vtep.set_offload_peers(vni, offload)
         wanted = {
             RemoteEndpoint(vni, str(e["mac"]), e.get("ip"), str(e["host"]))
             for e in net.static_endpoints

@@ -331,6 +331,10 @@ class Vtep:
             self._networks[vni].peers = peers
             self._refresh_members()
 
+    def offload_mode(self, vni: int) -> bool:
+        """Whether `vni` was added in offload mode."""
+        return self._networks[vni].offload
+
     def set_offload_peers(self, vni: int, hosts: Iterable[str]) -> None:
         """The peers of `vni` that are sent super-frames whole (agents that advertised offload
         mode); only on a network added with `offload=True`, every other peer gets RFC 7348."""

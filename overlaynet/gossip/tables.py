@@ -81,11 +81,23 @@ class NetworkTables:
         # network -> (table, key) -> latest version, tombstones included.
         self._entries: dict[str, dict[tuple[str, str], TableEvent]] = {}
         self._reap_at: dict[tuple[str, str, str], float] = {}
+        #: Advertised in our participation events: this host's VTEP takes offload-mode
+        #: datagrams on a network that has offload on (issue 15). Every agent of this version
+        #: can; peers that do not say so (older agents) are sent RFC 7348 only.
+        self.advertise_offload = True
 
     # ---- reads -------------------------------------------------------------------------
 
     def participants(self, network: str) -> set[str]:
         return self._participants.get(network, set())
+
+    def offload_participants(self, network: str) -> set[str]:
+        """The participants whose latest participation event advertised offload."""
+        return {
+            node
+            for node in self.participants(network)
+            if (ev := self._participation.get((node, network))) is not None and ev.offload
+        }
 
     def entries(self, table: str, network: str) -> dict[str, TableEntry]:
         """Visible entries: not deleted, and owned by a live member (or us)."""
@@ -108,7 +120,9 @@ class NetworkTables:
     def join_network(self, network: str) -> NetworkEvent:
         self.local_networks.add(network)
         self._entries.setdefault(network, {})
-        event = NetworkEvent(self.me, network, self.clock.tick(), True)
+        event = NetworkEvent(
+            self.me, network, self.clock.tick(), True, offload=self.advertise_offload
+        )
         self._store_participation(event)
         return event
 
@@ -150,8 +164,13 @@ class NetworkTables:
             return None
         if event.node == self.me:
             # A claim about us newer than our own record (an earlier life): restate the truth.
+            joined = event.network in self.local_networks
             truth = NetworkEvent(
-                self.me, event.network, self.clock.tick(), event.network in self.local_networks
+                self.me,
+                event.network,
+                self.clock.tick(),
+                joined,
+                offload=joined and self.advertise_offload,
             )
             self._store_participation(truth)
             return truth

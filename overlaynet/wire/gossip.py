@@ -103,12 +103,16 @@ class Dead:
 
 @dataclass(frozen=True, slots=True)
 class NetworkEvent:
-    """`node` joined or left `network`'s gossip at Lamport time `ltime`."""
+    """`node` joined or left `network`'s gossip at Lamport time `ltime`; `offload`: its VTEP
+    takes offload-mode datagrams (`wire.chunks`) on the network when the network has offload on
+    (the capability, issue 15). Encoded as one optional trailing octet, present only when set,
+    so an event without it is the bytes it always was."""
 
     node: str
     network: str
     ltime: int
     joined: bool
+    offload: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +218,11 @@ def _body(msg: Message) -> tuple[_Kind, bytes]:
             return _Kind.DEAD, _U32.pack(msg.incarnation) + _str(msg.node) + _str(msg.source)
         case NetworkEvent():
             return _Kind.NETWORK, (
-                _str(msg.node) + _str(msg.network) + _U64.pack(msg.ltime) + _U8.pack(msg.joined)
+                _str(msg.node)
+                + _str(msg.network)
+                + _U64.pack(msg.ltime)
+                + _U8.pack(msg.joined)
+                + (_U8.pack(1) if msg.offload else b"")
             )
         case TableEvent():
             if len(msg.value) > MAX_MESSAGE_BODY - 1100:
@@ -380,7 +388,9 @@ _DECODERS: dict[int, Callable[[_Reader], Message]] = {
     _Kind.ALIVE: lambda r: Alive(r.incarnation(), r.name(), r.addr()),
     _Kind.SUSPECT: lambda r: Suspect(r.incarnation(), r.name(), r.name()),
     _Kind.DEAD: lambda r: Dead(r.incarnation(), r.name(), r.name()),
-    _Kind.NETWORK: lambda r: NetworkEvent(r.name(), r.name(), r.ltime(), r.flag()),
+    _Kind.NETWORK: lambda r: NetworkEvent(
+        r.name(), r.name(), r.ltime(), r.flag(), r.flag() if r.pos < r.end else False
+    ),
     _Kind.TABLE: _decode_table,
     _Kind.MEMBER: _decode_member,
     _Kind.PUSH_PULL: lambda r: PushPullHeader(r.name(), r.flag()),
