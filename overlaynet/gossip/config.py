@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+
+log = logging.getLogger(__name__)
 
 # memberlist's and Docker's gossip port (UDP and TCP 7946): the one home of this number.
 GOSSIP_PORT = 7946
@@ -67,6 +72,69 @@ LAB_CONFIG = SwimConfig(
     push_pull_interval=15.0,
     reconnect_interval=10.0,
 )
+
+
+# A lab on one machine pays every host's probes from the same two cores: each probe is three
+# wake-ups of a trio process (send the ping, take the ack; the target takes the ping), about
+# 1 ms of CPU together on this machine, and a lab of N hosts at interval T makes N / T of them
+# a second (issue 15: 100 idle hosts at the lab's 0.4 s were 250 probes/s). Past these sizes
+# the lab probes less often; detection slows with it (`detection_estimate`, printed by
+# `lab up`). Rows: (labs of fewer hosts than this, probe interval, probe timeout, push-pull,
+# reconnect and reap intervals); the last row takes every larger lab.
+LAB_TIERS: tuple[tuple[int, float, float, float, float, float], ...] = (
+    # Small labs: the lab profile as it is (tests that need fast detection use these).
+    (20, 0.4, 0.2, 15.0, 10.0, 5.0),
+    # memberlist's LAN probe timings (ProbeInterval 1 s, ProbeTimeout 500 ms).
+    (64, 1.0, 0.5, 30.0, 30.0, 30.0),
+    # 2 s keeps the replay window (8 probe periods, replay.py) at 16 s, under the 20 s of the
+    # shortest replay issue 18 captured.
+    (1 << 30, 2.0, 0.5, 30.0, 30.0, 30.0),
+)
+
+# Set by `lab up` in its agents' environment: how many hosts the lab has (lab/lifecycle.py).
+LAB_HOSTS_ENV = "OVERLAYNET_LAB_HOSTS"
+
+
+def lab_config(hosts: int) -> SwimConfig:
+    """The lab profile for a lab of `hosts` hosts: LAB_CONFIG below the first tier's size,
+    slower probes and syncs past it (LAB_TIERS)."""
+    for below, probe, timeout, push_pull, reconnect, reap in LAB_TIERS:
+        if hosts < below:
+            return LAB_CONFIG.with_changes(
+                probe_interval=probe,
+                probe_timeout=timeout,
+                push_pull_interval=push_pull,
+                reconnect_interval=reconnect,
+                reap_interval=reap,
+            )
+    raise AssertionError("the last tier takes every size")
+
+
+def config_from_env(environ: Mapping[str, str] = os.environ) -> SwimConfig:
+    """The profile for this process: `lab_config` of the lab's size when `lab up` said it
+    (LAB_HOSTS_ENV), LAB_CONFIG otherwise. A value that is no positive count is logged and
+    ignored (the lab profile is the safe side: faster detection, more CPU)."""
+    raw = environ.get(LAB_HOSTS_ENV)
+    if raw is None:
+        return LAB_CONFIG
+    try:
+        hosts = int(raw)
+    except ValueError:
+        hosts = 0
+    if hosts < 1:
+        log.warning(
+            "%s=%r is not a host count: gossip uses the small-lab profile", LAB_HOSTS_ENV, raw
+        )
+        return LAB_CONFIG
+    return lab_config(hosts)
+
+
+def detection_estimate(config: SwimConfig, n: int) -> float:
+    """Seconds from a host's crash to its Dead verdict, typically: the next probe of it (at
+    most one interval), its timeout, and the suspicion timeout once the other members'
+    confirmations have shrunk it to its low end."""
+    low, _ = suspicion_timeouts(config, n)
+    return config.probe_interval + config.probe_timeout + low
 
 
 def retransmit_limit(mult: int, n: int) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 
-from overlaynet.gossip.config import GOSSIP_PORT, LAB_CONFIG, LAN_CONFIG
+from overlaynet.gossip.config import GOSSIP_PORT, LAB_CONFIG, LAN_CONFIG, lab_config
 from overlaynet.gossip.keyring import Keyring
 from overlaynet.gossip.service import GossipService
 
@@ -60,6 +60,8 @@ def write_status(path: Path, data: dict[str, object]) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     keyring = Keyring.from_hex(*args.key)
     config = LAB_CONFIG if args.profile == "lab" else LAN_CONFIG
+    if args.lab_hosts is not None:
+        config = lab_config(args.lab_hosts)
     service = GossipService(args.name, args.ip, keyring, port=args.port, config=config)
     networks: list[str] = list(args.network)
     async with trio.open_nursery() as nursery:
@@ -100,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entry", action="append", default=[], help="NET:KEY=VALUE")
     parser.add_argument("--status", type=Path)
     parser.add_argument("--profile", choices=("lab", "lan"), default="lab")
+    parser.add_argument(
+        "--lab-hosts",
+        type=int,
+        help="the lab profile for a lab of this many hosts (over --profile)",
+    )
     trio.run(main_async, parser.parse_args(argv))
     return 0
 

@@ -14,7 +14,7 @@ from collections import Counter
 import trio
 
 from overlaynet.boundary import contained
-from overlaynet.gossip.config import GOSSIP_PORT, LAB_CONFIG, MAX_DATAGRAM, SwimConfig
+from overlaynet.gossip.config import GOSSIP_PORT, MAX_DATAGRAM, SwimConfig, config_from_env
 from overlaynet.gossip.keyring import Keyring, Unauthenticated
 from overlaynet.gossip.node import GossipEvent, GossipNode, NonMemberGossip, PushPullRequest
 from overlaynet.gossip.replay import ReplayedGossip, ReplayGuard, StaleGossip, replay_window
@@ -62,9 +62,13 @@ class GossipService:
         advertise_ip: str,
         keyring: Keyring,
         port: int = GOSSIP_PORT,
-        config: SwimConfig = LAB_CONFIG,
+        config: SwimConfig | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        """`config` None: the lab profile for the lab's size, as `lab up` told its agents
+        (config.py `config_from_env`)."""
+        if config is None:
+            config = config_from_env()
         self.addr: Address = (advertise_ip, port)
         self.keyring = keyring
         self.config = config

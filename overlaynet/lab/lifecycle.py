@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from overlaynet import api
+from overlaynet.gossip.config import LAB_CONFIG, LAB_HOSTS_ENV, detection_estimate, lab_config
 from overlaynet.host import links, netns
 from overlaynet.lab import hosttune, zygote
 from overlaynet.lab.progress import Progress
@@ -135,6 +136,10 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     untuned = hosttune.tune_hosts([lab_namespace(lab, h.name) for h in wanted])
     if untuned:
         shown.note(f"{len(untuned)} hosts' underlay ports left untuned (slower)")
+    note = gossip_note(hosts)
+    if note is not None:
+        # Detection is slower than a small lab's: always said, as the neighbour table is.
+        print(note, file=sys.stderr, flush=True)
     start_agents(lab, [host.name for host in wanted])
     for n, host in enumerate(wanted, 1):
         wait_for_agent(lab, host.name)
@@ -142,6 +147,32 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     if swarm:
         form_swarm(lab, wanted)
     return wanted
+
+
+def gossip_note(hosts: int) -> str | None:
+    """What a lab of `hosts` hosts trades for idle CPU: its gossip probes less often than a
+    small lab's, so a crashed host is declared dead later (gossip/config.py LAB_TIERS). None
+    when the lab keeps the small-lab profile."""
+    config = lab_config(hosts)
+    if config.probe_interval == LAB_CONFIG.probe_interval:
+        return None
+    small = detection_estimate(LAB_CONFIG, hosts)
+    return (
+        f"gossip of {hosts} hosts probes every {config.probe_interval:g} s (a small lab's: "
+        f"{LAB_CONFIG.probe_interval:g} s) to keep idle hosts idle: a crashed host is declared "
+        f"dead after about {detection_estimate(config, hosts):.0f} s (about {small:.0f} s at "
+        "the small lab's rate)"
+    )
+
+
+def _agent_env(lab: str) -> dict[str, str]:
+    """The environment of a lab's supervisors and agents: this one plus the lab's size, from
+    which their gossip takes its profile (gossip/config.py `config_from_env`)."""
+    env = dict(os.environ)
+    hosts = read_hosts(lab)
+    if hosts:
+        env[LAB_HOSTS_ENV] = str(len(hosts))
+    return env
 
 
 def form_swarm(lab: str, hosts: list[LabHost]) -> None:
@@ -289,6 +320,7 @@ def start_agents(lab: str, hosts: list[str]) -> list[str]:
         stderr=subprocess.STDOUT,
         start_new_session=True,
         cwd="/",
+        env=_agent_env(lab),
     )
     assert proc.stdin is not None and proc.stdout is not None
     # A few bytes per host: far below a pipe's buffer, so this write never waits on the reader.
@@ -334,6 +366,7 @@ def _exec_supervisor(lab: str, host: str) -> subprocess.Popen[bytes]:
             stderr=out,
             start_new_session=True,
             cwd="/",
+            env=_agent_env(lab),
         )
 
 
