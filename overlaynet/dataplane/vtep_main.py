@@ -88,6 +88,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "overlaynet VTEP run with --offload too (not RFC 7348: never toward a kernel VTEP)",
     )  # fmt: skip
     p.add_argument(
+        "--offload-peer", action="append", default=[], metavar="HOST",
+        help="offload mode, but offload datagrams only to these hosts (overlaynet VTEPs run "
+        "with --offload); every other --peer gets RFC 7348, segmented and checksummed here",
+    )  # fmt: skip
+    p.add_argument(
         "--offload-chunk", type=int, default=chunks.DEFAULT_CHUNK, metavar="OCTETS",
         help="offload chunk size: up to 1456 fills 1500-octet datagrams sent with UDP GSO; "
         "larger ones leave as single datagrams the kernel fragments",
@@ -121,12 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         offload_chunk=args.offload_chunk,
     )
     try:
-        vtep.add_network(args.vni, args.tap, args.mtu, offload=args.offload)
+        offload = args.offload or bool(args.offload_peer)
+        vtep.add_network(args.vni, args.tap, args.mtu, offload=offload)
         if args.bridge:
             _attach(args.tap, args.bridge)
         vtep.set_peers(args.vni, args.peer)
-        if args.offload:
-            vtep.set_offload_peers(args.vni, args.peer)
+        if offload:
+            vtep.set_offload_peers(args.vni, args.offload_peer or args.peer)
         if args.key:
             vtep.set_keys(args.vni, args.key)
         if args.learning:

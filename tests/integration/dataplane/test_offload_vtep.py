@@ -1,0 +1,193 @@
+"""Offload mode on real namespaces (issue 15): h1 and h2 run `vtep_main` in offload mode toward
+each other, h3 is a Linux kernel vxlan device that h1 also has as a static peer (RFC 7348).
+
+- h1 <-> h2: ping and TCP both ways; the bulk crosses as offload datagrams on udp/4799, each at
+  most 1500 octets on an underlay port without UDP segmentation (as a NIC would send them), no
+  IP fragments, never on 4789; written to the TAP whole on the far side.
+- h1 <-> h3 (kernel VTEP): ping and TCP both ways on the RFC wire, the kernel's inner checksums
+  all good (h1 segments and checksums the super-frames itself for this peer).
+- An offload datagram sent to the kernel VTEP's port 4789 is dropped by it, never delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+from scapy.layers.vxlan import VXLAN
+from scapy.utils import rdpcap
+
+from overlaynet.lab.testbed import Container, Host, Testbed
+from overlaynet.wire import chunks
+
+TIMEOUT = 30.0  # bounds a hang only
+
+
+class Offload:
+    def __init__(self, tb: Testbed) -> None:
+        self.tb = tb
+        self.h1, self.h2, self.h3 = (tb.add_host(f"h{i}", 10 + i) for i in (1, 2, 3))
+        self.c1 = tb.add_container(self.h1, "c1", 2)
+        self.c2 = tb.add_container(self.h2, "c2", 3)
+        self.c3 = tb.add_container(self.h3, "c3", 4)
+        tb.kernel_vxlan(self.h3, [self.h1])
+        self.vtep1 = tb.start_vtep(
+            self.h1, [self.h2, self.h3], extra=("--offload-peer", self.h2.ip)
+        )
+        self.vtep2 = tb.start_vtep(self.h2, [self.h1], extra=("--offload",))
+
+    def stats(self, host: Host, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+        path = self.tb.stats_path(host)
+        path.unlink(missing_ok=True)
+        process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + TIMEOUT
+        while not path.exists():
+            assert time.monotonic() < deadline, "VTEP did not write its counters"
+            time.sleep(0.05)
+        result: dict[str, Any] = json.loads(path.read_text())
+        return result
+
+    def counters(self, host: Host, process: subprocess.Popen[bytes]) -> dict[str, int]:
+        doc = self.stats(host, process)["networks"][str(self.tb.vni)]
+        result: dict[str, int] = doc["counters"]
+        return result
+
+
+@pytest.fixture(scope="module")
+def offload() -> Iterator[Offload]:
+    with Testbed("onet-of-") as tb:
+        yield Offload(tb)
+
+
+def ping(tb: Testbed, src: Container, dst: Container) -> str:
+    return tb.exec(src.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", dst.ip)
+
+
+def iperf(tb: Testbed, client: Container, server: Container) -> int:
+    """Octets a one-second iperf3 TCP transfer delivered."""
+    srv = tb.popen("ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while ":5201" not in tb.exec(server.ns, "ss", "-ltn"):
+            assert time.monotonic() < deadline, "iperf3 server did not listen"
+            time.sleep(0.05)
+        out = tb.exec(client.ns, "iperf3", "-c", server.ip, "-t", "1", "-J", timeout=TIMEOUT)
+        return int(json.loads(out)["end"]["sum_received"]["bytes"])
+    finally:
+        Testbed.stop(srv)
+
+
+def test_the_offload_vtep_says_which_wire_each_peer_gets(offload: Offload) -> None:
+    doc = offload.stats(offload.h1, offload.vtep1)["networks"][str(offload.tb.vni)]
+    assert doc["offload"]["enabled"] is True
+    assert doc["offload"]["wire"] == {offload.h2.ip: "offload", offload.h3.ip: "rfc7348"}
+
+
+def test_ping_and_tcp_both_ways_between_offload_vteps_cross_whole(offload: Offload) -> None:
+    tb = offload.tb
+    before1 = offload.counters(offload.h1, offload.vtep1)
+    before2 = offload.counters(offload.h2, offload.vtep2)
+    assert " 0% packet loss" in ping(tb, offload.c1, offload.c2)
+    assert " 0% packet loss" in ping(tb, offload.c2, offload.c1)
+    assert iperf(tb, offload.c1, offload.c2) > 0
+    assert iperf(tb, offload.c2, offload.c1) > 0
+    after1 = offload.counters(offload.h1, offload.vtep1)
+    after2 = offload.counters(offload.h2, offload.vtep2)
+    for before, after in ((before1, after1), (before2, after2)):
+        assert after.get("tx_offload_frames", 0) > before.get("tx_offload_frames", 0)
+        assert after.get("rx_offload_frames", 0) > before.get("rx_offload_frames", 0)
+
+
+def test_ping_and_tcp_both_ways_with_the_kernel_vtep_on_the_rfc_wire(offload: Offload) -> None:
+    tb = offload.tb
+    before = offload.counters(offload.h1, offload.vtep1)
+    snmp_before = _tcp_counters(tb, offload.c3)
+    assert " 0% packet loss" in ping(tb, offload.c1, offload.c3)
+    assert " 0% packet loss" in ping(tb, offload.c3, offload.c1)
+    assert iperf(tb, offload.c1, offload.c3) > 0
+    assert iperf(tb, offload.c3, offload.c1) > 0
+    after = offload.counters(offload.h1, offload.vtep1)
+    # h1's super-frames toward h3 were finished here: segmented and checksummed.
+    assert after.get("tx_offload_finished", 0) > before.get("tx_offload_finished", 0)
+    assert _tcp_counters(tb, offload.c3)["InCsumErrors"] == snmp_before["InCsumErrors"]
+
+
+def _tcp_counters(tb: Testbed, c: Container) -> dict[str, int]:
+    lines = [line.split()[1:] for line in tb.exec(c.ns, "cat", "/proc/net/snmp").splitlines()
+             if line.startswith("Tcp:")]  # fmt: skip
+    return dict(zip(lines[0], map(int, lines[1]), strict=True))
+
+
+def test_bulk_crosses_as_offload_datagrams_within_the_mtu(offload: Offload) -> None:
+    """With UDP segmentation off on h1's underlay port (what a NIC puts on the wire), the
+    bulk toward h2 is offload datagrams of at most 1500 octets, not fragmented, with the
+    chunk header (I flag clear), and no TCP bulk crosses as VXLAN."""
+    tb = offload.tb
+    offloads = ("tx", "tx-udp-segmentation")
+    tb.exec(offload.h1.ns, "ethtool", "-K", "eth0", *(f for o in offloads for f in (o, "off")))
+    pcap = tb.workdir / "offload.pcap"
+    try:
+        dump = tb.popen("ip", "netns", "exec", tb.underlay, "tcpdump", "-i", "p11", "-U", "-n",
+                        "-c", "300", "-w", str(pcap), "udp", "and", "src", "host",
+                        offload.h1.ip, "and", "dst", "host", offload.h2.ip, "and",
+                        "greater", "1000")  # fmt: skip
+        deadline = time.monotonic() + TIMEOUT
+        while not pcap.exists() or pcap.stat().st_size == 0:
+            assert time.monotonic() < deadline, "tcpdump did not start"
+            time.sleep(0.05)
+        iperf(tb, offload.c1, offload.c2)
+        dump.wait(TIMEOUT)
+    finally:
+        tb.exec(offload.h1.ns, "ethtool", "-K", "eth0", *(f for o in offloads for f in (o, "on")))
+    packets = list(rdpcap(str(pcap)))
+    assert len(packets) == 300
+    for packet in packets:
+        assert packet[IP].len <= 1500 and packet[IP].flags.DF and not packet[IP].frag
+        assert packet[UDP].dport == chunks.OFFLOAD_PORT, packet.summary()
+        payload = bytes(packet[UDP].payload)
+        assert payload[:4] == chunks.PREFIX
+        chunk = chunks.decode(payload)
+        assert chunk.vni == tb.vni and chunk.count > 1
+
+
+def test_an_offload_datagram_sent_to_a_kernel_vtep_is_dropped(offload: Offload) -> None:
+    """Even sent to 4789, an offload chunk is not VXLAN to Linux (I flag clear): the kernel
+    VTEP decapsulates none of it (nor of those sent to the offload port)."""
+    tb = offload.tb
+    frame = bytes(
+        Ether(src="02:42:0a:00:00:02", dst="ff:ff:ff:ff:ff:ff")
+        / IP(src=offload.c1.ip, dst=offload.c3.ip)
+        / UDP(sport=9, dport=9)
+        / b"offload chunk"
+    )
+    datagram = chunks.encode_header(tb.vni, 1, 0, 1) + frame
+    script = (
+        "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        f"[s.sendto(bytes.fromhex(sys.argv[1]), ('{offload.h3.ip}', int(p))) "
+        "for p in sys.argv[2:] for _ in range(5)]"
+    )
+    before = _rx_packets(tb, offload.h3)
+    tb.exec(offload.h1.ns, "python3", "-c", script, datagram.hex(), "4789",
+            str(chunks.OFFLOAD_PORT))  # fmt: skip
+    time.sleep(0.3)  # anything delivered would be counted by now
+    assert _rx_packets(tb, offload.h3) == before
+    # The same frame as VXLAN is delivered: the count can move.
+    vxlan = bytes(VXLAN(vni=tb.vni, flags=0x08)) + frame
+    tb.exec(offload.h1.ns, "python3", "-c", script, vxlan.hex(), "4789")
+    deadline = time.monotonic() + TIMEOUT
+    while _rx_packets(tb, offload.h3) < before + 5:
+        assert time.monotonic() < deadline, "the VXLAN copies were not delivered"
+        time.sleep(0.05)
+
+
+def _rx_packets(tb: Testbed, host: Host) -> int:
+    """Frames the kernel VTEP decapsulated and handed to its bridge."""
+    doc = json.loads(tb.exec(host.ns, "ip", "-s", "-j", "link", "show", "vx0"))
+    return int(doc[0]["stats64"]["rx"]["packets"])
