@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from overlaynet.dataplane.datakeys import ENCRYPTED_OPTION
 from overlaynet.dataplane.fdb import RemoteEndpoint
-from overlaynet.dataplane.options import learning_wanted, offload_wanted
+from overlaynet.dataplane.options import learning_wanted, network_offload
 from overlaynet.dataplane.seal import DataKey
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.host import links
@@ -106,7 +106,7 @@ class OverlayDriver:
             )
         self._check_static(net)
         learning = learning_wanted(net.options)
-        offload = offload_wanted(net.options) and not self.encrypted(net)
+        offload = network_offload(net.options, net.labels) and not self.encrypted(net)
         tap = KernelNames.tap(net.id)
         vtep.add_network(net.vni, tap, net.mtu, offload=offload)
         self._vni_of[net.id] = net.vni

@@ -204,6 +204,7 @@ class HotLoop:
         #: Offload mode (`set_offload`): the socket offload datagrams arrive on, the one they
         #: leave from, the peers' offload port, the chunk size, the chunks' reassembly.
         self._off_rx: socket.socket | None = None
+        self._off_fd = -1
         self._off_tx: socket.socket | None = None
         self._off_port = chunks.OFFLOAD_PORT
         self._off_chunk = chunks.DEFAULT_CHUNK
@@ -217,7 +218,8 @@ class HotLoop:
         self._off_port, self._off_chunk = port, chunk
         self._off_tx = tx
         self._off_rx = rx
-        self._poller.register(rx.fileno(), select.EPOLLIN)
+        self._off_fd = rx.fileno()
+        self._poller.register(self._off_fd, select.EPOLLIN)
 
     def add(self, net: Network) -> None:
         """Start moving frames for `net`."""
@@ -262,7 +264,6 @@ class HotLoop:
         rx_fd = self._rx.fileno()
         checked_fd = -1 if self._rx_checked is None else self._rx_checked.fileno()
         wake_fd = self._wake_r
-        offload_fd = -1 if self._off_rx is None else self._off_rx.fileno()
         poll = self._poller.poll
         monotonic = time.monotonic
         next_sweep = monotonic() + AGE_SWEEP_INTERVAL
@@ -299,8 +300,6 @@ class HotLoop:
             for fd, _events in ready:
                 if fd == checked_fd:
                     self._drain_udp(self._rx_checked, merge=True)  # type: ignore[arg-type]
-                elif fd == offload_fd:
-                    self._drain_offload()
                 elif fd == rx_fd:
                     self._drain_udp(self._rx, merge=False)
                 elif fd == wake_fd:
@@ -309,6 +308,9 @@ class HotLoop:
                     net = self._by_fd.get(fd)
                     if net is not None:
                         self._drain_tap(net, fd)
+                    elif fd == self._off_fd:
+                        # Looked up each time: the socket may come after `serve` started.
+                        self._drain_offload()
 
     def _set_priority(self) -> None:
         """Give the loop's own thread (not the rest of the process) the `nice` value: every

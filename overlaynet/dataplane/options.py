@@ -18,6 +18,9 @@ LEARNING_OPTION = "learning"
 #: every other peer (kernel VTEPs, static peers, older agents) still gets RFC 7348. Off unless
 #: asked for. Not with `encrypted` (sealing is per VXLAN datagram): refused at create.
 OFFLOAD_OPTION = "offload"
+#: How the option travels with a swarm network: the managers keep a network's labels, not its
+#: options (as `--opt lb-idle-timeout` does, cluster/lbidle.py), so create folds it in here.
+OFFLOAD_LABEL = "com.overlaynet.network.offload"
 _ON = frozenset(("on", "true", "yes", "1"))
 _OFF = frozenset(("off", "false", "no", "0"))
 
@@ -59,3 +62,23 @@ def check_overlay_options(options: Mapping[str, str]) -> None:
     """Every option here, as `network create` checks them before anything is built."""
     learning_wanted(options)
     offload_wanted(options)
+
+
+def fold_offload_into_labels(
+    options: Mapping[str, str], labels: Mapping[str, str]
+) -> dict[str, str]:
+    """A swarm network's labels for the managers, with `--opt offload=on` (validated) among
+    them; off adds nothing."""
+    out = dict(labels)
+    if offload_wanted(options):
+        out[OFFLOAD_LABEL] = "on"
+    return out
+
+
+def network_offload(options: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Whether a network is in offload mode: the option (a local network) or the label (a swarm
+    network, `fold_offload_into_labels`); an unreadable value is off."""
+    try:
+        return offload_wanted(options) or _switch(labels, OFFLOAD_LABEL)
+    except OptionError:
+        return False

@@ -42,6 +42,9 @@ def _pair(
     kw = {"source_sockets": 2, "socket_buffer": 1 << 21, "offload_port": off_port}
     a = stack.enter_context(Vtep(HOST_A, port, **kw))  # type: ignore[arg-type]
     b = stack.enter_context(Vtep(HOST_B, port, **kw))  # type: ignore[arg-type]
+    # Running before the networks come, as in the agent: the offload socket joins a live loop.
+    a.start()
+    b.start()
     bridge_a, tap_a = _tap(stack)
     bridge_b, tap_b = _tap(stack)
     a.add_network(VNI, tap_a.fileno(), vnet_hdr=True, offload=True)
@@ -51,8 +54,6 @@ def _pair(
     if a_offload_peers:
         a.set_offload_peers(VNI, [HOST_B])
     a.endpoint_added(RemoteEndpoint(VNI, MAC_B, "10.0.0.3", HOST_B))
-    a.start()
-    b.start()
     return a, b, bridge_a, bridge_b
 
 
