@@ -57,9 +57,14 @@ POLL_INTERVAL = 0.5
 # serving (VIP and DNS backends), reach it without a poll interval's delay (measured 0.5 s at
 # each step of a `service create`). The gap only bounds a busy swarm's rate: 20 asks/s/node.
 LONG_POLL_GAP = 0.05
-# While a long-polled `task.assigned` is held, how often the runner looks for a change of its
-# task containers (a dict comparison): the most a failed task's report waits for it.
-LOCAL_RECHECK = 0.1
+# While a long-polled `task.assigned` is held, a change of this host's task containers wakes
+# the runner (`poke`, from the agent's state changes: a process that ended is one); this is
+# only the safety net's period for a change no poke announced. It was a 0.1 s poll: ten
+# wake-ups a second on every idle worker (issue 15).
+LOCAL_RECHECK = 2.0
+# Outside a swarm the runner sleeps until swarm init/join pokes it; this is only the safety
+# net's period (it was a POLL_INTERVAL loop: two wake-ups a second on every agent, issue 15).
+IDLE_RECHECK = 5.0
 # Docker's default grace period before SIGKILL when a task is shut down (ContainerSpec
 # StopGracePeriod, 10 s); tests and `service rm` wait for it, so it stays Docker's.
 STOP_GRACE = 10.0
@@ -419,15 +424,28 @@ class TaskRunner:
     _probes: trio.Nursery | None = None
     # Task id -> when its stop was first held until every node had dropped it.
     _draining: dict[str, float] = field(default_factory=dict)
+    # Set (and replaced) by `poke`: a waiter takes the current one before it looks, so a poke
+    # between its look and its wait is not lost.
+    _poked: trio.Event = field(default_factory=trio.Event)
+
+    def poke(self) -> None:
+        """Something the runner follows may have changed: this host's containers (the agent
+        calls it on every change of its records, a process's end included) or its swarm
+        membership (init, join). Cheap: waiters re-read what they wait on."""
+        self.counters["pokes"] += 1
+        self._poked.set()
+        self._poked = trio.Event()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as probes:
             self._probes = probes
             task_status.started()
             while True:
+                poked = self._poked
                 held = False
+                active = self.hooks.active()
                 try:
-                    if self.hooks.active():
+                    if active:
                         await self.step()
                         # An index to hold on: the next ask waits at the managers, not here.
                         held = self.last_index >= 0
@@ -435,7 +453,15 @@ class TaskRunner:
                     # No manager reachable (an election, a partition): the tasks here go on.
                     self.counters["assigned_failures"] += 1
                     log.debug("task.assigned failed: %s", e)
-                await trio.sleep(LONG_POLL_GAP if held else self.interval)
+                if held:
+                    await trio.sleep(LONG_POLL_GAP)
+                elif active:
+                    await trio.sleep(self.interval)
+                else:
+                    # Not in a swarm: nothing to ask until swarm init/join pokes.
+                    self.counters["idle_waits"] += 1
+                    with trio.move_on_after(IDLE_RECHECK):
+                        await poked.wait()
 
     def _gate_health(
         self, doc: Mapping[str, Any], local: Mapping[str, LocalTask], actions: list[Action]
@@ -536,8 +562,12 @@ class TaskRunner:
                 nursery.cancel_scope.cancel()
 
             async def watch() -> None:
-                while self.hooks.local_tasks() == before:
-                    await trio.sleep(LOCAL_RECHECK)
+                while True:
+                    poked = self._poked
+                    if self.hooks.local_tasks() != before:
+                        break
+                    with trio.move_on_after(LOCAL_RECHECK):
+                        await poked.wait()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(ask)

@@ -95,6 +95,7 @@ async def test_the_runner_passes_its_index_and_a_local_change_ends_the_wait() ->
         assert managers.asks[1] == {"index": 7}
         # A task's container appears (or ends): the held ask is dropped and asked again plainly.
         local["t1"] = LocalTask("t1", "c1", running=False, exit_code=137)
+        runner.poke()  # as the agent does on every change of its containers
     assert managers.asks[2] == {}
     assert runner.counters["assigned_woken"] == 1
     assert removed == ["c1"]  # the plan saw the change: not a task the managers list
