@@ -43,7 +43,7 @@ from overlaynet.agent.handlers_networks import NetworkRequests
 from overlaynet.agent.handlers_views import ViewRequests
 from overlaynet.agent.lb import LbPlane
 from overlaynet.agent.locks import KeyedLocks
-from overlaynet.agent.overlay import OverlayDriver
+from overlaynet.agent.overlay import OverlayDriver, offload_addresses
 from overlaynet.agent.runtime import Allocation, Runtime
 from overlaynet.agent.servicedns import ServiceNames
 from overlaynet.agent.swarm import SwarmMember
@@ -221,6 +221,7 @@ class Agent:
                     if self.runtime.generation != self._synced_generation:
                         self._containers_changed.set()
                         self.container_health.poke()
+                        self.task_runner.poke()
                         await self._sync_planes()
         return result
 
@@ -245,6 +246,9 @@ class Agent:
                 if wanted != have:
                     self.overlay.learn(net.id, planes.endpoints, wanted[1])
                     self._planes[net.id] = wanted
+                self.overlay.learn_offload(
+                    net.id, offload_addresses(self.control.gossip, net.id, self.control.node_id)
+                )
             for gone in set(self._planes) - set(rt.networks):
                 del self._planes[gone]
             self.overlay.set_members(self.control.live_addresses())
@@ -574,6 +578,7 @@ class Agent:
         else:
             res = await self.swarm.init(ip, port, req.ingress_subnet)
         await self._start_control()
+        self.task_runner.poke()
         log.info("swarm initialised", extra={"fields": {"node": res["node_id"]}})
         return res
 
@@ -581,6 +586,7 @@ class Agent:
         ip, _ = self._advertise(req.advertise_addr)
         res = await self.swarm.join(req.token, req.remote, ip)
         await self._start_control()
+        self.task_runner.poke()
         async with self.state_lock:
             await self._sync_planes()
         log.info("joined swarm", extra={"fields": res})
