@@ -91,17 +91,17 @@ def table(results: dict[str, dict[str, dict[str, Any]]], na: dict[str, str]) -> 
         ("loaded_ping_p99_ms", "loaded p99 ms"),
         ("udp_max_gbps", "UDP Gb/s"),
     )
-    head = "".join(f"{label:>17s}" for _, label in cols)
+    head = "".join(f"{label:>18s}" for _, label in cols)
     lines = [f"{'MTU':5s} {'path':17s}{head}{'UDP loss @80%':>15s}"]
     for mtu, paths in results.items():
         kernel = paths[KERNEL]
         for path in PATHS:
             if path not in paths:
-                cells = "".join(f"{NA:>17s}" for _ in cols) + f"{NA:>15s}"
+                cells = "".join(f"{NA:>18s}" for _ in cols) + f"{NA:>15s}"
                 lines.append(f"{mtu:5s} {path:17s}{cells}")
                 continue
             r = paths[path]
-            cells = "".join(f"{r[f]:>8.3f} ({ratio(r[f], kernel[f]):5.2f}x)" for f, _ in cols)
+            cells = "".join(f"{r[f]:>8.3f} ({ratio(r[f], kernel[f]):6.2f}x)" for f, _ in cols)
             lines.append(f"{mtu:5s} {path:17s}{cells}{r['udp_80_loss_pct']:>14.2f}%")
     lines += [f"{path}: {NA}: {why}" for path, why in na.items()]
     return "\n".join(lines)
@@ -138,6 +138,13 @@ def chart(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
     fig.suptitle("issue 15 matrix: overlaynet modes vs kernel VXLAN, one run")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def git(*args: str) -> str:
+    """`git ARGS` in this checkout, stripped stdout ("" if git fails)."""
+    out = subprocess.run(["git", "-C", str(Path(__file__).parent), *args], capture_output=True,
+                         text=True, timeout=30, check=False)  # fmt: skip
+    return out.stdout.strip()
 
 
 def main() -> int:
@@ -208,6 +215,9 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path, png_path = e2e.RESULTS / f"matrix-{stamp}.json", e2e.RESULTS / f"matrix-{stamp}.png"
     meta = {
+        "commit": git("rev-parse", "HEAD"),
+        # Offload mode is being built: whether the measured data plane had uncommitted changes.
+        "dataplane_uncommitted": bool(git("status", "--porcelain", "overlaynet/dataplane")),
         "seconds": args.seconds,
         "pings": args.pings,
         "rounds": args.rounds,
