@@ -610,13 +610,36 @@ class TaskRunner:
 
     async def _run(self, task: AssignedTask) -> None:
         log.info("task accepted", extra={"fields": {"task": task.container_name}})
-        await self._report(Report(task.id, (TaskState.ACCEPTED, TaskState.PREPARING)))
-        try:
-            cid = await self.hooks.create(task)
-        except ApiError as e:
+        created: list[str] = []
+        unheard: list[ApiError] = []
+        refused: list[ApiError] = []
+
+        async def accepted() -> None:
+            try:
+                await self._report(Report(task.id, (TaskState.ACCEPTED, TaskState.PREPARING)))
+            except ApiError as e:
+                unheard.append(e)
+
+        async def create() -> None:
+            try:
+                created.append(await self.hooks.create(task))
+            except ApiError as e:
+                refused.append(e)
+
+        # The managers hear `accepted` and `preparing` (a commit each) while the container is
+        # made, not before: the create no longer waits for two round trips. Every later
+        # state follows both, so the managers see the states in Docker's order.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(accepted)
+            nursery.start_soon(create)
+        if refused:
             self.counters["tasks_rejected"] += 1
-            await self._report(Report(task.id, (TaskState.REJECTED,), error=str(e)))
+            await self._report(Report(task.id, (TaskState.REJECTED,), error=str(refused[0])))
             return
+        if unheard:
+            # The managers did not hear it: a container made stays, the next plan starts it.
+            raise unheard[0]
+        cid = created[0]
         log.info("task created", extra={"fields": {"task": task.container_name}})
         await self._report(Report(task.id, (TaskState.STARTING,), cid))
         try:
