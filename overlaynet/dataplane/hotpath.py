@@ -208,6 +208,9 @@ class HotLoop:
         self._off_tx: socket.socket | None = None
         self._off_port = chunks.OFFLOAD_PORT
         self._off_chunk = chunks.DEFAULT_CHUNK
+        #: Chunks leave in UDP-GSO sends (each datagram within the path MTU), or, False, one
+        #: datagram per chunk that the kernel fragments (chunks above the MTU).
+        self.off_gso = True
         self._frame_id = 0
         self.reassembler = chunks.Reassembler()
 
@@ -215,11 +218,22 @@ class HotLoop:
         """Serve offload mode: `rx` receives offload datagrams (any network's), `tx` sends
         them to peers' `port`, super-frames cut into `chunk`-octet chunks. Once, before any
         network in offload mode is added."""
-        self._off_port, self._off_chunk = port, chunk
+        self._off_port = port
+        self.set_offload_chunk(chunk)
         self._off_tx = tx
         self._off_rx = rx
         self._off_fd = rx.fileno()
         self._poller.register(self._off_fd, select.EPOLLIN)
+
+    def set_offload_chunk(self, chunk: int, *, gso: bool | None = None) -> None:
+        """Chunk payload octets from now on (one attribute each: safe while the loop runs);
+        `gso` None: GSO when a chunk fits a 1500-octet underlay without fragments."""
+        self.off_gso = chunk + chunks.HEADER_LEN <= chunks.GSO_CHUNK_LIMIT if gso is None else gso
+        self._off_chunk = chunk
+
+    @property
+    def offload_chunk(self) -> int:
+        return self._off_chunk
 
     def add(self, net: Network) -> None:
         """Start moving frames for `net`."""
@@ -956,8 +970,12 @@ class HotLoop:
         else:
             net.counters["tx_unknown_unicast"] += 1
         port = self._off_port
-        gso = chunk + chunks.HEADER_LEN <= chunks.GSO_CHUNK_LIMIT
-        most = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // (chunk + chunks.HEADER_LEN)) if gso else 1
+        gso = self.off_gso
+        most = (
+            max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // (chunk + chunks.HEADER_LEN)))
+            if gso
+            else 1
+        )
         cmsg = [(SOL_UDP, UDP_SEGMENT, (chunk + chunks.HEADER_LEN).to_bytes(2, _NATIVE))]
         sendmsg = sock.sendmsg
         for host in hosts:
@@ -983,6 +1001,7 @@ class HotLoop:
         recvmsg = sock.recvmsg
         members, counters = self.members, self._counters
         feed = self.reassembler.feed
+        feed_buffer = self.reassembler.feed_buffer
         budget = self.drain_budget
         while budget > 0:
             try:
@@ -1008,10 +1027,8 @@ class HotLoop:
                 if done is not None:
                     self._deliver_whole(sender, *done)
                 continue
-            for s in range(0, size, seg):
-                done = feed(sender, data[s : s + seg])
-                if done is not None:
-                    self._deliver_whole(sender, *done)
+            for vni, frame in feed_buffer(sender, data, seg):
+                self._deliver_whole(sender, vni, frame)
 
     def _deliver_whole(self, sender: str, vni: int, data: bytes) -> None:
         """A reassembled virtio-net header and frame into its network's TAP."""

@@ -79,6 +79,24 @@ SO_RCVBUFFORCE = 33
 IP_PMTUDISC_DONT = 0
 
 
+#: Outer IPv4 (no options) and UDP headers: a path MTU minus these is a datagram's payload.
+OUTER_IPV4_UDP = 28
+#: From <linux/in.h>: the path MTU of a connected socket.
+IP_MTU = 14
+
+
+def _path_mtu(local_ip: str, host: str) -> int:
+    """The MTU of the route toward `host` (0: unknown), so offload chunks need no fragments."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((local_ip, 0))
+            probe.connect((host, chunks.OFFLOAD_PORT))
+            mtu: int = probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
+            return mtu
+    except OSError:
+        return 0
+
+
 def _offload_sockets(
     local_ip: str, port: int, buffer: int, chunk: int
 ) -> tuple[socket.socket, socket.socket]:
@@ -210,10 +228,12 @@ class Vtep:
         nice: int = LOOP_NICE,
         drain_budget: int = DRAIN_BUDGET,
         offload_port: int = chunks.OFFLOAD_PORT,
-        offload_chunk: int = chunks.DEFAULT_CHUNK,
+        offload_chunk: int | None = None,
     ) -> None:
         self.local_ip = as_ipv4(local_ip)
         self.offload_port = offload_port
+        #: Chunk payload octets; None: from the path MTU toward the offload peers (the
+        #: largest that needs no IP fragment: 1456 on a 1500 underlay, 8956 on a jumbo one).
         self.offload_chunk = offload_chunk
         self._off_rx: socket.socket | None = None
         self._off_tx: socket.socket | None = None
@@ -289,10 +309,16 @@ class Vtep:
                 raise ValueError(f"VNI {vni} is already served by this VTEP")
             if offload and self._off_rx is None:
                 self._off_rx, self._off_tx = _offload_sockets(
-                    self.local_ip, self.offload_port, SOCKET_BUFFER, self.offload_chunk
+                    self.local_ip,
+                    self.offload_port,
+                    SOCKET_BUFFER,
+                    self.offload_chunk or chunks.DEFAULT_CHUNK,
                 )
                 self._loop.set_offload(
-                    self._off_rx, self._off_tx, self.offload_port, self.offload_chunk
+                    self._off_rx,
+                    self._off_tx,
+                    self.offload_port,
+                    self.offload_chunk or chunks.DEFAULT_CHUNK,
                 )
             if isinstance(tap, str):
                 count = TAP_QUEUES if self.batch else 1
@@ -344,6 +370,12 @@ class Vtep:
             if offload and not net.offload:
                 raise ValueError(f"VNI {vni} is not in offload mode")
             net.offload_peers = offload
+            if self.offload_chunk is None:
+                every = set().union(*(n.offload_peers for n in self._networks.values()))
+                mtu = min((_path_mtu(self.local_ip, h) for h in every), default=0)
+                if mtu:
+                    chunk = min(mtu - OUTER_IPV4_UDP - chunks.HEADER_LEN, chunks.MAX_AUTO_CHUNK)
+                    self._loop.set_offload_chunk(chunk, gso=True)
 
     def set_learning(self, vni: int, limit: int = LEARNED_LIMIT) -> None:
         """Learn source MACs of frames from member hosts on `vni` (at most `limit` entries,
@@ -450,6 +482,7 @@ class Vtep:
             "offload": {
                 "enabled": net.offload,
                 "port": self.offload_port,
+                "chunk": self._loop.offload_chunk,
                 "wire": {
                     p: "offload" if p in net.offload_peers and net.seal is None else "rfc7348"
                     for p in net.peers

@@ -23,7 +23,7 @@ from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE
 from overlaynet.dataplane.seal import DataKey, SealError, parse_key
 from overlaynet.dataplane.switching import DEFAULT_MTU
 from overlaynet.dataplane.vtep import Vtep
-from overlaynet.wire import chunks, vxlan
+from overlaynet.wire import vxlan
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -93,9 +93,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "with --offload); every other --peer gets RFC 7348, segmented and checksummed here",
     )  # fmt: skip
     p.add_argument(
-        "--offload-chunk", type=int, default=chunks.DEFAULT_CHUNK, metavar="OCTETS",
-        help="offload chunk size: up to 1456 fills 1500-octet datagrams sent with UDP GSO; "
-        "larger ones leave as single datagrams the kernel fragments",
+        "--offload-chunk", type=int, default=None, metavar="OCTETS",
+        help="offload chunk size (default: the largest the path MTU takes unfragmented, sent "
+        "with UDP GSO); above 1456 given here, single datagrams the kernel fragments",
     )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")

@@ -33,6 +33,10 @@ OFFLOAD_PORT = 4799
 GSO_CHUNK_LIMIT = 1472
 #: Chunk payload per datagram by default: one chunk and its header fill GSO_CHUNK_LIMIT.
 DEFAULT_CHUNK = 1456
+#: The largest chunk taken from a path MTU: what a 9000-octet (jumbo) underlay carries. A larger
+#: MTU (loopback's 65536) would mean one or two chunks per frame, no faster, and UDP GSO's
+#: 64 KB limit per send is then reached with one chunk.
+MAX_AUTO_CHUNK = 9000 - 28 - 16
 MAGIC = b"\x00ON"
 VERSION = 1
 HEADER_LEN = 16
@@ -45,6 +49,8 @@ MAX_CHUNKS = 255
 MAX_PENDING = 64
 #: Completed frame ids remembered, so a late duplicate chunk is counted as one, not left open.
 RECENT_DONE = 256
+#: The last four header octets of chunk i (index, then three zero octets).
+_INDEX = [bytes((i, 0, 0, 0)) for i in range(MAX_CHUNKS)]
 
 
 class ChunkError(ValueError):
@@ -188,11 +194,99 @@ class Reassembler:
         if entry.got < entry.count:
             return None
         del self._pending[key]
+        self._finish(key)
+        return chunk.vni, b"".join(entry.parts)  # type: ignore[arg-type]
+
+    def feed_buffer(self, sender: str, data: bytes, seg: int) -> list[tuple[int, bytes]]:
+        """A receive buffer of `seg`-octet datagrams (the last may be shorter: UDP GRO), what
+        `feed` of each would give, in order. Runs of consecutive chunks of one frame are
+        checked and stored in bulk (one comparison of all their headers): per-chunk work in
+        Python is what limits this path; anything unusual goes chunk by chunk through `feed`."""
+        out: list[tuple[int, bytes]] = []
+        size = len(data)
+        s = 0
+        while s < size:
+            n = 0
+            if seg >= HEADER_LEN and size - s > seg and data[s : s + 4] == PREFIX:
+                count, index = data[s + 7], data[s + 12]
+                n = min(count - index, -(-(size - s) // seg)) if index < count else 0
+            if n >= 2:
+                head = data[s : s + 12]
+                got = b"".join([data[s + j * seg : s + j * seg + HEADER_LEN] for j in range(n)])
+                want = b"".join([head + _INDEX[index + j] for j in range(n)])
+                if got == want:
+                    done = self._store_run(sender, data, s, seg, n, head, index, count)
+                    if done is not False:
+                        if isinstance(done, tuple):
+                            out.append(done)
+                        s += n * seg
+                        continue
+            done = self.feed(sender, data[s : s + seg])
+            if done is not None:
+                out.append(done)
+            s += seg
+        return out
+
+    def _store_run(
+        self,
+        sender: str,
+        data: bytes,
+        s: int,
+        seg: int,
+        n: int,
+        head: bytes,
+        index: int,
+        count: int,
+    ) -> tuple[int, bytes] | bool | None:
+        """Store `n` validated consecutive chunks (index `index` on) of one frame; the frame
+        when that completes it, None when not yet, False when the run needs the careful path
+        (duplicates, sizes to check against chunks seen before)."""
+        key = (sender, int.from_bytes(head[4:7], "big"), int.from_bytes(head[8:12], "big"))
+        if key in self._done:
+            return False
+        entry = self._pending.get(key)
+        end = s + n * seg if s + n * seg < len(data) else len(data)
+        last_len = end - (s + (n - 1) * seg) - HEADER_LEN
+        full = seg - HEADER_LEN
+        # Every chunk but the frame's last is `full`; a shorter one may only end the frame.
+        if last_len > full or (last_len < full and index + n != count):
+            return False
+        if entry is None:
+            if n == count:
+                pieces = [data[s + j * seg + HEADER_LEN : s + (j + 1) * seg] for j in range(n - 1)]
+                pieces.append(data[s + (n - 1) * seg + HEADER_LEN : end])
+                self._finish(key)
+                return key[1], b"".join(pieces)
+            entry = self._pending[key] = _Pending(count)
+            while len(self._pending) > self.max_pending:
+                self._pending.popitem(last=False)
+                self.counters["offload_frames_lost"] += 1
+        else:
+            last_part = entry.parts[-1]
+            if (
+                entry.count != count
+                or entry.size not in (-1, full)
+                or (last_part is not None and len(last_part) > full)
+                or any(p is not None for p in entry.parts[index : index + n])
+            ):
+                return False  # duplicates or inconsistent sizes: counted one by one
+        entry.size = full
+        parts = entry.parts
+        for j in range(n - 1):
+            parts[index + j] = data[s + j * seg + HEADER_LEN : s + (j + 1) * seg]
+        parts[index + n - 1] = data[s + (n - 1) * seg + HEADER_LEN : end]
+        entry.got += n
+        if entry.got < count:
+            return None
+        del self._pending[key]
+        self._finish(key)
+        return key[1], b"".join(parts)  # type: ignore[arg-type]
+
+    def _finish(self, key: tuple[str, int, int]) -> None:
         self._done[key] = None
         if len(self._done) > RECENT_DONE:
             self._done.popitem(last=False)
         self.counters["offload_frames"] += 1
-        return chunk.vni, b"".join(entry.parts)  # type: ignore[arg-type]
 
     def expire(self) -> int:
         """Give up the frames that were already incomplete at the previous call (the loop

@@ -137,3 +137,58 @@ def test_bad_magic_and_short_are_named() -> None:
     r.feed(SENDER, b"\x08" + bytes(30))
     r.feed(SENDER, b"\x00ON")
     assert r.counters["offload_bad_magic"] == 1 and r.counters["offload_short"] == 1
+
+
+def gro_buffers(stream: list[bytes]) -> list[tuple[bytes, int]]:
+    """Consecutive datagrams as UDP GRO hands them over: equal sizes, a shorter one last."""
+    out: list[tuple[bytes, int]] = []
+    i = 0
+    while i < len(stream):
+        seg = len(stream[i])
+        j = i + 1
+        while j < len(stream) and len(stream[j]) == seg and j - i < 64:
+            j += 1
+        if j < len(stream) and len(stream[j]) < seg and j - i < 64:
+            j += 1
+        out.append((b"".join(stream[i:j]), seg))
+        i = j
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    frames=st.lists(st.binary(min_size=1, max_size=6000), min_size=1, max_size=4),
+    chunk=st.integers(min_value=16, max_value=1500),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    shuffle=st.booleans(),
+    drop=st.booleans(),
+    dups=st.integers(min_value=0, max_value=3),
+)
+def test_gro_buffers_give_what_datagram_by_datagram_gives(
+    frames: list[bytes], chunk: int, seed: int, shuffle: bool, drop: bool, dups: int
+) -> None:
+    rng = random.Random(seed)
+    stream = [d for i, f in enumerate(frames) for d in datagrams(3, i, f, chunk)]
+    if drop:
+        stream.pop(rng.randrange(len(stream)))
+    for _ in range(dups if stream else 0):
+        k = rng.randrange(len(stream))
+        stream.insert(k, stream[k])
+    if shuffle:
+        rng.shuffle(stream)
+    one, bulk = chunks.Reassembler(), chunks.Reassembler()
+    expected = [x for x in (one.feed(SENDER, d) for d in stream) if x is not None]
+    got = [x for data, seg in gro_buffers(stream) for x in bulk.feed_buffer(SENDER, data, seg)]
+    assert got == expected
+    assert bulk.counters == one.counters and bulk.pending == one.pending
+
+
+def test_a_frame_across_two_buffers_is_stored_in_bulk() -> None:
+    frame = bytes(range(256)) * 256  # 65,536 octets: 46 chunks of 1456
+    stream = datagrams(1, 1, frame, chunks.DEFAULT_CHUNK)
+    r = chunks.Reassembler()
+    first = b"".join(stream[:44])
+    assert r.feed_buffer(SENDER, first, len(stream[0])) == []
+    assert r.pending == 1
+    assert r.feed_buffer(SENDER, b"".join(stream[44:]), len(stream[0])) == [(1, frame)]
+    assert r.counters == {"offload_frames": 1}

@@ -67,6 +67,8 @@ def test_a_super_frame_crosses_whole_to_an_offload_peer() -> None:
         assert a.inspect(VNI)["counters"]["tx_offload_frames"] == 1
         assert b.inspect(VNI)["counters"]["rx_offload_frames"] == 1
         assert a.inspect(VNI)["offload"]["wire"] == {HOST_B: "offload"}
+        # From the path MTU (loopback's 65536), capped at what a jumbo underlay carries.
+        assert a.inspect(VNI)["offload"]["chunk"] == chunks.MAX_AUTO_CHUNK
         assert b.stats()["offload_reassembly"]["offload_frames"] == 1
 
 
