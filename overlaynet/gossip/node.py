@@ -131,6 +131,10 @@ class GossipNode:
     def members(self) -> list[MemberView]:
         return self.membership.views()
 
+    def member(self, name: str) -> MemberView | None:
+        """One member by name (None: not known), without building the whole list."""
+        return self.membership.view_of(name)
+
     def entries(self, table: str, network: str) -> dict[str, TableEntry]:
         return self.tables.entries(table, network)
 

@@ -129,6 +129,10 @@ class GossipService:
     def members(self) -> list[MemberView]:
         return self.node.members()
 
+    def member(self, name: str) -> MemberView | None:
+        """One member by name (None: not known): what a node's status needs, in O(1)."""
+        return self.node.member(name)
+
     def join_network(self, net_id: str) -> None:
         self.node.join_network(net_id, trio.current_time())
         self._flush()

@@ -121,6 +121,10 @@ class Membership:
         self._suspicions: dict[str, Suspicion] = {}
         # Suspects whose timer ran out, getting one last probe before we declare them dead.
         self._final_checks: dict[str, _Probe] = {}
+        # `views()` as last built; None once a member was added, removed or changed. The
+        # manager asks for it per node per request (issue 15: rebuilding and sorting it each
+        # time was most of an idle 60-host swarm manager's CPU).
+        self._views: list[MemberView] | None = None
         self._seq = rng.randrange(SEQ_MODULO)
         # Stagger the first probe so nodes started together do not probe in lockstep.
         self.next_probe_at = now + rng.uniform(0, config.probe_interval)
@@ -149,10 +153,22 @@ class Membership:
         return None if suspicion is None else suspicion.deadline()
 
     def views(self) -> list[MemberView]:
-        return [
-            MemberView(m.name, m.addr, m.state, m.incarnation)
-            for m in sorted(self.members.values(), key=lambda m: m.name)
-        ]
+        """Every member, by name. Built again only after a change (`_touch`)."""
+        if self._views is None:
+            self._views = [
+                MemberView(m.name, m.addr, m.state, m.incarnation)
+                for m in sorted(self.members.values(), key=lambda m: m.name)
+            ]
+        return list(self._views)
+
+    def view_of(self, name: str) -> MemberView | None:
+        """One member, without the whole list."""
+        m = self.members.get(name)
+        return None if m is None else MemberView(m.name, m.addr, m.state, m.incarnation)
+
+    def _touch(self) -> None:
+        """A member was added, removed, or its address, state or incarnation changed."""
+        self._views = None
 
     def records(self) -> list[MemberRecord]:
         return [MemberRecord(m.name, m.addr, m.incarnation, m.state) for m in self.members.values()]
@@ -251,6 +267,7 @@ class Membership:
                 # Unlike memberlist, remember a failed member we never saw: retrying it
                 # (random_dead) is what merges a partition whose bridges all died meanwhile.
                 self.members[r.node] = _Member(r.node, r.addr, r.incarnation, MemberState.DEAD, now)
+                self._touch()
                 self._count_address(r.addr, 1)
                 self._dead.add(r.node)
 
@@ -301,6 +318,7 @@ class Membership:
             if m.state not in LIVE_STATES and now - m.changed_at >= self.config.dead_reap_time
         ]
         for name in gone:
+            self._touch()
             self._count_address(self.members.pop(name).addr, -1)
             self._dead.discard(name)
         return gone
@@ -457,6 +475,7 @@ class Membership:
         if member is None:
             member = _Member(msg.node, msg.addr, msg.incarnation, MemberState.ALIVE, now)
             self.members[msg.node] = member
+            self._touch()
             self._count_address(msg.addr, 1)
             self._add_live(msg.node, insert_in_probe_order=True)
             self.changes.append(
@@ -468,6 +487,7 @@ class Membership:
         if msg.incarnation <= member.incarnation:
             return
         member.incarnation = msg.incarnation
+        self._touch()
         if member.addr != msg.addr:
             self._count_address(member.addr, -1)
             self._count_address(msg.addr, 1)
@@ -486,6 +506,7 @@ class Membership:
                 self._broadcast(msg, subject_suffix=msg.source)
             return
         member.incarnation = msg.incarnation
+        self._touch()
         self._set_state(member, MemberState.SUSPECT, now)
         n = self.live_count()
         # memberlist: k = SuspicionMult - 2 confirmations, none in clusters too small for them.
@@ -503,6 +524,7 @@ class Membership:
         if member is None:
             return
         member.incarnation = msg.incarnation
+        self._touch()
         left = msg.source == msg.node
         self._set_state(member, MemberState.LEFT if left else MemberState.DEAD, now)
         self._broadcast(msg)
@@ -541,6 +563,7 @@ class Membership:
     def _refute(self, seen: int) -> None:
         me = self.members[self.name]
         me.incarnation = max(me.incarnation, seen) + 1
+        self._touch()
         # Lifeguard: being suspected hints that we are the slow one.
         self.awareness.apply(1)
         self._broadcast(Alive(me.incarnation, self.name, self.addr))
@@ -551,6 +574,7 @@ class Membership:
             return
         member.state = state
         member.changed_at = now
+        self._touch()
         if state != MemberState.SUSPECT:
             self._suspicions.pop(member.name, None)
             self._final_checks.pop(member.name, None)
