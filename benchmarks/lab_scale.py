@@ -3,7 +3,12 @@ costs: each agent's and supervisor's RSS, PSS and USS (from /proc/PID/smaps_roll
 agents' CPU while nothing happens.
 
     sudo .venv/bin/python benchmarks/lab_scale.py [--hosts 20] [--hosts 100 ...] [--idle 10] \
-        [--spawn fork] [--spawn exec]
+        [--spawn fork] [--spawn exec] [--swarm] [--cpu-window 5] [--profile-hosts N]
+
+`--swarm` forms a swarm (node1 the manager) before the idle wait, so gossip runs; the CPU is
+then given for the manager and the workers apart (the manager alone runs Raft).
+`--profile-hosts N` gives the agents the gossip profile of an N-host lab (3: the small-lab
+profile, to compare with the profile the lab's size picks, gossip/config.py LAB_TIERS).
 
 Goals (issue 15): up of 100 hosts ≤ 20 s, down ≤ 5 s, an idle agent ≤ 25 MiB RSS, CPU of 100
 idle agents ≤ 5 % of one core. RSS counts every page an agent maps, shared ones (the
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from overlaynet import lab as labmod
+from overlaynet.gossip.config import LAB_HOSTS_ENV
 from overlaynet.lab import lifecycle
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,6 +43,9 @@ DEFAULT_IDLE = 10.0
 MAX_IDLE = 60.0
 # The CPU of idle agents is measured over this window, after the idle wait.
 CPU_WINDOW = 5.0
+MAX_CPU_WINDOW = 30.0
+# Lab names of this benchmark: "id" and a random suffix, so runs never meet another's lab.
+LAB_PREFIX = "id"
 MIB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -92,26 +101,50 @@ def parent(pid: int) -> int | None:
         return None
 
 
-def run_one(n: int, idle: float, spawn: str) -> dict[str, Any]:
-    lab = "s" + secrets.token_hex(3)
-    result: dict[str, Any] = {"hosts": n, "spawn": spawn, "lab": lab}
+def cpu_pct(before: dict[int, int | None], window: float) -> float:
+    """% of one core the processes in `before` used since it was taken, over `window` s."""
+    used = sum(
+        t - b for p, b in before.items() if b is not None and (t := cpu_ticks(p)) is not None
+    )
+    return round(100 * used / CLK_TCK / window, 2)
+
+
+def run_one(
+    n: int, idle: float, spawn: str, swarm: bool = False, window: float = CPU_WINDOW
+) -> dict[str, Any]:
+    lab = LAB_PREFIX + secrets.token_hex(3)
+    result: dict[str, Any] = {"hosts": n, "spawn": spawn, "lab": lab, "swarm": swarm}
+    result["gossip_profile_hosts"] = os.environ.get(LAB_HOSTS_ENV, str(n))
     os.environ[lifecycle.SPAWN_ENV] = spawn
     try:
         t0 = time.monotonic()
-        hosts = [h.name for h in labmod.up(lab, n)]
+        lab_hosts = labmod.up(lab, n)
+        hosts = [h.name for h in lab_hosts]
         result["up_s"] = round(time.monotonic() - t0, 2)
         print(f"{n} hosts ({spawn}): up {result['up_s']} s", flush=True)
+        if swarm:
+            t0 = time.monotonic()
+            labmod.form_swarm(lab, lab_hosts)
+            result["swarm_s"] = round(time.monotonic() - t0, 2)
+            print(f"{n} hosts: swarm formed in {result['swarm_s']} s", flush=True)
         time.sleep(idle)
         procs = processes(lab, hosts)
         for kind, pids in procs.items():
             rows = [m for p in pids if (m := memory(p)) is not None]
             result[kind] = summary(rows)
+        manager = lifecycle.agent_pid(lab, hosts[0])
         before = {p: cpu_ticks(p) for p in procs["agents"]}
-        time.sleep(CPU_WINDOW)
-        used = sum(
-            t - b for p, b in before.items() if b is not None and (t := cpu_ticks(p)) is not None
-        )
-        result["agents_idle_cpu_pct_of_one_core"] = round(100 * used / CLK_TCK / CPU_WINDOW, 1)
+        sups_before = {p: cpu_ticks(p) for p in procs["supervisors"] + procs["zygotes"]}
+        load_before = os.getloadavg()[0]
+        time.sleep(window)
+        result["agents_idle_cpu_pct_of_one_core"] = round(cpu_pct(before, window), 1)
+        if manager in before:
+            result["node1_cpu_pct"] = cpu_pct({manager: before[manager]}, window)
+            rest = {p: b for p, b in before.items() if p != manager}
+            result["other_agents_cpu_pct"] = cpu_pct(rest, window)
+        result["supervisors_and_zygote_cpu_pct"] = cpu_pct(sups_before, window)
+        result["cpu_window_s"] = window
+        result["load_1min_before"] = round(load_before, 2)
         load = os.getloadavg()[0]
         result["load_1min"] = round(load, 2)
         print(json.dumps({k: v for k, v in result.items() if k != "lab"}), flush=True)
@@ -165,12 +198,28 @@ def main() -> int:
         "(before the fork server); repeatable, to compare in one run",
     )
     p.add_argument("--idle", type=float, default=DEFAULT_IDLE, help="seconds idle before memory")
+    p.add_argument("--swarm", action="store_true", help="form a swarm first (gossip runs)")
+    p.add_argument(
+        "--cpu-window", type=float, default=CPU_WINDOW, help="seconds the idle CPU is read over"
+    )
+    p.add_argument(
+        "--profile-hosts",
+        type=int,
+        help="the agents' gossip profile is that of a lab of this many hosts (3: small-lab)",
+    )
     a = p.parse_args()
+    if a.profile_hosts is not None:
+        if a.profile_hosts < 1:
+            p.error("--profile-hosts must be positive")
+        os.environ[LAB_HOSTS_ENV] = str(a.profile_hosts)
+    window = min(max(a.cpu_window, 1.0), MAX_CPU_WINDOW)
     sizes = a.hosts or [20]
     if any(not 1 <= n <= lifecycle.MAX_HOSTS for n in sizes):
         p.error(f"--hosts must be between 1 and {lifecycle.MAX_HOSTS}")
     idle = min(max(a.idle, 0.0), MAX_IDLE)
-    results = [run_one(n, idle, spawn) for spawn in a.spawn or ["fork"] for n in sizes]
+    results = [
+        run_one(n, idle, spawn, a.swarm, window) for spawn in a.spawn or ["fork"] for n in sizes
+    ]
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"lab_scale-{stamp}.json"

@@ -136,7 +136,8 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     untuned = hosttune.tune_hosts([lab_namespace(lab, h.name) for h in wanted])
     if untuned:
         shown.note(f"{len(untuned)} hosts' underlay ports left untuned (slower)")
-    note = gossip_note(hosts)
+    # A size set by the caller picks the agents' profile instead (`_agent_env`).
+    note = gossip_note(hosts) if LAB_HOSTS_ENV not in os.environ else None
     if note is not None:
         # Detection is slower than a small lab's: always said, as the neighbour table is.
         print(note, file=sys.stderr, flush=True)
@@ -167,11 +168,12 @@ def gossip_note(hosts: int) -> str | None:
 
 def _agent_env(lab: str) -> dict[str, str]:
     """The environment of a lab's supervisors and agents: this one plus the lab's size, from
-    which their gossip takes its profile (gossip/config.py `config_from_env`)."""
+    which their gossip takes its profile (gossip/config.py `config_from_env`). A size already
+    in this environment wins: benchmarks compare the profiles on one lab that way."""
     env = dict(os.environ)
     hosts = read_hosts(lab)
     if hosts:
-        env[LAB_HOSTS_ENV] = str(len(hosts))
+        env.setdefault(LAB_HOSTS_ENV, str(len(hosts)))
     return env
 
 

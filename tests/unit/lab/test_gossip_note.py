@@ -25,6 +25,13 @@ def test_big_labs_state_the_probe_interval_and_detection_time() -> None:
 def test_agents_get_the_lab_size(monkeypatch: pytest.MonkeyPatch) -> None:
     hosts = [LabHost.numbered(n) for n in range(1, 101)]
     monkeypatch.setattr(lifecycle, "read_hosts", lambda lab: hosts if lab == "idbig" else [])
-    assert lifecycle._agent_env("idbig")[LAB_HOSTS_ENV] == "100"
     monkeypatch.delenv(LAB_HOSTS_ENV, raising=False)
+    assert lifecycle._agent_env("idbig")[LAB_HOSTS_ENV] == "100"
     assert LAB_HOSTS_ENV not in lifecycle._agent_env("idnone")
+
+
+def test_a_size_set_by_the_caller_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    hosts = [LabHost.numbered(n) for n in range(1, 101)]
+    monkeypatch.setattr(lifecycle, "read_hosts", lambda lab: hosts)
+    monkeypatch.setenv(LAB_HOSTS_ENV, "3")
+    assert lifecycle._agent_env("idbig")[LAB_HOSTS_ENV] == "3"
