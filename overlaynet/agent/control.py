@@ -231,10 +231,11 @@ class ControlPlane:
         g = self.gossip
         if g is None:
             return "Unknown"
-        for m in g.members():
-            if m.name == node_id:
-                return "Ready" if m.state in LIVE_STATES else "Down"
-        return "Unknown"
+        # One member, not a scan: the managers ask this for every node of every status pass.
+        m = g.member(node_id)
+        if m is None:
+            return "Unknown"
+        return "Ready" if m.state in LIVE_STATES else "Down"
 
     def members_view(self) -> list[dict[str, str | int]]:
         g = self.gossip
