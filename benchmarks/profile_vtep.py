@@ -66,7 +66,9 @@ def nstat(tb: Testbed, ns: str) -> dict[str, int]:
     return values
 
 
-def build(tb: Testbed, path: str, fdb: bool, extra: tuple[str, ...]) -> dict[str, Any]:
+def build(
+    tb: Testbed, path: str, fdb: bool, extra: tuple[str, ...], *, receiving: bool = False
+) -> dict[str, Any]:
     """The two hosts of `path` and their containers; returns who sends, who is profiled."""
     o1 = tb.add_host("o1", 61)
     co1 = tb.add_container(o1, "co1", 61)
@@ -74,7 +76,9 @@ def build(tb: Testbed, path: str, fdb: bool, extra: tuple[str, ...]) -> dict[str
         o2 = tb.add_host("o2", 62)
         co2 = tb.add_container(o2, "co2", 62)
         vtep = tb.start_vtep(o1, [o2], extra=extra)
-        tb.start_vtep(o2, [o1], extra=extra)
+        receiver = tb.start_vtep(o2, [o1], extra=extra)
+        if receiving:  # profile the VTEP that receives the bulk (o2) instead
+            return {"client": co1, "server": co2, "vtep": receiver, "hosts": [o2, o1], "far": o1}
         return {"client": co1, "server": co2, "vtep": vtep, "hosts": [o1, o2], "far": o2}
     k1 = tb.add_host("k1", 62)
     ck1 = tb.add_container(k1, "ck1", 62)
@@ -170,6 +174,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--streams", type=int, default=1)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument(
+        "--receiving", action="store_true",
+        help="a2a: profile the VTEP that receives the bulk, not the one that sends it",
+    )  # fmt: skip
     parser.add_argument("--vtep-arg", action="append", default=[])
     parser.add_argument(
         "--perf", action="store_true",
@@ -183,7 +191,7 @@ def main() -> int:
     raw = Path(f"/tmp/profile-{os.getpid()}.txt")
     load_before = os.getloadavg()
     with Testbed("onet-bpf-") as tb:
-        topo = build(tb, args.path, args.fdb, tuple(args.vtep_arg))
+        topo = build(tb, args.path, args.fdb, tuple(args.vtep_arg), receiving=args.receiving)
         client: Container = topo["client"]
         server: Container = topo["server"]
         hosts: list[Host] = topo["hosts"]

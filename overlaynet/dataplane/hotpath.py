@@ -57,6 +57,15 @@ if TYPE_CHECKING:
 #: 1-stream load again, 1.13-1.28 -> 0.39-0.78 ms in one run, for -3 % on the stream
 #: (benchmarks/profiles/loaded-latency-budget.md); 16 cost a quarter of the throughput.
 DRAIN_BUDGET = 32
+#: Octets of an offload-mode TAP read that count as one frame of `DRAIN_BUDGET`: a 1500-octet
+#: frame's worth, so a 64 KB super-frame counts as the ~44 frames it stands for.
+OFFLOAD_BUDGET_UNIT = 1500
+#: Seconds an offload peer that refused offload datagrams (ICMP port unreachable: no VTEP in
+#: offload mode there, e.g. a kernel VTEP given as an offload peer by mistake) gets RFC 7348
+#: before offload is tried again.
+OFFLOAD_REFUSED_FOR = 30.0
+#: From <linux/in.h>: queue ICMP errors of a socket's datagrams (read with MSG_ERRQUEUE).
+IP_RECVERR = 11
 #: Nice value of the loop's thread: every frame waits for this thread's wake-up, on a busy
 #: 2-core machine a wait for a CPU behind iperf3 and everything else (the kernel's VXLAN runs in
 #: softirq, ahead of all processes). Alone it moved the loaded ping little; with a budget of 32
@@ -205,6 +214,10 @@ class HotLoop:
         #: leave from, the peers' offload port, the chunk size, the chunks' reassembly.
         self._off_rx: socket.socket | None = None
         self._off_fd = -1
+        self._off_tx_fd = -1
+        #: Offload peer → monotonic time until which it gets RFC 7348: it refused offload
+        #: datagrams (`_read_offload_errors`). Only the loop touches it.
+        self.refused: dict[str, float] = {}
         self._off_tx: socket.socket | None = None
         self._off_port = chunks.OFFLOAD_PORT
         self._off_chunk = chunks.DEFAULT_CHUNK
@@ -221,6 +234,9 @@ class HotLoop:
         self._off_port = port
         self.set_offload_chunk(chunk)
         self._off_tx = tx
+        self._off_tx_fd = tx.fileno()
+        # EPOLLERR is reported whatever the mask: the ICMP errors queued by IP_RECVERR.
+        self._poller.register(self._off_tx_fd, select.EPOLLERR)
         self._off_rx = rx
         self._off_fd = rx.fileno()
         self._poller.register(self._off_fd, select.EPOLLIN)
@@ -303,6 +319,8 @@ class HotLoop:
                 self._age_learned(now)
                 if self._off_rx is not None:
                     self.reassembler.expire()
+                    if self.refused:
+                        self.refused = {h: t for h, t in self.refused.items() if t > now}
                 next_sweep = now + AGE_SWEEP_INTERVAL
             if len(ready) > 1:
                 # Lone frames first: the checksum-0 socket carries pings, ACKs and ARP, the TAP
@@ -325,6 +343,8 @@ class HotLoop:
                     elif fd == self._off_fd:
                         # Looked up each time: the socket may come after `serve` started.
                         self._drain_offload()
+                    elif fd == self._off_tx_fd:
+                        self._read_offload_errors(now)
 
     def _set_priority(self) -> None:
         """Give the loop's own thread (not the rest of the process) the `nice` value: every
@@ -892,7 +912,10 @@ class HotLoop:
         offload_peers = net.offload_peers
         # Impairments act per RFC datagram and sealing on VXLAN: such networks use RFC only.
         whole = bool(offload_peers) and net.seal is None and not self.impaired
-        for _ in range(self.drain_budget):
+        # The budget counts MTU-sized frames, as the other drains do: a super-frame is many,
+        # and an ACK queued behind 32 of them waited ~2 MB of work (cwnd-bound transfers).
+        budget = self.drain_budget * OFFLOAD_BUDGET_UNIT
+        while budget > 0:
             try:
                 data = read(fd, READ_SIZE)
             except BlockingIOError:
@@ -900,6 +923,7 @@ class HotLoop:
             except OSError:
                 net.counters["tap_read_error"] += 1
                 break
+            budget -= len(data) if len(data) > OFFLOAD_BUDGET_UNIT else OFFLOAD_BUDGET_UNIT
             vnet, frame = data[:10], data[10:]
             if tracer is not None:
                 tracer.egress(net, frame)
@@ -918,12 +942,13 @@ class HotLoop:
             else:
                 targets = net.peers  # unknown unicast: head-end replication
             if whole and targets:
-                ours = tuple(t for t in targets if t in offload_peers)
+                refused = self.refused
+                ours = tuple(t for t in targets if t in offload_peers and t not in refused)
                 if ours:
                     self._send_whole(net, data, ours, entry)
                     if len(ours) == len(targets):
                         continue
-                    targets = tuple(t for t in targets if t not in offload_peers)
+                    targets = tuple(t for t in targets if t not in ours)
             try:
                 frames = wire_frames(vnet, frame)
             except SegmentError as error:
@@ -982,15 +1007,46 @@ class HotLoop:
             net.counters["tx_offload_frames"] += 1
             net.counters["tx_offload_chunks"] += count
             address = (host, port)
+            for i in range(0, count, most):
+                piece = parts[2 * i : 2 * (i + most)]
+                for _attempt in (1, 2):
+                    try:
+                        sendmsg(piece, cmsg if len(piece) > 2 else (), 0, address)
+                        break
+                    except ConnectionRefusedError:
+                        # An ICMP error about an earlier datagram (to any peer) is reported
+                        # by the next send: it is read from the error queue, this one retried.
+                        self._read_offload_errors(time.monotonic())
+                    except OSError as error:
+                        net.counters[_send_error(error)] += 1
+                        break
+
+    def _read_offload_errors(self, now: float) -> None:
+        """The offload socket's queued ICMP errors: a peer whose offload port is closed
+        (port unreachable) gets RFC 7348 for OFFLOAD_REFUSED_FOR seconds, counted."""
+        sock = self._off_tx
+        if sock is None:
+            return
+        while True:
             try:
-                for i in range(0, count, most):
-                    piece = parts[2 * i : 2 * (i + most)]
-                    if len(piece) == 2:
-                        sendmsg(piece, (), 0, address)
-                    else:
-                        sendmsg(piece, cmsg, 0, address)
-            except OSError as error:
-                net.counters[_send_error(error)] += 1
+                _data, ancillary, _flags, address = sock.recvmsg(
+                    1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._counters["offload_error_queue_error"] += 1
+                return
+            for level, kind, value in ancillary:
+                refused = (
+                    level == socket.IPPROTO_IP
+                    and kind == IP_RECVERR
+                    and int.from_bytes(value[:4], _NATIVE) == errno.ECONNREFUSED
+                )
+                if refused and address:
+                    if address[0] not in self.refused:
+                        self._counters["offload_peer_refused"] += 1
+                    self.refused = {**self.refused, address[0]: now + OFFLOAD_REFUSED_FOR}
 
     def _drain_offload(self) -> None:
         """Ingress of offload datagrams (GRO buffers of chunks): reassembled, then written to

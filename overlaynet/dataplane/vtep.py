@@ -43,7 +43,14 @@ from overlaynet.dataplane.fdb import (
     as_ipv4,
     as_mac,
 )
-from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE, SOL_UDP, UDP_GRO, HotLoop
+from overlaynet.dataplane.hotpath import (
+    DRAIN_BUDGET,
+    IP_RECVERR,
+    LOOP_NICE,
+    SOL_UDP,
+    UDP_GRO,
+    HotLoop,
+)
 from overlaynet.dataplane.impair import Impairment, ImpairModel
 from overlaynet.dataplane.offload import (
     SO_ATTACH_REUSEPORT_CBPF,
@@ -115,6 +122,10 @@ def _offload_sockets(
             tx.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
         tx.bind((local_ip, 0))
         tx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # A peer without offload answers "port unreachable": queued, read by the loop, and
+        # that peer gets RFC 7348 for a while (`hotpath.OFFLOAD_REFUSED_FOR`).
+        tx.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        tx.setblocking(False)
     except BaseException:
         rx.close()
         tx.close()
@@ -483,15 +494,21 @@ class Vtep:
                 "enabled": net.offload,
                 "port": self.offload_port,
                 "chunk": self._loop.offload_chunk,
-                "wire": {
-                    p: "offload" if p in net.offload_peers and net.seal is None else "rfc7348"
-                    for p in net.peers
-                },
+                "wire": {p: self._wire(net, p) for p in net.peers},
             }
             if net.offload
             else None,
             "key_ids": net.seal.key_ids if net.seal is not None else [],
         }
+
+    def _wire(self, net: Network, peer: str) -> str:
+        """Which wire `peer` gets on `net`: offload, or RFC 7348 (and why, if offload was
+        expected)."""
+        if peer not in net.offload_peers or net.seal is not None:
+            return "rfc7348"
+        if peer in self._loop.refused:
+            return "rfc7348 (offload refused)"
+        return "rfc7348 (impaired)" if self._loop.impaired else "offload"
 
     def stats(self) -> dict[str, Any]:
         """All counters: host-wide (drops before a network is known) and per network."""

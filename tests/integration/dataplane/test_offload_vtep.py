@@ -7,6 +7,8 @@ each other, h3 is a Linux kernel vxlan device that h1 also has as a static peer 
 - h1 <-> h3 (kernel VTEP): ping and TCP both ways on the RFC wire, the kernel's inner checksums
   all good (h1 segments and checksums the super-frames itself for this peer).
 - An offload datagram sent to the kernel VTEP's port 4789 is dropped by it, never delivered.
+- h4 runs `--offload` with the kernel VTEP as its peer (a mistake): the kernel host answers
+  port unreachable, h4 gives that peer RFC 7348 and TCP works.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ class Offload:
         self.c1 = tb.add_container(self.h1, "c1", 2)
         self.c2 = tb.add_container(self.h2, "c2", 3)
         self.c3 = tb.add_container(self.h3, "c3", 4)
-        tb.kernel_vxlan(self.h3, [self.h1])
+        # h4: `--offload` toward the kernel VTEP by mistake: refused, it falls back to RFC.
+        self.h4 = tb.add_host("h4", 14)
+        self.c4 = tb.add_container(self.h4, "c4", 5)
+        tb.kernel_vxlan(self.h3, [self.h1, self.h4])
         self.vtep1 = tb.start_vtep(
             self.h1, [self.h2, self.h3], extra=("--offload-peer", self.h2.ip)
         )
         self.vtep2 = tb.start_vtep(self.h2, [self.h1], extra=("--offload",))
+        self.vtep4 = tb.start_vtep(self.h4, [self.h3], extra=("--offload",))
 
     def stats(self, host: Host, process: subprocess.Popen[bytes]) -> dict[str, Any]:
         path = self.tb.stats_path(host)
@@ -191,3 +197,17 @@ def _rx_packets(tb: Testbed, host: Host) -> int:
     """Frames the kernel VTEP decapsulated and handed to its bridge."""
     doc = json.loads(tb.exec(host.ns, "ip", "-s", "-j", "link", "show", "vx0"))
     return int(doc[0]["stats64"]["rx"]["packets"])
+
+
+def test_offload_toward_a_kernel_vtep_by_mistake_falls_back_to_the_rfc_wire(
+    offload: Offload,
+) -> None:
+    tb = offload.tb
+    assert " 0% packet loss" in ping(tb, offload.c4, offload.c3)
+    assert iperf(tb, offload.c4, offload.c3) > 0  # its first SYN went as offload, refused
+    assert iperf(tb, offload.c3, offload.c4) > 0
+    doc = offload.stats(offload.h4, offload.vtep4)
+    assert doc["counters"]["offload_peer_refused"] >= 1
+    wire = doc["networks"][str(tb.vni)]["offload"]["wire"]
+    assert wire == {offload.h3.ip: "rfc7348 (offload refused)"}
+    assert _tcp_counters(tb, offload.c3)["InCsumErrors"] == 0

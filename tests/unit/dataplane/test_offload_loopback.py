@@ -103,3 +103,30 @@ def test_offload_datagrams_for_a_network_without_offload_are_refused_and_counted
         while a.stats()["offload_reassembly"].get("offload_short", 0) < 1:
             assert time.monotonic() < deadline
             time.sleep(0.01)
+
+
+def test_a_peer_that_refuses_offload_gets_the_rfc_wire() -> None:
+    """An offload peer without offload mode (here: a VTEP without it; in the field a kernel
+    VTEP named by mistake) answers port unreachable: the first super-frame is lost, the next
+    ones are segmented for it, and the VTEP says why."""
+    with ExitStack() as stack:
+        a, _b, bridge_a, bridge_b = _pair(stack, b_offload=False)
+        payload = bytes(range(256)) * 20
+        data = offload.vnet_header(1398, 54, gso=True) + partial(super_frame(payload))
+        deadline = time.monotonic() + TIMEOUT
+        while a.stats()["counters"].get("offload_peer_refused", 0) < 1:
+            assert time.monotonic() < deadline, "no port unreachable seen"
+            bridge_a.send(data)
+            time.sleep(0.05)
+        assert a.inspect(VNI)["offload"]["wire"] == {HOST_B: "rfc7348 (offload refused)"}
+        time.sleep(0.2)  # segments sent while the refusal was on its way arrive
+        bridge_b.setblocking(False)
+        while True:  # and are set aside
+            try:
+                bridge_b.recv(65536)
+            except BlockingIOError:
+                break
+        bridge_b.settimeout(TIMEOUT)
+        bridge_a.send(data)
+        got = [bridge_b.recv(65536) for _ in range(4)]
+        assert b"".join(bytes(Ether(f)[TCP].payload) for f in got) == payload
