@@ -124,7 +124,7 @@ class _Pending:
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self.parts: list[bytes | None] = [None] * count
+        self.parts: list[bytes | memoryview | None] = [None] * count
         self.got = 0
         self.size = -1  # octets of every chunk but the last, once one of those is seen
 
@@ -248,13 +248,16 @@ class Reassembler:
         end = s + n * seg if s + n * seg < len(data) else len(data)
         last_len = end - (s + (n - 1) * seg) - HEADER_LEN
         full = seg - HEADER_LEN
+        # Views, not copies: the frame is copied once, by the join that completes it (a
+        # pending frame keeps its receive buffer alive until then).
+        view = memoryview(data)
         # Every chunk but the frame's last is `full`; a shorter one may only end the frame.
         if last_len > full or (last_len < full and index + n != count):
             return False
         if entry is None:
             if n == count:
-                pieces = [data[s + j * seg + HEADER_LEN : s + (j + 1) * seg] for j in range(n - 1)]
-                pieces.append(data[s + (n - 1) * seg + HEADER_LEN : end])
+                pieces = [view[s + j * seg + HEADER_LEN : s + (j + 1) * seg] for j in range(n - 1)]
+                pieces.append(view[s + (n - 1) * seg + HEADER_LEN : end])
                 self._finish(key)
                 return key[1], b"".join(pieces)
             entry = self._pending[key] = _Pending(count)
@@ -273,8 +276,8 @@ class Reassembler:
         entry.size = full
         parts = entry.parts
         for j in range(n - 1):
-            parts[index + j] = data[s + j * seg + HEADER_LEN : s + (j + 1) * seg]
-        parts[index + n - 1] = data[s + (n - 1) * seg + HEADER_LEN : end]
+            parts[index + j] = view[s + j * seg + HEADER_LEN : s + (j + 1) * seg]
+        parts[index + n - 1] = view[s + (n - 1) * seg + HEADER_LEN : end]
         entry.got += n
         if entry.got < count:
             return None
