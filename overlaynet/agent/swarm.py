@@ -54,6 +54,11 @@ class SwarmMember:
         self.node_status: Callable[[str], str] = lambda node_id: "Ready"
         self._server_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        # The client of the current membership: its connections to the managers stay open
+        # between requests (cluster/client.py), so it is kept, and rebuilt only when the
+        # node's identity or its managers change.
+        self._client: ManagerClient | None = None
+        self._client_for: tuple[str, bytes, tuple[str, ...]] | None = None
         self._load()
 
     @property
@@ -99,9 +104,20 @@ class SwarmMember:
 
     def client(self) -> ManagerClient:
         assert self.joined is not None
-        return ManagerClient(
-            list(self.joined.managers), self.joined.node_id, self.joined.credential
-        )
+        who = (self.joined.node_id, self.joined.credential, self.joined.managers)
+        if self._client is None or self._client_for != who:
+            if self._client is not None:
+                self._client.close()
+            self._client = ManagerClient(
+                list(self.joined.managers), self.joined.node_id, self.joined.credential
+            )
+            self._client_for = who
+        return self._client
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = self._client_for = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -348,6 +364,7 @@ class SwarmMember:
         self._forget_manager_state()
         self._file.unlink(missing_ok=True)
         self.joined = None
+        self._drop_client()
 
     # ---- requests -----------------------------------------------------------------------
 

@@ -1,7 +1,16 @@
 """Talking to swarm managers on tcp/2377 (trio): joining a swarm, then authenticated requests.
 
-One TCP connection per request: requests are rare (a container start, a CLI command) and a fresh
-connection never carries a half-read frame from a timed-out exchange into the next one.
+A node keeps its connections to a manager open and sends its requests on them in turn, one
+request at a time per connection (the manager answers each before it reads the next); a second
+request while one is out (a task runner's long-poll is out most of the time) takes another
+connection. Issue 15: one connection per request cost an idle 60-host swarm's manager ~120
+accepts/s. A connection goes back to the idle pool only after a whole answer was read from it, so
+a timed-out or cancelled exchange never leaves a half-read frame for the next request: it is
+closed. Every frame is still sealed, bound to the manager's address and checked as before.
+
+A request on an idle connection the manager has closed meanwhile (its IDLE_TIMEOUT, a restart)
+is sent again once on a new connection under the same request id: the manager answers a repeated
+id of a write with its first answer, so a request that did arrive is never run twice.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from typing import Any
 import trio
 
 from overlaynet.cluster import protocol, tokens
-from overlaynet.cluster.protocol import FrameDecoder, FrameKind, MalformedFrame
+from overlaynet.cluster.protocol import Frame, FrameDecoder, FrameKind, MalformedFrame
 from overlaynet.cluster.state import MANAGER_PORT, ClusterError, ErrorKind, Role
 from overlaynet.cluster.tokens import BadToken, RandomBytes
 
@@ -26,6 +35,14 @@ CALL_TIMEOUT = 2.0
 # `swarm join` is typed by a person who waits; give a slow first connection more time.
 JOIN_TIMEOUT = 5.0
 _RECV_BYTES = 65536
+# An idle connection is used again only this long after its last answer: well under the
+# manager's IDLE_TIMEOUT (10 s), after which it closes it, so a request rarely meets a connection
+# being closed under it (and is sent again on a new one if it does).
+KEEP_IDLE = 5.0
+# Idle connections kept per manager: a task runner's long-poll and one other request out at once
+# is the common most; more requests at once open more connections, closed after their answer.
+# The manager caps connections per source address (MAX_PER_SOURCE, 32).
+IDLE_PER_MANAGER = 2
 
 
 @dataclass(frozen=True)
@@ -86,25 +103,128 @@ def split_addr(addr: str, default_port: int = MANAGER_PORT) -> tuple[str, int]:
 Sealer = Callable[[str], bytes]
 
 
-async def _exchange(
-    addr: str, make_frame: Sealer, key: bytes, rid: str, *, now: Callable[[], float]
-) -> Any:
-    """Connect to `addr`, send the frame sealed for it, and return the result of its response."""
-    host, port = split_addr(addr)
-    stream = await trio.open_tcp_stream(host, port)
-    async with stream:
-        # Bound to the address really reached (a name resolves to one of several): the manager
+class _Connection:
+    """One open connection to a manager: the stream, the address it reached, when it last
+    answered."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        # Bound into every frame (a name resolves to one of several addresses): the manager
         # compares it with its own socket's.
-        await stream.send_all(make_frame(protocol.peer_name(stream.socket.getpeername())))
-        decoder = FrameDecoder()
-        while True:
-            chunk = await stream.receive_some(_RECV_BYTES)
-            if not chunk:
-                raise MalformedFrame("the manager closed the connection without answering")
-            decoder.receive_data(chunk)
-            frame = decoder.next_frame()
-            if frame is not None:
-                return protocol.open_response(frame, key, rid, now=now())
+        self.peer = protocol.peer_name(stream.socket.getpeername())
+        self.idle_since = time.monotonic()
+
+    def close(self) -> None:
+        """Close at once, without a checkpoint (also from a cancelled exchange)."""
+        self.stream.socket.close()
+
+
+class _Closed(Exception):
+    """The manager closed a connection used again before answering on it (IDLE_TIMEOUT, a
+    restart): the request is sent once more on a new connection."""
+
+
+class ConnectionPool:
+    """Idle connections to managers by "ip:port", shared by the clients of one node."""
+
+    def __init__(self) -> None:
+        self._idle: dict[str, list[_Connection]] = {}
+        self.opened = 0
+
+    def take(self, addr: str) -> _Connection | None:
+        idle = self._idle.get(addr, [])
+        while idle:
+            conn = idle.pop()
+            if time.monotonic() - conn.idle_since < KEEP_IDLE:
+                return conn
+            conn.close()
+        return None
+
+    def give(self, addr: str, conn: _Connection) -> None:
+        idle = self._idle.setdefault(addr, [])
+        conn.idle_since = time.monotonic()
+        if len(idle) >= IDLE_PER_MANAGER:
+            conn.close()
+            return
+        idle.append(conn)
+
+    def idle_count(self, addr: str) -> int:
+        return len(self._idle.get(addr, []))
+
+    def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+
+async def _connect(addr: str) -> _Connection:
+    host, port = split_addr(addr)
+    return _Connection(await trio.open_tcp_stream(host, port))
+
+
+async def _ask(conn: _Connection, make_frame: Sealer) -> Frame:
+    """Send the frame sealed for `conn`'s manager and read the one frame it answers with.
+    _Closed when the manager closed the connection before answering."""
+    await conn.stream.send_all(make_frame(conn.peer))
+    decoder = FrameDecoder()
+    while True:
+        chunk = await conn.stream.receive_some(_RECV_BYTES)
+        if not chunk:
+            raise _Closed("the manager closed the connection without answering")
+        decoder.receive_data(chunk)
+        frame = decoder.next_frame()
+        if frame is not None:
+            return frame
+
+
+async def _exchange(
+    addr: str,
+    make_frame: Sealer,
+    key: bytes,
+    rid: str,
+    *,
+    now: Callable[[], float],
+    pool: ConnectionPool | None = None,
+) -> Any:
+    """The result of the request sealed by `make_frame`, sent to `addr` on an idle connection of
+    `pool` or a new one (without a pool: a connection of its own, closed after)."""
+    conn = pool.take(addr) if pool is not None else None
+    reused = conn is not None
+    if conn is None:
+        conn = await _connect(addr)
+        if pool is not None:
+            pool.opened += 1
+    keep = False
+    try:
+        try:
+            frame = await _ask(conn, make_frame)
+        except (_Closed, trio.BrokenResourceError, ConnectionResetError, BrokenPipeError) as e:
+            if not reused or pool is None:
+                if isinstance(e, _Closed):
+                    raise MalformedFrame(str(e)) from None
+                raise
+            # The idle connection was closed under us: once more on a new one, same request id
+            # (a new nonce: `make_frame` seals afresh).
+            conn.close()
+            conn = await _connect(addr)
+            pool.opened += 1
+            try:
+                frame = await _ask(conn, make_frame)
+            except _Closed as again:
+                raise MalformedFrame(str(again)) from None
+        # A sealed response (a result or a refusal) leaves the connection open on the
+        # manager's side; after an ERROR frame it closes it.
+        keep = frame.kind is FrameKind.RESPONSE
+        return protocol.open_response(frame, key, rid, now=now())
+    except MalformedFrame:
+        keep = False
+        raise
+    finally:
+        if keep and pool is not None:
+            pool.give(addr, conn)
+        else:
+            conn.close()
 
 
 def _describe(exc: BaseException) -> str:
@@ -133,6 +253,7 @@ class ManagerClient:
         timeout: float = CALL_TIMEOUT,
         clock: Callable[[], float] = time.time,
         rand: RandomBytes = secrets.token_bytes,
+        pool: ConnectionPool | None = None,
     ) -> None:
         self.managers = list(managers)
         self.node_id = node_id
@@ -140,12 +261,19 @@ class ManagerClient:
         self._key = protocol.derive_node_key(credential, node_id)
         self._clock = clock
         self._rand = rand
+        # Kept open between requests (see the module docstring); `close` ends them.
+        self.pool = ConnectionPool() if pool is None else pool
 
     def towards(self, managers: Sequence[str]) -> ManagerClient:
-        """The same node's client, sent to other managers (a follower to the Raft leader)."""
+        """The same node's client, sent to other managers (a follower to the Raft leader);
+        it shares this one's connections."""
         other = copy.copy(self)
         other.managers = list(managers)
         return other
+
+    def close(self) -> None:
+        """Close the idle connections (the node left, or its managers changed)."""
+        self.pool.close()
 
     async def call(self, op: str, **args: Any) -> Any:
         """The result of `op`; a refusal raises ClusterError with the manager's message."""
@@ -177,7 +305,9 @@ class ManagerClient:
 
             try:
                 with trio.fail_after(self.timeout):
-                    return await _exchange(addr, sealed, self._key, rid, now=self._clock)
+                    return await _exchange(
+                        addr, sealed, self._key, rid, now=self._clock, pool=self.pool
+                    )
             except ClusterError as e:
                 if e.kind is not ErrorKind.UNAVAILABLE:
                     raise

@@ -75,22 +75,26 @@ from overlaynet.cluster.update import DrainWatch
 
 log = logging.getLogger(__name__)
 
-# Open connections at once: a swarm has tens of nodes, each with at most a few requests in flight.
-MAX_CONNECTIONS = 256
+# Open connections at once. Nodes keep their connections open (client.py: a long-poll's and an
+# idle one, IDLE_PER_MANAGER, so ~2 per node), and labs run 150 nodes: 768 leaves room for 250
+# nodes' and the strangers' share below. Each idle one is a task blocked in receive (no timer
+# wake-ups) and a descriptor (agents run with thousands).
+MAX_CONNECTIONS = 768
 # Slots only sources that have authenticated (or are nodes' addresses) may take, so that a flood
-# of strangers leaves the swarm's own nodes a way in: a quarter, as nginx's and HAProxy's
-# examples keep a share of workers for trusted clients.
-AUTH_RESERVE = 64
+# of strangers leaves the swarm's own nodes a way in; strangers keep the 192 slots they had
+# before nodes kept connections open (768 - 576).
+AUTH_RESERVE = 576
 # Connections from one source address at once. A node runs a handful of requests in parallel and
 # a follower forwards its workers' writes, so 32 is generous; a stranger needs many addresses to
-# take the unauthenticated slots (256 - 64 = 192 = 6 addresses' worth).
+# take the unauthenticated slots (192 = 6 addresses' worth).
 MAX_PER_SOURCE = 32
 # A client sends its whole request right after connecting (one frame of at most 64 KiB on a
 # LAN): the first frame must be complete this long after the connection is accepted. A deadline
 # for the frame, not per byte, so a byte every few seconds does not keep a slot (slowloris;
 # Apache's mod_reqtimeout works the same way).
 FIRST_FRAME_TIMEOUT = 5.0
-# Any later frame on the same connection must be complete this long after the previous answer.
+# Any later frame on the same connection must be complete this long after the previous answer
+# (the client reuses an idle connection for KEEP_IDLE, 5 s, at most).
 IDLE_TIMEOUT = 10.0
 # Source addresses remembered as having authenticated (for AUTH_RESERVE); the oldest go first.
 TRUSTED_SOURCES_MAX = 4096
@@ -119,9 +123,13 @@ ASSIGNED_HOLD = 1.5
 # How long a request keeps trying to reach a Raft leader while the one it knew fails and another
 # is elected (an election takes raft.ELECTION_MAX; the client waits CALL_TIMEOUT, 2 s).
 LEADER_CHANGE_WAIT = 1.8
-# How often a held task.assigned looks at the index again (a comparison, no I/O): the most a
-# new assignment waits before its answer leaves.
+# How often a request waiting for a leader change looks at Raft's status again.
 ASSIGNED_RECHECK = 0.01
+# A held task.assigned is woken by every change of the state (`_state_moved`); it also looks
+# again this often, so a change made past the hooks still reaches the worker within this. Not
+# ASSIGNED_RECHECK: every idle worker holds one, and 100 waiters each waking every 10 ms kept a
+# manager's loop busy enough that Raft commits missed COMMIT_TIMEOUT (issue 15).
+ASSIGNED_FALLBACK = 0.5
 
 
 class Rejection(StrEnum):
@@ -267,7 +275,11 @@ class ManagerServer:
         # and what decide() remembers between calls. In memory: nodes report every few seconds.
         self._key_reports: dict[str, tuple[str, ...]] = {}
         self._key_watch = keyrotation.Watch()
+        # Set (and replaced) whenever the state may have moved: wakes held task.assigned calls.
+        self._moved = trio.Event()
         self.replica = None if replica is None else replica(self)
+        if self.replica is not None:
+            self.replica.on_applied = self._state_moved
 
     @property
     def is_leader(self) -> bool:
@@ -284,6 +296,12 @@ class ManagerServer:
 
     def set_state(self, state: ClusterState) -> None:
         self.state = state
+        self._state_moved()
+
+    def _state_moved(self) -> None:
+        """Wake the requests waiting for the state to move (task.assigned's long-polls)."""
+        self._moved.set()
+        self._moved = trio.Event()
 
     def rejections(self) -> dict[str, int]:
         """Every rejection reason with its count, zeros included (for the agent's `info`)."""
@@ -632,7 +650,7 @@ class ManagerServer:
         elif self._follower and (write or request.LEADER):
             return await self._forward(op, acting.id, request.to_args(), rid)
         if isinstance(request, rq.TaskAssigned) and request.index is not None:
-            await self._until_moved(request.index)
+            await self._until_moved(request.index, acting.id)
         if write:
             # A leader elected a moment ago: the state names it before a write can rely on it
             # (node demote/rm protect the leader).
@@ -691,13 +709,26 @@ class ManagerServer:
             raise ClusterError(ErrorKind.UNAVAILABLE, replica.status().quorum_message())
         raise failure
 
-    async def _until_moved(self, index: int) -> None:
-        """task.assigned's long-poll: wait while the state is still at the caller's `index`
-        (nothing new for it), at most ASSIGNED_HOLD."""
+    async def _until_moved(self, index: int, node_id: str) -> None:
+        """task.assigned's long-poll: wait while the state is still at the caller's `index`, or
+        has moved in ways that leave the caller's answer as it was (nothing new for it), at
+        most ASSIGNED_HOLD. Without that second part every node joining a swarm answered every
+        held worker, which asked again at once: N requests per join, N^2 to form a swarm."""
         self.stats["assigned_held"] += 1
+        if self.state.index != index:
+            return
+        seen = _without_index(service_views.assigned_tasks(self.state, node_id))
         with trio.move_on_after(ASSIGNED_HOLD):
-            while self.state.index == index:
-                await trio.sleep(ASSIGNED_RECHECK)
+            while True:
+                moved = self._moved
+                with trio.move_on_after(ASSIGNED_FALLBACK):
+                    await moved.wait()
+                if self.state.index == index:
+                    continue
+                if _without_index(service_views.assigned_tasks(self.state, node_id)) != seen:
+                    return
+                index = self.state.index
+                self.stats["assigned_held_unchanged"] += 1
 
     def _idempotent(self, key: str | None, run: Callable[[], Any]) -> Any:
         """Run one command unless `key` already ran; persist its changes and its answer."""
@@ -750,11 +781,14 @@ class ManagerServer:
         self.state = self.store.load()
         self._log.clear()
         self._log_start = self.state.index
+        self._state_moved()
 
     def _persist(self, answered: Answered | None = None) -> None:
         changes = self.state.take_changes()
         if not changes and answered is None:
             return
+        if changes:
+            self._state_moved()
         if self.replica is not None:
             # Committed (and written to the store) when Raft applies it, on every manager.
             self.replica.submit(changes, self.state.index, answered)
@@ -961,7 +995,7 @@ class ManagerServer:
         if "snapshot" in reply:
             records = [Change(c[0], c[1], c[2]) for c in reply["snapshot"]]
             self.store.replace(records, int(reply["index"]))
-            self.state = ClusterState.from_records(records, int(reply["index"]))
+            self.set_state(ClusterState.from_records(records, int(reply["index"])))
             self.stats["sync_snapshots"] += 1
             return
         changes = [Change(c[0], c[1], c[2]) for c in reply["changes"]]
@@ -969,6 +1003,7 @@ class ManagerServer:
             return
         for change in changes:
             self.state.apply(change)
+        self._state_moved()
         self.store.apply(changes, self.state.index)
         self.stats["sync_changes"] += len(changes)
 
@@ -1285,6 +1320,12 @@ class ManagerServer:
 
 # `_via_raft_leader`'s answer when this manager is the Raft leader: run the request here.
 _HERE = object()
+
+
+def _without_index(doc: dict[str, Any]) -> dict[str, Any]:
+    """A task.assigned answer without the state index it was read at."""
+    return {k: v for k, v in doc.items() if k != "index"}
+
 
 # Every request class has its handler (checked at import, not at a peer's first call).
 _Handler = Callable[[ManagerServer, Node, Any], Any]

@@ -79,6 +79,12 @@ class RaftReplica:
         self.pending: deque[str] = deque()
         self.last_submitted: str | None = None
         self._outcomes: dict[str, Outcome] = {}
+        # Set (and replaced) when an outcome is remembered: wakes `settle` at once, instead of
+        # each write in flight polling for its outcome.
+        self._settled = trio.Event()
+        # Called after a committed entry changed the state here (the server wakes its
+        # long-polls).
+        self.on_applied: Callable[[], None] = lambda: None
         self._membership_busy = False
 
     async def start(self) -> None:
@@ -134,6 +140,8 @@ class RaftReplica:
         self._outcomes[entry_id] = outcome
         while len(self._outcomes) > OUTCOMES_MAX:
             self._outcomes.pop(next(iter(self._outcomes)))
+        self._settled.set()
+        self._settled = trio.Event()
 
     def rollback(self) -> None:
         """Memory back to the store (committed entries only); entries in flight are dropped
@@ -150,7 +158,7 @@ class RaftReplica:
             return
         with trio.move_on_after(COMMIT_TIMEOUT):
             while entry_id not in self._outcomes:
-                await trio.sleep(POLL)
+                await self._settled.wait()
         outcome = self._outcomes.get(entry_id)
         if outcome is True:
             return
@@ -210,6 +218,7 @@ class RaftReplica:
                 state.apply(change)
             if entry.changes:
                 state.index = entry.index
+                self.on_applied()
             self.tip = entry.id
         self._remember(entry.id, True)
 
