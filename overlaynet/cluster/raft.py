@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,14 @@ class RaftLog:
         self._obj = await trio.to_thread.run_sync(
             _ReplicatedLog, self.self_addr, self.partners, conf, self._deliver
         )
+        # PySyncObj's tick thread ends as soon as the thread that built the object has ended
+        # (its `__mainThread`, meant as the program's main thread). Built in trio's worker
+        # thread, that is a thread trio's cache ends after 10 s idle (trio/_core/_thread_cache
+        # IDLE_TIMEOUT): Raft then stopped for good ~10 s into a manager's life once no other
+        # worker job came, and every later write timed out ("not committed in time": the 64th
+        # to 95th join of a 100-host lab, issue 15). The thread running trio lives as long as
+        # this RaftLog is used.
+        self._obj._SyncObj__mainThread = threading.current_thread()
         if not self.partners:
             # A lone manager (`swarm init`, the common lab case) has nobody to wait for: it
             # stands for election at its next tick rather than after ELECTION_MIN-MAX, so a
