@@ -226,6 +226,10 @@ class HotLoop:
         self.off_gso = True
         self._frame_id = 0
         self.reassembler = chunks.Reassembler()
+        #: One-chunk frames (ACKs, UDP datagrams) waiting to leave together in one GSO send:
+        #: parts, count, datagram size, hosts, most per send, network. Only the loop's
+        #: `_drain_tap_offload` fills it and empties it before it returns.
+        self._small: _SmallBatch | None = None
 
     def set_offload(self, rx: socket.socket, tx: socket.socket, port: int, chunk: int) -> None:
         """Serve offload mode: `rx` receives offload datagrams (any network's), `tx` sends
@@ -933,6 +937,8 @@ class HotLoop:
                 net.counters["tap_runt"] += 1
                 continue
             if vnet == PLAIN_VNET_HDR:
+                if self._small is not None:
+                    self._flush_small()
                 self._egress_one(net, data[10:])
                 continue
             entry = fdb_get(data[10:16])
@@ -947,10 +953,17 @@ class HotLoop:
                 refused = self.refused
                 ours = tuple(t for t in targets if t in offload_peers and t not in refused)
                 if ours:
-                    self._send_whole(net, data, ours, entry)
+                    if len(data) <= self._off_chunk and self.off_gso:
+                        self._queue_small(net, data, ours, entry)
+                    else:
+                        if self._small is not None:
+                            self._flush_small()
+                        self._send_whole(net, data, ours, entry)
                     if len(ours) == len(targets):
                         continue
                     targets = tuple(t for t in targets if t not in ours)
+            if self._small is not None:
+                self._flush_small()  # whatever leaves otherwise keeps its order behind them
             try:
                 frames = wire_frames(vnet, data[10:])
             except SegmentError as error:
@@ -962,6 +975,8 @@ class HotLoop:
                     self._egress_one(net, one)
                 continue
             self._send_finished(net, frames, entry, targets)
+        if self._small is not None:
+            self._flush_small()
 
     def _send_finished(
         self, net: Network, frames: list[bytes], entry: FdbEntry | None, targets: tuple[str, ...]
@@ -1022,6 +1037,53 @@ class HotLoop:
                     except OSError as error:
                         net.counters[_send_error(error)] += 1
                         break
+
+    def _queue_small(
+        self, net: Network, data: bytes, hosts: tuple[str, ...], entry: FdbEntry | None
+    ) -> None:
+        """A one-chunk frame for `hosts`, added to the open batch of equal-size ones (a run of
+        ACKs or UDP datagrams leaves in one GSO send, as on the RFC wire); a different size or
+        set of hosts, or a full batch, sends the open one first."""
+        size = len(data) + chunks.HEADER_LEN
+        batch = self._small
+        if batch is not None and (
+            batch.size != size or batch.hosts != hosts or batch.count >= batch.most
+        ):
+            self._flush_small()
+            batch = None
+        self._frame_id = frame_id = (self._frame_id + 1) & 0xFFFFFFFF
+        head = chunks.encode_header(net.vni, frame_id, 0, 1)
+        if batch is None:
+            self._small = _SmallBatch(net, [head, data], size, hosts)
+        else:
+            batch.parts += (head, data)
+            batch.count += 1
+        if entry is not None:
+            entry.tx_frames += 1
+            entry.tx_bytes += len(data) - 10
+        else:
+            net.counters["tx_unknown_unicast"] += 1
+        net.counters["tx_offload_frames"] += len(hosts)
+        net.counters["tx_offload_chunks"] += len(hosts)
+
+    def _flush_small(self) -> None:
+        """Send the open batch of one-chunk frames (`_queue_small`)."""
+        batch, self._small = self._small, None
+        sock = self._off_tx
+        if batch is None or sock is None:
+            return
+        net = batch.net
+        cmsg = [(SOL_UDP, UDP_SEGMENT, batch.size.to_bytes(2, _NATIVE))] if batch.count > 1 else []
+        for host in batch.hosts:
+            for _attempt in (1, 2):
+                try:
+                    sock.sendmsg(batch.parts, cmsg, 0, (host, self._off_port))
+                    break
+                except ConnectionRefusedError:
+                    self._read_offload_errors(time.monotonic())
+                except OSError as error:
+                    net.counters[_send_error(error)] += 1
+                    break
 
     def _read_offload_errors(self, now: float) -> None:
         """The offload socket's queued ICMP errors: a peer whose offload port is closed
@@ -1119,6 +1181,20 @@ class HotLoop:
             os.write(queue_fd, data)
         except OSError:
             net.counters["rx_drop_tap_error"] += 1
+
+
+class _SmallBatch:
+    """One-chunk offload datagrams of one size for the same hosts, sent in one GSO send."""
+
+    __slots__ = ("count", "hosts", "most", "net", "parts", "size")
+
+    def __init__(self, net: Network, parts: list[bytes], size: int, hosts: tuple[str, ...]) -> None:
+        self.net = net
+        self.parts = parts
+        self.count = 1
+        self.size = size
+        self.hosts = hosts
+        self.most = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size))
 
 
 def _send_error(error: OSError) -> str:
