@@ -52,9 +52,16 @@ log = logging.getLogger(__name__)
 HEARTBEAT = 0.05
 ELECTION_MIN = 0.3
 ELECTION_MAX = 0.7
-# PySyncObj's thread wakes at least this often (its timers: elections, heartbeats, commits
-# of a lone manager); socket events and submitted entries wake it sooner. Its default is 50 ms.
-TICK = 0.02
+# PySyncObj's thread wakes at least this often while the manager has partners (its timers:
+# elections, heartbeats); socket events and submitted entries wake it sooner. Its default, and
+# HEARTBEAT: a heartbeat leaves at most 2 x 50 ms after the last, well inside ELECTION_MIN, and
+# a follower notices a silent leader at most 50 ms late. (20 ms before: 50 wake-ups/s of an idle
+# manager, ~2.5 % of a core on a 3-host lab, issue 15.)
+TICK = 0.05
+# A lone manager (the common lab case: no partners) has no heartbeat to send and no election to
+# watch: submitted entries, membership changes and `close` wake its thread (pipe notifier), so it
+# wakes on its own only this often (PySyncObj's once-a-second journal meta save runs then).
+LONE_TICK = 1.0
 # A connection that carried nothing this long is dead (must be ≥ ELECTION_MAX, PySyncObj checks).
 CONNECTION_TIMEOUT = 2.0
 # How soon a lost connection to a partner is tried again (PySyncObj's default is 5 s, which
@@ -152,6 +159,7 @@ class RaftLog:
         self.journal = journal
         self._on_entry = on_entry
         self._obj: _ReplicatedLog | None = None
+        self._conf: Any = None
         self._closing: _ReplicatedLog | None = None
         self._remembered: list[str] | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -180,8 +188,9 @@ class RaftLog:
             # Unbatched, a submitted entry wakes PySyncObj's thread at once (its pipe notifier)
             # and is sent to the followers at once, instead of at the next tick.
             appendEntriesUseBatch=False,
-            autoTickPeriod=TICK,
+            autoTickPeriod=TICK if self.partners else LONE_TICK,
         )
+        self._conf = conf
         self._obj = await trio.to_thread.run_sync(
             _ReplicatedLog, self.self_addr, self.partners, conf, self._deliver
         )
@@ -242,6 +251,10 @@ class RaftLog:
         """Stop PySyncObj's thread and close its sockets (returns at once)."""
         if self._obj is not None:
             self._obj.destroy()
+            # Its thread ends at its next tick: now, not LONE_TICK later. (A full pipe is
+            # already a wake-up.)
+            with contextlib.suppress(OSError):
+                self._obj._SyncObj__pipeNotifier.notify()
             self._closing = self._obj
             self._obj = None
 
@@ -257,11 +270,16 @@ class RaftLog:
         return False
 
     def _hurry(self) -> None:
-        """PySyncObj's thread, at the end of each tick: a lone leader commits an entry at the
-        tick after the one that appended it; wake that tick now instead of TICK later (with
-        partners, their answers wake it). Keeps a one-manager swarm's writes ~1 ms, not 20."""
+        """PySyncObj's thread, at the end of each tick: the tick period for the members as they
+        are now (PySyncObj reads it from its conf before each wait), and a lone leader commits
+        an entry at the tick after the one that appended it: wake that tick now instead of a
+        tick later (with partners, their answers wake it). Keeps a one-manager swarm's writes
+        ~1 ms."""
         obj = self._obj
-        if obj is None or obj.otherNodes or not obj._isLeader():
+        if obj is None:
+            return
+        self._conf.autoTickPeriod = TICK if obj.otherNodes else LONE_TICK
+        if obj.otherNodes or not obj._isLeader():
             return
         if obj.raftCommitIndex < obj._getRaftLogSize():
             obj._SyncObj__pipeNotifier.notify()
