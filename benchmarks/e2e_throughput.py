@@ -139,6 +139,18 @@ def overlay_pair(
                     [(h1, p1), (h2, p2)])  # fmt: skip
 
 
+def _received(out: str | bytes, what: str) -> dict[str, Any]:
+    """The receiver's totals of an iperf3 -J run, or {} (said on stderr) when iperf3 gave
+    up: under load it may answer {"error": ...} with no totals; that cell is NaN, the run goes
+    on."""
+    doc = json.loads(out) if out.strip() else {}
+    received = doc.get("end", {}).get("sum_received")
+    if not received:
+        print(f"iperf3 gave no result for {what}: {doc.get('error', 'no output')}", file=sys.stderr)
+        return {}
+    return dict(received)
+
+
 def iperf(
     tb: Testbed, s: Scenario, streams: int, seconds: int, *, pings: int = 0
 ) -> tuple[float, list[float]]:
@@ -164,7 +176,8 @@ def iperf(
             out, _ = client.communicate(timeout=seconds + 30)
         finally:
             Testbed.stop(client)
-        gbps = float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
+        received = _received(out, f"{s.name}, {streams} stream(s)")
+        gbps = float(received["bits_per_second"]) / 1e9 if received else math.nan
         return gbps, rtts
     finally:
         Testbed.stop(server)
@@ -186,7 +199,9 @@ def udp_iperf(
         out = tb.exec(s.client.ns, "iperf3", "-c", s.server.ip, "-u", "-l", str(length),
                       "-w", UDP_BUFFER, "-b", bitrate, "-t", str(seconds), "-J",
                       timeout=seconds + 30)  # fmt: skip
-        received = json.loads(out)["end"]["sum_received"]
+        received = _received(out, f"{s.name}, UDP at {bitrate}")
+        if not received:
+            return {"gbps": math.nan, "loss_pct": math.nan}
         return {"gbps": float(received["bits_per_second"]) / 1e9,
                 "loss_pct": float(received["lost_percent"])}  # fmt: skip
     finally:
