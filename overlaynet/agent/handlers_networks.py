@@ -17,6 +17,7 @@ from overlaynet.agent import hostcore, views
 from overlaynet.agent import requests as rq
 from overlaynet.cluster import lbidle
 from overlaynet.dataplane import datakeys
+from overlaynet.dataplane.options import OptionError, fold_offload_into_labels
 from overlaynet.errors import ApiError, InvalidArgument, NotFound
 from overlaynet.model import Driver
 from overlaynet.wire.vxlan import VXLAN_PORT
@@ -44,6 +45,10 @@ class NetworkRequests:
             try:  # --opt lb-idle-timeout travels as a label (cluster/lbidle.py)
                 labels = lbidle.fold_into_labels(req.options, req.labels)
             except lbidle.BadIdleTimeout as e:
+                raise InvalidArgument(str(e)) from None
+            try:  # --opt offload=on too (the managers keep labels, not options)
+                labels = fold_offload_into_labels(req.options, labels)
+            except OptionError as e:
                 raise InvalidArgument(str(e)) from None
             res = await self.agent.swarm.call(
                 "network.create",

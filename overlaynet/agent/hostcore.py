@@ -21,7 +21,7 @@ from overlaynet.agent.requests import NetworkCreate
 from overlaynet.cluster import ipam
 from overlaynet.cluster.state import VNI_FIRST
 from overlaynet.dataplane.fdb import RemoteEndpoint
-from overlaynet.dataplane.options import OptionError, learning_wanted
+from overlaynet.dataplane.options import OptionError, check_overlay_options
 from overlaynet.dns.records import NameRecord
 from overlaynet.errors import Conflict, Forbidden, InvalidArgument
 from overlaynet.host.picture import BridgeSpec, Picture, TapSpec, VethPlan
@@ -259,7 +259,7 @@ def decide_network(
     mtu = parse_mtu(options.get(MTU_OPTION), OVERLAY_MTU if overlay else BRIDGE_MTU)
     if overlay:
         try:  # refused here, not first when a container attaches
-            learning_wanted(options)
+            check_overlay_options(options)
         except OptionError as e:
             raise InvalidArgument(str(e)) from None
     vni = pick_vni(options, networks) if overlay else None

@@ -3,9 +3,9 @@ gossip, so each sends the other super-frames whole; ping and iperf3 work both wa
 inspect` and `network vtep` show offload and each peer's wire. A network without it beside it
 stays on the RFC wire.
 
-A swarm network's options do not reach the managers, its labels do: `--opt offload=on` is to
-be folded into OFFLOAD_LABEL at create (`options.fold_offload_into_labels`, wired by the lead in
-the create handler); this test sets the label itself, the route every agent reads."""
+A swarm network's options do not reach the managers, its labels do: `--opt offload=on` is
+folded into OFFLOAD_LABEL at create (`options.fold_offload_into_labels`, in the create handler),
+the label every agent reads; a bad value is refused at create."""
 
 from __future__ import annotations
 
@@ -50,8 +50,10 @@ def _wire(lab: Lab, host: str, net: str) -> dict[str, str] | None:
 
 def test_offload_option_between_two_agents(swarm2: Lab) -> None:
     lab = swarm2
-    lab.ok("node1", "network", "create", "-d", "overlay", "--attachable", "--label",
-           f"{OFFLOAD_LABEL}=on", "ofnet")  # fmt: skip
+    bad = lab.cli("node1", "network", "create", "-d", "overlay", "--opt", "offload=maybe", "x")
+    assert bad.returncode != 0 and "offload" in bad.stderr
+    lab.ok("node1", "network", "create", "-d", "overlay", "--attachable", "--opt", "offload=on",
+           "ofnet")  # fmt: skip
     lab.ok("node1", "network", "create", "-d", "overlay", "--attachable", "plainnet")
     for net, a, b in (("ofnet", "o1", "o2"), ("plainnet", "p1", "p2")):
         lab.ok("node1", "run", "-dit", "--name", a, "--network", net, "host", "sh")
