@@ -59,6 +59,10 @@ class SwarmMember:
         # node's identity or its managers change.
         self._client: ManagerClient | None = None
         self._client_for: tuple[str, bytes, tuple[str, ...]] | None = None
+        # The managers' last state.snapshot for this worker (monotonic time, answer): the role
+        # check and the data-key poll run back to back every few seconds and need one between
+        # them (`snapshot(max_age=...)`).
+        self._fetched: tuple[float, dict[str, Any]] | None = None
         self._load()
 
     @property
@@ -219,6 +223,8 @@ class SwarmMember:
             snap = await self.client().call("state.snapshot")
         except (ClusterError, OSError):
             return  # no manager reachable: keep the current role
+        if self.server is None:
+            self._fetched = (time.monotonic(), snap)
         role = snap.get("node", {}).get("role")
         if role == Role.MANAGER.value and self.server is None:
             log.info("promoted: serving as a manager")
@@ -364,6 +370,7 @@ class SwarmMember:
         self._forget_manager_state()
         self._file.unlink(missing_ok=True)
         self.joined = None
+        self._fetched = None
         self._drop_client()
 
     # ---- requests -----------------------------------------------------------------------
@@ -394,8 +401,21 @@ class SwarmMember:
             self.joined = dataclasses.replace(self.joined, gossip_key=key)
             self._save()
 
-    async def snapshot(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("state.snapshot")
+    async def snapshot(self, max_age: float = 0.0) -> dict[str, Any]:
+        """The managers' state.snapshot for this node; on a worker, one fetched at most
+        `max_age` seconds ago serves (periodic polls that need not be fresher than that)."""
+        fetched = self._fetched
+        if (
+            max_age > 0
+            and self.server is None
+            and fetched is not None
+            and time.monotonic() - fetched[0] <= max_age
+        ):
+            result: dict[str, Any] = fetched[1]
+        else:
+            result = await self.call("state.snapshot")
+            if self.server is None:
+                self._fetched = (time.monotonic(), result)
         if self.joined is not None and result.get("managers"):
             managers = tuple(result["managers"])
             if managers != self.joined.managers:
