@@ -44,6 +44,7 @@ from overlaynet.dataplane.switching import (
     ingress,
     learn_source,
 )
+from overlaynet.dataplane.tap import set_offloads
 from overlaynet.wire import chunks
 
 if TYPE_CHECKING:
@@ -307,6 +308,7 @@ class HotLoop:
         carried = self._carried
         if self.nice:
             self._set_priority()
+        self._apply_tso()  # wishes made before the loop ran (`arm` cleared their wake-up)
         while not self._stopping:
             # A timeout only so learned entries age on an idle host: one clock read per
             # wake-up, not per frame.
@@ -340,6 +342,7 @@ class HotLoop:
                     self._drain_udp(self._rx, merge=False)
                 elif fd == wake_fd:
                     _drain_pipe(wake_fd)
+                    self._apply_tso()
                 else:
                     net = self._by_fd.get(fd)
                     if net is not None:
@@ -440,8 +443,17 @@ class HotLoop:
         resumed when its flow comes back; each flow's frames keep their order, and every
         batch leaves by the end of the drain, when the TAP is empty: nothing waits for more."""
         if net.offload:
-            self._drain_tap_offload(net, net.tap_fd if fd < 0 else fd)
-            return
+            if fd < 0:
+                fd = net.tap_fd
+            if net.tap_tso is not self._tso_wanted(net):
+                self._switch_tso(net)
+            if net.tap_tso:
+                self._drain_tap_offload(net, fd)
+                return
+            if fd in net.tso_backlog:
+                if self._drain_tap_offload(net, fd):
+                    net.tso_backlog = net.tso_backlog - {fd}
+                return
         read = os.read
         if fd < 0:
             fd = net.tap_fd
@@ -905,11 +917,52 @@ class HotLoop:
 
     # -- offload mode (`wire.chunks`, `segment`) ----------------------------------------------
 
-    def _drain_tap_offload(self, net: Network, fd: int) -> None:
+    def poke(self) -> None:
+        """Wake the loop to apply changed TAP offload wishes (`Network.tso_allowed`) now,
+        not at the TAP's next frame; callable from any thread."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"t")
+
+    def _apply_tso(self) -> None:
+        """Switch every offload network's TAP whose offloads differ from what is wanted."""
+        for net in self.networks.values():
+            if net.offload and net.tap_tso is not self._tso_wanted(net):
+                self._switch_tso(net)
+
+    def _tso_wanted(self, net: Network) -> bool:
+        """Whether `net`'s TAP should hand over super-frames now: only while every peer takes
+        them whole (no RFC-only peer, none refused offload, no sealing or impairments, which
+        act on RFC datagrams)."""
+        if not net.tso_allowed or net.seal is not None or self.impaired:
+            return False
+        refused = self.refused
+        return not refused or not any(host in refused for host in net.offload_peers)
+
+    def _switch_tso(self, net: Network) -> None:
+        """Turn the TAP's offloads on or off (TUNSETOFFLOAD, one call for the device). Off: the
+        frames already queued were made under offloads, so each queue goes through the offload
+        path until it runs empty (`tso_backlog`). On: waits until no batch of the RFC path is
+        carried over in a queue (the offload path would never send it)."""
+        wanted = not net.tap_tso
+        if wanted and any(fd in self._carried for fd in net.tap_fds):
+            return
+        try:
+            set_offloads(net.tap_fd, tso=wanted, csum=wanted)
+        except OSError:
+            net.counters["tap_offload_error"] += 1
+            # Not retried per frame: the TAP keeps its offloads, which the offload path handles.
+            net.tso_allowed = net.tap_tso
+            return
+        net.tap_tso = wanted
+        net.tso_backlog = frozenset() if wanted else frozenset(net.tap_fds)
+        net.counters["tap_tso_on" if wanted else "tap_tso_off"] += 1
+
+    def _drain_tap_offload(self, net: Network, fd: int) -> bool:
         """Egress of a TAP with offloads: each read is a virtio-net header and a frame, maybe a
         TCP super-frame or a partial checksum. Toward offload peers it leaves whole, in chunks;
         toward every other peer finished for the RFC wire (segmented, checksummed: `segment`),
-        in GSO batches. A frame with nothing left to do takes the usual single-frame path."""
+        in GSO batches. A frame with nothing left to do takes the usual single-frame path.
+        True when the queue ran empty (not the budget out)."""
         read = os.read
         fdb_get = net.fdb.get
         tracer = self.tracer
@@ -919,10 +972,12 @@ class HotLoop:
         # The budget counts MTU-sized frames, as the other drains do: a super-frame is many,
         # and an ACK queued behind 32 of them waited ~2 MB of work (cwnd-bound transfers).
         budget = self.drain_budget * OFFLOAD_BUDGET_UNIT
+        emptied = False
         while budget > 0:
             try:
                 data = read(fd, READ_SIZE)
             except BlockingIOError:
+                emptied = True
                 break
             except OSError:
                 net.counters["tap_read_error"] += 1
@@ -977,6 +1032,7 @@ class HotLoop:
             self._send_finished(net, frames, entry, targets)
         if self._small is not None:
             self._flush_small()
+        return emptied
 
     def _send_finished(
         self, net: Network, frames: list[bytes], entry: FdbEntry | None, targets: tuple[str, ...]

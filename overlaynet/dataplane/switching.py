@@ -75,6 +75,9 @@ class Network:
         "seal",
         "tap_fd",
         "tap_fds",
+        "tap_tso",
+        "tso_allowed",
+        "tso_backlog",
         "vnet_len",
         "vni",
     )
@@ -121,6 +124,17 @@ class Network:
         self.offload = False
         #: Peers sent offload datagrams, replaced wholesale; every other peer gets RFC 7348.
         self.offload_peers: frozenset[str] = frozenset()
+        #: Offload mode: whether every peer takes offload datagrams (set by the VTEP's control
+        #: side). While any peer needs RFC 7348, the TAP's offloads are off and the kernel
+        #: segments and checksums before the TAP: Python segmentation ran at 1.3 Gb/s where
+        #: the kernel's did 3.1 (benchmarks/profiles/offload-mode.md).
+        self.tso_allowed = True
+        #: Whether the TAP's offloads (TSO4 and partial checksums) are on now; only the hot
+        #: loop changes it (`HotLoop._drain_tap`), with the ioctl.
+        self.tap_tso = False
+        #: TAP queues that may still hold frames read under offloads just switched off (super-
+        #: frames, partial checksums): drained by the offload path until they run empty.
+        self.tso_backlog: frozenset[int] = frozenset()
 
     @property
     def vni_key(self) -> bytes:

@@ -115,13 +115,16 @@ def open_tap_queues(
     return fds
 
 
-def set_offloads(fd: int, *, tso: bool = True) -> None:
+def set_offloads(fd: int, *, tso: bool = True, csum: bool = True) -> None:
     """Let the TAP hand over frames with partial checksums and (with `tso`) TCP/IPv4
     super-frames of up to 64 KB, each described by its virtio-net header (the fd needs
     IFF_VNET_HDR): offload mode, where the kernel no longer segments and checksums before
     the TAP (`segment` does it for the peers that need it). TSO6 stays off: the overlay's
-    TAPs carry no IPv6 (links.disable_ipv6), so the kernel keeps segmenting IPv6 itself."""
-    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | (TUN_F_TSO4 if tso else 0))
+    TAPs carry no IPv6 (links.disable_ipv6), so the kernel keeps segmenting IPv6 itself.
+    `csum=False` (and no `tso`) turns every offload off again: the kernel finishes each frame
+    before the TAP, as for a TAP opened without offloads. Changeable at any time on an open fd."""
+    flags = (TUN_F_CSUM if csum or tso else 0) | (TUN_F_TSO4 if tso else 0)
+    fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
 
 
 def set_link(

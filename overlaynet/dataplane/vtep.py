@@ -350,6 +350,8 @@ class Vtep:
                     vnet_hdr = has_vnet_hdr(fd)
             net = Network(vni, fd, mtu, self.fdb.table(vni), vnet_hdr=vnet_hdr, queues=queues)
             net.offload = offload
+            # The TAP was opened with offloads (here, or by the caller: see above).
+            net.tap_tso = offload
             self._networks[vni] = net
             self._loop.add(net)
             self._refresh_members()
@@ -371,6 +373,7 @@ class Vtep:
         with self._lock:
             self._networks[vni].peers = peers
             self._refresh_members()
+            self._refresh_tso(self._networks[vni])
 
     def offload_mode(self, vni: int) -> bool:
         """Whether `vni` was added in offload mode."""
@@ -385,12 +388,37 @@ class Vtep:
             if offload and not net.offload:
                 raise ValueError(f"VNI {vni} is not in offload mode")
             net.offload_peers = offload
+            self._refresh_tso(net)
             if self.offload_chunk is None:
                 every = set().union(*(n.offload_peers for n in self._networks.values()))
                 mtu = min((_path_mtu(self.local_ip, h) for h in every), default=0)
                 if mtu:
                     chunk = min(mtu - OUTER_IPV4_UDP - chunks.HEADER_LEN, chunks.MAX_AUTO_CHUNK)
                     self._loop.set_offload_chunk(chunk, gso=True)
+
+    def refresh_tap_offloads(self, vni: int) -> None:
+        """Look again at whether every host `vni` sends to takes offload (after FDB entries
+        were added directly to `fdb`); the endpoint and peer setters do it themselves."""
+        with self._lock:
+            net = self._networks.get(vni)
+            if net is not None:
+                self._refresh_tso(net)
+
+    def _rfc_hosts(self, net: Network) -> list[str]:
+        """The hosts `net` sends to (peers, given FDB entries) that take only RFC 7348."""
+        hosts = set(net.peers)
+        hosts.update(e.remote_ip for e in net.fdb.values() if not e.learned)
+        return sorted(hosts - net.offload_peers)
+
+    def _refresh_tso(self, net: Network) -> None:
+        """An offload network's TAP keeps TSO only while no host it sends to needs RFC 7348
+        (the loop switches it: `HotLoop._drain_tap`); with one, the kernel segments before
+        the TAP, faster than Python segmentation toward that host."""
+        if net.offload:
+            allowed = not self._rfc_hosts(net)
+            if allowed is not net.tso_allowed:
+                net.tso_allowed = allowed
+                self._loop.poke()
 
     def set_learning(self, vni: int, limit: int = LEARNED_LIMIT) -> None:
         """Learn source MACs of frames from member hosts on `vni` (at most `limit` entries,
@@ -469,12 +497,14 @@ class Vtep:
         self.fdb.add(endpoint.vni, endpoint.mac, endpoint.host_ip)
         if endpoint.ip is not None and endpoint.vni in self._networks:
             self.add_arp(endpoint.vni, endpoint.ip, endpoint.mac)
+        self.refresh_tap_offloads(endpoint.vni)
 
     def endpoint_removed(self, endpoint: RemoteEndpoint) -> None:
         """EndpointSink: undo `endpoint_added`."""
         self.fdb.remove(endpoint.vni, endpoint.mac)
         if endpoint.ip is not None and endpoint.vni in self._networks:
             self.remove_arp(endpoint.vni, endpoint.ip)
+        self.refresh_tap_offloads(endpoint.vni)
 
     # -- observing ----------------------------------------------------------------------------
 
@@ -499,6 +529,7 @@ class Vtep:
                 "port": self.offload_port,
                 "chunk": self._loop.offload_chunk,
                 "wire": {p: self._wire(net, p) for p in net.peers},
+                "tap": self._tap_mode(net),
             }
             if net.offload
             else None,
@@ -513,6 +544,16 @@ class Vtep:
         if peer in self._loop.refused:
             return "rfc7348 (offload refused)"
         return "rfc7348 (impaired)" if self._loop.impaired else "offload"
+
+    def _tap_mode(self, net: Network) -> str:
+        """What the offload network's TAP hands over: super-frames (every peer takes offload),
+        or finished frames, the kernel segmenting, while some host needs RFC 7348."""
+        if net.tap_tso:
+            return "tso"
+        refused = self._loop.refused
+        rfc = self._rfc_hosts(net) or sorted(h for h in net.offload_peers if h in refused)
+        reason = f" for rfc7348 peers {','.join(rfc)}" if rfc else ""
+        return f"segmented by the kernel{reason}"
 
     def stats(self) -> dict[str, Any]:
         """All counters: host-wide (drops before a network is known) and per network."""

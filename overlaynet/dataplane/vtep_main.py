@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         vtep.members = args.member
         for mac, host in args.fdb:
             vtep.fdb.add(args.vni, mac, host)
+        vtep.refresh_tap_offloads(args.vni)
         for ip, mac in args.arp:
             vtep.add_arp(args.vni, ip, mac)
 

@@ -1,11 +1,13 @@
 """Offload mode on real namespaces (issue 15): h1 and h2 run `vtep_main` in offload mode toward
-each other, h3 is a Linux kernel vxlan device that h1 also has as a static peer (RFC 7348).
+each other, h3 is a Linux kernel vxlan device that h5 (offload mode, h2 its offload peer) has as
+a static peer (RFC 7348).
 
 - h1 <-> h2: ping and TCP both ways; the bulk crosses as offload datagrams on udp/4799, each at
   most 1500 octets on an underlay port without UDP segmentation (as a NIC would send them), no
   IP fragments, never on 4789; written to the TAP whole on the far side.
-- h1 <-> h3 (kernel VTEP): ping and TCP both ways on the RFC wire, the kernel's inner checksums
-  all good (h1 segments and checksums the super-frames itself for this peer).
+- h5 <-> h3 (kernel VTEP): ping and TCP both ways on the RFC wire, the kernel's inner checksums
+  all good; h5's TAP has its offloads off while that RFC-only peer is there (the kernel
+  segments and checksums before the TAP: no super-frame is finished in Python).
 - An offload datagram sent to the kernel VTEP's port 4789 is dropped by it, never delivered.
 - h4 runs `--offload` with the kernel VTEP as its peer (a mistake): the kernel host answers
   port unreachable, h4 gives that peer RFC 7348 and TCP works.
@@ -42,9 +44,13 @@ class Offload:
         # h4: `--offload` toward the kernel VTEP by mistake: refused, it falls back to RFC.
         self.h4 = tb.add_host("h4", 14)
         self.c4 = tb.add_container(self.h4, "c4", 5)
-        tb.kernel_vxlan(self.h3, [self.h1, self.h4])
-        self.vtep1 = tb.start_vtep(
-            self.h1, [self.h2, self.h3], extra=("--offload-peer", self.h2.ip)
+        # h5: offload mode with one offload peer (h2) and the kernel VTEP as a static peer.
+        self.h5 = tb.add_host("h5", 15)
+        self.c5 = tb.add_container(self.h5, "c5", 6)
+        tb.kernel_vxlan(self.h3, [self.h4, self.h5])
+        self.vtep1 = tb.start_vtep(self.h1, [self.h2], extra=("--offload-peer", self.h2.ip))
+        self.vtep5 = tb.start_vtep(
+            self.h5, [self.h2, self.h3], extra=("--offload-peer", self.h2.ip)
         )
         self.vtep2 = tb.start_vtep(self.h2, [self.h1], extra=("--offload",))
         self.vtep4 = tb.start_vtep(self.h4, [self.h3], extra=("--offload",))
@@ -91,9 +97,14 @@ def iperf(tb: Testbed, client: Container, server: Container) -> int:
 
 
 def test_the_offload_vtep_says_which_wire_each_peer_gets(offload: Offload) -> None:
-    doc = offload.stats(offload.h1, offload.vtep1)["networks"][str(offload.tb.vni)]
+    doc = offload.stats(offload.h5, offload.vtep5)["networks"][str(offload.tb.vni)]
     assert doc["offload"]["enabled"] is True
     assert doc["offload"]["wire"] == {offload.h2.ip: "offload", offload.h3.ip: "rfc7348"}
+    tap = f"segmented by the kernel for rfc7348 peers {offload.h3.ip}"
+    assert doc["offload"]["tap"] == tap
+    doc = offload.stats(offload.h1, offload.vtep1)["networks"][str(offload.tb.vni)]
+    assert doc["offload"]["wire"] == {offload.h2.ip: "offload"}
+    assert doc["offload"]["tap"] == "tso"
 
 
 def test_ping_and_tcp_both_ways_between_offload_vteps_cross_whole(offload: Offload) -> None:
@@ -113,17 +124,17 @@ def test_ping_and_tcp_both_ways_between_offload_vteps_cross_whole(offload: Offlo
 
 def test_ping_and_tcp_both_ways_with_the_kernel_vtep_on_the_rfc_wire(offload: Offload) -> None:
     tb = offload.tb
-    before = offload.counters(offload.h1, offload.vtep1)
     snmp_before = _tcp_counters(tb, offload.c3)
-    assert " 0% packet loss" in ping(tb, offload.c1, offload.c3)
-    assert " 0% packet loss" in ping(tb, offload.c3, offload.c1)
-    assert iperf(tb, offload.c1, offload.c3) > 0
-    assert iperf(tb, offload.c3, offload.c1) > 0
-    for client, server in ((offload.c1, offload.c3), (offload.c3, offload.c1)):
+    assert " 0% packet loss" in ping(tb, offload.c5, offload.c3)
+    assert " 0% packet loss" in ping(tb, offload.c3, offload.c5)
+    assert iperf(tb, offload.c5, offload.c3) > 0
+    assert iperf(tb, offload.c3, offload.c5) > 0
+    for client, server in ((offload.c5, offload.c3), (offload.c3, offload.c5)):
         assert udp_datagrams(tb, client, server) > 0
-    after = offload.counters(offload.h1, offload.vtep1)
-    # h1's super-frames toward h3 were finished here: segmented and checksummed.
-    assert after.get("tx_offload_finished", 0) > before.get("tx_offload_finished", 0)
+    after = offload.counters(offload.h5, offload.vtep5)
+    # h5's TAP had its offloads off: the kernel finished every frame, Python none.
+    assert after["tap_tso_off"] >= 1
+    assert after.get("tx_offload_finished", 0) == 0
     assert _tcp_counters(tb, offload.c3)["InCsumErrors"] == snmp_before["InCsumErrors"]
 
 
