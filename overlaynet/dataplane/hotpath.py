@@ -72,6 +72,16 @@ IP_RECVERR = 11
 #: softirq, ahead of all processes). Alone it moved the loaded ping little; with a budget of 32
 #: see above. It does not help an idle ping (no CPU to wait for).
 LOOP_NICE = -10
+#: How the loop's priority follows its work (`HotLoop.nice_policy`): "fixed" keeps `nice`;
+#: "yield" steps down to nice 0 and yields the CPU after a pass that wrote a lone non-TCP
+#: frame (DNS, ping) to a TAP, so the process it woke gets a CPU before the loop's next
+#: bulk drain; "bulk" runs at `bulk_nice` while the loop finds work on every pass (moving bulk)
+#: and at `nice` from the moment it finds none, so lone frames are still taken at once on an
+#: otherwise idle host. Measured in benchmarks/profiles/dns-under-load.md.
+NICE_POLICIES = ("fixed", "yield", "bulk")
+#: Passes in a row that found work before "bulk" steps down to `bulk_nice`: a ping and its
+#: reply are one or two passes; a TCP stream keeps the loop busy for thousands.
+BULK_PASSES = 8
 #: Seconds between aging sweeps of learned FDB entries (Linux vxlan sweeps every FDB_AGE_INTERVAL,
 #: 10 s); the loop also wakes this often when idle, which costs nothing measurable.
 AGE_SWEEP_INTERVAL = 10.0
@@ -205,6 +215,11 @@ class HotLoop:
         self.tracer: Tracer | None = None
         #: Nice value for the loop's thread (0: leave it), applied when `serve()` starts.
         self.nice = LOOP_NICE
+        #: One of NICE_POLICIES; `bulk_nice` is the "bulk" policy's value while moving bulk.
+        self.nice_policy = "fixed"
+        self.bulk_nice = 0
+        #: A pass wrote a lone non-TCP frame to a TAP: someone was woken ("yield" policy).
+        self._woke = False
         #: Frames (datagrams) one drain takes before the loop looks at its other fds again.
         self.drain_budget = DRAIN_BUDGET
         #: TAP queue fd → the open batch and the parked ones of a drain that ran out of budget
@@ -309,13 +324,31 @@ class HotLoop:
         if self.nice:
             self._set_priority()
         self._apply_tso()  # wishes made before the loop ran (`arm` cleared their wake-up)
+        policy = self.nice_policy if self.nice else "fixed"
+        tid = threading.get_native_id()
+        busy = 0  # "bulk": passes in a row that found work
         while not self._stopping:
             # A timeout only so learned entries age on an idle host: one clock read per
             # wake-up, not per frame.
             # Batches carried over from a drain: no sleeping before their queue's next turn.
-            ready = poll(
+            timeout = (
                 0 if carried else AGE_SWEEP_INTERVAL if not held else self._until_due(monotonic())
             )
+            if policy == "bulk":
+                ready = poll(0)
+                if ready or carried:
+                    busy += 1
+                    if busy == BULK_PASSES:
+                        self._counters["nice_bulk_steps"] += 1
+                        self._renice(tid, self.bulk_nice)
+                else:
+                    if busy >= BULK_PASSES:
+                        self._counters["nice_idle_steps"] += 1
+                        self._renice(tid, self.nice)
+                    busy = 0
+                    ready = poll(timeout)
+            else:
+                ready = poll(timeout)
             now = monotonic()
             if carried:
                 self._flush_carried(ready)
@@ -352,6 +385,20 @@ class HotLoop:
                         self._drain_offload()
                     elif fd == self._off_tx_fd:
                         self._read_offload_errors(now)
+            if self._woke:
+                self._woke = False
+                if policy == "yield":
+                    # Nice 0 for the yield: at -10 the woken process's deadline is behind
+                    # the loop's, and the scheduler would pick the loop again.
+                    self._renice(tid, 0)
+                    os.sched_yield()
+                    self._renice(tid, self.nice)
+
+    def _renice(self, tid: int, nice: int) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:
+            self._counters["priority_refused"] += 1
 
     def _set_priority(self) -> None:
         """Give the loop's own thread (not the rest of the process) the `nice` value: every
@@ -791,6 +838,8 @@ class HotLoop:
                         if inner[23:24] == b"\x06" and inner[12:14] == _ETHERTYPE_IPV4
                         else target.latency_fd
                     )
+                    if queue_fd != target.tap_fd:
+                        self._woke = True
                     try:
                         write(queue_fd, PLAIN_VNET_HDR + inner if target.vnet_len else inner)
                     except OSError:
@@ -1233,6 +1282,8 @@ class HotLoop:
             if data[33:34] == b"\x06" and data[22:24] == _ETHERTYPE_IPV4
             else net.latency_fd
         )
+        if queue_fd != net.tap_fd:
+            self._woke = True
         try:
             os.write(queue_fd, data)
         except OSError:

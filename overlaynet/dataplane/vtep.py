@@ -241,6 +241,8 @@ class Vtep:
         batch: bool = True,
         learned_max_age: float = LEARNED_MAX_AGE,
         nice: int = LOOP_NICE,
+        nice_policy: str = "fixed",
+        bulk_nice: int = 0,
         drain_budget: int = DRAIN_BUDGET,
         offload_port: int = chunks.OFFLOAD_PORT,
         offload_chunk: int | None = None,
@@ -288,6 +290,8 @@ class Vtep:
         )
         self._loop.learned_max_age = learned_max_age
         self._loop.nice = nice
+        self._loop.nice_policy = nice_policy
+        self._loop.bulk_nice = bulk_nice
         self._loop.drain_budget = drain_budget
         #: What `set_impairments` was last given (for views; the loop holds the models).
         self.impairments: dict[str, Impairment] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from overlaynet.dataplane.fdb import LEARNED_MAX_AGE
-from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE
+from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE, NICE_POLICIES
 from overlaynet.dataplane.seal import DataKey, SealError, parse_key
 from overlaynet.dataplane.switching import DEFAULT_MTU
 from overlaynet.dataplane.vtep import Vtep
@@ -79,6 +79,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="nice value of the forwarding thread (negative: woken ahead of other processes)",
     )  # fmt: skip
     p.add_argument(
+        "--nice-policy", choices=NICE_POLICIES, default="fixed",
+        help="how the thread's nice value follows its work (hotpath.NICE_POLICIES)",
+    )  # fmt: skip
+    p.add_argument(
+        "--bulk-nice", type=int, default=0,
+        help="nice value while moving bulk (--nice-policy bulk)",
+    )  # fmt: skip
+    p.add_argument(
         "--drain-budget", type=int, default=DRAIN_BUDGET, metavar="FRAMES",
         help="frames one drain of an fd takes before the others are looked at",
     )  # fmt: skip
@@ -122,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch=args.batch,
         learned_max_age=args.learned_max_age,
         nice=args.nice,
+        nice_policy=args.nice_policy,
+        bulk_nice=args.bulk_nice,
         drain_budget=args.drain_budget,
         offload_chunk=args.offload_chunk,
     )

@@ -153,3 +153,49 @@ def test_the_loop_thread_gets_the_nice_value_and_the_caller_keeps_its_own() -> N
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
         vtep.stop()
     assert "priority_refused" not in vtep.counters
+
+
+def _serve_bulk_policy(frames: list[bytes]) -> tuple[Counter[str], int, int]:
+    """A loop with the "bulk" nice policy (budget 1: one pass per frame) takes `frames`
+    queued at once; its counters, and its thread's nice value after and as configured."""
+    rig = _Rig(budget=1)
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    rig.loop.nice, rig.loop.bulk_nice = min(19, caller + 3), min(19, caller + 6)
+    rig.loop.nice_policy = "bulk"
+    rig.loop.add(rig.net)
+    tids: list[int] = []
+
+    def serve() -> None:
+        tids.append(threading.get_native_id())
+        rig.loop.serve()
+
+    thread = threading.Thread(target=serve)
+    try:
+        for frame in frames:
+            rig.bridge.send(frame)
+        rig.loop.arm()
+        thread.start()
+        for _ in frames:  # every frame crossed (ICMP: one datagram each)
+            rig.sink.recv(65536)
+        deadline = time.monotonic() + TIMEOUT
+        while os.getpriority(os.PRIO_PROCESS, tids[0]) != rig.loop.nice:
+            assert time.monotonic() < deadline, "the loop never went back to its nice value"
+            time.sleep(0.01)
+        return rig.loop._counters, os.getpriority(os.PRIO_PROCESS, tids[0]), rig.loop.nice
+    finally:
+        rig.loop.stop()
+        thread.join(TIMEOUT)
+        rig.close()
+
+
+def test_the_bulk_policy_steps_down_while_work_keeps_coming_and_back_when_idle() -> None:
+    counters, now, nice = _serve_bulk_policy([_frame(n) for n in range(40)])
+    assert counters["nice_bulk_steps"] >= 1
+    assert counters["nice_idle_steps"] == counters["nice_bulk_steps"]
+    assert now == nice
+
+
+def test_the_bulk_policy_leaves_a_lone_frame_at_the_loop_nice_value() -> None:
+    counters, now, nice = _serve_bulk_policy([_frame(1)])
+    assert counters["nice_bulk_steps"] == 0
+    assert now == nice
