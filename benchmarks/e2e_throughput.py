@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from overlaynet.dataplane.seal import SEAL_OVERHEAD
-from overlaynet.lab.testbed import DEFAULT_UNDERLAY_MTU, Container, Host, Testbed
+from overlaynet.lab.testbed import DEFAULT_UNDERLAY_MTU, Container, Host, Testbed, run
 
 RESULTS = Path(__file__).parent / "results"
 #: iperf3 seconds per measurement and pings per RTT sample: bounded so a run takes about a minute.
@@ -152,11 +152,17 @@ def _received(out: str | bytes, what: str) -> dict[str, Any]:
 
 
 def iperf(
-    tb: Testbed, s: Scenario, streams: int, seconds: int, *, pings: int = 0
+    tb: Testbed,
+    s: Scenario,
+    streams: int,
+    seconds: int,
+    *,
+    pings: int = 0,
+    affinity: tuple[str, ...] = (),
 ) -> tuple[float, list[float]]:
     """Gbit/s received, client → server; with `pings`, also the RTTs of that many pings sent
     alongside once the transfer runs (ping under load: a lone frame must not wait behind the
-    bulk, issue 15)."""
+    bulk, issue 15). `affinity`: ("C,S",), iperf3's -A for client CPU C and server CPU S."""
     server = tb.popen("ip", "netns", "exec", s.server.ns, "iperf3", "-s", "-1", "-B", s.server.ip)
     try:
         deadline = time.monotonic() + 10
@@ -166,7 +172,8 @@ def iperf(
             time.sleep(0.05)
         client = subprocess.Popen(
             ["ip", "netns", "exec", s.client.ns, "iperf3", "-c", s.server.ip, "-t", str(seconds),
-             "-P", str(streams), "-J"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+             "-P", str(streams), "-J", *(a for v in affinity for a in ("-A", v))],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         rtts: list[float] = []
         try:
@@ -242,20 +249,44 @@ def rtt_figures(rtts: list[float], count: int, prefix: str) -> dict[str, float]:
     }
 
 
+#: CPUs of the sending side (iperf3 client, the VTEP of its host) and of the receiving side
+#: with `--pin`: every path then places its busy threads the same way on a 2-core machine
+#: (issue 19: agent<->agent itself swung 2.0-4.1 Gb/s between rounds of one quiet run).
+PIN_SEND, PIN_RECEIVE = 0, 1
+
+
+def pin(s: Scenario) -> None:
+    """Pin `s`'s VTEP processes (all threads): the client host's to PIN_SEND, the others to
+    PIN_RECEIVE; iperf3 gets its CPUs from `-A` (see `iperf`)."""
+    for host, process in s.vteps:
+        cpu = PIN_SEND if s.client in host.containers else PIN_RECEIVE
+        run("taskset", "-a", "-p", "-c", str(cpu), str(process.pid))
+
+
 def measure(
-    tb: Testbed, s: Scenario, streams: set[int], seconds: int, pings: int, *, udp: bool
+    tb: Testbed,
+    s: Scenario,
+    streams: set[int],
+    seconds: int,
+    pings: int,
+    *,
+    udp: bool,
+    pinned: bool = False,
 ) -> dict[str, Any]:
     """One round of one path: TCP with 1 stream (and pings alongside: "loaded") and 4 streams
     (those in `streams`; the others NaN), idle ping, and with `udp` the iperf3 -u figures."""
     loaded = min(pings, int((seconds - LOADED_PING_DELAY) / 0.01) - 20)
     r: dict[str, Any] = {}
+    if pinned:
+        pin(s)
+    affinity = (f"{PIN_SEND},{PIN_RECEIVE}",) if pinned else ()
     if 1 in streams:
-        r["tcp_1_gbps"], rtts = iperf(tb, s, 1, seconds, pings=loaded)
+        r["tcp_1_gbps"], rtts = iperf(tb, s, 1, seconds, pings=loaded, affinity=affinity)
         r.update(rtt_figures(rtts, loaded, "loaded_ping"))
     else:
         r.update(tcp_1_gbps=math.nan, loaded_ping_p50_ms=math.nan, loaded_ping_p99_ms=math.nan,
                  loaded_ping_loss=math.nan)  # fmt: skip
-    r["tcp_4_gbps"] = iperf(tb, s, 4, seconds)[0] if 4 in streams else math.nan
+    r["tcp_4_gbps"] = iperf(tb, s, 4, seconds, affinity=affinity)[0] if 4 in streams else math.nan
     r.update(ping(tb, s, pings))
     if udp:
         r.update(udp_figures(tb, s, seconds))
@@ -406,6 +437,11 @@ def main() -> int:
         help="leave out the iperf3 -u rows (rate sustained, loss at 80 %% of it)",
     )  # fmt: skip
     parser.add_argument(
+        "--pin", action="store_true",
+        help=f"pin each path's sending side (iperf3 client, its host's VTEP) to CPU {PIN_SEND} "
+        f"and the receiving side to CPU {PIN_RECEIVE}, the same for every path",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-encrypted", dest="encrypted", action="store_false", default=True,
         help=f"leave out the {ENCRYPTED!r} row",
     )  # fmt: skip
@@ -433,7 +469,8 @@ def main() -> int:
             tb.exec(s.client.ns, "ping", "-c", "3", "-i", "0.2", s.server.ip)  # warm ARP/FDB
         for round_ in range(args.rounds):
             for s in scenarios:
-                r = measure(tb, s, streams, args.seconds, args.pings, udp=args.udp)
+                r = measure(tb, s, streams, args.seconds, args.pings, udp=args.udp,
+                            pinned=args.pin)  # fmt: skip
                 samples.setdefault(s.name, []).append(r)
                 print(f"round {round_ + 1} {s.name}: {r}", file=sys.stderr)
         for s in scenarios:
