@@ -269,7 +269,8 @@ def cmd_network_vtep(ns: argparse.Namespace) -> int:
         print("MAC learning: off (the FDB comes from gossip or `network fdb`)\n")
     if dp.get("offload"):
         wires = " ".join(f"{p}={w}" for p, w in sorted(dp["offload"]["wire"].items()))
-        print(f"offload: on, wire per peer: {wires or '-'}\n")
+        tap = dp["offload"].get("tap", "-")
+        print(f"offload: on, tap: {tap}, wire per peer: {wires or '-'}\n")
     fdb = [
         [r["mac"], r["remote_ip"], str(r["tx_frames"]), str(r["rx_frames"])]
         for r in dp.get("fdb", [])

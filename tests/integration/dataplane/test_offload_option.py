@@ -64,7 +64,7 @@ def test_offload_option_between_two_agents(swarm2: Lab) -> None:
     assert wait_until(lambda: _wire(lab, "node2", "ofnet") == {NODE1: "offload"}, 30)
     assert _wire(lab, "node1", "plainnet") is None
     vtep = lab.ok("node1", "network", "vtep", "ofnet")
-    assert f"offload: on, wire per peer: {NODE2}=offload" in vtep, vtep
+    assert f"offload: on, tap: tso, wire per peer: {NODE2}=offload" in vtep, vtep
     assert "offload" not in lab.ok("node1", "network", "vtep", "plainnet")
 
     o1, o2 = _ip(lab, "node1", "o1", "ofnet"), _ip(lab, "node2", "o2", "ofnet")
