@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 
 import pytest
 
@@ -28,7 +29,14 @@ _TEST_LAB = re.compile(r"^[tb][0-9a-f]{8}$")
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Labs an interrupted earlier run left behind would collide with this run: remove them.
     Only test and benchmark labs whose building process is gone: never a lab a person made,
-    nor one another test run is using right now."""
+    nor one another test run is using right now.
+
+    Also: a suite started in the background by a non-interactive shell (`tools/test.sh &`,
+    `nohup … &`) inherits SIGINT ignored (POSIX), and an ignored signal stays ignored across
+    exec: the CLIs and containers the tests start could not be interrupted, so the tests of
+    Ctrl-C would fail for the harness's sake. Children get the default disposition again."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if not IS_ROOT:
         return
     from overlaynet import lab
