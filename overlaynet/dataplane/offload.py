@@ -6,9 +6,10 @@ Why the receive side merges: one TAP write per 64 KB instead of one per 1.4 KB f
 difference between ~0.03x and ~0.2x of kernel VXLAN (FASTPATH.md). A merged super-frame is
 written with VIRTIO_NET_HDR_F_NEEDS_CSUM, so the kernel takes the inner TCP checksum as done;
 that is only sound when something else protected those bytes: the outer UDP checksum, which
-the kernel verified before our socket saw the datagram. Datagrams with UDP checksum 0 (what a
-Linux vxlan device sends by default) are never merged: they are written frame by frame and the
-kernel checks every inner checksum itself.
+the kernel verified before our socket saw the datagram. Datagrams with UDP checksum 0 (RFC
+7348's SHOULD; a Linux vxlan device made with `noudpcsum` — iproute2 6.x makes them with
+`udpcsum` unless told) are never merged: they are written frame by frame and the kernel checks
+every inner checksum itself.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 #: few enough that the fds and buffers cost nothing.
 SOURCE_SOCKETS = 16
 #: SO_NO_CHECK from <asm-generic/socket.h>: send UDP checksum 0, as RFC 7348 section 5 says it
-#: SHOULD be over IPv4 (and as the Linux vxlan driver does by default, `noudpcsum`).
+#: SHOULD be over IPv4 (a Linux vxlan device does so with `noudpcsum`; `ip -d link` on this
+#: kernel/iproute2 shows `udpcsum` for one made without either flag).
 SO_NO_CHECK = 11
 #: From <linux/in.h>: always set DF and fail with EMSGSIZE rather than fragment (RFC 7348 4.3).
 IP_MTU_DISCOVER = 10
