@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from overlaynet.dataplane.fdb import LEARNED_MAX_AGE, FdbEntry, age_learned
 from overlaynet.dataplane.impair import ALL_PEERS, HeldQueue, ImpairModel
@@ -698,19 +699,14 @@ class HotLoop:
         budget = self.drain_budget
         while budget > 0:
             try:
-                data, ancillary, _flags, address = recvmsg(READ_SIZE, _GRO_CMSG_SPACE)
+                data, seg, sender = _gro_read(recvmsg)
             except BlockingIOError:
                 break
             except OSError:
                 counters["rx_error"] += 1
                 break
             size = len(data)
-            seg = size
-            for level, kind, value in ancillary:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    seg = int.from_bytes(value[:4], _NATIVE) or size
             budget -= -(-size // seg) if size else 1
-            sender = address[0]
             if tracer is not None:
                 tracer.ingress(data[:seg], sender, members, networks, bool(sealed))
             if sender not in members:
@@ -1230,20 +1226,15 @@ class HotLoop:
         budget = self.drain_budget
         while budget > 0:
             try:
-                data, ancillary, _flags, address = recvmsg(READ_SIZE, _GRO_CMSG_SPACE)
+                data, seg, sender = _gro_read(recvmsg)
             except BlockingIOError:
                 break
             except OSError:
                 counters["rx_error"] += 1
                 break
             size = len(data)
-            seg = size
-            for level, kind, value in ancillary:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    seg = int.from_bytes(value[:4], _NATIVE) or size
             datagrams = -(-size // seg) if size else 1
             budget -= datagrams
-            sender = address[0]
             if sender not in members:
                 counters["rx_drop_not_member"] += datagrams
                 continue
@@ -1302,6 +1293,20 @@ class _SmallBatch:
         self.size = size
         self.hosts = hosts
         self.most = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size))
+
+
+def _gro_read(
+    recvmsg: Callable[[int, int], tuple[bytes, list[tuple[int, int, bytes]], int, Any]],
+) -> tuple[bytes, int, str]:
+    """One receive from a UDP_GRO socket: the buffer, its segment size (the datagrams the
+    kernel coalesced are that long, the last maybe shorter; the buffer's own length when
+    nothing was coalesced) and the sender's address. Raises what recvmsg raises."""
+    data, ancillary, _flags, address = recvmsg(READ_SIZE, _GRO_CMSG_SPACE)
+    seg = len(data)
+    for level, kind, value in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO:
+            seg = int.from_bytes(value[:4], _NATIVE) or seg
+    return data, seg, address[0]
 
 
 def _send_error(error: OSError) -> str:
