@@ -3,15 +3,8 @@ applying the same picture twice changes nothing the second time."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-
-import pytest
-
 from overlaynet.host import netns
+from tests.integration.foundation.conftest import run_in_host
 
 # Runs inside a namespace of the test's own, so the reconciler's view of "links of ours"
 # (everything named on-…) is the test's alone, never the machine's.
@@ -50,29 +43,9 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture
-def host_ns() -> Iterator[tuple[str, str]]:
-    lab = "t" + uuid.uuid4().hex[:8]
-    host = f"onet-{lab}-h"
-    netns.create(host)
-    try:
-        yield host, f"{host}-"
-    finally:
-        for name in netns.list_names(f"{host}-"):
-            netns.remove(name)
-        netns.remove(host)
-
-
 def test_reconcile_builds_repairs_is_idempotent_and_cleans_up(host_ns: tuple[str, str]) -> None:
     host, prefix = host_ns
-    run = subprocess.run(
-        ["ip", "netns", "exec", host, sys.executable, "-c", SCRIPT, prefix],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout)
+    out = run_in_host(host, SCRIPT, prefix)
     assert out["first"] == {"bridges": 1, "endpoints": 1, "strays": 1, "namespaces": 1}
     assert out["second"] == {"bridges": 0, "endpoints": 0, "strays": 0, "namespaces": 0}
     assert out["left"] is True

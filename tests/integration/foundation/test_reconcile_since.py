@@ -3,15 +3,8 @@ changes (`reconcile_since`), and leaves the kernel exactly as a full look wants 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-
-import pytest
-
 from overlaynet.host import netns
+from tests.integration.foundation.conftest import run_in_host
 
 # Runs inside a namespace of the test's own, so "links of ours" (on-…) are the test's alone.
 SCRIPT = r"""
@@ -60,31 +53,11 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture
-def host_ns() -> Iterator[tuple[str, str]]:
-    lab = "t" + uuid.uuid4().hex[:8]
-    host = f"onet-{lab}-h"
-    netns.create(host)
-    try:
-        yield host, f"{host}-"
-    finally:
-        for name in netns.list_names(f"{host}-"):
-            netns.remove(name)
-        netns.remove(host)
-
-
 def test_a_request_reconciles_what_it_touches_and_the_whole_host_agrees(
     host_ns: tuple[str, str],
 ) -> None:
     host, prefix = host_ns
-    run = subprocess.run(
-        ["ip", "netns", "exec", host, sys.executable, "-c", SCRIPT, prefix],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout)
+    out = run_in_host(host, SCRIPT, prefix)
     assert out["first"] == {"bridges": 1, "endpoints": 1, "strays": 0, "namespaces": 1}
     assert out["add"] == {"bridges": 0, "endpoints": 1, "strays": 0, "namespaces": 1}
     assert out["add_left"] is True
