@@ -1,0 +1,138 @@
+"""Optional C helpers for the packet path (issue 15: "C-level helpers are allowed only as an
+optional accelerated path with the pure-Python path kept and tested").
+
+Each helper is one C file beside this module, plain C against libc (no Python API): it is
+compiled on first use with the machine's C compiler (`cc`, from Debian's `gcc`) into a shared
+library keyed by the source's hash, and called through `ctypes`, which releases the GIL for the
+call. No compiler, a failed build, or `OVERLAYNET_ACCEL=off` in the environment: `load` returns
+None and the caller keeps its pure-Python path, saying so (`why_not`).
+
+    lib = accel.load("egress")
+    if lib is None:
+        print(accel.why_not("egress"))
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+#: Where the sources are.
+SOURCE_DIR = Path(__file__).resolve().parent
+#: Compiler flags: optimised, position-independent, every warning an error (a helper that
+#: warns is not loaded: the Python path is the safe one).
+CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
+#: Seconds a build may take before it counts as failed.
+BUILD_TIMEOUT = 120.0
+#: Environment switch: "off" (or "0", "no") keeps every caller on its Python path.
+ENV_SWITCH = "OVERLAYNET_ACCEL"
+
+_lock = threading.Lock()
+_loaded: dict[str, ctypes.CDLL | None] = {}
+_reasons: dict[str, str] = {}
+
+
+def enabled() -> bool:
+    """Whether the environment allows the C helpers at all."""
+    return os.environ.get(ENV_SWITCH, "on").strip().lower() not in ("off", "0", "no", "false")
+
+
+def build_dirs() -> list[Path]:
+    """Where built libraries go, in order of preference: beside the sources (a checkout run as
+    root), else the user's cache directory, else the temporary directory."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "overlaynet"
+    return [
+        SOURCE_DIR / "_built",
+        cache / "accel",
+        Path(tempfile.gettempdir()) / f"overlaynet-accel-{os.getuid()}",
+    ]
+
+
+def library_name(name: str) -> str:
+    """The built file's name: the helper's name, its source's and flags' hash, the machine."""
+    digest = hashlib.sha256((SOURCE_DIR / f"{name}.c").read_bytes())
+    digest.update(" ".join(CFLAGS).encode())
+    return f"{name}-{digest.hexdigest()[:16]}-{platform.machine()}.so"
+
+
+def compiler() -> str | None:
+    """The C compiler's path ($CC, else cc or gcc), or None."""
+    wanted = os.environ.get("CC")
+    for candidate in ([wanted] if wanted else []) + ["cc", "gcc"]:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def build(name: str) -> Path:
+    """Compile helper `name` unless an up-to-date build exists; returns the library's path.
+    Concurrent builders (many lab agents start at once) each write a private file and rename
+    it into place. Raises OSError or subprocess.CalledProcessError with the compiler's words."""
+    source = SOURCE_DIR / f"{name}.c"
+    filename = library_name(name)
+    for directory in build_dirs():
+        if (directory / filename).is_file():
+            return directory / filename
+    cc = compiler()
+    if cc is None:
+        raise FileNotFoundError("no C compiler (cc or gcc; Debian package gcc)")
+    last: OSError | None = None
+    for directory in build_dirs():
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=directory)
+        except OSError as error:
+            last = error
+            continue
+        os.close(fd)
+        try:
+            subprocess.run(
+                [cc, *CFLAGS, "-o", tmp, str(source)],
+                check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+            )  # fmt: skip
+            os.replace(tmp, directory / filename)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return directory / filename
+    raise last if last is not None else OSError("no writable build directory")
+
+
+def load(name: str) -> ctypes.CDLL | None:
+    """Helper `name` as a loaded library, built if needed; None when disabled or unbuildable
+    (the reason: `why_not(name)`). Cached per process; safe from any thread."""
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        lib: ctypes.CDLL | None = None
+        if not enabled():
+            _reasons[name] = f"off ({ENV_SWITCH}={os.environ.get(ENV_SWITCH)})"
+        else:
+            try:
+                lib = ctypes.CDLL(str(build(name)))
+            except subprocess.CalledProcessError as error:
+                _reasons[name] = f"build failed: {(error.stderr or '').strip()[:500]}"
+            except (OSError, subprocess.SubprocessError) as error:
+                _reasons[name] = f"unavailable: {error}"
+        _loaded[name] = lib
+        return lib
+
+
+def why_not(name: str) -> str:
+    """Why `load(name)` gave None ("" if it did not, or was not asked)."""
+    return _reasons.get(name, "")
+
+
+def forget() -> None:
+    """Drop the per-process cache (tests that flip `OVERLAYNET_ACCEL`)."""
+    with _lock:
+        _loaded.clear()
+        _reasons.clear()
