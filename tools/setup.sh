@@ -8,6 +8,7 @@ DEBIAN_PACKAGES=(
   iproute2 iputils-ping iperf3 bind9-dnsutils tcpdump ethtool procps psmisc
   util-linux kmod dnsperf python3-venv
   busybox-static nftables python3-nftables conntrack graphviz tshark
+  gcc libc6-dev
 )
 # Only where the tests run (not on the VMs that provision.sh sets up): `vagrant validate`, and
 # the real browser that drives the web view's tests.
