@@ -1,0 +1,468 @@
+/* The VTEP's merging ingress drain in C (issues 15 and 19): the per-datagram work of
+ * `HotLoop._drain_udp(merge=True)`, nothing else. Plain C against libc, called through ctypes
+ * (the GIL is released for each call); the Python path stays and decides everything that is
+ * not per segment.
+ *
+ * One call of in_step() runs until there is something for Python to do and says what in the
+ * context's record:
+ *   IN_RUN     a run of in-order TCP segments is complete (its network, sender, source MAC,
+ *              segment count, octets): Python counts it on the FDB entry, learns, counts
+ *              rx_merged_writes; the NEXT in_step() writes it (so the counters move before the
+ *              write, as in Python) as one GSO super-frame, or the lone segment as it came;
+ *   IN_PY      a datagram the merge does not take (not mergeable TCP, unknown VNI, ...): Python
+ *              hands it to `switching.ingress` exactly as its own drain does; the pending run
+ *              was written before (the TAP sees the frames in the order they came);
+ *   IN_TAPERR  the last write failed (Python counts rx_drop_tap_error for its segments);
+ *   IN_DONE    EAGAIN, the budget, or a receive error: the drain is over (the record carries
+ *              the datagrams from non-members and the receive errors to count).
+ * The merge rules are `_drain_udp`'s, octet for octet: IPv4 without options, TCP flags exactly
+ * ACK to start a run, payload present, lengths consistent, a known network with a virtio-net
+ * header; the following segments repeat the first one's headers but for the IPv4 id and
+ * checksum and the TCP checksum, with the sequence number advanced (a wrap-around ends the
+ * run); a shorter last segment, with or without PSH, joins and ends the run; 64 KiB at most.
+ * Payload iovecs point into the receive buffers (no copies); a run spanning more receive
+ * buffers than the pool holds is copied into a spill buffer once.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+/* One receive: larger than any GRO buffer (hotpath.READ_SIZE). */
+#define IN_READ_SIZE (65536 + 64)
+/* Receive buffers a pending run may point into before its payloads are copied to the spill
+ * buffer: a run of 64 KiB spans 2-3 GRO buffers from an agent, more from a kernel sender. */
+#define IN_NBUF 16
+/* The IPv4 total length is 16 bits: a super-frame stays below it (offload.IPV4_MAX_TOTAL). */
+#define IN_IPV4_MAX_TOTAL 65535
+/* Segments in one run at most: a 1-octet payload each under the 64 KiB cap. */
+#define IN_MAX_SEGMENTS (IN_IPV4_MAX_TOTAL + 1)
+/* Offsets in a VXLAN datagram: VXLAN 8, Ethernet 14, IPv4 20, TCP. */
+#define IN_MIN_TCP_DATAGRAM (8 + 14 + 20 + 20)
+#define IN_TCP_ACK 0x10
+#define IN_TCP_PSH 0x08
+#define IN_VNET_LEN 10
+
+enum { IN_DONE = 0, IN_RUN = 1, IN_PY = 2, IN_TAPERR = 3 };
+
+/* The ABI version the Python wrapper checks (fastingress.ABI). */
+int in_abi(void) { return 1; }
+
+struct in_net {
+    uint32_t vni;    /* the three VNI octets, big-endian, in the low 24 bits */
+    int32_t tap_fd;  /* the TAP queue TCP goes to (Network.tap_fd) */
+    int32_t mtu;
+    int32_t vnet_len;
+};
+
+struct in_rec {
+    int32_t kind, net, sender, count;
+    int64_t bytes;   /* IN_RUN: FDB rx_bytes (inner frames' octets) */
+    uint64_t ptr;    /* IN_PY: the datagram */
+    int32_t len;
+    int32_t not_member, rx_error, pad;
+    uint8_t mac[8];  /* IN_RUN: the inner source MAC */
+};
+
+struct in_ctx {
+    struct in_rec rec;
+    int fd, budget, strict, finishing;
+    struct in_net *nets;
+    int nnets, last_net;
+    uint32_t *members;
+    int nmembers, last_member;
+    uint8_t *bufs[IN_NBUF];
+    uint32_t pinned;  /* receive buffers holding payloads of the pending run */
+    int cur, cur_sender, empty_pending;
+    size_t size, seg, pos;
+    /* The pending run. */
+    int p_active, p_net, p_sender, p_count;
+    size_t p_hend, p_dlen, p_plen;
+    int64_t p_total, p_cap;
+    uint64_t p_seq;  /* the next sequence number; above 32 bits after a wrap: never matches */
+    uint8_t p_head[104];
+    struct iovec *iov;  /* [0] virtio-net header, [1] headers, [2...] payloads */
+    uint8_t *spill;
+    size_t spill_used;
+    /* The write in_step() does first. */
+    int w_pending, w_fd, w_net, w_count, w_iovcnt;
+    uint8_t w_vnet[IN_VNET_LEN];
+    uint8_t w_headers[104];
+};
+
+void in_free(struct in_ctx *c)
+{
+    if (c == NULL)
+        return;
+    for (int i = 0; i < IN_NBUF; i++)
+        free(c->bufs[i]);
+    free(c->nets);
+    free(c->members);
+    free(c->iov);
+    free(c->spill);
+    free(c);
+}
+
+struct in_ctx *in_new(void)
+{
+    struct in_ctx *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    int ok = 1;
+    for (int i = 0; i < IN_NBUF; i++)
+        ok &= (c->bufs[i] = malloc(IN_READ_SIZE)) != NULL;
+    c->iov = calloc(IN_MAX_SEGMENTS + 2, sizeof *c->iov);
+    c->spill = malloc(IN_IPV4_MAX_TOTAL + 1);
+    if (!ok || c->iov == NULL || c->spill == NULL) {
+        in_free(c);
+        return NULL;
+    }
+    c->cur = -1;
+    return c;
+}
+
+struct in_rec *in_record(struct in_ctx *c) { return &c->rec; }
+
+/* Replace the tables: networks (VNI, TAP fd, MTU, virtio-net header length) and member
+ * addresses (network order). Only between drains. Returns 0, or -1 without memory. */
+int in_set_tables(struct in_ctx *c, const struct in_net *nets, int nnets,
+                  const uint32_t *members, int nmembers)
+{
+    struct in_net *n = malloc(sizeof *n * (size_t)(nnets > 0 ? nnets : 1));
+    uint32_t *m = malloc(sizeof *m * (size_t)(nmembers > 0 ? nmembers : 1));
+    if (n == NULL || m == NULL) {
+        free(n);
+        free(m);
+        return -1;
+    }
+    if (nnets > 0)
+        memcpy(n, nets, sizeof *n * (size_t)nnets);
+    if (nmembers > 0)
+        memcpy(m, members, sizeof *m * (size_t)nmembers);
+    free(c->nets);
+    free(c->members);
+    c->nets = n;
+    c->nnets = nnets;
+    c->members = m;
+    c->nmembers = nmembers;
+    c->last_net = c->last_member = 0;
+    return 0;
+}
+
+/* Start a drain of socket `fd` with a budget of `budget` datagrams. */
+void in_begin(struct in_ctx *c, int fd, int budget, int strict)
+{
+    c->fd = fd;
+    c->budget = budget;
+    c->strict = strict;
+    c->finishing = 0;
+    c->rec.not_member = c->rec.rx_error = 0;
+}
+
+static int find_net(struct in_ctx *c, const uint8_t *vni)
+{
+    uint32_t key = (uint32_t)vni[0] << 16 | (uint32_t)vni[1] << 8 | vni[2];
+    if (c->last_net < c->nnets && c->nets[c->last_net].vni == key)
+        return c->last_net;
+    for (int i = 0; i < c->nnets; i++)
+        if (c->nets[i].vni == key)
+            return c->last_net = i;
+    return -1;
+}
+
+static int find_member(struct in_ctx *c, uint32_t addr)
+{
+    if (c->last_member < c->nmembers && c->members[c->last_member] == addr)
+        return c->last_member;
+    for (int i = 0; i < c->nmembers; i++)
+        if (c->members[i] == addr)
+            return c->last_member = i;
+    return -1;
+}
+
+static uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static uint32_t fold(uint32_t sum)
+{
+    while (sum >> 16)
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    return sum;
+}
+
+/* Whether datagram header `d` continues the pending run: every octet of the first segment's
+ * headers but the IPv4 id (26-27) and checksum (32-33), the TCP checksum (58-59) and the
+ * rebuilt ones: the IPv4 total length (24-25) is `total_len`, the sequence number (46-49) the
+ * next expected, the TCP flags (55) `flags`. */
+static int continues(const struct in_ctx *c, const uint8_t *d, uint32_t total_len, uint8_t flags)
+{
+    const uint8_t *f = c->p_head;
+    size_t hend = c->p_hend;
+    return c->p_seq <= 0xFFFFFFFFu && be32(d + 46) == c->p_seq && be16(d + 24) == total_len &&
+           d[55] == flags && memcmp(d, f, 24) == 0 && memcmp(d + 28, f + 28, 4) == 0 &&
+           memcmp(d + 34, f + 34, 12) == 0 && memcmp(d + 50, f + 50, 5) == 0 &&
+           memcmp(d + 56, f + 56, 2) == 0 && memcmp(d + 60, f + 60, hend - 60) == 0;
+}
+
+/* Take payload [p, p+len) of the current buffer into the pending run. */
+static void take(struct in_ctx *c, const uint8_t *p, size_t len)
+{
+    struct iovec *v = &c->iov[2 + c->p_count++];
+    v->iov_base = (void *)p;
+    v->iov_len = len;
+    c->pinned |= 1u << c->cur;
+}
+
+/* End the pending run: prepare its write (done by the next in_step) and fill the record. */
+static int end_run(struct in_ctx *c, int64_t total, int push)
+{
+    struct in_rec *r = &c->rec;
+    const struct in_net *net = &c->nets[c->p_net];
+    size_t hlen = c->p_hend - 8;
+    const uint8_t *first = c->p_head + 8;
+    c->p_active = 0;
+    r->kind = IN_RUN;
+    r->net = c->p_net;
+    r->sender = c->p_sender;
+    r->count = c->p_count;
+    r->bytes = (int64_t)c->p_count * (int64_t)hlen + total;
+    memcpy(r->mac, first + 6, 6);
+    c->w_pending = 1;
+    c->w_fd = net->tap_fd;
+    c->w_net = c->p_net;
+    c->w_count = c->p_count;
+    c->w_iovcnt = c->p_count + 2;
+    if (c->p_count == 1) {
+        /* The lone segment as it came: the kernel checks its checksums. */
+        memset(c->w_vnet, 0, IN_VNET_LEN);
+        memcpy(c->w_headers, first, hlen);
+    } else {
+        /* offload.vnet_header(gso=True) and offload.super_frame_headers. */
+        uint8_t *v = c->w_vnet, *h = c->w_headers, *ip = h + 14, *tcp = h + 34;
+        uint32_t tcp_len = (uint32_t)(hlen - 34 + (size_t)total), sum = 0;
+        v[0] = 1;  /* VIRTIO_NET_HDR_F_NEEDS_CSUM */
+        v[1] = 1;  /* VIRTIO_NET_HDR_GSO_TCPV4 */
+        v[2] = (uint8_t)hlen, v[3] = (uint8_t)(hlen >> 8);
+        v[4] = (uint8_t)c->p_plen, v[5] = (uint8_t)(c->p_plen >> 8);
+        v[6] = 34, v[7] = 0, v[8] = 16, v[9] = 0;
+        memcpy(h, first, hlen);
+        put16(ip + 2, 20 + tcp_len);
+        put16(ip + 10, 0);
+        for (int i = 0; i < 20; i += 2)
+            sum += be16(ip + i);
+        put16(ip + 10, ~fold(sum) & 0xFFFF);
+        sum = be16(ip + 12) + be16(ip + 14) + be16(ip + 16) + be16(ip + 18) + 6 + tcp_len;
+        put16(tcp + 16, fold(sum));
+        if (push)
+            tcp[13] |= IN_TCP_PSH;
+    }
+    c->iov[0].iov_base = c->w_vnet;
+    c->iov[0].iov_len = IN_VNET_LEN;
+    c->iov[1].iov_base = c->w_headers;
+    c->iov[1].iov_len = hlen;
+    return IN_RUN;
+}
+
+/* Try to start a run with datagram `d` of `n` octets; 1 when it did. */
+static int start_run(struct in_ctx *c, const uint8_t *d, size_t n)
+{
+    if (!(n > IN_MIN_TCP_DATAGRAM && (d[0] & 0x08) && d[20] == 0x08 && d[21] == 0x00 &&
+          d[22] == 0x45 && d[31] == 6 && d[55] == IN_TCP_ACK && !((d[28] & 0x3F) || d[29])))
+        return 0;
+    if (c->strict && !(d[0] == 0x08 && d[1] == 0 && d[2] == 0 && d[3] == 0 && d[7] == 0))
+        return 0;
+    int i = find_net(c, d + 4);
+    if (i < 0)
+        return 0;
+    const struct in_net *net = &c->nets[i];
+    size_t hend = 42 + (size_t)(d[54] >> 4) * 4;
+    if (!(net->vnet_len && hend >= 62 && hend < n && (int64_t)n - 8 <= (int64_t)net->mtu + 14 &&
+          be16(d + 24) == n - 22))
+        return 0;
+    c->p_active = 1;
+    c->p_net = i;
+    c->p_sender = c->cur_sender;
+    c->p_hend = hend;
+    c->p_dlen = n;
+    c->p_plen = n - hend;
+    c->p_total = (int64_t)c->p_plen;
+    c->p_cap = IN_IPV4_MAX_TOTAL - ((int64_t)hend - 22) - (int64_t)c->p_plen;
+    c->p_seq = (uint64_t)be32(d + 46) + c->p_plen;
+    c->p_count = 0;
+    memcpy(c->p_head, d, hend);
+    take(c, d + hend, n - hend);
+    return 1;
+}
+
+/* Copy the pending run's payloads out of the receive buffers, so they can all be reused. */
+static void spill(struct in_ctx *c)
+{
+    for (int i = 0; i < c->p_count; i++) {
+        struct iovec *v = &c->iov[2 + i];
+        uint8_t *base = v->iov_base;
+        if (base >= c->spill && base < c->spill + IN_IPV4_MAX_TOTAL + 1)
+            continue;
+        memcpy(c->spill + c->spill_used, base, v->iov_len);
+        v->iov_base = c->spill + c->spill_used;
+        c->spill_used += v->iov_len;
+    }
+    c->pinned = 0;
+}
+
+/* One receive into a free buffer. 1: a buffer to work on; 0: the drain ends. */
+static int receive(struct in_ctx *c)
+{
+    for (;;) {
+        if (c->budget <= 0)
+            return 0;
+        int b = -1;
+        for (int i = 0; i < IN_NBUF; i++)
+            if (!(c->pinned & (1u << i))) {
+                b = i;
+                break;
+            }
+        if (b < 0) {
+            spill(c);
+            b = 0;
+        }
+        union {
+            char buf[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } control;
+        struct sockaddr_in from;
+        struct iovec v = {c->bufs[b], IN_READ_SIZE};
+        struct msghdr m = {0};
+        m.msg_name = &from;
+        m.msg_namelen = sizeof from;
+        m.msg_iov = &v;
+        m.msg_iovlen = 1;
+        m.msg_control = control.buf;
+        m.msg_controllen = sizeof control.buf;
+        ssize_t got = recvmsg(c->fd, &m, MSG_DONTWAIT);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                c->rec.rx_error++;
+            return 0;
+        }
+        size_t size = (size_t)got, seg = size;
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h))
+            if (h->cmsg_level == SOL_UDP && h->cmsg_type == UDP_GRO) {
+                int value;
+                memcpy(&value, CMSG_DATA(h), sizeof value);
+                if (value > 0)
+                    seg = (size_t)value;
+            }
+        int datagrams = size ? (int)((size + seg - 1) / seg) : 1;
+        c->budget -= datagrams;
+        int sender = from.sin_family == AF_INET ? find_member(c, from.sin_addr.s_addr) : -1;
+        if (sender < 0) {
+            c->rec.not_member += datagrams;
+            continue;
+        }
+        c->cur = b;
+        c->cur_sender = sender;
+        c->size = size;
+        c->seg = seg;
+        c->pos = 0;
+        c->empty_pending = size == 0;
+        return 1;
+    }
+}
+
+/* Write the run prepared by end_run. 0, or IN_TAPERR with the record filled. */
+static int write_run(struct in_ctx *c)
+{
+    c->w_pending = 0;
+    ssize_t done;
+    do
+        done = writev(c->w_fd, c->iov, c->w_iovcnt);
+    while (done < 0 && errno == EINTR);
+    c->pinned = 0;
+    c->spill_used = 0;
+    if (done >= 0)
+        return 0;
+    c->rec.kind = IN_TAPERR;
+    c->rec.net = c->w_net;
+    c->rec.count = c->w_count;
+    return IN_TAPERR;
+}
+
+int in_step(struct in_ctx *c)
+{
+    struct in_rec *r = &c->rec;
+    if (c->w_pending && write_run(c))
+        return IN_TAPERR;
+    for (;;) {
+        if (c->finishing) {
+            c->finishing = 0;
+            r->kind = IN_DONE;
+            return IN_DONE;
+        }
+        if (c->cur < 0 || (c->pos >= c->size && !c->empty_pending)) {
+            c->cur = -1;
+            if (!receive(c)) {
+                c->finishing = 1;
+                if (c->p_active)
+                    return end_run(c, c->p_total, 0);
+                continue;
+            }
+        }
+        const uint8_t *data = c->bufs[c->cur];
+        size_t s = c->pos, e = s + c->seg < c->size ? s + c->seg : c->size, n = e - s;
+        const uint8_t *d = data + s;
+        if (c->p_active) {
+            if (n == c->p_dlen && c->p_total <= c->p_cap &&
+                continues(c, d, (uint32_t)(c->p_dlen - 22), IN_TCP_ACK)) {
+                take(c, d + c->p_hend, n - c->p_hend);
+                c->p_total += (int64_t)c->p_plen;
+                c->p_seq += c->p_plen;
+                c->pos = e;
+                continue;
+            }
+            if (c->p_hend < n && n <= c->p_dlen && c->p_total <= c->p_cap) {
+                int plain = continues(c, d, (uint32_t)(n - 22), IN_TCP_ACK);
+                if (plain || continues(c, d, (uint32_t)(n - 22), IN_TCP_ACK | IN_TCP_PSH)) {
+                    take(c, d + c->p_hend, n - c->p_hend);
+                    c->pos = e;
+                    return end_run(c, c->p_total + (int64_t)(n - c->p_hend), !plain);
+                }
+            }
+            /* The run ends before this segment, which is looked at again after the write. */
+            return end_run(c, c->p_total, 0);
+        } else if (start_run(c, d, n)) {
+            c->pos = e;
+            continue;
+        }
+        c->pos = e;
+        c->empty_pending = 0;
+        r->kind = IN_PY;
+        r->sender = c->cur_sender;
+        r->ptr = (uint64_t)(uintptr_t)d;
+        r->len = (int32_t)n;
+        return IN_PY;
+    }
+}
