@@ -49,6 +49,7 @@ from overlaynet.dataplane.tap import set_offloads
 from overlaynet.wire import chunks
 
 if TYPE_CHECKING:
+    from overlaynet.dataplane.fastegress import FastEgress
     from overlaynet.dataplane.tracing import Tracer
 
 #: Frames read from a TAP, and datagrams received from the underlay (a GRO buffer counts for
@@ -223,6 +224,9 @@ class HotLoop:
         self._woke = False
         #: Frames (datagrams) one drain takes before the loop looks at its other fds again.
         self.drain_budget = DRAIN_BUDGET
+        #: The C egress drain (`fastegress.FastEgress`, its own budget) for plain RFC networks;
+        #: None (the default): the Python drain for every network.
+        self.fast_egress: FastEgress | None = None
         #: TAP queue fd → the open batch and the parked ones of a drain that ran out of budget
         #: (`_drain_tap`), with its network, resumed by the queue's next drain. Only the loop
         #: touches it (a removed network's entry is dropped by `_flush_carried`).
@@ -502,9 +506,23 @@ class HotLoop:
                 if self._drain_tap_offload(net, fd):
                     net.tso_backlog = net.tso_backlog - {fd}
                 return
-        read = os.read
         if fd < 0:
             fd = net.tap_fd
+        fast = self.fast_egress
+        if (
+            fast is not None
+            and not net.offload
+            and net.seal is None
+            and self.tracer is None
+            and not self.impaired
+            and self._tx_gso is not None
+            and fd not in self._carried
+        ):
+            # The C drain (`fastegress`), where it is exact: a plain RFC network, nothing to
+            # seal, trace or impair. Decided per drain: arming a trace switches at once.
+            fast.drain(self, net, fd)
+            return
+        read = os.read
         skip = net.vnet_len
         limit = skip + net.mtu + 14  # longer (VLAN-tagged, too big): the slow path decides
         shortest = skip + 14

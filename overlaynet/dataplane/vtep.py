@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 
+from overlaynet.dataplane.fastegress import ACCEL_DRAIN_BUDGET, FastEgress
 from overlaynet.dataplane.fdb import (
     LEARNED_LIMIT,
     LEARNED_MAX_AGE,
@@ -71,6 +72,9 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 #: Sending sockets in the source-port pool: enough spread for ECMP hashing on the underlay,
 #: few enough that the fds and buffers cost nothing.
 SOURCE_SOCKETS = 16
+#: `Vtep(accel=...)`: "auto" uses the C egress drain when it builds and loads, "on" fails
+#: without it, "off" keeps the Python drain (`fastegress`).
+ACCEL_CHOICES = ("auto", "on", "off")
 #: SO_NO_CHECK from <asm-generic/socket.h>: send UDP checksum 0, as RFC 7348 section 5 says it
 #: SHOULD be over IPv4 (a Linux vxlan device does so with `noudpcsum`; `ip -d link` on this
 #: kernel/iproute2 shows `udpcsum` for one made without either flag).
@@ -247,7 +251,21 @@ class Vtep:
         drain_budget: int = DRAIN_BUDGET,
         offload_port: int = chunks.OFFLOAD_PORT,
         offload_chunk: int | None = None,
+        accel: str = "auto",
+        accel_budget: int = ACCEL_DRAIN_BUDGET,
     ) -> None:
+        if accel not in ACCEL_CHOICES:
+            raise ValueError(f"accel must be one of {', '.join(ACCEL_CHOICES)}, not {accel!r}")
+        fast: FastEgress | None = None
+        #: Why the egress runs in Python ("" when the C drain serves plain RFC networks).
+        self.accel_reason = "--accel off" if accel == "off" else ""
+        if accel != "off":
+            if not batch:
+                self.accel_reason = "no batching"
+            else:
+                fast, self.accel_reason = FastEgress.create(accel_budget)
+            if fast is None and accel == "on":
+                raise RuntimeError(f"--accel on: the C egress is unavailable: {self.accel_reason}")
         self.local_ip = as_ipv4(local_ip)
         self.offload_port = offload_port
         #: Chunk payload octets; None: from the path MTU toward the offload peers (the
@@ -294,6 +312,7 @@ class Vtep:
         self._loop.nice_policy = nice_policy
         self._loop.bulk_nice = bulk_nice
         self._loop.drain_budget = drain_budget
+        self._loop.fast_egress = fast
         #: What `set_impairments` was last given (for views; the loop holds the models).
         self.impairments: dict[str, Impairment] = {}
 
@@ -539,7 +558,16 @@ class Vtep:
             if net.offload
             else None,
             "key_ids": net.seal.key_ids if net.seal is not None else [],
+            "accel": self.accel_text(net),
         }
+
+    def accel_text(self, net: Network) -> str:
+        """Which egress drain serves `net` (`network vtep`'s "accel:" line)."""
+        if self._loop.fast_egress is None:
+            return f"python ({self.accel_reason})"
+        if net.offload or net.seal is not None:
+            return "python (c egress serves plain rfc7348 networks only)"
+        return "c egress"
 
     def _wire(self, net: Network, peer: str) -> str:
         """Which wire `peer` gets on `net`: offload, or RFC 7348 (and why, if offload was

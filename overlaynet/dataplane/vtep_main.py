@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from overlaynet.dataplane.fastegress import ACCEL_DRAIN_BUDGET
 from overlaynet.dataplane.fdb import LEARNED_MAX_AGE
 from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE, NICE_POLICIES
 from overlaynet.dataplane.seal import DataKey, SealError, parse_key
 from overlaynet.dataplane.switching import DEFAULT_MTU
-from overlaynet.dataplane.vtep import Vtep
+from overlaynet.dataplane.vtep import ACCEL_CHOICES, Vtep
 from overlaynet.wire import vxlan
 
 
@@ -105,6 +106,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="offload chunk size (default: the largest the path MTU takes unfragmented, sent "
         "with UDP GSO); above 1456 given here, single datagrams the kernel fragments",
     )  # fmt: skip
+    p.add_argument(
+        "--accel", choices=ACCEL_CHOICES, default="auto",
+        help="the C egress drain for plain RFC networks: auto (when it builds), on (fail "
+        "without it), off (Python only; OVERLAYNET_ACCEL=off does the same)",
+    )  # fmt: skip
+    p.add_argument(
+        "--accel-budget", type=int, default=ACCEL_DRAIN_BUDGET, metavar="FRAMES",
+        help="frames one C egress drain takes before the other fds are looked at",
+    )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
@@ -134,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bulk_nice=args.bulk_nice,
         drain_budget=args.drain_budget,
         offload_chunk=args.offload_chunk,
+        accel=args.accel,
+        accel_budget=args.accel_budget,
     )
     try:
         offload = args.offload or bool(args.offload_peer)

@@ -1,0 +1,220 @@
+"""The C egress drain (`accel/egress.c`) behind `HotLoop._drain_tap`, for plain RFC networks.
+
+C does the per-frame work: reading a TAP queue until EAGAIN or the budget into one buffer and
+grouping the frames into the batches the Python drain makes (same rules: equal-size frames of
+one flow and destination MAC, a shorter frame ends a batch, GSO limits, parked interleaved
+flows, nothing held past the drain). Python keeps every decision that is not per frame, per
+batch: the FDB lookup, the counters (the same `network vtep` shows for the Python path), the
+sending socket by `flow_hash`, the targets (unknown unicast: every peer); C then sends the batch
+with UDP GSO, iovecs pointing into the buffer. Frames the batching does not take go to
+`HotLoop._egress_one`, unchanged.
+
+Used only where it is exact (`HotLoop._drain_tap` decides per drain); without a compiler, with
+`OVERLAYNET_ACCEL=off` or `--accel off` the Python drain does everything, as before.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import errno
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+from overlaynet.dataplane import accel
+from overlaynet.dataplane.switching import Network, flow_hash
+
+if TYPE_CHECKING:
+    from overlaynet.dataplane.hotpath import HotLoop
+
+#: The helper's name for `accel.load`.
+HELPER = "egress"
+#: The C side's interface version (`eg_abi`): a stale build with another one is not used.
+ABI = 1
+#: Frames one C drain reads before the loop looks at its other fds. A C drain costs ~1/3 of
+#: a Python one per frame, so it may take more frames for the same wait of a lone frame behind
+#: it (DRAIN_BUDGET's comment); measured in benchmarks/profiles/accel-egress.md.
+ACCEL_DRAIN_BUDGET = 64
+#: Frames the buffers have room for (a `--accel-budget` above is cut to this).
+MAX_FRAMES = 256
+#: Buffer octets per frame: an MTU-sized frame (9000-octet jumbo overlays included) fits; the
+#: C side stops reading when less than one maximal read is left, so larger frames only end a
+#: drain early.
+_PER_FRAME = 9216
+#: From hotpath: one maximal read (the C side's EG_READ_SIZE).
+_READ_SIZE = 65536 + 64
+_EV_ONE = 1
+_NATIVE = sys.byteorder
+#: Octets of a frame `flow_hash` looks at (it reads at most 40).
+_HASHED = 64
+
+_u32 = ctypes.c_uint32
+_ptr = ctypes.c_void_p
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Argument types: ctypes converts exactly (an unsigned address does not overflow)."""
+    lib.eg_abi.argtypes = []
+    lib.eg_abi.restype = ctypes.c_int
+    lib.eg_drain.argtypes = [
+        ctypes.c_int, _ptr, _u32, _ptr, _ptr, _ptr, _u32, _u32, _u32, _u32, _u32, _u32, _ptr,
+        _ptr, _ptr,
+    ]  # fmt: skip
+    lib.eg_drain.restype = ctypes.c_int
+    lib.eg_send.argtypes = [
+        ctypes.c_int, _ptr, _ptr, _ptr, _ptr, _u32, _u32, _ptr, _u32, ctypes.c_uint16,
+        ctypes.c_uint16,
+    ]  # fmt: skip
+    lib.eg_send.restype = ctypes.c_int
+    lib.eg_send_each.argtypes = [
+        ctypes.c_int, _ptr, _ptr, _ptr, _ptr, _u32, _u32, _ptr, _u32, ctypes.c_uint16, _ptr,
+    ]  # fmt: skip
+    lib.eg_send_each.restype = None
+
+
+def load() -> tuple[ctypes.CDLL | None, str]:
+    """The helper, or None and why not (the loader's reason, or an ABI mismatch)."""
+    lib = accel.load(HELPER)
+    if lib is None:
+        return None, accel.why_not(HELPER) or "not loaded"
+    _declare(lib)
+    if lib.eg_abi() != ABI:
+        return None, f"egress helper ABI {lib.eg_abi()}, expected {ABI}"
+    return lib, ""
+
+
+def _u32_array(count: int) -> tuple[array.array[int], int]:
+    arr = array.array("I", bytes(4 * count))
+    return arr, arr.buffer_info()[0]
+
+
+class FastEgress:
+    """The C drain and its buffers for one loop thread (each drain sends everything it read
+    before it returns, so the buffers are reused by every TAP queue in turn)."""
+
+    def __init__(self, lib: ctypes.CDLL, budget: int = ACCEL_DRAIN_BUDGET) -> None:
+        self._lib = lib
+        self.budget = max(1, min(budget, MAX_FRAMES))
+        self._cap = MAX_FRAMES * _PER_FRAME + _READ_SIZE
+        self._buf = bytearray(self._cap)
+        self._view = memoryview(self._buf)
+        self._buf_addr = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
+        self._off, self._off_addr = _u32_array(MAX_FRAMES)
+        self._len, self._len_addr = _u32_array(MAX_FRAMES)
+        self._next, self._next_addr = _u32_array(MAX_FRAMES)
+        self._ev, self._ev_addr = _u32_array(4 * MAX_FRAMES)
+        self._out = (ctypes.c_int * 1)()
+        self._frames = (ctypes.c_uint32 * 1)()
+        self._errors = (ctypes.c_uint32 * 2)()
+        #: Peer address → its IPv4 as the C side takes it (network order in memory).
+        self._ips: dict[str, int] = {}
+        #: VXLAN header octets of each network seen, kept alive for the C side's pointer.
+        self._headers: dict[bytes, tuple[ctypes.Array[ctypes.c_char], int]] = {}
+
+    @classmethod
+    def create(cls, budget: int = ACCEL_DRAIN_BUDGET) -> tuple[FastEgress | None, str]:
+        """A FastEgress, or None and the reason the helper is unavailable."""
+        lib, reason = load()
+        return (cls(lib, budget), "") if lib is not None else (None, reason)
+
+    def _ip(self, host: str) -> int:
+        found = self._ips.get(host)
+        if found is None:
+            found = self._ips[host] = int.from_bytes(socket.inet_aton(host), _NATIVE)
+        return found
+
+    def _header(self, net: Network) -> int:
+        found = self._headers.get(net.header)
+        if found is None:
+            raw = ctypes.create_string_buffer(net.header, len(net.header))
+            found = self._headers[net.header] = (raw, ctypes.addressof(raw))
+        return found[1]
+
+    def drain(self, loop: HotLoop, net: Network, fd: int) -> bool:
+        """One drain of TAP queue `fd` of `net` (a plain RFC network, batching on): read,
+        group, send; every batch leaves before this returns. True when the queue ran empty."""
+        skip = net.vnet_len
+        words = self._lib.eg_drain(
+            fd, self._buf_addr, self._cap, self._off_addr, self._len_addr, self._next_addr,
+            MAX_FRAMES, self.budget, skip, skip + 14, skip + net.mtu + 14, 8, self._ev_addr,
+            self._out, self._frames,
+        )  # fmt: skip
+        status = self._out[0]
+        if status < 0:
+            net.counters["tap_read_error"] += 1
+        if not words:
+            return status == 0
+        ev = self._ev[:words].tolist()
+        off, lens, view = self._off, self._len, self._view
+        fdb_get = net.fdb.get
+        counters = net.counters
+        tx, tx_gso = loop._tx, loop._tx_gso
+        assert tx_gso is not None
+        send, send_each = self._lib.eg_send, self._lib.eg_send_each
+        buf_addr, off_addr, len_addr = self._buf_addr, self._off_addr, self._len_addr
+        header = self._header(net)
+        port = int.from_bytes(loop._port.to_bytes(2, "big"), _NATIVE)
+        p = 0
+        while p < words:
+            i = ev[p + 1]
+            if ev[p] == _EV_ONE:
+                p += 2
+                start = off[i]
+                loop._egress_one(net, bytes(view[start + skip : start + lens[i]]))
+                continue
+            count, total, first = i, ev[p + 2], ev[p + 3]
+            idx = self._ev_addr + 4 * (p + 3)
+            p += 3 + count
+            start = off[first]
+            frame = view[start + skip : start + lens[first]]
+            entry = fdb_get(bytes(frame[:6]))
+            targets: tuple[str, ...]
+            if entry is not None:
+                targets = entry.targets
+                entry.tx_frames += count
+                entry.tx_bytes += total
+            elif not net.peers:
+                # No peers and not in the FDB: the single-frame path, frame by frame, as the
+                # Python drain does (it never batches these).
+                for k in range(p - count, p):
+                    one = off[ev[k]]
+                    loop._egress_one(net, bytes(view[one + skip : one + lens[ev[k]]]))
+                continue
+            else:
+                targets = net.peers
+                counters["tx_unknown_unicast"] += count
+            index = flow_hash(bytes(frame[:_HASHED])) % len(tx)
+            if count == 1:
+                sock = tx[index].fileno()
+                for host in targets:
+                    rc = send(
+                        sock, buf_addr, off_addr, len_addr, idx, 1, skip, header,
+                        self._ip(host), port, 0,
+                    )  # fmt: skip
+                    if rc < 0:
+                        counters["tx_drop_too_big" if rc == -errno.EMSGSIZE else "tx_error"] += 1
+                continue
+            segment = lens[first] - skip + 8
+            sock = tx_gso[index].fileno()
+            for host in targets:
+                counters["tx_gso_batches"] += 1  # before: the receiver may look right away
+                ip = self._ip(host)
+                rc = send(
+                    sock, buf_addr, off_addr, len_addr, idx, count, skip, header, ip, port,
+                    segment,
+                )  # fmt: skip
+                if rc < 0:
+                    # GSO refused: the same datagrams one by one, each failure counted.
+                    counters["tx_gso_fallback"] += 1
+                    errors = self._errors
+                    errors[0] = errors[1] = 0
+                    send_each(
+                        tx[index].fileno(), buf_addr, off_addr, len_addr, idx, count, skip,
+                        header, ip, port, errors,
+                    )  # fmt: skip
+                    if errors[0]:
+                        counters["tx_drop_too_big"] += errors[0]
+                    if errors[1]:
+                        counters["tx_error"] += errors[1]
+        return status == 0

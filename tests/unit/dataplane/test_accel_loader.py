@@ -1,0 +1,99 @@
+"""The loader of the optional C helpers (`dataplane.accel`): it builds and loads the egress
+helper, and falls back to None with a reason when switched off or when the build fails. Each
+test builds into its own temporary directory (the shared `_built` one is never touched)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from overlaynet.dataplane import accel, fastegress
+from overlaynet.dataplane.vtep import Vtep
+
+
+@pytest.fixture
+def private_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty build directory of this test's own, and a clean per-process cache."""
+    builds = tmp_path / "built"
+    monkeypatch.setattr(accel, "build_dirs", lambda: [builds])
+    accel.forget()
+    yield builds
+    accel.forget()
+
+
+@pytest.mark.skipif(accel.compiler() is None, reason="no C compiler on this machine")
+def test_the_egress_helper_builds_and_loads(private_builds: Path) -> None:
+    lib = accel.load("egress")
+    assert lib is not None, accel.why_not("egress")
+    assert accel.why_not("egress") == ""
+    assert [p.name for p in private_builds.iterdir()] == [accel.library_name("egress")]
+    assert lib.eg_abi() == fastegress.ABI
+
+
+def test_off_in_the_environment_gives_none_and_says_why(
+    private_builds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(accel.ENV_SWITCH, "off")
+    assert accel.load("egress") is None
+    assert "off" in accel.why_not("egress")
+    assert not private_builds.exists()  # nothing was built
+    assert fastegress.FastEgress.create() == (None, accel.why_not("egress"))
+
+
+def test_a_failing_compiler_gives_none_and_build_failed(
+    private_builds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CC", "/bin/false")
+    assert accel.load("egress") is None
+    assert accel.why_not("egress").startswith("build failed")
+    assert not any(private_builds.iterdir())  # the failed build left no file behind
+
+
+def test_a_broken_source_does_not_load(
+    private_builds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that does not compile warning-free (-Werror) is not loaded."""
+    if accel.compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    sources = tmp_path / "src"
+    sources.mkdir()
+    (sources / "egress.c").write_text("int eg_abi(void) { int unused; return 1; }\n")
+    monkeypatch.setattr(accel, "SOURCE_DIR", sources)
+    assert accel.load("egress") is None
+    assert "build failed" in accel.why_not("egress")
+    assert "unused" in accel.why_not("egress")
+
+
+def test_vtep_accel_on_fails_at_start_with_the_loaders_reason(
+    private_builds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CC", "/bin/false")
+    with pytest.raises(RuntimeError, match="build failed"):
+        Vtep("127.0.0.2", 0, source_sockets=1, accel="on")
+
+
+def test_vtep_accel_auto_falls_back_to_python_and_says_why(
+    private_builds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(accel.ENV_SWITCH, "off")
+    with Vtep("127.0.0.2", 0, source_sockets=1) as vtep:
+        assert vtep.accel_reason.startswith("off")
+        assert vtep._loop.fast_egress is None
+
+
+def test_vtep_accel_off_and_unknown_values(private_builds: Path) -> None:
+    with Vtep("127.0.0.2", 0, source_sockets=1, accel="off") as vtep:
+        assert vtep._loop.fast_egress is None
+        assert vtep.accel_reason == "--accel off"
+    with pytest.raises(ValueError, match="accel"):
+        Vtep("127.0.0.2", 0, source_sockets=1, accel="fast")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
+def test_vtep_accel_auto_uses_the_c_drain(private_builds: Path) -> None:
+    with Vtep("127.0.0.2", 0, source_sockets=1) as vtep:
+        assert vtep._loop.fast_egress is not None
+        assert vtep.accel_reason == ""
