@@ -32,6 +32,7 @@ from overlaynet.dataplane.impair import ALL_PEERS, HeldQueue, ImpairModel
 from overlaynet.dataplane.offload import (
     IPV4_MAX_TOTAL,
     PLAIN_VNET_HDR,
+    UdpRuns,
     super_frame_headers,
     vnet_header,
 )
@@ -1234,13 +1235,16 @@ class HotLoop:
     def _drain_offload(self) -> None:
         """Ingress of offload datagrams (GRO buffers of chunks): reassembled, then written to
         the TAP whole, virtio-net header as the sender's TAP gave it (a GSO write: the kernel
-        segments toward the container)."""
+        segments toward the container); consecutive datagrams of one UDP flow leave in one
+        GSO write (`offload.UdpRuns`), flushed before the drain returns."""
         sock = self._off_rx
         assert sock is not None
         recvmsg = sock.recvmsg
         members, counters = self.members, self._counters
         feed = self.reassembler.feed
         feed_buffer = self.reassembler.feed_buffer
+        runs = UdpRuns(self.reassembler.counters)
+        merge, deliver = runs.add, self._deliver_whole
         budget = self.drain_budget
         while budget > 0:
             try:
@@ -1259,10 +1263,14 @@ class HotLoop:
             if seg >= size:
                 done = feed(sender, data)
                 if done is not None:
-                    self._deliver_whole(sender, *done)
+                    for out in merge(sender, *done):
+                        deliver(*out)
                 continue
             for vni, frame in feed_buffer(sender, data, seg):
-                self._deliver_whole(sender, vni, frame)
+                for out in merge(sender, vni, frame):
+                    deliver(*out)
+        for out in runs.flush():
+            deliver(*out)
 
     def _deliver_whole(self, sender: str, vni: int, data: bytes) -> None:
         """A reassembled virtio-net header and frame into its network's TAP."""
