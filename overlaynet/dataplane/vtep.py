@@ -260,12 +260,12 @@ class Vtep:
         #: Why the egress runs in Python ("" when the C drain serves plain RFC networks).
         self.accel_reason = "--accel off" if accel == "off" else ""
         if accel != "off":
-            if not batch:
-                self.accel_reason = "no batching"
-            else:
-                fast, self.accel_reason = FastEgress.create(accel_budget)
+            fast, self.accel_reason = FastEgress.create(accel_budget)
             if fast is None and accel == "on":
                 raise RuntimeError(f"--accel on: the C egress is unavailable: {self.accel_reason}")
+            if not batch:
+                # The C drain sends GSO batches: the naive loop (one datagram per frame) has none.
+                fast, self.accel_reason = None, "no batching"
         self.local_ip = as_ipv4(local_ip)
         self.offload_port = offload_port
         #: Chunk payload octets; None: from the path MTU toward the offload peers (the

@@ -22,6 +22,7 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.utils import rdpcap
 
+from overlaynet.dataplane import accel as accel_module
 from overlaynet.lab.testbed import Container, Host, Testbed
 from overlaynet.wire import vxlan
 from overlaynet.wire.errors import MalformedFrame
@@ -30,8 +31,11 @@ TIMEOUT = 30.0  # bounds a hang only
 
 
 class Overlay:
-    def __init__(self, tb: Testbed) -> None:
+    def __init__(self, tb: Testbed, accel: str = "off") -> None:
         self.tb = tb
+        self.accel = accel
+        # The batching VTEPs run the C egress drain (accel "on") or the Python one ("off").
+        with_accel = ("--accel", accel)
         self.h1, self.h2 = tb.add_host("h1", 11), tb.add_host("h2", 12)
         self.h3, self.h4 = tb.add_host("h3", 13), tb.add_host("h4", 14)
         self.c1 = tb.add_container(self.h1, "c1", 2)
@@ -42,9 +46,11 @@ class Overlay:
         self.h7 = tb.add_host("h7", 17)
         self.c7 = tb.add_container(self.h7, "c7", 7)
         tb.kernel_vxlan(self.h3, [self.h1, self.h7])
-        self.vtep1 = tb.start_vtep(self.h1, [self.h2, self.h3])
-        self.vtep2 = tb.start_vtep(self.h2, [self.h1])
-        self.vtep7 = tb.start_vtep(self.h7, [self.h3], endpoints=False, extra=("--learning",))
+        self.vtep1 = tb.start_vtep(self.h1, [self.h2, self.h3], extra=with_accel)
+        self.vtep2 = tb.start_vtep(self.h2, [self.h1], extra=with_accel)
+        self.vtep7 = tb.start_vtep(
+            self.h7, [self.h3], endpoints=False, extra=("--learning", *with_accel)
+        )
         # A second pair in naive mode (one system call per frame, checksum 0 everywhere), same
         # VNI, FDB-isolated from the first; h1, h2 run the default (batching) mode.
         self.h5, self.h6 = tb.add_host("h5", 15), tb.add_host("h6", 16)
@@ -66,10 +72,18 @@ class Overlay:
         return result
 
 
-@pytest.fixture(scope="module")
-def overlay() -> Iterator[Overlay]:
-    with Testbed("onet-tdp-") as tb:
-        yield Overlay(tb)
+@pytest.fixture(scope="module", params=["off", "on"])
+def overlay(request: pytest.FixtureRequest) -> Iterator[Overlay]:
+    """The topology with the Python egress drain, then with the C one (`fastegress`)."""
+    accel: str = request.param
+    if accel == "on" and accel_module.load("egress") is None:
+        pytest.skip(f"C egress unavailable: {accel_module.why_not('egress')}")
+    with Testbed("onet-tdp-" if accel == "off" else "onet-caov-") as tb:
+        lab = Overlay(tb, accel)
+        for host, process in ((lab.h1, lab.vtep1), (lab.h2, lab.vtep2), (lab.h7, lab.vtep7)):
+            shown = lab.stats(host, process)["networks"][str(tb.vni)]["accel"]
+            assert shown == ("c egress" if accel == "on" else "python (--accel off)")
+        yield lab
 
 
 def ping(tb: Testbed, src: Container, dst: Container, count: int = 3) -> str:

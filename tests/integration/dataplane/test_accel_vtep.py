@@ -1,0 +1,97 @@
+"""The C egress drain (`fastegress`) between two `vtep_main` hosts on real namespaces, with
+accel on and off: four interleaved TCP streams (the case its parking exists for) arrive whole
+both ways, leave in GSO batches, and the VTEP says which drain served it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from overlaynet.dataplane import accel
+from overlaynet.lab.testbed import Host, Testbed
+
+TIMEOUT = 30.0  # bounds a hang only
+
+
+class Lab:
+    def __init__(self, tb: Testbed, mode: str) -> None:
+        self.tb = tb
+        self.h1, self.h2 = tb.add_host("h1", 11), tb.add_host("h2", 12)
+        self.c1 = tb.add_container(self.h1, "c1", 2)
+        self.c2 = tb.add_container(self.h2, "c2", 3)
+        self.vtep1 = tb.start_vtep(self.h1, [self.h2], extra=("--accel", mode))
+        self.vtep2 = tb.start_vtep(self.h2, [self.h1], extra=("--accel", mode))
+
+    def network(self, host: Host) -> dict[str, Any]:
+        """The network's part of a running vtep_main's counters (SIGUSR1)."""
+        process = self.vtep1 if host is self.h1 else self.vtep2
+        path = self.tb.stats_path(host)
+        path.unlink(missing_ok=True)
+        process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + TIMEOUT
+        while not path.exists():
+            assert time.monotonic() < deadline, "VTEP did not write its counters"
+            time.sleep(0.05)
+        doc: dict[str, Any] = json.loads(path.read_text())["networks"][str(self.tb.vni)]
+        return doc
+
+
+@pytest.fixture(scope="module", params=["off", "on"])
+def lab(request: pytest.FixtureRequest) -> Iterator[tuple[Lab, str]]:
+    mode: str = request.param
+    if mode == "on" and accel.load("egress") is None:
+        pytest.skip(f"C egress unavailable: {accel.why_not('egress')}")
+    with Testbed(f"onet-ca{mode}-") as tb:
+        yield Lab(tb, mode), mode
+
+
+def iperf(lab: Lab, *, streams: int, reverse: bool) -> dict[str, Any]:
+    tb, server = lab.tb, lab.c2
+    srv = tb.popen("ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while ":5201" not in tb.exec(server.ns, "ss", "-ltn"):
+            assert time.monotonic() < deadline, "iperf3 server did not listen"
+            time.sleep(0.05)
+        args = ["iperf3", "-c", server.ip, "-t", "1", "-J", "-P", str(streams)]
+        result: dict[str, Any] = json.loads(
+            tb.exec(lab.c1.ns, *args, *(["-R"] if reverse else []), timeout=TIMEOUT)
+        )
+        return result
+    finally:
+        Testbed.stop(srv)
+
+
+def test_the_vtep_says_which_egress_drain_serves_the_network(lab: tuple[Lab, str]) -> None:
+    the_lab, mode = lab
+    shown = the_lab.network(the_lab.h1)["accel"]
+    assert shown == ("c egress" if mode == "on" else "python (--accel off)")
+
+
+def test_ping_crosses_both_ways(lab: tuple[Lab, str]) -> None:
+    the_lab, _mode = lab
+    for src, dst in ((the_lab.c1, the_lab.c2), (the_lab.c2, the_lab.c1)):
+        out = the_lab.tb.exec(src.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", dst.ip)
+        assert " 0% packet loss" in out
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_four_interleaved_streams_arrive_whole_in_gso_batches(
+    lab: tuple[Lab, str], reverse: bool
+) -> None:
+    the_lab, _mode = lab
+    sender = the_lab.h2 if reverse else the_lab.h1
+    before = the_lab.network(sender)["counters"]
+    result = iperf(the_lab, streams=4, reverse=reverse)
+    streams = result["end"]["streams"]
+    assert len(streams) == 4
+    assert all(s["receiver"]["bytes"] > 0 for s in streams)
+    after = the_lab.network(sender)["counters"]
+    assert after.get("tx_gso_batches", 0) > before.get("tx_gso_batches", 0)
+    assert after.get("tx_error", 0) == before.get("tx_error", 0)
+    assert after.get("tx_gso_fallback", 0) == before.get("tx_gso_fallback", 0)
