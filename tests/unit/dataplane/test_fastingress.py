@@ -1,0 +1,358 @@
+"""The C ingress drain (`fastingress`, `accel/ingress.c`) against the Python one, without root:
+the same GRO buffers (UDP-GSO sends over loopback to a UDP_GRO socket) drained by a hot loop
+on each path must give the same TAP writes, octet for octet and in order, per TAP queue
+(socketpairs stand in for a TAP with a virtio-net header), and the same counters, FDB entry
+counters and learned entries. Streams of TCP segments with in-order runs, gaps, PSH, SYN/FIN,
+short last segments, IP options, fragments, unknown VNIs, non-TCP frames, strangers' datagrams
+and oversized frames come from hypothesis."""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from overlaynet.dataplane import accel, fastingress
+from overlaynet.dataplane.fdb import FdbEntry
+from overlaynet.dataplane.hotpath import HotLoop
+from overlaynet.dataplane.switching import Network
+
+RECEIVER, MEMBER, OTHER_MEMBER, STRANGER = "127.0.0.1", "127.0.0.3", "127.0.0.5", "127.0.0.4"
+VNI, PLAIN_VNI, UNKNOWN_VNI = 4200, 4201, 4202
+MTU = 1450
+MAC_A, MAC_B, MAC_C = bytes.fromhex("02420a000002"), bytes.fromhex("02420a000003"), bytes(6)
+SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104
+TIMEOUT = 5.0  # bounds a hang only
+
+pytestmark = pytest.mark.skipif(
+    accel.load("ingress") is None, reason=f"C helper unavailable: {accel.why_not('ingress')}"
+)
+
+
+def vxlan(vni: int, flags: int = 0x08, reserved: int = 0) -> bytes:
+    return bytes((flags, 0, 0, 0)) + vni.to_bytes(3, "big") + bytes((reserved,))
+
+
+def tcp_datagram(
+    *,
+    vni: int = VNI,
+    src: bytes = MAC_A,
+    flow: int = 0,
+    seq: int = 1000,
+    flags: int = 0x10,
+    payload: bytes = b"",
+    ip_options: bytes = b"",
+    tcp_options: bytes = b"",
+    frag: int = 0,
+    ident: int = 0,
+    vxflags: int = 0x08,
+    reserved: int = 0,
+) -> bytes:
+    """A VXLAN datagram with an Ethernet + IPv4 + TCP frame (checksums arbitrary: the merge
+    never checks them, it rebuilds them)."""
+    tcp = struct.pack(
+        "!HHIIBBHHH", 40000 + flow, 5201, seq & 0xFFFFFFFF, 77, (20 + len(tcp_options)) // 4 << 4,
+        flags, 512, (ident * 7) & 0xFFFF, 0,
+    ) + tcp_options  # fmt: skip
+    ihl = 5 + len(ip_options) // 4
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + len(tcp) + len(payload), ident & 0xFFFF,
+        frag, 64, 6, (ident * 13) & 0xFFFF, bytes((10, 0, 0, 2 + flow)), bytes((10, 0, 0, 9)),
+    ) + ip_options  # fmt: skip
+    eth = MAC_B + src + b"\x08\x00"
+    return vxlan(vni, vxflags, reserved) + eth + ip + tcp + payload
+
+
+def other_datagram(kind: int, vni: int = VNI) -> bytes:
+    """Not mergeable: ARP broadcast, ICMP, UDP, a runt, an empty datagram."""
+    eth = MAC_B + MAC_A
+    if kind == 0:
+        return vxlan(vni) + b"\xff" * 6 + MAC_A + b"\x08\x06" + bytes(28)
+    if kind == 1:
+        return vxlan(vni) + eth + b"\x08\x00\x45\x00\x00\x1c" + bytes(3) + b"\x01" + bytes(18)
+    if kind == 2:
+        return vxlan(vni) + eth + b"\x08\x00\x45\x00\x00\x20" + bytes(3) + b"\x11" + bytes(22)
+    if kind == 3:
+        return vxlan(vni)[:5]
+    return b""
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[tuple[str, list[bytes]]]:
+    """Receive buffers: (sender, datagrams of one size, the last maybe shorter)."""
+    plen = draw(st.sampled_from([1, 7, 100, 1398, 1400, 1440]))
+    seqs = {0: draw(st.sampled_from([1000, 0xFFFFFFFF - 3 * plen])), 1: 5000}
+    datagrams: list[tuple[str, bytes]] = []
+    # How often a datagram is an in-order segment of full size: long runs (past the 64 KiB
+    # cap) at one end, a datagram of every kind in a few steps at the other.
+    clean = draw(st.sampled_from([2, 12, 60]))
+    for _ in range(draw(st.integers(1, 120))):
+        sender = draw(st.sampled_from([MEMBER] * 8 + [OTHER_MEMBER, STRANGER]))
+        what = draw(st.sampled_from(["seg"] * clean + ["short", "odd", "other"]))
+        flow = draw(st.sampled_from([0, 0, 0, 1]))
+        if what == "other":
+            datagrams.append((sender, other_datagram(draw(st.integers(0, 4)))))
+            continue
+        size = plen if what != "short" else draw(st.integers(1, plen))
+        kw: dict[str, object] = {}
+        if what == "odd":
+            oddity = draw(st.integers(0, 11))
+            oddities: list[dict[str, object]] = [
+                {"flags": 0x18},
+                {"flags": 0x02},
+                {"flags": 0x11},
+                {"ip_options": bytes(4)},
+                {"frag": 0x2000},
+                {"vni": UNKNOWN_VNI},
+                {"vni": PLAIN_VNI},
+                {"vxflags": 0x00},
+                {"reserved": 1},
+                {"tcp_options": bytes(12)},
+                {"src": MAC_C},
+                {"seq": seqs[flow] + 1},
+            ]
+            kw = oddities[oddity]
+        kw.setdefault("seq", seqs[flow])
+        payload = bytes((len(datagrams) + i) & 0xFF for i in range(size))
+        datagrams.append(
+            (sender, tcp_datagram(flow=flow, payload=payload, ident=len(datagrams), **kw))  # type: ignore[arg-type]
+        )
+        if draw(st.booleans()) or what == "seg":
+            seqs[flow] = (seqs[flow] + size) & 0xFFFFFFFF
+    # Cut into GRO buffers: one sender, equal sizes, the last maybe shorter, as the kernel does.
+    buffers: list[tuple[str, list[bytes]]] = []
+    for sender, datagram in datagrams:
+        if buffers:
+            last_sender, group = buffers[-1]
+            first = len(group[0])
+            if (
+                last_sender == sender
+                and first > 0
+                and len(group[-1]) == first
+                and 0 < len(datagram) <= first
+                and len(group) < 64
+                and first * (len(group) + 1) <= 65507
+                and draw(st.booleans())
+            ):
+                group.append(datagram)
+                continue
+        buffers.append((sender, [datagram]))
+    return buffers
+
+
+@dataclass
+class Path:
+    """One hot loop with its network's TAP stand-ins, C or Python."""
+
+    loop: HotLoop
+    net: Network
+    plain: Network
+    bulk: socket.socket
+    latency: socket.socket
+    plain_tap: socket.socket
+    writes: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def _tap(stack: ExitStack) -> tuple[socket.socket, socket.socket]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (ours, theirs):
+        stack.enter_context(s)
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    return ours, theirs
+
+
+def _path(
+    stack: ExitStack, rx: socket.socket, *, accelerated: bool, fdb_mode: int, strict: bool
+) -> Path:
+    tx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    unchecked = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    loop = HotLoop(unchecked, [tx], 4789, Counter(), strict=strict, rx_checked=rx)
+    stack.callback(loop.close)
+    bulk, bulk_tap = _tap(stack)
+    latency, latency_tap = _tap(stack)
+    plain, plain_tap = _tap(stack)
+    fdb: dict[bytes, FdbEntry] = {}
+    if fdb_mode == 1:
+        fdb[MAC_A] = FdbEntry(MEMBER)
+    elif fdb_mode == 2:
+        fdb[MAC_A] = FdbEntry(OTHER_MEMBER, learned=True)
+    net = Network(VNI, bulk_tap.fileno(), MTU, fdb, vnet_hdr=True, queues=(latency_tap.fileno(),))
+    net.learn_limit = 4 if fdb_mode >= 2 else 0
+    plain_net = Network(PLAIN_VNI, plain_tap.fileno(), MTU, {})
+    loop.add(net)
+    loop.add(plain_net)
+    loop.members = frozenset({MEMBER, OTHER_MEMBER})
+    if not accelerated:
+        fastingress.disable(loop)
+    return Path(loop, net, plain_net, bulk, latency, plain)
+
+
+def _send(buffers: list[tuple[str, list[bytes]]], senders: dict[str, socket.socket]) -> int:
+    """Send each buffer as one UDP-GSO send (one GRO buffer on loopback); the datagram count."""
+    count = 0
+    for sender, group in buffers:
+        sock, address = senders[sender], (RECEIVER, senders["rx"].getsockname()[1])
+        if len(group) > 1:
+            gso = [(SOL_UDP, UDP_SEGMENT, len(group[0]).to_bytes(2, "little"))]
+            sock.sendmsg(group, gso, 0, address)
+        else:
+            sock.sendto(group[0], address)
+        count += len(group)
+    return count
+
+
+def _collect(path: Path) -> None:
+    for name, sock in (("bulk", path.bulk), ("latency", path.latency), ("plain", path.plain_tap)):
+        while True:
+            try:
+                path.writes.append((name, sock.recv(1 << 17)))
+            except BlockingIOError:
+                break
+
+
+def _run(
+    path: Path,
+    rx: socket.socket,
+    buffers: list[tuple[str, list[bytes]]],
+    senders: dict[str, socket.socket],
+) -> None:
+    """Send the buffers and drain them: one drain whose budget is the datagram count, more
+    only for datagrams that arrive late (loopback delivers in the send call, as a rule)."""
+    while select.select([rx], [], [], 0)[0]:
+        rx.recv(1 << 17)  # nothing left from an earlier example
+    path.loop.drain_budget = _send(buffers, senders)
+    wait = TIMEOUT
+    while select.select([rx], [], [], wait)[0]:
+        path.loop._drain_udp(rx, merge=True)
+        wait = 0.01
+    _collect(path)
+
+
+def _state(path: Path) -> dict[str, object]:
+    counters = Counter(path.loop._counters)
+    counters.pop(fastingress.DRAIN_COUNTER, None)
+    return {
+        "writes": path.writes,
+        "host": +counters,
+        "net": +path.net.counters,
+        "plain": +path.plain.counters,
+        "fdb": {
+            mac.hex(): (e.remote_ip, e.learned, e.rx_frames, e.rx_bytes)
+            for mac, e in path.net.fdb.items()
+        },
+        "learned": path.net.learned,
+    }
+
+
+@pytest.fixture
+def sockets() -> Iterator[dict[str, socket.socket]]:
+    with ExitStack() as stack:
+        rx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rx.setsockopt(SOL_UDP, UDP_GRO, 1)
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
+        rx.bind((RECEIVER, 0))
+        rx.setblocking(False)
+        found = {"rx": rx}
+        for address in (MEMBER, OTHER_MEMBER, STRANGER):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            sock.bind((address, 0))
+            found[address] = sock
+        yield found
+
+
+def _both(
+    sockets: dict[str, socket.socket],
+    buffers: list[tuple[str, list[bytes]]],
+    *,
+    fdb_mode: int = 0,
+    strict: bool = False,
+) -> tuple[dict[str, object], dict[str, object], Path]:
+    rx = sockets["rx"]
+    states = []
+    for accelerated in (False, True):
+        with ExitStack() as stack:
+            path = _path(stack, rx, accelerated=accelerated, fdb_mode=fdb_mode, strict=strict)
+            _run(path, rx, buffers, sockets)
+            states.append(_state(path))
+            if accelerated:
+                assert fastingress.active(path.loop)
+                assert path.loop._counters[fastingress.DRAIN_COUNTER] >= 1
+    return states[0], states[1], path
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(buffers=streams(), fdb_mode=st.integers(0, 2), strict=st.booleans())
+def test_the_c_drain_writes_and_counts_what_the_python_drain_does(
+    sockets: dict[str, socket.socket],
+    buffers: list[tuple[str, list[bytes]]],
+    fdb_mode: int,
+    strict: bool,
+) -> None:
+    python, c, _ = _both(sockets, buffers, fdb_mode=fdb_mode, strict=strict)
+    assert c == python
+
+
+def test_an_in_order_train_becomes_one_super_frame_in_c() -> None:
+    """Not only equal: the C path merges (one GSO write with the rebuilt headers)."""
+    with ExitStack() as stack:
+        rx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        rx.setsockopt(SOL_UDP, UDP_GRO, 1)
+        rx.bind((RECEIVER, 0))
+        rx.setblocking(False)
+        member = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        member.bind((MEMBER, 0))
+        path = _path(stack, rx, accelerated=True, fdb_mode=1, strict=False)
+        payload = bytes(1398)
+        train = [tcp_datagram(seq=1000 + i * 1398, payload=payload, ident=i) for i in range(30)]
+        train.append(tcp_datagram(seq=1000 + 30 * 1398, payload=b"z" * 10, flags=0x18, ident=30))
+        _run(path, rx, [(MEMBER, train[:20]), (MEMBER, train[20:])], {"rx": rx, MEMBER: member})
+        assert len(path.writes) == 1
+        queue, written = path.writes[0]
+        assert queue == "bulk"
+        flags, gso_type, hdr_len, gso_size, start, offset = struct.unpack("<BBHHHH", written[:10])
+        assert (flags, gso_type, hdr_len, gso_size, start, offset) == (1, 1, 54, 1398, 34, 16)
+        assert len(written) == 10 + 54 + 30 * 1398 + 10
+        assert int.from_bytes(written[10 + 16 : 10 + 18], "big") == 20 + 20 + 30 * 1398 + 10
+        assert written[10 + 34 + 13] == 0x18  # PSH from the last segment
+        assert path.net.counters["rx_merged_writes"] == 1
+        assert path.loop._counters[fastingress.DRAIN_COUNTER] >= 1
+        entry = path.net.fdb[MAC_A]
+        assert (entry.rx_frames, entry.rx_bytes) == (31, 31 * 54 + 30 * 1398 + 10)
+
+
+@pytest.mark.parametrize("start", [1000, 0xFFFFFFFF - 5 * 1398])
+def test_a_long_train_is_cut_at_64_kib_and_at_the_sequence_wrap_as_in_python(
+    sockets: dict[str, socket.socket], start: int
+) -> None:
+    train = [
+        tcp_datagram(seq=start + i * 1398, payload=bytes([i]) * 1398, ident=i) for i in range(100)
+    ]
+    buffers = [(MEMBER, train[i : i + 40]) for i in range(0, 100, 40)]
+    python, c, path = _both(sockets, buffers, fdb_mode=1)
+    assert c == python
+    # 64 KiB hold 46 segments of 1398 (a wrap-around ends a run early as well).
+    assert len(path.writes) == (3 if start == 1000 else 4)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_reserved_bits_merge_unless_strict_as_in_python(
+    sockets: dict[str, socket.socket], strict: bool
+) -> None:
+    train = [
+        tcp_datagram(seq=1000 + i * 100, payload=bytes(100), ident=i, reserved=1) for i in range(8)
+    ]
+    python, c, path = _both(sockets, [(MEMBER, train)], fdb_mode=1, strict=strict)
+    assert c == python
+    assert len(path.writes) == (0 if strict else 1)
