@@ -197,6 +197,8 @@ def main() -> int:
                 figures = {f: statistics.median(r[f] for r in runs) for f in FIGURES}
                 figures["ping_loss"] = max(r["ping_loss"] for r in runs)
                 figures["loaded_ping_loss"] = max(r["loaded_ping_loss"] for r in runs)
+                # Where each round's UDP transfer at 80 % lost datagrams (`e2e.udp_loss_sites`).
+                figures["udp_80_drops"] = [r["udp_80_drops"] for r in runs]
                 kernel = samples[mtu][KERNEL]
                 figures["ratio_to_kernel"] = {
                     f: ratio(figures[f], statistics.median(r[f] for r in kernel)) for f in FIGURES

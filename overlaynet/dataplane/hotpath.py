@@ -1070,7 +1070,12 @@ class HotLoop:
                 targets = net.peers  # unknown unicast: head-end replication
             if whole and targets:
                 refused = self.refused
-                ours = tuple(t for t in targets if t in offload_peers and t not in refused)
+                ours: tuple[str, ...]
+                if len(targets) == 1:  # the usual known unicast: no generator per frame
+                    peer = targets[0]
+                    ours = targets if peer in offload_peers and peer not in refused else ()
+                else:
+                    ours = tuple(t for t in targets if t in offload_peers and t not in refused)
                 if ours:
                     if len(data) <= self._off_chunk and self.off_gso:
                         self._queue_small(net, data, ours, entry)
@@ -1172,7 +1177,8 @@ class HotLoop:
             self._flush_small()
             batch = None
         self._frame_id = frame_id = (self._frame_id + 1) & 0xFFFFFFFF
-        head = chunks.encode_header(net.vni, frame_id, 0, 1)
+        # `chunks.encode_header(net.vni, frame_id, 0, 1)`, without its checks per datagram.
+        head = chunks.PREFIX + net.vni_key + b"\x01" + frame_id.to_bytes(4) + b"\x00\x00\x00\x00"
         if batch is None:
             self._small = _SmallBatch(net, [head, data], size, hosts)
         else:

@@ -288,6 +288,25 @@ class UdpRuns:
     def add(self, sender: str, vni: int, data: bytes) -> list[tuple[str, int, bytes]]:
         """Take one frame from `sender` on `vni`; returns what must be written now (maybe
         nothing: the frame joined the open run)."""
+        parts, first, ident = self._parts, self._first, self._ident
+        if (
+            parts
+            and len(data) == len(first)
+            and not self._short
+            and data[: _IP_AT + 4] == first[: _IP_AT + 4]
+            and data[_IP_AT + 6 : _IP_AT + 10] == first[_IP_AT + 6 : _IP_AT + 10]
+            and data[_IP_AT + 12 : _UDP_AT + 6] == first[_IP_AT + 12 : _UDP_AT + 6]
+            and ident is not None
+            and ident[0] == sender
+            and ident[1] == vni
+            and len(parts) < UDP_MERGE_MAX_SEGMENTS
+            and self._total + self._size <= UDP_MERGE_MAX_PAYLOAD
+        ):
+            # The common case, cheaply: the open run's flow and size again. Every header
+            # octet `udp_merge_key` looks at is the first's (lengths included: equal sizes).
+            parts.append(udp_payload(data))
+            self._total += self._size
+            return []
         key = udp_merge_key(data) if self.merge else None
         if key is None:
             alone = self.flush()
