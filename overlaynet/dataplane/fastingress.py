@@ -259,6 +259,24 @@ def active(loop: HotLoop) -> bool:
     return _engines.get(loop) is not None
 
 
+def available() -> bool:
+    """Whether the helper builds, loads and speaks our ABI (built now if need be)."""
+    lib = accel.load(HELPER)
+    return lib is not None and _declare(lib)
+
+
+def describe(loop: HotLoop) -> str:
+    """Which drain merges received TCP (`network vtep`'s "accel:" line)."""
+    if loop in _engines and _engines[loop] is None:
+        return "python ingress (off)"
+    if not available():
+        return f"python ingress ({why_not() or 'unavailable'})"
+    if loop.sealed:
+        # Sealed datagrams are opened before anything looks at them: the Python drain.
+        return "python ingress (an encrypted network on this host)"
+    return "c ingress"
+
+
 def why_not() -> str:
     """Why the helper is not loaded ("" when it is or was not asked for)."""
     return accel.why_not(HELPER)

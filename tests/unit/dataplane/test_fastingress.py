@@ -356,3 +356,17 @@ def test_reserved_bits_merge_unless_strict_as_in_python(
     python, c, path = _both(sockets, [(MEMBER, train)], fdb_mode=1, strict=strict)
     assert c == python
     assert len(path.writes) == (0 if strict else 1)
+
+
+def test_disabled_and_sealed_loops_keep_the_python_drain(sockets: dict[str, socket.socket]) -> None:
+    with ExitStack() as stack:
+        path = _path(stack, sockets["rx"], accelerated=True, fdb_mode=0, strict=False)
+        assert fastingress.describe(path.loop) == "c ingress"
+        path.loop.sealed = {b"\x00\x10\x68": object()}  # type: ignore[dict-item]
+        assert not fastingress.drain(path.loop, sockets["rx"])
+        assert fastingress.describe(path.loop).startswith("python ingress (an encrypted")
+        path.loop.sealed = {}
+        fastingress.disable(path.loop)
+        assert not fastingress.drain(path.loop, sockets["rx"])
+        assert fastingress.describe(path.loop) == "python ingress (off)"
+        assert fastingress.DRAIN_COUNTER not in path.loop._counters
