@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 
+from overlaynet.dataplane import fastingress
 from overlaynet.dataplane.fastegress import ACCEL_DRAIN_BUDGET, FastEgress
 from overlaynet.dataplane.fdb import (
     LEARNED_LIMIT,
@@ -263,6 +264,10 @@ class Vtep:
             fast, self.accel_reason = FastEgress.create(accel_budget)
             if fast is None and accel == "on":
                 raise RuntimeError(f"--accel on: the C egress is unavailable: {self.accel_reason}")
+            if accel == "on" and not fastingress.available():
+                raise RuntimeError(
+                    f"--accel on: the C ingress is unavailable: {fastingress.why_not()}"
+                )
             if not batch:
                 # The C drain sends GSO batches: the naive loop (one datagram per frame) has none.
                 fast, self.accel_reason = None, "no batching"
@@ -313,6 +318,8 @@ class Vtep:
         self._loop.bulk_nice = bulk_nice
         self._loop.drain_budget = drain_budget
         self._loop.fast_egress = fast
+        if accel == "off":
+            fastingress.disable(self._loop)
         #: What `set_impairments` was last given (for views; the loop holds the models).
         self.impairments: dict[str, Impairment] = {}
 
@@ -558,11 +565,12 @@ class Vtep:
             if net.offload
             else None,
             "key_ids": net.seal.key_ids if net.seal is not None else [],
-            "accel": self.accel_text(net),
+            "accel": f"{self.accel_text(net)}; {fastingress.describe(self._loop)}",
         }
 
     def accel_text(self, net: Network) -> str:
-        """Which egress drain serves `net` (`network vtep`'s "accel:" line)."""
+        """Which egress drain serves `net` (`network vtep`'s "accel:" line, before the
+        ingress's: `fastingress.describe`)."""
         if self._loop.fast_egress is None:
             return f"python ({self.accel_reason})"
         if net.offload or net.seal is not None:

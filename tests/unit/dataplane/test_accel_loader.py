@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from overlaynet.dataplane import accel, fastegress
+from overlaynet.dataplane import accel, fastegress, fastingress
 from overlaynet.dataplane.vtep import Vtep
 
 
@@ -88,6 +88,8 @@ def test_vtep_accel_off_and_unknown_values(private_builds: Path) -> None:
     with Vtep("127.0.0.2", 0, source_sockets=1, accel="off") as vtep:
         assert vtep._loop.fast_egress is None
         assert vtep.accel_reason == "--accel off"
+        # --accel off is off for the receive path's C drain too.
+        assert fastingress.describe(vtep._loop) == "python ingress (off)"
     with pytest.raises(ValueError, match="accel"):
         Vtep("127.0.0.2", 0, source_sockets=1, accel="fast")
 
