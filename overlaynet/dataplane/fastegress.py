@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 #: The helper's name for `accel.load`.
 HELPER = "egress"
 #: The C side's interface version (`eg_abi`): a stale build with another one is not used.
-ABI = 1
+ABI = 2
 #: Frames one C drain reads before the loop looks at its other fds. A C drain costs ~1/3 of
 #: a Python one per frame, so it may take more frames for the same wait of a lone frame behind
 #: it (DRAIN_BUDGET's comment); measured in benchmarks/profiles/accel-egress.md.
@@ -58,11 +58,17 @@ def _declare(lib: ctypes.CDLL) -> None:
     """Argument types: ctypes converts exactly (an unsigned address does not overflow)."""
     lib.eg_abi.argtypes = []
     lib.eg_abi.restype = ctypes.c_int
+    lib.eg_state_size.argtypes = []
+    lib.eg_state_size.restype = ctypes.c_int
     lib.eg_drain.argtypes = [
-        ctypes.c_int, _ptr, _u32, _ptr, _ptr, _ptr, _u32, _u32, _u32, _u32, _u32, _u32, _ptr,
-        _ptr, _ptr,
+        _ptr, ctypes.c_int, _ptr, _u32, _ptr, _ptr, _ptr, _u32, _u32, _u32, _u32, _u32, _u32,
+        _ptr, _ptr, _ptr,
     ]  # fmt: skip
     lib.eg_drain.restype = ctypes.c_int
+    lib.eg_flush.argtypes = [_ptr, _ptr, _ptr, _u32, _ptr]
+    lib.eg_flush.restype = ctypes.c_int
+    lib.eg_carried.argtypes = [_ptr]
+    lib.eg_carried.restype = ctypes.c_int
     lib.eg_send.argtypes = [
         ctypes.c_int, _ptr, _ptr, _ptr, _ptr, _u32, _u32, _ptr, _u32, ctypes.c_uint16,
         ctypes.c_uint16,
@@ -90,22 +96,39 @@ def _u32_array(count: int) -> tuple[array.array[int], int]:
     return arr, arr.buffer_info()[0]
 
 
+class _Queue:
+    """One TAP queue's read buffer, frame table and carried batches (`eg_state`): a batch
+    carried to the queue's next drain points into this buffer."""
+
+    __slots__ = (
+        "buf", "buf_addr", "len", "len_addr", "net", "next", "next_addr", "off", "off_addr",
+        "state", "state_addr", "view",
+    )  # fmt: skip
+
+    def __init__(self, net: Network, cap: int, state_size: int) -> None:
+        self.net = net
+        # Anonymous memory: pages become resident only once frames are read into them (a
+        # zeroed bytearray would make all of it resident in every idle agent: issue 15's RSS).
+        self.buf = mmap.mmap(-1, cap)
+        self.view = memoryview(self.buf)
+        self.buf_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
+        self.off, self.off_addr = _u32_array(MAX_FRAMES)
+        self.len, self.len_addr = _u32_array(MAX_FRAMES)
+        self.next, self.next_addr = _u32_array(MAX_FRAMES)
+        self.state = ctypes.create_string_buffer(state_size)
+        self.state_addr = ctypes.addressof(self.state)
+
+
 class FastEgress:
-    """The C drain and its buffers for one loop thread (each drain sends everything it read
-    before it returns, so the buffers are reused by every TAP queue in turn)."""
+    """The C drain for one loop thread: a `_Queue` per TAP queue, the event list and the
+    per-batch decisions."""
 
     def __init__(self, lib: ctypes.CDLL, budget: int = ACCEL_DRAIN_BUDGET) -> None:
         self._lib = lib
         self.budget = max(1, min(budget, MAX_FRAMES))
         self._cap = MAX_FRAMES * _PER_FRAME + _READ_SIZE
-        # Anonymous memory: pages become resident only once frames are read into them (a
-        # bytearray is zeroed, all 2.4 MB resident, in every idle agent: issue 15's RSS goal).
-        self._buf = mmap.mmap(-1, self._cap)
-        self._view = memoryview(self._buf)
-        self._buf_addr = ctypes.addressof(ctypes.c_char.from_buffer(self._buf))
-        self._off, self._off_addr = _u32_array(MAX_FRAMES)
-        self._len, self._len_addr = _u32_array(MAX_FRAMES)
-        self._next, self._next_addr = _u32_array(MAX_FRAMES)
+        self._state_size = int(lib.eg_state_size())
+        self._queues: dict[int, _Queue] = {}
         self._ev, self._ev_addr = _u32_array(4 * MAX_FRAMES)
         self._out = (ctypes.c_int * 1)()
         self._frames = (ctypes.c_uint32 * 1)()
@@ -134,28 +157,57 @@ class FastEgress:
             found = self._headers[net.header] = (raw, ctypes.addressof(raw))
         return found[1]
 
+    def _queue(self, net: Network, fd: int) -> _Queue:
+        q = self._queues.get(fd)
+        if q is None or q.net is not net:
+            # A new queue, or the fd now belongs to another network: whatever the old one
+            # carried has nowhere to go (`HotLoop._flush_carried` dropped it too).
+            q = self._queues[fd] = _Queue(net, self._cap, self._state_size)
+        return q
+
+    def forget(self, fd: int) -> None:
+        """Drop a closed queue's buffers."""
+        self._queues.pop(fd, None)
+
+    def flush(self, loop: HotLoop, net: Network, fd: int) -> None:
+        """Send what the queue's C drain carried (the Python drain takes the queue over)."""
+        q = self._queues.get(fd)
+        if q is None or q.net is not net or not self._lib.eg_carried(q.state_addr):
+            return
+        words = self._lib.eg_flush(
+            q.state_addr, q.len_addr, q.next_addr, net.vnet_len, self._ev_addr
+        )
+        self._act(loop, net, q, words)
+
     def drain(self, loop: HotLoop, net: Network, fd: int) -> bool:
         """One drain of TAP queue `fd` of `net` (a plain RFC network, batching on): read,
-        group, send; every batch leaves before this returns. True when the queue ran empty."""
+        group, send the finished batches. True when open batches are carried to the queue's
+        next drain (the budget ran out with frames still queued), as the Python drain does."""
+        q = self._queue(net, fd)
         skip = net.vnet_len
         words = self._lib.eg_drain(
-            fd, self._buf_addr, self._cap, self._off_addr, self._len_addr, self._next_addr,
+            q.state_addr, fd, q.buf_addr, self._cap, q.off_addr, q.len_addr, q.next_addr,
             MAX_FRAMES, self.budget, skip, skip + 14, skip + net.mtu + 14, 8, self._ev_addr,
             self._out, self._frames,
         )  # fmt: skip
-        status = self._out[0]
-        if status < 0:
+        if self._out[0] < 0:
             net.counters["tap_read_error"] += 1
-        if not words:
-            return status == 0
+        if words:
+            self._act(loop, net, q, words)
+        return bool(self._lib.eg_carried(q.state_addr))
+
+    def _act(self, loop: HotLoop, net: Network, q: _Queue, words: int) -> None:
+        """Carry out `words` words of events: lone frames to the single-frame path, batches
+        counted and sent to their targets."""
+        skip = net.vnet_len
         ev = self._ev[:words].tolist()
-        off, lens, view = self._off, self._len, self._view
+        off, lens, view = q.off, q.len, q.view
         fdb_get = net.fdb.get
         counters = net.counters
         tx, tx_gso = loop._tx, loop._tx_gso
         assert tx_gso is not None
         send, send_each = self._lib.eg_send, self._lib.eg_send_each
-        buf_addr, off_addr, len_addr = self._buf_addr, self._off_addr, self._len_addr
+        buf_addr, off_addr, len_addr = q.buf_addr, q.off_addr, q.len_addr
         header = self._header(net)
         port = int.from_bytes(loop._port.to_bytes(2, "big"), _NATIVE)
         p = 0
@@ -220,4 +272,3 @@ class FastEgress:
                         counters["tx_drop_too_big"] += errors[0]
                     if errors[1]:
                         counters["tx_error"] += errors[1]
-        return status == 0

@@ -229,9 +229,10 @@ class HotLoop:
         #: None (the default): the Python drain for every network.
         self.fast_egress: FastEgress | None = None
         #: TAP queue fd → the open batch and the parked ones of a drain that ran out of budget
-        #: (`_drain_tap`), with its network, resumed by the queue's next drain. Only the loop
-        #: touches it (a removed network's entry is dropped by `_flush_carried`).
-        self._carried: dict[int, tuple[Network, _Carried]] = {}
+        #: (`_drain_tap`), with its network, resumed by the queue's next drain (None: the C
+        #: drain holds them). Only the loop touches it (a removed network's entry is dropped
+        #: by `_flush_carried`).
+        self._carried: dict[int, tuple[Network, _Carried | None]] = {}
         #: Offload mode (`set_offload`): the socket offload datagrams arrive on, the one they
         #: leave from, the peers' offload port, the chunk size, the chunks' reassembly.
         self._off_rx: socket.socket | None = None
@@ -510,19 +511,28 @@ class HotLoop:
         if fd < 0:
             fd = net.tap_fd
         fast = self.fast_egress
-        if (
-            fast is not None
-            and not net.offload
-            and net.seal is None
-            and self.tracer is None
-            and not self.impaired
-            and self._tx_gso is not None
-            and fd not in self._carried
-        ):
+        if fast is not None:
             # The C drain (`fastegress`), where it is exact: a plain RFC network, nothing to
-            # seal, trace or impair. Decided per drain: arming a trace switches at once.
-            fast.drain(self, net, fd)
-            return
+            # seal, trace or impair. Decided per drain: arming a trace switches at once. Its
+            # carried batches are marked in `_carried` with no state (they live in C).
+            held = self._carried.get(fd)
+            in_c = held is not None and held[1] is None
+            if (
+                not net.offload
+                and net.seal is None
+                and self.tracer is None
+                and not self.impaired
+                and self._tx_gso is not None
+                and (held is None or in_c)
+            ):
+                if fast.drain(self, net, fd):
+                    self._carried[fd] = (net, None)
+                elif in_c:
+                    del self._carried[fd]
+                return
+            if in_c:
+                del self._carried[fd]
+                fast.flush(self, net, fd)  # sent first: the Python drain goes on behind them
         read = os.read
         skip = net.vnet_len
         limit = skip + net.mtu + 14  # longer (VLAN-tagged, too big): the slow path decides
@@ -543,7 +553,7 @@ class HotLoop:
         # destination MAC: parts, count, size, most, FDB entry, targets.
         parked: dict[bytes, _Parked] = {}
         carried = self._carried.pop(fd, None)
-        if carried is not None and carried[0] is net:
+        if carried is not None and carried[0] is net and carried[1] is not None:
             parts, count, size, most, key, dst, entry, targets, parked = carried[1]
         for _ in range(self.drain_budget):
             try:

@@ -43,7 +43,7 @@
 enum { EG_EV_ONE = 1, EG_EV_BATCH = 2 };
 
 /* The ABI version the Python wrapper checks (fastegress.ABI). */
-int eg_abi(void) { return 1; }
+int eg_abi(void) { return 2; }
 
 struct batch {
     uint32_t first, last;  /* frame indices: a list through next[] */
@@ -53,6 +53,16 @@ struct batch {
     uint32_t klen;         /* its length: shorter for frames that end before octet 38 */
     uint8_t dst[6];
 };
+
+/* A queue's open batches carried from one drain to the next (the budget ran out with frames
+ * still queued), with the frames they point at: kept in the caller's memory, eg_state_size. */
+struct eg_state {
+    struct batch cur;
+    struct batch parked[EG_MAX_PARKED];
+    uint32_t nparked, pos, nf;
+};
+
+int eg_state_size(void) { return (int)sizeof(struct eg_state); }
 
 struct ctx {
     const uint8_t *buf;
@@ -106,16 +116,16 @@ static int same(const struct ctx *c, const struct batch *b, uint32_t i) {
  * (VXLAN 8). *status: 0 the queue ran empty (EAGAIN), 1 the budget or buffer ran out, -errno
  * a read error. *frames: frames read. Returns the number of event words.
  */
-int eg_drain(int fd, uint8_t *buf, uint32_t cap, uint32_t *off, uint32_t *len, uint32_t *next,
-             uint32_t maxframes, uint32_t budget, uint32_t skip, uint32_t shortest, uint32_t limit,
-             uint32_t overhead, uint32_t *ev, int *status, uint32_t *frames) {
+int eg_drain(struct eg_state *st, int fd, uint8_t *buf, uint32_t cap, uint32_t *off,
+             uint32_t *len, uint32_t *next, uint32_t maxframes, uint32_t budget, uint32_t skip,
+             uint32_t shortest, uint32_t limit, uint32_t overhead, uint32_t *ev, int *status,
+             uint32_t *frames) {
     struct ctx c = {buf, off, len, next, ev, 0, skip};
-    struct batch cur = {0}, parked[EG_MAX_PARKED];
-    uint32_t nparked = 0, pos = 0, nf = 0;
-    if (budget > maxframes)
-        budget = maxframes;
+    struct batch cur = st->cur, *parked = st->parked;
+    uint32_t nparked = st->nparked, pos = st->pos, nf = st->nf, first = st->nf;
+    uint32_t until = maxframes - nf < budget ? maxframes : nf + budget;
     *status = 1;
-    while (nf < budget && cap - pos >= EG_READ_SIZE) {
+    while (nf < until && cap - pos >= EG_READ_SIZE) {
         ssize_t got = read(fd, buf + pos, EG_READ_SIZE);
         if (got < 0) {
             if (errno == EINTR)
@@ -195,13 +205,38 @@ int eg_drain(int fd, uint8_t *buf, uint32_t cap, uint32_t *off, uint32_t *len, u
         }
     next_frame:;
     }
+    *frames = nf - first;
+    if (*status == 1 && (cur.count || nparked) && nf < maxframes && cap - pos >= EG_READ_SIZE) {
+        /* Frames still queued: the open batches wait for this queue's next drain, which
+         * reads on behind them (so a small budget does not cut batches short). */
+        st->cur = cur;
+        st->nparked = nparked;
+        st->pos = pos;
+        st->nf = nf;
+        return (int)c.nev;
+    }
     if (cur.count)
         emit(&c, &cur);
     for (uint32_t p = 0; p < nparked; p++)
         emit(&c, &parked[p]);
-    *frames = nf;
+    memset(st, 0, sizeof *st);
     return (int)c.nev;
 }
+
+/* Emit a queue's carried batches without reading (the Python drain takes the queue over). */
+int eg_flush(struct eg_state *st, const uint32_t *len, uint32_t *next, uint32_t skip,
+             uint32_t *ev) {
+    struct ctx c = {0, 0, len, next, ev, 0, skip};
+    if (st->cur.count)
+        emit(&c, &st->cur);
+    for (uint32_t p = 0; p < st->nparked; p++)
+        emit(&c, &st->parked[p]);
+    memset(st, 0, sizeof *st);
+    return (int)c.nev;
+}
+
+/* Whether the queue holds carried batches. */
+int eg_carried(const struct eg_state *st) { return st->cur.count || st->nparked; }
 
 /*
  * Send `count` frames (indices idx[0..count)) behind the 8-octet VXLAN header `hdr` to

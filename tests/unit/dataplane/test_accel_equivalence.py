@@ -67,19 +67,20 @@ def arp_request(target: str) -> bytes:
     )  # fmt: skip
 
 
-def run(frames: list[bytes], accel_mode: str, *, peers: tuple[str, ...]) -> dict[str, Any]:
-    """Queue `frames` in A's TAP, drain it once, and collect what left: datagrams per peer
-    with the index of the source socket they left from, frames written back, counters."""
+def run(
+    frames: list[bytes], accel_mode: str, *, peers: tuple[str, ...], budget: int = 0
+) -> dict[str, Any]:
+    """Queue `frames` in A's TAP, drain it as the loop would (again while batches are carried
+    over; `budget` frames per drain, 0: all at once), and collect what left: datagrams per
+    peer with the index of the source socket they left from, frames written back, counters."""
     port = free_port()
     with ExitStack() as stack:
         vtep = stack.enter_context(
             Vtep(HOST_A, port, source_sockets=4, socket_buffer=1 << 22, accel=accel_mode)
         )
-        # Budgets above the frames: each drain reads the whole queue (the C drain flushes its
-        # batches when its budget runs out, the Python one carries them to the next drain).
-        vtep._loop.drain_budget = 4 * MAX_FRAMES
+        vtep._loop.drain_budget = budget or 4 * MAX_FRAMES
         if vtep._loop.fast_egress is not None:
-            vtep._loop.fast_egress.budget = MAX_FRAMES + 1
+            vtep._loop.fast_egress.budget = budget or MAX_FRAMES + 1
         bridge, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         stack.enter_context(bridge)
         stack.enter_context(tap)
@@ -101,7 +102,11 @@ def run(frames: list[bytes], accel_mode: str, *, peers: tuple[str, ...]) -> dict
             bridge.send(one)
         net = vtep._networks[VNI]
         assert (vtep._loop.fast_egress is not None) == (accel_mode == "on")
-        vtep._loop._drain_tap(net, net.tap_fd)
+        for _ in range(len(frames) + 2):
+            vtep._loop._drain_tap(net, net.tap_fd)
+            if net.tap_fd not in vtep._loop._carried:
+                break
+        assert net.tap_fd not in vtep._loop._carried
         sources = vtep.stats()["source_ports"]
         got: dict[str, list[tuple[int, bytes]]] = {}
         for host, r in receivers.items():
@@ -128,9 +133,11 @@ def run(frames: list[bytes], accel_mode: str, *, peers: tuple[str, ...]) -> dict
         }
 
 
-def assert_same(frames: list[bytes], peers: tuple[str, ...] = (HOST_B, HOST_C)) -> None:
-    python = run(frames, "off", peers=peers)
-    c = run(frames, "on", peers=peers)
+def assert_same(
+    frames: list[bytes], peers: tuple[str, ...] = (HOST_B, HOST_C), budget: int = 0
+) -> None:
+    python = run(frames, "off", peers=peers, budget=budget)
+    c = run(frames, "on", peers=peers, budget=budget)
     assert c["datagrams"] == python["datagrams"]
     assert c["back"] == python["back"]
     assert c["counters"] == python["counters"]
@@ -153,11 +160,14 @@ def interleaved(flows: int, per_flow: int, *, size: int = 1464) -> list[bytes]:
     return out
 
 
-def test_four_interleaved_flows_leave_the_same_with_accel_on_and_off() -> None:
+@pytest.mark.parametrize("budget", [0, 7, 32])
+def test_four_interleaved_flows_leave_the_same_with_accel_on_and_off(budget: int) -> None:
+    """Also when the budget runs out mid-batch: both drains carry the open batches over to
+    the queue's next drain (the C drain cut them short, 4 streams left in half-size batches)."""
     frames = interleaved(4, 25)
-    python = run(frames, "off", peers=(HOST_B,))
-    assert python["counters"]["tx_gso_batches"] >= 4  # the case batches at all
-    assert_same(frames, peers=(HOST_B,))
+    python = run(frames, "off", peers=(HOST_B,), budget=budget)
+    assert python["counters"]["tx_gso_batches"] == 4  # one batch per flow, whatever the budget
+    assert_same(frames, peers=(HOST_B,), budget=budget)
 
 
 def test_a_mix_of_unknown_unicast_broadcast_and_odd_sizes_leaves_the_same() -> None:
@@ -203,11 +213,12 @@ _FRAMES = st.lists(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_FRAMES)
+@given(_FRAMES, st.sampled_from([0, 1, 5, 16, 64]))
 def test_any_frame_sequence_leaves_the_same_with_accel_on_and_off(
-    spec: list[tuple[str, int, int]],
+    spec: list[tuple[str, int, int]], budget: int
 ) -> None:
-    assert_same([frame(dst, flow, size, i) for i, (dst, flow, size) in enumerate(spec)])
+    frames = [frame(dst, flow, size, i) for i, (dst, flow, size) in enumerate(spec)]
+    assert_same(frames, budget=budget)
 
 
 def _drain_with(setup: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
@@ -260,3 +271,43 @@ def test_the_c_drain_runs_only_where_it_is_exact(
     drains, left = _drain_with(setup, monkeypatch)
     assert drains == (1 if setup == "plain" else 0)
     assert left >= 1  # impaired: a duplicate may follow later
+
+
+def test_batches_the_c_drain_carried_leave_first_when_a_trace_takes_the_queue_over() -> None:
+    """The C drain ran out of budget mid-batch (the batch carried over, in C); a trace armed
+    now moves the queue to the Python drain, which sends the carried batch before its own
+    frames: every frame leaves once, in order."""
+    port = free_port()
+    frames = [frame(MAC_B, 1, 1464, i) for i in range(20)]
+    with ExitStack() as stack:
+        vtep = stack.enter_context(Vtep(HOST_A, port, source_sockets=1, accel="on"))
+        fast = vtep._loop.fast_egress
+        assert fast is not None
+        fast.budget = 8
+        bridge, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        stack.enter_context(bridge)
+        stack.enter_context(tap)
+        tap.setblocking(False)
+        receiver = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        receiver.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 24)
+        receiver.bind((HOST_B, port))
+        receiver.settimeout(0.2)
+        vtep.add_network(VNI, tap.fileno(), MTU)
+        vtep.set_peers(VNI, [HOST_B])
+        vtep.endpoint_added(RemoteEndpoint(VNI, MAC_B, "10.0.0.3", HOST_B))
+        for one in frames:
+            bridge.send(one)
+        net = vtep._networks[VNI]
+        vtep._loop._drain_tap(net, net.tap_fd)
+        assert vtep._loop._carried[net.tap_fd] == (net, None)  # 8 frames held in C
+        vtep.arm_trace(TraceMatch("10.0.0.9", "10.0.0.8", "tcp", 1), 5.0)
+        for _ in range(5):
+            vtep._loop._drain_tap(net, net.tap_fd)
+            if net.tap_fd not in vtep._loop._carried:
+                break
+        got = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                got.append(receiver.recv(65536)[8:])
+        assert got == frames
+        assert net.counters["tx_gso_batches"] == 2  # the carried 8, then the Python drain's 12
