@@ -5,8 +5,8 @@ Where they were lost, measured (benchmarks/profiles/udploss-offload.md): at the 
 container's socket (UdpRcvbufErrors), while the receiving VTEP, at nice -10, spent its CPU
 writing every datagram to the TAP on its own (one write, one trip through bridge and veth
 each). Now consecutive datagrams of one flow reach the TAP as one GSO write that the kernel
-cuts up at the receiving socket. The burst here is sent faster than the sending VTEP reads, so
-the sending VTEP batches it and the receiving one gets GRO buffers of many datagrams: every
+cuts up at the receiving socket. The burst here waits in the sending TAP until its VTEP reads
+it, so the sending VTEP batches it and the receiving one gets GRO buffers of many: every
 datagram must arrive, intact and in order, and the receiving TAP must have taken fewer writes
 than there were datagrams (on the code before: exactly one each).
 """
@@ -98,7 +98,12 @@ def pair() -> Iterator[Pair]:
         yield p
 
 
-def burst(tb: Testbed, client: Container, server: Container) -> dict[str, Any]:
+def burst(
+    tb: Testbed, client: Container, server: Container, sending_vtep: subprocess.Popen[bytes]
+) -> dict[str, Any]:
+    """BURST datagrams client -> server, queued in the sending host's TAP while its VTEP is
+    stopped (SIGSTOP), so that VTEP finds them all at once however the CPUs are shared: it
+    sends them in GSO batches and the receiving VTEP gets GRO buffers of many."""
     receiver = subprocess.Popen(
         ["ip", "netns", "exec", server.ns, sys.executable, "-c", RECEIVER, server.ip],
         stdout=subprocess.PIPE, text=True,
@@ -106,7 +111,11 @@ def burst(tb: Testbed, client: Container, server: Container) -> dict[str, Any]:
     try:
         assert receiver.stdout is not None
         assert receiver.stdout.readline().strip() == "ready"
-        tb.exec(client.ns, sys.executable, "-c", SENDER, server.ip, timeout=TIMEOUT)
+        sending_vtep.send_signal(signal.SIGSTOP)
+        try:
+            tb.exec(client.ns, sys.executable, "-c", SENDER, server.ip, timeout=TIMEOUT)
+        finally:
+            sending_vtep.send_signal(signal.SIGCONT)
         out, _ = receiver.communicate(timeout=TIMEOUT)
     finally:
         Testbed.stop(receiver)  # type: ignore[arg-type]
@@ -117,7 +126,7 @@ def burst(tb: Testbed, client: Container, server: Container) -> dict[str, Any]:
 @pytest.mark.skipif(not offload.USO_WRITES, reason="tun takes USO writes from Linux 6.2 on")
 def test_a_udp_burst_through_offload_vteps_arrives_whole_in_merged_tap_writes(pair: Pair) -> None:
     before = pair.tap_rx_packets(pair.h2)
-    got = burst(pair.tb, pair.c1, pair.c2)
+    got = burst(pair.tb, pair.c1, pair.c2, pair.vtep1)
     writes = pair.tap_rx_packets(pair.h2) - before
     assert got["bad"] == 0
     assert got["seqs"] == list(range(BURST)), f"{BURST - len(got['seqs'])} datagrams missing"
@@ -128,6 +137,6 @@ def test_a_udp_burst_through_offload_vteps_arrives_whole_in_merged_tap_writes(pa
 
 
 def test_a_udp_burst_the_other_way_arrives_whole_too(pair: Pair) -> None:
-    got = burst(pair.tb, pair.c2, pair.c1)
+    got = burst(pair.tb, pair.c2, pair.c1, pair.vtep2)
     assert got["bad"] == 0
     assert got["seqs"] == list(range(BURST))
