@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 HELPER = "egress"
 #: The C side's interface version (`eg_abi`): a stale build with another one is not used.
 ABI = 2
-#: Frames one C drain reads before the loop looks at its other fds. A C drain costs ~1/3 of
-#: a Python one per frame, so it may take more frames for the same wait of a lone frame behind
-#: it (DRAIN_BUDGET's comment); measured in benchmarks/profiles/accel-egress.md.
-ACCEL_DRAIN_BUDGET = 64
+#: Frames one C drain reads before the loop looks at its other fds (open batches are carried
+#: to the queue's next drain, so the budget does not cut batches short). 32, as DRAIN_BUDGET:
+#: against 64, the same throughput (1 stream 4.99 vs 4.50, 5.27 vs 5.41 Gb/s) and a lower
+#: loaded ping p50 (0.36 vs 0.53, 0.41 vs 0.52 ms) in two e2e runs; before batches were
+#: carried, smaller budgets cost a quarter of the throughput (benchmarks/profiles/accel-egress.md).
+ACCEL_DRAIN_BUDGET = 32
 #: Frames the buffers have room for (a `--accel-budget` above is cut to this).
 MAX_FRAMES = 256
 #: Buffer octets per frame: an MTU-sized frame (9000-octet jumbo overlays included) fits; the
