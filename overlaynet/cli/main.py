@@ -262,6 +262,8 @@ def cmd_network_vtep(ns: argparse.Namespace) -> int:
     dp = overlay.get("DataPlane") or {}
     print(f"VNI {overlay['VNI']}   VTEP {overlay['VTEP']}   TAP {dp.get('tap', '-')}")
     print(f"peers (head-end replication): {' '.join(overlay['Peers']) or '-'}")
+    if dp.get("accel"):
+        print(f"accel: {dp['accel']}")
     learning = dp.get("learning")
     if learning:
         print(f"MAC learning: on, {learning['learned']} of {learning['limit']} learned\n")
