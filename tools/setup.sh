@@ -52,3 +52,11 @@ site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"
 if [ ! -e "$site/nftables" ] && [ -d /usr/lib/python3/dist-packages/nftables ]; then
   ln -s /usr/lib/python3/dist-packages/nftables "$site/nftables"
 fi
+# Build the VTEP's optional C helpers once now (else on a VTEP's first start); a failure only
+# keeps the pure-Python path, and says why.
+.venv/bin/python - <<'PY' || true
+from overlaynet.dataplane import accel
+for name in ("egress", "ingress"):
+    if accel.load(name) is None:
+        print(f"set-up: C helper {name}: {accel.why_not(name)} (the Python path runs)")
+PY

@@ -99,11 +99,20 @@ def build(name: str) -> Path:
                 check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
             )  # fmt: skip
             os.replace(tmp, directory / filename)
+            _prune(directory, name, keep=filename)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return directory / filename
     raise last if last is not None else OSError("no writable build directory")
+
+
+def _prune(directory: Path, name: str, *, keep: str) -> None:
+    """Remove the builds of `name`'s earlier sources (a process still using one keeps its
+    mapping: unlinking does not disturb it)."""
+    for stale in directory.glob(f"{name}-*.so"):
+        if stale.name != keep:
+            stale.unlink(missing_ok=True)
 
 
 def load(name: str) -> ctypes.CDLL | None:

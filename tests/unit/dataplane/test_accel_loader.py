@@ -99,3 +99,24 @@ def test_vtep_accel_auto_uses_the_c_drain(private_builds: Path) -> None:
     with Vtep("127.0.0.2", 0, source_sockets=1) as vtep:
         assert vtep._loop.fast_egress is not None
         assert vtep.accel_reason == ""
+
+
+def test_a_new_build_removes_the_builds_of_earlier_sources(
+    private_builds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each edit of a helper's source makes a new library; the earlier ones are removed when
+    it is built, other helpers' libraries are left alone."""
+    if accel.compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    sources = tmp_path / "src"
+    sources.mkdir()
+    monkeypatch.setattr(accel, "SOURCE_DIR", sources)
+    (sources / "egress.c").write_text("int eg_abi(void) { return 1; }\n")
+    first = accel.build("egress")
+    private_builds.joinpath("ingress-0123456789abcdef-x86_64.so").write_bytes(b"")
+    (sources / "egress.c").write_text("int eg_abi(void) { return 2; }\n")
+    second = accel.build("egress")
+    assert second != first
+    assert sorted(p.name for p in private_builds.iterdir()) == sorted(
+        [second.name, "ingress-0123456789abcdef-x86_64.so"]
+    )
