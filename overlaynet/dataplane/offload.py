@@ -79,8 +79,20 @@ def super_frame_headers(
     TCP checksum field, the pseudo-header sum that NEEDS_CSUM asks for (Linux:
     `~tcp_v4_check(len, saddr, daddr, 0)`)."""
     tcp_len = headers_len - TCP_OFFSET + payload_len
-    ip = bytearray(first[ETH_LEN:TCP_OFFSET])
-    ip[2:4] = (IPV4_LEN + tcp_len).to_bytes(2, "big")
+    ip, pseudo = _resized_ipv4(first[ETH_LEN:TCP_OFFSET], IPPROTO_TCP, tcp_len)
+    tcp = bytearray(first[TCP_OFFSET:headers_len])
+    tcp[TCP_CHECKSUM_AT : TCP_CHECKSUM_AT + 2] = pseudo.to_bytes(2, "big")
+    if push:
+        tcp[TCP_FLAGS_AT] |= TCP_PSH
+    return first[:ETH_LEN] + ip + bytes(tcp)
+
+
+def _resized_ipv4(header: bytes, proto: int, l4_len: int) -> tuple[bytes, int]:
+    """An IPv4 header (20 octets, no options) given the total length for `l4_len` octets of
+    protocol `proto` and its header checksum, and the pseudo-header sum of that length (what a
+    NEEDS_CSUM write carries in the TCP or UDP checksum field)."""
+    ip = bytearray(header)
+    ip[2:4] = (IPV4_LEN + l4_len).to_bytes(2, "big")
     ip[10:12] = b"\x00\x00"
     ip[10:12] = ipv4_header_checksum(bytes(ip)).to_bytes(2, "big")
     pseudo = fold(
@@ -88,14 +100,10 @@ def super_frame_headers(
         + int.from_bytes(ip[14:16], "big")
         + int.from_bytes(ip[16:18], "big")
         + int.from_bytes(ip[18:20], "big")
-        + IPPROTO_TCP
-        + tcp_len
+        + proto
+        + l4_len
     )
-    tcp = bytearray(first[TCP_OFFSET:headers_len])
-    tcp[TCP_CHECKSUM_AT : TCP_CHECKSUM_AT + 2] = pseudo.to_bytes(2, "big")
-    if push:
-        tcp[TCP_FLAGS_AT] |= TCP_PSH
-    return first[:ETH_LEN] + bytes(ip) + bytes(tcp)
+    return bytes(ip), pseudo
 
 
 # -- sorting received datagrams by UDP checksum --------------------------------------------------
@@ -237,18 +245,7 @@ def udp_super_frame(first: bytes, payloads: Sequence[bytes | memoryview]) -> byt
     size = len(payloads[0])
     total = sum(len(p) for p in payloads)
     udp_len = UDP_LEN + total
-    ip = bytearray(first[_IP_AT:_UDP_AT])
-    ip[2:4] = (IPV4_LEN + udp_len).to_bytes(2, "big")
-    ip[10:12] = b"\x00\x00"
-    ip[10:12] = ipv4_header_checksum(bytes(ip)).to_bytes(2, "big")
-    pseudo = fold(
-        int.from_bytes(ip[12:14], "big")
-        + int.from_bytes(ip[14:16], "big")
-        + int.from_bytes(ip[16:18], "big")
-        + int.from_bytes(ip[18:20], "big")
-        + IPPROTO_UDP
-        + udp_len
-    )
+    ip, pseudo = _resized_ipv4(first[_IP_AT:_UDP_AT], IPPROTO_UDP, udp_len)
     vnet = _VNET.pack(
         VIRTIO_NET_HDR_F_NEEDS_CSUM,
         VIRTIO_NET_HDR_GSO_UDP_L4,
@@ -258,7 +255,7 @@ def udp_super_frame(first: bytes, payloads: Sequence[bytes | memoryview]) -> byt
         UDP_CHECKSUM_AT,
     )
     udp = first[_UDP_AT : _UDP_AT + 4] + udp_len.to_bytes(2, "big") + pseudo.to_bytes(2, "big")
-    return b"".join([vnet, first[VNET_HDR_LEN:_IP_AT], bytes(ip), udp, *payloads])
+    return b"".join([vnet, first[VNET_HDR_LEN:_IP_AT], ip, udp, *payloads])
 
 
 class UdpRuns:
