@@ -1,14 +1,18 @@
-"""The merging ingress drain through the C helper `accel/ingress.c` (issues 15 and 19): the
-per-datagram work of `HotLoop._drain_udp(merge=True)` (receive, the in-order TCP run check and
-merge, the super-frame's TAP write) in C; every decision that is not per segment stays here,
-in Python, with the same counters and the same values as the Python drain.
+"""The ingress drains through the C helper `accel/ingress.c` (issues 15 and 19): the
+per-datagram work of `HotLoop._drain_udp` (receive, the in-order TCP run check and merge, the
+super-frame's TAP write; with `merge=False`, the lone-frame socket, no merging) in C, and the
+delivery of the datagrams `switching.ingress` passes unchanged (UDP, ICMP, ARP, pure ACKs);
+every decision that is not per frame stays here, in Python, with the same counters and the
+same values as the Python drain.
 
 `drain(loop, sock)` is what the hot loop calls first; it returns False when the C path does not
 apply (no compiler, `OVERLAYNET_ACCEL=off`, a sealed network, an armed trace), and the Python
 drain runs as before. Per drain the C side hands back, in order, one record per thing Python
 must do: a finished run (counted on its FDB entry, learned, `rx_merged_writes`; the C side
 writes it on the next call, so the counters move before the TAP sees it, as in Python), a
-datagram it does not merge (passed to `switching.ingress` exactly as the Python drain does),
+run of delivered frames of one network, sender and source MAC (counted as `ingress` counts
+each of them; written on the next call as well), any other datagram (passed to
+`switching.ingress` exactly as the Python drain does),
 a failed TAP write, the end (datagrams from non-members, receive errors).
 
 Cost on a fresh machine: one `cc` run of a few hundred lines at the VTEP's first drain (cached
@@ -33,11 +37,14 @@ if TYPE_CHECKING:
     from overlaynet.dataplane.hotpath import HotLoop
 
 #: The C side's ABI version (`in_abi`): a library of another version is not used.
-ABI = 1
+ABI = 2
 #: The helper's name for `accel.load`.
 HELPER = "ingress"
 #: Record kinds (`in_step`'s return value).
-DONE, RUN, PY, TAPERR = 0, 1, 2, 3
+DONE, RUN, PY, TAPERR, FRAMES = 0, 1, 2, 3, 4
+#: C contexts one loop may hold (one per socket it drains: the checksummed and the lone-frame
+#: socket); a loop handed yet other sockets drains those in Python. Each holds 1 MiB of buffers.
+MAX_ENGINES = 2
 #: Host-level counter of the drains the C path took: shows it is on (`network vtep`); the
 #: counters the Python drain keeps have the same values either way.
 DRAIN_COUNTER = "rx_accel_drains"
@@ -58,7 +65,7 @@ class _Record(ctypes.Structure):
         ("len", ctypes.c_int32),
         ("not_member", ctypes.c_int32),
         ("rx_error", ctypes.c_int32),
-        ("pad", ctypes.c_int32),
+        ("woke", ctypes.c_int32),
         ("mac", ctypes.c_uint8 * 8),
     ]
 
@@ -71,6 +78,7 @@ class _Net(ctypes.Structure):
         ("tap_fd", ctypes.c_int32),
         ("mtu", ctypes.c_int32),
         ("vnet_len", ctypes.c_int32),
+        ("latency_fd", ctypes.c_int32),
     ]
 
 
@@ -94,14 +102,16 @@ def _declare(lib: ctypes.CDLL) -> bool:
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
     ]  # fmt: skip
     lib.in_begin.restype = None
-    lib.in_begin.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.in_begin.argtypes = [
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+    ]  # fmt: skip
     lib.in_step.restype = ctypes.c_int
     lib.in_step.argtypes = [ctypes.c_void_p]
     return True
 
 
 class Engine:
-    """One C drain context (receive buffers, tables) for one hot loop's merging socket."""
+    """One C drain context (receive buffers, tables) for one socket of one hot loop."""
 
     def __init__(self, lib: ctypes.CDLL, fd: int) -> None:
         ctx = lib.in_new()
@@ -129,7 +139,10 @@ class Engine:
         nets = list(networks.values())
         table = (_Net * max(1, len(nets)))()
         for i, net in enumerate(nets):
-            table[i] = _Net(int.from_bytes(net.vni_key, "big"), net.tap_fd, net.mtu, net.vnet_len)
+            table[i] = _Net(
+                int.from_bytes(net.vni_key, "big"), net.tap_fd, net.mtu, net.vnet_len,
+                net.latency_fd,
+            )  # fmt: skip
         senders: list[str] = []
         for member in members:
             try:
@@ -146,8 +159,8 @@ class Engine:
         self._networks, self._members = networks, members
         self._nets, self._senders = nets, senders
 
-    def drain(self, loop: HotLoop) -> None:
-        """One merging drain of the loop's checked socket (`HotLoop._drain_udp`)."""
+    def drain(self, loop: HotLoop, merge: bool) -> None:
+        """One drain of the socket (`HotLoop._drain_udp`), merging TCP runs with `merge`."""
         networks, members = loop.networks, loop.members
         if networks is not self._networks or members is not self._members:
             self.set_tables(networks, members)
@@ -156,7 +169,7 @@ class Engine:
         ctx, rec, step = self._ctx, self._rec, self._lib.in_step
         nets, senders = self._nets, self._senders
         string_at = ctypes.string_at
-        self._lib.in_begin(ctx, self.fd, loop.drain_budget, loop._strict)
+        self._lib.in_begin(ctx, self.fd, loop.drain_budget, loop._strict, merge)
         while True:
             kind = step(ctx)
             if kind == RUN:
@@ -175,6 +188,13 @@ class Engine:
                         learn_source(net, mac, sender)
                 if count > 1:
                     net.counters["rx_merged_writes"] += 1
+            elif kind == FRAMES:
+                # `ingress`'s accounting of each frame; the C side writes them on the next step.
+                net = nets[rec.net]
+                _account(net, string_at(self._mac_at, 6), senders[rec.sender], rec.count,
+                         rec.bytes, rec.len)  # fmt: skip
+                if rec.woke:
+                    loop._woke = True
             elif kind == PY:
                 _deliver(loop, networks, members, string_at(rec.ptr, rec.len), senders[rec.sender])
             elif kind == TAPERR:
@@ -185,6 +205,39 @@ class Engine:
                 if rec.rx_error:
                     counters["rx_error"] += rec.rx_error
                 return
+
+
+def _account(net: Network, mac: bytes, sender: str, count: int, octets: int, first: int) -> None:
+    """What `switching.ingress` counts and learns for `count` frames of source `mac` from
+    `sender` (`octets` in all, the first `first`), frame by frame in effect: a learn can only
+    happen at the first frame (it leaves the entry at `sender`) or repeats for each (refused)."""
+    entry = net.fdb.get(mac)
+    if entry is not None and not (entry.learned and entry.remote_ip != sender):
+        entry.rx_frames += count
+        entry.rx_bytes += octets
+        return
+    # The first frame learns (or is refused); the others see the table it leaves.
+    if entry is not None:
+        entry.rx_frames += 1
+        entry.rx_bytes += first
+        learn_source(net, mac, sender)
+    else:
+        net.counters["rx_frames_unknown_source"] += 1
+        if net.learn_limit:
+            learn_source(net, mac, sender)
+    count, octets = count - 1, octets - first
+    if not count:
+        return
+    entry = net.fdb.get(mac)
+    if entry is not None and not (entry.learned and entry.remote_ip != sender):
+        entry.rx_frames += count
+        entry.rx_bytes += octets
+        return
+    # Still unknown (a group or all-zero source, a full table, learning off): each frame again.
+    for _ in range(count):
+        net.counters["rx_frames_unknown_source"] += 1
+        if net.learn_limit:
+            learn_source(net, mac, sender)
 
 
 def _deliver(
@@ -214,35 +267,43 @@ def _deliver(
         target.counters["rx_drop_tap_error"] += 1
 
 
-#: Hot loop → its engine, or None: the C path is off for it (unavailable, or `disable`d).
-_engines: weakref.WeakKeyDictionary[HotLoop, Engine | None] = weakref.WeakKeyDictionary()
+#: Hot loop → its engines by socket fd, or None: the C path is off for it (unavailable, or
+#: `disable`d).
+_engines: weakref.WeakKeyDictionary[HotLoop, dict[int, Engine] | None] = weakref.WeakKeyDictionary()
 
 
 def _engine(loop: HotLoop, sock: socket.socket) -> Engine | None:
-    """The loop's engine, made at its first drain (the helper built then, if need be)."""
+    """The loop's engine for `sock`, made at its first drain (the helper built then, if need
+    be)."""
     try:
-        engine = _engines[loop]
+        engines = _engines[loop]
     except KeyError:
-        engine = None
         lib = accel.load(HELPER)
-        if lib is not None and sock.family == socket.AF_INET and _declare(lib):
-            engine = Engine(lib, sock.fileno())
-        _engines[loop] = engine
-    if engine is not None and engine.fd != sock.fileno():
-        return None  # not the socket it was made for: the Python drain
+        engines = {} if lib is not None and _declare(lib) else None
+        _engines[loop] = engines
+    if engines is None or sock.family != socket.AF_INET:
+        return None
+    fd = sock.fileno()
+    engine = engines.get(fd)
+    if engine is None:
+        lib = accel.load(HELPER)
+        if lib is None or len(engines) >= MAX_ENGINES:
+            return None  # yet another socket: the Python drain
+        engine = engines[fd] = Engine(lib, fd)
     return engine
 
 
-def drain(loop: HotLoop, sock: socket.socket) -> bool:
-    """Run the merging drain of `sock` in C; False when the C path does not apply here and the
-    caller's Python drain must run (helper unavailable or disabled, a sealed network: its
-    datagrams are opened first, an armed trace: it sees every datagram)."""
+def drain(loop: HotLoop, sock: socket.socket, *, merge: bool = True) -> bool:
+    """Run the drain of `sock` in C (merging TCP runs with `merge`); False when the C path
+    does not apply here and the caller's Python drain must run (helper unavailable or
+    disabled, a sealed network: its datagrams are opened first, an armed trace: it sees every
+    datagram)."""
     if loop.sealed or loop.tracer is not None:
         return False
     engine = _engine(loop, sock)
     if engine is None:
         return False
-    engine.drain(loop)
+    engine.drain(loop, merge)
     return True
 
 
@@ -250,13 +311,13 @@ def disable(loop: HotLoop) -> None:
     """Keep `loop` on the Python drain (tests comparing both paths, `--accel off`)."""
     old = _engines.get(loop)
     _engines[loop] = None
-    if old is not None:
-        old.close()
+    for engine in (old or {}).values():
+        engine.close()
 
 
 def active(loop: HotLoop) -> bool:
-    """Whether `loop`'s merging drain runs in C (made at its first drain)."""
-    return _engines.get(loop) is not None
+    """Whether one of `loop`'s drains runs in C (made at its first drain)."""
+    return bool(_engines.get(loop))
 
 
 def available() -> bool:
@@ -266,7 +327,7 @@ def available() -> bool:
 
 
 def describe(loop: HotLoop) -> str:
-    """Which drain merges received TCP (`network vtep`'s "accel:" line)."""
+    """Which drain receives (`network vtep`'s "accel:" line)."""
     if loop in _engines and _engines[loop] is None:
         return "python ingress (off)"
     if not available():

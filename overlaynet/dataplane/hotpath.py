@@ -712,13 +712,12 @@ class HotLoop:
         """Ingress: datagrams (or GRO buffers of equal-size datagrams from one sender) from the
         underlay, decapsulated into the right TAP; with `merge`, runs of in-order TCP segments
         of one flow are written as one super-frame."""
-        if merge:
-            # The same drain in C when its helper is built and allowed (`fastingress`: it
-            # returns False for sealed networks, an armed trace, OVERLAYNET_ACCEL=off).
-            from overlaynet.dataplane import fastingress
+        # The same drain in C when its helper is built and allowed (`fastingress`: it returns
+        # False for sealed networks, an armed trace, OVERLAYNET_ACCEL=off); both sockets.
+        from overlaynet.dataplane import fastingress
 
-            if fastingress.drain(self, sock):
-                return
+        if fastingress.drain(self, sock, merge=merge):
+            return
         recvmsg = sock.recvmsg
         write = os.write
         networks, members, counters = self.networks, self.members, self._counters

@@ -9,10 +9,18 @@
  *              segment count, octets): Python counts it on the FDB entry, learns, counts
  *              rx_merged_writes; the NEXT in_step() writes it (so the counters move before the
  *              write, as in Python) as one GSO super-frame, or the lone segment as it came;
- *   IN_PY      a datagram the merge does not take (not mergeable TCP, unknown VNI, ...): Python
- *              hands it to `switching.ingress` exactly as its own drain does; the pending run
- *              was written before (the TAP sees the frames in the order they came);
- *   IN_TAPERR  the last write failed (Python counts rx_drop_tap_error for its segments);
+ *   IN_FRAMES  a run of consecutive datagrams the merge does not take but `switching.ingress`
+ *              would deliver unchanged (member sender, I flag, the strict rule, a known VNI,
+ *              the inner frame within MTU + 14 + 4), of one network, sender and inner source
+ *              MAC: count, octets, the first frame's octets, whether one goes to the latency
+ *              queue. Python does `ingress`'s accounting (FDB entry, learning); the NEXT
+ *              in_step() writes them as `_drain_udp` does: IPv4 TCP to the TAP queue, the rest
+ *              to the latency queue, each `PLAIN_VNET_HDR + inner` (or the inner frame);
+ *   IN_PY      any other datagram (malformed, unknown VNI, too big, ...): Python hands it to
+ *              `switching.ingress` exactly as its own drain does; the pending run or frames
+ *              were written before (the TAP sees the frames in the order they came);
+ *   IN_TAPERR  the last write failed (Python counts rx_drop_tap_error for its segments, or
+ *              for the frames whose write failed);
  *   IN_DONE    EAGAIN, the budget, or a receive error: the drain is over (the record carries
  *              the datagrams from non-members and the receive errors to count).
  * The merge rules are `_drain_udp`'s, octet for octet: IPv4 without options, TCP flags exactly
@@ -55,30 +63,39 @@
 #define IN_TCP_PSH 0x08
 #define IN_VNET_LEN 10
 
-enum { IN_DONE = 0, IN_RUN = 1, IN_PY = 2, IN_TAPERR = 3 };
+/* Frames in one IN_FRAMES run at most (one write each): bounds the latency a frame waits for
+ * the frames behind it (a GRO buffer of 1400-octet datagrams holds 46). */
+#define IN_MAX_FRAMES 64
+/* VXLAN 8 + inner Ethernet 14: the shortest datagram `ingress` passes without `vxlan.decode`. */
+#define IN_MIN_DATAGRAM 22
+/* Inner frames may exceed the MTU by the Ethernet header and one VLAN tag (`ingress`). */
+#define IN_L2_ALLOWANCE (14 + 4)
+
+enum { IN_DONE = 0, IN_RUN = 1, IN_PY = 2, IN_TAPERR = 3, IN_FRAMES = 4 };
 
 /* The ABI version the Python wrapper checks (fastingress.ABI). */
-int in_abi(void) { return 1; }
+int in_abi(void) { return 2; }
 
 struct in_net {
     uint32_t vni;    /* the three VNI octets, big-endian, in the low 24 bits */
     int32_t tap_fd;  /* the TAP queue TCP goes to (Network.tap_fd) */
     int32_t mtu;
     int32_t vnet_len;
+    int32_t latency_fd;  /* every other frame's queue (Network.latency_fd) */
 };
 
 struct in_rec {
     int32_t kind, net, sender, count;
-    int64_t bytes;   /* IN_RUN: FDB rx_bytes (inner frames' octets) */
+    int64_t bytes;   /* IN_RUN, IN_FRAMES: FDB rx_bytes (inner frames' octets) */
     uint64_t ptr;    /* IN_PY: the datagram */
-    int32_t len;
-    int32_t not_member, rx_error, pad;
-    uint8_t mac[8];  /* IN_RUN: the inner source MAC */
+    int32_t len;     /* IN_PY: its length; IN_FRAMES: the first inner frame's */
+    int32_t not_member, rx_error, woke;  /* woke: IN_FRAMES has latency-queue frames */
+    uint8_t mac[8];  /* IN_RUN, IN_FRAMES: the inner source MAC */
 };
 
 struct in_ctx {
     struct in_rec rec;
-    int fd, budget, strict, finishing;
+    int fd, budget, strict, merge, finishing;
     struct in_net *nets;
     int nnets, last_net;
     uint32_t *members;
@@ -100,6 +117,13 @@ struct in_ctx {
     int w_pending, w_fd, w_net, w_count, w_iovcnt;
     uint8_t w_vnet[IN_VNET_LEN];
     uint8_t w_headers[104];
+    /* The pending IN_FRAMES run (its frames point into pinned receive buffers). */
+    int f_count, f_net, f_sender, f_woke;
+    int64_t f_bytes;
+    uint8_t f_mac[6];
+    const uint8_t *f_ptr[IN_MAX_FRAMES];
+    int32_t f_len[IN_MAX_FRAMES], f_fd[IN_MAX_FRAMES];
+    int f_write;  /* the next in_step() writes the frames */
 };
 
 void in_free(struct in_ctx *c)
@@ -161,12 +185,14 @@ int in_set_tables(struct in_ctx *c, const struct in_net *nets, int nnets,
     return 0;
 }
 
-/* Start a drain of socket `fd` with a budget of `budget` datagrams. */
-void in_begin(struct in_ctx *c, int fd, int budget, int strict)
+/* Start a drain of socket `fd` with a budget of `budget` datagrams; `merge`: TCP runs are
+ * merged (the checksummed socket), else every datagram is delivered as it came. */
+void in_begin(struct in_ctx *c, int fd, int budget, int strict, int merge)
 {
     c->fd = fd;
     c->budget = budget;
     c->strict = strict;
+    c->merge = merge;
     c->finishing = 0;
     c->rec.not_member = c->rec.rx_error = 0;
 }
@@ -285,22 +311,29 @@ static int end_run(struct in_ctx *c, int64_t total, int push)
     return IN_RUN;
 }
 
-/* Try to start a run with datagram `d` of `n` octets; 1 when it did. */
-static int start_run(struct in_ctx *c, const uint8_t *d, size_t n)
+/* The network of a run datagram `d` of `n` octets may start, or -1. */
+static int run_net(struct in_ctx *c, const uint8_t *d, size_t n)
 {
     if (!(n > IN_MIN_TCP_DATAGRAM && (d[0] & 0x08) && d[20] == 0x08 && d[21] == 0x00 &&
           d[22] == 0x45 && d[31] == 6 && d[55] == IN_TCP_ACK && !((d[28] & 0x3F) || d[29])))
-        return 0;
+        return -1;
     if (c->strict && !(d[0] == 0x08 && d[1] == 0 && d[2] == 0 && d[3] == 0 && d[7] == 0))
-        return 0;
+        return -1;
     int i = find_net(c, d + 4);
     if (i < 0)
-        return 0;
+        return -1;
     const struct in_net *net = &c->nets[i];
     size_t hend = 42 + (size_t)(d[54] >> 4) * 4;
     if (!(net->vnet_len && hend >= 62 && hend < n && (int64_t)n - 8 <= (int64_t)net->mtu + 14 &&
           be16(d + 24) == n - 22))
-        return 0;
+        return -1;
+    return i;
+}
+
+/* Start a run of network `i` with datagram `d` of `n` octets. */
+static void start_run(struct in_ctx *c, const uint8_t *d, size_t n, int i)
+{
+    size_t hend = 42 + (size_t)(d[54] >> 4) * 4;
     c->p_active = 1;
     c->p_net = i;
     c->p_sender = c->cur_sender;
@@ -313,7 +346,93 @@ static int start_run(struct in_ctx *c, const uint8_t *d, size_t n)
     c->p_count = 0;
     memcpy(c->p_head, d, hend);
     take(c, d + hend, n - hend);
-    return 1;
+}
+
+/* The network whose TAP `switching.ingress` would give datagram `d` of `n` octets unchanged
+ * (its fast path: I flag, the strict rule, a known VNI, not too big), or -1: Python decides. */
+static int frame_net(struct in_ctx *c, const uint8_t *d, size_t n)
+{
+    if (!(n >= IN_MIN_DATAGRAM && (d[0] & 0x08)))
+        return -1;
+    if (c->strict && !(d[0] == 0x08 && d[1] == 0 && d[2] == 0 && d[3] == 0 && d[7] == 0))
+        return -1;
+    int i = find_net(c, d + 4);
+    if (i < 0 || (int64_t)n - 8 > (int64_t)c->nets[i].mtu + IN_L2_ALLOWANCE)
+        return -1;
+    return i;
+}
+
+/* Add datagram `d` of `n` octets of network `i` to the pending frames. */
+static void add_frame(struct in_ctx *c, const uint8_t *d, size_t n, int i)
+{
+    const struct in_net *net = &c->nets[i];
+    const uint8_t *inner = d + 8;
+    size_t len = n - 8;
+    /* `_drain_udp`: IPv4 TCP to the bulk queue, the rest to the latency queue. */
+    int tcp = len >= 24 && inner[12] == 0x08 && inner[13] == 0x00 && inner[23] == 6;
+    int k = c->f_count++;
+    if (k == 0) {
+        c->f_net = i;
+        c->f_sender = c->cur_sender;
+        c->f_bytes = 0;
+        c->f_woke = 0;
+        memcpy(c->f_mac, inner + 6, 6);
+    }
+    c->f_ptr[k] = inner;
+    c->f_len[k] = (int32_t)len;
+    c->f_fd[k] = tcp ? net->tap_fd : net->latency_fd;
+    c->f_woke |= !tcp && net->latency_fd != net->tap_fd;
+    c->f_bytes += (int64_t)len;
+    c->pinned |= 1u << c->cur;
+}
+
+/* Whether network `i`'s frame at `d` (a datagram) continues the pending frames. */
+static int frames_continue(const struct in_ctx *c, const uint8_t *d, int i)
+{
+    return c->f_count < IN_MAX_FRAMES && c->f_net == i && c->f_sender == c->cur_sender &&
+           memcmp(c->f_mac, d + 8 + 6, 6) == 0;
+}
+
+/* End the pending frames: the record now, the writes at the next in_step(). */
+static int end_frames(struct in_ctx *c)
+{
+    struct in_rec *r = &c->rec;
+    r->kind = IN_FRAMES;
+    r->net = c->f_net;
+    r->sender = c->f_sender;
+    r->count = c->f_count;
+    r->bytes = c->f_bytes;
+    r->len = c->f_len[0];
+    r->woke = c->f_woke;
+    memcpy(r->mac, c->f_mac, 6);
+    c->f_write = 1;
+    return IN_FRAMES;
+}
+
+/* Write the frames end_frames() reported. 0, or IN_TAPERR with the failures' count. */
+static int write_frames(struct in_ctx *c)
+{
+    static const uint8_t plain_vnet[16];
+    size_t vnet_len = (size_t)c->nets[c->f_net].vnet_len;
+    int failed = 0;
+    for (int k = 0; k < c->f_count; k++) {
+        struct iovec v[2] = {{(void *)plain_vnet, vnet_len},
+                             {(void *)c->f_ptr[k], (size_t)c->f_len[k]}};
+        ssize_t done;
+        do
+            done = vnet_len ? writev(c->f_fd[k], v, 2) : writev(c->f_fd[k], v + 1, 1);
+        while (done < 0 && errno == EINTR);
+        failed += done < 0;
+    }
+    c->f_write = 0;
+    c->f_count = 0;
+    c->pinned = 0;
+    if (!failed)
+        return 0;
+    c->rec.kind = IN_TAPERR;
+    c->rec.net = c->f_net;
+    c->rec.count = failed;
+    return IN_TAPERR;
 }
 
 /* Copy the pending run's payloads out of the receive buffers, so they can all be reused. */
@@ -416,6 +535,8 @@ int in_step(struct in_ctx *c)
     struct in_rec *r = &c->rec;
     if (c->w_pending && write_run(c))
         return IN_TAPERR;
+    if (c->f_write && write_frames(c))
+        return IN_TAPERR;
     for (;;) {
         if (c->finishing) {
             c->finishing = 0;
@@ -423,11 +544,16 @@ int in_step(struct in_ctx *c)
             return IN_DONE;
         }
         if (c->cur < 0 || (c->pos >= c->size && !c->empty_pending)) {
+            /* The pending frames hold every receive buffer: write them before the next. */
+            if (c->f_count && c->pinned == (1u << IN_NBUF) - 1)
+                return end_frames(c);
             c->cur = -1;
             if (!receive(c)) {
                 c->finishing = 1;
                 if (c->p_active)
                     return end_run(c, c->p_total, 0);
+                if (c->f_count)
+                    return end_frames(c);
                 continue;
             }
         }
@@ -453,10 +579,25 @@ int in_step(struct in_ctx *c)
             }
             /* The run ends before this segment, which is looked at again after the write. */
             return end_run(c, c->p_total, 0);
-        } else if (start_run(c, d, n)) {
+        }
+        int i = c->merge ? run_net(c, d, n) : -1;
+        if (i >= 0) {
+            /* The frames before it are written first; it is looked at again then. */
+            if (c->f_count)
+                return end_frames(c);
+            start_run(c, d, n, i);
             c->pos = e;
             continue;
         }
+        i = frame_net(c, d, n);
+        if (i >= 0 && (!c->f_count || frames_continue(c, d, i))) {
+            add_frame(c, d, n, i);
+            c->pos = e;
+            c->empty_pending = 0;
+            continue;
+        }
+        if (c->f_count)
+            return end_frames(c);
         c->pos = e;
         c->empty_pending = 0;
         r->kind = IN_PY;
