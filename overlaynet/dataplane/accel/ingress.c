@@ -1,7 +1,7 @@
-/* The VTEP's merging ingress drain in C (issues 15 and 19): the per-datagram work of
- * `HotLoop._drain_udp(merge=True)`, nothing else. Plain C against libc, called through ctypes
- * (the GIL is released for each call); the Python path stays and decides everything that is
- * not per segment.
+/* The VTEP's ingress drain in C (issues 15 and 19): the per-datagram work of
+ * `HotLoop._drain_udp`, merging (the checksummed socket) or not (the lone-frame socket),
+ * nothing else. Plain C against libc, called through ctypes (the GIL is released for each
+ * call); the Python path stays and decides everything that is not per frame.
  *
  * One call of in_step() runs until there is something for Python to do and says what in the
  * context's record:
