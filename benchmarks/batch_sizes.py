@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from typing import Any
@@ -37,13 +36,7 @@ def iperf(tb: Testbed, client: Container, server: Container, streams: int) -> fl
 
 def counters(tb: Testbed, host: Host, process: Any) -> tuple[int, int, int, int]:
     """tx_gso_batches, FDB tx_frames, rx_merged_writes, FDB rx_frames of the host's VTEP."""
-    path = tb.stats_path(host)
-    path.unlink(missing_ok=True)
-    process.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 10
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    (net,) = json.loads(path.read_text())["networks"].values()
+    (net,) = tb.vtep_stats(host, process, 10)["networks"].values()
     fdb = net["fdb"]
     return (
         net["counters"].get("tx_gso_batches", 0),

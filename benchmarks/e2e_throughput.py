@@ -29,7 +29,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -320,13 +319,7 @@ def vtep_drops(tb: Testbed, s: Scenario) -> dict[str, int]:
     """Drop counters of the scenario's VTEPs (from their --stats file, via SIGUSR1)."""
     drops: dict[str, int] = {}
     for host, process in s.vteps:
-        path = tb.stats_path(host)
-        path.unlink(missing_ok=True)
-        process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 10
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        stats = json.loads(path.read_text())
+        stats = tb.vtep_stats(host, process, 10)
         counters = [stats["counters"]] + [n["counters"] for n in stats["networks"].values()]
         for group in counters:
             for key, value in group.items():

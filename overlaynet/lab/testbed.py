@@ -11,14 +11,17 @@ processes started here and deletes the namespaces, also after a failure. Needs r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 #: Test VNI: Docker numbers overlay VNIs from 4096 up (libnetwork overlay "vxlanIDStart").
 DEFAULT_VNI = 4097
@@ -204,6 +207,22 @@ class Testbed:
     def stats_path(self, host: Host) -> Path:
         """Where `start_vtep`'s process writes its counters (on SIGUSR1 and on exit)."""
         return self.workdir / f"{host.name}.stats.json"
+
+    def vtep_stats(
+        self, host: Host, process: subprocess.Popen[bytes], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """The counters of `start_vtep`'s running `process` on `host`: asked for with SIGUSR1,
+        read from `stats_path` once written (`timeout` bounds a VTEP that never writes)."""
+        path = self.stats_path(host)
+        path.unlink(missing_ok=True)
+        process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the VTEP on {host.name} did not write its counters")
+            time.sleep(0.05)
+        stats: dict[str, Any] = json.loads(path.read_text())
+        return stats
 
     # -- running ------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -49,14 +48,9 @@ class Lab:
         self.vtep4 = tb.start_vtep(self.h4, [self.h3])
 
     def stats(self, host: Host, process: subprocess.Popen[bytes]) -> dict[str, Any]:
-        path = self.tb.stats_path(host)
-        path.unlink(missing_ok=True)
-        process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + TIMEOUT
-        while not path.exists():
-            assert time.monotonic() < deadline, "VTEP did not write its counters"
-            time.sleep(0.05)
-        result: dict[str, Any] = json.loads(path.read_text())["networks"][str(self.tb.vni)]
+        result: dict[str, Any] = self.tb.vtep_stats(host, process, TIMEOUT)["networks"][
+            str(self.tb.vni)
+        ]
         return result
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -72,14 +71,7 @@ class Lab:
     def stats(self, host: Host) -> dict[str, Any]:
         """A running vtep_main's counters (SIGUSR1)."""
         process = self.vtep1 if host is self.h1 else self.vtep2
-        path = self.tb.stats_path(host)
-        path.unlink(missing_ok=True)
-        process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + TIMEOUT
-        while not path.exists():
-            assert time.monotonic() < deadline, "VTEP did not write its counters"
-            time.sleep(0.05)
-        result: dict[str, Any] = json.loads(path.read_text())
+        result: dict[str, Any] = self.tb.vtep_stats(host, process, TIMEOUT)
         return result
 
     def counters(self, host: Host) -> tuple[dict[str, int], dict[str, int]]:

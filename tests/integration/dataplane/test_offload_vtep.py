@@ -16,7 +16,6 @@ a static peer (RFC 7348).
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -56,14 +55,7 @@ class Offload:
         self.vtep4 = tb.start_vtep(self.h4, [self.h3], extra=("--offload",))
 
     def stats(self, host: Host, process: subprocess.Popen[bytes]) -> dict[str, Any]:
-        path = self.tb.stats_path(host)
-        path.unlink(missing_ok=True)
-        process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + TIMEOUT
-        while not path.exists():
-            assert time.monotonic() < deadline, "VTEP did not write its counters"
-            time.sleep(0.05)
-        result: dict[str, Any] = json.loads(path.read_text())
+        result: dict[str, Any] = self.tb.vtep_stats(host, process, TIMEOUT)
         return result
 
     def counters(self, host: Host, process: subprocess.Popen[bytes]) -> dict[str, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -61,14 +60,7 @@ class Overlay:
 
     def stats(self, host: Host, process: subprocess.Popen[bytes]) -> dict[str, Any]:
         """Ask a running vtep_main for its counters (SIGUSR1) and read them."""
-        path = self.tb.stats_path(host)
-        path.unlink(missing_ok=True)
-        process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + TIMEOUT
-        while not path.exists():
-            assert time.monotonic() < deadline, "VTEP did not write its counters"
-            time.sleep(0.05)
-        result: dict[str, Any] = json.loads(path.read_text())
+        result: dict[str, Any] = self.tb.vtep_stats(host, process, TIMEOUT)
         return result
 
 
