@@ -14,6 +14,7 @@ import pytest
 
 from overlaynet.dataplane import accel
 from overlaynet.lab.testbed import Host, Testbed
+from tests.integration.dataplane.paths import iperf3
 
 TIMEOUT = 30.0  # bounds a hang only
 
@@ -51,20 +52,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[tuple[Lab, str]]:
 
 
 def iperf(lab: Lab, *, streams: int, reverse: bool) -> dict[str, Any]:
-    tb, server = lab.tb, lab.c2
-    srv = tb.popen("ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while ":5201" not in tb.exec(server.ns, "ss", "-ltn"):
-            assert time.monotonic() < deadline, "iperf3 server did not listen"
-            time.sleep(0.05)
-        args = ["iperf3", "-c", server.ip, "-t", "1", "-J", "-P", str(streams)]
-        result: dict[str, Any] = json.loads(
-            tb.exec(lab.c1.ns, *args, *(["-R"] if reverse else []), timeout=TIMEOUT)
-        )
-        return result
-    finally:
-        Testbed.stop(srv)
+    return iperf3(lab.tb, lab.c1, lab.c2, streams=streams, reverse=reverse)
 
 
 def test_the_vtep_says_which_egress_drain_serves_the_network(lab: tuple[Lab, str]) -> None:

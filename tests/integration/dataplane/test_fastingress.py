@@ -11,7 +11,6 @@ kernel vxlan device toward h1.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from scapy.utils import rdpcap
 from overlaynet.dataplane import accel
 from overlaynet.dataplane.fastingress import DRAIN_COUNTER
 from overlaynet.lab.testbed import Container, Host, Testbed
+from tests.integration.dataplane.paths import iperf3, ping
 
 TIMEOUT = 30.0  # bounds a hang only
 #: Octets of the checked transfer: a few hundred super-frames.
@@ -98,22 +98,9 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             os.environ[accel.ENV_SWITCH] = saved
 
 
-def ping(tb: Testbed, src: Container, dst: Container) -> str:
-    return tb.exec(src.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", dst.ip)
-
-
 def iperf(tb: Testbed, client: Container, server: Container) -> int:
-    """A one-second iperf3 TCP transfer; octets received."""
-    srv = tb.popen("ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while ":5201" not in tb.exec(server.ns, "ss", "-ltn"):
-            assert time.monotonic() < deadline, "iperf3 server did not listen"
-            time.sleep(0.05)
-        out = tb.exec(client.ns, "iperf3", "-c", server.ip, "-t", "1", "-J", timeout=TIMEOUT)
-        return int(json.loads(out)["end"]["sum_received"]["bytes"])
-    finally:
-        Testbed.stop(srv)
+    """Octets a one-second iperf3 TCP transfer delivered."""
+    return int(iperf3(tb, client, server)["end"]["sum_received"]["bytes"])
 
 
 def checked_stream(tb: Testbed, client: Container, server: Container) -> tuple[int, str]:

@@ -29,6 +29,7 @@ from scapy.utils import rdpcap
 
 from overlaynet.lab.testbed import Container, Host, Testbed
 from overlaynet.wire import chunks
+from tests.integration.dataplane.paths import iperf3, ping
 
 TIMEOUT = 30.0  # bounds a hang only
 
@@ -70,22 +71,9 @@ def offload() -> Iterator[Offload]:
         yield Offload(tb)
 
 
-def ping(tb: Testbed, src: Container, dst: Container) -> str:
-    return tb.exec(src.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", dst.ip)
-
-
 def iperf(tb: Testbed, client: Container, server: Container) -> int:
     """Octets a one-second iperf3 TCP transfer delivered."""
-    srv = tb.popen("ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while ":5201" not in tb.exec(server.ns, "ss", "-ltn"):
-            assert time.monotonic() < deadline, "iperf3 server did not listen"
-            time.sleep(0.05)
-        out = tb.exec(client.ns, "iperf3", "-c", server.ip, "-t", "1", "-J", timeout=TIMEOUT)
-        return int(json.loads(out)["end"]["sum_received"]["bytes"])
-    finally:
-        Testbed.stop(srv)
+    return int(iperf3(tb, client, server)["end"]["sum_received"]["bytes"])
 
 
 def test_the_offload_vtep_says_which_wire_each_peer_gets(offload: Offload) -> None:

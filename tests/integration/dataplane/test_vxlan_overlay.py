@@ -8,7 +8,6 @@ member; h7 runs `vtep_main` with h3 as its only (static) peer, no FDB entries, l
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import time
@@ -25,6 +24,7 @@ from overlaynet.dataplane import accel as accel_module
 from overlaynet.lab.testbed import Container, Host, Testbed
 from overlaynet.wire import vxlan
 from overlaynet.wire.errors import MalformedFrame
+from tests.integration.dataplane.paths import iperf3, ping
 
 TIMEOUT = 30.0  # bounds a hang only
 
@@ -79,23 +79,9 @@ def overlay(request: pytest.FixtureRequest) -> Iterator[Overlay]:
         yield lab
 
 
-def ping(tb: Testbed, src: Container, dst: Container, count: int = 3) -> str:
-    return tb.exec(src.ns, "ping", "-c", str(count), "-i", "0.2", "-W", "2", dst.ip)
-
-
 def iperf(tb: Testbed, client: Container, server: Container, *, reverse: bool) -> dict[str, Any]:
     """A one-second iperf3 TCP transfer; JSON result."""
-    srv = tb.popen("ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while ":5201" not in tb.exec(server.ns, "ss", "-ltn"):
-            assert time.monotonic() < deadline, "iperf3 server did not listen"
-            time.sleep(0.05)
-        args = ["iperf3", "-c", server.ip, "-t", "1", "-J"] + (["-R"] if reverse else [])
-        result: dict[str, Any] = json.loads(tb.exec(client.ns, *args, timeout=TIMEOUT))
-        return result
-    finally:
-        Testbed.stop(srv)
+    return iperf3(tb, client, server, reverse=reverse)
 
 
 def received_bytes(result: dict[str, Any]) -> int:
