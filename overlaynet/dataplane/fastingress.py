@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
-import os
 import socket
 import sys
 import weakref
 from typing import TYPE_CHECKING
 
 from overlaynet.dataplane import accel
-from overlaynet.dataplane.offload import PLAIN_VNET_HDR
-from overlaynet.dataplane.switching import Network, ingress, learn_source
+from overlaynet.dataplane.switching import Network, learn_source
 
 if TYPE_CHECKING:
     from overlaynet.dataplane.hotpath import HotLoop
@@ -48,8 +46,6 @@ MAX_ENGINES = 2
 #: Host-level counter of the drains the C path took: shows it is on (`network vtep`); the
 #: counters the Python drain keeps have the same values either way.
 DRAIN_COUNTER = "rx_accel_drains"
-
-_ETHERTYPE_IPV4 = b"\x08\x00"
 
 
 class _Record(ctypes.Structure):
@@ -248,23 +244,7 @@ def _deliver(
     sender: str,
 ) -> None:
     """A datagram the merge does not take: what `_drain_udp` does with it, step for step."""
-    target, inner = ingress(
-        networks, members, datagram, sender, loop._counters, strict=loop._strict
-    )
-    if target is None:
-        return
-    # TCP to the bulk queue, the rest to the latency queue (`Network`).
-    queue_fd = (
-        target.tap_fd
-        if inner[23:24] == b"\x06" and inner[12:14] == _ETHERTYPE_IPV4
-        else target.latency_fd
-    )
-    if queue_fd != target.tap_fd:
-        loop._woke = True
-    try:
-        os.write(queue_fd, PLAIN_VNET_HDR + inner if target.vnet_len else inner)
-    except OSError:
-        target.counters["rx_drop_tap_error"] += 1
+    loop._deliver_one(networks, members, datagram, sender)
 
 
 #: Hot loop → its engines by socket fd, or None: the C path is off for it (unavailable, or

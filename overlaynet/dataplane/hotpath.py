@@ -942,19 +942,30 @@ class HotLoop:
     def _deliver_each(self, datagrams: list[bytes], sender: str) -> None:
         """Opened datagrams that cannot go on as one run: each to its TAP as it is."""
         for datagram in datagrams:
-            target, inner = ingress(
-                self.networks, self.members, datagram, sender, self._counters, strict=self._strict
-            )
-            if target is not None:
-                queue_fd = (
-                    target.tap_fd
-                    if inner[23:24] == b"\x06" and inner[12:14] == _ETHERTYPE_IPV4
-                    else target.latency_fd
-                )
-                try:
-                    os.write(queue_fd, PLAIN_VNET_HDR + inner if target.vnet_len else inner)
-                except OSError:
-                    target.counters["rx_drop_tap_error"] += 1
+            self._deliver_one(self.networks, self.members, datagram, sender)
+
+    def _deliver_one(
+        self, networks: dict[bytes, Network], members: frozenset[str], datagram: bytes, sender: str
+    ) -> None:
+        """One datagram through `switching.ingress` to its network's TAP: IPv4 TCP to the bulk
+        queue, the rest to the latency queue (whose reader was woken: `_woke`). `_drain_udp`
+        inlines the same steps (a call per frame costs there)."""
+        target, inner = ingress(
+            networks, members, datagram, sender, self._counters, strict=self._strict
+        )
+        if target is None:
+            return
+        queue_fd = (
+            target.tap_fd
+            if inner[23:24] == b"\x06" and inner[12:14] == _ETHERTYPE_IPV4
+            else target.latency_fd
+        )
+        if queue_fd != target.tap_fd:
+            self._woke = True
+        try:
+            os.write(queue_fd, PLAIN_VNET_HDR + inner if target.vnet_len else inner)
+        except OSError:
+            target.counters["rx_drop_tap_error"] += 1
 
     def _count_unauthenticated(self, vni_key: bytes, count: int = 1) -> None:
         net = self.networks.get(vni_key)
