@@ -18,10 +18,17 @@ def ping(tb: Testbed, src: Container, dst: Container, count: int = 3) -> str:
 
 
 def iperf3(
-    tb: Testbed, client: Container, server: Container, *, streams: int = 1, reverse: bool = False
+    tb: Testbed,
+    client: Container,
+    server: Container,
+    *,
+    streams: int = 1,
+    reverse: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """A one-second iperf3 TCP transfer client -> server (`reverse`: server -> client) over
-    `streams` connections; iperf3's JSON result."""
+    """A one-second iperf3 transfer client -> server (`reverse`: server -> client) over
+    `streams` connections, TCP unless `extra` client options say otherwise (`-u -b 20M`);
+    iperf3's JSON result."""
     srv = tb.popen("ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip)
     try:
         deadline = time.monotonic() + TIMEOUT
@@ -30,7 +37,7 @@ def iperf3(
             time.sleep(0.05)
         args = ["iperf3", "-c", server.ip, "-t", "1", "-J", "-P", str(streams)]
         result: dict[str, Any] = json.loads(
-            tb.exec(client.ns, *args, *(["-R"] if reverse else []), timeout=TIMEOUT)
+            tb.exec(client.ns, *args, *(["-R"] if reverse else []), *extra, timeout=TIMEOUT)
         )
         return result
     finally:

@@ -121,18 +121,8 @@ def test_ping_and_tcp_both_ways_with_the_kernel_vtep_on_the_rfc_wire(offload: Of
 def udp_datagrams(tb: Testbed, client: Container, server: Container) -> int:
     """UDP datagrams a one-second iperf3 -u at 20 Mbit/s delivered (their checksums left
     partial by the container and finished by the VTEP on the way to a kernel VTEP)."""
-    srv = tb.popen("ip", "netns", "exec", server.ns, "iperf3", "-s", "-1", "-B", server.ip)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while ":5201" not in tb.exec(server.ns, "ss", "-ltn"):
-            assert time.monotonic() < deadline, "iperf3 server did not listen"
-            time.sleep(0.05)
-        out = tb.exec(client.ns, "iperf3", "-c", server.ip, "-u", "-b", "20M", "-t", "1", "-J",
-                      timeout=TIMEOUT)  # fmt: skip
-        end = json.loads(out)["end"]["sum"]
-        return int(end["packets"]) - int(end["lost_packets"])
-    finally:
-        Testbed.stop(srv)
+    end = iperf3(tb, client, server, extra=("-u", "-b", "20M"))["end"]["sum"]
+    return int(end["packets"]) - int(end["lost_packets"])
 
 
 def _tcp_counters(tb: Testbed, c: Container) -> dict[str, int]:
