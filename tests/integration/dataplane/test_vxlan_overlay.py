@@ -66,7 +66,7 @@ class Overlay:
 
 @pytest.fixture(scope="module", params=["off", "on"])
 def overlay(request: pytest.FixtureRequest) -> Iterator[Overlay]:
-    """The topology with the Python egress drain, then with the C one (`fastegress`)."""
+    """The topology with the Python drains, then with the C ones (`fastegress`, `fastingress`)."""
     accel: str = request.param
     if accel == "on" and accel_module.load("egress") is None:
         pytest.skip(f"C egress unavailable: {accel_module.why_not('egress')}")
