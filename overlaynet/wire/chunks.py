@@ -22,6 +22,7 @@ one-chunk frame (an ACK) keeps no state: like a VXLAN datagram, each copy of it 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Unassigned by IANA (4789 is VXLAN, 4790 VXLAN-GPE, which Wireshark decodes): offload
@@ -144,6 +145,9 @@ class Reassembler:
         self._pending: OrderedDict[tuple[str, int, int], _Pending] = OrderedDict()
         self._done: OrderedDict[tuple[str, int, int], None] = OrderedDict()
         self._marked: set[tuple[str, int, int]] = set()
+        #: Another reassembly that shares these counters and sweeps (the C drain's,
+        #: `dataplane.fastoffload`): `expire` calls it, it returns the frames it gave up.
+        self.companion: Callable[[], int] | None = None
 
     @property
     def pending(self) -> int:
@@ -316,5 +320,7 @@ class Reassembler:
         for key in stale:
             del self._pending[key]
         self._marked = set(self._pending)
-        self.counters["offload_frames_lost"] += len(stale)
-        return len(stale)
+        lost = len(stale) + (self.companion() if self.companion is not None else 0)
+        if lost:
+            self.counters["offload_frames_lost"] += lost
+        return lost

@@ -1,0 +1,720 @@
+/* Offload mode's ingress drain in C (issue 15): the per-datagram work of
+ * `HotLoop._drain_offload`: receive (UDP_GRO buffers of chunks) until EAGAIN or the budget,
+ * parse chunk headers, reassemble super-frames per sender exactly as `chunks.Reassembler.feed`
+ * does (same limits, drop rules and counters), merge consecutive datagrams of one UDP flow into
+ * one GSO_UDP_L4 write as `offload.UdpRuns` does, and write each result to its TAP queue as
+ * `HotLoop._deliver_whole` does. Plain C against libc, called through ctypes (the GIL is
+ * released per call); Python keeps the per-frame FDB accounting and learning.
+ *
+ * One of_step() call runs until Python has something to do and says what in the record:
+ *   OF_FRAME   a frame is about to be written (network, sender, inner source MAC, octets
+ *              without the virtio-net header, whether it goes to the latency queue): Python
+ *              counts it (FDB entry, learning, rx_offload_frames); the NEXT of_step() writes it;
+ *   OF_RUNT    a frame shorter than virtio-net + Ethernet headers (rx_offload_runt);
+ *   OF_TAPERR  the last write failed (rx_drop_tap_error);
+ *   OF_DONE    EAGAIN, the budget, or a receive error: the drain is over; the record's counters
+ *              (reassembly, UDP merge, host) are the drain's, for Python to add.
+ * Reassembly state (at most max_pending frames, the last RECENT_DONE completed ids) lives here
+ * across drains; of_expire() is `Reassembler.expire` for it, called with the Python one's.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+/* One receive: hotpath.READ_SIZE. */
+#define OF_READ_SIZE (65536 + 64)
+/* chunks.HEADER_LEN, MAX_CHUNKS, RECENT_DONE. */
+#define OF_HEADER_LEN 16
+#define OF_MAX_CHUNKS 255
+#define OF_RECENT_DONE 256
+/* The most pending frames a context takes (Reassembler.max_pending is 64 by default). */
+#define OF_PENDING_CAP 1024
+/* offload.py: virtio-net header, the IPv4, UDP and payload offsets in a virtio-net header +
+ * frame, the merge limits. */
+#define OF_VNET_LEN 10
+#define OF_IP_AT 24
+#define OF_UDP_AT 44
+#define OF_PAYLOAD_AT 52
+#define OF_MERGE_MAX_SEGMENTS 64
+#define OF_MERGE_MAX_PAYLOAD (65535 - 20 - 8)
+/* The merge key: Ethernet + IPv4 0-1 (16), IPv4 6-9 (4), addresses and ports (12). */
+#define OF_KEY_LEN 32
+
+enum { OF_DONE = 0, OF_FRAME = 1, OF_RUNT = 2, OF_TAPERR = 3 };
+/* Counter slots of the record (fastoffload.COUNTERS, in this order). */
+enum {
+    C_FRAMES, C_LOST, C_DUPLICATE, C_SHORT, C_BAD_MAGIC, C_BAD_HEADER, C_BAD_SIZE,
+    C_UDP_MERGED, C_UDP_MERGED_WRITES, C_NOT_MEMBER, C_RX_ERROR, C_REFUSED, C_COUNT
+};
+
+/* The ABI version the Python wrapper checks (fastoffload.ABI). */
+int of_abi(void) { return 1; }
+
+struct of_net {
+    uint32_t vni;        /* low 24 bits */
+    int32_t tap_fd;      /* TCP frames' queue (Network.tap_fd) */
+    int32_t latency_fd;  /* every other frame's (Network.latency_fd) */
+    int32_t pad;
+};
+
+struct of_rec {
+    int32_t kind, net, sender, woke;
+    int64_t bytes;  /* OF_FRAME: the frame's octets without the virtio-net header */
+    uint8_t mac[8];
+    int64_t counters[C_COUNT];
+};
+
+struct of_entry {
+    int used, count, got;
+    uint32_t sender, vni, fid;
+    int64_t size;  /* octets of every chunk but the last, -1 until one of those is seen */
+    uint64_t seq;  /* creation order: the oldest is evicted first */
+    uint8_t *buf;  /* count * size octets once size is known: the frame in place */
+    uint8_t *last; /* the last chunk, while size is not known yet */
+    size_t last_len;
+    uint8_t have[OF_MAX_CHUNKS];
+};
+
+struct of_key {
+    uint32_t sender, vni, fid;
+};
+
+/* A frame waiting to be delivered: contiguous, maybe owning its buffer. */
+struct of_out {
+    const uint8_t *ptr;
+    size_t len;
+    uint8_t *own;
+    int sender;
+    uint32_t vni;
+};
+
+struct of_ctx {
+    struct of_rec rec;
+    int fd, budget, merge, finished;
+    struct of_net *nets;
+    int nnets, last_net;
+    uint32_t *members;
+    int nmembers, last_member;
+    uint8_t *buf;  /* the receive buffer */
+    size_t size, seg, pos;
+    int cur_sender;
+    uint32_t cur_addr;
+    /* Reassembly. */
+    struct of_entry *entries;
+    int max_pending, npending, last_entry;
+    uint64_t seq;
+    struct of_key done[OF_RECENT_DONE];
+    int ndone, done_at;
+    struct of_key *marked;
+    int nmarked;
+    /* UDP runs (two buffers: a flushed run waits for its write while the next one fills). */
+    uint8_t *run_buf[2];
+    int run_cur, run_parts, run_short, run_sender;
+    uint32_t run_vni;
+    size_t run_size, run_total, run_first_len;
+    uint8_t run_key[OF_KEY_LEN];
+    /* Frames to deliver, in order (at most two: a flushed run and a frame alone). */
+    struct of_out q[2];
+    int qn;
+    /* The write of_step() does first. */
+    int w_pending, w_fd, w_net;
+    const uint8_t *w_ptr;
+    size_t w_len;
+    uint8_t *w_own;
+};
+
+static void free_entry(struct of_entry *e)
+{
+    free(e->buf);
+    free(e->last);
+    e->buf = e->last = NULL;
+    e->used = 0;
+}
+
+void of_free(struct of_ctx *c)
+{
+    if (c == NULL)
+        return;
+    for (int i = 0; i < c->max_pending; i++)
+        free_entry(&c->entries[i]);
+    for (int i = 0; i < c->qn; i++)
+        free(c->q[i].own);
+    free(c->w_own);
+    free(c->entries);
+    free(c->marked);
+    free(c->nets);
+    free(c->members);
+    free(c->buf);
+    free(c->run_buf[0]);
+    free(c->run_buf[1]);
+    free(c);
+}
+
+/* A context for `max_pending` frames in reassembly at once (1..OF_PENDING_CAP), or NULL. */
+struct of_ctx *of_new(int max_pending)
+{
+    if (max_pending < 1 || max_pending > OF_PENDING_CAP)
+        return NULL;
+    struct of_ctx *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->max_pending = max_pending;
+    c->entries = calloc((size_t)max_pending, sizeof *c->entries);
+    c->marked = calloc((size_t)max_pending, sizeof *c->marked);
+    c->buf = malloc(OF_READ_SIZE);
+    c->run_buf[0] = malloc(OF_READ_SIZE);
+    c->run_buf[1] = malloc(OF_READ_SIZE);
+    if (!c->entries || !c->marked || !c->buf || !c->run_buf[0] || !c->run_buf[1]) {
+        of_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct of_rec *of_record(struct of_ctx *c) { return &c->rec; }
+
+int of_pending(struct of_ctx *c) { return c->npending; }
+
+/* Replace the tables: the networks that take offload (VNI, TAP queues) and the member
+ * addresses (network order). Only between drains. 0, or -1 without memory. */
+int of_set_tables(struct of_ctx *c, const struct of_net *nets, int nnets,
+                  const uint32_t *members, int nmembers)
+{
+    struct of_net *n = malloc(sizeof *n * (size_t)(nnets > 0 ? nnets : 1));
+    uint32_t *m = malloc(sizeof *m * (size_t)(nmembers > 0 ? nmembers : 1));
+    if (n == NULL || m == NULL) {
+        free(n);
+        free(m);
+        return -1;
+    }
+    if (nnets > 0)
+        memcpy(n, nets, sizeof *n * (size_t)nnets);
+    if (nmembers > 0)
+        memcpy(m, members, sizeof *m * (size_t)nmembers);
+    free(c->nets);
+    free(c->members);
+    c->nets = n;
+    c->nnets = nnets;
+    c->members = m;
+    c->nmembers = nmembers;
+    c->last_net = c->last_member = 0;
+    return 0;
+}
+
+/* Start a drain of socket `fd`: `budget` datagrams, UDP runs merged when `merge`. */
+void of_begin(struct of_ctx *c, int fd, int budget, int merge)
+{
+    c->fd = fd;
+    c->budget = budget;
+    c->merge = merge;
+    c->finished = 0;
+    c->size = c->pos = 0;
+    memset(c->rec.counters, 0, sizeof c->rec.counters);
+}
+
+static uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static uint32_t fold(uint32_t sum)
+{
+    while (sum >> 16)
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    return sum;
+}
+
+static int find_member(struct of_ctx *c, uint32_t addr)
+{
+    if (c->last_member < c->nmembers && c->members[c->last_member] == addr)
+        return c->last_member;
+    for (int i = 0; i < c->nmembers; i++)
+        if (c->members[i] == addr)
+            return c->last_member = i;
+    return -1;
+}
+
+static int find_net(struct of_ctx *c, uint32_t vni)
+{
+    if (c->last_net < c->nnets && c->nets[c->last_net].vni == vni)
+        return c->last_net;
+    for (int i = 0; i < c->nnets; i++)
+        if (c->nets[i].vni == vni)
+            return c->last_net = i;
+    return -1;
+}
+
+/* -- the output queue and UDP runs (offload.UdpRuns) ------------------------------------- */
+
+static void push(struct of_ctx *c, const uint8_t *ptr, size_t len, uint8_t *own, int sender,
+                 uint32_t vni)
+{
+    struct of_out *o = &c->q[c->qn++];
+    o->ptr = ptr;
+    o->len = len;
+    o->own = own;
+    o->sender = sender;
+    o->vni = vni;
+}
+
+/* offload.udp_merge_key: 1 and the key in `key` when `d` may be merged. */
+static int merge_key(const uint8_t *d, size_t n, uint8_t *key)
+{
+    static const uint8_t partial[OF_VNET_LEN] = {1, 0, 0, 0, 0, 0, 34, 0, 6, 0};
+    if (n <= OF_PAYLOAD_AT || memcmp(d, partial, OF_VNET_LEN) != 0)
+        return 0;
+    if (d[22] != 0x08 || d[23] != 0x00 || d[24] != 0x45 || d[OF_IP_AT + 9] != 17)
+        return 0;
+    if ((d[OF_IP_AT + 6] & 0x3F) || d[OF_IP_AT + 7])
+        return 0;
+    size_t total = n - OF_IP_AT;
+    if (be16(d + OF_IP_AT + 2) != total || be16(d + OF_UDP_AT + 4) != total - 20)
+        return 0;
+    memcpy(key, d + OF_VNET_LEN, 16);
+    memcpy(key + 16, d + OF_IP_AT + 6, 4);
+    memcpy(key + 20, d + OF_IP_AT + 12, 12);
+    return 1;
+}
+
+/* UdpRuns.flush: the open run onto the queue (one datagram unchanged; more as one
+ * udp_super_frame, built in place: the first datagram's headers and payload, then the rest). */
+static void run_flush(struct of_ctx *c)
+{
+    if (c->run_parts == 0)
+        return;
+    uint8_t *b = c->run_buf[c->run_cur];
+    size_t len = c->run_first_len;
+    if (c->run_parts > 1) {
+        uint32_t udp_len = (uint32_t)(8 + c->run_total), sum = 0;
+        uint8_t *ip = b + OF_IP_AT, *udp = b + OF_UDP_AT;
+        c->rec.counters[C_UDP_MERGED] += c->run_parts;
+        c->rec.counters[C_UDP_MERGED_WRITES] += 1;
+        b[0] = 1;  /* VIRTIO_NET_HDR_F_NEEDS_CSUM */
+        b[1] = 5;  /* VIRTIO_NET_HDR_GSO_UDP_L4 */
+        b[2] = OF_PAYLOAD_AT - OF_VNET_LEN, b[3] = 0;
+        b[4] = (uint8_t)c->run_size, b[5] = (uint8_t)(c->run_size >> 8);
+        b[6] = 34, b[7] = 0, b[8] = 6, b[9] = 0;
+        put16(ip + 2, 20 + udp_len);
+        put16(ip + 10, 0);
+        for (int i = 0; i < 20; i += 2)
+            sum += be16(ip + i);
+        put16(ip + 10, ~fold(sum) & 0xFFFF);
+        put16(udp + 4, udp_len);
+        sum = be16(ip + 12) + be16(ip + 14) + be16(ip + 16) + be16(ip + 18) + 17 + udp_len;
+        put16(udp + 6, fold(sum));
+        len = OF_PAYLOAD_AT + c->run_total;
+    }
+    push(c, b, len, NULL, c->run_sender, c->run_vni);
+    c->run_parts = 0;
+    c->run_short = 0;
+    c->run_cur ^= 1;
+}
+
+/* UdpRuns.add: a complete frame (`own`: its buffer, freed once no longer needed). */
+static void add_frame(struct of_ctx *c, int sender, uint32_t vni, const uint8_t *d, size_t n,
+                      uint8_t *own)
+{
+    uint8_t key[OF_KEY_LEN];
+    if (!c->merge || !merge_key(d, n, key)) {
+        run_flush(c);
+        push(c, d, n, own, sender, vni);
+        return;
+    }
+    size_t p = n - OF_PAYLOAD_AT;
+    if (c->run_parts && (c->run_short || p > c->run_size || sender != c->run_sender ||
+                         vni != c->run_vni || memcmp(key, c->run_key, OF_KEY_LEN) != 0 ||
+                         c->run_parts >= OF_MERGE_MAX_SEGMENTS ||
+                         c->run_total + p > OF_MERGE_MAX_PAYLOAD))
+        run_flush(c);
+    uint8_t *b = c->run_buf[c->run_cur];
+    if (!c->run_parts) {
+        c->run_sender = sender;
+        c->run_vni = vni;
+        memcpy(c->run_key, key, OF_KEY_LEN);
+        c->run_size = p;
+        c->run_total = 0;
+        c->run_first_len = n;
+        memcpy(b, d, n);
+    } else {
+        memcpy(b + OF_PAYLOAD_AT + c->run_total, d + OF_PAYLOAD_AT, p);
+    }
+    c->run_parts++;
+    c->run_total += p;
+    c->run_short = p < c->run_size;
+    free(own);
+}
+
+/* -- reassembly (chunks.Reassembler.feed) -------------------------------------------------- */
+
+static struct of_entry *find_entry(struct of_ctx *c, uint32_t sender, uint32_t vni, uint32_t fid)
+{
+    struct of_entry *e = &c->entries[c->last_entry];
+    if (e->used && e->fid == fid && e->sender == sender && e->vni == vni)
+        return e;
+    for (int i = 0; i < c->max_pending; i++) {
+        e = &c->entries[i];
+        if (e->used && e->fid == fid && e->sender == sender && e->vni == vni) {
+            c->last_entry = i;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static int is_done(struct of_ctx *c, uint32_t sender, uint32_t vni, uint32_t fid)
+{
+    for (int i = 0; i < c->ndone; i++) {
+        const struct of_key *k = &c->done[i];
+        if (k->fid == fid && k->sender == sender && k->vni == vni)
+            return 1;
+    }
+    return 0;
+}
+
+static struct of_entry *new_entry(struct of_ctx *c, uint32_t sender, uint32_t vni, uint32_t fid,
+                                  int count)
+{
+    int slot = -1;
+    if (c->npending >= c->max_pending) {
+        /* The oldest is given up, as Reassembler's popitem(last=False). */
+        uint64_t oldest = UINT64_MAX;
+        for (int i = 0; i < c->max_pending; i++)
+            if (c->entries[i].used && c->entries[i].seq < oldest) {
+                oldest = c->entries[i].seq;
+                slot = i;
+            }
+        free_entry(&c->entries[slot]);
+        c->npending--;
+        c->rec.counters[C_LOST]++;
+    } else {
+        for (int i = 0; i < c->max_pending && slot < 0; i++)
+            if (!c->entries[i].used)
+                slot = i;
+    }
+    struct of_entry *e = &c->entries[slot];
+    e->used = 1;
+    e->count = count;
+    e->got = 0;
+    e->sender = sender;
+    e->vni = vni;
+    e->fid = fid;
+    e->size = -1;
+    e->seq = c->seq++;
+    e->last_len = 0;
+    memset(e->have, 0, (size_t)count);
+    c->npending++;
+    c->last_entry = slot;
+    return e;
+}
+
+static void finish_key(struct of_ctx *c, uint32_t sender, uint32_t vni, uint32_t fid)
+{
+    struct of_key *k = &c->done[c->done_at];
+    k->sender = sender;
+    k->vni = vni;
+    k->fid = fid;
+    c->done_at = (c->done_at + 1) % OF_RECENT_DONE;
+    if (c->ndone < OF_RECENT_DONE)
+        c->ndone++;
+    c->rec.counters[C_FRAMES]++;
+}
+
+/* One datagram `d` of `n` octets from member `sender` (address `addr`). */
+static void feed(struct of_ctx *c, int sender, uint32_t addr, const uint8_t *d, size_t n)
+{
+    int64_t *ctr = c->rec.counters;
+    if (n < OF_HEADER_LEN) {
+        ctr[C_SHORT]++;
+        return;
+    }
+    if (d[0] != 0 || d[1] != 'O' || d[2] != 'N' || d[3] != 1) {
+        ctr[C_BAD_MAGIC]++;
+        return;
+    }
+    int count = d[7], index = d[12];
+    if (!count || index >= count || d[13] || d[14] || d[15]) {
+        ctr[C_BAD_HEADER]++;
+        return;
+    }
+    uint32_t vni = (uint32_t)d[4] << 16 | (uint32_t)d[5] << 8 | d[6];
+    const uint8_t *payload = d + OF_HEADER_LEN;
+    size_t plen = n - OF_HEADER_LEN;
+    if (count == 1) {
+        ctr[C_FRAMES]++;
+        add_frame(c, sender, vni, payload, plen, NULL);
+        return;
+    }
+    uint32_t fid = be32(d + 8);
+    struct of_entry *e = find_entry(c, addr, vni, fid);
+    if (e == NULL) {
+        /* Pending and recently done frames are disjoint: a done key never opens again. */
+        if (is_done(c, addr, vni, fid)) {
+            ctr[C_DUPLICATE]++;
+            return;
+        }
+        e = new_entry(c, addr, vni, fid, count);
+    } else if (e->count != count) {
+        ctr[C_BAD_HEADER]++;
+        return;
+    }
+    if (e->have[index]) {
+        ctr[C_DUPLICATE]++;
+        return;
+    }
+    int last = index == count - 1;
+    if (last) {
+        if (e->size >= 0 && (int64_t)plen > e->size) {
+            ctr[C_BAD_SIZE]++;
+            return;
+        }
+    } else if (e->size < 0) {
+        if (e->have[count - 1] && e->last_len > plen) {
+            ctr[C_BAD_SIZE]++;
+            return;
+        }
+        uint8_t *buf = malloc((size_t)count * plen + 1);
+        if (buf == NULL) {
+            ctr[C_LOST]++;  /* without memory the frame cannot complete */
+            free_entry(e);
+            c->npending--;
+            return;
+        }
+        e->size = (int64_t)plen;
+        e->buf = buf;
+        if (e->have[count - 1]) {
+            memcpy(buf + (size_t)(count - 1) * plen, e->last, e->last_len);
+            free(e->last);
+            e->last = NULL;
+        }
+    } else if ((int64_t)plen != e->size) {
+        ctr[C_BAD_SIZE]++;
+        return;
+    }
+    if (last) {
+        e->last_len = plen;
+        if (e->size < 0) {
+            e->last = malloc(plen + 1);
+            if (e->last == NULL) {
+                ctr[C_LOST]++;
+                free_entry(e);
+                c->npending--;
+                return;
+            }
+            memcpy(e->last, payload, plen);
+        } else {
+            memcpy(e->buf + (size_t)index * (size_t)e->size, payload, plen);
+        }
+    } else {
+        memcpy(e->buf + (size_t)index * plen, payload, plen);
+    }
+    e->have[index] = 1;
+    if (++e->got < count)
+        return;
+    uint8_t *frame = e->buf;
+    size_t len = (size_t)(count - 1) * (size_t)e->size + e->last_len;
+    e->buf = NULL;
+    free_entry(e);
+    c->npending--;
+    finish_key(c, addr, vni, fid);
+    add_frame(c, sender, vni, frame, len, frame);
+}
+
+/* Reassembler.expire for this context: give up the frames that were pending at the previous
+ * call; returns how many. */
+int of_expire(struct of_ctx *c)
+{
+    int stale = 0, n = 0;
+    for (int i = 0; i < c->max_pending; i++) {
+        struct of_entry *e = &c->entries[i];
+        if (!e->used)
+            continue;
+        for (int j = 0; j < c->nmarked; j++) {
+            const struct of_key *k = &c->marked[j];
+            if (k->fid == e->fid && k->sender == e->sender && k->vni == e->vni) {
+                free_entry(e);
+                c->npending--;
+                stale++;
+                break;
+            }
+        }
+    }
+    for (int i = 0; i < c->max_pending; i++) {
+        const struct of_entry *e = &c->entries[i];
+        if (e->used) {
+            c->marked[n].sender = e->sender;
+            c->marked[n].vni = e->vni;
+            c->marked[n].fid = e->fid;
+            n++;
+        }
+    }
+    c->nmarked = n;
+    return stale;
+}
+
+/* Drop every pending frame (the drain moves to Python); returns how many. */
+int of_clear(struct of_ctx *c)
+{
+    int n = c->npending;
+    for (int i = 0; i < c->max_pending; i++)
+        if (c->entries[i].used)
+            free_entry(&c->entries[i]);
+    c->npending = 0;
+    c->nmarked = 0;
+    return n;
+}
+
+/* -- the drain --------------------------------------------------------------------------------- */
+
+/* The next receive into c->buf: 1, or 0 when the drain is over (EAGAIN, an error). */
+static int receive(struct of_ctx *c)
+{
+    struct sockaddr_in from;
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {c->buf, OF_READ_SIZE};
+    for (;;) {
+        struct msghdr msg = {0};
+        msg.msg_name = &from;
+        msg.msg_namelen = sizeof from;
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof control.buf;
+        ssize_t got = recvmsg(c->fd, &msg, MSG_DONTWAIT);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                c->rec.counters[C_RX_ERROR]++;
+            return 0;
+        }
+        size_t size = (size_t)got, seg = size;
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&msg); h != NULL; h = CMSG_NXTHDR(&msg, h))
+            if (h->cmsg_level == SOL_UDP && h->cmsg_type == UDP_GRO) {
+                int value;
+                memcpy(&value, CMSG_DATA(h), sizeof value);
+                if (value > 0)
+                    seg = (size_t)value;
+            }
+        int datagrams = size ? (int)((size + seg - 1) / seg) : 1;
+        c->budget -= datagrams;
+        uint32_t addr = from.sin_family == AF_INET ? from.sin_addr.s_addr : 0;
+        int sender = from.sin_family == AF_INET ? find_member(c, addr) : -1;
+        if (sender < 0) {
+            c->rec.counters[C_NOT_MEMBER] += datagrams;
+            if (c->budget <= 0)
+                return 0;
+            continue;
+        }
+        if (size == 0) {
+            c->rec.counters[C_SHORT]++;
+            if (c->budget <= 0)
+                return 0;
+            continue;
+        }
+        c->size = size;
+        c->seg = seg >= size ? size : seg;
+        c->pos = 0;
+        c->cur_sender = sender;
+        c->cur_addr = addr;
+        return 1;
+    }
+}
+
+/* `_deliver_whole`'s checks for the queue's first frame: a record for Python, or -1 (refused:
+ * counted here, nothing to write). */
+static int deliver(struct of_ctx *c)
+{
+    struct of_out o = c->q[0];
+    c->q[0] = c->q[1];
+    c->qn--;
+    struct of_rec *r = &c->rec;
+    int i = find_net(c, o.vni);
+    if (i < 0) {
+        r->counters[C_REFUSED]++;
+        free(o.own);
+        return -1;
+    }
+    r->net = i;
+    r->sender = o.sender;
+    if (o.len < OF_VNET_LEN + 14) {
+        free(o.own);
+        return r->kind = OF_RUNT;
+    }
+    const uint8_t *d = o.ptr;
+    int tcp = d[33] == 6 && d[22] == 0x08 && d[23] == 0x00;
+    r->kind = OF_FRAME;
+    r->bytes = (int64_t)o.len - OF_VNET_LEN;
+    r->woke = !tcp && c->nets[i].latency_fd != c->nets[i].tap_fd;
+    memcpy(r->mac, d + 16, 6);
+    c->w_pending = 1;
+    c->w_fd = tcp ? c->nets[i].tap_fd : c->nets[i].latency_fd;
+    c->w_net = i;
+    c->w_ptr = o.ptr;
+    c->w_len = o.len;
+    c->w_own = o.own;
+    return OF_FRAME;
+}
+
+int of_step(struct of_ctx *c)
+{
+    struct of_rec *r = &c->rec;
+    for (;;) {
+        if (c->w_pending) {
+            ssize_t wrote;
+            do
+                wrote = write(c->w_fd, c->w_ptr, c->w_len);
+            while (wrote < 0 && errno == EINTR);
+            c->w_pending = 0;
+            free(c->w_own);
+            c->w_own = NULL;
+            if (wrote < 0) {
+                r->kind = OF_TAPERR;
+                r->net = c->w_net;
+                return OF_TAPERR;
+            }
+        }
+        if (c->qn) {
+            int kind = deliver(c);
+            if (kind >= 0)
+                return kind;
+            continue;
+        }
+        if (c->pos < c->size) {
+            size_t n = c->size - c->pos < c->seg ? c->size - c->pos : c->seg;
+            feed(c, c->cur_sender, c->cur_addr, c->buf + c->pos, n);
+            c->pos += n;
+            continue;
+        }
+        if (c->finished)
+            return r->kind = OF_DONE;
+        if (c->budget > 0 && receive(c))
+            continue;
+        c->finished = 1;
+        c->size = c->pos = 0;
+        run_flush(c);
+    }
+}

@@ -1,0 +1,304 @@
+"""Offload mode's ingress drain through the C helper `accel/offload.c` (issue 15): the
+per-datagram work of `HotLoop._drain_offload` (receive the GRO buffers, reassemble the chunks
+as `chunks.Reassembler.feed` does, merge UDP runs as `offload.UdpRuns` does, write each frame
+to its TAP queue as `HotLoop._deliver_whole` does) in C; the FDB accounting and learning of
+each delivered frame stay here, with the same counters and values as the Python drain.
+
+`drain(loop)` is what `_drain_offload` calls first; False when the C path does not apply (no
+compiler, `OVERLAYNET_ACCEL=off`, `disable`d, an IPv6 socket, an unusual `max_pending`, or the
+Python reassembler still holds partial frames) and the Python drain runs as before.
+
+Partial frames and the switch: the C side keeps its own reassembly state across drains and
+shares the Python one's counters and sweeps (`Reassembler.companion`: its frames expire with
+the Python one's). The C drain takes over only when the Python reassembler holds nothing, so no
+frame is split between the two; `disable` (at start-up, `--accel off`, tests) gives up the C
+side's partial frames, counted as `offload_frames_lost` (TCP in the containers retransmits,
+as after any loss).
+
+Cost on a fresh machine: one `cc` run of a few hundred lines at the VTEP's first offload drain
+(cached by the source's hash, `accel`); without a compiler nothing changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+import sys
+import weakref
+from typing import TYPE_CHECKING
+
+from overlaynet.dataplane import accel
+from overlaynet.dataplane.fastingress import _account
+from overlaynet.dataplane.offload import USO_WRITES
+from overlaynet.dataplane.switching import Network
+
+if TYPE_CHECKING:
+    from overlaynet.dataplane.hotpath import HotLoop
+
+#: The C side's ABI version (`of_abi`): a library of another version is not used.
+ABI = 1
+#: The helper's name for `accel.load`.
+HELPER = "offload"
+#: Record kinds (`of_step`'s return value).
+DONE, FRAME, RUNT, TAPERR = 0, 1, 2, 3
+#: The record's counter slots, in the C side's order: the reassembler's (and UdpRuns') counters,
+#: then the host's. Where each one goes: `_REASSEMBLY` into `Reassembler.counters`.
+COUNTERS = (
+    "offload_frames",
+    "offload_frames_lost",
+    "offload_duplicate",
+    "offload_short",
+    "offload_bad_magic",
+    "offload_bad_header",
+    "offload_bad_size",
+    "offload_udp_merged",
+    "offload_udp_merged_writes",
+    "rx_drop_not_member",
+    "rx_error",
+    "rx_drop_offload_refused",
+)
+_REASSEMBLY = 9
+#: The most frames the C side reassembles at once (`OF_PENDING_CAP`).
+PENDING_CAP = 1024
+#: Host-level counter of the drains the C path took: shows it is on; every other counter has
+#: the same value either way.
+DRAIN_COUNTER = "rx_accel_offload_drains"
+
+
+class _Record(ctypes.Structure):
+    """`struct of_rec`."""
+
+    _fields_ = [
+        ("kind", ctypes.c_int32),
+        ("net", ctypes.c_int32),
+        ("sender", ctypes.c_int32),
+        ("woke", ctypes.c_int32),
+        ("bytes", ctypes.c_int64),
+        ("mac", ctypes.c_uint8 * 8),
+        ("counters", ctypes.c_int64 * len(COUNTERS)),
+    ]
+
+
+class _Net(ctypes.Structure):
+    """`struct of_net`."""
+
+    _fields_ = [
+        ("vni", ctypes.c_uint32),
+        ("tap_fd", ctypes.c_int32),
+        ("latency_fd", ctypes.c_int32),
+        ("pad", ctypes.c_int32),
+    ]
+
+
+_MAC_AT = _Record.mac.offset
+
+
+def _declare(lib: ctypes.CDLL) -> bool:
+    """Set the helper's signatures; False when its ABI is not ours."""
+    lib.of_abi.restype = ctypes.c_int
+    lib.of_abi.argtypes = []
+    if lib.of_abi() != ABI:
+        return False
+    lib.of_new.restype = ctypes.c_void_p
+    lib.of_new.argtypes = [ctypes.c_int]
+    lib.of_free.restype = None
+    lib.of_free.argtypes = [ctypes.c_void_p]
+    lib.of_record.restype = ctypes.c_void_p
+    lib.of_record.argtypes = [ctypes.c_void_p]
+    for name in ("of_pending", "of_expire", "of_clear"):
+        getattr(lib, name).restype = ctypes.c_int
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+    lib.of_set_tables.restype = ctypes.c_int
+    lib.of_set_tables.argtypes = [
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+    ]  # fmt: skip
+    lib.of_begin.restype = None
+    lib.of_begin.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.of_step.restype = ctypes.c_int
+    lib.of_step.argtypes = [ctypes.c_void_p]
+    return True
+
+
+class Engine:
+    """One C drain context (receive buffer, reassembly state, tables) for a hot loop's offload
+    socket."""
+
+    def __init__(self, lib: ctypes.CDLL, fd: int, max_pending: int) -> None:
+        ctx = lib.of_new(max_pending)
+        if not ctx:
+            raise MemoryError("of_new")
+        self._lib = lib
+        self._ctx: int = ctx
+        self.fd = fd
+        address = lib.of_record(ctx)
+        self._rec = _Record.from_address(address)
+        self._mac_at = address + _MAC_AT
+        #: What the tables were made from: the loop's dicts by identity, and per network
+        #: whether it takes offload and its queues (attributes the control side may change).
+        self._signature: tuple[object, ...] = ()
+        self._nets: list[Network] = []
+        self._senders: list[str] = []
+        self._finalizer = weakref.finalize(self, lib.of_free, ctx)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    @property
+    def pending(self) -> int:
+        """Frames the C side holds partially."""
+        return int(self._lib.of_pending(self._ctx))
+
+    def expire(self) -> int:
+        """`Reassembler.expire` for the C side's frames; how many were given up."""
+        return int(self._lib.of_expire(self._ctx))
+
+    def clear(self) -> int:
+        """Give up every partial frame; how many."""
+        return int(self._lib.of_clear(self._ctx))
+
+    def _tables(self, loop: HotLoop) -> None:
+        networks, members = loop.networks, loop.members
+        signature: tuple[object, ...] = (
+            id(networks),
+            id(members),
+            *((n.offload and n.seal is None, n.tap_fd, n.latency_fd) for n in networks.values()),
+        )
+        if signature == self._signature:
+            return
+        # Only networks `_deliver_whole` delivers to; the C side counts the rest as refused.
+        nets = [n for n in networks.values() if n.offload and n.seal is None]
+        table = (_Net * max(1, len(nets)))()
+        for i, net in enumerate(nets):
+            table[i] = _Net(int.from_bytes(net.vni_key, "big"), net.tap_fd, net.latency_fd, 0)
+        senders: list[str] = []
+        for member in members:
+            try:
+                parsed = ipaddress.IPv4Address(member)
+            except ValueError:
+                continue  # never an IPv4 socket's sender
+            if str(parsed) == member:  # the sender's spelling: anything else never matches
+                senders.append(member)
+        addresses = (ctypes.c_uint32 * max(1, len(senders)))(
+            *(int.from_bytes(socket.inet_aton(m), sys.byteorder) for m in senders)
+        )
+        if self._lib.of_set_tables(self._ctx, table, len(nets), addresses, len(senders)):
+            raise MemoryError("of_set_tables")
+        self._signature = signature
+        self._nets, self._senders = nets, senders
+
+    def drain(self, loop: HotLoop) -> None:
+        """One drain of the offload socket (`HotLoop._drain_offload`)."""
+        self._tables(loop)
+        counters = loop._counters
+        counters[DRAIN_COUNTER] += 1
+        ctx, rec, step = self._ctx, self._rec, self._lib.of_step
+        nets, senders = self._nets, self._senders
+        string_at = ctypes.string_at
+        mac_at = self._mac_at
+        self._lib.of_begin(ctx, self.fd, loop.drain_budget, USO_WRITES)
+        while True:
+            kind = step(ctx)
+            if kind == FRAME:
+                # `_deliver_whole`'s bookkeeping; the C side writes on the next step.
+                net = nets[rec.net]
+                octets = rec.bytes
+                _account(net, string_at(mac_at, 6), senders[rec.sender], 1, octets, octets)
+                net.counters["rx_offload_frames"] += 1
+                if rec.woke:
+                    loop._woke = True
+            elif kind == RUNT:
+                nets[rec.net].counters["rx_offload_runt"] += 1
+            elif kind == TAPERR:
+                nets[rec.net].counters["rx_drop_tap_error"] += 1
+            else:
+                values = rec.counters
+                reassembly = loop.reassembler.counters
+                for i, name in enumerate(COUNTERS):
+                    value = values[i]
+                    if value:
+                        (reassembly if i < _REASSEMBLY else counters)[name] += value
+                return
+
+
+#: Hot loop → its engine, or None: the C path is off for it (unavailable, or `disable`d).
+_engines: weakref.WeakKeyDictionary[HotLoop, Engine | None] = weakref.WeakKeyDictionary()
+
+
+def _engine(loop: HotLoop) -> Engine | None:
+    """The loop's engine, made at its first offload drain (the helper built then, if need be)."""
+    try:
+        return _engines[loop]
+    except KeyError:
+        pass
+    engine: Engine | None = None
+    lib = accel.load(HELPER)
+    sock = loop._off_rx
+    reassembler = loop.reassembler
+    if (
+        lib is not None
+        and _declare(lib)
+        and sock is not None
+        and sock.family == socket.AF_INET
+        and 1 <= reassembler.max_pending <= PENDING_CAP
+    ):
+        engine = Engine(lib, sock.fileno(), reassembler.max_pending)
+        reassembler.companion = engine.expire
+    _engines[loop] = engine
+    return engine
+
+
+def drain(loop: HotLoop) -> bool:
+    """Run the offload drain in C; False when the C path does not apply here and the caller's
+    Python drain must run (helper unavailable or disabled; partial frames in the Python
+    reassembler, which finish or expire there first)."""
+    engine = _engines.get(loop, False)
+    if engine is False:
+        engine = _engine(loop)
+    if engine is None or loop.reassembler.pending:
+        return False
+    engine.drain(loop)  # type: ignore[union-attr]
+    return True
+
+
+def disable(loop: HotLoop) -> None:
+    """Keep `loop` on the Python drain (tests comparing both paths, `--accel off`); the C
+    side's partial frames are given up and counted as lost."""
+    old = _engines.get(loop)
+    _engines[loop] = None
+    if old is not None:
+        lost = old.clear()
+        if lost:
+            loop.reassembler.counters["offload_frames_lost"] += lost
+        if loop.reassembler.companion == old.expire:
+            loop.reassembler.companion = None
+        old.close()
+
+
+def active(loop: HotLoop) -> bool:
+    """Whether the loop's offload drain runs in C (made at its first drain)."""
+    return _engines.get(loop) is not None
+
+
+def available() -> bool:
+    """Whether the helper builds, loads and speaks our ABI (built now if need be)."""
+    lib = accel.load(HELPER)
+    return lib is not None and _declare(lib)
+
+
+def describe(loop: HotLoop) -> str:
+    """Which drain receives offload datagrams (for `network vtep`'s "accel:" line)."""
+    if loop in _engines and _engines[loop] is None:
+        return (
+            "python offload ingress (off)"
+            if available()
+            else f"python offload ingress ({why_not() or 'unavailable'})"
+        )
+    if not available():
+        return f"python offload ingress ({why_not() or 'unavailable'})"
+    return "c offload ingress"
+
+
+def why_not() -> str:
+    """Why the helper is not loaded ("" when it is or was not asked for)."""
+    return accel.why_not(HELPER)
