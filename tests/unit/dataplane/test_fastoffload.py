@@ -346,8 +346,8 @@ def test_partial_frames_of_the_python_reassembler_keep_the_python_drain() -> Non
 
 
 def test_a_long_udp_stream_is_merged_in_the_same_writes(sockets: dict[str, socket.socket]) -> None:
-    """150 datagrams of 1000 octets, one flow, in GRO buffers of 44: runs close at the same 64-datagram
-    limit on both paths (the merged writes are the same)."""
+    """150 datagrams of 1000 octets, one flow, in GRO buffers of 44: the runs close at the same
+    64-datagram limit on both paths (the merged writes are the same)."""
     pieces = [chunks.encode_header(VNI, i, 0, 1) + udp_frame(1000, i) for i in range(150)]
     buffers = [(MEMBER, pieces[i : i + 44]) for i in range(0, 150, 44)]
     python, c = _both(sockets, buffers)
