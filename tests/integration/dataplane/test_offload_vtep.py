@@ -16,6 +16,7 @@ a static peer (RFC 7348).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.utils import rdpcap
 
+from overlaynet.dataplane import accel
+from overlaynet.dataplane.fastoffload import DRAIN_COUNTER
 from overlaynet.lab.testbed import Container, Host, Testbed
 from overlaynet.wire import chunks
 from tests.integration.dataplane.paths import iperf3, ping
@@ -37,6 +40,7 @@ TIMEOUT = 30.0  # bounds a hang only
 class Offload:
     def __init__(self, tb: Testbed) -> None:
         self.tb = tb
+        self.mode = "c"
         self.h1, self.h2, self.h3 = (tb.add_host(f"h{i}", 10 + i) for i in (1, 2, 3))
         self.c1 = tb.add_container(self.h1, "c1", 2)
         self.c2 = tb.add_container(self.h2, "c2", 3)
@@ -65,10 +69,35 @@ class Offload:
         return result
 
 
-@pytest.fixture(scope="module")
-def offload() -> Iterator[Offload]:
-    with Testbed("onet-of-") as tb:
-        yield Offload(tb)
+@pytest.fixture(scope="module", params=["c", "python"])
+def offload(request: pytest.FixtureRequest) -> Iterator[Offload]:
+    """The lab with the VTEPs' C drains (the default when they build) or, OVERLAYNET_ACCEL=off
+    (inherited by the VTEPs), the Python ones: every test here holds for both."""
+    mode: str = request.param
+    if mode == "c" and accel.load("offload") is None:
+        pytest.skip(f"C helper unavailable: {accel.why_not('offload')}")
+    saved = os.environ.get(accel.ENV_SWITCH)
+    os.environ[accel.ENV_SWITCH] = "on" if mode == "c" else "off"
+    try:
+        with Testbed("onet-of-" if mode == "c" else "onet-ofpy-") as tb:
+            lab = Offload(tb)
+            lab.mode = mode
+            yield lab
+    finally:
+        if saved is None:
+            os.environ.pop(accel.ENV_SWITCH, None)
+        else:
+            os.environ[accel.ENV_SWITCH] = saved
+
+
+def test_the_offload_drain_in_use_is_the_one_asked_for(offload: Offload) -> None:
+    # TCP: a ping's frames take the RFC wire (nothing for the TAP's offloads to do).
+    assert iperf(offload.tb, offload.c1, offload.c2) > 0
+    host = offload.stats(offload.h2, offload.vtep2)["counters"]
+    if offload.mode == "c":
+        assert host.get(DRAIN_COUNTER, 0) > 0
+    else:
+        assert DRAIN_COUNTER not in host
 
 
 def iperf(tb: Testbed, client: Container, server: Container) -> int:
