@@ -32,22 +32,28 @@ if TYPE_CHECKING:
 #: The helper's name for `accel.load`.
 HELPER = "egress"
 #: The C side's interface version (`eg_abi`): a stale build with another one is not used.
-ABI = 2
+ABI = 3
 #: Frames one C drain reads before the loop looks at its other fds (open batches are carried
 #: to the queue's next drain, so the budget does not cut batches short). 32, as DRAIN_BUDGET:
 #: against 64, the same throughput (1 stream 4.99 vs 4.50, 5.27 vs 5.41 Gb/s) and a lower
 #: loaded ping p50 (0.36 vs 0.53, 0.41 vs 0.52 ms) in two e2e runs; before batches were
 #: carried, smaller budgets cost a quarter of the throughput (benchmarks/profiles/accel-egress.md).
 ACCEL_DRAIN_BUDGET = 32
-#: Frames the buffers have room for (a `--accel-budget` above is cut to this).
-MAX_FRAMES = 256
+#: Frames the frame table has room for (a `--accel-budget` above is cut to this): the segments
+#: of TCP super-frames cut in C count (a 64 KB one at MTU 1450 makes 47), and the C side keeps
+#: 64 entries free before each read (EG_TSO_SEGMENTS), so ~9 super-frames fit one carried run.
+MAX_FRAMES = 512
 #: Buffer octets per frame: an MTU-sized frame (9000-octet jumbo overlays included) fits; the
-#: C side stops reading when less than one maximal read is left, so larger frames only end a
-#: drain early.
+#: C side stops reading when less than one maximal read (and a super-frame's segment headers)
+#: is left, so larger frames only end a drain early.
 _PER_FRAME = 9216
 #: From hotpath: one maximal read (the C side's EG_READ_SIZE).
 _READ_SIZE = 65536 + 64
+#: Octets of a queue's buffer: 256 MTU-sized frames, or ~33 super-frames cut into segments
+#: (anonymous memory: resident only once used).
+_BUFFER = 256 * _PER_FRAME + _READ_SIZE
 _EV_ONE = 1
+_EV_RAW = 3
 _NATIVE = sys.byteorder
 #: Octets of a frame `flow_hash` looks at (it reads at most 40).
 _HASHED = 64
@@ -64,7 +70,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.eg_state_size.restype = ctypes.c_int
     lib.eg_drain.argtypes = [
         _ptr, ctypes.c_int, _ptr, _u32, _ptr, _ptr, _ptr, _u32, _u32, _u32, _u32, _u32, _u32,
-        _ptr, _ptr, _ptr,
+        _ptr, _ptr, _ptr, _ptr,
     ]  # fmt: skip
     lib.eg_drain.restype = ctypes.c_int
     lib.eg_flush.argtypes = [_ptr, _ptr, _ptr, _u32, _ptr]
@@ -128,13 +134,22 @@ class FastEgress:
     def __init__(self, lib: ctypes.CDLL, budget: int = ACCEL_DRAIN_BUDGET) -> None:
         self._lib = lib
         self.budget = max(1, min(budget, MAX_FRAMES))
-        self._cap = MAX_FRAMES * _PER_FRAME + _READ_SIZE
+        self._cap = _BUFFER
         self._state_size = int(lib.eg_state_size())
         self._queues: dict[int, _Queue] = {}
         self._ev, self._ev_addr = _u32_array(4 * MAX_FRAMES)
         self._out = (ctypes.c_int * 1)()
         self._frames = (ctypes.c_uint32 * 1)()
         self._errors = (ctypes.c_uint32 * 2)()
+        #: The C side's tallies of one drain: super-frames cut, segments made, checksums
+        #: finished (`tx_tso_segmented`, `tx_tso_segments`, `tx_csum_finished`).
+        self._stats = (ctypes.c_uint32 * 3)()
+        #: Whether TAPs with virtio-net headers should hand this drain TCP super-frames and
+        #: partial checksums (`HotLoop._tso_wanted`); the C side copes with them either way.
+        self.tso = True
+        #: The last `drain` found its queue empty (EAGAIN): a TAP's frames made under
+        #: offloads since switched off are all out (`Network.tso_backlog`).
+        self.emptied = False
         #: Peer address → its IPv4 as the C side takes it (network order in memory).
         self._ips: dict[str, int] = {}
         #: VXLAN header octets of each network seen, kept alive for the C side's pointer.
@@ -190,10 +205,21 @@ class FastEgress:
         words = self._lib.eg_drain(
             q.state_addr, fd, q.buf_addr, self._cap, q.off_addr, q.len_addr, q.next_addr,
             MAX_FRAMES, self.budget, skip, skip + 14, skip + net.mtu + 14, 8, self._ev_addr,
-            self._out, self._frames,
+            self._out, self._frames, self._stats,
         )  # fmt: skip
-        if self._out[0] < 0:
+        status = self._out[0]
+        self.emptied = status == 0
+        if status < 0:
             net.counters["tap_read_error"] += 1
+        stats = self._stats
+        if stats[0] or stats[2]:
+            counters = net.counters
+            if stats[0]:
+                counters["tx_tso_segmented"] += stats[0]
+                counters["tx_tso_segments"] += stats[1]
+            if stats[2]:
+                counters["tx_csum_finished"] += stats[2]
+            stats[0] = stats[1] = stats[2] = 0
         if words:
             self._act(loop, net, q, words)
         return bool(self._lib.eg_carried(q.state_addr))
@@ -219,6 +245,13 @@ class FastEgress:
                 p += 2
                 start = off[i]
                 loop._egress_one(net, bytes(view[start + skip : start + lens[i]]))
+                continue
+            if ev[p] == _EV_RAW:
+                # A frame made under offloads that C left as it was read (a super-frame it
+                # has no room to cut, a header it cannot honour): `segment`, in Python.
+                p += 2
+                start = off[i]
+                loop._egress_offloaded(net, bytes(view[start : start + lens[i]]))
                 continue
             count, total, first = i, ev[p + 2], ev[p + 3]
             idx = self._ev_addr + 4 * (p + 3)

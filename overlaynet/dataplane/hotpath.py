@@ -32,6 +32,7 @@ from overlaynet.dataplane.impair import ALL_PEERS, HeldQueue, ImpairModel
 from overlaynet.dataplane.offload import (
     IPV4_MAX_TOTAL,
     PLAIN_VNET_HDR,
+    VNET_HDR_LEN,
     UdpRuns,
     super_frame_headers,
     vnet_header,
@@ -496,43 +497,34 @@ class HotLoop:
         frames: issue 15), so a batch interrupted by another flow is parked, not sent, and
         resumed when its flow comes back; each flow's frames keep their order, and every
         batch leaves by the end of the drain, when the TAP is empty: nothing waits for more."""
-        if net.offload:
-            if fd < 0:
-                fd = net.tap_fd
-            if net.tap_tso is not self._tso_wanted(net):
-                self._switch_tso(net)
-            if net.tap_tso:
-                self._drain_tap_offload(net, fd)
-                return
-            if fd in net.tso_backlog:
-                if self._drain_tap_offload(net, fd):
-                    net.tso_backlog = net.tso_backlog - {fd}
-                return
         if fd < 0:
             fd = net.tap_fd
+        if net.tap_tso is not self._tso_wanted(net):
+            self._switch_tso(net)
         fast = self.fast_egress
-        if fast is not None:
+        held = self._carried.get(fd)
+        in_c = held is not None and held[1] is None
+        if fast is not None and (held is None or in_c) and self._c_egress(net):
             # The C drain (`fastegress`), where it is exact: a plain RFC network, nothing to
             # seal, trace or impair. Decided per drain: arming a trace switches at once. Its
-            # carried batches are marked in `_carried` with no state (they live in C).
-            held = self._carried.get(fd)
-            in_c = held is not None and held[1] is None
-            if (
-                not net.offload
-                and net.seal is None
-                and self.tracer is None
-                and not self.impaired
-                and self._tx_gso is not None
-                and (held is None or in_c)
-            ):
-                if fast.drain(self, net, fd):
-                    self._carried[fd] = (net, None)
-                elif in_c:
-                    del self._carried[fd]
-                return
-            if in_c:
+            # carried batches are marked in `_carried` with no state (they live in C). It
+            # cuts the TAP's super-frames and finishes partial checksums itself.
+            if fast.drain(self, net, fd):
+                self._carried[fd] = (net, None)
+            elif in_c:
                 del self._carried[fd]
-                fast.flush(self, net, fd)  # sent first: the Python drain goes on behind them
+            if fast.emptied and fd in net.tso_backlog:
+                net.tso_backlog = net.tso_backlog - {fd}
+            return
+        if in_c and fast is not None:
+            del self._carried[fd]
+            fast.flush(self, net, fd)  # sent first: the rest goes on behind them
+        if net.tap_tso or fd in net.tso_backlog:
+            # Offloads on (offload mode, or their switch-off failed), or frames queued while
+            # they were: super-frames and partial checksums, which only this path takes.
+            if self._drain_tap_offload(net, fd) and not net.tap_tso:
+                net.tso_backlog = net.tso_backlog - {fd}
+            return
         read = os.read
         skip = net.vnet_len
         limit = skip + net.mtu + 14  # longer (VLAN-tagged, too big): the slow path decides
@@ -1015,15 +1007,38 @@ class HotLoop:
             os.write(self._wake_w, b"t")
 
     def _apply_tso(self) -> None:
-        """Switch every offload network's TAP whose offloads differ from what is wanted."""
+        """Switch every network's TAP whose offloads differ from what is wanted."""
         for net in self.networks.values():
-            if net.offload and net.tap_tso is not self._tso_wanted(net):
+            if net.tap_tso is not self._tso_wanted(net):
                 self._switch_tso(net)
 
+    def _c_egress(self, net: Network) -> bool:
+        """Whether the C egress drain serves `net` now: a plain RFC network with GSO sockets,
+        nothing sealed, traced or impaired (`fastegress`)."""
+        return (
+            not net.offload
+            and net.seal is None
+            and self.tracer is None
+            and not self.impaired
+            and self._tx_gso is not None
+        )
+
     def _tso_wanted(self, net: Network) -> bool:
-        """Whether `net`'s TAP should hand over super-frames now: only while every peer takes
-        them whole (no RFC-only peer, none refused offload, no sealing or impairments, which
-        act on RFC datagrams)."""
+        """Whether `net`'s TAP should hand over super-frames now. Offload mode: only while
+        every peer takes them whole (no RFC-only peer, none refused offload, no sealing or
+        impairments, which act on RFC datagrams). Otherwise: while the C drain serves the
+        network (it cuts them into RFC segments with one read per super-frame instead of one
+        per frame: issues 15 and 19); anything else turns them off, the Python path finishing
+        what was queued under them (`tso_backlog`)."""
+        if not net.offload:
+            fast = self.fast_egress
+            return (
+                fast is not None
+                and fast.tso
+                and net.tso_allowed
+                and net.vnet_len == VNET_HDR_LEN
+                and self._c_egress(net)
+            )
         if not net.tso_allowed or net.seal is not None or self.impaired:
             return False
         refused = self.refused
@@ -1033,9 +1048,11 @@ class HotLoop:
         """Turn the TAP's offloads on or off (TUNSETOFFLOAD, one call for the device). Off: the
         frames already queued were made under offloads, so each queue goes through the offload
         path until it runs empty (`tso_backlog`). On: waits until no batch of the RFC path is
-        carried over in a queue (the offload path would never send it)."""
+        carried over in a queue by the Python drain (the C drain and the offload path would
+        never send it; the C drain's own carried batches go on in C)."""
         wanted = not net.tap_tso
-        if wanted and any(fd in self._carried for fd in net.tap_fds):
+        carried = self._carried
+        if wanted and any(fd in carried and carried[fd][1] is not None for fd in net.tap_fds):
             return
         try:
             set_offloads(net.tap_fd, tso=wanted, csum=wanted)
@@ -1055,7 +1072,6 @@ class HotLoop:
         in GSO batches. A frame with nothing left to do takes the usual single-frame path.
         True when the queue ran empty (not the budget out)."""
         read = os.read
-        fdb_get = net.fdb.get
         tracer = self.tracer
         offload_peers = net.offload_peers
         # Impairments act per RFC datagram and sealing on VXLAN: such networks use RFC only.
@@ -1087,14 +1103,7 @@ class HotLoop:
                     self._flush_small()
                 self._egress_one(net, data[10:])
                 continue
-            entry = fdb_get(data[10:16])
-            targets: tuple[str, ...]
-            if entry is not None:
-                targets = entry.targets
-            elif data[10] & 0x01 or not net.peers:
-                targets = ()  # flooded or answered here: the single-frame path, finished
-            else:
-                targets = net.peers  # unknown unicast: head-end replication
+            entry, targets = _offload_targets(net, data)
             if whole and targets:
                 refused = self.refused
                 ours: tuple[str, ...]
@@ -1115,20 +1124,39 @@ class HotLoop:
                     targets = tuple(t for t in targets if t not in ours)
             if self._small is not None:
                 self._flush_small()  # whatever leaves otherwise keeps its order behind them
-            try:
-                frames = wire_frames(vnet, data[10:])
-            except SegmentError as error:
-                net.counters[error.reason] += 1
-                continue
-            net.counters["tx_offload_finished"] += 1
-            if not targets:
-                for one in frames:
-                    self._egress_one(net, one)
-                continue
-            self._send_finished(net, frames, entry, targets)
+            self._finish(net, data, entry, targets)
         if self._small is not None:
             self._flush_small()
         return emptied
+
+    def _egress_offloaded(self, net: Network, data: bytes) -> None:
+        """One read (virtio-net header and frame) made under TAP offloads that the C drain
+        left to Python (`fastegress`): finished for the RFC wire as `_drain_tap_offload`
+        finishes it, so no partial checksum reaches the wire or the single-frame path."""
+        if len(data) < 24:
+            net.counters["tap_runt"] += 1
+        elif data[:10] == PLAIN_VNET_HDR:
+            self._egress_one(net, data[10:])
+        else:
+            entry, targets = _offload_targets(net, data)
+            self._finish(net, data, entry, targets)
+
+    def _finish(
+        self, net: Network, data: bytes, entry: FdbEntry | None, targets: tuple[str, ...]
+    ) -> None:
+        """A read made under offloads, RFC-ready (`segment.wire_frames`: segmented, checksums
+        finished), to `targets` in GSO batches, or without targets the single-frame path."""
+        try:
+            frames = wire_frames(data[:10], data[10:])
+        except SegmentError as error:
+            net.counters[error.reason] += 1
+            return
+        net.counters["tx_offload_finished"] += 1
+        if not targets:
+            for one in frames:
+                self._egress_one(net, one)
+            return
+        self._send_finished(net, frames, entry, targets)
 
     def _send_finished(
         self, net: Network, frames: list[bytes], entry: FdbEntry | None, targets: tuple[str, ...]
@@ -1270,6 +1298,12 @@ class HotLoop:
         the TAP whole, virtio-net header as the sender's TAP gave it (a GSO write: the kernel
         segments toward the container); consecutive datagrams of one UDP flow leave in one
         GSO write (`offload.UdpRuns`), flushed before the drain returns."""
+        # The same drain in C when its helper is built and allowed (`fastoffload`: it returns
+        # False when the Python drain must run).
+        from overlaynet.dataplane import fastoffload
+
+        if fastoffload.drain(self):
+            return
         sock = self._off_rx
         assert sock is not None
         recvmsg = sock.recvmsg
@@ -1352,6 +1386,17 @@ class _SmallBatch:
         self.size = size
         self.hosts = hosts
         self.most = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size))
+
+
+def _offload_targets(net: Network, data: bytes) -> tuple[FdbEntry | None, tuple[str, ...]]:
+    """The FDB entry and hosts of a read made under offloads (virtio-net header, frame): none
+    for broadcast, multicast and unknown unicast without peers (the single-frame path)."""
+    entry = net.fdb.get(data[10:16])
+    if entry is not None:
+        return entry, entry.targets
+    if data[10] & 0x01 or not net.peers:
+        return None, ()  # flooded or answered here: the single-frame path, finished
+    return None, net.peers  # unknown unicast: head-end replication
 
 
 def _gro_read(

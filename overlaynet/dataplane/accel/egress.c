@@ -39,11 +39,22 @@
 #define EG_KEY_END 38
 /* Parked batches at once: more flows than this in one drain send the oldest parked batch. */
 #define EG_MAX_PARKED 64
+/* Segments of one super-frame cut here (a 64 KB super-frame at MSS 1024 and above: 1398 on
+ * a 1450 overlay makes 47); more (a tiny MSS) go to the Python path. The frame table keeps
+ * this many entries free before each read. */
+#define EG_TSO_SEGMENTS 64
+/* Octets segments take beyond the super-frame they were cut from: per segment its headers
+ * again (virtio-net 10 + Ethernet 14 + IPv4 and TCP at most 60 each) and 7 of alignment,
+ * and one MSS of rounding. */
+#define EG_HEAD_MAX (12 + 14 + 60 + 60)
+#define EG_TSO_SLACK (EG_TSO_SEGMENTS * (EG_HEAD_MAX + 7) + 9216)
+#define EG_TCP_FIN_PSH 0x09
+#define EG_TCP_CWR 0x80
 
-enum { EG_EV_ONE = 1, EG_EV_BATCH = 2 };
+enum { EG_EV_ONE = 1, EG_EV_BATCH = 2, EG_EV_RAW = 3 };
 
 /* The ABI version the Python wrapper checks (fastegress.ABI). */
-int eg_abi(void) { return 2; }
+int eg_abi(void) { return 3; }
 
 struct batch {
     uint32_t first, last;  /* frame indices: a list through next[] */
@@ -73,8 +84,8 @@ struct ctx {
     uint32_t skip;
 };
 
-static void emit_one(struct ctx *c, uint32_t i) {
-    c->ev[c->nev++] = EG_EV_ONE;
+static void emit_one(struct ctx *c, uint32_t kind, uint32_t i) {
+    c->ev[c->nev++] = kind;
     c->ev[c->nev++] = i;
 }
 
@@ -109,23 +120,234 @@ static int same(const struct ctx *c, const struct batch *b, uint32_t i) {
            memcmp(f, b->dst, 6) == 0;
 }
 
+/* Every open batch out (current first, then the parked ones in their order). */
+static void emit_all(struct ctx *c, struct eg_state *st) {
+    if (st->cur.count)
+        emit(c, &st->cur);
+    for (uint32_t p = 0; p < st->nparked; p++)
+        emit(c, &st->parked[p]);
+    st->cur.count = 0;
+    st->nparked = 0;
+}
+
+/*
+ * Group frame i (a wire-ready frame in the buffer) into the batches: the per-frame rules of
+ * `HotLoop._drain_tap`. shortest/limit: the frame lengths (header included) batching takes.
+ */
+static void take(struct ctx *c, struct eg_state *st, uint32_t i, uint32_t shortest,
+                 uint32_t limit, uint32_t overhead) {
+    struct batch *cur = &st->cur, *parked = st->parked;
+    uint32_t n = c->len[i];
+    const uint8_t *f = c->buf + c->off[i] + c->skip;
+    if (cur->count) {
+        /* The common case first: one more frame of the batch's size, flow and MAC. */
+        int match = same(c, cur, i);
+        if (n == cur->size && match && cur->count < cur->most) {
+            append(c, cur, i);
+            return;
+        }
+        if (match) {
+            if (shortest <= n && n < cur->size && cur->count < cur->most) {
+                append(c, cur, i); /* a shorter frame of the flow ends the batch */
+                emit(c, cur);
+                cur->count = 0;
+                return;
+            }
+            emit(c, cur);
+        } else {
+            if (st->nparked == EG_MAX_PARKED) {
+                emit(c, &parked[0]);
+                memmove(parked, parked + 1, sizeof parked[0] * --st->nparked);
+            }
+            parked[st->nparked++] = *cur;
+        }
+        cur->count = 0;
+    }
+    if (n < shortest || n > limit) {
+        emit_one(c, EG_EV_ONE, i);
+        return;
+    }
+    for (uint32_t p = 0; p < st->nparked; p++) {
+        if (!same(c, &parked[p], i))
+            continue;
+        *cur = parked[p];
+        memmove(parked + p, parked + p + 1, sizeof parked[0] * (st->nparked - p - 1));
+        st->nparked--;
+        if (n <= cur->size && cur->count < cur->most) {
+            append(c, cur, i);
+            if (n < cur->size) {
+                emit(c, cur);
+                cur->count = 0;
+            }
+            return;
+        }
+        emit(c, cur);
+        cur->count = 0;
+        break;
+    }
+    if (f[0] & 0x01) { /* broadcast and multicast: the Python single-frame path */
+        emit_one(c, EG_EV_ONE, i);
+        return;
+    }
+    cur->first = cur->last = i;
+    cur->count = 1;
+    cur->size = n;
+    cur->total = n - c->skip;
+    cur->key = f + EG_KEY_AT;
+    cur->klen = key_len(c, i);
+    memcpy(cur->dst, f, 6);
+    cur->most = EG_MAX_BYTES / (n - c->skip + overhead);
+    if (cur->most > EG_MAX_SEGMENTS)
+        cur->most = EG_MAX_SEGMENTS;
+    if (cur->most <= 1) {
+        emit(c, cur);
+        cur->count = 0;
+    }
+}
+
+/* -- finishing what a TAP with offloads hands over (segment.wire_frames, in C) -------------- */
+
+/* The ones'-complement sum of n octets at p, in the machine's byte order, not folded. */
+static uint64_t csum_add(uint64_t sum, const uint8_t *p, uint32_t n) {
+    uint32_t word;
+    while (n >= 4) {
+        memcpy(&word, p, 4);
+        sum += word;
+        p += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        uint16_t half;
+        memcpy(&half, p, 2);
+        sum += half;
+        p += 2;
+        n -= 2;
+    }
+    if (n) { /* an odd last octet is the high half of a zero-padded word (RFC 1071) */
+        uint8_t pad[2] = {p[0], 0};
+        uint16_t half;
+        memcpy(&half, pad, 2);
+        sum += half;
+    }
+    return sum;
+}
+
+/* The folded sum, complemented: what goes into a checksum field (machine byte order). */
+static uint16_t csum_fold(uint64_t sum) {
+    while (sum >> 16)
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    return (uint16_t)~sum;
+}
+
+static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+/* virtio-net header fields: little-endian (a legacy header on the machines this runs on). */
+static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+
+static void put_be16(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+/*
+ * A NEEDS_CSUM frame (f, n octets after the virtio-net header): the sum from csum_start to the
+ * end into the field at csum_start + csum_offset, which holds the pseudo-header sum
+ * (segment.finish_checksum). UDP sends a computed 0 as 0xFFFF. 0, or -1: the Python path
+ * decides (and counts) what is wrong.
+ */
+static int finish_csum(uint8_t *f, uint32_t n, uint32_t start, uint32_t offset) {
+    uint32_t at = start + offset;
+    if (start < 14 || at + 2 > n || n < 24)
+        return -1;
+    uint16_t value = csum_fold(csum_add(0, f + start, n - start));
+    if (value == 0 && be16(f + 12) == 0x0800 && f[23] == 17)
+        value = 0xFFFF;
+    memcpy(f + at, &value, 2);
+    return 0;
+}
+
+/*
+ * A TCP/IPv4 super-frame at buf + pos (virtio-net header, frame: n octets) cut into its
+ * segments in place (segment.segment_tcp4): segment k goes to pos + k * stride, each with a
+ * plain virtio-net header, so the batching takes them as frames read one by one. Done from
+ * the last segment to the first: each one's payload moves forward, never over a payload not
+ * yet moved. Returns the number of segments, or 0: the Python path takes the frame (not
+ * TCP/IPv4, a header it cannot honour, more segments or octets than there is room for).
+ */
+static uint32_t segment_tcp4(uint8_t *buf, uint32_t pos, uint32_t n, uint32_t skip,
+                             uint32_t room, uint32_t slots, uint32_t *off, uint32_t *len,
+                             uint32_t *next, uint32_t nf) {
+    uint8_t head[EG_HEAD_MAX];
+    const uint8_t *v = buf + pos, *f = v + skip;
+    uint32_t flen = n - skip, mss = le16(v + 4);
+    if ((v[1] & 0x7F) != 1 || flen < 14 + 40 || be16(f + 12) != 0x0800)
+        return 0;
+    uint32_t ihl = (f[14] & 0x0F) * 4u, tcp_at = 14 + ihl;
+    if (f[14 + 9] != 6 || ihl < 20 || flen < tcp_at + 20)
+        return 0;
+    uint32_t doff = (f[tcp_at + 12] >> 4) * 4u, hdr = tcp_at + doff;
+    if (doff < 20 || hdr > flen || mss == 0)
+        return 0;
+    uint32_t total = flen - hdr, nseg = total ? (total + mss - 1) / mss : 1;
+    uint32_t stride = (skip + hdr + mss + 7u) & ~7u;
+    if (nseg > slots || (uint64_t)stride * (nseg - 1) + skip + hdr + (total < mss ? total : mss) > room)
+        return 0;
+    memcpy(head, v, skip + hdr);
+    memset(head, 0, skip); /* a plain virtio-net header: nothing left to do */
+    uint8_t *ip0 = head + skip + 14, *tcp0 = head + skip + tcp_at;
+    uint32_t ip_id = be16(ip0 + 4), flags = tcp0[13];
+    uint32_t seq = (uint32_t)tcp0[4] << 24 | (uint32_t)tcp0[5] << 16 | (uint32_t)tcp0[6] << 8 | tcp0[7];
+    uint64_t pseudo = csum_add(0, ip0 + 12, 8) + htons(6);
+    for (uint32_t k = nseg; k-- > 0;) {
+        uint32_t at = k * mss, piece = total - at < mss ? total - at : mss;
+        uint8_t *out = buf + pos + k * stride;
+        memmove(out + skip + hdr, f + hdr + at, piece);
+        memcpy(out, head, skip + hdr);
+        uint8_t *ip = out + skip + 14, *tcp = out + skip + tcp_at;
+        put_be16(ip + 2, ihl + doff + piece);
+        put_be16(ip + 4, (ip_id + k) & 0xFFFF);
+        ip[10] = ip[11] = 0;
+        uint16_t sum = csum_fold(csum_add(0, ip, ihl));
+        memcpy(ip + 10, &sum, 2);
+        uint32_t s = seq + at;
+        tcp[4] = (uint8_t)(s >> 24);
+        tcp[5] = (uint8_t)(s >> 16);
+        tcp[6] = (uint8_t)(s >> 8);
+        tcp[7] = (uint8_t)s;
+        uint32_t fl = k == nseg - 1 ? flags : flags & ~EG_TCP_FIN_PSH;
+        tcp[13] = (uint8_t)(k == 0 ? fl : fl & ~EG_TCP_CWR);
+        tcp[16] = tcp[17] = 0;
+        sum = csum_fold(csum_add(pseudo + htons((uint16_t)(doff + piece)), tcp, doff + piece));
+        memcpy(tcp + 16, &sum, 2);
+        off[nf + k] = pos + k * stride;
+        len[nf + k] = skip + hdr + piece;
+        next[nf + k] = 0;
+    }
+    return nseg;
+}
+
 /*
  * Read and group. buf: cap octets; off/len/next: room for maxframes entries; ev: room for
  * 4 * maxframes words. skip: virtio-net header octets; shortest/limit: the frame lengths
  * (header included) the batching takes; overhead: octets per datagram besides the inner frame
- * (VXLAN 8). *status: 0 the queue ran empty (EAGAIN), 1 the budget or buffer ran out, -errno
- * a read error. *frames: frames read. Returns the number of event words.
+ * (VXLAN 8). With a virtio-net header, TCP super-frames are cut into segments and partial
+ * checksums finished here; what cannot be is an EG_EV_RAW event (Python's `segment` path).
+ * *status: 0 the queue ran empty (EAGAIN), 1 the budget or buffer ran out, -errno a read
+ * error. *frames: frames read. stats: += super-frames segmented, segments made, checksums
+ * finished. Returns the number of event words.
  */
 int eg_drain(struct eg_state *st, int fd, uint8_t *buf, uint32_t cap, uint32_t *off,
              uint32_t *len, uint32_t *next, uint32_t maxframes, uint32_t budget, uint32_t skip,
              uint32_t shortest, uint32_t limit, uint32_t overhead, uint32_t *ev, int *status,
-             uint32_t *frames) {
+             uint32_t *frames, uint32_t *stats) {
     struct ctx c = {buf, off, len, next, ev, 0, skip};
-    struct batch cur = st->cur, *parked = st->parked;
-    uint32_t nparked = st->nparked, pos = st->pos, nf = st->nf, first = st->nf;
+    uint32_t pos = st->pos, nf = st->nf, first = st->nf;
     uint32_t until = maxframes - nf < budget ? maxframes : nf + budget;
+    /* With a virtio-net header a read may be a super-frame: room for its segments too. */
+    uint32_t need = skip ? EG_READ_SIZE + EG_TSO_SLACK : EG_READ_SIZE;
+    uint32_t slots = skip ? EG_TSO_SEGMENTS : 1;
     *status = 1;
-    while (nf < until && cap - pos >= EG_READ_SIZE) {
+    while (nf < until && cap - pos >= need && maxframes - nf >= slots) {
         ssize_t got = read(fd, buf + pos, EG_READ_SIZE);
         if (got < 0) {
             if (errno == EINTR)
@@ -133,92 +355,54 @@ int eg_drain(struct eg_state *st, int fd, uint8_t *buf, uint32_t cap, uint32_t *
             *status = (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
             break;
         }
-        uint32_t i = nf++, n = (uint32_t)got;
+        uint32_t i = nf, n = (uint32_t)got;
         off[i] = pos;
         len[i] = n;
         next[i] = 0;
-        pos += (n + 7u) & ~7u;
-        const uint8_t *f = buf + off[i] + skip;
-        if (cur.count) {
-            /* The common case first: one more frame of the batch's size, flow and MAC. */
-            int match = same(&c, &cur, i);
-            if (n == cur.size && match && cur.count < cur.most) {
-                append(&c, &cur, i);
-                continue;
-            }
-            if (match) {
-                if (shortest <= n && n < cur.size && cur.count < cur.most) {
-                    append(&c, &cur, i); /* a shorter frame of the flow ends the batch */
-                    emit(&c, &cur);
-                    cur.count = 0;
-                    continue;
+        uint8_t *v = buf + pos;
+        if (skip && n >= skip && (v[0] & 1 || v[1])) {
+            uint32_t made = 0;
+            if (v[1] == 0) {
+                if (finish_csum(v + skip, n - skip, le16(v + 6), le16(v + 8)) == 0) {
+                    v[0] = 0;
+                    stats[2]++;
+                    made = 1;
                 }
-                emit(&c, &cur);
             } else {
-                if (nparked == EG_MAX_PARKED) {
-                    emit(&c, &parked[0]);
-                    memmove(parked, parked + 1, sizeof parked[0] * --nparked);
+                made = segment_tcp4(buf, pos, n, skip, cap - pos, maxframes - nf, off, len,
+                                    next, nf);
+                if (made) {
+                    stats[0]++;
+                    stats[1] += made;
                 }
-                parked[nparked++] = cur;
             }
-            cur.count = 0;
-        }
-        if (n < shortest || n > limit) {
-            emit_one(&c, i);
-            continue;
-        }
-        for (uint32_t p = 0; p < nparked; p++) {
-            if (!same(&c, &parked[p], i))
+            if (!made) { /* Python finishes it: every batch of before leaves first */
+                nf++;
+                pos += (n + 7u) & ~7u;
+                emit_all(&c, st);
+                emit_one(&c, EG_EV_RAW, i);
                 continue;
-            cur = parked[p];
-            memmove(parked + p, parked + p + 1, sizeof parked[0] * (nparked - p - 1));
-            nparked--;
-            if (n <= cur.size && cur.count < cur.most) {
-                append(&c, &cur, i);
-                if (n < cur.size) {
-                    emit(&c, &cur);
-                    cur.count = 0;
-                }
-                goto next_frame;
             }
-            emit(&c, &cur);
-            cur.count = 0;
-            break;
-        }
-        if (f[0] & 0x01) { /* broadcast and multicast: the Python single-frame path */
-            emit_one(&c, i);
+            nf += made;
+            pos = off[nf - 1] + ((len[nf - 1] + 7u) & ~7u);
+            for (uint32_t k = i; k < nf; k++)
+                take(&c, st, k, shortest, limit, overhead);
             continue;
         }
-        cur.first = cur.last = i;
-        cur.count = 1;
-        cur.size = n;
-        cur.total = n - skip;
-        cur.key = f + EG_KEY_AT;
-        cur.klen = key_len(&c, i);
-        memcpy(cur.dst, f, 6);
-        cur.most = EG_MAX_BYTES / (n - skip + overhead);
-        if (cur.most > EG_MAX_SEGMENTS)
-            cur.most = EG_MAX_SEGMENTS;
-        if (cur.most <= 1) {
-            emit(&c, &cur);
-            cur.count = 0;
-        }
-    next_frame:;
+        nf++;
+        pos += (n + 7u) & ~7u;
+        take(&c, st, i, shortest, limit, overhead);
     }
     *frames = nf - first;
-    if (*status == 1 && (cur.count || nparked) && nf < maxframes && cap - pos >= EG_READ_SIZE) {
+    if (*status == 1 && (st->cur.count || st->nparked) && nf + slots <= maxframes &&
+        cap - pos >= need) {
         /* Frames still queued: the open batches wait for this queue's next drain, which
          * reads on behind them (so a small budget does not cut batches short). */
-        st->cur = cur;
-        st->nparked = nparked;
         st->pos = pos;
         st->nf = nf;
         return (int)c.nev;
     }
-    if (cur.count)
-        emit(&c, &cur);
-    for (uint32_t p = 0; p < nparked; p++)
-        emit(&c, &parked[p]);
+    emit_all(&c, st);
     memset(st, 0, sizeof *st);
     return (int)c.nev;
 }
@@ -227,10 +411,7 @@ int eg_drain(struct eg_state *st, int fd, uint8_t *buf, uint32_t cap, uint32_t *
 int eg_flush(struct eg_state *st, const uint32_t *len, uint32_t *next, uint32_t skip,
              uint32_t *ev) {
     struct ctx c = {0, 0, len, next, ev, 0, skip};
-    if (st->cur.count)
-        emit(&c, &st->cur);
-    for (uint32_t p = 0; p < st->nparked; p++)
-        emit(&c, &st->parked[p]);
+    emit_all(&c, st);
     memset(st, 0, sizeof *st);
     return (int)c.nev;
 }
