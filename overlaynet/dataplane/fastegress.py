@@ -9,8 +9,19 @@ sending socket by `flow_hash`, the targets (unknown unicast: every peer); C then
 with UDP GSO, iovecs pointing into the buffer. Frames the batching does not take go to
 `HotLoop._egress_one`, unchanged.
 
+With a virtio-net header (batch mode) the loop turns the TAP's offloads on while this drain
+serves the network (`HotLoop._tso_wanted`): a read is then a TCP super-frame (TSO4) or a frame
+with a partial checksum, and C cuts the super-frame into MSS segments in place and finishes every
+checksum, octet for octet what `segment.wire_frames` makes (tests/unit/dataplane/
+test_fastegress_tso.py); the segments then batch as frames read one by one did. One read per
+super-frame instead of one per segment: the sending VTEP's syscalls were 77 % of it
+(benchmarks/profiles/accel-egress.md). A read C cannot finish goes to `HotLoop._egress_offloaded`
+(Python's `segment`, which counts what it refuses). Counted: `tx_tso_segmented` (super-frames
+cut here), `tx_tso_segments`, `tx_csum_finished`.
+
 Used only where it is exact (`HotLoop._drain_tap` decides per drain); without a compiler, with
-`OVERLAYNET_ACCEL=off` or `--accel off` the Python drain does everything, as before.
+`OVERLAYNET_ACCEL=off` or `--accel off` the Python drain does everything, as before, and the
+TAP's offloads stay off (frames queued under them drain through `_drain_tap_offload`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -20,6 +21,8 @@ from hypothesis import strategies as st
 from overlaynet.dataplane import accel
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dataplane.segment import wire_frames
+from overlaynet.dataplane.switching import Network
+from overlaynet.dataplane.tracing import TraceMatch
 from overlaynet.dataplane.vtep import SO_RCVBUFFORCE, Vtep
 from overlaynet.wire.ethernet import mac_to_bytes
 
@@ -64,7 +67,7 @@ def tcp_frame(
     partial: bool = True,
 ) -> bytes:
     """An Ethernet/IPv4/TCP frame to MAC_B; with `partial` the TCP checksum field holds the
-    pseudo-header sum, as a TAP with offloads hands it over (NEEDS_CSUM)."""
+    pseudo-header sum, as a TAP with offloads hands it over (NEEDS_CSUM), else the checksum."""
     ihl, doff = 20 + len(ip_options), 20 + len(tcp_options)
     ip = bytearray(
         bytes((0x40 | ihl // 4, 0)) + (ihl + doff + len(payload)).to_bytes(2, "big")
@@ -77,8 +80,12 @@ def tcp_frame(
         + (seq & 0xFFFFFFFF).to_bytes(4, "big") + (77).to_bytes(4, "big")
         + bytes((doff // 4 << 4, flags)) + (502).to_bytes(2, "big") + bytes(4) + tcp_options
     )  # fmt: skip
+    pseudo = _pseudo(6, doff + len(payload))
     if partial:
-        tcp[16:18] = _pseudo(6, doff + len(payload)).to_bytes(2, "big")
+        tcp[16:18] = pseudo.to_bytes(2, "big")
+    else:  # finished, as a TAP without offloads hands it over
+        whole = pseudo.to_bytes(2, "big") + bytes(tcp) + payload
+        tcp[16:18] = (~_sum(whole) & 0xFFFF).to_bytes(2, "big")
     eth = mac_to_bytes(MAC_B) + mac_to_bytes(MAC_A) + b"\x08\x00"
     return eth + bytes(ip) + bytes(tcp) + payload
 
@@ -138,9 +145,16 @@ def by_flow(frames: list[bytes]) -> dict[bytes, list[bytes]]:
     return flows
 
 
-def run(reads: list[bytes], accel_mode: str, *, budget: int = 0) -> dict[str, Any]:
-    """Queue `reads` in A's TAP (virtio-net headers, offloads on), drain it until empty as
-    the loop would, collect the inner frames that reached B and the counters."""
+def run(
+    reads: list[bytes],
+    accel_mode: str,
+    *,
+    budget: int = 0,
+    setup: Callable[[Vtep, Network], None] | None = None,
+) -> dict[str, Any]:
+    """Queue `reads` in A's TAP (virtio-net headers, offloads on; `setup` may change that),
+    drain it until empty as the loop would, collect the inner frames that reached B, the
+    counters and whether a queue is still marked as holding frames made under offloads."""
     with ExitStack() as stack:
         probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         probe.bind(("127.0.0.1", 0))
@@ -170,6 +184,8 @@ def run(reads: list[bytes], accel_mode: str, *, budget: int = 0) -> dict[str, An
         # The TAP's offloads as the loop turns them on (a socketpair has no TUNSETOFFLOAD).
         net.tap_tso = True
         net.tso_allowed = accel_mode == "on"
+        if setup is not None:
+            setup(vtep, net)
         for one in reads:
             bridge.send(one)
         for _ in range(4 * len(reads) + 8):
@@ -196,6 +212,7 @@ def run(reads: list[bytes], accel_mode: str, *, budget: int = 0) -> dict[str, An
             "counters": Counter(net.counters),
             "fdb": (entry.tx_frames, entry.tx_bytes),
             "c": loop.fast_egress is not None,
+            "backlog": net.tso_backlog,
         }
 
 
@@ -318,3 +335,40 @@ def offloaded_reads(draw: st.DrawFn) -> list[bytes]:
 def test_any_offloaded_reads_leave_as_segment_makes_them(reads: list[bytes], budget: int) -> None:
     result = run(reads, "on", budget=budget)
     assert_matches(reads, result)
+
+
+def _traced_backlog(vtep: Vtep, net: Network) -> None:
+    """A trace armed just after the TAP's offloads went off: its queue still holds reads
+    made under them (`tso_backlog`), and the C drain may not take it (it does not trace)."""
+    vtep.arm_trace(TraceMatch("10.0.0.2", "10.0.0.3", "tcp", 1), 5.0)
+    net.tap_tso = False
+    net.tso_backlog = frozenset(net.tap_fds)
+
+
+def test_super_frames_queued_before_a_trace_drain_through_python_finished() -> None:
+    reads = [
+        super_read(tcp_frame(1, bytes(range(250)) * 40), 1398),
+        csum_read(tcp_frame(2, b"", flags=0x10), 34, 16),
+        VNET.pack(0, 0, 0, 0, 0, 0) + tcp_frame(3, b"plain", partial=False),
+    ]
+    result = run(reads, "on", setup=_traced_backlog)
+    assert_matches(reads, result)
+    counters = result["counters"]
+    assert counters["tx_tso_segmented"] == 0  # not the C drain: it cannot trace
+    assert counters["tx_offload_finished"] == 2  # the super-frame and the partial checksum
+    assert result["backlog"] == frozenset()  # ran empty: frames read from now on are plain
+
+
+def test_a_trace_is_a_reason_to_turn_the_offloads_off() -> None:
+    seen: list[tuple[bool, bool]] = []
+
+    def check(vtep: Vtep, net: Network) -> None:
+        loop = vtep._loop
+        seen.append((loop._tso_wanted(net), loop._c_egress(net)))
+        vtep.arm_trace(TraceMatch("10.0.0.2", "10.0.0.3", "tcp", 1), 5.0)
+        seen.append((loop._tso_wanted(net), loop._c_egress(net)))
+        vtep.trace_records()
+        seen.append((loop._tso_wanted(net), loop._c_egress(net)))
+
+    run([], "on", setup=check)
+    assert seen == [(True, True), (False, False), (True, True)]
