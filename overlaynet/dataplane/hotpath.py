@@ -1178,6 +1178,12 @@ class HotLoop:
     ) -> None:
         """One virtio-net header and frame, in chunks, to offload peers `hosts`: UDP-GSO sends
         of MTU-sized chunks (or, with chunks above the MTU, one IP-fragmented datagram each)."""
+        # The same sends in C when its helper is built and allowed (`fastoffload`: it returns
+        # False when the Python sends must run).
+        from overlaynet.dataplane import fastoffload
+
+        if fastoffload.send_whole(self, net, data, hosts, entry):
+            return
         sock = self._off_tx
         if sock is None:
             net.counters["tx_offload_no_socket"] += 1
