@@ -40,6 +40,10 @@
 #define OF_HEADER_LEN 16
 #define OF_MAX_CHUNKS 255
 #define OF_RECENT_DONE 256
+/* The largest frame a context reassembles (count x chunk size): a super-frame is at most 64 KiB
+ * and its headers; chunk headers that claim more (255 chunks of 64 KiB would be 16 MiB held per
+ * pending frame) are counted as offload_bad_size, and the frame given up. */
+#define OF_MAX_FRAME (1 << 20)
 /* The most pending frames a context takes (Reassembler.max_pending is 64 by default). */
 #define OF_PENDING_CAP 1024
 /* offload.py: virtio-net header, the IPv4, UDP and payload offsets in a virtio-net header +
@@ -493,6 +497,12 @@ static void feed(struct of_ctx *c, int sender, uint32_t addr, const uint8_t *d, 
             ctr[C_BAD_SIZE]++;
             return;
         }
+        if ((size_t)count * plen > OF_MAX_FRAME) {
+            ctr[C_BAD_SIZE]++;
+            free_entry(e);
+            c->npending--;
+            return;
+        }
         uint8_t *buf = malloc((size_t)count * plen + 1);
         if (buf == NULL) {
             ctr[C_LOST]++;  /* without memory the frame cannot complete */
@@ -665,7 +675,8 @@ static int deliver(struct of_ctx *c)
         return r->kind = OF_RUNT;
     }
     const uint8_t *d = o.ptr;
-    int tcp = d[33] == 6 && d[22] == 0x08 && d[23] == 0x00;
+    /* `data[33:34] == b"\x06"`: a frame that ends before octet 33 is not TCP. */
+    int tcp = o.len > 33 && d[33] == 6 && d[22] == 0x08 && d[23] == 0x00;
     r->kind = OF_FRAME;
     r->bytes = (int64_t)o.len - OF_VNET_LEN;
     r->woke = !tcp && c->nets[i].latency_fd != c->nets[i].tap_fd;

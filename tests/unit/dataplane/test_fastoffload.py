@@ -356,3 +356,19 @@ def test_a_long_udp_stream_is_merged_in_the_same_writes(sockets: dict[str, socke
         assert python["reassembly"] == Counter(
             offload_frames=150, offload_udp_merged=150, offload_udp_merged_writes=3
         )
+
+
+def test_a_frame_claiming_more_than_a_mebibyte_is_not_held(
+    sockets: dict[str, socket.socket],
+) -> None:
+    """Where the C side differs on purpose: chunk headers claiming 255 chunks of 9000 octets
+    (2.3 MB, no TAP frame is that large) would hold that much per pending frame; the C side
+    counts the chunk as offload_bad_size and keeps nothing."""
+    datagram = chunks.encode_header(VNI, 77, 0, 255) + bytes(9000)
+    with ExitStack() as stack:
+        rx = sockets["rx"]
+        path = _path(stack, rx, accelerated=True, fdb_mode=0)
+        _run(path, rx, [(MEMBER, [datagram])], sockets, True, 0)
+        engine = fastoffload._engines[path.loop]
+        assert engine is not None and engine.pending == 0
+        assert +path.loop.reassembler.counters == Counter(offload_bad_size=1)
