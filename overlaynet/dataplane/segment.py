@@ -3,9 +3,12 @@ that says NEEDS_CSUM (checksum left partial) and/or GSO_TCPV4 (a TCP super-frame
 wire-ready frames the RFC wire carries (each at most the MTU, every checksum complete), as the
 kernel would have made them before a TAP without offloads.
 
-Only used in offload mode toward peers that are not overlaynet offload agents (a kernel VTEP, a
-static peer, an agent without offload): that is the costly path (FASTPATH.md: ~3.8 us per
-segment, most of it the TCP checksum), taken only where the peer needs it.
+Used in offload mode toward peers that are not overlaynet offload agents (a kernel VTEP, a
+static peer, an agent without offload), and for what a plain network's TAP queued under offloads
+that the C egress drain does not finish (a trace armed meanwhile, a super-frame it has no room
+to cut: `HotLoop._egress_offloaded`). That is the costly path (FASTPATH.md: ~3.8 us per segment,
+most of it the TCP checksum), taken only where needed; `accel/egress.c` does the same in C
+(~0.1-0.2 us) and is tested octet for octet against this module (test_fastegress_tso).
 """
 
 from __future__ import annotations
