@@ -81,6 +81,9 @@ class Scenario:
     server: Container
     mtu: int = 1450
     vteps: list[tuple[Host, subprocess.Popen[bytes]]] = field(default_factory=list)
+    #: A kernel VTEP host whose receive processing `measure` steers to the sending side's CPU
+    #: for this path (`Testbed.steer_receive`), or back to where it arrives (mask 0).
+    steer: tuple[Host, int] | None = None
 
 
 def build(
@@ -112,8 +115,13 @@ def build(
         co, ck = tb.add_container(o, f"co{n + 2}", n + 2), tb.add_container(k, f"ck{n + 3}", n + 3)
         tb.kernel_vxlan(k, [o], interop=True)
         po = tb.start_vtep(o, [k], extra=tuple(extra), endpoints=False, code=code.get(name))
-        scenarios.append(Scenario(f"{name} → {KERNEL_PEER}", co, ck, tb.mtu, [(o, po)]))
-        scenarios.append(Scenario(f"{KERNEL_PEER} → {name}", ck, co, tb.mtu, [(o, po)]))
+        # kernel → overlaynet: the kernel host's ACK processing (and the sends it clocks) on
+        # its own sending CPU, not in the receiving VTEP's sendmsg on the other one, where it
+        # reordered the host's segments (spurious retransmits: profiles/k2o-retransmits.md).
+        # overlaynet → kernel keeps the default: steered, the kernel host's backlog overflows.
+        scenarios.append(Scenario(f"{name} → {KERNEL_PEER}", co, ck, tb.mtu, [(o, po)], (k, 0)))
+        scenarios.append(Scenario(f"{KERNEL_PEER} → {name}", ck, co, tb.mtu, [(o, po)],
+                                  (k, 1 << PIN_SEND)))  # fmt: skip
     return scenarios
 
 
@@ -299,6 +307,8 @@ def measure(
     (those in `streams`; the others NaN), idle ping, and with `udp` the iperf3 -u figures."""
     loaded = min(pings, int((seconds - LOADED_PING_DELAY) / 0.01) - 20)
     r: dict[str, Any] = {}
+    if s.steer is not None:
+        tb.steer_receive(*s.steer)
     if pinned:
         pin(s)
     affinity = (f"{PIN_SEND},{PIN_RECEIVE}",) if pinned else ()

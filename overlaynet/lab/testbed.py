@@ -163,6 +163,15 @@ class Testbed:
         if interop:
             run("ip", "netns", "exec", host.ns, "ethtool", "-K", "eth0", "tx", "off")
 
+    def steer_receive(self, host: Host, cpus: int) -> None:
+        """RPS on `host`'s underlay port: its received datagrams are processed on the CPUs in
+        the mask `cpus` (0: where they arrive). Over veth a host's receive path otherwise runs
+        in the softirq of whoever sent, i.e. on the peer's CPU; a kernel VTEP host then sends
+        its own TCP segments from two CPUs at once and reorders them (spurious retransmits,
+        benchmarks/profiles/k2o-retransmits.md). A real host's NIC interrupts land on its own
+        CPUs."""
+        self.exec(host.ns, "sh", "-c", f"echo {cpus:x} > /sys/class/net/eth0/queues/rx-0/rps_cpus")
+
     def start_vtep(
         self,
         host: Host,
