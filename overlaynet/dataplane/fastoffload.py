@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 ADDRESS_CACHE = 4096
 
 #: The C side's ABI version (`of_abi`): a library of another version is not used.
-ABI = 2
+ABI = 3
 #: The helper's name for `accel.load`.
 HELPER = "offload"
 #: Record kinds (`of_step`'s return value).
@@ -89,6 +89,8 @@ class _Record(ctypes.Structure):
         ("woke", ctypes.c_int32),
         ("bytes", ctypes.c_int64),
         ("mac", ctypes.c_uint8 * 8),
+        ("counted", ctypes.c_int32),
+        ("pad", ctypes.c_int32),
         ("counters", ctypes.c_int64 * len(COUNTERS)),
     ]
 
@@ -130,6 +132,8 @@ def _declare(lib: ctypes.CDLL) -> bool:
     lib.of_begin.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.of_step.restype = ctypes.c_int
     lib.of_step.argtypes = [ctypes.c_void_p]
+    lib.of_drain.restype = ctypes.c_int
+    lib.of_drain.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.of_send.restype = ctypes.c_int
     lib.of_send.argtypes = [
         ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_uint32,
@@ -214,9 +218,8 @@ class Engine:
         nets, senders = self._nets, self._senders
         string_at = ctypes.string_at
         mac_at = self._mac_at
-        self._lib.of_begin(ctx, self.fd, loop.drain_budget, USO_WRITES)
+        kind = self._lib.of_drain(ctx, self.fd, loop.drain_budget, USO_WRITES)
         while True:
-            kind = step(ctx)
             if kind == FRAME:
                 # `_deliver_whole`'s bookkeeping; the C side writes on the next step.
                 net = nets[rec.net]
@@ -230,6 +233,8 @@ class Engine:
             elif kind == TAPERR:
                 nets[rec.net].counters["rx_drop_tap_error"] += 1
             else:
+                if not rec.counted:
+                    return
                 values = rec.counters
                 reassembly = loop.reassembler.counters
                 for i, name in enumerate(COUNTERS):
@@ -237,6 +242,7 @@ class Engine:
                     if value:
                         (reassembly if i < _REASSEMBLY else counters)[name] += value
                 return
+            kind = step(ctx)
 
 
 #: Hot loop → its engine, or None: the C path is off for it (unavailable, or `disable`d).
@@ -384,16 +390,13 @@ def available() -> bool:
 
 
 def describe(loop: HotLoop) -> str:
-    """Which drain receives offload datagrams (for `network vtep`'s "accel:" line)."""
-    if loop in _engines and _engines[loop] is None:
-        return (
-            "python offload ingress (off)"
-            if available()
-            else f"python offload ingress ({why_not() or 'unavailable'})"
-        )
+    """Which code moves offload datagrams (`network vtep`'s "accel:" line of an offload
+    network): "c offload" (reassembly, delivery and sends), or Python and why."""
     if not available():
-        return f"python offload ingress ({why_not() or 'unavailable'})"
-    return "c offload ingress"
+        return f"python offload ({why_not() or 'unavailable'})"
+    if loop in _engines and _engines[loop] is None:
+        return "python offload (off)"
+    return "c offload"
 
 
 def why_not() -> str:

@@ -372,3 +372,13 @@ def test_a_frame_claiming_more_than_a_mebibyte_is_not_held(
         engine = fastoffload._engines[path.loop]
         assert engine is not None and engine.pending == 0
         assert +path.loop.reassembler.counters == Counter(offload_bad_size=1)
+
+
+def test_describe_says_which_code_moves_offload_datagrams() -> None:
+    with ExitStack() as stack:
+        rx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        on = _path(stack, rx, accelerated=True, fdb_mode=0)
+        assert fastoffload.describe(on.loop) == "c offload"
+        rx2 = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        off = _path(stack, rx2, accelerated=False, fdb_mode=0)
+        assert fastoffload.describe(off.loop) == "python offload (off)"
