@@ -15,7 +15,8 @@ Semantics follow netem's, which learners meet in every tutorial (tc-netem(8)):
   `reorder` needs a delay; without one it is held REORDER_HOLD instead, so that the next
   datagrams overtake it).
 - rate R Mbit/s: a token bucket of one burst; a datagram leaves once the bucket has its bits,
-  and one that would wait longer than MAX_DELAY is dropped (a full queue).
+  and one that would be held longer than MAX_DELAY in all (delay and queue) is dropped (a full
+  queue).
 
 The agent's side is at the end: `ImpairRequest` (the API's `impair` operation) and
 `ImpairState`, the host's peer → impairment table, persisted beside its other state and handed
@@ -171,7 +172,7 @@ class ImpairModel:
             # full again; a datagram conforms once that is at most one burst ahead.
             tat = max(self._tat, at)
             leave = max(at, tat - self._burst_time)
-            if leave - at > MAX_DELAY:
+            if leave - now > MAX_DELAY:  # held at most MAX_DELAY in all, delay included
                 return (), "impair_drop_rate"
             self._tat = tat + size / self._bytes_per_second
             at = leave

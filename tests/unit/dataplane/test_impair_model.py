@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from overlaynet.dataplane.impair import (
@@ -143,6 +143,9 @@ def test_out_of_range_values_are_refused_naming_the_option(
     seed=st.integers(0, 2**32),
     sizes=st.lists(st.integers(50, 65535), min_size=1, max_size=50),
 )
+# Found by hypothesis: a delayed datagram's rate queue was bounded from its delayed moment,
+# so delay + queue held it past MAX_DELAY.
+@example(0.0, 293.0, 1.0, 0.0, 1.0, 0.01, 2033, [50] * 10 + [11318, 65535, 50])
 def test_every_decision_is_bounded_and_repeatable(
     loss: float,
     delay: float,
