@@ -264,6 +264,8 @@ def cmd_network_vtep(ns: argparse.Namespace) -> int:
     print(f"peers (head-end replication): {' '.join(overlay['Peers']) or '-'}")
     if dp.get("accel"):
         print(f"accel: {dp['accel']}")
+    if dp.get("tap_tso") and not dp.get("offload"):
+        print("tap: tso (super-frames cut into RFC 7348 segments in c)")
     learning = dp.get("learning")
     if learning:
         print(f"MAC learning: on, {learning['learned']} of {learning['limit']} learned\n")
