@@ -38,7 +38,7 @@ from typing import Any
 
 import trio
 
-from overlaynet.dataplane import fastingress
+from overlaynet.dataplane import fastingress, fastoffload
 from overlaynet.dataplane.fastegress import ACCEL_DRAIN_BUDGET, FastEgress
 from overlaynet.dataplane.fdb import (
     LEARNED_LIMIT,
@@ -323,6 +323,7 @@ class Vtep:
         self._loop.fast_egress = fast
         if accel == "off":
             fastingress.disable(self._loop)
+            fastoffload.disable(self._loop)
         #: What `set_impairments` was last given (for views; the loop holds the models).
         self.impairments: dict[str, Impairment] = {}
 
@@ -573,7 +574,8 @@ class Vtep:
             if net.offload
             else None,
             "key_ids": net.seal.key_ids if net.seal is not None else [],
-            "accel": f"{self.accel_text(net)}; {fastingress.describe(self._loop)}",
+            "accel": f"{self.accel_text(net)}; {fastingress.describe(self._loop)}"
+            + (f"; {fastoffload.describe(self._loop)}" if net.offload else ""),
         }
 
     def accel_text(self, net: Network) -> str:

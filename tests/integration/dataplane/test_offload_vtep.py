@@ -240,3 +240,22 @@ def test_offload_toward_a_kernel_vtep_by_mistake_falls_back_to_the_rfc_wire(
     wire = doc["networks"][str(tb.vni)]["offload"]["wire"]
     assert wire == {offload.h3.ip: "rfc7348 (offload refused)"}
     assert _tcp_counters(tb, offload.c3)["InCsumErrors"] == 0
+
+
+def test_accel_off_flag_keeps_offload_mode_in_python() -> None:
+    """`vtep_main --accel off` (not only OVERLAYNET_ACCEL=off) keeps the offload drain in
+    Python, and the network says so: the flag reaches the offload helper too."""
+    saved = os.environ.pop(accel.ENV_SWITCH, None)
+    try:
+        with Testbed("onet-ofoff-") as tb:
+            h1, h2 = tb.add_host("h1", 11), tb.add_host("h2", 12)
+            c1, c2 = tb.add_container(h1, "c1", 2), tb.add_container(h2, "c2", 3)
+            tb.start_vtep(h1, [h2], extra=("--offload",))
+            vtep2 = tb.start_vtep(h2, [h1], extra=("--offload", "--accel", "off"))
+            assert iperf(tb, c1, c2) > 0
+            stats = tb.vtep_stats(h2, vtep2, TIMEOUT)
+            assert DRAIN_COUNTER not in stats["counters"]
+            assert "python offload (off)" in stats["networks"][str(tb.vni)]["accel"]
+    finally:
+        if saved is not None:
+            os.environ[accel.ENV_SWITCH] = saved
