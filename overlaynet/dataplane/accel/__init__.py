@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +30,11 @@ SOURCE_DIR = Path(__file__).resolve().parent
 #: Compiler flags: optimised, position-independent, every warning an error (a helper that
 #: warns is not loaded: the Python path is the safe one).
 CFLAGS = ("-O2", "-fPIC", "-shared", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
+#: Environment variable of extra compiler flags, for tests only: a sanitizer build such as
+#: "-fsanitize=address,undefined -fno-sanitize-recover=all -g" (loaded with the sanitizer's
+#: runtime preloaded). Builds with extra flags carry a tag of their own in the file name, so
+#: they never replace, or prune, the normal build other processes load.
+ENV_CFLAGS = "OVERLAYNET_ACCEL_CFLAGS"
 #: Seconds a build may take before it counts as failed.
 BUILD_TIMEOUT = 120.0
 #: Environment switch: "off" (or "0", "no") keeps every caller on its Python path.
@@ -55,11 +61,26 @@ def build_dirs() -> list[Path]:
     ]
 
 
+def extra_cflags() -> list[str]:
+    """The extra compiler flags from `ENV_CFLAGS` (none unless a test sets them)."""
+    return shlex.split(os.environ.get(ENV_CFLAGS, ""))
+
+
+def _variant(name: str) -> str:
+    """The helper's name with the extra flags' tag: "egress", or "egress+1a2b3c4d" for a build
+    with extra flags (pruning one variant never removes another's files)."""
+    extra = extra_cflags()
+    if not extra:
+        return name
+    return f"{name}+{hashlib.sha256(' '.join(extra).encode()).hexdigest()[:8]}"
+
+
 def library_name(name: str) -> str:
-    """The built file's name: the helper's name, its source's and flags' hash, the machine."""
+    """The built file's name: the helper's name (and extra flags' tag), its source's and
+    flags' hash, the machine."""
     digest = hashlib.sha256((SOURCE_DIR / f"{name}.c").read_bytes())
-    digest.update(" ".join(CFLAGS).encode())
-    return f"{name}-{digest.hexdigest()[:16]}-{platform.machine()}.so"
+    digest.update(" ".join([*CFLAGS, *extra_cflags()]).encode())
+    return f"{_variant(name)}-{digest.hexdigest()[:16]}-{platform.machine()}.so"
 
 
 def compiler() -> str | None:
@@ -95,11 +116,11 @@ def build(name: str) -> Path:
         os.close(fd)
         try:
             subprocess.run(
-                [cc, *CFLAGS, "-o", tmp, str(source)],
+                [cc, *CFLAGS, *extra_cflags(), "-o", tmp, str(source)],
                 check=True, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
             )  # fmt: skip
             os.replace(tmp, directory / filename)
-            _prune(directory, name, keep=filename)
+            _prune(directory, _variant(name), keep=filename)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -108,7 +129,8 @@ def build(name: str) -> Path:
 
 
 def _prune(directory: Path, name: str, *, keep: str) -> None:
-    """Remove the builds of `name`'s earlier sources (a process still using one keeps its
+    """Remove the builds of `name`'s earlier sources, `name` being the variant ("egress" or
+    "egress+tag": "egress-*" matches no tagged build) (a process still using one keeps its
     mapping: unlinking does not disturb it)."""
     for stale in directory.glob(f"{name}-*.so"):
         if stale.name != keep:
