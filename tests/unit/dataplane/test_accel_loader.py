@@ -120,3 +120,24 @@ def test_a_new_build_removes_the_builds_of_earlier_sources(
     assert sorted(p.name for p in private_builds.iterdir()) == sorted(
         [second.name, "ingress-0123456789abcdef-x86_64.so"]
     )
+
+
+@pytest.mark.skipif(accel.compiler() is None, reason="no C compiler on this machine")
+def test_extra_flags_build_beside_the_normal_build_and_never_prune_it(
+    private_builds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test's sanitizer build (`ENV_CFLAGS`) gets a name of its own: the normal build other
+    processes load stays, and building the normal one again leaves the other too."""
+    assert accel.load("egress") is not None
+    normal = accel.library_name("egress")
+    monkeypatch.setenv(accel.ENV_CFLAGS, "-O1 -DONET_HZ_EXTRA=1")
+    accel.forget()
+    extra = accel.library_name("egress")
+    assert extra != normal and extra.startswith("egress+")
+    assert accel.load("egress") is not None, accel.why_not("egress")
+    assert sorted(p.name for p in private_builds.iterdir()) == sorted([normal, extra])
+    monkeypatch.delenv(accel.ENV_CFLAGS)
+    accel.forget()
+    private_builds.joinpath(normal).unlink()  # rebuilt: its prune must spare the other
+    assert accel.load("egress") is not None
+    assert sorted(p.name for p in private_builds.iterdir()) == sorted([normal, extra])
