@@ -97,6 +97,8 @@ def test_hostile_input_under_asan_and_ubsan_gives_no_report(tmp_path: Path) -> N
         [
             sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
             "tests/unit/dataplane/test_accel_hostile.py",
+            # The real TAP too where it can run (root: it skips itself otherwise).
+            *(["tests/unit/dataplane/test_accel_hostile_tap.py"] if os.geteuid() == 0 else []),
         ],
         cwd=ROOT, env=_env(builds), capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
