@@ -45,9 +45,10 @@
 #define EG_KEY_END 38
 /* Parked batches at once: more flows than this in one drain send the oldest parked batch. */
 #define EG_MAX_PARKED 64
-/* Segments of one super-frame cut here (a 64 KB super-frame at MSS 1024 and above: 1398 on
- * a 1450 overlay makes 47); more (a tiny MSS) go to the Python path. The frame table keeps
- * this many entries free before each read. */
+/* Segments of one super-frame cut here at least (a 64 KB super-frame at MSS 1024 and above:
+ * 1398 on a 1450 overlay makes 47): the frame table keeps this many entries free before each
+ * read. A super-frame of more segments is cut here too if the table's free entries and the
+ * buffer's room hold them (both checked); else (a tiny MSS) the Python path takes it. */
 #define EG_TSO_SEGMENTS 64
 /* Octets segments take beyond the super-frame they were cut from: per segment its headers
  * again (virtio-net 10 + Ethernet 14 + IPv4 and TCP at most 60 each) and 7 of alignment,
