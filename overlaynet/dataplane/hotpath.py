@@ -46,6 +46,7 @@ from overlaynet.dataplane.switching import (
     flow_hash,
     ingress,
     learn_source,
+    too_big,
 )
 from overlaynet.dataplane.tap import set_offloads
 from overlaynet.wire import chunks
@@ -1155,6 +1156,12 @@ class HotLoop:
         if not targets:
             for one in frames:
                 self._egress_one(net, one)
+            return
+        if too_big(net.mtu, frames[0]) or too_big(net.mtu, frames[-1]):
+            # Segments are at most the first's size; a lone frame is both. A read whose virtio-
+            # net header has stray fields but no flags is the frame as it came: check it as
+            # `switching.egress` does (RFC 7348 section 4.3: never fragmented).
+            net.counters["tx_drop_too_big"] += 1
             return
         self._send_finished(net, frames, entry, targets)
 

@@ -176,6 +176,13 @@ def max_frame_len(mtu: int) -> int:
     return mtu + ETH_LEN + VLAN_TAG_LEN
 
 
+def too_big(mtu: int, frame: bytes) -> bool:
+    """Whether `frame` (Ethernet, no virtio-net header) is over what the overlay carries: its
+    payload above the MTU, beyond a VLAN tag's 4 octets when it has one."""
+    size = len(frame)
+    return size > mtu + ETH_LEN and (size > max_frame_len(mtu) or frame[12:14] != _ETHERTYPE_VLAN)
+
+
 def egress(net: Network, frame: bytes) -> tuple[Verdict, bytes, tuple[str, ...]]:
     """Decide what to do with `frame`, read from `net`'s TAP.
 
@@ -187,9 +194,7 @@ def egress(net: Network, frame: bytes) -> tuple[Verdict, bytes, tuple[str, ...]]
     if size < ETH_LEN:
         counters["tx_drop_malformed"] += 1
         return Verdict.DROP, b"", ()
-    if size > net.mtu + ETH_LEN and (
-        size > max_frame_len(net.mtu) or frame[12:14] != _ETHERTYPE_VLAN
-    ):
+    if too_big(net.mtu, frame):
         # Never fragment a VXLAN packet (RFC 7348 section 4.3): too big is dropped and counted.
         counters["tx_drop_too_big"] += 1
         return Verdict.DROP, b"", ()
