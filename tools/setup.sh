@@ -10,9 +10,12 @@ DEBIAN_PACKAGES=(
   busybox-static nftables python3-nftables conntrack graphviz tshark
   gcc libc6-dev
 )
-# Only where the tests run (not on the VMs that provision.sh sets up): `vagrant validate`, and
-# the real browser that drives the web view's tests.
-if [ -z "${OVERLAYNET_VM:-}" ]; then DEBIAN_PACKAGES+=(vagrant chromium chromium-driver); fi
+# Only where the tests run (not on the VMs that provision.sh sets up): `vagrant validate`, the
+# real browser that drives the web view's tests, and the sanitizer runtimes the C helpers'
+# hostile-input tests preload.
+if [ -z "${OVERLAYNET_VM:-}" ]; then
+  DEBIAN_PACKAGES+=(vagrant chromium chromium-driver libasan8 libubsan1)
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "overlaynet set-up needs root (network namespaces do): run it with sudo" >&2
