@@ -1,9 +1,10 @@
 """Optional C helpers for the packet path (issue 15: "C-level helpers are allowed only as an
 optional accelerated path with the pure-Python path kept and tested").
 
-Each helper is one C file beside this module, plain C against libc (no Python API): it is
-compiled on first use with the machine's C compiler (`cc`, from Debian's `gcc`) into a shared
-library keyed by the source's hash, and called through `ctypes`, which releases the GIL for the
+Each helper is one C file beside this module (with the shared `static inline` code of
+`common.h`), plain C against libc (no Python API): it is compiled on first use with the
+machine's C compiler (`cc`, from Debian's `gcc`) into a shared library keyed by the hash of the
+source and of the headers here, and called through `ctypes`, which releases the GIL for the
 call. No compiler, a failed build, or `OVERLAYNET_ACCEL=off` in the environment: `load` returns
 None and the caller keeps its pure-Python path, saying so (`why_not`).
 
@@ -76,9 +77,13 @@ def _variant(name: str) -> str:
 
 
 def library_name(name: str) -> str:
-    """The built file's name: the helper's name (and extra flags' tag), its source's and
-    flags' hash, the machine."""
+    """The built file's name: the helper's name (and extra flags' tag), the hash of its source,
+    of the headers beside it (any helper may include them: a header's edit rebuilds) and of the
+    flags, the machine."""
     digest = hashlib.sha256((SOURCE_DIR / f"{name}.c").read_bytes())
+    for header in sorted(SOURCE_DIR.glob("*.h")):
+        # The name too: renaming a header the source includes changes the build.
+        digest.update(header.name.encode() + b"\0" + header.read_bytes())
     digest.update(" ".join([*CFLAGS, *extra_cflags()]).encode())
     return f"{_variant(name)}-{digest.hexdigest()[:16]}-{platform.machine()}.so"
 

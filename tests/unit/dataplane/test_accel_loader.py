@@ -4,6 +4,7 @@ test builds into its own temporary directory (the shared `_built` one is never t
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,21 @@ def test_extra_flags_build_beside_the_normal_build_and_never_prune_it(
     private_builds.joinpath(normal).unlink()  # rebuilt: its prune must spare the other
     assert accel.load("egress") is not None
     assert sorted(p.name for p in private_builds.iterdir()) == sorted([normal, extra])
+
+
+@pytest.mark.skipif(accel.compiler() is None, reason="no C compiler on this machine")
+def test_an_edited_header_rebuilds_the_helper(
+    private_builds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper's build is keyed by the headers beside it as well as by its source: after an
+    edit of a header it includes, the helper is built again and has the header's new code."""
+    sources = tmp_path / "src"
+    sources.mkdir()
+    monkeypatch.setattr(accel, "SOURCE_DIR", sources)
+    (sources / "egress.c").write_text('#include "common.h"\nint eg_abi(void) { return ABI; }\n')
+    (sources / "common.h").write_text("#define ABI 1\n")
+    first = accel.build("egress")
+    (sources / "common.h").write_text("#define ABI 2\n")
+    second = accel.build("egress")
+    assert second != first
+    assert ctypes.CDLL(str(second)).eg_abi() == 2
