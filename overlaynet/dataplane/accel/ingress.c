@@ -41,15 +41,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#ifndef SOL_UDP
-#define SOL_UDP 17
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
+#include "common.h"
 
-/* One receive: larger than any GRO buffer (hotpath.READ_SIZE). */
-#define IN_READ_SIZE (65536 + 64)
 /* Receive buffers a pending run may point into before its payloads are copied to the spill
  * buffer: a run of 64 KiB spans 2-3 GRO buffers from an agent, more from a kernel sender. */
 #define IN_NBUF 16
@@ -146,7 +139,7 @@ struct in_ctx *in_new(void)
         return NULL;
     int ok = 1;
     for (int i = 0; i < IN_NBUF; i++)
-        ok &= (c->bufs[i] = malloc(IN_READ_SIZE)) != NULL;
+        ok &= (c->bufs[i] = malloc(ACCEL_READ_SIZE)) != NULL;
     c->iov = calloc(IN_MAX_SEGMENTS + 2, sizeof *c->iov);
     c->spill = malloc(IN_IPV4_MAX_TOTAL + 1);
     if (!ok || c->iov == NULL || c->spill == NULL) {
@@ -164,25 +157,7 @@ struct in_rec *in_record(struct in_ctx *c) { return &c->rec; }
 int in_set_tables(struct in_ctx *c, const struct in_net *nets, int nnets,
                   const uint32_t *members, int nmembers)
 {
-    struct in_net *n = malloc(sizeof *n * (size_t)(nnets > 0 ? nnets : 1));
-    uint32_t *m = malloc(sizeof *m * (size_t)(nmembers > 0 ? nmembers : 1));
-    if (n == NULL || m == NULL) {
-        free(n);
-        free(m);
-        return -1;
-    }
-    if (nnets > 0)
-        memcpy(n, nets, sizeof *n * (size_t)nnets);
-    if (nmembers > 0)
-        memcpy(m, members, sizeof *m * (size_t)nmembers);
-    free(c->nets);
-    free(c->members);
-    c->nets = n;
-    c->nnets = nnets;
-    c->members = m;
-    c->nmembers = nmembers;
-    c->last_net = c->last_member = 0;
-    return 0;
+    return ACCEL_SET_TABLES(c, nets, nnets, members, nmembers);
 }
 
 /* Start a drain of socket `fd` with a budget of `budget` datagrams; `merge`: TCP runs are
@@ -200,42 +175,12 @@ void in_begin(struct in_ctx *c, int fd, int budget, int strict, int merge)
 static int find_net(struct in_ctx *c, const uint8_t *vni)
 {
     uint32_t key = (uint32_t)vni[0] << 16 | (uint32_t)vni[1] << 8 | vni[2];
-    if (c->last_net < c->nnets && c->nets[c->last_net].vni == key)
-        return c->last_net;
-    for (int i = 0; i < c->nnets; i++)
-        if (c->nets[i].vni == key)
-            return c->last_net = i;
-    return -1;
+    return ACCEL_LOOKUP(c->nets, c->nnets, c->last_net, item_->vni == key);
 }
 
 static int find_member(struct in_ctx *c, uint32_t addr)
 {
-    if (c->last_member < c->nmembers && c->members[c->last_member] == addr)
-        return c->last_member;
-    for (int i = 0; i < c->nmembers; i++)
-        if (c->members[i] == addr)
-            return c->last_member = i;
-    return -1;
-}
-
-static uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
-
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static uint32_t fold(uint32_t sum)
-{
-    while (sum >> 16)
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    return sum;
+    return ACCEL_LOOKUP(c->members, c->nmembers, c->last_member, *item_ == addr);
 }
 
 /* Whether datagram header `d` continues the pending run: every octet of the first segment's
@@ -287,20 +232,15 @@ static int end_run(struct in_ctx *c, int64_t total, int push)
     } else {
         /* offload.vnet_header(gso=True) and offload.super_frame_headers. */
         uint8_t *v = c->w_vnet, *h = c->w_headers, *ip = h + 14, *tcp = h + 34;
-        uint32_t tcp_len = (uint32_t)(hlen - 34 + (size_t)total), sum = 0;
+        uint32_t tcp_len = (uint32_t)(hlen - 34 + (size_t)total);
         v[0] = 1;  /* VIRTIO_NET_HDR_F_NEEDS_CSUM */
         v[1] = 1;  /* VIRTIO_NET_HDR_GSO_TCPV4 */
         v[2] = (uint8_t)hlen, v[3] = (uint8_t)(hlen >> 8);
         v[4] = (uint8_t)c->p_plen, v[5] = (uint8_t)(c->p_plen >> 8);
         v[6] = 34, v[7] = 0, v[8] = 16, v[9] = 0;
         memcpy(h, first, hlen);
-        put16(ip + 2, 20 + tcp_len);
-        put16(ip + 10, 0);
-        for (int i = 0; i < 20; i += 2)
-            sum += be16(ip + i);
-        put16(ip + 10, ~fold(sum) & 0xFFFF);
-        sum = be16(ip + 12) + be16(ip + 14) + be16(ip + 16) + be16(ip + 18) + 6 + tcp_len;
-        put16(tcp + 16, fold(sum));
+        ipv4_rebuild(ip, 20 + tcp_len);
+        put16(tcp + 16, pseudo_sum(ip, 6, tcp_len));
         if (push)
             tcp[13] |= IN_TCP_PSH;
     }
@@ -466,36 +406,15 @@ static int receive(struct in_ctx *c)
             spill(c);
             b = 0;
         }
-        union {
-            char buf[CMSG_SPACE(sizeof(int))];
-            struct cmsghdr align;
-        } control;
         struct sockaddr_in from;
-        struct iovec v = {c->bufs[b], IN_READ_SIZE};
-        struct msghdr m = {0};
-        m.msg_name = &from;
-        m.msg_namelen = sizeof from;
-        m.msg_iov = &v;
-        m.msg_iovlen = 1;
-        m.msg_control = control.buf;
-        m.msg_controllen = sizeof control.buf;
-        ssize_t got = recvmsg(c->fd, &m, MSG_DONTWAIT);
+        size_t seg;
+        ssize_t got = accel_receive(c->fd, c->bufs[b], &from, &seg);
         if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                c->rec.rx_error++;
+            c->rec.rx_error += accel_receive_failed();
             return 0;
         }
-        size_t size = (size_t)got, seg = size;
-        for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h))
-            if (h->cmsg_level == SOL_UDP && h->cmsg_type == UDP_GRO) {
-                int value;
-                memcpy(&value, CMSG_DATA(h), sizeof value);
-                if (value > 0)
-                    seg = (size_t)value;
-            }
-        int datagrams = size ? (int)((size + seg - 1) / seg) : 1;
+        size_t size = (size_t)got;
+        int datagrams = accel_datagrams(size, seg);
         c->budget -= datagrams;
         int sender = from.sin_family == AF_INET ? find_member(c, from.sin_addr.s_addr) : -1;
         if (sender < 0) {

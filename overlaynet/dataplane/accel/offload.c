@@ -27,15 +27,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#ifndef SOL_UDP
-#define SOL_UDP 17
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
+#include "common.h"
 
-/* One receive: hotpath.READ_SIZE. */
-#define OF_READ_SIZE (65536 + 64)
 /* chunks.HEADER_LEN, MAX_CHUNKS, RECENT_DONE. */
 #define OF_HEADER_LEN 16
 #define OF_MAX_CHUNKS 255
@@ -179,9 +172,9 @@ struct of_ctx *of_new(int max_pending)
     c->max_pending = max_pending;
     c->entries = calloc((size_t)max_pending, sizeof *c->entries);
     c->marked = calloc((size_t)max_pending, sizeof *c->marked);
-    c->buf = malloc(OF_READ_SIZE);
-    c->run_buf[0] = malloc(OF_READ_SIZE);
-    c->run_buf[1] = malloc(OF_READ_SIZE);
+    c->buf = malloc(ACCEL_READ_SIZE);
+    c->run_buf[0] = malloc(ACCEL_READ_SIZE);
+    c->run_buf[1] = malloc(ACCEL_READ_SIZE);
     if (!c->entries || !c->marked || !c->buf || !c->run_buf[0] || !c->run_buf[1]) {
         of_free(c);
         return NULL;
@@ -198,25 +191,7 @@ int of_pending(struct of_ctx *c) { return c->npending; }
 int of_set_tables(struct of_ctx *c, const struct of_net *nets, int nnets,
                   const uint32_t *members, int nmembers)
 {
-    struct of_net *n = malloc(sizeof *n * (size_t)(nnets > 0 ? nnets : 1));
-    uint32_t *m = malloc(sizeof *m * (size_t)(nmembers > 0 ? nmembers : 1));
-    if (n == NULL || m == NULL) {
-        free(n);
-        free(m);
-        return -1;
-    }
-    if (nnets > 0)
-        memcpy(n, nets, sizeof *n * (size_t)nnets);
-    if (nmembers > 0)
-        memcpy(m, members, sizeof *m * (size_t)nmembers);
-    free(c->nets);
-    free(c->members);
-    c->nets = n;
-    c->nnets = nnets;
-    c->members = m;
-    c->nmembers = nmembers;
-    c->last_net = c->last_member = 0;
-    return 0;
+    return ACCEL_SET_TABLES(c, nets, nnets, members, nmembers);
 }
 
 /* Start a drain of socket `fd`: `budget` datagrams, UDP runs merged when `merge`. */
@@ -230,44 +205,14 @@ void of_begin(struct of_ctx *c, int fd, int budget, int merge)
     memset(c->rec.counters, 0, sizeof c->rec.counters);
 }
 
-static uint32_t be16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
-
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static uint32_t fold(uint32_t sum)
-{
-    while (sum >> 16)
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    return sum;
-}
-
 static int find_member(struct of_ctx *c, uint32_t addr)
 {
-    if (c->last_member < c->nmembers && c->members[c->last_member] == addr)
-        return c->last_member;
-    for (int i = 0; i < c->nmembers; i++)
-        if (c->members[i] == addr)
-            return c->last_member = i;
-    return -1;
+    return ACCEL_LOOKUP(c->members, c->nmembers, c->last_member, *item_ == addr);
 }
 
 static int find_net(struct of_ctx *c, uint32_t vni)
 {
-    if (c->last_net < c->nnets && c->nets[c->last_net].vni == vni)
-        return c->last_net;
-    for (int i = 0; i < c->nnets; i++)
-        if (c->nets[i].vni == vni)
-            return c->last_net = i;
-    return -1;
+    return ACCEL_LOOKUP(c->nets, c->nnets, c->last_net, item_->vni == vni);
 }
 
 /* -- the output queue and UDP runs (offload.UdpRuns) ------------------------------------- */
@@ -311,7 +256,7 @@ static void run_flush(struct of_ctx *c)
     uint8_t *b = c->run_buf[c->run_cur];
     size_t len = c->run_first_len;
     if (c->run_parts > 1) {
-        uint32_t udp_len = (uint32_t)(8 + c->run_total), sum = 0;
+        uint32_t udp_len = (uint32_t)(8 + c->run_total);
         uint8_t *ip = b + OF_IP_AT, *udp = b + OF_UDP_AT;
         c->rec.counters[C_UDP_MERGED] += c->run_parts;
         c->rec.counters[C_UDP_MERGED_WRITES] += 1;
@@ -320,14 +265,9 @@ static void run_flush(struct of_ctx *c)
         b[2] = OF_PAYLOAD_AT - OF_VNET_LEN, b[3] = 0;
         b[4] = (uint8_t)c->run_size, b[5] = (uint8_t)(c->run_size >> 8);
         b[6] = 34, b[7] = 0, b[8] = 6, b[9] = 0;
-        put16(ip + 2, 20 + udp_len);
-        put16(ip + 10, 0);
-        for (int i = 0; i < 20; i += 2)
-            sum += be16(ip + i);
-        put16(ip + 10, ~fold(sum) & 0xFFFF);
+        ipv4_rebuild(ip, 20 + udp_len);
         put16(udp + 4, udp_len);
-        sum = be16(ip + 12) + be16(ip + 14) + be16(ip + 16) + be16(ip + 18) + 17 + udp_len;
-        put16(udp + 6, fold(sum));
+        put16(udp + 6, pseudo_sum(ip, 17, udp_len));
         len = OF_PAYLOAD_AT + c->run_total;
     }
     push(c, b, len, NULL, c->run_sender, c->run_vni);
@@ -601,36 +541,15 @@ int of_clear(struct of_ctx *c)
 static int receive(struct of_ctx *c)
 {
     struct sockaddr_in from;
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct iovec iov = {c->buf, OF_READ_SIZE};
     for (;;) {
-        struct msghdr msg = {0};
-        msg.msg_name = &from;
-        msg.msg_namelen = sizeof from;
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof control.buf;
-        ssize_t got = recvmsg(c->fd, &msg, MSG_DONTWAIT);
+        size_t seg;
+        ssize_t got = accel_receive(c->fd, c->buf, &from, &seg);
         if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                c->rec.counters[C_RX_ERROR]++;
+            c->rec.counters[C_RX_ERROR] += accel_receive_failed();
             return 0;
         }
-        size_t size = (size_t)got, seg = size;
-        for (struct cmsghdr *h = CMSG_FIRSTHDR(&msg); h != NULL; h = CMSG_NXTHDR(&msg, h))
-            if (h->cmsg_level == SOL_UDP && h->cmsg_type == UDP_GRO) {
-                int value;
-                memcpy(&value, CMSG_DATA(h), sizeof value);
-                if (value > 0)
-                    seg = (size_t)value;
-            }
-        int datagrams = size ? (int)((size + seg - 1) / seg) : 1;
+        size_t size = (size_t)got;
+        int datagrams = accel_datagrams(size, seg);
         c->budget -= datagrams;
         uint32_t addr = from.sin_family == AF_INET ? from.sin_addr.s_addr : 0;
         int sender = from.sin_family == AF_INET ? find_member(c, addr) : -1;
