@@ -26,7 +26,8 @@ import ipaddress
 import socket
 import sys
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from overlaynet.dataplane import accel
 from overlaynet.dataplane.switching import Network, learn_source
@@ -81,64 +82,78 @@ class _Net(ctypes.Structure):
 _MAC_AT = _Record.mac.offset
 
 
-def _declare(lib: ctypes.CDLL) -> bool:
-    """Set the helper's signatures; False when its ABI is not ours."""
-    lib.in_abi.restype = ctypes.c_int
-    lib.in_abi.argtypes = []
-    if lib.in_abi() != ABI:
+def declare_context(
+    lib: ctypes.CDLL,
+    prefix: str,
+    abi: int,
+    new_args: list[type[ctypes._SimpleCData[Any]]],
+    begin_args: list[type[ctypes._SimpleCData[Any]]],
+) -> bool:
+    """Set the signatures every drain helper has (`<prefix>_abi`, `_new`, `_free`, `_record`,
+    `_set_tables`, `_begin`, `_step`; `_new` and `_begin` take `new_args` and `begin_args`);
+    False when its ABI is not `abi`."""
+
+    def function(name: str) -> Any:
+        return getattr(lib, f"{prefix}_{name}")
+
+    function("abi").restype = ctypes.c_int
+    function("abi").argtypes = []
+    if function("abi")() != abi:
         return False
-    lib.in_new.restype = ctypes.c_void_p
-    lib.in_new.argtypes = []
-    lib.in_free.restype = None
-    lib.in_free.argtypes = [ctypes.c_void_p]
-    lib.in_record.restype = ctypes.c_void_p
-    lib.in_record.argtypes = [ctypes.c_void_p]
-    lib.in_set_tables.restype = ctypes.c_int
-    lib.in_set_tables.argtypes = [
+    function("new").restype = ctypes.c_void_p
+    function("new").argtypes = new_args
+    for name in ("free", "step"):
+        function(name).argtypes = [ctypes.c_void_p]
+    function("free").restype = None
+    function("step").restype = ctypes.c_int
+    function("record").restype = ctypes.c_void_p
+    function("record").argtypes = [ctypes.c_void_p]
+    function("set_tables").restype = ctypes.c_int
+    function("set_tables").argtypes = [
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
     ]  # fmt: skip
-    lib.in_begin.restype = None
-    lib.in_begin.argtypes = [
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-    ]  # fmt: skip
-    lib.in_step.restype = ctypes.c_int
-    lib.in_step.argtypes = [ctypes.c_void_p]
+    function("begin").restype = None
+    function("begin").argtypes = [ctypes.c_void_p, *begin_args]
     return True
 
 
-class Engine:
-    """One C drain context (receive buffers, tables) for one socket of one hot loop."""
+def _declare(lib: ctypes.CDLL) -> bool:
+    """Set the helper's signatures; False when its ABI is not ours."""
+    return declare_context(
+        lib, "in", ABI, [], [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    )
 
-    def __init__(self, lib: ctypes.CDLL, fd: int) -> None:
-        ctx = lib.in_new()
+
+def load_declared(helper: str, declare: Callable[[ctypes.CDLL], bool]) -> ctypes.CDLL | None:
+    """Helper `helper`, loaded (built now if need be) and `declare`d; None when it is
+    unavailable or speaks another ABI."""
+    lib = accel.load(helper)
+    return lib if lib is not None and declare(lib) else None
+
+
+class Context:
+    """A C drain context (`<prefix>_new(*args)`, freed with the object or `close`) and its
+    record (at `self._record_at`), for one socket of one hot loop."""
+
+    def __init__(self, lib: ctypes.CDLL, prefix: str, fd: int, *args: int) -> None:
+        ctx = getattr(lib, f"{prefix}_new")(*args)
         if not ctx:
-            raise MemoryError("in_new")
+            raise MemoryError(f"{prefix}_new")
         self._lib = lib
+        self._prefix = prefix
         self._ctx: int = ctx
         self.fd = fd
-        address = lib.in_record(ctx)
-        self._rec = _Record.from_address(address)
-        self._mac_at = address + _MAC_AT
-        #: The tables' sources, compared by identity (the loop swaps them wholesale).
-        self._networks: dict[bytes, Network] | None = None
-        self._members: frozenset[str] | None = None
-        self._nets: list[Network] = []
-        self._senders: list[str] = []
-        self._finalizer = weakref.finalize(self, lib.in_free, ctx)
+        self._record_at: int = getattr(lib, f"{prefix}_record")(ctx)
+        self._finalizer = weakref.finalize(self, getattr(lib, f"{prefix}_free"), ctx)
 
     def close(self) -> None:
         self._finalizer()
 
-    def set_tables(self, networks: dict[bytes, Network], members: frozenset[str]) -> None:
-        """Give the C side the networks (index → VNI, TAP fd, MTU, virtio-net header) and
-        the member addresses (index → the sender string Python learns with)."""
-        nets = list(networks.values())
-        table = (_Net * max(1, len(nets)))()
-        for i, net in enumerate(nets):
-            table[i] = _Net(
-                int.from_bytes(net.vni_key, "big"), net.tap_fd, net.mtu, net.vnet_len,
-                net.latency_fd,
-            )  # fmt: skip
+    def _set_tables(
+        self, table: ctypes.Array[Any], nnets: int, members: frozenset[str]
+    ) -> list[str]:
+        """Give the C side `nnets` networks of `table` and the member addresses (the IPv4
+        ones spelled as a socket's sender is); returns the senders by the C side's index."""
         senders: list[str] = []
         for member in members:
             try:
@@ -150,8 +165,36 @@ class Engine:
         addresses = (ctypes.c_uint32 * max(1, len(senders)))(
             *(int.from_bytes(socket.inet_aton(m), sys.byteorder) for m in senders)
         )
-        if self._lib.in_set_tables(self._ctx, table, len(nets), addresses, len(senders)):
-            raise MemoryError("in_set_tables")
+        set_tables = getattr(self._lib, f"{self._prefix}_set_tables")
+        if set_tables(self._ctx, table, nnets, addresses, len(senders)):
+            raise MemoryError(f"{self._prefix}_set_tables")
+        return senders
+
+
+class Engine(Context):
+    """One C drain context (receive buffers, tables) for one socket of one hot loop."""
+
+    def __init__(self, lib: ctypes.CDLL, fd: int) -> None:
+        super().__init__(lib, "in", fd)
+        self._rec = _Record.from_address(self._record_at)
+        self._mac_at = self._record_at + _MAC_AT
+        #: The tables' sources, compared by identity (the loop swaps them wholesale).
+        self._networks: dict[bytes, Network] | None = None
+        self._members: frozenset[str] | None = None
+        self._nets: list[Network] = []
+        self._senders: list[str] = []
+
+    def set_tables(self, networks: dict[bytes, Network], members: frozenset[str]) -> None:
+        """Give the C side the networks (index → VNI, TAP fd, MTU, virtio-net header) and
+        the member addresses (index → the sender string Python learns with)."""
+        nets = list(networks.values())
+        table = (_Net * max(1, len(nets)))()
+        for i, net in enumerate(nets):
+            table[i] = _Net(
+                int.from_bytes(net.vni_key, "big"), net.tap_fd, net.mtu, net.vnet_len,
+                net.latency_fd,
+            )  # fmt: skip
+        senders = self._set_tables(table, len(nets), members)
         self._networks, self._members = networks, members
         self._nets, self._senders = nets, senders
 
@@ -258,8 +301,7 @@ def _engine(loop: HotLoop, sock: socket.socket) -> Engine | None:
     try:
         engines = _engines[loop]
     except KeyError:
-        lib = accel.load(HELPER)
-        engines = {} if lib is not None and _declare(lib) else None
+        engines = {} if load_declared(HELPER, _declare) is not None else None
         _engines[loop] = engines
     if engines is None or sock.family != socket.AF_INET:
         return None
@@ -302,8 +344,7 @@ def active(loop: HotLoop) -> bool:
 
 def available() -> bool:
     """Whether the helper builds, loads and speaks our ABI (built now if need be)."""
-    lib = accel.load(HELPER)
-    return lib is not None and _declare(lib)
+    return load_declared(HELPER, _declare) is not None
 
 
 def describe(loop: HotLoop) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import ipaddress
 import socket
 import sys
 import time
@@ -36,7 +35,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from overlaynet.dataplane import accel
-from overlaynet.dataplane.fastingress import _account
+from overlaynet.dataplane.fastingress import Context, _account, declare_context, load_declared
 from overlaynet.dataplane.hotpath import GSO_MAX_BYTES, GSO_MAX_SEGMENTS
 from overlaynet.dataplane.offload import USO_WRITES
 from overlaynet.dataplane.switching import Network
@@ -111,27 +110,13 @@ _MAC_AT = _Record.mac.offset
 
 def _declare(lib: ctypes.CDLL) -> bool:
     """Set the helper's signatures; False when its ABI is not ours."""
-    lib.of_abi.restype = ctypes.c_int
-    lib.of_abi.argtypes = []
-    if lib.of_abi() != ABI:
+    if not declare_context(
+        lib, "of", ABI, [ctypes.c_int], [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    ):
         return False
-    lib.of_new.restype = ctypes.c_void_p
-    lib.of_new.argtypes = [ctypes.c_int]
-    lib.of_free.restype = None
-    lib.of_free.argtypes = [ctypes.c_void_p]
-    lib.of_record.restype = ctypes.c_void_p
-    lib.of_record.argtypes = [ctypes.c_void_p]
     for name in ("of_pending", "of_expire", "of_clear"):
         getattr(lib, name).restype = ctypes.c_int
         getattr(lib, name).argtypes = [ctypes.c_void_p]
-    lib.of_set_tables.restype = ctypes.c_int
-    lib.of_set_tables.argtypes = [
-        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
-    ]  # fmt: skip
-    lib.of_begin.restype = None
-    lib.of_begin.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-    lib.of_step.restype = ctypes.c_int
-    lib.of_step.argtypes = [ctypes.c_void_p]
     lib.of_drain.restype = ctypes.c_int
     lib.of_drain.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.of_send.restype = ctypes.c_int
@@ -142,29 +127,19 @@ def _declare(lib: ctypes.CDLL) -> bool:
     return True
 
 
-class Engine:
+class Engine(Context):
     """One C drain context (receive buffer, reassembly state, tables) for a hot loop's offload
     socket."""
 
     def __init__(self, lib: ctypes.CDLL, fd: int, max_pending: int) -> None:
-        ctx = lib.of_new(max_pending)
-        if not ctx:
-            raise MemoryError("of_new")
-        self._lib = lib
-        self._ctx: int = ctx
-        self.fd = fd
-        address = lib.of_record(ctx)
-        self._rec = _Record.from_address(address)
-        self._mac_at = address + _MAC_AT
+        super().__init__(lib, "of", fd, max_pending)
+        self._rec = _Record.from_address(self._record_at)
+        self._mac_at = self._record_at + _MAC_AT
         #: What the tables were made from: the loop's dicts by identity, and per network
         #: whether it takes offload and its queues (attributes the control side may change).
         self._signature: tuple[object, ...] = ()
         self._nets: list[Network] = []
         self._senders: list[str] = []
-        self._finalizer = weakref.finalize(self, lib.of_free, ctx)
-
-    def close(self) -> None:
-        self._finalizer()
 
     @property
     def pending(self) -> int:
@@ -193,19 +168,7 @@ class Engine:
         table = (_Net * max(1, len(nets)))()
         for i, net in enumerate(nets):
             table[i] = _Net(int.from_bytes(net.vni_key, "big"), net.tap_fd, net.latency_fd, 0)
-        senders: list[str] = []
-        for member in members:
-            try:
-                parsed = ipaddress.IPv4Address(member)
-            except ValueError:
-                continue  # never an IPv4 socket's sender
-            if str(parsed) == member:  # the sender's spelling: anything else never matches
-                senders.append(member)
-        addresses = (ctypes.c_uint32 * max(1, len(senders)))(
-            *(int.from_bytes(socket.inet_aton(m), sys.byteorder) for m in senders)
-        )
-        if self._lib.of_set_tables(self._ctx, table, len(nets), addresses, len(senders)):
-            raise MemoryError("of_set_tables")
+        senders = self._set_tables(table, len(nets), members)
         self._signature = signature
         self._nets, self._senders = nets, senders
 
@@ -256,12 +219,11 @@ def _engine(loop: HotLoop) -> Engine | None:
     except KeyError:
         pass
     engine: Engine | None = None
-    lib = accel.load(HELPER)
+    lib = load_declared(HELPER, _declare)
     sock = loop._off_rx
     reassembler = loop.reassembler
     if (
         lib is not None
-        and _declare(lib)
         and sock is not None
         and sock.family == socket.AF_INET
         and 1 <= reassembler.max_pending <= PENDING_CAP
@@ -293,8 +255,7 @@ _addresses: dict[str, int] = {}
 
 def _send_lib() -> ctypes.CDLL | None:
     if not _sender:
-        lib = accel.load(HELPER)
-        _sender.append(lib if lib is not None and _declare(lib) else None)
+        _sender.append(load_declared(HELPER, _declare))
     return _sender[0]
 
 
@@ -385,8 +346,7 @@ def active(loop: HotLoop) -> bool:
 
 def available() -> bool:
     """Whether the helper builds, loads and speaks our ABI (built now if need be)."""
-    lib = accel.load(HELPER)
-    return lib is not None and _declare(lib)
+    return load_declared(HELPER, _declare) is not None
 
 
 def describe(loop: HotLoop) -> str:
