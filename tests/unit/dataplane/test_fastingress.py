@@ -8,29 +8,38 @@ and oversized frames come from hypothesis."""
 
 from __future__ import annotations
 
-import select
 import socket
 import struct
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from overlaynet.dataplane import accel, fastingress
-from overlaynet.dataplane.fdb import FdbEntry
 from overlaynet.dataplane.hotpath import HotLoop
-from overlaynet.dataplane.switching import Network
 
-RECEIVER, MEMBER, OTHER_MEMBER, STRANGER = "127.0.0.1", "127.0.0.3", "127.0.0.5", "127.0.0.4"
+from .drains import (
+    MAC_A,
+    MAC_B,
+    MEMBER,
+    OTHER_MEMBER,
+    RECEIVER,
+    SOL_UDP,
+    STRANGER,
+    UDP_GRO,
+    Path,
+    gro_buffers,
+    gro_sockets,
+    send_and_drain,
+    state,
+    tapped_path,
+)
+
 VNI, PLAIN_VNI, UNKNOWN_VNI = 4200, 4201, 4202
-MTU = 1450
-MAC_A, MAC_B, MAC_C = bytes.fromhex("02420a000002"), bytes.fromhex("02420a000003"), bytes(6)
-SOL_UDP, UDP_SEGMENT, UDP_GRO = 17, 103, 104
-TIMEOUT = 5.0  # bounds a hang only
+MAC_C = bytes(6)
 
 pytestmark = pytest.mark.skipif(
     accel.load("ingress") is None, reason=f"C helper unavailable: {accel.why_not('ingress')}"
@@ -127,48 +136,7 @@ def streams(draw: st.DrawFn) -> list[tuple[str, list[bytes]]]:
         )
         if draw(st.booleans()) or what == "seg":
             seqs[flow] = (seqs[flow] + size) & 0xFFFFFFFF
-    # Cut into GRO buffers: one sender, equal sizes, the last maybe shorter, as the kernel does.
-    buffers: list[tuple[str, list[bytes]]] = []
-    for sender, datagram in datagrams:
-        if buffers:
-            last_sender, group = buffers[-1]
-            first = len(group[0])
-            if (
-                last_sender == sender
-                and first > 0
-                and len(group[-1]) == first
-                and 0 < len(datagram) <= first
-                and len(group) < 64
-                and first * (len(group) + 1) <= 65507
-                and draw(st.booleans())
-            ):
-                group.append(datagram)
-                continue
-        buffers.append((sender, [datagram]))
-    return buffers
-
-
-@dataclass
-class Path:
-    """One hot loop with its network's TAP stand-ins, C or Python."""
-
-    loop: HotLoop
-    net: Network
-    plain: Network
-    bulk: socket.socket
-    latency: socket.socket
-    plain_tap: socket.socket
-    writes: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-def _tap(stack: ExitStack) -> tuple[socket.socket, socket.socket]:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    for s in (ours, theirs):
-        stack.enter_context(s)
-        s.setblocking(False)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-    return ours, theirs
+    return gro_buffers(draw, datagrams)
 
 
 def _path(
@@ -178,46 +146,10 @@ def _path(
     unchecked = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     loop = HotLoop(unchecked, [tx], 4789, Counter(), strict=strict, rx_checked=rx)
     stack.callback(loop.close)
-    bulk, bulk_tap = _tap(stack)
-    latency, latency_tap = _tap(stack)
-    plain, plain_tap = _tap(stack)
-    fdb: dict[bytes, FdbEntry] = {}
-    if fdb_mode == 1:
-        fdb[MAC_A] = FdbEntry(MEMBER)
-    elif fdb_mode == 2:
-        fdb[MAC_A] = FdbEntry(OTHER_MEMBER, learned=True)
-    net = Network(VNI, bulk_tap.fileno(), MTU, fdb, vnet_hdr=True, queues=(latency_tap.fileno(),))
-    net.learn_limit = 4 if fdb_mode >= 2 else 0
-    plain_net = Network(PLAIN_VNI, plain_tap.fileno(), MTU, {})
-    loop.add(net)
-    loop.add(plain_net)
-    loop.members = frozenset({MEMBER, OTHER_MEMBER})
+    path = tapped_path(stack, loop, vni=VNI, plain_vni=PLAIN_VNI, fdb_mode=fdb_mode, offload=False)
     if not accelerated:
         fastingress.disable(loop)
-    return Path(loop, net, plain_net, bulk, latency, plain)
-
-
-def _send(buffers: list[tuple[str, list[bytes]]], senders: dict[str, socket.socket]) -> int:
-    """Send each buffer as one UDP-GSO send (one GRO buffer on loopback); the datagram count."""
-    count = 0
-    for sender, group in buffers:
-        sock, address = senders[sender], (RECEIVER, senders["rx"].getsockname()[1])
-        if len(group) > 1:
-            gso = [(SOL_UDP, UDP_SEGMENT, len(group[0]).to_bytes(2, "little"))]
-            sock.sendmsg(group, gso, 0, address)
-        else:
-            sock.sendto(group[0], address)
-        count += len(group)
-    return count
-
-
-def _collect(path: Path) -> None:
-    for name, sock in (("bulk", path.bulk), ("latency", path.latency), ("plain", path.plain_tap)):
-        while True:
-            try:
-                path.writes.append((name, sock.recv(1 << 17)))
-            except BlockingIOError:
-                break
+    return path
 
 
 def _run(
@@ -228,45 +160,16 @@ def _run(
 ) -> None:
     """Send the buffers and drain them: one drain whose budget is the datagram count, more
     only for datagrams that arrive late (loopback delivers in the send call, as a rule)."""
-    while select.select([rx], [], [], 0)[0]:
-        rx.recv(1 << 17)  # nothing left from an earlier example
-    path.loop.drain_budget = _send(buffers, senders)
-    wait = TIMEOUT
-    while select.select([rx], [], [], wait)[0]:
-        path.loop._drain_udp(rx, merge=True)
-        wait = 0.01
-    _collect(path)
+    send_and_drain(path, rx, buffers, senders, lambda: path.loop._drain_udp(rx, merge=True))
 
 
 def _state(path: Path) -> dict[str, object]:
-    counters = Counter(path.loop._counters)
-    counters.pop(fastingress.DRAIN_COUNTER, None)
-    return {
-        "writes": path.writes,
-        "host": +counters,
-        "net": +path.net.counters,
-        "plain": +path.plain.counters,
-        "fdb": {
-            mac.hex(): (e.remote_ip, e.learned, e.rx_frames, e.rx_bytes)
-            for mac, e in path.net.fdb.items()
-        },
-        "learned": path.net.learned,
-    }
+    return state(path, fastingress.DRAIN_COUNTER)
 
 
 @pytest.fixture
 def sockets() -> Iterator[dict[str, socket.socket]]:
-    with ExitStack() as stack:
-        rx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        rx.setsockopt(SOL_UDP, UDP_GRO, 1)
-        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
-        rx.bind((RECEIVER, 0))
-        rx.setblocking(False)
-        found = {"rx": rx}
-        for address in (MEMBER, OTHER_MEMBER, STRANGER):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-            sock.bind((address, 0))
-            found[address] = sock
+    with gro_sockets() as found:
         yield found
 
 

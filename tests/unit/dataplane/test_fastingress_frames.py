@@ -11,7 +11,6 @@ learned entry (learned, then full)."""
 
 from __future__ import annotations
 
-import select
 import socket
 from contextlib import ExitStack
 
@@ -21,21 +20,21 @@ from hypothesis import strategies as st
 
 from overlaynet.dataplane import accel, fastingress
 
-from .test_fastingress import (
+from .drains import (
     MAC_A,
     MAC_B,
     MEMBER,
     MTU,
     OTHER_MEMBER,
-    PLAIN_VNI,
     STRANGER,
-    TIMEOUT,
+    Path,
+    send_and_drain,
+)
+from .test_fastingress import (
+    PLAIN_VNI,
     UNKNOWN_VNI,
     VNI,
-    Path,
-    _collect,
     _path,
-    _send,
     _state,
     sockets,
     tcp_datagram,
@@ -127,14 +126,7 @@ def _run(
     merge: bool,
 ) -> None:
     """Send the buffers and drain them (the merging or the lone-frame drain)."""
-    while select.select([rx], [], [], 0)[0]:
-        rx.recv(1 << 17)  # nothing left from an earlier example
-    path.loop.drain_budget = _send(buffers, senders)
-    wait = TIMEOUT
-    while select.select([rx], [], [], wait)[0]:
-        path.loop._drain_udp(rx, merge=merge)
-        wait = 0.01
-    _collect(path)
+    send_and_drain(path, rx, buffers, senders, lambda: path.loop._drain_udp(rx, merge=merge))
 
 
 def _fdb(path: Path, mode: int) -> None:
