@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -77,22 +78,29 @@ class Lab:
         return stats["counters"], stats["networks"][str(self.tb.vni)]["counters"]
 
 
-@pytest.fixture(scope="module", params=["c", "python"])
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    mode: str = request.param
-    if mode == "c" and accel.load("ingress") is None:
-        pytest.skip(f"C helper unavailable: {accel.why_not('ingress')}")
+@contextmanager
+def accel_switch(mode: str, helper: str) -> Iterator[None]:
+    """The C drains on (`mode` "c"; the test skipped when helper `helper` does not build) or
+    off ("python") for the VTEPs started inside; the environment restored after."""
+    if mode == "c" and accel.load(helper) is None:
+        pytest.skip(f"C helper unavailable: {accel.why_not(helper)}")
     saved = os.environ.get(accel.ENV_SWITCH)
     # The VTEPs inherit the switch: OVERLAYNET_ACCEL=off keeps them on the Python drains.
     os.environ[accel.ENV_SWITCH] = "on" if mode == "c" else "off"
     try:
-        with Testbed("onet-ci-") as tb:
-            yield Lab(tb, mode)
+        yield
     finally:
         if saved is None:
             os.environ.pop(accel.ENV_SWITCH, None)
         else:
             os.environ[accel.ENV_SWITCH] = saved
+
+
+@pytest.fixture(scope="module", params=["c", "python"])
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    mode: str = request.param
+    with accel_switch(mode, "ingress"), Testbed("onet-ci-") as tb:
+        yield Lab(tb, mode)
 
 
 def iperf(tb: Testbed, client: Container, server: Container) -> int:

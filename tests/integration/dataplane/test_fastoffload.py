@@ -9,17 +9,19 @@ Topology (one per mode): h1 and h2 run `vtep_main --offload`, offload peers of e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from overlaynet.dataplane import accel
 from overlaynet.dataplane.fastoffload import DRAIN_COUNTER
 from overlaynet.lab.testbed import Host, Testbed
 from tests.integration.dataplane.paths import iperf3, ping
-from tests.integration.dataplane.test_fastingress import checked_stream, expected_stream
+from tests.integration.dataplane.test_fastingress import (
+    accel_switch,
+    checked_stream,
+    expected_stream,
+)
 
 TIMEOUT = 30.0  # bounds a hang only
 
@@ -48,19 +50,8 @@ class Lab:
 @pytest.fixture(scope="module", params=["c", "python"])
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     mode: str = request.param
-    if mode == "c" and accel.load("offload") is None:
-        pytest.skip(f"C helper unavailable: {accel.why_not('offload')}")
-    saved = os.environ.get(accel.ENV_SWITCH)
-    # The VTEPs inherit the switch: OVERLAYNET_ACCEL=off keeps them on the Python drains.
-    os.environ[accel.ENV_SWITCH] = "on" if mode == "c" else "off"
-    try:
-        with Testbed("onet-ofc-" if mode == "c" else "onet-ofp-") as tb:
-            yield Lab(tb, mode)
-    finally:
-        if saved is None:
-            os.environ.pop(accel.ENV_SWITCH, None)
-        else:
-            os.environ[accel.ENV_SWITCH] = saved
+    with accel_switch(mode, "offload"), Testbed("onet-ofc-" if mode == "c" else "onet-ofp-") as tb:
+        yield Lab(tb, mode)
 
 
 def test_the_offload_drain_in_use_is_the_one_asked_for(lab: Lab) -> None:

@@ -33,6 +33,7 @@ from overlaynet.dataplane.fastoffload import DRAIN_COUNTER
 from overlaynet.lab.testbed import Container, Host, Testbed
 from overlaynet.wire import chunks
 from tests.integration.dataplane.paths import iperf3, ping
+from tests.integration.dataplane.test_fastingress import accel_switch
 
 TIMEOUT = 30.0  # bounds a hang only
 
@@ -74,20 +75,10 @@ def offload(request: pytest.FixtureRequest) -> Iterator[Offload]:
     """The lab with the VTEPs' C drains (the default when they build) or, OVERLAYNET_ACCEL=off
     (inherited by the VTEPs), the Python ones: every test here holds for both."""
     mode: str = request.param
-    if mode == "c" and accel.load("offload") is None:
-        pytest.skip(f"C helper unavailable: {accel.why_not('offload')}")
-    saved = os.environ.get(accel.ENV_SWITCH)
-    os.environ[accel.ENV_SWITCH] = "on" if mode == "c" else "off"
-    try:
-        with Testbed("onet-of-" if mode == "c" else "onet-ofpy-") as tb:
-            lab = Offload(tb)
-            lab.mode = mode
-            yield lab
-    finally:
-        if saved is None:
-            os.environ.pop(accel.ENV_SWITCH, None)
-        else:
-            os.environ[accel.ENV_SWITCH] = saved
+    with accel_switch(mode, "offload"), Testbed("onet-of-" if mode == "c" else "onet-ofpy-") as tb:
+        lab = Offload(tb)
+        lab.mode = mode
+        yield lab
 
 
 def test_the_offload_drain_in_use_is_the_one_asked_for(offload: Offload) -> None:
