@@ -183,3 +183,21 @@ def state(path: Path, drain_counter: str) -> dict[str, object]:
         },
         "learned": path.net.learned,
     }
+
+
+def both(
+    one: Callable[[ExitStack, bool], Path],
+    state_of: Callable[[Path], dict[str, object]],
+    check_c: Callable[[Path], None],
+) -> tuple[dict[str, object], dict[str, object], Path]:
+    """`one(stack, accelerated)` (a path made, sent to and drained) on the Python path, then
+    the C path, each in its own ExitStack closed before the next: their states (`state_of`),
+    `check_c` run on the C path while it is open, and the C path."""
+    states = []
+    for accelerated in (False, True):
+        with ExitStack() as stack:
+            path = one(stack, accelerated)
+            states.append(state_of(path))
+            if accelerated:
+                check_c(path)
+    return states[0], states[1], path

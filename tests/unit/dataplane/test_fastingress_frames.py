@@ -28,6 +28,7 @@ from .drains import (
     OTHER_MEMBER,
     STRANGER,
     Path,
+    both,
     send_and_drain,
 )
 from .test_fastingress import (
@@ -144,19 +145,21 @@ def _both(
     strict: bool,
     merge: bool,
 ) -> tuple[dict[str, object], dict[str, object]]:
-    states = []
-    for accelerated in (False, True):
-        with ExitStack() as stack:
-            path = _path(
-                stack, sockets["rx"], accelerated=accelerated, fdb_mode=min(fdb_mode, 2),
-                strict=strict,
-            )  # fmt: skip
-            _fdb(path, fdb_mode)
-            _run(path, sockets["rx"], buffers, sockets, merge)
-            states.append(_state(path))
-            if accelerated:
-                assert fastingress.active(path.loop)
-    return states[0], states[1]
+
+    def one(stack: ExitStack, accelerated: bool) -> Path:
+        path = _path(
+            stack, sockets["rx"], accelerated=accelerated, fdb_mode=min(fdb_mode, 2),
+            strict=strict,
+        )  # fmt: skip
+        _fdb(path, fdb_mode)
+        _run(path, sockets["rx"], buffers, sockets, merge)
+        return path
+
+    def check_c(path: Path) -> None:
+        assert fastingress.active(path.loop)
+
+    python, c, _ = both(one, _state, check_c)
+    return python, c
 
 
 @settings(
