@@ -102,6 +102,18 @@ def tapped_path(
     return Path(loop, net, plain_net, bulk, latency, plain)
 
 
+def member_senders(stack: ExitStack) -> dict[str, socket.socket]:
+    """A UDP_GRO socket at RECEIVER ("rx") and a sending socket at MEMBER, as `send` takes
+    them."""
+    rx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    rx.setsockopt(SOL_UDP, UDP_GRO, 1)
+    rx.bind((RECEIVER, 0))
+    rx.setblocking(False)
+    member = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    member.bind((MEMBER, 0))
+    return {"rx": rx, MEMBER: member}
+
+
 @contextmanager
 def gro_sockets(*, sndbuf: int = 0) -> Iterator[dict[str, socket.socket]]:
     """The receiving UDP_GRO socket ("rx", at RECEIVER) and a sending socket per member and

@@ -27,13 +27,11 @@ from .drains import MAC_B as MAC_B
 from .drains import MEMBER as MEMBER
 from .drains import (
     OTHER_MEMBER,
-    RECEIVER,
-    SOL_UDP,
-    UDP_GRO,
     Path,
     both,
     gro_buffers,
     gro_sockets,
+    member_senders,
     send_and_drain,
     state,
     tapped_path,
@@ -213,17 +211,13 @@ def test_the_c_drain_writes_and_counts_what_the_python_drain_does(
 def test_an_in_order_train_becomes_one_super_frame_in_c() -> None:
     """Not only equal: the C path merges (one GSO write with the rebuilt headers)."""
     with ExitStack() as stack:
-        rx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        rx.setsockopt(SOL_UDP, UDP_GRO, 1)
-        rx.bind((RECEIVER, 0))
-        rx.setblocking(False)
-        member = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        member.bind((MEMBER, 0))
+        senders = member_senders(stack)
+        rx = senders["rx"]
         path = _path(stack, rx, accelerated=True, fdb_mode=1, strict=False)
         payload = bytes(1398)
         train = [tcp_datagram(seq=1000 + i * 1398, payload=payload, ident=i) for i in range(30)]
         train.append(tcp_datagram(seq=1000 + 30 * 1398, payload=b"z" * 10, flags=0x18, ident=30))
-        _run(path, rx, [(MEMBER, train[:20]), (MEMBER, train[20:])], {"rx": rx, MEMBER: member})
+        _run(path, rx, [(MEMBER, train[:20]), (MEMBER, train[20:])], senders)
         assert len(path.writes) == 1
         queue, written = path.writes[0]
         assert queue == "bulk"

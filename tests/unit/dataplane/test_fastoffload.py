@@ -30,14 +30,12 @@ from .drains import (
     MAC_B,
     MEMBER,
     OTHER_MEMBER,
-    RECEIVER,
-    SOL_UDP,
     STRANGER,
-    UDP_GRO,
     Path,
     both,
     gro_buffers,
     gro_sockets,
+    member_senders,
     send_and_drain,
     state,
     tapped_path,
@@ -220,14 +218,9 @@ def test_a_super_frame_in_chunks_is_one_write_with_its_header() -> None:
     parts = chunks.split(VNI, 9, frame, 1456)
     pieces = [bytes(parts[i]) + bytes(parts[i + 1]) for i in range(0, len(parts), 2)]
     with ExitStack() as stack:
-        rx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        rx.setsockopt(SOL_UDP, UDP_GRO, 1)
-        rx.bind((RECEIVER, 0))
-        rx.setblocking(False)
-        member = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        member.bind((MEMBER, 0))
+        senders = member_senders(stack)
+        rx = senders["rx"]
         path = _path(stack, rx, accelerated=True, fdb_mode=1)
-        senders = {"rx": rx, MEMBER: member}
         _run(path, rx, [(MEMBER, pieces[:12]), (MEMBER, pieces[12:])], senders, True, 0)
         assert path.writes[:1] == [("bulk", frame)]
         assert path.net.counters["rx_offload_frames"] == 1
