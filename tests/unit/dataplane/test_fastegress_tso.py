@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from overlaynet.dataplane import accel
 from overlaynet.dataplane.fdb import RemoteEndpoint
-from overlaynet.dataplane.segment import wire_frames
+from overlaynet.dataplane.segment import SegmentError, wire_frames
 from overlaynet.dataplane.switching import Network
 from overlaynet.dataplane.tracing import TraceMatch
 from overlaynet.dataplane.vtep import SO_RCVBUFFORCE, Vtep
@@ -384,3 +384,12 @@ def test_a_frame_over_the_mtu_under_a_stray_virtio_header_is_dropped_by_both_dra
         result = run([read], mode)
         assert result["frames"] == []
         assert result["counters"].get("tx_drop_too_big") == 1, (mode, result["counters"])
+
+
+def test_a_runt_asking_for_a_checksum_is_refused_not_a_crash() -> None:
+    """A frame too short for its IPv4 protocol octet, NEEDS_CSUM set: the Python path counts it
+    (the C drain hands it over: `finish_csum` refuses n < 24) instead of an IndexError that ended
+    the drain (found by the hostile-input tests)."""
+    vnet = bytes([1, 0, 0, 0, 0, 0, 34, 0, 6, 0])  # NEEDS_CSUM, csum_start 34, offset 6
+    with pytest.raises(SegmentError, match="offload_bad_csum_offsets"):
+        wire_frames(vnet, b"\x00" * 12 + b"\x08\x00E")
