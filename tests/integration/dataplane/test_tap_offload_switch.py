@@ -25,11 +25,11 @@ def features(name: str) -> dict[str, str]:
     return {k.strip(): v.split()[0] for k, v in pairs if v.split()}
 
 
-def wait_tso(vtep: Vtep, state: str) -> None:
+def wait_tso(vtep: Vtep, state: str, tap: str = TAP) -> None:
     """Until the TAP's TSO and checksum offload are both `state` ("on"/"off")."""
     deadline = time.monotonic() + TIMEOUT
     while True:
-        now = features(TAP)
+        now = features(tap)
         if now["tcp-segmentation-offload"] == state and now["tx-checksumming"] == state:
             return
         assert time.monotonic() < deadline, (now, vtep.inspect(VNI)["counters"])

@@ -7,26 +7,19 @@ off they are never on. `ethtool -k` is the witness."""
 from __future__ import annotations
 
 import os
-import time
 
 from overlaynet.dataplane.impair import Impairment
 from overlaynet.dataplane.tracing import TraceMatch
 from overlaynet.dataplane.vtep import Vtep
-from tests.integration.dataplane.test_tap_offload_switch import features
-from tests.unit.dataplane.test_vtep_loopback import HOST_A, HOST_B, TIMEOUT, VNI, free_port
+from tests.integration.dataplane import test_tap_offload_switch as offload_switch
+from tests.unit.dataplane.test_vtep_loopback import HOST_A, HOST_B, VNI, free_port
 
 TAP = f"on-tstso{os.getpid() % 10000}"
 
 
 def wait_tso(vtep: Vtep, state: str) -> None:
-    """Until the TAP's TSO and checksum offload are both `state` ("on"/"off")."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        now = features(TAP)
-        if now["tcp-segmentation-offload"] == state and now["tx-checksumming"] == state:
-            return
-        assert time.monotonic() < deadline, (now, vtep.inspect(VNI)["counters"])
-        time.sleep(0.02)
+    """Until this module's TAP's TSO and checksum offload are both `state` ("on"/"off")."""
+    offload_switch.wait_tso(vtep, state, TAP)
 
 
 def test_the_offloads_follow_what_the_c_drain_can_take() -> None:
@@ -60,7 +53,7 @@ def test_with_accel_off_the_tap_gets_no_offloads() -> None:
         vtep.trace_records()  # two wake-ups of the loop: whatever it wanted, it applied
         net = vtep._networks[VNI]
         assert not vtep._loop._tso_wanted(net)
-        now = features(TAP)
+        now = offload_switch.features(TAP)
         assert now["tcp-segmentation-offload"] == "off"
         assert now["tx-checksumming"] == "off"
         assert "tap_tso_on" not in vtep.inspect(VNI)["counters"]

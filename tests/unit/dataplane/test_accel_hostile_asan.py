@@ -80,6 +80,18 @@ print("not caught")
 """
 
 
+def _sanitized_run_was_clean(done: subprocess.CompletedProcess[str], builds: Path) -> set[str]:
+    """Assert a sanitized test run gave no report, passed and skipped nothing; return the
+    helpers whose sanitized (tagged) builds it loaded from `builds`, this test's directory."""
+    output = done.stdout + done.stderr
+    for report in REPORTS:
+        assert report not in output, output[-4000:]
+    assert done.returncode == 0, output[-4000:]
+    assert "passed" in done.stdout and "skipped" not in done.stdout, output[-2000:]
+    names = {p.name.split("-")[0] for p in builds.glob("*.so")}
+    return {n.split("+")[0] for n in names if "+" in n}
+
+
 def test_the_sanitizer_reports_an_overflow_made_on_purpose(tmp_path: Path) -> None:
     """The control: without it, a sanitizer that is not armed would pass everything."""
     done = subprocess.run(
@@ -102,14 +114,7 @@ def test_hostile_input_under_asan_and_ubsan_gives_no_report(tmp_path: Path) -> N
         ],
         cwd=ROOT, env=_env(builds), capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
-    output = done.stdout + done.stderr
-    for report in REPORTS:
-        assert report not in output, output[-4000:]
-    assert done.returncode == 0, output[-4000:]
-    assert "passed" in done.stdout and "skipped" not in done.stdout, output[-2000:]
-    # The helpers that ran were the sanitized builds (tagged names), in this test's directory.
-    names = {p.name.split("-")[0] for p in builds.glob("*.so")}
-    assert {n.split("+")[0] for n in names if "+" in n} == {"egress", "ingress"}, names
+    assert _sanitized_run_was_clean(done, builds) == {"egress", "ingress"}
 
 
 #: The offload helper's equivalence tests (chunks reordered, duplicated, lost, truncated, mixed
@@ -135,10 +140,4 @@ def test_offload_helper_under_asan_and_ubsan_gives_no_report(tmp_path: Path) -> 
         [sys.executable, "-c", OFFLOAD_RUN, str(builds)],
         cwd=ROOT, env=_env(builds), capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
-    output = done.stdout + done.stderr
-    for report in REPORTS:
-        assert report not in output, output[-4000:]
-    assert done.returncode == 0, output[-4000:]
-    assert "passed" in done.stdout and "skipped" not in done.stdout, output[-2000:]
-    names = {p.name.split("-")[0] for p in builds.glob("*.so")}
-    assert "offload" in {n.split("+")[0] for n in names if "+" in n}, names
+    assert "offload" in _sanitized_run_was_clean(done, builds)
