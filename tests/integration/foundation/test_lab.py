@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -179,8 +180,14 @@ def _stat(pid: int) -> list[str]:
 
 
 def _fds(pid: int) -> dict[int, str]:
+    """What `pid` holds open: fd -> target. A running agent opens and closes sockets as it
+    works: an fd closed between the listing and its readlink is not held, and left out."""
     fd_dir = f"/proc/{pid}/fd"
-    return {int(fd): os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+    held = {}
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(FileNotFoundError):
+            held[int(fd)] = os.readlink(f"{fd_dir}/{fd}")
+    return held
 
 
 def test_agents_are_forks_in_their_host_holding_nothing_of_the_fork_server() -> None:
