@@ -67,6 +67,18 @@ def arp_request(target: str) -> bytes:
     )  # fmt: skip
 
 
+def tap_standin(stack: ExitStack, size: int) -> tuple[socket.socket, socket.socket]:
+    """A TAP queue's stand-in: a SEQPACKET pair (one read, one frame) with `size`-octet buffers;
+    the bridge end writes frames, the tap end (non-blocking) is what the drain reads."""
+    bridge, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stack.enter_context(bridge)
+    stack.enter_context(tap)
+    bridge.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    tap.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    tap.setblocking(False)
+    return bridge, tap
+
+
 def run(
     frames: list[bytes], accel_mode: str, *, peers: tuple[str, ...], budget: int = 0
 ) -> dict[str, Any]:
@@ -81,12 +93,7 @@ def run(
         vtep._loop.drain_budget = budget or 4 * MAX_FRAMES
         if vtep._loop.fast_egress is not None:
             vtep._loop.fast_egress.budget = budget or MAX_FRAMES + 1
-        bridge, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        stack.enter_context(bridge)
-        stack.enter_context(tap)
-        bridge.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
-        tap.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        tap.setblocking(False)
+        bridge, tap = tap_standin(stack, 1 << 22)
         bridge.settimeout(0.2)
         receivers = {}
         for host in (HOST_B, HOST_C):

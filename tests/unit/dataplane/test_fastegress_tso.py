@@ -25,6 +25,7 @@ from overlaynet.dataplane.switching import Network
 from overlaynet.dataplane.tracing import TraceMatch
 from overlaynet.dataplane.vtep import SO_RCVBUFFORCE, Vtep
 from overlaynet.wire.ethernet import mac_to_bytes
+from tests.unit.dataplane.test_accel_equivalence import tap_standin
 
 pytestmark = pytest.mark.skipif(
     accel.load("egress") is None, reason=f"C egress unavailable: {accel.why_not('egress')}"
@@ -167,12 +168,7 @@ def run(
             loop.drain_budget = budget
             if loop.fast_egress is not None:
                 loop.fast_egress.budget = budget
-        bridge, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        stack.enter_context(bridge)
-        stack.enter_context(tap)
-        bridge.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 23)
-        tap.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 23)
-        tap.setblocking(False)
+        bridge, tap = tap_standin(stack, 1 << 23)
         receiver = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         receiver.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 25)
         receiver.bind((HOST_B, port))
