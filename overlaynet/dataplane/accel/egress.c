@@ -279,11 +279,13 @@ static int finish_csum(uint8_t *f, uint32_t n, uint32_t start, uint32_t offset) 
  * plain virtio-net header, so the batching takes them as frames read one by one. Done from
  * the last segment to the first: each one's payload moves forward, never over a payload not
  * yet moved. Returns the number of segments, or 0: the Python path takes the frame (not
- * TCP/IPv4, a header it cannot honour, more segments or octets than there is room for).
+ * TCP/IPv4, a header it cannot honour, more segments or octets than there is room for, or
+ * segments over `limit`, the longest frame with its virtio-net header: Python drops such a
+ * super-frame whole and counts it once, `HotLoop._finish`).
  */
 static uint32_t segment_tcp4(uint8_t *buf, uint32_t pos, uint32_t n, uint32_t skip,
-                             uint32_t room, uint32_t slots, uint32_t *off, uint32_t *len,
-                             uint32_t *next, uint32_t nf) {
+                             uint32_t limit, uint32_t room, uint32_t slots, uint32_t *off,
+                             uint32_t *len, uint32_t *next, uint32_t nf) {
     uint8_t head[EG_HEAD_MAX];
     const uint8_t *v = buf + pos, *f = v + skip;
     uint32_t flen = n - skip, mss = le16(v + 4);
@@ -296,6 +298,8 @@ static uint32_t segment_tcp4(uint8_t *buf, uint32_t pos, uint32_t n, uint32_t sk
     if (doff < 20 || hdr > flen || mss == 0 || skip + hdr > EG_HEAD_MAX)
         return 0;
     uint32_t total = flen - hdr, nseg = total ? (total + mss - 1) / mss : 1;
+    if ((uint64_t)skip + hdr + (total < mss ? total : mss) > limit)
+        return 0;
     uint32_t stride = (skip + hdr + mss + 7u) & ~7u;
     uint64_t end = (uint64_t)stride * (nseg - 1) + skip + hdr + (total < mss ? total : mss);
     if (nseg > slots || end > room)
@@ -382,8 +386,8 @@ int eg_drain(struct eg_state *st, int fd, uint8_t *buf, uint32_t cap, uint32_t *
                     made = 1;
                 }
             } else {
-                made = segment_tcp4(buf, pos, n, skip, cap - pos, maxframes - nf, off, len,
-                                    next, nf);
+                made = segment_tcp4(buf, pos, n, skip, limit, cap - pos, maxframes - nf, off,
+                                    len, next, nf);
                 if (made) {
                     stats[0]++;
                     stats[1] += made;

@@ -23,6 +23,7 @@ from overlaynet.dataplane.seal import DataKey
 from overlaynet.dataplane.tracing import TraceMatch
 from overlaynet.dataplane.vtep import SO_RCVBUFFORCE, Vtep
 from overlaynet.wire.ethernet import mac_to_bytes
+from tests.unit.dataplane.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     accel.load("egress") is None, reason=f"C egress unavailable: {accel.why_not('egress')}"
@@ -37,13 +38,6 @@ MAC_UNKNOWN, MAC_BCAST = "02:42:0a:00:00:99", "ff:ff:ff:ff:ff:ff"
 TIMEOUT = 5.0  # bounds a hang only
 #: Frames per run: below both drains' budgets, so each reads the whole queue in one drain.
 MAX_FRAMES = 120
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def frame(dst: str, flow: int, size: int, seq: int) -> bytes:

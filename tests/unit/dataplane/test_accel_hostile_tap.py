@@ -26,6 +26,7 @@ from overlaynet.dataplane.vtep import SO_RCVBUFFORCE, Vtep
 from overlaynet.host.nssocket import run_in_netns
 from tests.unit.dataplane import test_accel_hostile as hz
 from tests.unit.dataplane import test_fastegress_tso as eg
+from tests.unit.dataplane.ports import free_port
 
 pytestmark = [
     pytest.mark.root,
@@ -77,9 +78,7 @@ def _drain(bench: Bench, reads: list[bytes]) -> tuple[list[bytes], int, bool]:
     """Send `reads` (virtio-net header + frame) into the TAP from the kernel side, drain it with
     the VTEP's C drain; the inner frames that left, the reads the kernel refused, C's use."""
     with ExitStack() as stack:
-        probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        port = free_port()
         vtep = stack.enter_context(Vtep(eg.HOST_A, port, source_sockets=2, accel="on"))
         loop = vtep._loop
         receiver = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))

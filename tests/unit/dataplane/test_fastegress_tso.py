@@ -25,6 +25,7 @@ from overlaynet.dataplane.switching import Network
 from overlaynet.dataplane.tracing import TraceMatch
 from overlaynet.dataplane.vtep import SO_RCVBUFFORCE, Vtep
 from overlaynet.wire.ethernet import mac_to_bytes
+from tests.unit.dataplane.ports import free_port
 from tests.unit.dataplane.test_accel_equivalence import tap_standin
 
 pytestmark = pytest.mark.skipif(
@@ -157,9 +158,7 @@ def run(
     drain it until empty as the loop would, collect the inner frames that reached B, the
     counters and whether a queue is still marked as holding frames made under offloads."""
     with ExitStack() as stack:
-        probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        port = free_port()
         vtep = stack.enter_context(
             Vtep(HOST_A, port, source_sockets=2, socket_buffer=1 << 22, accel=accel_mode)
         )
@@ -379,6 +378,19 @@ def test_a_frame_over_the_mtu_under_a_stray_virtio_header_is_dropped_by_both_dra
     for mode in ("on", "off"):
         result = run([read], mode)
         assert result["frames"] == []
+        assert result["counters"].get("tx_drop_too_big") == 1, (mode, result["counters"])
+
+
+def test_a_super_frame_cut_over_the_mtu_is_dropped_whole_by_both_drains() -> None:
+    """A TSO read whose MSS makes segments 10 octets over the MTU, its last segment short
+    enough to fit: dropped whole and counted once by both drains (RFC 7348 4.3). C sent the
+    short last segment alone and counted each long one (found by the hostile-input tests:
+    the two drains put different frames on the wire)."""
+    frame = tcp_frame(1, bytes(1410 + 1000))
+    read = super_read(frame, MTU - 20 - 20 + 10)
+    for mode in ("on", "off"):
+        result = run([read], mode)
+        assert result["frames"] == [], mode
         assert result["counters"].get("tx_drop_too_big") == 1, (mode, result["counters"])
 
 

@@ -3,7 +3,6 @@ of a key, no static peers (a kernel VTEP cannot open sealed frames), keys applie
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -13,15 +12,9 @@ from overlaynet.dataplane.datakeys import ENCRYPTED_OPTION
 from overlaynet.dataplane.seal import DataKey
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.model import Driver, Network
+from tests.unit.dataplane.ports import free_port
 
 KEY = DataKey(1, bytes(16))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

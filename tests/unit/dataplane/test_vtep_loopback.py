@@ -17,18 +17,12 @@ from overlaynet.dataplane import offload
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dataplane.tap import has_vnet_hdr
 from overlaynet.dataplane.vtep import Vtep
+from tests.unit.dataplane.ports import free_port
 
 VNI = 4097
 MAC_A, MAC_B = "02:42:0a:00:00:02", "02:42:0a:00:00:03"
 HOST_A, HOST_B = "127.0.0.2", "127.0.0.3"
 TIMEOUT = 5.0  # generous: only bounds a hang, never asserts speed
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Pair:
