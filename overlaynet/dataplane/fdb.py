@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from overlaynet.wire.ethernet import MAC_LEN, mac_to_bytes, mac_to_str
 from overlaynet.wire.vxlan import check_vni
@@ -120,6 +120,54 @@ def age_learned(table: dict[bytes, FdbEntry], now: float, max_age: float) -> tup
     return len(expired), kept
 
 
+class FdbTable(dict[bytes, FdbEntry]):
+    """One network's table (inner MAC → entry) that counts its changes: `generation` moves on
+    every key added, replaced or removed, so the C drains (`fastegress`, `fastingress`) know
+    when a copy they keep of where MACs live is stale with one integer comparison per drain,
+    instead of rebuilding it. Reads (`get`, `[]`) are the plain dict's: no cost on the hot
+    path. Counters inside an entry change in place and do not count as a change."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.generation = 0
+
+    def __setitem__(self, key: bytes, value: FdbEntry) -> None:
+        super().__setitem__(key, value)
+        self.generation += 1
+
+    def __delitem__(self, key: bytes) -> None:
+        super().__delitem__(key)
+        self.generation += 1
+
+    def pop(self, key: bytes, *default: Any) -> Any:
+        self.generation += 1
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[bytes, FdbEntry]:
+        self.generation += 1
+        return super().popitem()
+
+    def clear(self) -> None:
+        super().clear()
+        self.generation += 1
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self.generation += 1
+
+    def setdefault(self, key: bytes, default: Any = None) -> Any:
+        self.generation += 1
+        return super().setdefault(key, default)
+
+
+def generation(table: dict[bytes, FdbEntry]) -> int:
+    """`table`'s change count, or -1 for a plain dict (a test's): then always treated as
+    changed."""
+    return table.generation if isinstance(table, FdbTable) else -1
+
+
 @dataclass(frozen=True, slots=True)
 class FdbRecord:
     """A snapshot of one entry, for `network inspect` and tests."""
@@ -143,11 +191,11 @@ class ForwardingDatabase:
     """
 
     def __init__(self) -> None:
-        self._tables: dict[int, dict[bytes, FdbEntry]] = {}
+        self._tables: dict[int, FdbTable] = {}
 
-    def table(self, vni: int) -> dict[bytes, FdbEntry]:
+    def table(self, vni: int) -> FdbTable:
         """The live table for `vni`, created empty on first use."""
-        return self._tables.setdefault(check_vni(vni), {})
+        return self._tables.setdefault(check_vni(vni), FdbTable())
 
     def add(self, vni: int, mac: str | bytes, remote_ip: str) -> None:
         """Point `mac` on `vni` at `remote_ip`; moving an endpoint resets its counters. A given
@@ -160,11 +208,13 @@ class ForwardingDatabase:
 
     def remove(self, vni: int, mac: str | bytes) -> bool:
         """Forget `mac` on `vni`; False if it was not there."""
-        return self._tables.get(vni, {}).pop(as_mac(mac), None) is not None
+        table = self._tables.get(vni)
+        return table is not None and table.pop(as_mac(mac), None) is not None
 
     def lookup(self, vni: int, mac: str | bytes) -> FdbEntry | None:
         """The entry for `mac` on `vni`, or None (the frame is then flooded)."""
-        return self._tables.get(vni, {}).get(as_mac(mac))
+        table = self._tables.get(vni)
+        return None if table is None else table.get(as_mac(mac))
 
     def drop_vni(self, vni: int) -> None:
         """Forget every entry of a network that is going away (the dict is emptied in place so

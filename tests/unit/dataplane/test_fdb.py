@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overlaynet.dataplane.fdb import FdbEntry, ForwardingDatabase, age_learned, learn
+from overlaynet.dataplane.fdb import (
+    FdbEntry,
+    ForwardingDatabase,
+    age_learned,
+    generation,
+    learn,
+)
 from overlaynet.dataplane.switching import Network, learn_source
 from overlaynet.wire.ethernet import mac_to_bytes
 
@@ -157,3 +163,34 @@ def test_learning_never_exceeds_its_limit_nor_touches_given_entries(
         learned = [e for e in net.fdb.values() if e.learned]
         assert len(learned) == net.learned <= limit
         assert net.fdb[given_mac].remote_ip == "10.0.0.9" and not net.fdb[given_mac].learned
+
+
+def test_a_table_counts_every_change_of_where_macs_live_and_not_its_counters() -> None:
+    """The C drains keep a copy of where MACs live and rebuild it when `generation` moved:
+    every add, move, removal, learn and aging must move it; a counter bump must not."""
+    db = ForwardingDatabase()
+    table = db.table(7)
+    seen = [generation(table)]
+
+    def moved() -> bool:
+        seen.append(generation(table))
+        return seen[-1] != seen[-2]
+
+    db.add(7, "02:42:0a:00:00:03", "192.0.2.1")
+    assert moved()
+    entry = db.lookup(7, "02:42:0a:00:00:03")
+    assert entry is not None
+    entry.tx_frames += 5
+    assert not moved()
+    db.add(7, "02:42:0a:00:00:03", "192.0.2.2")  # the endpoint moved
+    assert moved()
+    assert learn(table, b"\x02\x00\x00\x00\x00\x09", "192.0.2.3", full=False) == "fdb_learned"
+    assert moved()
+    assert age_learned(table, 0.0, 300.0) == (0, 1) and not moved()  # first sweep: kept
+    assert age_learned(table, 301.0, 300.0) == (1, 0) and moved()  # forgotten
+    assert db.remove(7, "02:42:0a:00:00:03") and moved()
+    db.add(7, "02:42:0a:00:00:04", "192.0.2.1")
+    assert moved()
+    db.drop_vni(7)
+    assert moved() and table == {}
+    assert generation({}) == -1  # a plain dict: always treated as changed
