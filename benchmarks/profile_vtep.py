@@ -78,8 +78,10 @@ def build(
         vtep = tb.start_vtep(o1, [o2], extra=extra)
         receiver = tb.start_vtep(o2, [o1], extra=extra)
         if receiving:  # profile the VTEP that receives the bulk (o2) instead
-            return {"client": co1, "server": co2, "vtep": receiver, "hosts": [o2, o1], "far": o1}
-        return {"client": co1, "server": co2, "vtep": vtep, "hosts": [o1, o2], "far": o2}
+            return {"client": co1, "server": co2, "vtep": receiver, "hosts": [o2, o1], "far": o1,
+                    "other": vtep}  # fmt: skip
+        return {"client": co1, "server": co2, "vtep": vtep, "hosts": [o1, o2], "far": o2,
+                "other": receiver}  # fmt: skip
     k1 = tb.add_host("k1", 62)
     ck1 = tb.add_container(k1, "ck1", 62)
     tb.kernel_vxlan(k1, [o1])
@@ -167,6 +169,54 @@ def perf_table(data: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+#: What a shared object's time is, for the system-wide table (`--system`).
+DSO_CLASSES = (
+    ("[kernel", "kernel"),
+    ("libpython", "interpreter"),
+    ("python3", "interpreter"),
+    ("_ctypes", "ctypes"),
+    ("libffi", "ctypes"),
+    ("egress-", "C helpers"),
+    ("ingress-", "C helpers"),
+    ("offload-", "C helpers"),
+)
+
+
+def dso_class(dso: str) -> str:
+    """The kind of code a shared object holds (`DSO_CLASSES`; anything else: "other")."""
+    return next((kind for prefix, kind in DSO_CLASSES if dso.startswith(prefix)), "other")
+
+
+def system_table(data: Path, roles: dict[int, str]) -> str:
+    """`perf report` of a system-wide recording as a table: the share of all CPU time (both
+    CPUs) by process role and kind of code: how much of the machine goes to the interpreter,
+    the C helpers, the ctypes calls between them and the kernel work each process runs."""
+    out = subprocess.run(
+        ["perf", "report", "-i", str(data), "--sort", "pid,dso", "--stdio", "-g", "none"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    shares: dict[tuple[str, str], float] = collections.defaultdict(float)
+    for line in out.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) != 3 or not parts[0].endswith("%") or ":" not in parts[1]:
+            continue
+        pid_text, _, comm = parts[1].partition(":")
+        pid = int(pid_text) if pid_text.isdigit() else -1
+        role = roles.get(pid, "idle" if pid == 0 else f"other ({comm})")
+        shares[role, dso_class(parts[2].strip())] += float(parts[0].rstrip("%"))
+    kinds = ("interpreter", "ctypes", "C helpers", "kernel", "other")
+    by_role: dict[str, float] = collections.defaultdict(float)
+    for (role, _kind), share in shares.items():
+        by_role[role] += share
+    lines = [f"| process | {' | '.join(kinds)} | all |", "|---|" + "---:|" * (len(kinds) + 1)]
+    for role, total in sorted(by_role.items(), key=lambda item: -item[1]):
+        if total < 0.5:
+            continue
+        cells = " | ".join(f"{shares[role, kind]:.1f}" for kind in kinds)
+        lines.append(f"| {role} | {cells} | {total:.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", choices=("o2k", "k2o", "a2a"), default="o2k")
@@ -182,6 +232,11 @@ def main() -> int:
     parser.add_argument(
         "--perf", action="store_true",
         help="also `perf record` the VTEP: where its system calls spend their (kernel) time",
+    )  # fmt: skip
+    parser.add_argument(
+        "--system", action="store_true",
+        help="also `perf record -a`: all CPU time by process and kind of code (interpreter, "
+        "ctypes, C helpers, kernel)",
     )  # fmt: skip
     parser.add_argument("--name", help="report name (default: from the options)")
     args = parser.parse_args()
@@ -235,6 +290,16 @@ def main() -> int:
             if args.perf
             else None
         )
+        system_data = tb.workdir / "system.data"
+        system = (
+            subprocess.Popen(
+                ["perf", "record", "-q", "-a", "-F", str(SAMPLE_RATE), "-o", str(system_data),
+                 "--", "sleep", str(args.seconds)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            if args.system
+            else None
+        )  # fmt: skip
         out = tb.exec(client.ns, "iperf3", "-c", server.ip, "-t", str(args.seconds + 1),
                       "-P", str(args.streams), "-J", timeout=args.seconds + 30)  # fmt: skip
         spy.wait(args.seconds + 30)
@@ -242,6 +307,13 @@ def main() -> int:
         if perf is not None:
             perf.wait(args.seconds + 30)
             kernel_table = perf_table(perf_data, args.top)
+        system_text = ""
+        if system is not None:
+            system.wait(args.seconds + 30)
+            roles = {topo["vtep"].pid: "profiled VTEP (o1)", srv.pid: "iperf3 server"}
+            if "other" in topo:
+                roles[topo["other"].pid] = "other VTEP"
+            system_text = system_table(system_data, roles)  # the client: "other (iperf3)"
         Testbed.stop(dump)
         Testbed.stop(srv)
         after = {ns: nstat(tb, ns) for ns in namespaces}
@@ -273,6 +345,8 @@ def main() -> int:
         "",
         *(["## perf, the VTEP process: own time by symbol (kernel and user)", "",
             kernel_table, ""] if kernel_table else []),
+        *(["## perf -a: share of all CPU time (both CPUs, %) by process and kind of code", "",
+            system_text, ""] if system_text else []),
         "## Underlay capture (first datagrams of the transfer)",
         "",
         "```", json.dumps(summary), "```",
