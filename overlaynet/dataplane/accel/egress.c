@@ -61,7 +61,7 @@
 enum { EG_EV_ONE = 1, EG_EV_BATCH = 2, EG_EV_RAW = 3 };
 
 /* The ABI version the Python wrapper checks (fastegress.ABI). */
-int eg_abi(void) { return 3; }
+int eg_abi(void) { return 4; }
 
 struct batch {
     uint32_t first, last;  /* frame indices: a list through next[] */
@@ -349,10 +349,10 @@ static uint32_t segment_tcp4(uint8_t *buf, uint32_t pos, uint32_t n, uint32_t sk
  * error. *frames: frames read. stats: += super-frames segmented, segments made, checksums
  * finished. Returns the number of event words.
  */
-int eg_drain(struct eg_state *st, int fd, uint8_t *buf, uint32_t cap, uint32_t *off,
-             uint32_t *len, uint32_t *next, uint32_t maxframes, uint32_t budget, uint32_t skip,
-             uint32_t shortest, uint32_t limit, uint32_t overhead, uint32_t *ev, int *status,
-             uint32_t *frames, uint32_t *stats) {
+static int drain(struct eg_state *st, int fd, uint8_t *buf, uint32_t cap, uint32_t *off,
+                 uint32_t *len, uint32_t *next, uint32_t maxframes, uint32_t budget,
+                 uint32_t skip, uint32_t shortest, uint32_t limit, uint32_t overhead,
+                 uint32_t *ev, int64_t *status, int64_t *frames, int64_t *stats) {
     struct ctx c = {buf, off, len, next, ev, 0, skip};
     uint32_t pos = st->pos, nf = st->nf, first = st->nf;
     uint32_t until = maxframes - nf < budget ? maxframes : nf + budget;
@@ -500,4 +500,258 @@ void eg_send_each(int sock, const uint8_t *buf, const uint32_t *off, const uint3
         else if (rc < 0)
             errors[1]++;
     }
+}
+
+/* -- sending the batches here (issue 15: no Python pass per batch) ------------------------- */
+
+/*
+ * Where destination MACs live, per TAP queue, filled by Python (eg_learn) the first time a
+ * batch goes to a MAC: route MAC -> slot, slot -> the remote addresses (an FDB entry's one,
+ * or every peer for unknown unicast: a "flood" slot). Python drops it (eg_params.fresh)
+ * whenever the network's FDB table or its peers changed, so a batch is sent here only to
+ * where the Python drain would send it. Routes are current while their stamp is the table's
+ * epoch: dropping the table is one increment, not a clear of every route.
+ */
+#define EG_ROUTES 2048 /* power of two: the hash's mask */
+#define EG_PROBES 16   /* routes tried per lookup: beyond, Python sends the batch */
+#define EG_SLOTS 1024  /* destinations (FDB entries and the flood slot) per table */
+#define EG_IPS 4096    /* remote addresses of every slot together (a flood slot has all peers) */
+
+struct eg_route {
+    uint8_t mac[6];
+    uint16_t pad;
+    uint32_t epoch, slot;
+};
+
+struct eg_slot {
+    uint32_t ip_at, nips, flood;
+};
+
+struct eg_table {
+    uint32_t epoch, nslots, nips, pad;
+    struct eg_route routes[EG_ROUTES];
+    struct eg_slot slots[EG_SLOTS];
+    uint32_t ips[EG_IPS];
+};
+
+int eg_table_size(void) { return (int)sizeof(struct eg_table); }
+
+/* Counts the caller folds after each call (fastegress._C_*), int64 each. */
+enum {
+    EG_C_GSO_BATCHES, EG_C_UNKNOWN, EG_C_FALLBACK, EG_C_TOO_BIG, EG_C_ERROR, EG_C_DIRTY,
+    EG_C_COUNTED, EG_C_TSO_SEGMENTED, EG_C_TSO_SEGMENTS, EG_C_CSUM, EG_C_STATUS, EG_C_FRAMES,
+    EG_C_ACTED, EG_C_CARRIED, EG_C_COUNT
+};
+
+/* One queue's drain: what eg_drain took as arguments, and where batches go. Inputs set by the
+ * caller once per queue (budget and fresh per drain); outputs in `counts`. */
+struct eg_params {
+    struct eg_state *st;
+    uint8_t *buf;
+    uint32_t *off, *len, *next, *ev;
+    struct eg_table *table;
+    const int32_t *tx, *tx_gso; /* the loop's sending sockets: plain, UDP-GSO (ntx each) */
+    const uint8_t *hdr;         /* the network's VXLAN header (8 octets) */
+    int64_t *slot_counts;       /* per slot: frames, inner octets sent since the last fold */
+    uint32_t *dirty;            /* slots with counts, in the order first counted */
+    int64_t *counts;            /* EG_C_COUNT */
+    int32_t fd;
+    uint32_t cap, maxframes, budget, skip, shortest, limit, overhead;
+    uint32_t ntx, port; /* port: the VTEP's UDP port, host order */
+    uint32_t fresh;     /* nonzero: drop the table before this drain (cleared here) */
+    uint32_t last;      /* the route found last: tried first */
+};
+
+static uint32_t route_hash(const uint8_t *mac) {
+    uint64_t v = 0;
+    memcpy(&v, mac, 6);
+    return (uint32_t)((v * 0x9E3779B97F4A7C15ull) >> 40) & (EG_ROUTES - 1);
+}
+
+/* The slot of `mac`, or -1: not known here. */
+static int route_find(struct eg_params *p, const uint8_t *mac) {
+    struct eg_table *t = p->table;
+    const struct eg_route *r = &t->routes[p->last & (EG_ROUTES - 1)];
+    if (r->epoch == t->epoch && memcmp(r->mac, mac, 6) == 0)
+        return (int)r->slot;
+    uint32_t h = route_hash(mac);
+    for (uint32_t k = 0; k < EG_PROBES; k++) {
+        uint32_t at = (h + k) & (EG_ROUTES - 1);
+        r = &t->routes[at];
+        if (r->epoch != t->epoch)
+            return -1;
+        if (memcmp(r->mac, mac, 6) == 0) {
+            p->last = at;
+            return (int)r->slot;
+        }
+    }
+    return -1;
+}
+
+/*
+ * Teach the table that `mac` goes to slot `slot`, or (slot < 0) to a new slot of the `nips`
+ * addresses at `ips` (network order; flood: unknown unicast, every peer). Returns the slot,
+ * or -1: no room (the batches to `mac` stay Python's).
+ */
+int eg_learn(struct eg_table *t, const uint8_t *mac, int slot, const uint32_t *ips,
+             uint32_t nips, uint32_t flood) {
+    uint32_t h = route_hash(mac), at = EG_ROUTES;
+    for (uint32_t k = 0; k < EG_PROBES; k++) {
+        uint32_t i = (h + k) & (EG_ROUTES - 1);
+        if (t->routes[i].epoch != t->epoch || memcmp(t->routes[i].mac, mac, 6) == 0) {
+            at = i;
+            break;
+        }
+    }
+    if (at == EG_ROUTES)
+        return -1;
+    if (slot < 0) {
+        if (t->nslots == EG_SLOTS || nips == 0 || nips > EG_IPS - t->nips)
+            return -1;
+        slot = (int)t->nslots++;
+        struct eg_slot *s = &t->slots[slot];
+        s->ip_at = t->nips;
+        s->nips = nips;
+        s->flood = flood;
+        memcpy(t->ips + t->nips, ips, sizeof *ips * nips);
+        t->nips += nips;
+    } else if ((uint32_t)slot >= t->nslots) {
+        return -1;
+    }
+    struct eg_route *r = &t->routes[at];
+    memcpy(r->mac, mac, 6);
+    r->epoch = t->epoch;
+    r->slot = (uint32_t)slot;
+    return slot;
+}
+
+static void table_drop(struct eg_table *t) {
+    if (++t->epoch == 0) { /* wrapped: a route of 2^32 drops ago would look current */
+        memset(t->routes, 0, sizeof t->routes);
+        t->epoch = 1;
+    }
+    t->nslots = t->nips = 0;
+}
+
+/* zlib's crc32 of n octets at p, going on from `crc` (zlib.crc32(data, crc)). */
+static uint32_t crc32_of(uint32_t crc, const uint8_t *p, uint32_t n) {
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+/* switching.flow_hash of a frame of n octets (it looks at 40 at most). */
+static uint32_t flow_hash(const uint8_t *f, uint32_t n) {
+    if (n >= 38 && f[12] == 0x08 && f[13] == 0x00) {
+        if (f[14] == 0x45 && !((f[20] & 0x3F) || f[21])) {
+            uint8_t proto = f[23];
+            if (proto == 6 || proto == 17 || proto == 33 || proto == 132 || proto == 136)
+                return crc32_of(0, f + 26, 12);
+            if (proto == 1) {
+                if ((f[34] == 0 || f[34] == 8) && n >= 40)
+                    return crc32_of(crc32_of(0, f + 26, 10), f + 38, 2);
+                return crc32_of(0, f + 26, 10);
+            }
+        }
+        return crc32_of(crc32_of(0, f + 26, 8), f + 23, 1);
+    }
+    return crc32_of(0, f, 14);
+}
+
+/* Send one batch to slot s's addresses as fastegress's Python batch path does. */
+static void send_batch(struct eg_params *p, const struct eg_slot *s, const uint32_t *idx,
+                       uint32_t count) {
+    int64_t *c = p->counts;
+    uint32_t first = idx[0], skip = p->skip;
+    const uint8_t *f = p->buf + p->off[first] + skip;
+    uint32_t n = p->len[first] - skip;
+    uint32_t index = flow_hash(f, n) % p->ntx;
+    uint16_t port = htons((uint16_t)p->port);
+    const uint32_t *ips = p->table->ips + s->ip_at;
+    for (uint32_t k = 0; k < s->nips; k++) {
+        int rc;
+        if (count == 1) {
+            rc = eg_send(p->tx[index], p->buf, p->off, p->len, idx, 1, skip, p->hdr, ips[k],
+                         port, 0);
+            if (rc < 0)
+                c[rc == -EMSGSIZE ? EG_C_TOO_BIG : EG_C_ERROR]++;
+            continue;
+        }
+        c[EG_C_GSO_BATCHES]++;
+        rc = eg_send(p->tx_gso[index], p->buf, p->off, p->len, idx, count, skip, p->hdr,
+                     ips[k], port, (uint16_t)(n + 8));
+        if (rc < 0) { /* GSO refused: the same datagrams one by one, each failure counted */
+            uint32_t errors[2] = {0, 0};
+            c[EG_C_FALLBACK]++;
+            eg_send_each(p->tx[index], p->buf, p->off, p->len, idx, count, skip, p->hdr,
+                         ips[k], port, errors);
+            c[EG_C_TOO_BIG] += errors[0];
+            c[EG_C_ERROR] += errors[1];
+        }
+    }
+}
+
+/*
+ * Carry out the events from word `from` on while they are batches to MACs the table knows:
+ * sent, counted per slot (frames, octets) and per network. Returns the word reached: the
+ * first event left to Python (a lone or raw frame, a MAC not known here), or `words`.
+ */
+int eg_act(struct eg_params *p, int from, int words) {
+    int at = from;
+    int64_t *c = p->counts;
+    while (at < words) {
+        const uint32_t *e = p->ev + at;
+        if (e[0] != EG_EV_BATCH)
+            break;
+        uint32_t count = e[1], first = e[3];
+        int slot = route_find(p, p->buf + p->off[first] + p->skip);
+        if (slot < 0)
+            break;
+        const struct eg_slot *s = &p->table->slots[slot];
+        if (s->flood) {
+            c[EG_C_UNKNOWN] += count;
+        } else {
+            int64_t *sc = p->slot_counts + 2 * slot;
+            if (sc[0] == 0)
+                p->dirty[c[EG_C_DIRTY]++] = (uint32_t)slot;
+            sc[0] += count;
+            sc[1] += e[2];
+        }
+        send_batch(p, s, e + 3, count);
+        c[EG_C_COUNTED] = 1;
+        at += 3 + (int)count;
+    }
+    c[EG_C_ACTED] = at;
+    return at;
+}
+
+/* eg_drain with its parameters in `p`, then eg_act from the first event. Returns the number
+ * of event words (counts[EG_C_ACTED]: how many of them are done). */
+int eg_run(struct eg_params *p) {
+    int64_t *c = p->counts;
+    if (p->fresh) {
+        table_drop(p->table);
+        p->fresh = 0;
+    }
+    int words = drain(p->st, p->fd, p->buf, p->cap, p->off, p->len, p->next, p->maxframes,
+                      p->budget, p->skip, p->shortest, p->limit, p->overhead, p->ev,
+                      &c[EG_C_STATUS], &c[EG_C_FRAMES], &c[EG_C_TSO_SEGMENTED]);
+    eg_act(p, 0, words);
+    c[EG_C_CARRIED] = eg_carried(p->st);
+    return words;
+}
+
+/* eg_flush of the queue in `p`, then eg_act. */
+int eg_run_flush(struct eg_params *p) {
+    if (p->fresh) {
+        table_drop(p->table);
+        p->fresh = 0;
+    }
+    int words = eg_flush(p->st, p->len, p->next, p->skip, p->ev);
+    eg_act(p, 0, words);
+    return words;
 }
