@@ -30,13 +30,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from overlaynet.dataplane import accel
+from overlaynet.dataplane.fdb import FdbEntry, generation
 from overlaynet.dataplane.switching import Network, learn_source
 
 if TYPE_CHECKING:
     from overlaynet.dataplane.hotpath import HotLoop
 
 #: The C side's ABI version (`in_abi`): a library of another version is not used.
-ABI = 2
+ABI = 3
 #: The helper's name for `accel.load`.
 HELPER = "ingress"
 #: Record kinds (`in_step`'s return value).
@@ -44,6 +45,9 @@ DONE, RUN, PY, TAPERR, FRAMES = 0, 1, 2, 3, 4
 #: C contexts one loop may hold (one per socket it drains: the checksummed and the lone-frame
 #: socket); a loop handed yet other sockets drains those in Python. Each holds 1 MiB of buffers.
 MAX_ENGINES = 2
+#: Source MACs one context counts itself (`IN_SLOTS`): when full, the table is emptied and
+#: filled again with the MACs seen from then on.
+SLOTS = 1024
 #: Host-level counter of the drains the C path took: shows it is on (`network vtep`); the
 #: counters the Python drain keeps have the same values either way.
 DRAIN_COUNTER = "rx_accel_drains"
@@ -119,9 +123,18 @@ def declare_context(
 
 def _declare(lib: ctypes.CDLL) -> bool:
     """Set the helper's signatures; False when its ABI is not ours."""
-    return declare_context(
+    if not declare_context(
         lib, "in", ABI, [], [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-    )
+    ):
+        return False
+    lib.in_learn.restype = ctypes.c_int
+    lib.in_learn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                             ctypes.c_int]  # fmt: skip
+    lib.in_forget.restype = None
+    lib.in_forget.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.in_fold.restype = ctypes.c_int
+    lib.in_fold.argtypes = [ctypes.c_void_p, *[ctypes.c_void_p] * 4, ctypes.c_int]
+    return True
 
 
 def load_declared(helper: str, declare: Callable[[ctypes.CDLL], bool]) -> ctypes.CDLL | None:
@@ -172,7 +185,17 @@ class Context:
 
 
 class Engine(Context):
-    """One C drain context (receive buffers, tables) for one socket of one hot loop."""
+    """One C drain context (receive buffers, tables, counted source MACs) for one socket of
+    one hot loop.
+
+    The C side counts itself the runs and frames of the source MACs it holds a slot for
+    (`in_learn`: the FDB entry's remote member and whether it is learned) when they need no
+    learning; every other one comes back as a record, and once Python has counted it the MAC
+    gets its slot when its entry exists. A slot is made for one entry object and what it
+    counts is folded into that object only (`_fold`, at the end of each drain and before any
+    slot is dropped). A network's slots are dropped when its table changed
+    (`fdb.generation`; a plain dict counts as changed at every look): at each drain's start,
+    and after every record Python handled (its learning changes the table mid-drain)."""
 
     def __init__(self, lib: ctypes.CDLL, fd: int) -> None:
         super().__init__(lib, "in", fd)
@@ -183,10 +206,29 @@ class Engine(Context):
         self._members: frozenset[str] | None = None
         self._nets: list[Network] = []
         self._senders: list[str] = []
+        self._sender_index: dict[str, int] = {}
+        #: Slot → the entry it counts for and its network (None: free).
+        self._slot_entry: list[FdbEntry | None] = [None] * SLOTS
+        self._slot_net: list[Network | None] = [None] * SLOTS
+        #: Network index → (its table, the table's generation) when the slots of its MACs
+        #: were made; networks without slots are not here.
+        self._watched: dict[int, tuple[dict[bytes, FdbEntry], int]] = {}
+        self._fold_slots = (ctypes.c_int32 * SLOTS)()
+        self._fold_frames = (ctypes.c_int64 * SLOTS)()
+        self._fold_bytes = (ctypes.c_int64 * SLOTS)()
+        self._fold_merged = (ctypes.c_int64 * SLOTS)()
+        self._fold_views = (
+            memoryview(self._fold_slots).cast("B").cast("i"),
+            memoryview(self._fold_frames).cast("B").cast("q"),
+            memoryview(self._fold_bytes).cast("B").cast("q"),
+            memoryview(self._fold_merged).cast("B").cast("q"),
+        )
 
     def set_tables(self, networks: dict[bytes, Network], members: frozenset[str]) -> None:
         """Give the C side the networks (index → VNI, TAP fd, MTU, virtio-net header) and
-        the member addresses (index → the sender string Python learns with)."""
+        the member addresses (index → the sender string Python learns with); the counted MACs
+        are forgotten (their network and member indexes change)."""
+        self._forget(-1)
         nets = list(networks.values())
         table = (_Net * max(1, len(nets)))()
         for i, net in enumerate(nets):
@@ -197,12 +239,82 @@ class Engine(Context):
         senders = self._set_tables(table, len(nets), members)
         self._networks, self._members = networks, members
         self._nets, self._senders = nets, senders
+        self._sender_index = {sender: i for i, sender in enumerate(senders)}
+
+    def _fold(self) -> None:
+        """Add what the slots counted to their entries and networks, and zero it."""
+        n = self._lib.in_fold(
+            self._ctx, self._fold_slots, self._fold_frames, self._fold_bytes, self._fold_merged,
+            SLOTS,
+        )  # fmt: skip
+        if not n:
+            return
+        slots, frames, octets, merged = (view[:n].tolist() for view in self._fold_views)
+        slot_entry, slot_net = self._slot_entry, self._slot_net
+        for slot, count, size, writes in zip(slots, frames, octets, merged, strict=True):
+            entry = slot_entry[slot]
+            if entry is not None:
+                entry.rx_frames += count
+                entry.rx_bytes += size
+            if writes:
+                net = slot_net[slot]
+                if net is not None:
+                    net.counters["rx_merged_writes"] += writes
+
+    def _forget(self, index: int) -> None:
+        """Fold, then drop the slots of network `index` (-1: all)."""
+        self._fold()
+        self._lib.in_forget(self._ctx, index)
+        if index < 0:
+            self._watched.clear()
+            self._slot_entry = [None] * SLOTS
+            self._slot_net = [None] * SLOTS
+            return
+        self._watched.pop(index, None)
+        net = self._nets[index]
+        for slot, owner in enumerate(self._slot_net):
+            if owner is net:
+                self._slot_entry[slot] = self._slot_net[slot] = None
+
+    def _check(self, index: int) -> None:
+        """Drop network `index`'s slots if its table changed since they were made."""
+        watched = self._watched.get(index)
+        if watched is not None:
+            table, seen = watched
+            fdb = self._nets[index].fdb
+            if fdb is not table or seen < 0 or generation(fdb) != seen:
+                self._forget(index)
+
+    def _install(self, index: int, mac: bytes) -> None:
+        """After Python counted a record of network `index`'s source `mac`: from now on the
+        C side counts it, when it has an entry (checked first: what Python did may have
+        changed the table)."""
+        self._check(index)
+        net = self._nets[index]
+        entry = net.fdb.get(mac)
+        if entry is None:
+            return  # unknown: counted (and maybe learned) by Python, frame by frame
+        sender = self._sender_index.get(entry.remote_ip, -1)
+        if entry.learned and sender < 0:
+            return  # learned at a non-member: every frame is a learning decision
+        slot = self._lib.in_learn(self._ctx, index, mac, sender, entry.learned)
+        if slot < 0:
+            self._forget(-1)  # full: start again with the MACs seen from now on
+            slot = self._lib.in_learn(self._ctx, index, mac, sender, entry.learned)
+        elif self._slot_entry[slot] is not entry and self._slot_entry[slot] is not None:
+            self._fold()  # what it counted belongs to the entry it was made for
+        if index not in self._watched:
+            self._watched[index] = (net.fdb, generation(net.fdb))
+        self._slot_entry[slot] = entry
+        self._slot_net[slot] = net
 
     def drain(self, loop: HotLoop, merge: bool) -> None:
         """One drain of the socket (`HotLoop._drain_udp`), merging TCP runs with `merge`."""
         networks, members = loop.networks, loop.members
         if networks is not self._networks or members is not self._members:
             self.set_tables(networks, members)
+        for index in list(self._watched):
+            self._check(index)
         counters = loop._counters
         counters[DRAIN_COUNTER] += 1
         ctx, rec, step = self._ctx, self._rec, self._lib.in_step
@@ -213,7 +325,8 @@ class Engine(Context):
             kind = step(ctx)
             if kind == RUN:
                 # `HotLoop._write_merged`'s bookkeeping; the C side writes on the next step.
-                net, sender, count = nets[rec.net], senders[rec.sender], rec.count
+                index = rec.net
+                net, sender, count = nets[index], senders[rec.sender], rec.count
                 mac = string_at(self._mac_at, 6)
                 entry = net.fdb.get(mac)
                 if entry is not None:
@@ -227,15 +340,19 @@ class Engine(Context):
                         learn_source(net, mac, sender)
                 if count > 1:
                     net.counters["rx_merged_writes"] += 1
+                self._install(index, mac)
             elif kind == FRAMES:
                 # `ingress`'s accounting of each frame; the C side writes them on the next step.
-                net = nets[rec.net]
-                _account(net, string_at(self._mac_at, 6), senders[rec.sender], rec.count,
-                         rec.bytes, rec.len)  # fmt: skip
+                index = rec.net
+                mac = string_at(self._mac_at, 6)
+                _account(nets[index], mac, senders[rec.sender], rec.count, rec.bytes, rec.len)
                 if rec.woke:
                     loop._woke = True
+                self._install(index, mac)
             elif kind == PY:
                 _deliver(loop, networks, members, string_at(rec.ptr, rec.len), senders[rec.sender])
+                for index in list(self._watched):
+                    self._check(index)  # `ingress` may have learned
             elif kind == TAPERR:
                 nets[rec.net].counters["rx_drop_tap_error"] += rec.count
             else:
@@ -243,6 +360,10 @@ class Engine(Context):
                     counters["rx_drop_not_member"] += rec.not_member
                 if rec.rx_error:
                     counters["rx_error"] += rec.rx_error
+                if rec.woke:
+                    loop._woke = True
+                if rec.count:
+                    self._fold()
                 return
 
 

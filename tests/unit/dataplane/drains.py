@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from overlaynet.dataplane.fdb import FdbEntry
+from overlaynet.dataplane.fdb import FdbEntry, FdbTable
 from overlaynet.dataplane.hotpath import HotLoop
 from overlaynet.dataplane.switching import Network
 
@@ -78,16 +78,24 @@ def tap(stack: ExitStack) -> tuple[socket.socket, socket.socket]:
 
 
 def tapped_path(
-    stack: ExitStack, loop: HotLoop, *, vni: int, plain_vni: int, fdb_mode: int, offload: bool
+    stack: ExitStack,
+    loop: HotLoop,
+    *,
+    vni: int,
+    plain_vni: int,
+    fdb_mode: int,
+    offload: bool,
+    table: Callable[[], dict[bytes, FdbEntry]] = FdbTable,
 ) -> Path:
     """`loop` with network `vni` (virtio-net header, a latency queue; offload mode with
     `offload`) and `plain_vni` (one queue; a virtio-net header only with `offload`), members
     MEMBER and OTHER_MEMBER. `fdb_mode`: 0 an empty FDB, no learning; 1 MAC_A static at MEMBER;
-    2 MAC_A learned at OTHER_MEMBER, room to learn."""
+    2 MAC_A learned at OTHER_MEMBER, room to learn. The FDB is a `table` (the agent's
+    `FdbTable`; a plain dict is "changed" at every look: `fdb.generation`)."""
     bulk, bulk_tap = tap(stack)
     latency, latency_tap = tap(stack)
     plain, plain_tap = tap(stack)
-    fdb: dict[bytes, FdbEntry] = {}
+    fdb: dict[bytes, FdbEntry] = table()
     if fdb_mode == 1:
         fdb[MAC_A] = FdbEntry(MEMBER)
     elif fdb_mode == 2:
