@@ -17,6 +17,9 @@ nonces are refused for as long as a timestamp is acceptable, and writes are idem
 ERROR frames are the one clear-text kind: the manager cannot seal an answer for someone whose key
 it does not know (wrong token, unknown node), so such an answer is advisory and can only ever
 make a request fail.
+
+`cryptography` (~7 MiB and 22 modules, issue 15) is imported where a key is derived or used: an
+agent that never joins a swarm never loads it.
 """
 
 from __future__ import annotations
@@ -28,11 +31,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from overlaynet.cluster.state import ClusterError, ErrorKind
 from overlaynet.cluster.tokens import RandomBytes, Token
@@ -114,6 +112,9 @@ class Request:
 
 
 def _hkdf(ikm: bytes, salt: bytes | None, info: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
 
 
@@ -160,6 +161,8 @@ def seal(
     rand: RandomBytes,
 ) -> bytes:
     """One sealed frame, ready for the socket; `ts` is added to the message."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = rand(NONCE_LEN)
     header = _header(kind, sender, nonce)
     plain = json.dumps({**message, "ts": now}, separators=(",", ":")).encode()
@@ -268,6 +271,9 @@ def open_sealed(
     frame: Frame, key: bytes, *, now: float, guard: ReplayGuard | None = None
 ) -> dict[str, Any]:
     """The JSON message inside a sealed frame, checked for authenticity and freshness."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         plain = AESGCM(key).decrypt(frame.nonce, frame.body, frame.header)
     except InvalidTag:

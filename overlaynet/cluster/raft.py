@@ -13,35 +13,33 @@ entries by calling `_ReplicatedLog.append`; this module hands each one to trio w
 `run_sync_soon` (FIFO, so log order is kept) and never blocks trio's loop: the object is built in
 a worker thread (its key derivation and journal load take a while), every later call into it
 only queues.
+
+PySyncObj (~8 MiB and 50 modules with the `cryptography` it pulls in, issue 15) is imported when
+a manager starts its Raft member (`RaftLog.start`): the PySyncObj classes live in `raft_syncobj`,
+and every agent imports this module, managers or not.
 """
 
 from __future__ import annotations
 
-import _socket
 import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
-import socket
 import stat
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ignore[import-untyped]
-from pysyncobj.transport import TCPTransport  # type: ignore[import-untyped]
 
 from overlaynet.cluster.replication import RaftStatus, status_from_pysyncobj
 from overlaynet.paths import PRIVATE_FILE_MODE, write_private
 
-# pysyncobj/win_inet_pton.py (imported with pysyncobj) replaces socket.inet_ntop on EVERY platform
-# with a Windows-only function (its `if os.name == 'nt'` guards only inet_pton), which breaks
-# scapy's import and every inet_ntop in the process: put the C implementation back.
-socket.inet_ntop = _socket.inet_ntop
+if TYPE_CHECKING:
+    from overlaynet.cluster.raft_syncobj import _ReplicatedLog
 
 log = logging.getLogger(__name__)
 
@@ -94,52 +92,19 @@ def raft_password(root_key_hex: str, epoch: int = 0) -> str:
 
 
 def fail_reason(code: int) -> str:
+    from pysyncobj import FAIL_REASON  # type: ignore[import-untyped]
+
     names = {v: str(k) for k, v in vars(FAIL_REASON).items() if isinstance(v, int)}
     return names.get(code, str(code)).lower()
 
 
-class _MembersOnly(TCPTransport):  # type: ignore[misc]
-    """PySyncObj's TCP transport, answering the Raft cluster's members only.
+def __getattr__(name: str) -> Any:
+    """`raft._ReplicatedLog` (tests build read-only nodes with it), imported on first use."""
+    if name == "_ReplicatedLog":
+        from overlaynet.cluster import raft_syncobj
 
-    Stock, it also serves anyone who holds the password: a "readonly" node is sent every
-    entry the leader appends, and admin commands (syncobj_admin's add, remove, transfer,
-    set_version, status) change the membership. A manager that was demoted or removed keeps
-    its copy of the root key, so it could derive the password and go on reading the swarm's
-    secrets, or add itself back: here a connection must name a current member after the
-    password handshake, or it is closed."""
-
-    def setOnUtilityMessageCallback(self, message: str, callback: Any) -> None:
-        return  # no admin commands at all: the manager changes membership itself
-
-    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
-        if self._syncObj.encryptor and not conn.sendRandKey:
-            super()._onIncomingMessageReceived(conn, message)  # the password handshake
-            return
-        if not isinstance(message, str) or message not in self._nodeAddrToNode:
-            # A list is an admin command; "readonly" or an address that is not a member.
-            log.warning("raft: refused a connection that is not from a member (%.40r)", message)
-            conn.disconnect()
-            self._unknownConnections.discard(conn)
-            return
-        super()._onIncomingMessageReceived(conn, message)
-
-
-class _ReplicatedLog(SyncObj):  # type: ignore[misc]
-    """The PySyncObj object: its only replicated method hands an entry to the manager."""
-
-    def __init__(
-        self, self_addr: str | None, partners: list[str], conf: Any, deliver: OnEntry
-    ) -> None:
-        # self_addr None: PySyncObj's read-only node (tests: what a non-member is sent).
-        # Set before SyncObj starts its thread, which may apply journal entries at once.
-        self._deliver = deliver
-        super().__init__(self_addr, partners, conf, transportClass=_MembersOnly)
-
-    @replicated  # type: ignore[untyped-decorator]
-    def append(self, text: str) -> None:
-        # Called in PySyncObj's thread while it applies the entry: raftLastApplied is the index
-        # before it (PySyncObj counts it up after the call).
-        self._deliver(int(self.raftLastApplied) + 1, text)
+        return raft_syncobj._ReplicatedLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RaftLog:
@@ -166,6 +131,10 @@ class RaftLog:
 
     async def start(self) -> None:
         """Build the PySyncObj object (in a worker thread) and start its own thread."""
+        from pysyncobj import SyncObjConf
+
+        from overlaynet.cluster.raft_syncobj import _ReplicatedLog
+
         self._token = trio.lowlevel.current_trio_token()
         conf = SyncObjConf(
             password=self._password,
@@ -293,6 +262,8 @@ class RaftLog:
             self._token.run_sync_soon(self._on_entry, raft_index, text)
 
     def _call_back(self, done: OnDone) -> Callable[[Any, int], None]:
+        from pysyncobj import FAIL_REASON
+
         token = self._token
 
         def callback(result: Any, error: int) -> None:

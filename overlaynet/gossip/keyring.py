@@ -4,7 +4,10 @@ the first one seals, any one opens, so keys rotate without losing members (membe
 Rotation is three cluster-wide steps, each finished on every member before the next starts
 (memberlist's InstallKey, UseKey, RemoveKey): install the new key (everyone can now open it),
 use it (everyone seals with it), remove the old one (whoever did not get the new key is now
-cut off). The ring itself is an immutable value; each step returns a new ring."""
+cut off). The ring itself is an immutable value; each step returns a new ring.
+
+`cryptography` (~7 MiB and 22 modules, issue 15) is imported by the first `Keyring`: an agent
+whose cluster gossips in clear never loads it."""
 
 from __future__ import annotations
 
@@ -13,12 +16,13 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from overlaynet.gossip.config import ENVELOPE_OVERHEAD
 from overlaynet.wire.gossip import FutureGossip, MalformedGossip
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 # Envelope: version (1) | send time in ms (8) | nonce (12) | ciphertext | tag (16).
 # Version and send time are the associated data: authenticated, so a replay cannot restamp them.
@@ -38,6 +42,17 @@ def fingerprint(key: bytes) -> str:
     """A key's short digest (48 bits of SHA-256): what nodes report and `info` shows, so that
     managers can tell which keys a node holds without the key ever leaving it."""
     return hashlib.sha256(key).hexdigest()[:12]
+
+
+def _aead() -> tuple[type[AESGCM], type[Exception]]:
+    """cryptography's AES-GCM and the error its `decrypt` raises on a bad tag, imported when the
+    first keyring is built. Without the package, that fails saying what is missing."""
+    try:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError as error:
+        raise ImportError(f"gossip encryption needs the 'cryptography' package: {error}") from error
+    return AESGCM, InvalidTag
 
 
 class Unauthenticated(MalformedGossip):
@@ -69,7 +84,8 @@ class Keyring:
         if len(set(keys)) != len(keys):
             raise KeyringError("a key is in the ring twice")
         self.keys: tuple[bytes, ...] = tuple(keys)
-        self._ciphers = [AESGCM(k) for k in self.keys]
+        aesgcm, self._invalid_tag = _aead()
+        self._ciphers = [aesgcm(k) for k in self.keys]
 
     @classmethod
     def from_hex(cls, *hex_keys: str) -> Keyring:
@@ -123,7 +139,7 @@ class Keyring:
         for cipher in self._ciphers:
             try:
                 plaintext = cipher.decrypt(nonce, body, head)
-            except InvalidTag:
+            except self._invalid_tag:
                 continue
             version, sent_ms = _HEAD.unpack(head)
             if version > ENVELOPE_VERSION:
