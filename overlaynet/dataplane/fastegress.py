@@ -164,9 +164,9 @@ class _Queue:
     parameters: a batch carried to the queue's next drain points into this buffer."""
 
     __slots__ = (
-        "buf", "buf_addr", "counts", "dirty", "entries", "flood", "gen", "hdr", "ips", "len",
-        "net", "next", "off", "params", "params_addr", "peers", "slot_counts", "state", "table",
-        "tx", "view",
+        "buf", "buf_addr", "counts", "dirty", "entries", "fdb", "flood", "gen", "hdr", "ips",
+        "len", "net", "next", "off", "params", "params_addr", "peers", "slot_counts", "state",
+        "table", "tx", "view",
     )  # fmt: skip
 
     def __init__(
@@ -192,6 +192,8 @@ class _Queue:
         self.flood = -1
         self.gen = -2
         self.peers: tuple[str, ...] | None = None
+        #: The FDB table the MAC table was made from (another one starts its own count).
+        self.fdb: dict[bytes, FdbEntry] | None = None
         assert loop._tx_gso is not None
         self.tx = (ctypes.c_int32 * len(loop._tx))(*(s.fileno() for s in loop._tx))
         tx_gso = (ctypes.c_int32 * len(loop._tx))(*(s.fileno() for s in loop._tx_gso))
@@ -256,12 +258,13 @@ class FastEgress:
     @staticmethod
     def _check(q: _Queue, net: Network) -> None:
         """Drop the queue's MAC table when it may be stale: the FDB table changed (or is a
-        plain dict, `fdb.generation` -1) or the peers were replaced. Between drains only: the
-        counts of the last drain are folded already."""
+        plain dict, `fdb.generation` -1, or another table) or the peers were replaced. Between
+        drains only: the counts of the last drain are folded already."""
         gen = generation(net.fdb)
-        if gen != q.gen or gen < 0 or net.peers is not q.peers:
+        if gen != q.gen or gen < 0 or net.peers is not q.peers or net.fdb is not q.fdb:
             q.gen = gen
             q.peers = net.peers
+            q.fdb = net.fdb
             q.entries = []
             q.flood = -1
             q.params.fresh = 1
@@ -289,7 +292,7 @@ class FastEgress:
         next drain (the budget ran out with frames still queued), as the Python drain does."""
         q = self._queue(loop, net, fd)
         gen = generation(net.fdb)
-        if gen != q.gen or gen < 0 or net.peers is not q.peers:
+        if gen != q.gen or gen < 0 or net.peers is not q.peers or net.fdb is not q.fdb:
             self._check(q, net)
         params = q.params
         if params.budget != self.budget:
