@@ -7,13 +7,16 @@ same values as the Python drain.
 
 `drain(loop, sock)` is what the hot loop calls first; it returns False when the C path does not
 apply (no compiler, `OVERLAYNET_ACCEL=off`, a sealed network, an armed trace), and the Python
-drain runs as before. Per drain the C side hands back, in order, one record per thing Python
-must do: a finished run (counted on its FDB entry, learned, `rx_merged_writes`; the C side
-writes it on the next call, so the counters move before the TAP sees it, as in Python), a
-run of delivered frames of one network, sender and source MAC (counted as `ingress` counts
-each of them; written on the next call as well), any other datagram (passed to
-`switching.ingress` exactly as the Python drain does),
-a failed TAP write, the end (datagrams from non-members, receive errors).
+drain runs as before. The C side counts itself the runs and frames of the source MACs it holds
+a slot for when they need no learning (`Engine`: per-slot frames, octets and merged writes,
+folded into the FDB entries and `rx_merged_writes` at the drain's end). Everything else comes
+back, in order, as one record per thing Python must do: a finished run of a MAC without a slot
+(counted on its FDB entry, learned, `rx_merged_writes`; the C side writes it on the next call,
+so the counters move before the TAP sees it, as in Python), a run of delivered frames of one
+network, sender and source MAC (counted as `ingress` counts each of them; written on the next
+call as well), any other datagram (passed to `switching.ingress` exactly as the Python drain
+does), a failed TAP write, the end (datagrams from non-members, receive errors, whether a
+frame counted in C went to a latency queue, how many slots to fold).
 
 Cost on a fresh machine: one `cc` run of a few hundred lines at the VTEP's first drain (cached
 by the source's hash, `accel`); without a compiler nothing changes.

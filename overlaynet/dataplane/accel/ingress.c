@@ -4,7 +4,11 @@
  * call); the Python path stays and decides everything that is not per frame.
  *
  * One call of in_step() runs until there is something for Python to do and says what in the
- * context's record:
+ * context's record. A run or frames whose source MAC has a slot (in_learn: Python made it for
+ * the MAC's FDB entry) and needs no learning (a given entry, or one learned at this sender) is
+ * counted in the slot and written at once, without a record; Python folds the slots into the
+ * entries at the drain's end (in_fold) and drops a network's slots when its FDB changed
+ * (in_forget). The records:
  *   IN_RUN     a run of in-order TCP segments is complete (its network, sender, source MAC,
  *              segment count, octets): Python counts it on the FDB entry, learns, counts
  *              rx_merged_writes; the NEXT in_step() writes it (so the counters move before the
@@ -22,7 +26,8 @@
  *   IN_TAPERR  the last write failed (Python counts rx_drop_tap_error for its segments, or
  *              for the frames whose write failed);
  *   IN_DONE    EAGAIN, the budget, or a receive error: the drain is over (the record carries
- *              the datagrams from non-members and the receive errors to count).
+ *              the datagrams from non-members and the receive errors to count, whether frames
+ *              counted in slots went to a latency queue, and how many slots counted).
  * The merge rules are `_drain_udp`'s, octet for octet: IPv4 without options, TCP flags exactly
  * ACK to start a run, payload present, lengths consistent, a known network with a virtio-net
  * header; the following segments repeat the first one's headers but for the IPv4 id and
