@@ -4,6 +4,9 @@ the cluster management server itself (overlaynet/cluster/ holds the cores).
 What a joined host keeps is in `swarm.json` beside the agent's state, so a restart rejoins the
 swarm without a token; a manager's desired state is in `cluster.db` (ClusterStore) and its
 Raft journal (currentTerm, votedFor, the log) in `raft.journal` (cluster/raft.py).
+
+The manager's server (cluster/manager.py and what only it uses, ~1 MiB) is imported when this
+host becomes a manager (`init`, a promotion, a restart as one): a worker never loads it.
 """
 
 from __future__ import annotations
@@ -15,19 +18,21 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from overlaynet.cluster.client import JoinResult, ManagerClient, split_addr
-from overlaynet.cluster.manager import ManagerServer, init_swarm
 from overlaynet.cluster.raft import OnEntry, RaftLog, raft_password
-from overlaynet.cluster.raft_replica import RaftReplica
 from overlaynet.cluster.replication import raft_addr
 from overlaynet.cluster.state import MANAGER_PORT, ClusterError, Role
 from overlaynet.cluster.store import ClusterStore
 from overlaynet.errors import ApiError, Conflict, InvalidArgument, error_for
 from overlaynet.paths import write_private
+
+if TYPE_CHECKING:
+    from overlaynet.cluster.manager import ManagerServer
+    from overlaynet.cluster.raft_replica import RaftReplica
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +170,9 @@ class SwarmMember:
     async def _start_server(self, snap: dict[str, Any] | None = None) -> None:
         assert self._nursery is not None and self.joined is not None
         assert self.advertise_addr is not None
+        from overlaynet.cluster.manager import ManagerServer
+        from overlaynet.cluster.raft_replica import RaftReplica
+
         store = ClusterStore(self._store_path)
         joining = await self._raft_join(store, snap)
         if joining is None:
@@ -254,6 +262,8 @@ class SwarmMember:
                 "This node is already part of a swarm. Use `overlaynet swarm leave` to leave this "
                 "swarm and join another one."
             )
+        from overlaynet.cluster.manager import init_swarm
+
         self._forget_manager_state()
         store = ClusterStore(self._store_path)
         try:

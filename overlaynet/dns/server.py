@@ -3,6 +3,9 @@
 The sockets are created in the container's namespace (see `host.nssocket`) and served from the
 agent's trio nursery; all answering is `ContainerAnswerer`'s, this module only moves bytes.
 Garbage never stops a loop: any failure on one message is counted and the message dropped.
+
+The answering side (`answer`, and dnslib behind it: ~1.4 MiB, issue 15) is imported with the
+first container served, so an agent with no container never loads it.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
 from overlaynet.boundary import contained
 from overlaynet.dns import message as m
 from overlaynet.dns import upstream
-from overlaynet.dns.answer import ContainerAnswerer, Forward, Transport, rcode_name, rcode_of
 from overlaynet.dns.records import DnsTable
 from overlaynet.host.nssocket import socket_in_netns
+
+if TYPE_CHECKING:
+    from overlaynet.dns.answer import ContainerAnswerer, Forward
 
 #: Docker's embedded DNS address; every container's resolv.conf names it.
 RESOLVER_ADDRESS = ("127.0.0.11", 53)
@@ -150,6 +156,8 @@ class DnsServer:
             raise
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
         udp.setblocking(False)
+        from overlaynet.dns.answer import ContainerAnswerer
+
         answerer = ContainerAnswerer(self.table, container_id, self._rng)
         resolver = ContainerResolver(container_id, answerer, udp, tcp)
         self.containers[container_id] = resolver
@@ -185,6 +193,8 @@ class DnsServer:
     async def _serve_udp(self, resolver: ContainerResolver, nursery: trio.Nursery) -> None:
         # The hot loop: plain non-blocking calls on the stdlib socket, draining a batch per
         # wake-up; trio is only asked to wait when the socket is empty.
+        from overlaynet.dns.answer import Transport
+
         sock = resolver.udp
         recvfrom = sock.recvfrom
         sendto = sock.sendto
@@ -244,6 +254,8 @@ class DnsServer:
         nursery.start_soon(self._forward, resolver, request, reply)
 
     async def _forward(self, resolver: ContainerResolver, request: Forward, reply: _Reply) -> None:
+        from overlaynet.dns.answer import rcode_name, rcode_of
+
         try:
             with contained(resolver.stats, "forward_error", log, "DNS forward"):
                 answer = await upstream.forward(
@@ -304,6 +316,8 @@ class DnsServer:
         pending: trio.Nursery,
         send: _Reply,
     ) -> None:
+        from overlaynet.dns.answer import Transport
+
         buf = b""
         while True:
             while len(buf) >= 2 and len(buf) >= 2 + _LENGTH.unpack_from(buf)[0]:

@@ -3,6 +3,9 @@
 The checks are pure (`upstream_query`, `is_reply_to`, `client_reply`); `forward` is the thin trio
 shell: a fresh socket and a fresh random ID per attempt (RFC 5452 §9.2), the client's transport,
 a 2 s budget per upstream, and the prepared SERVFAIL when none answers usefully.
+
+dnslib and the answering modules are imported where a reply is checked or forwarded: the agent
+imports this module for `upstreams_from_resolv_conf` before it serves any container (issue 15).
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import struct
 from collections import Counter
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
-from dnslib import DNSBuffer, DNSQuestion
 
 from overlaynet.dns import message as m
-from overlaynet.dns.answer import Forward, Transport
-from overlaynet.dns.parse import read_header
 from overlaynet.dns.records import MAX_UPSTREAMS, Upstream
 from overlaynet.host.nssocket import socket_in_netns
+
+if TYPE_CHECKING:
+    from overlaynet.dns.answer import Forward
 
 #: Per upstream, as the issue asks (libnetwork's external DNS timeout is of this order).
 UPSTREAM_TIMEOUT = 2.0
@@ -63,6 +67,8 @@ def upstream_query(query: bytes, new_id: int) -> bytes:
 
 
 def _question(data: bytes) -> tuple[tuple[bytes, ...], int, int]:
+    from dnslib import DNSBuffer, DNSQuestion
+
     question = DNSBuffer(data)
     question.offset = m.HEADER_LEN
     try:
@@ -74,6 +80,8 @@ def _question(data: bytes) -> tuple[tuple[bytes, ...], int, int]:
 
 def is_reply_to(sent: bytes, reply: bytes) -> bool:
     """Is `reply` the upstream's response to `sent`: same ID, QR set, same question?"""
+    from overlaynet.dns.parse import read_header
+
     try:
         reply_id, flags = read_header(reply)
         if reply_id != read_header(sent)[0] or not flags & m.FLAG_QR:
@@ -147,6 +155,8 @@ async def forward(
     time), `upstream_errors` (a socket error), `upstream_refusals` (SERVFAIL, REFUSED or
     NOTIMP), and `forward_failed` when no upstream answered usefully.
     """
+    from overlaynet.dns.answer import Transport
+
     counts: Counter[str] = stats if stats is not None else Counter()
     client_id = request.client_id
     kind = socket.SOCK_DGRAM if request.transport is Transport.UDP else socket.SOCK_STREAM
