@@ -29,12 +29,14 @@ from overlaynet.dataplane.datakeys import ENCRYPTED_OPTION
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dataplane.options import learning_wanted, network_offload
 from overlaynet.dataplane.seal import DataKey
-from overlaynet.dataplane.vtep import Vtep
 from overlaynet.host import links
 from overlaynet.model import Network
 from overlaynet.names import KernelNames
 
 if TYPE_CHECKING:
+    # The VTEP's modules (the hot path, its C drains: ~3 MiB) are the agent's to import when
+    # it starts the data plane with the first overlay (daemon `_run_vtep`), issue 15.
+    from overlaynet.dataplane.vtep import Vtep
     from overlaynet.gossip.service import GossipService
 
 log = logging.getLogger(__name__)
