@@ -39,7 +39,8 @@ from overlaynet.cluster.replication import RaftStatus, status_from_pysyncobj
 from overlaynet.paths import PRIVATE_FILE_MODE, write_private
 
 if TYPE_CHECKING:
-    from overlaynet.cluster.raft_syncobj import _ReplicatedLog
+    # Re-exported (`__getattr__` below at run time): tests build read-only nodes with it.
+    from overlaynet.cluster.raft_syncobj import _ReplicatedLog as _ReplicatedLog
 
 log = logging.getLogger(__name__)
 
