@@ -1,14 +1,16 @@
 /* The VTEP's egress drain in C (issue 15): the per-frame work of `HotLoop._drain_tap` on the
  * RFC wire, nothing else. Plain C against libc, called through ctypes (the GIL is released).
  *
- * eg_drain reads frames from a TAP queue into one buffer until EAGAIN, the frame budget or the
+ * eg_run reads frames from a TAP queue into one buffer until EAGAIN, the frame budget or the
  * buffer runs out, and groups them exactly as the Python drain does: batches of equal-size
  * frames of one flow (octets 26..38 after the virtio-net header) and one destination MAC, a
  * shorter frame ending its batch, at most EG_MAX_SEGMENTS / EG_MAX_BYTES per batch, batches of
  * interleaved flows parked and resumed. It writes "events" in the order the Python drain would
  * act: a lone frame for the Python single-frame path (broadcast/multicast, sizes out of range),
- * or a finished batch (its frames' indices). Nothing is sent here: the caller decides per batch
- * (FDB, targets, socket) and calls eg_send, which points iovecs into the buffer (no copies).
+ * or a finished batch (its frames' indices). Then it carries the events out in order while they
+ * are batches to MACs its table knows (eg_act: where Python said the MAC lives, eg_learn), with
+ * eg_send pointing iovecs into the buffer (no copies); it stops at the first event Python must
+ * do (a lone or raw frame, a MAC not known here), and Python goes on from there.
  *
  * A TAP with offloads (TSO4 + CSUM, issues 15 and 19) hands over TCP super-frames and partial
  * checksums: a super-frame is cut into its MSS segments in place (one read per ~46 segments
@@ -543,8 +545,9 @@ enum {
     EG_C_ACTED, EG_C_CARRIED, EG_C_COUNT
 };
 
-/* One queue's drain: what eg_drain took as arguments, and where batches go. Inputs set by the
- * caller once per queue (budget and fresh per drain); outputs in `counts`. */
+/* One queue's drain: what it reads into (once 17 ctypes arguments per drain) and where batches
+ * go. Inputs set by the caller once per queue (budget and fresh per drain); outputs in
+ * `counts`. */
 struct eg_params {
     struct eg_state *st;
     uint8_t *buf;
@@ -729,8 +732,8 @@ int eg_act(struct eg_params *p, int from, int words) {
     return at;
 }
 
-/* eg_drain with its parameters in `p`, then eg_act from the first event. Returns the number
- * of event words (counts[EG_C_ACTED]: how many of them are done). */
+/* drain() with its parameters in `p`, then eg_act from the first event. Returns the number of
+ * event words (counts[EG_C_ACTED]: how many of them are done). */
 int eg_run(struct eg_params *p) {
     int64_t *c = p->counts;
     if (p->fresh) {
