@@ -141,7 +141,7 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     if note is not None:
         # Detection is slower than a small lab's: always said, as the neighbour table is.
         print(note, file=sys.stderr, flush=True)
-    start_agents(lab, [host.name for host in wanted])
+    start_agents(lab, [host.name for host in wanted], swarm=swarm)
     for n, host in enumerate(wanted, 1):
         wait_for_agent(lab, host.name)
         shown.step("agents ready", n, len(wanted), f"{host.name}  {host.ip}  agent ready")
@@ -301,10 +301,13 @@ def start_agent(lab: str, host: str) -> bool:
     return bool(start_agents(lab, [host]))
 
 
-def start_agents(lab: str, hosts: list[str]) -> list[str]:
+def start_agents(lab: str, hosts: list[str], swarm: bool = False) -> list[str]:
     """`start_agent` for many hosts at once: one fork server (`overlaynet.lab.zygote`) imports
     the agent once and forks every host's supervisor, which forks its agent. Returns the hosts
-    whose agents were started; `wait_for_agent` tells when each answers."""
+    whose agents were started; `wait_for_agent` tells when each answers.
+
+    `swarm`: the hosts are about to form a swarm. Then, or when one of them already is a swarm
+    member, the zygote also preloads what swarm members use (`zygote.SWARM_MODULES`)."""
     todo = [h for h in hosts if not agent_answers(lab, h) and not _supervisor_restarting(lab, h)]
     for host in todo:
         make_private_dir(HostPaths(host, lab).state_dir)
@@ -315,6 +318,8 @@ def start_agents(lab: str, hosts: list[str]) -> list[str]:
             _exec_supervisor(lab, host)
         return todo
     argv = [sys.executable, "-m", "overlaynet.lab.zygote", lab]
+    if swarm or any(in_swarm(lab, h) for h in todo):
+        argv.insert(3, zygote.SWARM_OPTION)
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
@@ -335,6 +340,12 @@ def start_agents(lab: str, hosts: list[str]) -> list[str]:
     if not lines or lines[-1] != zygote.READY:
         raise LabError(f"the agents of lab {lab} could not be started:\n" + "\n".join(lines[-5:]))
     return todo
+
+
+def in_swarm(lab: str, host: str) -> bool:
+    """Whether the host's agent has joined a swarm: it keeps `swarm.json` in its state
+    directory (agent/swarm.py) and rejoins from it when it starts."""
+    return (HostPaths(host, lab).state_dir / "swarm.json").exists()
 
 
 def _read_to_eof(fd: int, timeout: float) -> bytes:

@@ -2,7 +2,7 @@
 supervisor and agent is a fork of that process, so no agent pays for its imports again
 (~0.45 s of CPU each) and their pages stay shared copy-on-write.
 
-    python -m overlaynet.lab.zygote LAB HOST [HOST…]
+    python -m overlaynet.lab.zygote [--swarm] LAB HOST [HOST…]
 
 The zygote imports `overlaynet.agent.daemon`, single-threaded (no trio run, no thread: a fork
 of it is safe), then for each host forks a supervisor; once every supervisor has written its
@@ -15,6 +15,12 @@ process) and runs `supervise.supervise`, whose `start` forks the agent (no exec)
 after a crash forks again from the supervisor. The forked agent gets fresh state: default signal
 handlers and mask, a reseeded `random`, the logging set up by `daemon.main`, and no descriptor
 of the zygote's.
+
+It preloads what every agent runs from its start, no more (issue 15): the agent leaves what only
+some hosts use (a manager's Raft, DNS answering, the VTEP, cryptography) to be imported where it
+is used, and a module preloaded here would sit in every agent's RSS. `--swarm` (a lab whose hosts
+are, or are about to be, swarm members) adds `SWARM_MODULES`, which every member then imports
+within a second: shared from here instead of a private copy in each agent.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import importlib
 import os
 import random
 import select
@@ -48,6 +55,17 @@ READY_TIMEOUT = 30.0
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 #: Exit code of a supervisor that could not set itself up (sysexits.h EX_SOFTWARE).
 EX_SOFTWARE = 70
+
+#: What every swarm member imports from its first exchange with the managers: cryptography's
+#: AES-GCM and HKDF, which seal its cluster requests (cluster/protocol.py). ~7 MiB a copy.
+SWARM_MODULES = (
+    "cryptography.exceptions",
+    "cryptography.hazmat.primitives.hashes",
+    "cryptography.hazmat.primitives.ciphers.aead",
+    "cryptography.hazmat.primitives.kdf.hkdf",
+)
+#: The option that asks for them (before the lab's name).
+SWARM_OPTION = "--swarm"
 
 #: The zygote's last line to its caller when every supervisor started.
 READY = "zygote: ready"
@@ -238,11 +256,15 @@ def _flush_stdio() -> None:
             stream.flush()
 
 
-def preload() -> None:
-    """Import what every agent runs, then freeze the heap: the collector of a forked agent
-    then leaves those objects (and their pages) alone. Refuses to go on with a thread running:
-    a fork copies a lock another thread holds, and nothing would ever release it."""
+def preload(swarm: bool = False) -> None:
+    """Import what every agent runs from its start (and, for a swarm's hosts, `SWARM_MODULES`),
+    then freeze the heap: the collector of a forked agent then leaves those objects (and their
+    pages) alone. Refuses to go on with a thread running: a fork copies a lock another thread
+    holds, and nothing would ever release it."""
     from overlaynet.agent import daemon  # noqa: F401
+
+    for name in SWARM_MODULES if swarm else ():
+        importlib.import_module(name)
 
     gc.collect()
     gc.freeze()
@@ -252,9 +274,12 @@ def preload() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    swarm = bool(args) and args[0] == SWARM_OPTION
+    args = args[1:] if swarm else args
     if not args:
         print(
-            "usage: python -m overlaynet.lab.zygote LAB [HOST…] (or hosts on stdin, one a line)",
+            "usage: python -m overlaynet.lab.zygote [--swarm] LAB [HOST…] "
+            "(or hosts on stdin, one a line)",
             file=sys.stderr,
         )
         return 2
@@ -262,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     # agent's command line (a copy of this one) short.
     lab, hosts = args[0], args[1:] or sys.stdin.read().split()
     _name_process("onet-zygote")
-    preload()
+    preload(swarm)
     failed: list[str] = []
     ready: dict[int, str] = {}
     # All forked first, then waited for together: a wait per fork would add a scheduling

@@ -55,6 +55,12 @@ def test_the_fork_server_preloads_none_of_them_either() -> None:
     assert heavy_in(loaded_after("from overlaynet.lab import zygote\nzygote.preload()")) == {}
 
 
+def test_for_a_swarm_the_fork_server_adds_cryptography_and_nothing_else() -> None:
+    # Every swarm member seals its cluster requests from its start: shared from the zygote.
+    loaded = loaded_after("from overlaynet.lab import zygote\nzygote.preload(swarm=True)")
+    assert set(heavy_in(loaded)) == {"cryptography"}
+
+
 def test_the_probe_sees_a_module_that_is_loaded() -> None:
     # The checks above would pass on a probe that never saw anything: this one must not.
     loaded = loaded_after("import overlaynet.agent.daemon\nimport overlaynet.dataplane.vtep")
