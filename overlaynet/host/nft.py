@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any, TypeVar
 
-import nftables  # type: ignore[import-untyped]
 from pyroute2 import Conntrack
 from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
@@ -123,6 +122,10 @@ class _Nft:
     """One libnftables context, used only from its namespace's thread."""
 
     def __init__(self) -> None:
+        # Imported with the first context, so an agent that balances and publishes nothing
+        # never loads libnftables' binding (issue 15).
+        import nftables  # type: ignore[import-untyped]
+
         self.ctx = nftables.Nftables()
         self.ctx.set_json_output(True)
         self.ctx.set_handle_output(True)

@@ -26,6 +26,8 @@ LAZY = {
     "overlaynet.dataplane.vtep": "the VTEP and its hot path: started with the first overlay "
     "(agent/daemon.py _run_vtep)",
     "overlaynet.dataplane.hotpath": "the VTEP's hot loop, imported with the VTEP",
+    "nftables": "libnftables' binding: only for a balanced service or a published port "
+    "(host/nft.py, the first nftables context)",
 }
 
 
