@@ -54,7 +54,6 @@ from overlaynet.cluster.state import MANAGER_PORT
 from overlaynet.dataplane import datakeys
 from overlaynet.dataplane.impair import ImpairRequest, ImpairState
 from overlaynet.dataplane.seal import SEAL_OVERHEAD
-from overlaynet.dataplane.vtep import Vtep
 from overlaynet.dns import feed as dns_feed
 from overlaynet.dns.records import DnsTable
 from overlaynet.dns.server import DnsServer
@@ -293,6 +292,9 @@ class Agent:
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         assert self.overlay.local_ip is not None
+        # Imported with the first overlay, not at start: an idle agent has no VTEP (issue 15).
+        from overlaynet.dataplane.vtep import Vtep
+
         vtep = Vtep(self.overlay.local_ip)
         self.impairments.apply(vtep)
         self.overlay.vtep = vtep
