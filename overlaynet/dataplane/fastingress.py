@@ -18,6 +18,9 @@ call as well), any other datagram (passed to `switching.ingress` exactly as the 
 does), a failed TAP write, the end (datagrams from non-members, receive errors, whether a
 frame counted in C went to a latency queue, how many slots to fold).
 
+Measured (2026-11-30, loopback drain of runs of 8 segments of 4 interleaved flows, a static
+MAC): 570-595 -> 477-510 ns of CPU per segment in the drain once the C side counts them.
+
 Cost on a fresh machine: one `cc` run of a few hundred lines at the VTEP's first drain (cached
 by the source's hash, `accel`); without a compiler nothing changes.
 """
