@@ -291,6 +291,17 @@ class Engine(Context):
             if fdb is not table or seen < 0 or generation(fdb) != seen:
                 self._forget(index)
 
+    def _check_all(self) -> None:
+        """`_check` every network with slots (once per drain: one comparison each)."""
+        nets = self._nets
+        stale = [
+            index
+            for index, (table, seen) in self._watched.items()
+            if nets[index].fdb is not table or seen < 0 or generation(table) != seen
+        ]
+        for index in stale:
+            self._forget(index)
+
     def _install(self, index: int, mac: bytes) -> None:
         """After Python counted a record of network `index`'s source `mac`: from now on the
         C side counts it, when it has an entry (checked first: what Python did may have
@@ -319,8 +330,8 @@ class Engine(Context):
         networks, members = loop.networks, loop.members
         if networks is not self._networks or members is not self._members:
             self.set_tables(networks, members)
-        for index in list(self._watched):
-            self._check(index)
+        if self._watched:
+            self._check_all()
         counters = loop._counters
         counters[DRAIN_COUNTER] += 1
         ctx, rec, step = self._ctx, self._rec, self._lib.in_step
@@ -357,8 +368,8 @@ class Engine(Context):
                 self._install(index, mac)
             elif kind == PY:
                 _deliver(loop, networks, members, string_at(rec.ptr, rec.len), senders[rec.sender])
-                for index in list(self._watched):
-                    self._check(index)  # `ingress` may have learned
+                if self._watched:
+                    self._check_all()  # `ingress` may have learned
             elif kind == TAPERR:
                 nets[rec.net].counters["rx_drop_tap_error"] += rec.count
             else:
@@ -430,11 +441,14 @@ def _engine(loop: HotLoop, sock: socket.socket) -> Engine | None:
     except KeyError:
         engines = {} if load_declared(HELPER, _declare) is not None else None
         _engines[loop] = engines
-    if engines is None or sock.family != socket.AF_INET:
+    if engines is None:
         return None
     fd = sock.fileno()
     engine = engines.get(fd)
     if engine is None:
+        # The family is looked at once, here (`sock.family` costs a conversion per call).
+        if sock.family != socket.AF_INET:
+            return None
         lib = accel.load(HELPER)
         if lib is None or len(engines) >= MAX_ENGINES:
             return None  # yet another socket: the Python drain
