@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -225,6 +226,12 @@ def test_empty_datagrams_from_strangers_are_counted() -> None:
         pair.a.start()
         pair.bridge_a.send(frame)
         assert pair.bridge_b.recv(65536) == frame
+        # The frame may be written in the same drain as the strangers' datagrams, before that
+        # drain's end counts them (C counts at its end): wait for the count, bounded.
+        deadline = time.monotonic() + 5.0
+        while pair.b.stats()["counters"].get("rx_drop_not_member", 0) < 3:
+            assert time.monotonic() < deadline, pair.b.stats()["counters"]
+            time.sleep(0.01)
         assert pair.b.stats()["counters"]["rx_drop_not_member"] == 3
 
 
