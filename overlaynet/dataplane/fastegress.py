@@ -15,7 +15,8 @@ Python resolves it, teaches C and C sends it. Frames the batching does not take 
 `HotLoop._egress_one`, unchanged. With 4 TSO streams this removed ~20k Python passes a second
 per stream (issue 15, CPU per byte): the sending VTEP's share of all CPU time in libpython went
 from 9.4 % to 5.0 % and in _ctypes/libffi from 2.2 % to 0.2 % (4 streams at MTU 1450, 8.8 ->
-9.7 Gb/s; /work/briefs/s7/sysperf.py, `perf report --sort pid,dso`).
+9.7 Gb/s; `perf record -a`, by process and shared object: what
+`benchmarks/profile_vtep.py --path a2a --streams 4 --system` tabulates).
 
 With a virtio-net header (batch mode) the loop turns the TAP's offloads on while this drain
 serves the network (`HotLoop._tso_wanted`): a read is then a TCP super-frame (TSO4) or a frame
