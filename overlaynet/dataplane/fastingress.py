@@ -133,14 +133,22 @@ def _declare(lib: ctypes.CDLL) -> bool:
         lib, "in", ABI, [], [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     ):
         return False
-    lib.in_learn.restype = ctypes.c_int
-    lib.in_learn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
-                             ctypes.c_int]  # fmt: skip
-    lib.in_forget.restype = None
-    lib.in_forget.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.in_fold.restype = ctypes.c_int
-    lib.in_fold.argtypes = [ctypes.c_void_p, *[ctypes.c_void_p] * 4, ctypes.c_int]
+    declare_slots(lib, "in")
     return True
+
+
+def declare_slots(lib: ctypes.CDLL, prefix: str) -> None:
+    """Set the signatures of a helper's slot table (`<prefix>_learn`, `_forget`, `_fold`:
+    `SlotContext`)."""
+    learn = getattr(lib, f"{prefix}_learn")
+    learn.restype = ctypes.c_int
+    learn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
+    forget = getattr(lib, f"{prefix}_forget")
+    forget.restype = None
+    forget.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    fold = getattr(lib, f"{prefix}_fold")
+    fold.restype = ctypes.c_int
+    fold.argtypes = [ctypes.c_void_p, *[ctypes.c_void_p] * 4, ctypes.c_int]
 
 
 def load_declared(helper: str, declare: Callable[[ctypes.CDLL], bool]) -> ctypes.CDLL | None:
@@ -190,26 +198,28 @@ class Context:
         return senders
 
 
-class Engine(Context):
-    """One C drain context (receive buffers, tables, counted source MACs) for one socket of
-    one hot loop.
+class SlotContext(Context):
+    """A drain context whose C side counts itself the frames of the source MACs it holds a
+    slot for (common.h's table: `<prefix>_learn`, `_forget`, `_fold`) when they need no
+    learning: the FDB entry's remote member and whether it is learned.
 
-    The C side counts itself the runs and frames of the source MACs it holds a slot for
-    (`in_learn`: the FDB entry's remote member and whether it is learned) when they need no
-    learning; every other one comes back as a record, and once Python has counted it the MAC
-    gets its slot when its entry exists. A slot is made for one entry object and what it
-    counts is folded into that object only (`_fold`, at the end of each drain and before any
-    slot is dropped). A network's slots are dropped when its table changed
-    (`fdb.generation`; a plain dict counts as changed at every look): at each drain's start,
-    and after every record Python handled (its learning changes the table mid-drain)."""
+    Once Python has counted a record of a MAC, `_install` gives it its slot when its entry
+    exists. A slot is made for one entry object and what it counts is folded into that object
+    only (`_fold`, at the end of each drain and before any slot is dropped), the slot's third
+    count into its network's counter `FOLDED`. A network's slots are dropped when its table
+    changed (`fdb.generation`; a plain dict counts as changed at every look): the subclass
+    calls `_check_all` at each drain's start and `_check`/`_check_all` after what Python
+    handled (its learning changes the table mid-drain). `_nets` and `_sender_index` are the C
+    side's network and member indexes (set with its tables, after `_forget(-1)`)."""
 
-    def __init__(self, lib: ctypes.CDLL, fd: int) -> None:
-        super().__init__(lib, "in", fd)
-        self._rec = _Record.from_address(self._record_at)
-        self._mac_at = self._record_at + _MAC_AT
-        #: The tables' sources, compared by identity (the loop swaps them wholesale).
-        self._networks: dict[bytes, Network] | None = None
-        self._members: frozenset[str] | None = None
+    #: The network counter the slots' third count adds to.
+    FOLDED = ""
+
+    def __init__(self, lib: ctypes.CDLL, prefix: str, fd: int, *args: int) -> None:
+        super().__init__(lib, prefix, fd, *args)
+        self._learn = getattr(lib, f"{prefix}_learn")
+        self._forget_c = getattr(lib, f"{prefix}_forget")
+        self._fold_c = getattr(lib, f"{prefix}_fold")
         self._nets: list[Network] = []
         self._senders: list[str] = []
         self._sender_index: dict[str, int] = {}
@@ -230,33 +240,16 @@ class Engine(Context):
             memoryview(self._fold_merged).cast("B").cast("q"),
         )
 
-    def set_tables(self, networks: dict[bytes, Network], members: frozenset[str]) -> None:
-        """Give the C side the networks (index → VNI, TAP fd, MTU, virtio-net header) and
-        the member addresses (index → the sender string Python learns with); the counted MACs
-        are forgotten (their network and member indexes change)."""
-        self._forget(-1)
-        nets = list(networks.values())
-        table = (_Net * max(1, len(nets)))()
-        for i, net in enumerate(nets):
-            table[i] = _Net(
-                int.from_bytes(net.vni_key, "big"), net.tap_fd, net.mtu, net.vnet_len,
-                net.latency_fd,
-            )  # fmt: skip
-        senders = self._set_tables(table, len(nets), members)
-        self._networks, self._members = networks, members
-        self._nets, self._senders = nets, senders
-        self._sender_index = {sender: i for i, sender in enumerate(senders)}
-
     def _fold(self) -> None:
         """Add what the slots counted to their entries and networks, and zero it."""
-        n = self._lib.in_fold(
+        n = self._fold_c(
             self._ctx, self._fold_slots, self._fold_frames, self._fold_bytes, self._fold_merged,
             SLOTS,
         )  # fmt: skip
         if not n:
             return
         slots, frames, octets, merged = (view[:n].tolist() for view in self._fold_views)
-        slot_entry, slot_net = self._slot_entry, self._slot_net
+        slot_entry, slot_net, folded = self._slot_entry, self._slot_net, self.FOLDED
         for slot, count, size, writes in zip(slots, frames, octets, merged, strict=True):
             entry = slot_entry[slot]
             if entry is not None:
@@ -265,12 +258,12 @@ class Engine(Context):
             if writes:
                 net = slot_net[slot]
                 if net is not None:
-                    net.counters["rx_merged_writes"] += writes
+                    net.counters[folded] += writes
 
     def _forget(self, index: int) -> None:
         """Fold, then drop the slots of network `index` (-1: all)."""
         self._fold()
-        self._lib.in_forget(self._ctx, index)
+        self._forget_c(self._ctx, index)
         if index < 0:
             self._watched.clear()
             self._slot_entry = [None] * SLOTS
@@ -314,16 +307,48 @@ class Engine(Context):
         sender = self._sender_index.get(entry.remote_ip, -1)
         if entry.learned and sender < 0:
             return  # learned at a non-member: every frame is a learning decision
-        slot = self._lib.in_learn(self._ctx, index, mac, sender, entry.learned)
+        slot = self._learn(self._ctx, index, mac, sender, entry.learned)
         if slot < 0:
             self._forget(-1)  # full: start again with the MACs seen from now on
-            slot = self._lib.in_learn(self._ctx, index, mac, sender, entry.learned)
+            slot = self._learn(self._ctx, index, mac, sender, entry.learned)
         elif self._slot_entry[slot] is not entry and self._slot_entry[slot] is not None:
             self._fold()  # what it counted belongs to the entry it was made for
         if index not in self._watched:
             self._watched[index] = (net.fdb, generation(net.fdb))
         self._slot_entry[slot] = entry
         self._slot_net[slot] = net
+
+
+class Engine(SlotContext):
+    """One C drain context (receive buffers, tables, counted source MACs: `SlotContext`) for
+    one socket of one hot loop."""
+
+    FOLDED = "rx_merged_writes"
+
+    def __init__(self, lib: ctypes.CDLL, fd: int) -> None:
+        super().__init__(lib, "in", fd)
+        self._rec = _Record.from_address(self._record_at)
+        self._mac_at = self._record_at + _MAC_AT
+        #: The tables' sources, compared by identity (the loop swaps them wholesale).
+        self._networks: dict[bytes, Network] | None = None
+        self._members: frozenset[str] | None = None
+
+    def set_tables(self, networks: dict[bytes, Network], members: frozenset[str]) -> None:
+        """Give the C side the networks (index → VNI, TAP fd, MTU, virtio-net header) and
+        the member addresses (index → the sender string Python learns with); the counted MACs
+        are forgotten (their network and member indexes change)."""
+        self._forget(-1)
+        nets = list(networks.values())
+        table = (_Net * max(1, len(nets)))()
+        for i, net in enumerate(nets):
+            table[i] = _Net(
+                int.from_bytes(net.vni_key, "big"), net.tap_fd, net.mtu, net.vnet_len,
+                net.latency_fd,
+            )  # fmt: skip
+        senders = self._set_tables(table, len(nets), members)
+        self._networks, self._members = networks, members
+        self._nets, self._senders = nets, senders
+        self._sender_index = {sender: i for i, sender in enumerate(senders)}
 
     def drain(self, loop: HotLoop, merge: bool) -> None:
         """One drain of the socket (`HotLoop._drain_udp`), merging TCP runs with `merge`."""

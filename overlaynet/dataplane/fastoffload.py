@@ -1,8 +1,11 @@
 """Offload mode's ingress drain through the C helper `accel/offload.c` (issue 15): the
 per-datagram work of `HotLoop._drain_offload` (receive the GRO buffers, reassemble the chunks
 as `chunks.Reassembler.feed` does, merge UDP runs as `offload.UdpRuns` does, write each frame
-to its TAP queue as `HotLoop._deliver_whole` does) in C; the FDB accounting and learning of
-each delivered frame stay here, with the same counters and values as the Python drain.
+to its TAP queue as `HotLoop._deliver_whole` does) in C; the FDB accounting and learning
+stay here, with the same counters and values as the Python drain, except for the frames of
+source MACs the C side holds a slot for (`fastingress.SlotContext`, the same rules as the
+ingress drain's): those it counts itself, folded into their FDB entries and
+`rx_offload_frames` at each drain's end.
 
 `drain(loop)` is what `_drain_offload` calls first; False when the C path does not apply (no
 compiler, `OVERLAYNET_ACCEL=off`, `disable`d, an IPv6 socket, an unusual `max_pending`, or the
@@ -35,7 +38,13 @@ import weakref
 from typing import TYPE_CHECKING
 
 from overlaynet.dataplane import accel
-from overlaynet.dataplane.fastingress import Context, _account, declare_context, load_declared
+from overlaynet.dataplane.fastingress import (
+    SlotContext,
+    _account,
+    declare_context,
+    declare_slots,
+    load_declared,
+)
 from overlaynet.dataplane.hotpath import GSO_MAX_BYTES, GSO_MAX_SEGMENTS
 from overlaynet.dataplane.offload import USO_WRITES
 from overlaynet.dataplane.switching import Network
@@ -49,7 +58,7 @@ if TYPE_CHECKING:
 ADDRESS_CACHE = 4096
 
 #: The C side's ABI version (`of_abi`): a library of another version is not used.
-ABI = 3
+ABI = 4
 #: The helper's name for `accel.load`.
 HELPER = "offload"
 #: Record kinds (`of_step`'s return value).
@@ -89,7 +98,7 @@ class _Record(ctypes.Structure):
         ("bytes", ctypes.c_int64),
         ("mac", ctypes.c_uint8 * 8),
         ("counted", ctypes.c_int32),
-        ("pad", ctypes.c_int32),
+        ("slots", ctypes.c_int32),
         ("counters", ctypes.c_int64 * len(COUNTERS)),
     ]
 
@@ -119,6 +128,7 @@ def _declare(lib: ctypes.CDLL) -> bool:
         getattr(lib, name).argtypes = [ctypes.c_void_p]
     lib.of_drain.restype = ctypes.c_int
     lib.of_drain.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    declare_slots(lib, "of")
     lib.of_send.restype = ctypes.c_int
     lib.of_send.argtypes = [
         ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_uint32,
@@ -127,9 +137,12 @@ def _declare(lib: ctypes.CDLL) -> bool:
     return True
 
 
-class Engine(Context):
-    """One C drain context (receive buffer, reassembly state, tables) for a hot loop's offload
-    socket."""
+class Engine(SlotContext):
+    """One C drain context (receive buffer, reassembly state, tables, counted source MACs:
+    `SlotContext`, their delivered frames folded into `rx_offload_frames`) for a hot loop's
+    offload socket."""
+
+    FOLDED = "rx_offload_frames"
 
     def __init__(self, lib: ctypes.CDLL, fd: int, max_pending: int) -> None:
         super().__init__(lib, "of", fd, max_pending)
@@ -138,8 +151,6 @@ class Engine(Context):
         #: What the tables were made from: the loop's dicts by identity, and per network
         #: whether it takes offload and its queues (attributes the control side may change).
         self._signature: tuple[object, ...] = ()
-        self._nets: list[Network] = []
-        self._senders: list[str] = []
 
     @property
     def pending(self) -> int:
@@ -163,6 +174,8 @@ class Engine(Context):
         )
         if signature == self._signature:
             return
+        # The counted MACs' network and member indexes change with the tables.
+        self._forget(-1)
         # Only networks `_deliver_whole` delivers to; the C side counts the rest as refused.
         nets = [n for n in networks.values() if n.offload and n.seal is None]
         table = (_Net * max(1, len(nets)))()
@@ -171,10 +184,13 @@ class Engine(Context):
         senders = self._set_tables(table, len(nets), members)
         self._signature = signature
         self._nets, self._senders = nets, senders
+        self._sender_index = {sender: i for i, sender in enumerate(senders)}
 
     def drain(self, loop: HotLoop) -> None:
         """One drain of the offload socket (`HotLoop._drain_offload`)."""
         self._tables(loop)
+        if self._watched:
+            self._check_all()
         counters = loop._counters
         counters[DRAIN_COUNTER] += 1
         ctx, rec, step = self._ctx, self._rec, self._lib.of_step
@@ -185,17 +201,24 @@ class Engine(Context):
         while True:
             if kind == FRAME:
                 # `_deliver_whole`'s bookkeeping; the C side writes on the next step.
-                net = nets[rec.net]
+                index = rec.net
+                net = nets[index]
                 octets = rec.bytes
-                _account(net, string_at(mac_at, 6), senders[rec.sender], 1, octets, octets)
+                mac = string_at(mac_at, 6)
+                _account(net, mac, senders[rec.sender], 1, octets, octets)
                 net.counters["rx_offload_frames"] += 1
                 if rec.woke:
                     loop._woke = True
+                self._install(index, mac)  # its next frames are counted in C
             elif kind == RUNT:
                 nets[rec.net].counters["rx_offload_runt"] += 1
             elif kind == TAPERR:
                 nets[rec.net].counters["rx_drop_tap_error"] += 1
             else:
+                if rec.woke:
+                    loop._woke = True
+                if rec.slots:
+                    self._fold()
                 if not rec.counted:
                     return
                 values = rec.counters

@@ -69,11 +69,7 @@
 /* Inner frames may exceed the MTU by the Ethernet header and one VLAN tag (`ingress`). */
 #define IN_L2_ALLOWANCE (14 + 4)
 
-/* Source MACs a context counts itself (fastingress.SLOTS): more than one host's containers
- * send from; when full, Python empties the table and fills it again with the MACs it sees. */
-#define IN_SLOTS 1024
-/* Hash buckets of the slot table: a power of two, twice the slots (short probe runs). */
-#define IN_BUCKETS 2048
+/* Source MACs a context counts itself: common.h's slot table (ACCEL_SLOTS). */
 
 enum { IN_DONE = 0, IN_RUN = 1, IN_PY = 2, IN_TAPERR = 3, IN_FRAMES = 4 };
 
@@ -99,22 +95,10 @@ struct in_rec {
     uint8_t mac[8];  /* IN_RUN, IN_FRAMES: the inner source MAC */
 };
 
-/* A source MAC of one network the context counts itself (in_learn): its FDB entry's remote
- * (a member's index, -1 for none) and whether it is learned; the frames, octets and merged
- * writes counted since the last in_fold. */
-struct in_slot {
-    uint8_t mac[6];
-    uint8_t used, dirty;
-    int32_t net, sender, learned;
-    int64_t frames, bytes, merged;
-};
-
 struct in_ctx {
     struct in_rec rec;
-    struct in_slot *slots;
-    int32_t *buckets;  /* IN_BUCKETS slot indexes, -1 empty, linear probing */
-    int32_t *dirty;    /* the slots counted since the last in_fold, in order */
-    int nused, ndirty, next_free, drain_woke;
+    struct accel_slots slots;  /* the source MACs counted here (third count: merged writes) */
+    int drain_woke;
     int fd, budget, strict, merge, finishing;
     struct in_net *nets;
     int nnets, last_net;
@@ -156,9 +140,7 @@ void in_free(struct in_ctx *c)
     free(c->members);
     free(c->iov);
     free(c->spill);
-    free(c->slots);
-    free(c->buckets);
-    free(c->dirty);
+    accel_slots_free(&c->slots);
     free(c);
 }
 
@@ -172,16 +154,12 @@ struct in_ctx *in_new(void)
         ok &= (c->bufs[i] = malloc(ACCEL_READ_SIZE)) != NULL;
     c->iov = calloc(IN_MAX_SEGMENTS + 2, sizeof *c->iov);
     c->spill = malloc(IN_IPV4_MAX_TOTAL + 1);
-    c->slots = calloc(IN_SLOTS, sizeof *c->slots);
-    c->buckets = malloc(IN_BUCKETS * sizeof *c->buckets);
-    c->dirty = malloc(IN_SLOTS * sizeof *c->dirty);
-    if (!ok || c->iov == NULL || c->spill == NULL || c->slots == NULL || c->buckets == NULL ||
-        c->dirty == NULL) {
+    ok &= accel_slots_init(&c->slots) == 0;
+    if (!ok || c->iov == NULL || c->spill == NULL) {
         in_free(c);
         return NULL;
     }
     c->cur = -1;
-    memset(c->buckets, 0xFF, IN_BUCKETS * sizeof *c->buckets);
     return c;
 }
 
@@ -208,101 +186,25 @@ void in_begin(struct in_ctx *c, int fd, int budget, int strict, int merge)
     c->rec.not_member = c->rec.rx_error = 0;
 }
 
-static uint32_t slot_hash(int net, const uint8_t *mac)
-{
-    uint32_t h = 2166136261u ^ (uint32_t)net;  /* FNV-1a over the network and the MAC */
-    for (int i = 0; i < 6; i++)
-        h = (h ^ mac[i]) * 16777619u;
-    return h & (IN_BUCKETS - 1);
-}
-
-/* The slot of network `net`'s source `mac`, or -1. */
-static int find_slot(const struct in_ctx *c, int net, const uint8_t *mac)
-{
-    for (uint32_t b = slot_hash(net, mac);; b = (b + 1) & (IN_BUCKETS - 1)) {
-        int s = c->buckets[b];
-        if (s < 0)
-            return -1;
-        const struct in_slot *slot = &c->slots[s];
-        if (slot->net == net && memcmp(slot->mac, mac, 6) == 0)
-            return s;
-    }
-}
-
-static void place_slot(struct in_ctx *c, int s)
-{
-    uint32_t b = slot_hash(c->slots[s].net, c->slots[s].mac);
-    while (c->buckets[b] >= 0)
-        b = (b + 1) & (IN_BUCKETS - 1);
-    c->buckets[b] = s;
-}
-
 /* Count network `net`'s source `mac` here from now on: its FDB entry's remote is member
  * `sender` (-1: none), `learned` whether the entry is learned (frames from another member
  * then go to Python, which learns). Between in_step calls. Returns the slot (the same one
  * again for a MAC already held, with the new facts), or -1 when the table is full. */
 int in_learn(struct in_ctx *c, int net, const uint8_t *mac, int sender, int learned)
 {
-    int s = find_slot(c, net, mac);
-    if (s < 0) {
-        if (c->nused >= IN_SLOTS)
-            return -1;
-        while (c->slots[c->next_free].used)
-            c->next_free = (c->next_free + 1) % IN_SLOTS;
-        s = c->next_free;
-        struct in_slot *slot = &c->slots[s];
-        memset(slot, 0, sizeof *slot);
-        memcpy(slot->mac, mac, 6);
-        slot->used = 1;
-        slot->net = net;
-        c->nused++;
-        place_slot(c, s);
-    }
-    c->slots[s].sender = sender;
-    c->slots[s].learned = learned;
-    return s;
+    return accel_slot_learn(&c->slots, net, mac, sender, learned);
 }
 
 /* Stop counting the MACs of network `net` (-1: of every network); what they counted and was
  * not folded is lost (Python folds first). Between in_step calls. */
-void in_forget(struct in_ctx *c, int net)
-{
-    int ndirty = 0;
-    memset(c->buckets, 0xFF, IN_BUCKETS * sizeof *c->buckets);
-    c->nused = 0;
-    for (int s = 0; s < IN_SLOTS; s++) {
-        struct in_slot *slot = &c->slots[s];
-        if (slot->used && (net < 0 || slot->net == net))
-            slot->used = slot->dirty = 0;
-        if (!slot->used)
-            continue;
-        c->nused++;
-        place_slot(c, s);
-    }
-    for (int k = 0; k < c->ndirty; k++)
-        if (c->slots[c->dirty[k]].dirty)
-            c->dirty[ndirty++] = c->dirty[k];
-    c->ndirty = ndirty;
-}
+void in_forget(struct in_ctx *c, int net) { accel_slot_forget(&c->slots, net); }
 
 /* Hand over what the slots counted since the last fold (up to `max` slots: their indexes, frames,
  * octets, merged writes) and start again from zero. Returns how many slots. */
 int in_fold(struct in_ctx *c, int32_t *slots, int64_t *frames, int64_t *bytes, int64_t *merged,
             int max)
 {
-    int n = c->ndirty < max ? c->ndirty : max;
-    for (int k = 0; k < n; k++) {
-        struct in_slot *slot = &c->slots[c->dirty[k]];
-        slots[k] = c->dirty[k];
-        frames[k] = slot->frames;
-        bytes[k] = slot->bytes;
-        merged[k] = slot->merged;
-        slot->frames = slot->bytes = slot->merged = 0;
-        slot->dirty = 0;
-    }
-    memmove(c->dirty, c->dirty + n, (size_t)(c->ndirty - n) * sizeof *c->dirty);
-    c->ndirty -= n;
-    return n;
+    return accel_slot_fold(&c->slots, slots, frames, bytes, merged, max);
 }
 
 static int find_net(struct in_ctx *c, const uint8_t *vni)
@@ -589,22 +491,15 @@ static int write_run(struct in_ctx *c)
 static int settle(struct in_ctx *c)
 {
     struct in_rec *r = &c->rec;
-    int s = find_slot(c, r->net, r->mac);
+    int s = accel_slot_find(&c->slots, r->net, r->mac);
     if (s < 0)
         return r->kind;
-    struct in_slot *slot = &c->slots[s];
+    const struct accel_slot *slot = &c->slots.slots[s];
     if (slot->learned && slot->sender != r->sender)
         return r->kind;
-    if (!slot->dirty) {
-        slot->dirty = 1;
-        c->dirty[c->ndirty++] = s;
-    }
-    slot->frames += r->count;
-    slot->bytes += r->bytes;
-    if (r->kind == IN_RUN) {
-        slot->merged += r->count > 1;
+    accel_slot_count(&c->slots, s, r->count, r->bytes, r->kind == IN_RUN && r->count > 1);
+    if (r->kind == IN_RUN)
         return write_run(c);
-    }
     c->drain_woke |= r->woke;
     return write_frames(c);
 }
@@ -637,7 +532,7 @@ int in_step(struct in_ctx *c)
             c->finishing = 0;
             r->kind = IN_DONE;
             r->woke = c->drain_woke;
-            r->count = c->ndirty;  /* slots Python folds */
+            r->count = c->slots.ndirty;  /* slots Python folds */
             return IN_DONE;
         }
         if (c->cur < 0 || (c->pos >= c->size && !c->empty_pending)) {

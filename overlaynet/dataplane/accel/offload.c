@@ -4,7 +4,7 @@
  * does (same limits, drop rules and counters), merge consecutive datagrams of one UDP flow into
  * one GSO_UDP_L4 write as `offload.UdpRuns` does, and write each result to its TAP queue as
  * `HotLoop._deliver_whole` does. Plain C against libc, called through ctypes (the GIL is
- * released per call); Python keeps the per-frame FDB accounting and learning.
+ * released per call); Python keeps the FDB accounting and learning of the MACs it has no slot for.
  *
  * One of_step() call runs until Python has something to do and says what in the record:
  *   OF_FRAME   a frame is about to be written (network, sender, inner source MAC, octets
@@ -13,7 +13,12 @@
  *   OF_RUNT    a frame shorter than virtio-net + Ethernet headers (rx_offload_runt);
  *   OF_TAPERR  the last write failed (rx_drop_tap_error);
  *   OF_DONE    EAGAIN, the budget, or a receive error: the drain is over; the record's counters
- *              (reassembly, UDP merge, host) are the drain's, for Python to add.
+ *              (reassembly, UDP merge, host) are the drain's, for Python to add; whether a frame
+ *              counted in a slot went to a latency queue; how many slots to fold.
+ * A frame whose source MAC has a slot (of_learn: Python made it for the FDB entry after counting
+ * one of its frames) and needs no learning is counted in the slot and written without a record
+ * (ingress.c's rule; the table is common.h's); Python folds the slots into the entries at the
+ * drain's end and drops a network's slots when its FDB changed.
  * Reassembly state (at most max_pending frames, the last RECENT_DONE completed ids) lives here
  * across drains; of_expire() is `Reassembler.expire` for it, called with the Python one's.
  */
@@ -58,7 +63,7 @@ enum {
 };
 
 /* The ABI version the Python wrapper checks (fastoffload.ABI). */
-int of_abi(void) { return 3; }
+int of_abi(void) { return 4; }
 
 struct of_net {
     uint32_t vni;        /* low 24 bits */
@@ -71,7 +76,8 @@ struct of_rec {
     int32_t kind, net, sender, woke;
     int64_t bytes;  /* OF_FRAME: the frame's octets without the virtio-net header */
     uint8_t mac[8];
-    int32_t counted, pad;  /* OF_DONE: whether any of the counters is not zero */
+    /* OF_DONE: whether any of the counters is not zero; how many slots Python folds */
+    int32_t counted, slots;
     int64_t counters[C_COUNT];
 };
 
@@ -101,6 +107,10 @@ struct of_out {
 
 struct of_ctx {
     struct of_rec rec;
+    /* The source MACs counted here (common.h; third count: rx_offload_frames), whether a frame
+     * counted here went to a latency queue this drain. */
+    struct accel_slots slots;
+    int drain_woke;
     int fd, budget, merge, finished;
     struct of_net *nets;
     int nnets, last_net;
@@ -158,6 +168,7 @@ void of_free(struct of_ctx *c)
     free(c->buf);
     free(c->run_buf[0]);
     free(c->run_buf[1]);
+    accel_slots_free(&c->slots);
     free(c);
 }
 
@@ -175,7 +186,8 @@ struct of_ctx *of_new(int max_pending)
     c->buf = malloc(ACCEL_READ_SIZE);
     c->run_buf[0] = malloc(ACCEL_READ_SIZE);
     c->run_buf[1] = malloc(ACCEL_READ_SIZE);
-    if (!c->entries || !c->marked || !c->buf || !c->run_buf[0] || !c->run_buf[1]) {
+    int slots = accel_slots_init(&c->slots);
+    if (!c->entries || !c->marked || !c->buf || !c->run_buf[0] || !c->run_buf[1] || slots) {
         of_free(c);
         return NULL;
     }
@@ -202,7 +214,27 @@ void of_begin(struct of_ctx *c, int fd, int budget, int merge)
     c->merge = merge;
     c->finished = 0;
     c->size = c->pos = 0;
+    c->drain_woke = 0;
     memset(c->rec.counters, 0, sizeof c->rec.counters);
+}
+
+/* Count network `net`'s source `mac` here from now on (in_learn's rules: its FDB entry's remote
+ * is member `sender`, -1 for none; a `learned` entry's frames from another member go to Python).
+ * Between of_step calls. The slot, or -1 when the table is full. */
+int of_learn(struct of_ctx *c, int net, const uint8_t *mac, int sender, int learned)
+{
+    return accel_slot_learn(&c->slots, net, mac, sender, learned);
+}
+
+/* Stop counting the MACs of network `net` (-1: all); Python folds first. */
+void of_forget(struct of_ctx *c, int net) { accel_slot_forget(&c->slots, net); }
+
+/* Hand over what the slots counted since the last fold (in_fold; the third count is the
+ * frames delivered, rx_offload_frames). How many slots. */
+int of_fold(struct of_ctx *c, int32_t *slots, int64_t *frames, int64_t *bytes, int64_t *frames_net,
+            int max)
+{
+    return accel_slot_fold(&c->slots, slots, frames, bytes, frames_net, max);
 }
 
 static int find_member(struct of_ctx *c, uint32_t addr)
@@ -575,7 +607,7 @@ static int receive(struct of_ctx *c)
 }
 
 /* `_deliver_whole`'s checks for the queue's first frame: a record for Python, or -1 (refused:
- * counted here, nothing to write). */
+ * counted here, nothing to write; or counted in its MAC's slot, the write pending). */
 static int deliver(struct of_ctx *c)
 {
     struct of_out o = c->q[0];
@@ -607,6 +639,16 @@ static int deliver(struct of_ctx *c)
     c->w_ptr = o.ptr;
     c->w_len = o.len;
     c->w_own = o.own;
+    /* A source MAC with a slot that needs no learning is counted here, and written at once. */
+    int s = accel_slot_find(&c->slots, i, r->mac);
+    if (s >= 0) {
+        const struct accel_slot *slot = &c->slots.slots[s];
+        if (!slot->learned || slot->sender == r->sender) {
+            accel_slot_count(&c->slots, s, 1, r->bytes, 1);
+            c->drain_woke |= r->woke;
+            return -1;
+        }
+    }
     return OF_FRAME;
 }
 
@@ -644,6 +686,8 @@ int of_step(struct of_ctx *c)
             r->counted = 0;
             for (int i = 0; i < C_COUNT; i++)
                 r->counted |= r->counters[i] != 0;
+            r->woke = c->drain_woke;
+            r->slots = c->slots.ndirty;
             return r->kind = OF_DONE;
         }
         if (c->budget > 0 && receive(c))
