@@ -5,7 +5,9 @@ to its TAP queue as `HotLoop._deliver_whole` does) in C; the FDB accounting and 
 stay here, with the same counters and values as the Python drain, except for the frames of
 source MACs the C side holds a slot for (`fastingress.SlotContext`, the same rules as the
 ingress drain's): those it counts itself, folded into their FDB entries and
-`rx_offload_frames` at each drain's end.
+`rx_offload_frames` at each drain's end. Measured (2026-11-30, loopback drains of 32
+one-chunk UDP frames or 32 four-segment TCP super-frames of a static MAC, CPU time of
+`drain`): 2.87-2.96 -> 1.73-1.78 us per UDP frame, 3.84-4.47 -> 3.12-3.59 us per TCP frame.
 
 `drain(loop)` is what `_drain_offload` calls first; False when the C path does not apply (no
 compiler, `OVERLAYNET_ACCEL=off`, `disable`d, an IPv6 socket, an unusual `max_pending`, or the
