@@ -109,6 +109,9 @@ def test_hostile_input_under_asan_and_ubsan_gives_no_report(tmp_path: Path) -> N
         [
             sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
             "tests/unit/dataplane/test_accel_hostile.py",
+            # The MAC tables: egress.c's destinations and the source-MAC slots (common.h).
+            "tests/unit/dataplane/test_fastegress_routes.py",
+            "tests/unit/dataplane/test_fastingress_slots.py",
             # The real TAP too where it can run (root: it skips itself otherwise).
             *(["tests/unit/dataplane/test_accel_hostile_tap.py"] if os.geteuid() == 0 else []),
         ],
@@ -118,7 +121,8 @@ def test_hostile_input_under_asan_and_ubsan_gives_no_report(tmp_path: Path) -> N
 
 
 #: The offload helper's equivalence tests (chunks reordered, duplicated, lost, truncated, mixed
-#: with junk, from strangers; the egress chunking) with the helper built here, sanitized.
+#: with junk, from strangers; the egress chunking; the source-MAC slots shared with ingress.c in
+#: common.h, more MACs than slots included) with the helper built here, sanitized.
 OFFLOAD_RUN = """
 import sys
 from pathlib import Path
@@ -127,7 +131,8 @@ accel.build_dirs = lambda: [Path(sys.argv[1])]
 import pytest
 sys.exit(pytest.main(["-q", "-x", "-p", "no:cacheprovider",
                       "tests/unit/dataplane/test_fastoffload.py",
-                      "tests/unit/dataplane/test_fastoffload_egress.py"]))
+                      "tests/unit/dataplane/test_fastoffload_egress.py",
+                      "tests/unit/dataplane/test_fastoffload_slots.py"]))
 """
 
 
