@@ -93,7 +93,10 @@ def raft_password(root_key_hex: str, epoch: int = 0) -> str:
 
 
 def fail_reason(code: int) -> str:
+    # raft_syncobj puts back the socket.inet_ntop that importing pysyncobj replaces.
     from pysyncobj import FAIL_REASON  # type: ignore[import-untyped]
+
+    from overlaynet.cluster import raft_syncobj  # noqa: F401
 
     names = {v: str(k) for k, v in vars(FAIL_REASON).items() if isinstance(v, int)}
     return names.get(code, str(code)).lower()

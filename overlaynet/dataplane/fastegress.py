@@ -12,8 +12,9 @@ changed, so C sends only where the Python drain would. C picks the socket by the
 counts into the `FdbEntry` each one was made for and into the network's counters (the same
 `network vtep` shows for the Python path). A batch to a MAC C does not know yet is an event:
 Python resolves it, teaches C and C sends it. Frames the batching does not take go to
-`HotLoop._egress_one`, unchanged. With 4 TSO streams this removed ~20k Python passes a second
-per stream (issue 15, CPU per byte): the sending VTEP's share of all CPU time in libpython went
+`HotLoop._egress_one`, unchanged. C's counts move at the drain's end, just after its sends.
+This took a Python pass per batch (a TSO super-frame's ~46 segments) off the hot path
+(issue 15, CPU per byte): the sending VTEP's share of all CPU time in libpython went
 from 9.4 % to 5.0 % and in _ctypes/libffi from 2.2 % to 0.2 % (4 streams at MTU 1450, 8.8 ->
 9.7 Gb/s; `perf record -a`, by process and shared object: what
 `benchmarks/profile_vtep.py --path a2a --streams 4 --system` tabulates).
@@ -122,6 +123,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.eg_state_size.restype = ctypes.c_int
     lib.eg_table_size.argtypes = []
     lib.eg_table_size.restype = ctypes.c_int
+    lib.eg_slots.argtypes = []
+    lib.eg_slots.restype = ctypes.c_int
     lib.eg_run.argtypes = [_ptr]
     lib.eg_run.restype = ctypes.c_int
     lib.eg_run_flush.argtypes = [_ptr]
@@ -153,6 +156,8 @@ def load() -> tuple[ctypes.CDLL | None, str]:
     _declare(lib)
     if lib.eg_abi() != ABI:
         return None, f"egress helper ABI {lib.eg_abi()}, expected {ABI}"
+    if lib.eg_slots() != SLOTS:  # the count arrays are sized here: C must not write past them
+        return None, f"egress helper table of {lib.eg_slots()} destinations, expected {SLOTS}"
     return lib, ""
 
 
@@ -258,13 +263,15 @@ class FastEgress:
             q.params.fd = fd
         return q
 
-    @staticmethod
-    def _check(q: _Queue, net: Network) -> None:
+    def _check(self, q: _Queue, net: Network) -> None:
         """Drop the queue's MAC table when it may be stale: the FDB table changed (or is a
-        plain dict, `fdb.generation` -1, or another table) or the peers were replaced. Between
-        drains only: the counts of the last drain are folded already."""
+        plain dict, `fdb.generation` -1, or another table) or the peers were replaced. What
+        the slots counted is folded first (a drain that raised in `_act` left it unfolded):
+        it belongs to the entries the slots were made for."""
         gen = generation(net.fdb)
         if gen != q.gen or gen < 0 or net.peers is not q.peers or net.fdb is not q.fdb:
+            if q.counts[_COUNTED]:
+                self._fold(net, q)
             q.gen = gen
             q.peers = net.peers
             q.fdb = net.fdb
@@ -294,9 +301,7 @@ class FastEgress:
         group, send the finished batches. True when open batches are carried to the queue's
         next drain (the budget ran out with frames still queued), as the Python drain does."""
         q = self._queue(loop, net, fd)
-        gen = generation(net.fdb)
-        if gen != q.gen or gen < 0 or net.peers is not q.peers or net.fdb is not q.fdb:
-            self._check(q, net)
+        self._check(q, net)
         params = q.params
         if params.budget != self.budget:
             params.budget = self.budget

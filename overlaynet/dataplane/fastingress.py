@@ -12,14 +12,15 @@ a slot for when they need no learning (`Engine`: per-slot frames, octets and mer
 folded into the FDB entries and `rx_merged_writes` at the drain's end). Everything else comes
 back, in order, as one record per thing Python must do: a finished run of a MAC without a slot
 (counted on its FDB entry, learned, `rx_merged_writes`; the C side writes it on the next call,
-so the counters move before the TAP sees it, as in Python), a run of delivered frames of one
+so these counters move before the TAP sees it, as in Python; what C counts itself moves at the
+drain's end, just after the write), a run of delivered frames of one
 network, sender and source MAC (counted as `ingress` counts each of them; written on the next
 call as well), any other datagram (passed to `switching.ingress` exactly as the Python drain
 does), a failed TAP write, the end (datagrams from non-members, receive errors, whether a
 frame counted in C went to a latency queue, how many slots to fold).
 
-Measured (2026-11-30, loopback drain of runs of 8 segments of 4 interleaved flows, a static
-MAC): 570-595 -> 477-510 ns of CPU per segment in the drain once the C side counts them.
+What it bought is in the profile of both VTEPs at 4 streams,
+`benchmarks/profile_vtep.py --path a2a --streams 4 --system` (profiles/s7-system-a2a-P4-*.md).
 
 Cost on a fresh machine: one `cc` run of a few hundred lines at the VTEP's first drain (cached
 by the source's hash, `accel`); without a compiler nothing changes.
@@ -133,13 +134,18 @@ def _declare(lib: ctypes.CDLL) -> bool:
         lib, "in", ABI, [], [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     ):
         return False
-    declare_slots(lib, "in")
-    return True
+    return declare_slots(lib, "in")
 
 
-def declare_slots(lib: ctypes.CDLL, prefix: str) -> None:
+def declare_slots(lib: ctypes.CDLL, prefix: str) -> bool:
     """Set the signatures of a helper's slot table (`<prefix>_learn`, `_forget`, `_fold`:
-    `SlotContext`)."""
+    `SlotContext`); False when its size is not `SLOTS` (the Python side's arrays are sized by
+    it: a library built with another size must not write past them)."""
+    size = getattr(lib, f"{prefix}_slots")
+    size.restype = ctypes.c_int
+    size.argtypes = []
+    if size() != SLOTS:
+        return False
     learn = getattr(lib, f"{prefix}_learn")
     learn.restype = ctypes.c_int
     learn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
@@ -149,6 +155,7 @@ def declare_slots(lib: ctypes.CDLL, prefix: str) -> None:
     fold = getattr(lib, f"{prefix}_fold")
     fold.restype = ctypes.c_int
     fold.argtypes = [ctypes.c_void_p, *[ctypes.c_void_p] * 4, ctypes.c_int]
+    return True
 
 
 def load_declared(helper: str, declare: Callable[[ctypes.CDLL], bool]) -> ctypes.CDLL | None:
@@ -301,7 +308,11 @@ class SlotContext(Context):
         changed the table)."""
         self._check(index)
         net = self._nets[index]
-        entry = net.fdb.get(mac)
+        # The generation before the entry (`fdb.FdbTable`'s rule): a change the control
+        # thread makes meanwhile then shows at the next check.
+        table = net.fdb
+        seen = generation(table)
+        entry = table.get(mac)
         if entry is None:
             return  # unknown: counted (and maybe learned) by Python, frame by frame
         sender = self._sender_index.get(entry.remote_ip, -1)
@@ -314,7 +325,7 @@ class SlotContext(Context):
         elif self._slot_entry[slot] is not entry and self._slot_entry[slot] is not None:
             self._fold()  # what it counted belongs to the entry it was made for
         if index not in self._watched:
-            self._watched[index] = (net.fdb, generation(net.fdb))
+            self._watched[index] = (table, seen)
         self._slot_entry[slot] = entry
         self._slot_net[slot] = net
 

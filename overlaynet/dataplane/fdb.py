@@ -125,7 +125,12 @@ class FdbTable(dict[bytes, FdbEntry]):
     every key added, replaced or removed, so the C drains (`fastegress`, `fastingress`) know
     when a copy they keep of where MACs live is stale with one integer comparison per drain,
     instead of rebuilding it. Reads (`get`, `[]`) are the plain dict's: no cost on the hot
-    path. Counters inside an entry change in place and do not count as a change."""
+    path. Counters inside an entry change in place and do not count as a change.
+
+    The rule that makes it safe across threads (the control thread writes while the loop
+    reads): a writer moves `generation` after its change, a reader takes `generation` before
+    it reads entries. A reader that saw the old generation then finds it moved at its next
+    check, whatever it read in between."""
 
     __slots__ = ("generation",)
 
@@ -142,12 +147,16 @@ class FdbTable(dict[bytes, FdbEntry]):
         self.generation += 1
 
     def pop(self, key: bytes, *default: Any) -> Any:
-        self.generation += 1
-        return super().pop(key, *default)
+        try:
+            return super().pop(key, *default)
+        finally:
+            self.generation += 1
 
     def popitem(self) -> tuple[bytes, FdbEntry]:
-        self.generation += 1
-        return super().popitem()
+        try:
+            return super().popitem()
+        finally:
+            self.generation += 1
 
     def clear(self) -> None:
         super().clear()
@@ -158,8 +167,14 @@ class FdbTable(dict[bytes, FdbEntry]):
         self.generation += 1
 
     def setdefault(self, key: bytes, default: Any = None) -> Any:
-        self.generation += 1
-        return super().setdefault(key, default)
+        try:
+            return super().setdefault(key, default)
+        finally:
+            self.generation += 1
+
+    def __ior__(self, other: Any) -> FdbTable:  # type: ignore[override,misc]
+        self.update(other)
+        return self
 
 
 def generation(table: dict[bytes, FdbEntry]) -> int:

@@ -537,6 +537,8 @@ struct eg_table {
 };
 
 int eg_table_size(void) { return (int)sizeof(struct eg_table); }
+/* Destinations per table: the Python side sizes its count arrays by it (checked at load). */
+int eg_slots(void) { return EG_SLOTS; }
 
 /* Counts the caller folds after each call (fastegress._C_*), int64 each. */
 enum {

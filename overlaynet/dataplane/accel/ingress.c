@@ -75,6 +75,8 @@ enum { IN_DONE = 0, IN_RUN = 1, IN_PY = 2, IN_TAPERR = 3, IN_FRAMES = 4 };
 
 /* The ABI version the Python wrapper checks (fastingress.ABI). */
 int in_abi(void) { return 3; }
+/* The slot table's size: the Python side sizes its arrays by it (checked at load). */
+int in_slots(void) { return ACCEL_SLOTS; }
 
 struct in_net {
     uint32_t vni;    /* the three VNI octets, big-endian, in the low 24 bits */

@@ -64,6 +64,8 @@ enum {
 
 /* The ABI version the Python wrapper checks (fastoffload.ABI). */
 int of_abi(void) { return 4; }
+/* The slot table's size: the Python side sizes its arrays by it (checked at load). */
+int of_slots(void) { return ACCEL_SLOTS; }
 
 struct of_net {
     uint32_t vni;        /* low 24 bits */

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from overlaynet.dataplane import accel, fdb
+from overlaynet.dataplane.fastegress import FastEgress
 from overlaynet.dataplane.fdb import FdbEntry, RemoteEndpoint
 from overlaynet.dataplane.switching import Network
 from overlaynet.dataplane.vtep import SO_RCVBUFFORCE, Vtep
@@ -163,6 +164,17 @@ def peers_both(r: Rig) -> None:
     r.vtep.set_peers(VNI, list(HOSTS))
 
 
+def replace_table(r: Rig) -> None:
+    """The network gets another table object, MAC_B at C in it, whose generation equals the
+    old one's: only the identity tells C its table is stale."""
+    old = r.net.fdb
+    assert isinstance(old, fdb.FdbTable)
+    table = fdb.FdbTable(old)
+    table[mac_to_bytes(MAC_B)] = FdbEntry(HOST_C)
+    table.generation = old.generation
+    r.net.fdb = table
+
+
 CHANGES: dict[str, Callable[[Rig], None]] = {
     "none": lambda r: None,
     "move": move_b_to_c,
@@ -171,19 +183,27 @@ CHANGES: dict[str, Callable[[Rig], None]] = {
     "learn": learn_unknown_at_c,
     "peers_c": peers_only_c,
     "peers_both": peers_both,
+    "replace": replace_table,
 }
 
 
 def scenario(
     accel_mode: str, steps: list[tuple[list[bytes], str]], peers: tuple[str, ...] = HOSTS
 ) -> tuple[list[Sent], dict[str, Any]]:
-    """Per step: drain its frames, then apply its change. What each drain sent, and the end."""
+    """Per step: drain its frames, then apply its change. What each drain sent, and the end.
+    With accel on, every batch must leave from C: Python's own send (`FastEgress._send`, for a
+    full table) is made to fail, so a table that never matched cannot pass as equal."""
     sent = []
-    with rig(accel_mode, peers) as r:
+    with rig(accel_mode, peers) as r, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FastEgress, "_send", _python_sent)
         for frames, change in steps:
             sent.append(r.drain(frames))
             CHANGES[change](r)
         return sent, r.outcome()
+
+
+def _python_sent(*_args: object) -> None:
+    raise AssertionError("a batch was sent by Python, not by the C drain")
 
 
 def both(steps: list[tuple[list[bytes], str]], peers: tuple[str, ...] = HOSTS) -> list[Sent]:
@@ -219,6 +239,13 @@ def test_a_learned_entry_takes_the_next_batch_off_the_flood() -> None:
     assert hosts_reached(first) == {HOST_B, HOST_C}
     assert hosts_reached(second) == {HOST_C}
     assert len(second[HOST_C]) == 10
+
+
+def test_a_replaced_table_is_seen_even_with_the_same_generation() -> None:
+    steps = [(bulk(MAC_B, 1), "replace"), (bulk(MAC_B, 1), "none")]
+    first, second = both(steps)
+    assert hosts_reached(first) == {HOST_B}
+    assert hosts_reached(second) == {HOST_C}
 
 
 def test_peers_replaced_between_drains_get_the_next_unknown_batch() -> None:

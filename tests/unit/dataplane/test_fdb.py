@@ -3,12 +3,16 @@ opt-in learning of source MACs (bounded, aged, never over a given entry)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from overlaynet.dataplane.fdb import (
     FdbEntry,
+    FdbTable,
     ForwardingDatabase,
     age_learned,
     generation,
@@ -194,3 +198,41 @@ def test_a_table_counts_every_change_of_where_macs_live_and_not_its_counters() -
     db.drop_vni(7)
     assert moved() and table == {}
     assert generation({}) == -1  # a plain dict: always treated as changed
+
+
+class _Watcher(bytes):
+    """A key that notes the table's generation while the dict compares it during a change:
+    the change has not happened yet then."""
+
+    table: ClassVar[FdbTable]
+    seen: ClassVar[list[int]] = []
+
+    def __eq__(self, other: object) -> bool:
+        _Watcher.seen.append(self.table.generation)
+        return bytes.__eq__(self, other)
+
+    __hash__ = bytes.__hash__
+
+
+def test_the_generation_moves_only_after_the_change() -> None:
+    """A reader takes the generation before it reads entries: had a writer moved it before its
+    change, the reader could pair the new generation with the old entry and never look again
+    (a C drain's table stale for good). Every change moves it after."""
+    table = FdbTable()
+    _Watcher.table = table
+    key = _Watcher(b"\x02\x00\x00\x00\x00\x01")
+    changes: list[Callable[[], object]] = [
+        lambda: table.__setitem__(bytes(key), FdbEntry("192.0.2.1")),
+        lambda: table.pop(key),
+        lambda: table.__setitem__(bytes(key), FdbEntry("192.0.2.1")),
+        lambda: table.__delitem__(key),
+        lambda: table.__setitem__(bytes(key), FdbEntry("192.0.2.1")),
+        lambda: table.setdefault(key, FdbEntry("192.0.2.2")),
+    ]
+    for change in changes:
+        before = table.generation
+        _Watcher.seen = []
+        change()
+        assert all(seen == before for seen in _Watcher.seen)
+        assert table.generation == before + 1
+    assert _Watcher.seen  # the key was compared: the check above saw the change in progress
