@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import strategies as st
 
 from overlaynet.dataplane.fdb import FdbEntry, FdbTable
@@ -221,3 +222,38 @@ def both(
             if accelerated:
                 check_c(path)
     return states[0], states[1], path
+
+
+# -- the slot tests of the ingress and offload drains (test_fastingress_slots,
+# test_fastoffload_slots): FDB changes between drains ------------------------------------------
+
+MAC_D, MAC_E = bytes.fromhex("02420a000004"), bytes.fromhex("02420a000005")
+MACS = [MAC_A, MAC_B, MAC_D, MAC_E]
+#: An FDB table's type: the agent's `FdbTable` or a plain dict (always "changed").
+Table = Callable[[], dict[bytes, FdbEntry]]
+#: An FDB change between drains: (what, MAC, remote host).
+Change = tuple[str, bytes, str]
+TABLES = pytest.mark.parametrize("table", [FdbTable, dict], ids=["FdbTable", "dict"])
+#: A MAC counted in C in a first drain, then its entry changed before the second.
+FDB_CHANGES = pytest.mark.parametrize(
+    ("start", "change"),
+    [
+        (("static", MAC_A, MEMBER), ("remove", MAC_A, "")),
+        (("static", MAC_A, MEMBER), ("static", MAC_A, OTHER_MEMBER)),
+        (("learned", MAC_A, MEMBER), ("learned", MAC_A, OTHER_MEMBER)),
+        (("remove", MAC_A, ""), ("static", MAC_A, MEMBER)),
+    ],
+    ids=["removed", "given-elsewhere", "learned-moved", "added"],
+)
+
+
+def apply_change(path: Path, change: Change) -> None:
+    """`change` to the FDB, as the control side (or `age_learned`) makes it between drains."""
+    what, mac, host = change
+    fdb = path.net.fdb
+    if what == "remove":
+        fdb.pop(mac, None)
+    elif what == "static":
+        fdb[mac] = FdbEntry(host)
+    elif what == "learned":
+        fdb[mac] = FdbEntry(host, learned=True)

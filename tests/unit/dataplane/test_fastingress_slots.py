@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Callable
 from contextlib import ExitStack
 
 import pytest
@@ -23,11 +22,17 @@ from overlaynet.dataplane.fdb import FdbEntry, FdbTable
 from overlaynet.dataplane.hotpath import HotLoop
 
 from .drains import (
+    FDB_CHANGES,
     MAC_A,
-    MAC_B,
+    MACS,
     MEMBER,
     OTHER_MEMBER,
+    TABLES,
+    Buffers,
+    Change,
     Path,
+    Table,
+    apply_change,
     both,
     send_and_drain,
     tapped_path,
@@ -41,14 +46,7 @@ pytestmark = pytest.mark.skipif(
     accel.load("ingress") is None, reason=f"C helper unavailable: {accel.why_not('ingress')}"
 )
 
-MAC_D = bytes.fromhex("02420a000004")
-MAC_E = bytes.fromhex("02420a000005")
-MACS = [MAC_A, MAC_B, MAC_D, MAC_E]
 UDP = (0x0800, 17)
-Table = Callable[[], dict[bytes, FdbEntry]]
-Buffers = list[tuple[str, list[bytes]]]
-#: An FDB change between drains: (what, MAC, remote host).
-Change = tuple[str, bytes, str]
 
 
 def _path(stack: ExitStack, rx: socket.socket, *, accelerated: bool, table: Table) -> Path:
@@ -68,18 +66,6 @@ def _drain(
     path: Path, rx: socket.socket, buffers: Buffers, senders: dict[str, socket.socket]
 ) -> None:
     send_and_drain(path, rx, buffers, senders, lambda: path.loop._drain_udp(rx, merge=True))
-
-
-def _apply(path: Path, change: Change) -> None:
-    """`change` to the FDB, as the control side (or `age_learned`) makes it between drains."""
-    what, mac, host = change
-    fdb = path.net.fdb
-    if what == "remove":
-        fdb.pop(mac, None)
-    elif what == "static":
-        fdb[mac] = FdbEntry(host)
-    elif what == "learned":
-        fdb[mac] = FdbEntry(host, learned=True)
 
 
 def _traffic(mac: bytes, sender: str = MEMBER, seq: int = 1000) -> Buffers:
@@ -109,12 +95,12 @@ def _run_steps(
         path = _path(stack, rx, accelerated=accelerated, table=table)
         path.net.learn_limit = learn_limit
         for change in start:
-            _apply(path, change)
+            apply_change(path, change)
         path.net.learned = sum(e.learned for e in path.net.fdb.values())
         for buffers, changes in steps:
             _drain(path, rx, buffers, sockets)
             for change in changes:
-                _apply(path, change)
+                apply_change(path, change)
         return path
 
     def check_c(path: Path) -> None:
@@ -124,20 +110,8 @@ def _run_steps(
     return python, c
 
 
-TABLES = pytest.mark.parametrize("table", [FdbTable, dict], ids=["FdbTable", "dict"])
-
-
 @TABLES
-@pytest.mark.parametrize(
-    ("start", "change"),
-    [
-        (("static", MAC_A, MEMBER), ("remove", MAC_A, "")),
-        (("static", MAC_A, MEMBER), ("static", MAC_A, OTHER_MEMBER)),
-        (("learned", MAC_A, MEMBER), ("learned", MAC_A, OTHER_MEMBER)),
-        (("remove", MAC_A, ""), ("static", MAC_A, MEMBER)),
-    ],
-    ids=["removed", "given-elsewhere", "learned-moved", "added"],
-)
+@FDB_CHANGES
 def test_an_fdb_change_between_two_drains_is_honoured_by_the_next_drain(
     sockets: dict[str, socket.socket], table: Table, start: Change, change: Change
 ) -> None:
@@ -152,10 +126,10 @@ def test_an_fdb_change_between_two_drains_is_honoured_by_the_next_drain(
         path = _path(stack, rx, accelerated=accelerated, table=table)
         path.net.learn_limit = 4 if start[0] == "learned" else 0  # else: unknown stays so
         path.net.learned = int(start[0] == "learned")
-        _apply(path, start)
+        apply_change(path, start)
         _drain(path, rx, traffic, sockets)
         old = path.net.fdb.get(MAC_A)
-        _apply(path, change)
+        apply_change(path, change)
         _drain(path, rx, traffic, sockets)
         first[accelerated] = (old, old.rx_frames, old.rx_bytes) if old else (None, 0, 0)
         return path
@@ -192,7 +166,7 @@ def test_a_known_source_is_counted_in_c_without_a_record_for_python(
     rx = sockets["rx"]
     with ExitStack() as stack:
         path = _path(stack, rx, accelerated=True, table=FdbTable)
-        _apply(path, ("static", MAC_A, MEMBER))
+        apply_change(path, ("static", MAC_A, MEMBER))
         _drain(path, rx, _traffic(MAC_A), sockets)
         entry = path.net.fdb[MAC_A]
         assert (entry.rx_frames, entry.rx_bytes) == (20, 12 * 214 + 8 * 154)

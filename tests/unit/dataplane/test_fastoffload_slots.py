@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
@@ -25,11 +25,17 @@ from overlaynet.dataplane.hotpath import HotLoop
 from overlaynet.wire import chunks
 
 from .drains import (
+    FDB_CHANGES,
     MAC_A,
-    MAC_B,
+    MACS,
     MEMBER,
     OTHER_MEMBER,
+    TABLES,
+    Buffers,
+    Change,
     Path,
+    Table,
+    apply_change,
     both,
     gro_sockets,
     send_and_drain,
@@ -41,15 +47,8 @@ pytestmark = pytest.mark.skipif(
     accel.load("offload") is None, reason=f"C helper unavailable: {accel.why_not('offload')}"
 )
 
-MAC_D = bytes.fromhex("02420a000004")
-MAC_E = bytes.fromhex("02420a000005")
-MACS = [MAC_A, MAC_B, MAC_D, MAC_E]
 #: Where the inner source MAC is in a virtio-net header + frame.
 SRC_AT = 10 + 6
-Table = Callable[[], dict[bytes, FdbEntry]]
-Buffers = list[tuple[str, list[bytes]]]
-#: An FDB change between drains: (what, MAC, remote host).
-Change = tuple[str, bytes, str]
 
 
 @pytest.fixture
@@ -81,18 +80,6 @@ def _drain(
             path.loop._drain_offload()
 
     send_and_drain(path, rx, buffers, senders, drain)
-
-
-def _apply(path: Path, change: Change) -> None:
-    """`change` to the FDB, as the control side (or `age_learned`) makes it between drains."""
-    what, mac, host = change
-    fdb = path.net.fdb
-    if what == "remove":
-        fdb.pop(mac, None)
-    elif what == "static":
-        fdb[mac] = FdbEntry(host)
-    elif what == "learned":
-        fdb[mac] = FdbEntry(host, learned=True)
 
 
 class _Ids:
@@ -130,20 +117,8 @@ def _traffic(ids: _Ids, mac: bytes, sender: str = MEMBER, seed: int = 0) -> Buff
 PER_TRAFFIC = (4, 9000 + 54 + 4 * 1400 + 42 + 2 * (60 + 42))
 
 
-TABLES = pytest.mark.parametrize("table", [FdbTable, dict], ids=["FdbTable", "dict"])
-
-
 @TABLES
-@pytest.mark.parametrize(
-    ("start", "change"),
-    [
-        (("static", MAC_A, MEMBER), ("remove", MAC_A, "")),
-        (("static", MAC_A, MEMBER), ("static", MAC_A, OTHER_MEMBER)),
-        (("learned", MAC_A, MEMBER), ("learned", MAC_A, OTHER_MEMBER)),
-        (("remove", MAC_A, ""), ("static", MAC_A, MEMBER)),
-    ],
-    ids=["removed", "given-elsewhere", "learned-moved", "added"],
-)
+@FDB_CHANGES
 def test_an_fdb_change_between_two_drains_is_honoured_by_the_next_drain(
     sockets: dict[str, socket.socket], table: Table, start: Change, change: Change
 ) -> None:
@@ -160,10 +135,10 @@ def test_an_fdb_change_between_two_drains_is_honoured_by_the_next_drain(
         path = _path(stack, rx, accelerated=accelerated, table=table)
         path.net.learn_limit = 4 if start[0] == "learned" else 0  # else: unknown stays so
         path.net.learned = int(start[0] == "learned")
-        _apply(path, start)
+        apply_change(path, start)
         _drain(path, rx, first_traffic, sockets)
         old = path.net.fdb.get(MAC_A)
-        _apply(path, change)
+        apply_change(path, change)
         _drain(path, rx, second_traffic, sockets)
         first[accelerated] = (old, old.rx_frames, old.rx_bytes) if old else (None, 0, 0)
         return path
@@ -199,7 +174,7 @@ def test_a_known_source_is_counted_in_c_without_a_record_for_python(
     ids = _Ids()
     with ExitStack() as stack:
         path = _path(stack, rx, accelerated=True, table=FdbTable)
-        _apply(path, ("static", MAC_A, MEMBER))
+        apply_change(path, ("static", MAC_A, MEMBER))
         _drain(path, rx, _traffic(ids, MAC_A), sockets)
         entry = path.net.fdb[MAC_A]
         assert (entry.rx_frames, entry.rx_bytes) == PER_TRAFFIC
@@ -264,12 +239,12 @@ def test_the_c_drain_counts_what_the_python_drain_does_over_drains_with_fdb_chan
         path = _path(stack, rx, accelerated=accelerated, table=table)
         path.net.learn_limit = learn_limit
         for change in start:
-            _apply(path, change)
+            apply_change(path, change)
         path.net.learned = sum(e.learned for e in path.net.fdb.values())
         for buffers, changes in drains:
             _drain(path, rx, buffers, sockets)
             for change in changes:
-                _apply(path, change)
+                apply_change(path, change)
         return path
 
     def check_c(path: Path) -> None:
