@@ -174,13 +174,19 @@ def test_bulk_crosses_as_offload_datagrams_within_the_mtu(offload: Offload) -> N
         tb.exec(offload.h1.ns, "ethtool", "-K", "eth0", *(f for o in offloads for f in (o, "on")))
     packets = list(rdpcap(str(pcap)))
     assert len(packets) == 300
+    cut = 0
     for packet in packets:
         assert packet[IP].len <= 1500 and packet[IP].flags.DF and not packet[IP].frag
         assert packet[UDP].dport == chunks.OFFLOAD_PORT, packet.summary()
         payload = bytes(packet[UDP].payload)
         assert payload[:4] == chunks.PREFIX
         chunk = chunks.decode(payload)
-        assert chunk.vni == tb.vni and chunk.count > 1
+        assert chunk.vni == tb.vni and chunk.index < chunk.count
+        cut += chunk.count > 1
+    # The bulk is super-frames cut into chunks; a lone TCP segment of 1000 octets or more that
+    # the TAP handed over by itself (the transfer's tail, a small window) is one chunk, as it
+    # should be: seen once in 300 in a full run.
+    assert cut >= 0.9 * len(packets), cut
 
 
 def test_an_offload_datagram_sent_to_a_kernel_vtep_is_dropped(offload: Offload) -> None:
