@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from overlaynet.aead import hkdf_sha256, load_aesgcm
 from overlaynet.cluster.state import ClusterError, ErrorKind
 from overlaynet.cluster.tokens import RandomBytes, Token
 
@@ -60,6 +61,8 @@ REPLAY_CACHE_MAX = 100_000
 # HKDF "info" labels keep the join key and node keys apart even if inputs were ever equal.
 _JOIN_INFO = b"overlaynet cluster join v1"
 _NODE_INFO = b"overlaynet cluster node v1 "
+# What an ImportError names when the package is missing (`overlaynet.aead`).
+_PURPOSE = "a swarm (join tokens, manager requests)"
 
 
 class FrameKind(IntEnum):
@@ -111,16 +114,9 @@ class Request:
 # ----- keys -----
 
 
-def _hkdf(ikm: bytes, salt: bytes | None, info: bytes) -> bytes:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
-
-
 def derive_join_key(digest: str, secret: str) -> bytes:
     """The AES-256 key a join under this token is sealed with (RFC 5869 HKDF-SHA256)."""
-    return _hkdf(secret.encode(), digest.encode(), _JOIN_INFO)
+    return hkdf_sha256(_PURPOSE, secret.encode(), digest.encode(), _JOIN_INFO)
 
 
 def token_key(token: Token) -> bytes:
@@ -129,7 +125,7 @@ def token_key(token: Token) -> bytes:
 
 def derive_node_key(credential: bytes, node_id: str) -> bytes:
     """The AES-256 key of one node's requests, bound to its id."""
-    return _hkdf(credential, None, _NODE_INFO + node_id.encode())
+    return hkdf_sha256(_PURPOSE, credential, None, _NODE_INFO + node_id.encode())
 
 
 # ----- frames -----
@@ -161,12 +157,11 @@ def seal(
     rand: RandomBytes,
 ) -> bytes:
     """One sealed frame, ready for the socket; `ts` is added to the message."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+    aesgcm, _ = load_aesgcm(_PURPOSE)
     nonce = rand(NONCE_LEN)
     header = _header(kind, sender, nonce)
     plain = json.dumps({**message, "ts": now}, separators=(",", ":")).encode()
-    return _framed(header, AESGCM(key).encrypt(nonce, plain, header))
+    return _framed(header, aesgcm(key).encrypt(nonce, plain, header))
 
 
 def encode_error(kind: ErrorKind | str, message: str) -> bytes:
@@ -271,12 +266,10 @@ def open_sealed(
     frame: Frame, key: bytes, *, now: float, guard: ReplayGuard | None = None
 ) -> dict[str, Any]:
     """The JSON message inside a sealed frame, checked for authenticity and freshness."""
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+    aesgcm, invalid_tag = load_aesgcm(_PURPOSE)
     try:
-        plain = AESGCM(key).decrypt(frame.nonce, frame.body, frame.header)
-    except InvalidTag:
+        plain = aesgcm(key).decrypt(frame.nonce, frame.body, frame.header)
+    except invalid_tag:
         raise AuthenticationFailed("frame does not authenticate") from None
     try:
         msg = json.loads(plain)

@@ -26,10 +26,8 @@ import secrets
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from overlaynet.aead import load_aesgcm
 
 #: AES-GCM's standard 96-bit nonce (NIST SP 800-38D section 8.2: the deterministic
 #: construction, a fixed field and an invocation counter).
@@ -69,17 +67,6 @@ class DataKey:
         return f"DataKey(key_id={self.key_id})"
 
 
-def _aead() -> tuple[type[AESGCM], type[Exception]]:
-    """cryptography's AES-GCM and the error its `decrypt` raises on a bad tag, imported when the
-    first key is used. Without the package, that use fails saying what is missing."""
-    try:
-        from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    except ImportError as error:
-        raise ImportError(f"encrypted overlays need the 'cryptography' package: {error}") from error
-    return AESGCM, InvalidTag
-
-
 class Sealer:
     """Seals a network's egress with its primary key and opens ingress sealed with any key of
     its keyring (the primary and, during a rotation's grace period, the previous one).
@@ -112,7 +99,7 @@ class Sealer:
         if primary not in ring:
             raise SealError(f"primary key id {primary} is not in the keyring {sorted(ring)}")
         self.primary = primary
-        aesgcm, self._invalid_tag = _aead()
+        aesgcm, self._invalid_tag = load_aesgcm("encrypted overlays")
         self._ring = {key_id: aesgcm(key.secret) for key_id, key in ring.items()}
         self._seal = self._ring[primary].encrypt
         self._local = socket.inet_aton(local_ip)

@@ -16,13 +16,10 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from overlaynet.aead import load_aesgcm
 from overlaynet.gossip.config import ENVELOPE_OVERHEAD
 from overlaynet.wire.gossip import FutureGossip, MalformedGossip
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 # Envelope: version (1) | send time in ms (8) | nonce (12) | ciphertext | tag (16).
 # Version and send time are the associated data: authenticated, so a replay cannot restamp them.
@@ -42,17 +39,6 @@ def fingerprint(key: bytes) -> str:
     """A key's short digest (48 bits of SHA-256): what nodes report and `info` shows, so that
     managers can tell which keys a node holds without the key ever leaving it."""
     return hashlib.sha256(key).hexdigest()[:12]
-
-
-def _aead() -> tuple[type[AESGCM], type[Exception]]:
-    """cryptography's AES-GCM and the error its `decrypt` raises on a bad tag, imported when the
-    first keyring is built. Without the package, that fails saying what is missing."""
-    try:
-        from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    except ImportError as error:
-        raise ImportError(f"gossip encryption needs the 'cryptography' package: {error}") from error
-    return AESGCM, InvalidTag
 
 
 class Unauthenticated(MalformedGossip):
@@ -84,7 +70,7 @@ class Keyring:
         if len(set(keys)) != len(keys):
             raise KeyringError("a key is in the ring twice")
         self.keys: tuple[bytes, ...] = tuple(keys)
-        aesgcm, self._invalid_tag = _aead()
+        aesgcm, self._invalid_tag = load_aesgcm("gossip encryption")
         self._ciphers = [aesgcm(k) for k in self.keys]
 
     @classmethod

@@ -101,11 +101,21 @@ NO_CRYPTOGRAPHY = "import sys\nsys.modules['cryptography'] = None\n"
         (
             "from overlaynet.dataplane.seal import DataKey, Sealer\n"
             "Sealer([DataKey(1, bytes(16))], 1, '192.168.0.11')",
-            "encrypted overlays need the 'cryptography' package",
+            "the 'cryptography' package is needed for encrypted overlays",
         ),
         (
             "from overlaynet.gossip.keyring import Keyring\nKeyring([bytes(16)])",
-            "gossip encryption needs the 'cryptography' package",
+            "the 'cryptography' package is needed for gossip encryption",
+        ),
+        (
+            "from overlaynet.cluster import protocol\nprotocol.derive_join_key('d', 's')",
+            "the 'cryptography' package is needed for a swarm (join tokens, manager requests)",
+        ),
+        (
+            "from overlaynet.cluster import protocol\n"
+            "frame = protocol.Frame(protocol.FrameKind.JOIN, '', bytes(12), b'', b'')\n"
+            "protocol.open_sealed(frame, bytes(32), now=0.0)",
+            "the 'cryptography' package is needed for a swarm (join tokens, manager requests)",
         ),
     ],
 )
