@@ -24,18 +24,24 @@ what to compare (benchmarks/README.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import re
 import secrets
 import statistics
+import struct
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import cpuuse
 
 from overlaynet.dataplane.seal import SEAL_OVERHEAD
 from overlaynet.lab.testbed import DEFAULT_UNDERLAY_MTU, Container, Host, Testbed, run
@@ -72,6 +78,21 @@ UDP_SHARE = 0.8
 #: itself dropped 11-18 % at 80 % of the bridge's and the kernel VXLAN's rate on a busy machine.
 UDP_BUFFER = "4M"
 UDP_FIGURES = ("udp_max_gbps", "udp_max_loss_pct", "udp_80_gbps", "udp_80_loss_pct")
+#: What each TCP transfer cost in CPU (issue 15: does a path's 1 stream leave CPU idle for its
+#: 4 streams to use?), in % of one CPU (200 % on 2 cores): everything busy, its softirq part, the
+#: path's own processes (VTEPs, iperf3 client and server), and Gbit/s per fully busy CPU.
+CPU_FIGURES = tuple(
+    f"tcp_{n}_{what}"
+    for n in (1, 4)
+    for what in ("cpu_busy_pct", "softirq_pct", "path_pct", "gbps_per_busy_cpu")
+)
+CPU_LABELS = ("busy %", "softirq %", "path %", "Gb/s per CPU")
+#: Where tuned's latency-performance profile and --cpu-latency write the most wake-up latency
+#: (µs) the CPUs' idle states may have; held while the file stays open (PM QoS, kernel
+#: Documentation/power/pm_qos_interface.rst), the old limit comes back when it is closed.
+CPU_DMA_LATENCY = Path("/dev/cpu_dma_latency")
+#: How long the iperf3 server gets to end after its client did (it serves one test, -1).
+SERVER_EXIT_TIMEOUT = 5.0
 
 
 @dataclass
@@ -166,10 +187,11 @@ def iperf(
     *,
     pings: int = 0,
     affinity: tuple[str, ...] = (),
-) -> tuple[float, list[float]]:
+) -> tuple[float, list[float], dict[str, Any]]:
     """Gbit/s received, client → server; with `pings`, also the RTTs of that many pings sent
     alongside once the transfer runs (ping under load: a lone frame must not wait behind the
-    bulk, issue 15). `affinity`: ("C,S",), iperf3's -A for client CPU C and server CPU S."""
+    bulk, issue 15); and the CPU the transfer used (`cpuuse.usage`: from the client's start to
+    both iperf3s' end). `affinity`: ("C,S",), iperf3's -A for client CPU C and server CPU S."""
     server = tb.popen("ip", "netns", "exec", s.server.ns, "iperf3", "-s", "-1", "-B", s.server.ip)
     try:
         deadline = time.monotonic() + 10
@@ -177,24 +199,64 @@ def iperf(
             if time.monotonic() > deadline:
                 raise RuntimeError("iperf3 server did not start")
             time.sleep(0.05)
-        client = subprocess.Popen(
-            ["ip", "netns", "exec", s.client.ns, "iperf3", "-c", s.server.ip, "-t", str(seconds),
-             "-P", str(streams), "-J", *(a for v in affinity for a in ("-A", v))],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        rtts: list[float] = []
-        try:
-            if pings:
-                time.sleep(LOADED_PING_DELAY)
-                rtts = ping_rtts(tb, s, pings)
-            out, _ = client.communicate(timeout=seconds + 30)
-        finally:
-            Testbed.stop(client)
+        pids = {f"vtep {host.name}": process.pid for host, process in s.vteps}
+        pids["iperf3 server"] = server.pid
+        # The report goes to a file, not a pipe: the client is left unreaped (a zombie keeps
+        # its CPU times in /proc/<pid>/stat) while a -P 4 -J report could fill a pipe.
+        with tempfile.TemporaryFile() as report:
+            before = cpu_snapshot(pids)
+            client = subprocess.Popen(
+                ["ip", "netns", "exec", s.client.ns, "iperf3", "-c", s.server.ip, "-t",
+                 str(seconds), "-P", str(streams), "-J",
+                 *(a for v in affinity for a in ("-A", v))],
+                stdout=report, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            rtts: list[float] = []
+            try:
+                if pings:
+                    time.sleep(LOADED_PING_DELAY)
+                    rtts = ping_rtts(tb, s, pings)
+                if not wait_exited(client, seconds + 30):
+                    raise subprocess.TimeoutExpired(client.args, seconds + 30)
+                wait_exited(server, SERVER_EXIT_TIMEOUT)
+                after = cpu_snapshot({**pids, "iperf3 client": client.pid})
+            finally:
+                Testbed.stop(client)
+            report.seek(0)
+            out = report.read()
         received = _received(out, f"{s.name}, {streams} stream(s)")
         gbps = float(received["bits_per_second"]) / 1e9 if received else math.nan
-        return gbps, rtts
+        return gbps, rtts, cpuuse.usage(before, after, gbps)
     finally:
         Testbed.stop(server)
+
+
+def wait_exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether `process` ended within `timeout` s; it is left unreaped (WNOWAIT), so its
+    /proc/<pid>/stat still holds the CPU time of all its threads until `Testbed.stop`."""
+    deadline = time.monotonic() + timeout
+    while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def cpu_snapshot(pids: dict[str, int]) -> cpuuse.Snapshot:
+    """/proc/stat's CPU lines and the utime + stime of each named pid (threads included)."""
+    cpus = cpuuse.parse_proc_stat(Path("/proc/stat").read_text())
+    spent = {name: cpuuse.parse_pid_stat(Path(f"/proc/{pid}/stat").read_text())
+             for name, pid in pids.items()}  # fmt: skip
+    return cpuuse.Snapshot(cpus, spent)
+
+
+def cpu_figures(n: int, used: dict[str, Any] | None) -> dict[str, Any]:
+    """The CPU_FIGURES of an `n`-stream transfer (NaN when not measured) and, as `tcp_N_cpu`,
+    everything `cpuuse.usage` said (each CPU's split, each process)."""
+    keys = ("cpu_busy_pct", "softirq_pct", "path_pct", "gbps_per_busy_cpu")
+    if used is None:
+        return {f"tcp_{n}_{k}": math.nan for k in keys}
+    return {**{f"tcp_{n}_{k}": used[k] for k in keys}, f"tcp_{n}_cpu": used}
 
 
 def udp_iperf(
@@ -313,12 +375,19 @@ def measure(
         pin(s)
     affinity = (f"{PIN_SEND},{PIN_RECEIVE}",) if pinned else ()
     if 1 in streams:
-        r["tcp_1_gbps"], rtts = iperf(tb, s, 1, seconds, pings=loaded, affinity=affinity)
+        r["tcp_1_gbps"], rtts, used = iperf(tb, s, 1, seconds, pings=loaded, affinity=affinity)
         r.update(rtt_figures(rtts, loaded, "loaded_ping"))
+        r.update(cpu_figures(1, used))
     else:
         r.update(tcp_1_gbps=math.nan, loaded_ping_p50_ms=math.nan, loaded_ping_p99_ms=math.nan,
                  loaded_ping_loss=math.nan)  # fmt: skip
-    r["tcp_4_gbps"] = iperf(tb, s, 4, seconds, affinity=affinity)[0] if 4 in streams else math.nan
+        r.update(cpu_figures(1, None))
+    if 4 in streams:
+        r["tcp_4_gbps"], _, used = iperf(tb, s, 4, seconds, affinity=affinity)
+        r.update(cpu_figures(4, used))
+    else:
+        r["tcp_4_gbps"] = math.nan
+        r.update(cpu_figures(4, None))
     r.update(ping(tb, s, pings))
     if udp:
         r.update(udp_figures(tb, s, seconds))
@@ -392,6 +461,16 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(results: dict[str, dict[str, Any]]) -> str:
+    """What each TCP transfer cost in CPU, in % of one CPU (this machine has `os.cpu_count()`
+    x 100 %): all CPUs' busy share, its softirq part, the path's own processes, Gb/s per CPU."""
+    head = "".join(f"{f'{n} str. {label}':>17s}" for n in (1, 4) for label in CPU_LABELS)
+    lines = [f"{'path (CPU busy %, of ' + str(100 * (os.cpu_count() or 1)) + ')':26s}{head}"]
+    for name, r in results.items():
+        lines.append(f"{name:26s}" + "".join(f"{r[f]:>17.2f}" for f in CPU_FIGURES))
+    return "\n".join(lines)
+
+
 def udp_table(results: dict[str, dict[str, Any]]) -> str:
     """iperf3 -u: the rate each path sustained, and the loss at 80 % of it (goal < 1 %)."""
     lines = [f"{'path (iperf3 -u -l 1400)':26s}{'sustained Gb/s':>16s}{'loss':>8s}"
@@ -425,6 +504,40 @@ def interop_ratios(
             shown = ", ".join(f"{r:.2f}" for r in per_round)
             lines.append(f"{row} / {name} (1 stream, per round): {shown}")
     return lines
+
+
+@contextlib.contextmanager
+def cpu_latency(us: int | None) -> Iterator[None]:
+    """Hold /dev/cpu_dma_latency at `us` µs while the block runs (None: leave it alone), as
+    tuned's latency-performance profile does: 0 keeps every idle CPU in its polling state, so a
+    wake-up costs no trip through the hypervisor. Closing the file lifts the request."""
+    if us is None:
+        yield
+        return
+    with CPU_DMA_LATENCY.open("wb", buffering=0) as qos:
+        qos.write(struct.pack("=i", us))  # a binary s32 (the kernel also takes hex text)
+        yield
+
+
+def idle_states() -> dict[str, Any]:
+    """The cpuidle driver, governor, haltpoll's guest_halt_poll_ns and CPU 0's idle states
+    (name, exit latency in µs): what an idle vCPU does here, for the results."""
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return ""
+
+    base = "/sys/devices/system/cpu"
+    states = sorted(Path(f"{base}/cpu0/cpuidle").glob("state*"))
+    return {
+        "driver": read(f"{base}/cpuidle/current_driver"),
+        "governor": read(f"{base}/cpuidle/current_governor_ro")
+        or read(f"{base}/cpuidle/current_governor"),
+        "guest_halt_poll_ns": read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+        "states": {read(f"{s}/name"): read(f"{s}/latency") for s in states},
+    }
 
 
 def _redacted(extra: list[str]) -> list[str]:
@@ -467,6 +580,11 @@ def main() -> int:
         f"and the receiving side to CPU {PIN_RECEIVE}, the same for every path",
     )  # fmt: skip
     parser.add_argument(
+        "--cpu-latency", type=int, metavar="US", default=None,
+        help="hold /dev/cpu_dma_latency at US microseconds for the whole run (0: idle CPUs "
+        "poll, tuned's latency-performance); default: not held",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-encrypted", dest="encrypted", action="store_false", default=True,
         help=f"leave out the {ENCRYPTED!r} row",
     )  # fmt: skip
@@ -488,7 +606,9 @@ def main() -> int:
     load_before = os.getloadavg()
     samples: dict[str, list[dict[str, Any]]] = {}
     results: dict[str, dict[str, Any]] = {}
-    with Testbed("onet-bdp-", underlay_mtu=args.underlay_mtu) as tb:
+    print(f"CPU latency held: {'no' if args.cpu_latency is None else f'{args.cpu_latency} us'}"
+          f"; idle: {idle_states()}")  # fmt: skip
+    with cpu_latency(args.cpu_latency), Testbed("onet-bdp-", underlay_mtu=args.underlay_mtu) as tb:
         scenarios = build(tb, variants, code, interop=args.interop)
         for s in scenarios:
             tb.exec(s.client.ns, "ping", "-c", "3", "-i", "0.2", s.server.ip)  # warm ARP/FDB
@@ -500,7 +620,8 @@ def main() -> int:
                 print(f"round {round_ + 1} {s.name}: {r}", file=sys.stderr)
         for s in scenarios:
             runs = samples[s.name]
-            results[s.name] = {f: statistics.median(r[f] for r in runs) for f in FIGURES}
+            results[s.name] = {f: statistics.median(r[f] for r in runs)
+                               for f in (*FIGURES, *CPU_FIGURES)}  # fmt: skip
             if args.udp:
                 results[s.name].update({f: statistics.median(r[f] for r in runs)
                                         for f in UDP_FIGURES})  # fmt: skip
@@ -513,6 +634,7 @@ def main() -> int:
                 results[s.name]["vtep_drops"] = vtep_drops(tb, s)
     load_after = os.getloadavg()
     print(table(results))
+    print(cpu_table(results))
     if args.udp:
         print(udp_table(results))
     drops = {name: r["vtep_drops"] for name, r in results.items() if "vtep_drops" in r}
@@ -538,6 +660,9 @@ def main() -> int:
         "code": {name: str(path) for name, path in code.items()},
         "loadavg_before": load_before,
         "loadavg_after": load_after,
+        "cpu_latency_us": args.cpu_latency,
+        "cpu_count": os.cpu_count(),
+        "cpuidle": idle_states(),
     }
     json_path.write_text(json.dumps({"meta": meta, "results": results, "samples": samples},
                                     indent=1))  # fmt: skip
