@@ -118,7 +118,7 @@ def run_one(
     os.environ[lifecycle.SPAWN_ENV] = spawn
     try:
         t0 = time.monotonic()
-        lab_hosts = labmod.up(lab, n)
+        lab_hosts = labmod.up(lab, n, swarm_later=swarm)
         hosts = [h.name for h in lab_hosts]
         result["up_s"] = round(time.monotonic() - t0, 2)
         print(f"{n} hosts ({spawn}): up {result['up_s']} s", flush=True)

@@ -326,7 +326,8 @@ def run(lab: str, keep: bool = False, hosts: int = 3, out: Path | None = None) -
     print(f"Building lab {lab!r} with {hosts} hosts…", flush=True)
     print(f"A picture of the lab after each part goes to {pictures}/", flush=True)
     try:
-        labmod.up(lab, hosts, progress=True)
+        # The walk's overlay part forms a swarm of every host.
+        labmod.up(lab, hosts, progress=True, swarm_later=True)
     except (labmod.LabError, ValueError) as e:
         print(f"cannot build the lab: {e}", file=sys.stderr)
         labmod.down(lab)

@@ -109,10 +109,19 @@ def _write_lab_file(lab: str, hosts: list[LabHost]) -> None:
     write_private(lab_file(lab), json.dumps(doc, indent=2))
 
 
-def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) -> list[LabHost]:
+def up(
+    lab: str,
+    hosts: int = 3,
+    progress: bool = False,
+    swarm: bool = False,
+    swarm_later: bool = False,
+) -> list[LabHost]:
     """Build the lab (or the parts of it that are missing) and start every agent.
 
     `swarm=True` also makes node1 a swarm manager and joins every other host as a worker.
+    `swarm_later=True`: the caller forms a swarm itself later (the demo, `lab_scale.py
+    --swarm`); the agents' fork server preloads what swarm members use all the same, so that
+    they share one copy of it instead of each loading its own when it joins.
     """
     check_lab_name(lab)
     if not 1 <= hosts <= MAX_HOSTS:
@@ -141,7 +150,7 @@ def up(lab: str, hosts: int = 3, progress: bool = False, swarm: bool = False) ->
     if note is not None:
         # Detection is slower than a small lab's: always said, as the neighbour table is.
         print(note, file=sys.stderr, flush=True)
-    start_agents(lab, [host.name for host in wanted], swarm=swarm)
+    start_agents(lab, [host.name for host in wanted], swarm=swarm or swarm_later)
     for n, host in enumerate(wanted, 1):
         wait_for_agent(lab, host.name)
         shown.step("agents ready", n, len(wanted), f"{host.name}  {host.ip}  agent ready")

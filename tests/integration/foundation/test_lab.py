@@ -218,6 +218,27 @@ def test_agents_are_forks_in_their_host_holding_nothing_of_the_fork_server() -> 
     assert wait_until(lambda: not os.path.exists(f"/proc/{zygote}") or _stat(zygote)[0] == "Z")
 
 
+def _maps_cryptography(pid: int) -> bool:
+    """Whether `pid` has cryptography's compiled binding mapped (it was imported)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "cryptography" in f.read()
+
+
+@pytest.mark.parametrize("swarm_later", [False, True])
+def test_a_lab_that_will_form_a_swarm_shares_the_members_imports(swarm_later: bool) -> None:
+    """The demo and `lab_scale.py --swarm` form their swarm after `up`: the fork server preloads
+    cryptography for them all the same (one shared copy instead of one per member); a lab that
+    stays out of swarms never has it in its agents (issue 15)."""
+    name = "t" + secrets.token_hex(4)
+    try:
+        labmod.up(name, 1, swarm_later=swarm_later)
+        agent = lifecycle.agent_pid(name, "node1")
+        assert agent is not None
+        assert _maps_cryptography(agent) is swarm_later
+    finally:
+        labmod.down(name)
+
+
 def test_up_completes_a_half_finished_up() -> None:
     """What a crash in the middle of `up` leaves: the host's port in the underlay, its peer not
     yet moved into the host. `up` replaces the port and the host gets its address."""
