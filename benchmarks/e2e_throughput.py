@@ -86,7 +86,7 @@ CPU_FIGURES = tuple(
     for n in (1, 4)
     for what in ("cpu_busy_pct", "softirq_pct", "path_pct", "gbps_per_busy_cpu")
 )
-CPU_LABELS = ("busy %", "softirq %", "path %", "Gb/s per CPU")
+CPU_LABELS = ("busy %", "softirq %", "path %", "Gb/s/CPU")
 #: Where tuned's latency-performance profile and --cpu-latency write the most wake-up latency
 #: (µs) the CPUs' idle states may have; held while the file stays open (PM QoS, kernel
 #: Documentation/power/pm_qos_interface.rst), the old limit comes back when it is closed.
@@ -464,10 +464,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 def cpu_table(results: dict[str, dict[str, Any]]) -> str:
     """What each TCP transfer cost in CPU, in % of one CPU (this machine has `os.cpu_count()`
     x 100 %): all CPUs' busy share, its softirq part, the path's own processes, Gb/s per CPU."""
-    head = "".join(f"{f'{n} str. {label}':>17s}" for n in (1, 4) for label in CPU_LABELS)
-    lines = [f"{'path (CPU busy %, of ' + str(100 * (os.cpu_count() or 1)) + ')':26s}{head}"]
+    head = "".join(f"{f'{n}: {label}':>14s}" for n in (1, 4) for label in CPU_LABELS)
+    of = 100 * (os.cpu_count() or 1)
+    lines = [f"{f'CPU, % of {of}; streams:':26s}{head}"]
     for name, r in results.items():
-        lines.append(f"{name:26s}" + "".join(f"{r[f]:>17.2f}" for f in CPU_FIGURES))
+        lines.append(f"{name:26s}" + "".join(f"{r[f]:>14.2f}" for f in CPU_FIGURES))
     return "\n".join(lines)
 
 
@@ -540,6 +541,16 @@ def idle_states() -> dict[str, Any]:
     }
 
 
+def idle_entries() -> dict[str, int]:
+    """How often the CPUs entered each idle state since boot, summed over CPUs (cpuidle's
+    `usage`): its growth over a run says whether --cpu-latency kept them out of halting."""
+    entries: dict[str, int] = {}
+    for state in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpuidle/state*"):
+        name = (state / "name").read_text().strip()
+        entries[name] = entries.get(name, 0) + int((state / "usage").read_text())
+    return entries
+
+
 def _redacted(extra: list[str]) -> list[str]:
     """vtep_main arguments with every --key value hidden: the run's throwaway key stays out of
     the results all the same."""
@@ -608,6 +619,7 @@ def main() -> int:
     results: dict[str, dict[str, Any]] = {}
     print(f"CPU latency held: {'no' if args.cpu_latency is None else f'{args.cpu_latency} us'}"
           f"; idle: {idle_states()}")  # fmt: skip
+    entries_before = idle_entries()
     with cpu_latency(args.cpu_latency), Testbed("onet-bdp-", underlay_mtu=args.underlay_mtu) as tb:
         scenarios = build(tb, variants, code, interop=args.interop)
         for s in scenarios:
@@ -633,6 +645,7 @@ def main() -> int:
             if s.vteps:
                 results[s.name]["vtep_drops"] = vtep_drops(tb, s)
     load_after = os.getloadavg()
+    entries = {k: v - entries_before.get(k, 0) for k, v in idle_entries().items()}
     print(table(results))
     print(cpu_table(results))
     if args.udp:
@@ -647,6 +660,7 @@ def main() -> int:
     for line in interop_ratios(results, samples, variants):
         print(line)
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; drops: {drops}")
+    print(f"CPU latency held: {args.cpu_latency}; idle-state entries during the run: {entries}")
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path, png_path = RESULTS / f"e2e-{stamp}.json", RESULTS / f"e2e-{stamp}.png"
@@ -663,6 +677,7 @@ def main() -> int:
         "cpu_latency_us": args.cpu_latency,
         "cpu_count": os.cpu_count(),
         "cpuidle": idle_states(),
+        "idle_entries": entries,
     }
     json_path.write_text(json.dumps({"meta": meta, "results": results, "samples": samples},
                                     indent=1))  # fmt: skip
