@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from overlaynet.dataplane import accel, fastingress
+from overlaynet.dataplane.fdb import FdbTable
 from overlaynet.dataplane.hotpath import HotLoop
 
 # MAC_A, MAC_B, MEMBER, STRANGER: re-exported (test_accel_hostile draws with them).
@@ -28,6 +29,7 @@ from .drains import MEMBER as MEMBER
 from .drains import (
     OTHER_MEMBER,
     Path,
+    Table,
     both,
     gro_buffers,
     gro_sockets,
@@ -140,13 +142,23 @@ def streams(draw: st.DrawFn) -> list[tuple[str, list[bytes]]]:
 
 
 def _path(
-    stack: ExitStack, rx: socket.socket, *, accelerated: bool, fdb_mode: int, strict: bool
+    stack: ExitStack,
+    rx: socket.socket,
+    *,
+    accelerated: bool,
+    fdb_mode: int = 0,
+    strict: bool = False,
+    table: Table = FdbTable,
 ) -> Path:
+    """A loop receiving on `rx` (the checksummed socket) with `tapped_path`'s networks, its C
+    drain on or off; the FDB a `table` (`drains.tapped_path`)."""
     tx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     unchecked = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     loop = HotLoop(unchecked, [tx], 4789, Counter(), strict=strict, rx_checked=rx)
     stack.callback(loop.close)
-    path = tapped_path(stack, loop, vni=VNI, plain_vni=PLAIN_VNI, fdb_mode=fdb_mode, offload=False)
+    path = tapped_path(
+        stack, loop, vni=VNI, plain_vni=PLAIN_VNI, fdb_mode=fdb_mode, offload=False, table=table
+    )
     if not accelerated:
         fastingress.disable(loop)
     return path

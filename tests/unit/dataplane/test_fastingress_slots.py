@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from overlaynet.dataplane import accel, fastingress
 from overlaynet.dataplane.fdb import FdbEntry, FdbTable
-from overlaynet.dataplane.hotpath import HotLoop
 
 from .drains import (
     FDB_CHANGES,
@@ -34,10 +33,8 @@ from .drains import (
     Table,
     apply_change,
     both,
-    send_and_drain,
-    tapped_path,
 )
-from .test_fastingress import PLAIN_VNI, VNI, _state, sockets, tcp_datagram
+from .test_fastingress import _path, _run, _state, sockets, tcp_datagram
 from .test_fastingress_frames import frame_datagram
 
 __all__ = ["sockets"]  # the fixture, used by name
@@ -47,25 +44,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 UDP = (0x0800, 17)
-
-
-def _path(stack: ExitStack, rx: socket.socket, *, accelerated: bool, table: Table) -> Path:
-    tx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-    unchecked = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-    loop = HotLoop(unchecked, [tx], 4789, Counter(), rx_checked=rx)
-    stack.callback(loop.close)
-    path = tapped_path(
-        stack, loop, vni=VNI, plain_vni=PLAIN_VNI, fdb_mode=0, offload=False, table=table
-    )
-    if not accelerated:
-        fastingress.disable(loop)
-    return path
-
-
-def _drain(
-    path: Path, rx: socket.socket, buffers: Buffers, senders: dict[str, socket.socket]
-) -> None:
-    send_and_drain(path, rx, buffers, senders, lambda: path.loop._drain_udp(rx, merge=True))
 
 
 def _traffic(mac: bytes, sender: str = MEMBER, seq: int = 1000) -> Buffers:
@@ -98,7 +76,7 @@ def _run_steps(
             apply_change(path, change)
         path.net.learned = sum(e.learned for e in path.net.fdb.values())
         for buffers, changes in steps:
-            _drain(path, rx, buffers, sockets)
+            _run(path, rx, buffers, sockets)
             for change in changes:
                 apply_change(path, change)
         return path
@@ -127,10 +105,10 @@ def test_an_fdb_change_between_two_drains_is_honoured_by_the_next_drain(
         path.net.learn_limit = 4 if start[0] == "learned" else 0  # else: unknown stays so
         path.net.learned = int(start[0] == "learned")
         apply_change(path, start)
-        _drain(path, rx, traffic, sockets)
+        _run(path, rx, traffic, sockets)
         old = path.net.fdb.get(MAC_A)
         apply_change(path, change)
-        _drain(path, rx, traffic, sockets)
+        _run(path, rx, traffic, sockets)
         first[accelerated] = (old, old.rx_frames, old.rx_bytes) if old else (None, 0, 0)
         return path
 
@@ -167,7 +145,7 @@ def test_a_known_source_is_counted_in_c_without_a_record_for_python(
     with ExitStack() as stack:
         path = _path(stack, rx, accelerated=True, table=FdbTable)
         apply_change(path, ("static", MAC_A, MEMBER))
-        _drain(path, rx, _traffic(MAC_A), sockets)
+        _run(path, rx, _traffic(MAC_A), sockets)
         entry = path.net.fdb[MAC_A]
         assert (entry.rx_frames, entry.rx_bytes) == (20, 12 * 214 + 8 * 154)
 
@@ -177,7 +155,7 @@ def test_a_known_source_is_counted_in_c_without_a_record_for_python(
         monkeypatch.setattr(fastingress.Engine, "_install", refuse)
         path.loop._woke = False
         writes = len(path.writes)
-        _drain(path, rx, _traffic(MAC_A, seq=1800), sockets)
+        _run(path, rx, _traffic(MAC_A, seq=1800), sockets)
         assert path.net.fdb[MAC_A] is entry
         assert (entry.rx_frames, entry.rx_bytes) == (40, 2 * (12 * 214 + 8 * 154))
         assert path.net.counters["rx_merged_writes"] == 2
