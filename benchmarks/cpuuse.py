@@ -5,6 +5,13 @@ e2e_throughput.py; shares are fractions of the same window, so no wall clock is 
 
 Both files count in USER_HZ ticks (proc(5): /proc/stat in USER_HZ, utime/stime in clock ticks,
 sysconf(_SC_CLK_TCK), which is USER_HZ); a CPU line's total growth is the window's length.
+
+How to read the figures on this machine's kernel (6.18-fc: CONFIG_TICK_CPU_ACCOUNTING, no
+IRQ_TIME_ACCOUNTING, HZ 250): every tick is charged to what it interrupted, so softirq work run
+while a process was current counts in /proc/stat's softirq column AND in that process's stime
+(kernel/sched/cputime.c, account_system_time): `softirq_pct` and `path_pct` overlap and do not
+add up. The system-wide shares also hold whatever else ran on the machine in the window. An idle
+CPU that polls (cpuidle state POLL, e.g. under a /dev/cpu_dma_latency of 0) counts as idle.
 """
 
 from __future__ import annotations

@@ -4,11 +4,15 @@ a same-host bridge, Linux kernel VXLAN, the
 overlaynet VTEP between two agents, and overlaynet with a kernel VTEP as its peer, both
 directions (issue 19), and an encrypted overlay between two agents (issue 18, `vtep_main --key`,
 its MTU lowered by the sealing overhead; its ratio to the plain overlay is printed); prints a
-table with each figure's ratio to kernel VXLAN, writes JSON and a PNG chart to
-benchmarks/results/. Needs root; namespaces are `onet-bdp-…`, removed afterwards.
+table with each figure's ratio to kernel VXLAN and what each TCP transfer cost in CPU (issue 15:
+busy share of all CPUs, its softirq part, the path's own processes, Gb/s per busy CPU;
+benchmarks/cpuuse.py), writes JSON and a PNG chart to benchmarks/results/. `--cpu-latency US`
+holds /dev/cpu_dma_latency for the run (0: idle CPUs poll instead of halting). Needs root;
+namespaces are `onet-bdp-…`, removed afterwards.
 
     .venv/bin/python benchmarks/e2e_throughput.py [--seconds 3] [--pings 200] [--rounds 3]
     .venv/bin/python benchmarks/e2e_throughput.py --underlay-mtu 9000   # jumbo: overlay 8950
+    .venv/bin/python benchmarks/e2e_throughput.py --cpu-latency 0       # idle CPUs never halt
     git worktree add --detach /tmp/base <commit>     # before/after in one run:
     .venv/bin/python benchmarks/e2e_throughput.py --variant old= --code old=/tmp/base
 

@@ -1,8 +1,10 @@
 """Issue 15's benchmark matrix in one command: overlay MTU 1450 and a jumbo underlay (9000, overlay
 8950) x RFC-wire and offload mode x 1 and 4 TCP streams, with the same-host bridge and Linux
 kernel VXLAN at each MTU in the same run; ping idle and under a 1-stream load, iperf3 -u loss at
-80 % of the rate the path sustains. Prints one table (every cell's ratio to kernel VXLAN at the
-same MTU), writes JSON and a PNG to benchmarks/results/. Needs root; namespaces `onet-mx…`.
+80 % of the rate the path sustains, and the CPU each TCP cell kept busy (e2e_throughput's
+CPU_FIGURES). Prints one table (every cell's ratio to kernel VXLAN at the same MTU, the CPU busy
+share of 1 and 4 streams), writes JSON and a PNG to benchmarks/results/. Needs root; namespaces
+`onet-mx…`.
 
     .venv/bin/python benchmarks/matrix.py             # about 5 minutes
     .venv/bin/python benchmarks/matrix.py --quick     # one round of 2 s cells, about 1.5 minutes
@@ -51,7 +53,9 @@ QUICK_PINGS = 100
 #: Host number of the offload pair (build() numbers its variants from 41 in steps of 10).
 OFFLOAD_HOST = 61
 NA = "n/a"
-FIGURES = (*e2e.FIGURES, *e2e.UDP_FIGURES)
+FIGURES = (*e2e.FIGURES, *e2e.UDP_FIGURES, *e2e.CPU_FIGURES)
+#: The CPU column: all CPUs' busy share during the 1- and 4-stream transfers, % of one CPU.
+CPU_COLUMN = "CPU % 1/4 str."
 
 
 def offload_supported() -> bool:
@@ -92,17 +96,18 @@ def table(results: dict[str, dict[str, dict[str, Any]]], na: dict[str, str]) -> 
         ("udp_max_gbps", "UDP Gb/s"),
     )
     head = "".join(f"{label:>18s}" for _, label in cols)
-    lines = [f"{'MTU':5s} {'path':17s}{head}{'UDP loss @80%':>15s}"]
+    lines = [f"{'MTU':5s} {'path':17s}{head}{'UDP loss @80%':>15s}{CPU_COLUMN:>16s}"]
     for mtu, paths in results.items():
         kernel = paths[KERNEL]
         for path in PATHS:
             if path not in paths:
-                cells = "".join(f"{NA:>18s}" for _ in cols) + f"{NA:>15s}"
+                cells = "".join(f"{NA:>18s}" for _ in cols) + f"{NA:>15s}{NA:>16s}"
                 lines.append(f"{mtu:5s} {path:17s}{cells}")
                 continue
             r = paths[path]
             cells = "".join(f"{r[f]:>8.3f} ({ratio(r[f], kernel[f]):6.2f}x)" for f, _ in cols)
-            lines.append(f"{mtu:5s} {path:17s}{cells}{r['udp_80_loss_pct']:>14.2f}%")
+            cpu = f"{r['tcp_1_cpu_busy_pct']:.0f}/{r['tcp_4_cpu_busy_pct']:.0f}"
+            lines.append(f"{mtu:5s} {path:17s}{cells}{r['udp_80_loss_pct']:>14.2f}%{cpu:>16s}")
     lines += [f"{path}: {NA}: {why}" for path, why in na.items()]
     return "\n".join(lines)
 
