@@ -16,7 +16,7 @@ CPU that polls (cpuidle state POLL, e.g. under a /dev/cpu_dma_latency of 0) coun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 #: The columns of a /proc/stat "cpuN" line that this module reads, in order (proc(5)); guest
@@ -26,6 +26,10 @@ STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "st
 #: /proc/<pid>/stat after the ")" that ends comm: field 3 (state) is index 0, so utime
 #: (field 14) and stime (field 15) are 11 and 12 (proc(5)).
 UTIME, STIME = 11, 12
+#: How many of the busiest other processes `usage` names.
+TOP_OTHERS = 3
+#: Field 9 (flags), index 6 after ")"; PF_KTHREAD marks a kernel thread (include/linux/sched.h).
+FLAGS, PF_KTHREAD = 6, 0x00200000
 
 
 class MalformedProcText(ValueError):
@@ -70,10 +74,15 @@ class CpuShares:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What `usage` compares: /proc/stat's CPU lines and named processes' utime + stime."""
+    """What `usage` compares: /proc/stat's CPU lines, named processes' utime + stime and, by
+    pid, that of every other process (`others`) and kernel thread (`kernel_threads`) alive."""
 
     cpus: dict[str, CpuTimes]
     processes: dict[str, int]
+    others: dict[int, int] = field(default_factory=dict)
+    kernel_threads: dict[int, int] = field(default_factory=dict)
+    #: comm of the pids in `others`, to name the busiest (`usage`'s `others_top`).
+    comms: dict[int, str] = field(default_factory=dict)
 
 
 def parse_proc_stat(text: str) -> dict[str, CpuTimes]:
@@ -106,6 +115,36 @@ def parse_pid_stat(text: str) -> int:
         raise MalformedProcText(
             f"/proc/<pid>/stat utime/stime {fields[UTIME : STIME + 1]}"
         ) from None
+
+
+def parse_comm(text: str) -> str:
+    """The command name of a /proc/<pid>/stat text: between the first "(" and the last ")"."""
+    head, paren, _ = text.rpartition(")")
+    _, open_, comm = head.partition("(")
+    if not paren or not open_:
+        raise MalformedProcText(f"/proc/<pid>/stat text {text[:80]!r}")
+    return comm
+
+
+def is_kernel_thread(text: str) -> bool:
+    """Whether a /proc/<pid>/stat text is a kernel thread's (ksoftirqd, kworker, ...)."""
+    fields = text.rpartition(")")[2].split()
+    if len(fields) <= FLAGS or not fields[FLAGS].isdigit():
+        raise MalformedProcText(f"/proc/<pid>/stat text {text[:80]!r}")
+    return bool(int(fields[FLAGS]) & PF_KTHREAD)
+
+
+def _grown(before: dict[int, int], after: dict[int, int]) -> int:
+    """Ticks the pids alive at the end spent in the window (a pid new in it: since it began;
+    one gone by then is not seen, nor is a pid reused in between)."""
+    return sum(max(0, spent - before.get(pid, 0)) for pid, spent in after.items())
+
+
+def _busiest(before: Snapshot, after: Snapshot, ticks: float) -> dict[str, float]:
+    """The TOP_OTHERS other processes that spent most in the window, in % of one CPU."""
+    grew = {pid: spent - before.others.get(pid, 0) for pid, spent in after.others.items()}
+    top = sorted((g, pid) for pid, g in grew.items() if g > 0)[-TOP_OTHERS:]
+    return {f"{after.comms.get(pid, '?')}[{pid}]": 100 * g / ticks for g, pid in reversed(top)}
 
 
 def shares(before: dict[str, CpuTimes], after: dict[str, CpuTimes]) -> dict[str, CpuShares]:
@@ -142,7 +181,10 @@ def usage(before: Snapshot, after: Snapshot, gbps: float) -> dict[str, Any]:
     """The CPU a transfer of `gbps` used between two snapshots, in % of one CPU (a 2-core machine
     has 200 %): `cpu_busy_pct` all CPUs' busy share, `softirq_pct` its softirq part, `cpus` each
     CPU's split, `processes_pct` each named process (0 before if it started in the window) and
-    `path_pct` their sum, `gbps_per_busy_cpu`: Gbit/s per fully busy CPU."""
+    `path_pct` their sum, `others_pct` and `kernel_threads_pct` what other processes and the
+    kernel threads spent (a sign of load from elsewhere; ksoftirqd is softirq work too), and
+    `others_top` the busiest of those processes ("comm[pid]"), and `gbps_per_busy_cpu`: Gbit/s
+    per fully busy CPU."""
     split = shares(before.cpus, after.cpus)
     ticks = window_ticks(before.cpus, after.cpus)
     processes: dict[str, float] = {}
@@ -168,5 +210,8 @@ def usage(before: Snapshot, after: Snapshot, gbps: float) -> dict[str, Any]:
         },
         "processes_pct": processes,
         "path_pct": sum(processes.values()),
+        "others_pct": 100 * _grown(before.others, after.others) / ticks,
+        "kernel_threads_pct": 100 * _grown(before.kernel_threads, after.kernel_threads) / ticks,
+        "others_top": _busiest(before, after, ticks),
         "gbps_per_busy_cpu": gbps / busy if busy > 0 else float("nan"),
     }

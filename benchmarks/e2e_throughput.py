@@ -84,13 +84,12 @@ UDP_BUFFER = "4M"
 UDP_FIGURES = ("udp_max_gbps", "udp_max_loss_pct", "udp_80_gbps", "udp_80_loss_pct")
 #: What each TCP transfer cost in CPU (issue 15: does a path's 1 stream leave CPU idle for its
 #: 4 streams to use?), in % of one CPU (200 % on 2 cores): everything busy, its softirq part, the
-#: path's own processes (VTEPs, iperf3 client and server), and Gbit/s per fully busy CPU.
-CPU_FIGURES = tuple(
-    f"tcp_{n}_{what}"
-    for n in (1, 4)
-    for what in ("cpu_busy_pct", "softirq_pct", "path_pct", "gbps_per_busy_cpu")
-)
-CPU_LABELS = ("busy %", "softirq %", "path %", "Gb/s/CPU")
+#: path's own processes (VTEPs, iperf3 client and server), every other process and the kernel
+#: threads (load from elsewhere shows there), and Gbit/s per fully busy CPU.
+CPU_KEYS = ("cpu_busy_pct", "softirq_pct", "path_pct", "others_pct", "kernel_threads_pct",
+            "gbps_per_busy_cpu")  # fmt: skip
+CPU_FIGURES = tuple(f"tcp_{n}_{what}" for n in (1, 4) for what in CPU_KEYS)
+CPU_LABELS = ("busy %", "softirq %", "path %", "other %", "kthread %", "Gb/s/CPU")
 #: Where tuned's latency-performance profile and --cpu-latency write the most wake-up latency
 #: (µs) the CPUs' idle states may have; held while the file stays open (PM QoS, kernel
 #: Documentation/power/pm_qos_interface.rst), the old limit comes back when it is closed.
@@ -247,20 +246,37 @@ def wait_exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
 
 
 def cpu_snapshot(pids: dict[str, int]) -> cpuuse.Snapshot:
-    """/proc/stat's CPU lines and the utime + stime of each named pid (threads included)."""
+    """/proc/stat's CPU lines, the utime + stime of each named pid (threads included) and of
+    every other process and kernel thread (this driver left out: it mostly waits)."""
     cpus = cpuuse.parse_proc_stat(Path("/proc/stat").read_text())
     spent = {name: cpuuse.parse_pid_stat(Path(f"/proc/{pid}/stat").read_text())
              for name, pid in pids.items()}  # fmt: skip
-    return cpuuse.Snapshot(cpus, spent)
+    mine = {*pids.values(), os.getpid()}
+    others: dict[int, int] = {}
+    kernel: dict[int, int] = {}
+    comms: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:  # ended between the listing and the read
+            continue
+        pid = int(entry.name)
+        if cpuuse.is_kernel_thread(text):
+            kernel[pid] = cpuuse.parse_pid_stat(text)
+        else:
+            others[pid] = cpuuse.parse_pid_stat(text)
+            comms[pid] = cpuuse.parse_comm(text)
+    return cpuuse.Snapshot(cpus, spent, others, kernel, comms)
 
 
 def cpu_figures(n: int, used: dict[str, Any] | None) -> dict[str, Any]:
     """The CPU_FIGURES of an `n`-stream transfer (NaN when not measured) and, as `tcp_N_cpu`,
     everything `cpuuse.usage` said (each CPU's split, each process)."""
-    keys = ("cpu_busy_pct", "softirq_pct", "path_pct", "gbps_per_busy_cpu")
     if used is None:
-        return {f"tcp_{n}_{k}": math.nan for k in keys}
-    return {**{f"tcp_{n}_{k}": used[k] for k in keys}, f"tcp_{n}_cpu": used}
+        return {f"tcp_{n}_{k}": math.nan for k in CPU_KEYS}
+    return {**{f"tcp_{n}_{k}": used[k] for k in CPU_KEYS}, f"tcp_{n}_cpu": used}
 
 
 def udp_iperf(
@@ -467,12 +483,13 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def cpu_table(results: dict[str, dict[str, Any]]) -> str:
     """What each TCP transfer cost in CPU, in % of one CPU (this machine has `os.cpu_count()`
-    x 100 %): all CPUs' busy share, its softirq part, the path's own processes, Gb/s per CPU."""
-    head = "".join(f"{f'{n}: {label}':>14s}" for n in (1, 4) for label in CPU_LABELS)
+    x 100 %): all CPUs' busy share, its softirq part, the path's own processes, the other
+    processes, the kernel threads, Gb/s per busy CPU."""
+    head = "".join(f"{f'{n}: {label}':>13s}" for n in (1, 4) for label in CPU_LABELS)
     of = 100 * (os.cpu_count() or 1)
     lines = [f"{f'CPU, % of {of}; streams:':26s}{head}"]
     for name, r in results.items():
-        lines.append(f"{name:26s}" + "".join(f"{r[f]:>14.2f}" for f in CPU_FIGURES))
+        lines.append(f"{name:26s}" + "".join(f"{r[f]:>13.1f}" for f in CPU_FIGURES))
     return "\n".join(lines)
 
 

@@ -121,6 +121,48 @@ def test_usage_counts_processes_in_shares_of_one_cpu_and_a_new_one_from_zero() -
     assert used["gbps_per_busy_cpu"] == pytest.approx(2.0)
 
 
+# kthreadd and ksoftirqd/0 (flags 0x208040, 0x4208040: PF_KTHREAD set) and a user process.
+PID_STAT_KTHREADD = (
+    "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 2 0 0 20 0 1 0 24 0 0 18446744073709551615 0 0 "
+    "0 0 0 0 0 2147483647 0 1 0 0 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+)
+PID_STAT_KSOFTIRQD = (
+    "14 (ksoftirqd/0) S 2 0 0 0 -1 69238848 0 0 0 0 1 17802 0 0 20 0 1 0 24 0 0 "
+    "18446744073709551615 0 0 0 0 0 0 0 2147483647 0 1 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+)
+
+
+def test_kernel_threads_are_told_from_processes() -> None:
+    assert cpuuse.is_kernel_thread(PID_STAT_KTHREADD)
+    assert cpuuse.is_kernel_thread(PID_STAT_KSOFTIRQD)
+    assert cpuuse.parse_pid_stat(PID_STAT_KSOFTIRQD) == 17803
+    assert not cpuuse.is_kernel_thread(PID_STAT_ODD_COMM)
+    assert not cpuuse.is_kernel_thread(PID_STAT_ZOMBIE)
+    with pytest.raises(cpuuse.MalformedProcText):
+        cpuuse.is_kernel_thread("14 (ksoftirqd/0) S 2 0")
+
+
+def test_other_processes_count_from_zero_when_new_and_not_at_all_when_gone() -> None:
+    zero = cpuuse.CpuTimes(0, 0, 0, 0, 0, 0, 0, 0)
+    window = cpuuse.CpuTimes(0, 0, 0, 100, 0, 0, 0, 0)
+    before = cpuuse.Snapshot({"cpu0": zero}, {}, {10: 500, 11: 7, 13: 3}, {14: 17000})
+    after = cpuuse.Snapshot(
+        {"cpu0": window}, {}, {10: 540, 12: 25, 13: 3}, {14: 17010},
+        {10: "pytest", 12: "iperf3", 13: "sleep"},
+    )  # fmt: skip
+    used = cpuuse.usage(before, after, 1.0)
+    assert used["others_pct"] == pytest.approx(40 + 25)  # pid 11 ended: not seen
+    assert used["kernel_threads_pct"] == pytest.approx(10)
+    assert used["others_top"] == {"pytest[10]": pytest.approx(40), "iperf3[12]": 25}
+
+
+def test_comm_is_read_whole_even_with_parentheses_in_it() -> None:
+    assert cpuuse.parse_comm(PID_STAT_ODD_COMM) == "a b) (c"
+    assert cpuuse.parse_comm(PID_STAT_KSOFTIRQD) == "ksoftirqd/0"
+    with pytest.raises(cpuuse.MalformedProcText):
+        cpuuse.parse_comm("6012 python3 R 1 2 3")
+
+
 def test_a_process_whose_time_went_backwards_is_refused() -> None:
     ticks = cpuuse.parse_proc_stat(STAT_BEFORE), cpuuse.parse_proc_stat(STAT_AFTER)
     with pytest.raises(cpuuse.MalformedProcText, match="vtep"):
