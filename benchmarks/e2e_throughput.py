@@ -481,6 +481,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def brief(r: dict[str, Any]) -> dict[str, Any]:
+    """A round's figures for the progress line: without `tcp_N_cpu`, the per-CPU and
+    per-process detail that only the JSON needs."""
+    return {k: v for k, v in r.items() if not (k.startswith("tcp_") and k.endswith("_cpu"))}
+
+
 def cpu_table(results: dict[str, dict[str, Any]]) -> str:
     """What each TCP transfer cost in CPU, in % of one CPU (this machine has `os.cpu_count()`
     x 100 %): all CPUs' busy share, its softirq part, the path's own processes, the other
@@ -650,7 +656,7 @@ def main() -> int:
                 r = measure(tb, s, streams, args.seconds, args.pings, udp=args.udp,
                             pinned=args.pin)  # fmt: skip
                 samples.setdefault(s.name, []).append(r)
-                print(f"round {round_ + 1} {s.name}: {r}", file=sys.stderr)
+                print(f"round {round_ + 1} {s.name}: {brief(r)}", file=sys.stderr)
         for s in scenarios:
             runs = samples[s.name]
             results[s.name] = {f: statistics.median(r[f] for r in runs)

@@ -191,7 +191,7 @@ def main() -> int:
                         samples[mtu].pop(s.name, None)
                         continue
                     samples[mtu].setdefault(s.name, []).append(r)
-                    print(f"round {round_ + 1} MTU {mtu} {s.name}: {r}", file=sys.stderr)
+                    print(f"round {round_ + 1} MTU {mtu} {s.name}: {e2e.brief(r)}", file=sys.stderr)
         results: dict[str, dict[str, dict[str, Any]]] = {}
         for mtu, (tb, scenarios) in beds.items():
             results[mtu] = {}
