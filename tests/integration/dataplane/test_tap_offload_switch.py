@@ -11,7 +11,8 @@ import time
 
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dataplane.vtep import Vtep
-from tests.unit.dataplane.test_vtep_loopback import HOST_A, HOST_B, TIMEOUT, VNI, free_port
+from tests.unit.dataplane.ports import free_port
+from tests.unit.dataplane.test_vtep_loopback import HOST_A, HOST_B, TIMEOUT, VNI
 
 HOST_C = "127.0.0.4"
 TAP = f"on-lttso{os.getpid() % 10000}"

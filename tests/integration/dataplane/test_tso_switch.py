@@ -12,7 +12,8 @@ from overlaynet.dataplane.impair import Impairment
 from overlaynet.dataplane.tracing import TraceMatch
 from overlaynet.dataplane.vtep import Vtep
 from tests.integration.dataplane import test_tap_offload_switch as offload_switch
-from tests.unit.dataplane.test_vtep_loopback import HOST_A, HOST_B, VNI, free_port
+from tests.unit.dataplane.ports import free_port
+from tests.unit.dataplane.test_vtep_loopback import HOST_A, HOST_B, VNI
 
 TAP = f"on-tstso{os.getpid() % 10000}"
 
