@@ -78,6 +78,9 @@ class Lane:
         self.loop = loop
         self.mode = mode
         self.nice = LANE_NICE
+        #: Accounting window and the share of it at the lane's priority (`LANE_SHARE`).
+        self.window = LANE_WINDOW
+        self.share = LANE_SHARE
         self.rx = rx
         self.rx_fd = rx.fileno()
         self.poller = select.epoll()
@@ -92,6 +95,8 @@ class Lane:
         self.thread: threading.Thread | None = None
         #: The lane thread's native id once it runs (tests look at its scheduling).
         self.tid = 0
+        #: Monotonic end of the current accounting window.
+        self.window_end = 0.0
 
     def register(self, fd: int) -> None:
         self.poller.register(fd, select.EPOLLIN)
@@ -168,20 +173,26 @@ class Lane:
         poll = self.poller.poll
         monotonic = time.monotonic
         carried = self.carried
-        window_end = monotonic() + LANE_WINDOW
+        counters = loop._counters
+        self.window_end = monotonic() + self.window
         busy = 0.0
         demoted = False
-        limit = LANE_WINDOW * LANE_SHARE
+        limit = self.window * self.share
         while not loop._stopping:
             ready = poll(0 if carried else -1)
             start = monotonic()
-            if start >= window_end:
+            if start >= self.window_end:
                 if demoted:
                     demoted = False
                     with lock:
                         fifo = self._prioritise()
-                window_end, busy = start + LANE_WINDOW, 0.0
+                self.window_end, busy = start + self.window, 0.0
+                limit = self.window * self.share
             with lock:
+                # What a wake-up waited for the main loop's Python work (and the GIL): the
+                # lane's own latency, `lane_wait_us` over `lane_wakeups`.
+                counters["lane_wakeups"] += 1
+                counters["lane_wait_us"] += int((monotonic() - start) * 1e6)
                 if carried:
                     listed = {fd for fd, _events in ready}
                     for fd, (owner, _state) in list(carried.items()):
@@ -205,5 +216,5 @@ class Lane:
                 busy += monotonic() - start
                 if busy > limit and not demoted:
                     demoted = True
-                    loop._counters["lane_demoted"] += 1
+                    counters["lane_demoted"] += 1
                     self._demote(fifo)

@@ -239,6 +239,31 @@ def test_counters_stay_exact_when_both_threads_count(pair: Pair) -> None:
     assert received.rx_bytes == sum(map(len, got))
 
 
+def test_a_lane_over_its_share_is_demoted_and_takes_its_priority_back() -> None:
+    """A flood on the urgent path must not keep a CPU at SCHED_FIFO: past its share of a window
+    the lane drops to SCHED_OTHER nice 0 (counted), and takes SCHED_FIFO again in the next
+    window it wakes in. A share of 0 makes the first frame enough; a window of 10 s keeps it
+    demoted until the test ends it."""
+    with ExitStack() as stack:
+        pair = Pair(stack, "fifo")
+        lane = pair.a._loop.lane
+        assert lane is not None
+        lane.share, lane.window = 0.0, 10.0
+        pair.a.start()
+        pair.b.start()
+        pair.latency_a.send(_ping(5))
+        assert pair.bridge_b.recv(65536) == _ping(5)
+        demoted = os.sched_getscheduler(lane.tid), os.getpriority(os.PRIO_PROCESS, lane.tid)
+        assert pair.a.counters["lane_demoted"] == 1
+        lane.share, lane.window_end = 1.0, 0.0  # the window is over: the next wake-up restores
+        pair.latency_a.send(_ping(6))
+        assert pair.bridge_b.recv(65536) == _ping(6)
+        restored = os.sched_getscheduler(lane.tid)
+        refused = pair.a.counters["lane_fifo_refused"]
+    assert demoted == (os.SCHED_OTHER, 0)
+    assert restored == os.SCHED_FIFO or refused
+
+
 def test_an_unknown_lane_mode_is_refused_before_anything_is_built() -> None:
     with pytest.raises(ValueError, match="lane must be one of"):
         Vtep(HOST_A, free_port(), lane="rt")
