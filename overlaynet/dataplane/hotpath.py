@@ -265,10 +265,10 @@ class HotLoop:
         #: C calls: `lane`'s docstring lists what it guards); None without a lane: no cost.
         self.state_lock: threading.Lock | None = None
 
-    def set_lane(self, mode: str) -> None:
+    def set_lane(self, mode: str, nice: int | None = None) -> None:
         """Serve the urgent fds (the checksum-0 socket, every second TAP queue) in a thread of
-        their own (`lane.LANE_MODES`: "off" none, "fifo", "nice"); before `serve` and before any
-        network is added."""
+        their own (`lane.LANE_MODES`: "off" none, "fifo", "nice"), `nice` its nice value (None:
+        `lane.LANE_NICE`); before `serve` and before any network is added."""
         from overlaynet.dataplane.lane import LANE_MODES, Lane
 
         if mode not in LANE_MODES:
@@ -279,6 +279,8 @@ class HotLoop:
             return
         self._poller.unregister(self._rx.fileno())
         self._lane = Lane(self, mode, self._rx)
+        if nice is not None:
+            self._lane.nice = nice
         self.state_lock = threading.Lock()
 
     @property

@@ -259,6 +259,7 @@ class Vtep:
         accel: str = "auto",
         accel_budget: int = ACCEL_DRAIN_BUDGET,
         lane: str = "off",
+        lane_nice: int | None = None,
     ) -> None:
         if accel not in ACCEL_CHOICES:
             raise ValueError(f"accel must be one of {', '.join(ACCEL_CHOICES)}, not {accel!r}")
@@ -326,7 +327,7 @@ class Vtep:
         self._loop.drain_budget = drain_budget
         self._loop.fast_egress = fast
         # The urgent fds in a thread of their own (`lane`), before any network is added.
-        self._loop.set_lane(lane)
+        self._loop.set_lane(lane, lane_nice)
         if accel == "off":
             fastingress.disable(self._loop)
             fastoffload.disable(self._loop)

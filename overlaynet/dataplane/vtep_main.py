@@ -121,6 +121,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="serve pings, ACKs and other lone frames in a thread of their own: fifo "
         "(SCHED_FIFO 1), nice (nice -20), off (one thread for everything)",
     )  # fmt: skip
+    p.add_argument(
+        "--lane-nice", type=int, default=None, metavar="NICE",
+        help="nice value of the lane thread (--lane nice, or fifo refused; default -20)",
+    )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
@@ -153,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         accel=args.accel,
         accel_budget=args.accel_budget,
         lane=args.lane,
+        lane_nice=args.lane_nice,
     )
     try:
         offload = args.offload or bool(args.offload_peer)
