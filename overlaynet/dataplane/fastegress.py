@@ -305,7 +305,17 @@ class FastEgress:
         params = q.params
         if params.budget != self.budget:
             params.budget = self.budget
-        words = self._run(q.params_addr)
+        lock = loop.state_lock
+        if lock is None:
+            words = self._run(q.params_addr)
+        else:
+            # With a lane (`lane`) the loop's state lock is let go for the C drain, which
+            # touches this instance's queue and event list only (each thread has its own).
+            lock.release()
+            try:
+                words = self._run(q.params_addr)
+            finally:
+                lock.acquire()
         counts = q.counts
         status = counts[_STATUS]
         self.emptied = status == 0

@@ -374,8 +374,19 @@ class Engine(SlotContext):
         nets, senders = self._nets, self._senders
         string_at = ctypes.string_at
         self._lib.in_begin(ctx, self.fd, loop.drain_budget, loop._strict, merge)
+        # With a lane (`lane`), the loop's state lock is held here and let go for each C step:
+        # the step touches this engine only (one per socket, one thread per socket), so the
+        # other thread's Python work goes on meanwhile.
+        lock = loop.state_lock
         while True:
-            kind = step(ctx)
+            if lock is None:
+                kind = step(ctx)
+            else:
+                lock.release()
+                try:
+                    kind = step(ctx)
+                finally:
+                    lock.acquire()
             if kind == RUN:
                 # `HotLoop._write_merged`'s bookkeeping; the C side writes on the next step.
                 index = rec.net

@@ -53,6 +53,7 @@ from overlaynet.wire import chunks
 
 if TYPE_CHECKING:
     from overlaynet.dataplane.fastegress import FastEgress
+    from overlaynet.dataplane.lane import Lane
     from overlaynet.dataplane.tracing import Tracer
 
 #: Frames read from a TAP, and datagrams received from the underlay (a GRO buffer counts for
@@ -255,6 +256,36 @@ class HotLoop:
         #: parts, count, datagram size, hosts, most per send, network. Only the loop's
         #: `_drain_tap_offload` fills it and empties it before it returns.
         self._small: _SmallBatch | None = None
+        #: The lane (`lane.Lane`, `set_lane`): a second thread serving the urgent fds; None
+        #: (the default): this thread serves every fd.
+        self._lane: Lane | None = None
+        #: Monotonic time of the next aging sweep (`_pass`).
+        self._next_sweep = 0.0
+        #: Held by each thread for its Python work while a lane runs (released around the long
+        #: C calls: `lane`'s docstring lists what it guards); None without a lane: no cost.
+        self.state_lock: threading.Lock | None = None
+
+    def set_lane(self, mode: str, nice: int | None = None) -> None:
+        """Serve the urgent fds (the checksum-0 socket, every second TAP queue) in a thread of
+        their own (`lane.LANE_MODES`: "off" none, "fifo", "nice"), `nice` its nice value (None:
+        `lane.LANE_NICE`); before `serve` and before any network is added."""
+        from overlaynet.dataplane.lane import LANE_MODES, Lane
+
+        if mode not in LANE_MODES:
+            raise ValueError(f"lane must be one of {', '.join(LANE_MODES)}, not {mode!r}")
+        if self.networks:
+            raise RuntimeError("set_lane before any network is added")
+        if mode == "off" or self._lane is not None:
+            return
+        self._poller.unregister(self._rx.fileno())
+        self._lane = Lane(self, mode, self._rx)
+        if nice is not None:
+            self._lane.nice = nice
+        self.state_lock = threading.Lock()
+
+    @property
+    def lane(self) -> Lane | None:
+        return self._lane
 
     def set_offload(self, rx: socket.socket, tx: socket.socket, port: int, chunk: int) -> None:
         """Serve offload mode: `rx` receives offload datagrams (any network's), `tx` sends
@@ -285,8 +316,12 @@ class HotLoop:
         self.networks = {**self.networks, net.vni_key: net}
         self._by_fd = {**self._by_fd, **dict.fromkeys(net.tap_fds, net)}
         self._urgent = self._urgent | {net.latency_fd} if len(net.tap_fds) > 1 else self._urgent
+        lane = self._lane
         for fd in net.tap_fds:
-            self._poller.register(fd, select.EPOLLIN)
+            if lane is not None and fd in self._urgent:
+                lane.register(fd)
+            else:
+                self._poller.register(fd, select.EPOLLIN)
 
     def remove(self, net: Network) -> None:
         """Stop moving frames for `net`; safe while the loop runs."""
@@ -294,6 +329,8 @@ class HotLoop:
         for fd in net.tap_fds:
             with contextlib.suppress(OSError):
                 self._poller.unregister(fd)
+            if self._lane is not None:
+                self._lane.unregister(fd)
         self._urgent = self._urgent - {net.latency_fd}
         self._by_fd = {fd: n for fd, n in self._by_fd.items() if n is not net}
         self.networks = {k: n for k, n in self.networks.items() if n is not net}
@@ -305,37 +342,64 @@ class HotLoop:
         # A full pipe means a wake-up is already pending.
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
+        if self._lane is not None:
+            self._lane.wake()
 
     def close(self) -> None:
         """Release the epoll fd and the wake pipe (not the sockets or TAPs: their owner does)."""
         self._poller.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self._lane is not None:
+            self._lane.close()
 
     def arm(self) -> None:
         """Clear an earlier `stop()`; called before each `serve()` so that a stop arriving
         before the thread gets going is not lost."""
         self._stopping = False
         _drain_pipe(self._wake_r)
+        if self._lane is not None:
+            self._lane.arm()
 
     def serve(self) -> None:
-        """Run until `stop()`."""
+        """Run until `stop()`; with a lane (`set_lane`), its thread runs as long (started
+        here, stopped and joined before this returns)."""
+        lane = self._lane
+        if lane is None:
+            self._serve()
+            return
+        lock = self.state_lock
+        assert lock is not None
+        lane.start()
+        try:
+            self._serve(lock)
+        finally:
+            self._stopping = True
+            lane.join()
+
+    def _serve(self, lock: threading.Lock | None = None) -> None:
+        """The main loop; with `lock` (a lane runs), each pass's work holds it."""
         rx_fd = self._rx.fileno()
         checked_fd = -1 if self._rx_checked is None else self._rx_checked.fileno()
         wake_fd = self._wake_r
         poll = self._poller.poll
         monotonic = time.monotonic
-        next_sweep = monotonic() + AGE_SWEEP_INTERVAL
+        self._next_sweep = monotonic() + AGE_SWEEP_INTERVAL
         # The held datagrams' heap itself: a list's truth test per wake-up is all that
         # impairments cost while nothing is held.
         held = self._held.heap
         carried = self._carried
         if self.nice:
             self._set_priority()
-        self._apply_tso()  # wishes made before the loop ran (`arm` cleared their wake-up)
+        if lock is not None:
+            with lock:
+                self._apply_tso()
+        else:
+            self._apply_tso()  # wishes made before the loop ran (`arm` cleared their wake-up)
         policy = self.nice_policy if self.nice else "fixed"
         tid = threading.get_native_id()
         busy = 0  # "bulk": passes in a row that found work
+        pass_ = self._pass
         while not self._stopping:
             # A timeout only so learned entries age on an idle host: one clock read per
             # wake-up, not per frame.
@@ -358,42 +422,11 @@ class HotLoop:
                     ready = poll(timeout)
             else:
                 ready = poll(timeout)
-            now = monotonic()
-            if carried:
-                self._flush_carried(ready)
-            if held:
-                self._release_due(now)
-            if now >= next_sweep:
-                self._age_learned(now)
-                if self._off_rx is not None:
-                    self.reassembler.expire()
-                    if self.refused:
-                        self.refused = {h: t for h, t in self.refused.items() if t > now}
-                next_sweep = now + AGE_SWEEP_INTERVAL
-            if len(ready) > 1:
-                # Lone frames first: the checksum-0 socket carries pings, ACKs and ARP, the TAP
-                # queues in `_urgent` no TCP; cheap to pass on and waited for, while the other
-                # fds may hold a drain's worth of bulk (a ping reply waited 1.35 ms median
-                # behind it under a 1-stream load).
-                urgent = self._urgent
-                ready.sort(key=lambda event: 0 if event[0] == rx_fd else 2 - (event[0] in urgent))
-            for fd, _events in ready:
-                if fd == checked_fd:
-                    self._drain_udp(self._rx_checked, merge=True)  # type: ignore[arg-type]
-                elif fd == rx_fd:
-                    self._drain_udp(self._rx, merge=False)
-                elif fd == wake_fd:
-                    _drain_pipe(wake_fd)
-                    self._apply_tso()
-                else:
-                    net = self._by_fd.get(fd)
-                    if net is not None:
-                        self._drain_tap(net, fd)
-                    elif fd == self._off_fd:
-                        # Looked up each time: the socket may come after `serve` started.
-                        self._drain_offload()
-                    elif fd == self._off_tx_fd:
-                        self._read_offload_errors(now)
+            if lock is None:
+                pass_(ready, rx_fd, checked_fd, wake_fd)
+            else:
+                with lock:
+                    pass_(ready, rx_fd, checked_fd, wake_fd)
             if self._woke:
                 self._woke = False
                 if policy == "yield":
@@ -402,6 +435,47 @@ class HotLoop:
                     self._renice(tid, 0)
                     os.sched_yield()
                     self._renice(tid, self.nice)
+
+    def _pass(
+        self, ready: list[tuple[int, int]], rx_fd: int, checked_fd: int, wake_fd: int
+    ) -> None:
+        """One pass of the main loop over the fds `ready` reports (and the timers)."""
+        now = time.monotonic()
+        if self._carried:
+            self._flush_carried(ready)
+        if self._held.heap:
+            self._release_due(now)
+        if now >= self._next_sweep:
+            self._age_learned(now)
+            if self._off_rx is not None:
+                self.reassembler.expire()
+                if self.refused:
+                    self.refused = {h: t for h, t in self.refused.items() if t > now}
+            self._next_sweep = now + AGE_SWEEP_INTERVAL
+        if len(ready) > 1:
+            # Lone frames first: the checksum-0 socket carries pings, ACKs and ARP, the TAP
+            # queues in `_urgent` no TCP; cheap to pass on and waited for, while the other
+            # fds may hold a drain's worth of bulk (a ping reply waited 1.35 ms median
+            # behind it under a 1-stream load). With a lane they are not in this epoll.
+            urgent = self._urgent
+            ready.sort(key=lambda event: 0 if event[0] == rx_fd else 2 - (event[0] in urgent))
+        for fd, _events in ready:
+            if fd == checked_fd:
+                self._drain_udp(self._rx_checked, merge=True)  # type: ignore[arg-type]
+            elif fd == rx_fd:
+                self._drain_udp(self._rx, merge=False)
+            elif fd == wake_fd:
+                _drain_pipe(wake_fd)
+                self._apply_tso()
+            else:
+                net = self._by_fd.get(fd)
+                if net is not None:
+                    self._drain_tap(net, fd)
+                elif fd == self._off_fd:
+                    # Looked up each time: the socket may come after `serve` started.
+                    self._drain_offload()
+                elif fd == self._off_tx_fd:
+                    self._read_offload_errors(now)
 
     def _renice(self, tid: int, nice: int) -> None:
         try:
@@ -487,7 +561,7 @@ class HotLoop:
 
     # -- egress -------------------------------------------------------------------------------
 
-    def _drain_tap(self, net: Network, fd: int = -1) -> None:
+    def _drain_tap(self, net: Network, fd: int = -1, lane: Lane | None = None) -> None:
         """Egress: frames from one TAP, encapsulated and sent to the peers in GSO batches of
         equal-size frames of one flow (a shorter frame may end a batch: the kernel allows a
         short last segment). Unicast to a MAC the FDB does not know is batched the same way,
@@ -502,8 +576,10 @@ class HotLoop:
             fd = net.tap_fd
         if net.tap_tso is not self._tso_wanted(net):
             self._switch_tso(net)
-        fast = self.fast_egress
-        held = self._carried.get(fd)
+        # The lane drains its queues with its own C drain and keeps its own carried batches.
+        fast = self.fast_egress if lane is None else lane.fast
+        carried_map = self._carried if lane is None else lane.carried
+        held = carried_map.get(fd)
         in_c = held is not None and held[1] is None
         if fast is not None and (held is None or in_c) and self._c_egress(net):
             # The C drain (`fastegress`), where it is exact: a plain RFC network, nothing to
@@ -511,14 +587,14 @@ class HotLoop:
             # carried batches are marked in `_carried` with no state (they live in C). It
             # cuts the TAP's super-frames and finishes partial checksums itself.
             if fast.drain(self, net, fd):
-                self._carried[fd] = (net, None)
+                carried_map[fd] = (net, None)
             elif in_c:
-                del self._carried[fd]
+                del carried_map[fd]
             if fast.emptied and fd in net.tso_backlog:
                 net.tso_backlog = net.tso_backlog - {fd}
             return
         if in_c and fast is not None:
-            del self._carried[fd]
+            del carried_map[fd]
             fast.flush(self, net, fd)  # sent first: the rest goes on behind them
         if net.tap_tso or fd in net.tso_backlog:
             # Offloads on (offload mode, or their switch-off failed), or frames queued while
@@ -545,7 +621,7 @@ class HotLoop:
         # Batches put aside for another flow's frames, by flow (ports and addresses) and
         # destination MAC: parts, count, size, most, FDB entry, targets.
         parked: dict[bytes, _Parked] = {}
-        carried = self._carried.pop(fd, None)
+        carried = carried_map.pop(fd, None)
         if carried is not None and carried[0] is net and carried[1] is not None:
             parts, count, size, most, key, dst, entry, targets, parked = carried[1]
         for _ in range(self.drain_budget):
@@ -620,7 +696,7 @@ class HotLoop:
             # queue turn out empty), so a small budget does not cut batches short.
             if count or parked:
                 state = (parts, count, size, most, key, dst, entry, targets, parked)
-                self._carried[fd] = (net, state)
+                carried_map[fd] = (net, state)
             return
         if count:
             send(net, parts, count, size - skip, entry, targets)
@@ -1055,6 +1131,11 @@ class HotLoop:
         carried = self._carried
         if wanted and any(fd in carried and carried[fd][1] is not None for fd in net.tap_fds):
             return
+        lane = self._lane
+        if wanted and lane is not None:
+            theirs = lane.carried
+            if any(fd in theirs and theirs[fd][1] is not None for fd in net.tap_fds):
+                return
         try:
             set_offloads(net.tap_fd, tso=wanted, csum=wanted)
         except OSError:

@@ -57,6 +57,7 @@ from overlaynet.dataplane.hotpath import (
     HotLoop,
 )
 from overlaynet.dataplane.impair import Impairment, ImpairModel
+from overlaynet.dataplane.lane import LANE_MODES
 from overlaynet.dataplane.offload import (
     SO_ATTACH_REUSEPORT_CBPF,
     SO_REUSEPORT,
@@ -257,9 +258,13 @@ class Vtep:
         offload_chunk: int | None = None,
         accel: str = "auto",
         accel_budget: int = ACCEL_DRAIN_BUDGET,
+        lane: str = "off",
+        lane_nice: int | None = None,
     ) -> None:
         if accel not in ACCEL_CHOICES:
             raise ValueError(f"accel must be one of {', '.join(ACCEL_CHOICES)}, not {accel!r}")
+        if lane not in LANE_MODES:
+            raise ValueError(f"lane must be one of {', '.join(LANE_MODES)}, not {lane!r}")
         fast: FastEgress | None = None
         #: Why the egress runs in Python ("" when the C drain serves plain RFC networks).
         self.accel_reason = "--accel off" if accel == "off" else ""
@@ -321,6 +326,8 @@ class Vtep:
         self._loop.bulk_nice = bulk_nice
         self._loop.drain_budget = drain_budget
         self._loop.fast_egress = fast
+        # The urgent fds in a thread of their own (`lane`), before any network is added.
+        self._loop.set_lane(lane, lane_nice)
         if accel == "off":
             fastingress.disable(self._loop)
             fastoffload.disable(self._loop)

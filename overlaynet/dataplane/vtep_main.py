@@ -21,6 +21,7 @@ from types import FrameType
 from overlaynet.dataplane.fastegress import ACCEL_DRAIN_BUDGET
 from overlaynet.dataplane.fdb import LEARNED_MAX_AGE
 from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE, NICE_POLICIES
+from overlaynet.dataplane.lane import LANE_MODES
 from overlaynet.dataplane.seal import DataKey, SealError, parse_key
 from overlaynet.dataplane.switching import DEFAULT_MTU
 from overlaynet.dataplane.vtep import ACCEL_CHOICES, Vtep
@@ -115,6 +116,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--accel-budget", type=int, default=ACCEL_DRAIN_BUDGET, metavar="FRAMES",
         help="frames one C egress drain takes before the other fds are looked at",
     )  # fmt: skip
+    p.add_argument(
+        "--lane", choices=LANE_MODES, default="off",
+        help="serve pings, ACKs and other lone frames in a thread of their own: fifo "
+        "(SCHED_FIFO 1), nice (nice -20), off (one thread for everything)",
+    )  # fmt: skip
+    p.add_argument(
+        "--lane-nice", type=int, default=None, metavar="NICE",
+        help="nice value of the lane thread (--lane nice, or fifo refused; default -20)",
+    )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
@@ -146,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         offload_chunk=args.offload_chunk,
         accel=args.accel,
         accel_budget=args.accel_budget,
+        lane=args.lane,
+        lane_nice=args.lane_nice,
     )
     try:
         offload = args.offload or bool(args.offload_peer)
