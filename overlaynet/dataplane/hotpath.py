@@ -277,8 +277,14 @@ class HotLoop:
             raise RuntimeError("set_lane before any network is added")
         if mode == "off" or self._lane is not None:
             return
-        self._poller.unregister(self._rx.fileno())
-        self._lane = Lane(self, mode, self._rx)
+        # The checksum-0 socket carries only lone frames when a checksummed twin takes the
+        # bulk; without one (batching off, no reuseport filter) it carries everything, which
+        # stays with the main loop. (A kernel VTEP peer sends its bulk with checksum 0 too:
+        # `lane`'s docstring.)
+        lone = self._rx if self._rx_checked is not None else None
+        if lone is not None:
+            self._poller.unregister(lone.fileno())
+        self._lane = Lane(self, mode, lone)
         if nice is not None:
             self._lane.nice = nice
         self.state_lock = threading.Lock()
@@ -376,6 +382,10 @@ class HotLoop:
         finally:
             self._stopping = True
             lane.join()
+        if lane.error is not None:
+            # The lane died (its exception stopped the loop): the VTEP must not go on
+            # half-served, with nobody on its pings and latency queues.
+            raise RuntimeError("the lane thread failed") from lane.error
 
     def _serve(self, lock: threading.Lock | None = None) -> None:
         """The main loop; with `lock` (a lane runs), each pass's work holds it."""
@@ -586,12 +596,16 @@ class HotLoop:
             # seal, trace or impair. Decided per drain: arming a trace switches at once. Its
             # carried batches are marked in `_carried` with no state (they live in C). It
             # cuts the TAP's super-frames and finishes partial checksums itself.
+            # With a lane, the other thread may switch the TAP's offloads while this drain is
+            # in C (the lock let go): its "emptied" then predates the switch, and the queue
+            # must stay in the new backlog. `_switch_tso` replaces the set: compared by identity.
+            backlog = net.tso_backlog
             if fast.drain(self, net, fd):
                 carried_map[fd] = (net, None)
             elif in_c:
                 del carried_map[fd]
-            if fast.emptied and fd in net.tso_backlog:
-                net.tso_backlog = net.tso_backlog - {fd}
+            if fast.emptied and fd in backlog and net.tso_backlog is backlog:
+                net.tso_backlog = backlog - {fd}
             return
         if in_c and fast is not None:
             del carried_map[fd]
@@ -1079,7 +1093,8 @@ class HotLoop:
 
     def poke(self) -> None:
         """Wake the loop to apply changed TAP offload wishes (`Network.tso_allowed`) now,
-        not at the TAP's next frame; callable from any thread."""
+        not at the TAP's next frame, and to recompute its sleep (the lane held impaired
+        datagrams); callable from any thread."""
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"t")
 

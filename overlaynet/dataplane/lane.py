@@ -3,10 +3,13 @@ under load must not wait behind the bulk).
 
 `HotLoop.serve` is one thread over every fd; a ping that arrives while it is inside a bulk drain
 (up to `drain_budget` super-frames cut and sent) waits for that drain, then for a CPU. The lane
-serves, with an epoll of its own, the checksum-0 receive socket (`HotLoop._rx`: pings, ACKs,
-ARP, lone frames) and every network's `latency_fd` when its TAP has a second queue (the kernel
-queues non-TCP there: pings, DNS, and UDP bulk such as `iperf3 -u` too). The main loop keeps
-the bulk fds. The lane runs at a higher priority (`LANE_MODES`): SCHED_FIFO 1, or a nice value.
+serves, with an epoll of its own, every network's `latency_fd` when its TAP has a second queue
+(the kernel queues non-TCP there: pings, DNS, and UDP bulk such as `iperf3 -u` too) and the
+checksum-0 receive socket (`HotLoop._rx`: pings, ACKs, ARP, lone frames) when a checksummed
+twin socket takes the bulk (without one, `_rx` carries everything and stays with the main
+loop). A kernel VTEP peer sends its bulk with UDP checksum 0 by default, which puts its whole
+stream on the lane: `--lane` is meant for overlaynet peers. The main loop keeps the bulk fds.
+The lane runs at a higher priority (`LANE_MODES`): SCHED_FIFO 1, or a nice value.
 
 Thread safety. Both threads take `HotLoop.state_lock` for all their Python work and let it go
 only around the long C calls (`fastingress.Engine.drain`'s `in_step`, `fastegress.FastEgress
@@ -28,6 +31,11 @@ threads can touch during a drain, and why each is safe:
   has its own instance (`Lane.fast`); the main loop's keeps the bulk queues.
 - `fastoffload`: called only with the lock held (not released inside).
 - `_woke`: a flag, set by either, read by the main loop for the "yield" nice policy only.
+- `_held`'s release: the main loop's (its wake-up computes the first datagram's due time); the
+  lane pokes it after a drain that left datagrams held.
+- TSO switching (`_switch_tso`): either thread, under the lock; a C drain that ran while the
+  other thread switched does not clear the queue from the new backlog (`_drain_tap`).
+If the lane's thread fails, it stops the loop and `HotLoop.serve` raises its error.
 What the lock does not cover: the control thread's swaps of `networks`, `members`, FDB tables
 (as before: wholesale swaps and `fdb.generation`).
 
@@ -72,7 +80,7 @@ LANE_SHARE = 0.5
 class Lane:
     """The urgent fds of one `HotLoop`, served by a thread of their own (`start`/`join`)."""
 
-    def __init__(self, loop: HotLoop, mode: str, rx: socket.socket) -> None:
+    def __init__(self, loop: HotLoop, mode: str, rx: socket.socket | None) -> None:
         if mode not in LANE_MODES or mode == "off":
             raise ValueError(f"lane mode must be fifo or nice, not {mode!r}")
         self.loop = loop
@@ -81,12 +89,14 @@ class Lane:
         #: Accounting window and the share of it at the lane's priority (`LANE_SHARE`).
         self.window = LANE_WINDOW
         self.share = LANE_SHARE
+        #: The checksum-0 socket when it carries lone frames only (`HotLoop.set_lane`).
         self.rx = rx
-        self.rx_fd = rx.fileno()
+        self.rx_fd = -1 if rx is None else rx.fileno()
         self.poller = select.epoll()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller.register(self.wake_r, select.EPOLLIN)
-        self.poller.register(self.rx_fd, select.EPOLLIN)
+        if rx is not None:
+            self.poller.register(self.rx_fd, select.EPOLLIN)
         #: TAP queue fd → the lane's carried batches (`HotLoop._drain_tap`), apart from the
         #: main loop's.
         self.carried: dict[int, tuple[Network, _Carried | None]] = {}
@@ -97,6 +107,8 @@ class Lane:
         self.tid = 0
         #: Monotonic end of the current accounting window.
         self.window_end = 0.0
+        #: What ended the thread, if it failed (`HotLoop.serve` raises it after the join).
+        self.error: BaseException | None = None
 
     def register(self, fd: int) -> None:
         self.poller.register(fd, select.EPOLLIN)
@@ -148,6 +160,7 @@ class Lane:
                 return True
             except OSError:
                 loop._counters["lane_fifo_refused"] += 1
+                self.mode = "nice"  # asked once: not again at every window
         try:
             os.setpriority(os.PRIO_PROCESS, self.tid, self.nice)
         except OSError:
@@ -162,7 +175,15 @@ class Lane:
             os.setpriority(os.PRIO_PROCESS, self.tid, 0)
 
     def serve(self) -> None:
-        """Serve the urgent fds until the loop's `stop()`."""
+        """Serve the urgent fds until the loop's `stop()`. An exception stops the loop too
+        (kept in `error`): a VTEP whose lane died must not look alive."""
+        try:
+            self._serve()
+        except BaseException as error:
+            self.error = error
+            self.loop.stop()
+
+    def _serve(self) -> None:
         loop = self.loop
         lock = loop.state_lock
         assert lock is not None
@@ -174,6 +195,7 @@ class Lane:
         monotonic = time.monotonic
         carried = self.carried
         counters = loop._counters
+        held = loop._held.heap
         self.window_end = monotonic() + self.window
         busy = 0.0
         demoted = False
@@ -190,9 +212,11 @@ class Lane:
                 limit = self.window * self.share
             with lock:
                 # What a wake-up waited for the main loop's Python work (and the GIL): the
-                # lane's own latency, `lane_wait_us` over `lane_wakeups`.
+                # lane's own latency, `lane_wait_us` over `lane_wakeups`. Not busy time: the
+                # share counts only the lane's own work.
+                begun = monotonic()
                 counters["lane_wakeups"] += 1
-                counters["lane_wait_us"] += int((monotonic() - start) * 1e6)
+                counters["lane_wait_us"] += int((begun - start) * 1e6)
                 if carried:
                     listed = {fd for fd, _events in ready}
                     for fd, (owner, _state) in list(carried.items()):
@@ -203,7 +227,7 @@ class Lane:
                         else:
                             del carried[fd]
                 for fd, _events in ready:
-                    if fd == rx_fd:
+                    if fd == rx_fd and self.rx is not None:
                         loop._drain_udp(self.rx, merge=False)
                     elif fd == wake_fd:
                         self.arm()
@@ -213,7 +237,11 @@ class Lane:
                             loop._drain_tap(net, fd, self)
                         else:
                             self.unregister(fd)  # removed meanwhile
-                busy += monotonic() - start
+                if held:
+                    # Impaired datagrams the main loop releases: its sleep was computed
+                    # before they were held (up to AGE_SWEEP_INTERVAL), so it is woken.
+                    loop.poke()
+                busy += monotonic() - begun
                 if busy > limit and not demoted:
                     demoted = True
                     counters["lane_demoted"] += 1

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -16,7 +18,9 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import Ether
 
 from overlaynet.dataplane.fdb import RemoteEndpoint
+from overlaynet.dataplane.impair import Impairment
 from overlaynet.dataplane.lane import LANE_MODES
+from overlaynet.dataplane.switching import Network
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.wire.ethernet import mac_to_bytes
 from tests.unit.dataplane.ports import free_port
@@ -43,13 +47,13 @@ class Pair:
     """VTEP A with a two-queue TAP (bulk and latency queue) and the lane `lane`; VTEP B with
     one queue and the same lane setting."""
 
-    def __init__(self, stack: ExitStack, lane: str) -> None:
+    def __init__(self, stack: ExitStack, lane: str, batch: bool = True) -> None:
         port = free_port()
         self.a = stack.enter_context(
-            Vtep(HOST_A, port, source_sockets=2, socket_buffer=1 << 20, lane=lane)
+            Vtep(HOST_A, port, source_sockets=2, socket_buffer=1 << 20, lane=lane, batch=batch)
         )
         self.b = stack.enter_context(
-            Vtep(HOST_B, port, source_sockets=2, socket_buffer=1 << 20, lane=lane)
+            Vtep(HOST_B, port, source_sockets=2, socket_buffer=1 << 20, lane=lane, batch=batch)
         )
         self.bulk_a, tap_a = _socketpair(stack)
         self.latency_a, tap_a2 = _socketpair(stack)
@@ -205,6 +209,19 @@ def test_counters_stay_exact_when_both_threads_count(pair: Pair) -> None:
     bursts the socketpair standing in for B's TAP can hold (a TAP write that finds it full is
     dropped, counted)."""
     bursts, burst = 10, 60
+    # Threads switch as often as the interpreter can, to give a `+=` run by both threads
+    # outside the lock its best chance to lose an increment. (A rare race stays rare: with the
+    # lock made a no-op this passed 5 of 5; what it catches is a frame counted twice, in the
+    # wrong thread's C state, or not at all.)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        _count_both_ways(pair, bursts, burst)
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _count_both_ways(pair: Pair, bursts: int, burst: int) -> None:
     pair.a.start()
     pair.b.start()
     pings = [_ping(n) for n in range(bursts * burst)]
@@ -253,6 +270,10 @@ def test_a_lane_over_its_share_is_demoted_and_takes_its_priority_back() -> None:
         pair.b.start()
         pair.latency_a.send(_ping(5))
         assert pair.bridge_b.recv(65536) == _ping(5)
+        # Demoted after the drain that forwarded the ping: read once it is counted.
+        deadline = time.monotonic() + TIMEOUT
+        while pair.a.counters["lane_demoted"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         demoted = os.sched_getscheduler(lane.tid), os.getpriority(os.PRIO_PROCESS, lane.tid)
         assert pair.a.counters["lane_demoted"] == 1
         lane.share, lane.window_end = 1.0, 0.0  # the window is over: the next wake-up restores
@@ -267,3 +288,69 @@ def test_a_lane_over_its_share_is_demoted_and_takes_its_priority_back() -> None:
 def test_an_unknown_lane_mode_is_refused_before_anything_is_built() -> None:
     with pytest.raises(ValueError, match="lane must be one of"):
         Vtep(HOST_A, free_port(), lane="rt")
+
+
+def test_frames_the_lane_holds_for_an_impairment_leave_when_due(pair: Pair) -> None:
+    """An impaired ping drained by the lane is held (`_held`), and the main loop releases held
+    datagrams: the lane wakes it, or it would sleep through the delay until its next sweep
+    (AGE_SWEEP_INTERVAL, 10 s: longer than TIMEOUT)."""
+    pair.a.set_impairments({HOST_B: Impairment(delay=100.0)})
+    pair.a.start()
+    pair.b.start()
+    pair.latency_a.send(_ping(8))
+    assert pair.bridge_b.recv(65536) == _ping(8)
+    assert pair.a.counters["lane_wakeups"] >= 1
+
+
+def test_a_failing_lane_stops_the_loop_and_serve_raises_its_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A VTEP whose lane died must not go on half-served: the loop stops and `serve` raises."""
+    with ExitStack() as stack:
+        pair = Pair(stack, "nice")
+        loop = pair.a._loop
+        drain = loop._drain_tap
+
+        def failing(net: Network, fd: int = -1, lane: Any = None) -> None:
+            if lane is not None:
+                raise OSError("injected into the lane's drain")
+            drain(net, fd, lane)
+
+        monkeypatch.setattr(loop, "_drain_tap", failing)
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                pair.a.serve()
+            except BaseException as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        pair.latency_a.send(_ping(9))
+        thread.join(TIMEOUT)
+        alive = thread.is_alive()
+        if alive:
+            pair.a.stop()
+            thread.join(TIMEOUT)
+    assert not alive
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert isinstance(errors[0].__cause__, OSError)
+    assert not _lane_threads()
+
+
+def test_without_a_checksummed_twin_the_bulk_socket_stays_with_the_main_loop() -> None:
+    """Batching off: the checksum-0 socket carries every datagram, bulk included, so the lane
+    does not take it (only the latency queues); frames still cross both ways."""
+    with ExitStack() as stack:
+        pair = Pair(stack, "fifo", batch=False)
+        lane = pair.a._loop.lane
+        assert lane is not None
+        assert lane.rx is None and pair.a._loop._rx_checked is None
+        pair.a.start()
+        pair.b.start()
+        pair.latency_a.send(_ping(10))
+        assert pair.bridge_b.recv(65536) == _ping(10)
+        pair.bridge_b.send(_ping(11))  # received by A's main loop, written to its second queue
+        assert pair.latency_a.recv(65536) == _ping(11)
+        assert pair.a.counters["lane_wakeups"] >= 1
