@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from overlaynet.dataplane import accel, fastoffload, offload
+from overlaynet.dataplane.fdb import FdbTable
 from overlaynet.dataplane.hotpath import HotLoop
 from overlaynet.wire import chunks
 
@@ -32,6 +33,7 @@ from .drains import (
     OTHER_MEMBER,
     STRANGER,
     Path,
+    Table,
     both,
     gro_buffers,
     gro_sockets,
@@ -128,14 +130,25 @@ def streams(draw: st.DrawFn) -> list[tuple[str, list[bytes]]]:
     return gro_buffers(draw, datagrams)
 
 
-def _path(stack: ExitStack, rx: socket.socket, *, accelerated: bool, fdb_mode: int) -> Path:
+def _path(
+    stack: ExitStack,
+    rx: socket.socket,
+    *,
+    accelerated: bool,
+    fdb_mode: int = 0,
+    table: Table = FdbTable,
+) -> Path:
+    """A loop in offload mode receiving chunks on `rx`, with `tapped_path`'s networks, its C
+    drain on or off; the FDB a `table` (`drains.tapped_path`)."""
     tx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     unchecked = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     off_tx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     loop = HotLoop(unchecked, [tx], 4789, Counter())
     stack.callback(loop.close)
     loop.set_offload(rx, off_tx, chunks.OFFLOAD_PORT, chunks.DEFAULT_CHUNK)
-    path = tapped_path(stack, loop, vni=VNI, plain_vni=PLAIN_VNI, fdb_mode=fdb_mode, offload=True)
+    path = tapped_path(
+        stack, loop, vni=VNI, plain_vni=PLAIN_VNI, fdb_mode=fdb_mode, offload=True, table=table
+    )
     if not accelerated:
         fastoffload.disable(loop)
     return path

@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from overlaynet.dataplane import accel, fastingress, fastoffload
 from overlaynet.dataplane.fdb import FdbEntry, FdbTable
-from overlaynet.dataplane.hotpath import HotLoop
 from overlaynet.wire import chunks
 
 from .drains import (
@@ -39,9 +38,8 @@ from .drains import (
     both,
     gro_sockets,
     send_and_drain,
-    tapped_path,
 )
-from .test_fastoffload import PLAIN_VNI, VNI, _state, tcp_frame, udp_frame
+from .test_fastoffload import VNI, _path, _state, tcp_frame, udp_frame
 
 pytestmark = pytest.mark.skipif(
     accel.load("offload") is None, reason=f"C helper unavailable: {accel.why_not('offload')}"
@@ -55,21 +53,6 @@ SRC_AT = 10 + 6
 def sockets() -> Iterator[dict[str, socket.socket]]:
     with gro_sockets(sndbuf=1 << 22) as found:
         yield found
-
-
-def _path(stack: ExitStack, rx: socket.socket, *, accelerated: bool, table: Table) -> Path:
-    tx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-    unchecked = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-    off_tx = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-    loop = HotLoop(unchecked, [tx], 4789, Counter())
-    stack.callback(loop.close)
-    loop.set_offload(rx, off_tx, chunks.OFFLOAD_PORT, chunks.DEFAULT_CHUNK)
-    path = tapped_path(
-        stack, loop, vni=VNI, plain_vni=PLAIN_VNI, fdb_mode=0, offload=True, table=table
-    )
-    if not accelerated:
-        fastoffload.disable(loop)
-    return path
 
 
 def _drain(
