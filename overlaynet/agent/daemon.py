@@ -53,6 +53,7 @@ from overlaynet.api import Request
 from overlaynet.cluster.state import MANAGER_PORT
 from overlaynet.dataplane import datakeys
 from overlaynet.dataplane.impair import ImpairRequest, ImpairState
+from overlaynet.dataplane.lane import LANE_ENV, LANE_MODES
 from overlaynet.dataplane.seal import SEAL_OVERHEAD
 from overlaynet.dns import feed as dns_feed
 from overlaynet.dns.records import DnsTable
@@ -102,8 +103,11 @@ class Agent:
         paths: HostPaths,
         advertise_addr: str | None = None,
         metrics_addr: tuple[str, int] | None = None,
+        lane: str = "off",
     ) -> None:
         self.paths = paths
+        # The VTEP's lane (`dataplane/lane.py`: `--lane`, or OVERLAYNET_LANE in a lab).
+        self.lane = lane
         self.advertise_addr = advertise_addr
         self.overlay = OverlayDriver(advertise_addr)
         self.runtime = Runtime(
@@ -295,7 +299,7 @@ class Agent:
         # Imported with the first overlay, not at start: an idle agent has no VTEP (issue 15).
         from overlaynet.dataplane.vtep import Vtep
 
-        vtep = Vtep(self.overlay.local_ip)
+        vtep = Vtep(self.overlay.local_ip, lane=self.lane)
         self.impairments.apply(vtep)
         self.overlay.vtep = vtep
         try:
@@ -716,16 +720,24 @@ def main(argv: list[str] | None = None) -> int:
         help="serve Prometheus text on http://IP:PORT/metrics (off unless given), "
         "e.g. 127.0.0.1:9323",
     )
+    p.add_argument(
+        "--lane",
+        default=os.environ.get(LANE_ENV, "off"),
+        help=f"the VTEP's second thread for pings and other lone frames: {', '.join(LANE_MODES)}"
+        f" (default off, or ${LANE_ENV}, which a lab's agents inherit from `lab up`)",
+    )
     ns = p.parse_args(argv)
     try:
         metrics_addr = metrics.parse_addr(ns.metrics_addr) if ns.metrics_addr else None
     except ValueError as e:
         p.error(str(e))
+    if ns.lane not in LANE_MODES:
+        p.error(f"--lane (or ${LANE_ENV}) must be one of {', '.join(LANE_MODES)}, not {ns.lane!r}")
     paths = HostPaths(ns.host, ns.lab)
     make_private_dir(paths.state_dir)
     setup_logging(ns.log_file, ns.log_level)
     make_private_dir(paths.state_dir)  # again, now that its warnings reach the log
-    agent = Agent(paths, underlay_address(ns.advertise_addr), metrics_addr)
+    agent = Agent(paths, underlay_address(ns.advertise_addr), metrics_addr, ns.lane)
     trio.run(agent.run)
     return 0
 

@@ -264,6 +264,12 @@ def cmd_network_vtep(ns: argparse.Namespace) -> int:
     print(f"peers (head-end replication): {' '.join(overlay['Peers']) or '-'}")
     if dp.get("accel"):
         print(f"accel: {dp['accel']}")
+    lane = dp.get("lane")
+    if lane:
+        print(
+            f"lane: {lane['mode']} ({lane['wakeups']} wake-ups, {lane['demoted']} demoted; "
+            "pings and other lone frames in a thread of their own)"
+        )
     if dp.get("tap_tso") and not dp.get("offload"):
         print("tap: tso (super-frames cut into RFC 7348 segments in c)")
     learning = dp.get("learning")

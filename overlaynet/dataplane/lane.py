@@ -61,6 +61,9 @@ if TYPE_CHECKING:
     from overlaynet.dataplane.hotpath import HotLoop, _Carried
     from overlaynet.dataplane.switching import Network
 
+#: The environment variable an agent takes its `--lane` default from (a lab's agents inherit
+#: the environment of `lab up`).
+LANE_ENV = "OVERLAYNET_LANE"
 #: `--lane`: off (one thread, as before), fifo (the lane at SCHED_FIFO priority `LANE_FIFO`;
 #: refused: counted, and the lane runs at `LANE_NICE`), nice (the lane at `LANE_NICE`).
 LANE_MODES = ("off", "fifo", "nice")

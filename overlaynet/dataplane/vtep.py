@@ -583,6 +583,21 @@ class Vtep:
             "key_ids": net.seal.key_ids if net.seal is not None else [],
             "accel": f"{self.accel_text(net)}; {fastingress.describe(self._loop)}"
             + (f"; {fastoffload.describe(self._loop)}" if net.offload else ""),
+            "lane": self._lane_doc(),
+        }
+
+    def _lane_doc(self) -> dict[str, Any] | None:
+        """The VTEP's lane (`lane.py`), host-wide: its mode ("nice" once SCHED_FIFO was
+        refused) and how often it woke and was demoted; None without one."""
+        lane = self._loop.lane
+        if lane is None:
+            return None
+        counters = self.counters
+        return {
+            "mode": lane.mode,
+            "wakeups": counters["lane_wakeups"],
+            "demoted": counters["lane_demoted"],
+            "fifo_refused": counters["lane_fifo_refused"],
         }
 
     def accel_text(self, net: Network) -> str:
