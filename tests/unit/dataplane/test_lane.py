@@ -14,8 +14,6 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP
-from scapy.layers.l2 import Ether
 
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dataplane.impair import Impairment
@@ -24,9 +22,9 @@ from overlaynet.dataplane.switching import Network
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.wire.ethernet import mac_to_bytes
 from tests.unit.dataplane.ports import free_port
+from tests.unit.dataplane.test_loop_knobs import MAC_A, MAC_B, VNI, _tcp
+from tests.unit.dataplane.test_loop_knobs import _frame as _ping
 
-VNI = 4097
-MAC_A, MAC_B = "02:42:0a:00:00:02", "02:42:0a:00:00:03"
 HOST_A, HOST_B = "127.0.0.2", "127.0.0.3"
 TIMEOUT = 5.0  # bounds a hang only, never asserts speed
 #: How long the test waits for the ping while the main loop is held: generous for a loaded
@@ -70,21 +68,6 @@ class Pair:
 def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     with ExitStack() as stack:
         yield Pair(stack, request.param)
-
-
-def _ping(n: int) -> bytes:
-    return bytes(
-        Ether(src=MAC_A, dst=MAC_B) / IP(src="10.0.0.2", dst="10.0.0.3") / ICMP(seq=n) / b"ping"
-    )
-
-
-def _tcp(n: int) -> bytes:
-    return bytes(
-        Ether(src=MAC_A, dst=MAC_B)
-        / IP(src="10.0.0.2", dst="10.0.0.3", flags="DF", id=n)
-        / TCP(sport=40000, dport=5201, seq=1 + n * 1000, ack=1, flags="A")
-        / (bytes([n % 256]) * 1000)
-    )
 
 
 def _hold_main_egress(vtep: Vtep) -> tuple[threading.Event, threading.Event]:

@@ -35,7 +35,7 @@ def _tcp(n: int) -> bytes:
         Ether(src=MAC_A, dst=MAC_B)
         / IP(src="10.0.0.2", dst="10.0.0.3", flags="DF", id=n)
         / TCP(sport=40000, dport=5201, seq=1 + n * 1000, ack=1, flags="A")
-        / (bytes([n]) * 1000)
+        / (bytes([n % 256]) * 1000)
     )
 
 
