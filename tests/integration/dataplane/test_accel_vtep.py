@@ -4,58 +4,30 @@ both ways, leave in GSO batches, and the VTEP says which drain served it."""
 
 from __future__ import annotations
 
-import json
-import signal
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from overlaynet.dataplane import accel
-from overlaynet.lab.testbed import Host, Testbed
-from tests.integration.dataplane.paths import iperf3
-
-TIMEOUT = 30.0  # bounds a hang only
-
-
-class Lab:
-    def __init__(self, tb: Testbed, mode: str) -> None:
-        self.tb = tb
-        self.h1, self.h2 = tb.add_host("h1", 11), tb.add_host("h2", 12)
-        self.c1 = tb.add_container(self.h1, "c1", 2)
-        self.c2 = tb.add_container(self.h2, "c2", 3)
-        self.vtep1 = tb.start_vtep(self.h1, [self.h2], extra=("--accel", mode))
-        self.vtep2 = tb.start_vtep(self.h2, [self.h1], extra=("--accel", mode))
-
-    def network(self, host: Host) -> dict[str, Any]:
-        """The network's part of a running vtep_main's counters (SIGUSR1)."""
-        process = self.vtep1 if host is self.h1 else self.vtep2
-        path = self.tb.stats_path(host)
-        path.unlink(missing_ok=True)
-        process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + TIMEOUT
-        while not path.exists():
-            assert time.monotonic() < deadline, "VTEP did not write its counters"
-            time.sleep(0.05)
-        doc: dict[str, Any] = json.loads(path.read_text())["networks"][str(self.tb.vni)]
-        return doc
+from overlaynet.lab.testbed import Testbed
+from tests.integration.dataplane.paths import TwoVteps, iperf3
 
 
 @pytest.fixture(scope="module", params=["off", "on"])
-def lab(request: pytest.FixtureRequest) -> Iterator[tuple[Lab, str]]:
+def lab(request: pytest.FixtureRequest) -> Iterator[tuple[TwoVteps, str]]:
     mode: str = request.param
     if mode == "on" and accel.load("egress") is None:
         pytest.skip(f"C egress unavailable: {accel.why_not('egress')}")
     with Testbed(f"onet-ca{mode}-") as tb:
-        yield Lab(tb, mode), mode
+        yield TwoVteps(tb, ("--accel", mode), (11, 12)), mode
 
 
-def iperf(lab: Lab, *, streams: int, reverse: bool) -> dict[str, Any]:
+def iperf(lab: TwoVteps, *, streams: int, reverse: bool) -> dict[str, Any]:
     return iperf3(lab.tb, lab.c1, lab.c2, streams=streams, reverse=reverse)
 
 
-def test_the_vtep_says_which_egress_drain_serves_the_network(lab: tuple[Lab, str]) -> None:
+def test_the_vtep_says_which_egress_drain_serves_the_network(lab: tuple[TwoVteps, str]) -> None:
     the_lab, mode = lab
     shown = the_lab.network(the_lab.h1)["accel"]
     if mode == "on":
@@ -64,7 +36,7 @@ def test_the_vtep_says_which_egress_drain_serves_the_network(lab: tuple[Lab, str
         assert shown == "python (--accel off); python ingress (off)"
 
 
-def test_ping_crosses_both_ways(lab: tuple[Lab, str]) -> None:
+def test_ping_crosses_both_ways(lab: tuple[TwoVteps, str]) -> None:
     the_lab, _mode = lab
     for src, dst in ((the_lab.c1, the_lab.c2), (the_lab.c2, the_lab.c1)):
         out = the_lab.tb.exec(src.ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", dst.ip)
@@ -73,7 +45,7 @@ def test_ping_crosses_both_ways(lab: tuple[Lab, str]) -> None:
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_four_interleaved_streams_arrive_whole_in_gso_batches(
-    lab: tuple[Lab, str], reverse: bool
+    lab: tuple[TwoVteps, str], reverse: bool
 ) -> None:
     the_lab, _mode = lab
     sender = the_lab.h2 if reverse else the_lab.h1

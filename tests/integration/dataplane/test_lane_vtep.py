@@ -10,35 +10,19 @@ from typing import Any
 
 import pytest
 
-from overlaynet.lab.testbed import Host, Testbed
-from tests.integration.dataplane.paths import iperf3, ping
+from overlaynet.lab.testbed import Testbed
+from tests.integration.dataplane.paths import TwoVteps, iperf3, ping
 
 TIMEOUT = 30.0  # bounds a hang only
 
 
-class Lab:
-    def __init__(self, tb: Testbed, mode: str) -> None:
-        self.tb = tb
-        self.h1, self.h2 = tb.add_host("h1", 21), tb.add_host("h2", 22)
-        self.c1 = tb.add_container(self.h1, "c1", 2)
-        self.c2 = tb.add_container(self.h2, "c2", 3)
-        self.vteps = {
-            "h1": tb.start_vtep(self.h1, [self.h2], extra=("--lane", mode)),
-            "h2": tb.start_vtep(self.h2, [self.h1], extra=("--lane", mode)),
-        }
-
-    def stats(self, host: Host) -> dict[str, Any]:
-        doc: dict[str, Any] = self.tb.vtep_stats(host, self.vteps[host.name])
-        return doc
-
-
 @pytest.fixture(scope="module", params=["fifo", "nice"])
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest) -> Iterator[TwoVteps]:
     with Testbed(f"onet-ln{request.param[0]}-") as tb:
-        yield Lab(tb, request.param)
+        yield TwoVteps(tb, ("--lane", request.param), (21, 22))
 
 
-def test_pings_are_answered_by_the_lane_while_a_stream_runs(lab: Lab) -> None:
+def test_pings_are_answered_by_the_lane_while_a_stream_runs(lab: TwoVteps) -> None:
     ping(lab.tb, lab.c1, lab.c2, count=2)  # ARP settled
     before = lab.stats(lab.h1)["counters"].get("lane_wakeups", 0)
     srv = lab.tb.popen("ip", "netns", "exec", lab.c2.ns, "iperf3", "-s", "-1", "-B", lab.c2.ip)
@@ -73,7 +57,7 @@ def _frames(doc: dict[str, Any], vni: str, key: str) -> int:
     return sum(int(r[key]) for r in network["fdb"]) + sum(int(counters.get(k, 0)) for k in extra)
 
 
-def _settled(lab: Lab, vni: str) -> tuple[int, int, int]:
+def _settled(lab: TwoVteps, vni: str) -> tuple[int, int, int]:
     """h1's frames sent, h2's received and h1's lane wake-ups, read until two readings in a
     row agree: a frame in flight, or one sent between the two VTEPs' readings (iperf3's
     closing ACK, a neighbour solicitation), would show as a difference of one."""
@@ -92,7 +76,7 @@ def _settled(lab: Lab, vni: str) -> tuple[int, int, int]:
 
 
 def test_a_udp_transfer_crosses_through_the_lane_and_every_frame_is_counted_once(
-    lab: Lab,
+    lab: TwoVteps,
 ) -> None:
     ping(lab.tb, lab.c1, lab.c2, count=1)
     vni = str(lab.tb.vni)

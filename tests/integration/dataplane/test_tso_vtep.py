@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from scapy.layers.inet import IP, TCP
@@ -19,7 +18,7 @@ from scapy.utils import rdpcap
 
 from overlaynet.dataplane import accel
 from overlaynet.lab.testbed import Host, Testbed
-from tests.integration.dataplane.paths import iperf3
+from tests.integration.dataplane.paths import TwoVteps, iperf3
 from tests.integration.dataplane.test_fastingress import checked_stream, expected_stream
 
 TIMEOUT = 30.0  # bounds a hang only
@@ -28,21 +27,13 @@ TAP = "on-tap-tdp"  # Testbed.start_vtep's TAP
 CAPTURED = 300
 
 
-class Lab:
+class Lab(TwoVteps):
     def __init__(self, tb: Testbed, mode: str) -> None:
-        self.tb = tb
+        super().__init__(tb, ("--accel", mode), (11, 12))
         self.mode = mode
-        self.h1, self.h2 = tb.add_host("h1", 11), tb.add_host("h2", 12)
-        self.c1 = tb.add_container(self.h1, "c1", 2)
-        self.c2 = tb.add_container(self.h2, "c2", 3)
-        self.vteps = {
-            "h1": tb.start_vtep(self.h1, [self.h2], extra=("--accel", mode)),
-            "h2": tb.start_vtep(self.h2, [self.h1], extra=("--accel", mode)),
-        }
 
     def counters(self, host: Host) -> dict[str, int]:
-        doc: dict[str, Any] = self.tb.vtep_stats(host, self.vteps[host.name])
-        counters: dict[str, int] = doc["networks"][str(self.tb.vni)]["counters"]
+        counters: dict[str, int] = self.network(host)["counters"]
         return counters
 
     def tso(self, host: Host) -> str:

@@ -67,14 +67,18 @@ class Path:
     writes: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-def tap(stack: ExitStack) -> tuple[socket.socket, socket.socket]:
-    """A TAP queue's stand-in: (our end, the end the loop writes to)."""
+def tap(stack: ExitStack, timeout: float | None = None) -> tuple[socket.socket, socket.socket]:
+    """A TAP queue's stand-in: (our end, the end the loop writes to), room for a 64 KB
+    super-frame in one record. `timeout`: our end waits that long for a frame (else it does
+    not wait)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for s in (ours, theirs):
         stack.enter_context(s)
         s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    if timeout is not None:
+        ours.settimeout(timeout)
     return ours, theirs
 
 

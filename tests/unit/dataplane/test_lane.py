@@ -21,6 +21,7 @@ from overlaynet.dataplane.lane import LANE_MODES
 from overlaynet.dataplane.switching import Network
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.wire.ethernet import mac_to_bytes
+from tests.unit.dataplane.drains import tap
 from tests.unit.dataplane.ports import free_port
 from tests.unit.dataplane.test_loop_knobs import MAC_A, MAC_B, VNI, _tcp
 from tests.unit.dataplane.test_loop_knobs import _frame as _ping
@@ -30,15 +31,6 @@ TIMEOUT = 5.0  # bounds a hang only, never asserts speed
 #: How long the test waits for the ping while the main loop is held: generous for a loaded
 #: machine; without a lane the ping never comes while it is held, however long we wait.
 PING_WAIT = 3.0
-
-
-def _socketpair(stack: ExitStack) -> tuple[socket.socket, socket.socket]:
-    bridge, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    for s in (bridge, tap):
-        stack.enter_context(s)
-        s.settimeout(TIMEOUT)
-    tap.setblocking(False)
-    return bridge, tap
 
 
 class Pair:
@@ -53,9 +45,9 @@ class Pair:
         self.b = stack.enter_context(
             Vtep(HOST_B, port, source_sockets=2, socket_buffer=1 << 20, lane=lane, batch=batch)
         )
-        self.bulk_a, tap_a = _socketpair(stack)
-        self.latency_a, tap_a2 = _socketpair(stack)
-        self.bridge_b, tap_b = _socketpair(stack)
+        self.bulk_a, tap_a = tap(stack, TIMEOUT)
+        self.latency_a, tap_a2 = tap(stack, TIMEOUT)
+        self.bridge_b, tap_b = tap(stack, TIMEOUT)
         self.a.add_network(VNI, tap_a.fileno(), queues=(tap_a2.fileno(),), vnet_hdr=False)
         self.b.add_network(VNI, tap_b.fileno(), vnet_hdr=False)
         self.a.set_peers(VNI, [HOST_B])

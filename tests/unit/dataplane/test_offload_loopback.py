@@ -17,24 +17,12 @@ from overlaynet.dataplane import offload
 from overlaynet.dataplane.fdb import RemoteEndpoint
 from overlaynet.dataplane.vtep import Vtep
 from overlaynet.wire import chunks
+from tests.unit.dataplane.drains import tap
 from tests.unit.dataplane.ports import free_port
 from tests.unit.dataplane.test_segment import partial, rechecksummed, super_frame
 from tests.unit.dataplane.test_vtep_loopback import HOST_A, HOST_B, TIMEOUT, VNI
 
 MAC_B = "02:42:0a:00:00:03"
-
-
-def _tap(stack: ExitStack) -> tuple[socket.socket, socket.socket]:
-    bridge, tap = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    for s in (bridge, tap):
-        stack.enter_context(s)
-        s.settimeout(TIMEOUT)
-    tap.setblocking(False)
-    # Room for a 64 KB super-frame in one record.
-    for s in (bridge, tap):
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    return bridge, tap
 
 
 def _pair(
@@ -47,8 +35,8 @@ def _pair(
     # Running before the networks come, as in the agent: the offload socket joins a live loop.
     a.start()
     b.start()
-    bridge_a, tap_a = _tap(stack)
-    bridge_b, tap_b = _tap(stack)
+    bridge_a, tap_a = tap(stack, TIMEOUT)
+    bridge_b, tap_b = tap(stack, TIMEOUT)
     a.add_network(VNI, tap_a.fileno(), vnet_hdr=True, offload=True)
     b.add_network(VNI, tap_b.fileno(), vnet_hdr=b_offload, offload=b_offload)
     a.set_peers(VNI, [HOST_B])
@@ -91,7 +79,7 @@ def test_offload_datagrams_for_a_network_without_offload_are_refused_and_counted
     with ExitStack() as stack:
         a, _b, _bridge_a, _bridge_b = _pair(stack, b_offload=False)
         # A network of a's that is not in offload mode, beside the one that is.
-        _bridge_c, tap_c = _tap(stack)
+        _bridge_c, tap_c = tap(stack, TIMEOUT)
         a.add_network(VNI + 1, tap_c.fileno(), vnet_hdr=True)
         a.members = [HOST_B]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
