@@ -37,6 +37,7 @@ from overlaynet.dataplane.offload import (
     super_frame_headers,
     vnet_header,
 )
+from overlaynet.dataplane.pacing import Pacer, PacerArgs
 from overlaynet.dataplane.seal import SEAL_OVERHEAD, Sealer
 from overlaynet.dataplane.segment import SegmentError, wire_frames
 from overlaynet.dataplane.switching import (
@@ -83,8 +84,11 @@ LOOP_NICE = -10
 #: frame (DNS, ping) to a TAP, so the process it woke gets a CPU before the loop's next
 #: bulk drain; "bulk" runs at `bulk_nice` while the loop finds work on every pass (moving bulk)
 #: and at `nice` from the moment it finds none, so lone frames are still taken at once on an
-#: otherwise idle host. Measured in benchmarks/profiles/dns-under-load.md.
-NICE_POLICIES = ("fixed", "yield", "bulk")
+#: otherwise idle host. Measured in benchmarks/profiles/dns-under-load.md. "paced" runs at 0
+#: while a stream of lone frames wakes the loop thousands of times a second (at -10 it preempts
+#: the receiver on every datagram: UDP loss at 80 %, issue 15) and at `nice` for pings and bulk;
+#: the decision is `pacing.Pacer`'s, measured in benchmarks/profiles/s9-paced.md.
+NICE_POLICIES = ("fixed", "yield", "bulk", "paced")
 #: Passes in a row that found work before "bulk" steps down to `bulk_nice`: a ping and its
 #: reply are one or two passes; a TCP stream keeps the loop busy for thousands.
 BULK_PASSES = 8
@@ -224,6 +228,9 @@ class HotLoop:
         #: One of NICE_POLICIES; `bulk_nice` is the "bulk" policy's value while moving bulk.
         self.nice_policy = "fixed"
         self.bulk_nice = 0
+        #: Keyword arguments of the "paced" policy's `pacing.Pacer` (its thresholds; tests
+        #: lower them); empty: its defaults.
+        self.pacing: PacerArgs = {}
         #: A pass wrote a lone non-TCP frame to a TAP: someone was woken ("yield" policy).
         self._woke = False
         #: Frames (datagrams) one drain takes before the loop looks at its other fds again.
@@ -409,6 +416,13 @@ class HotLoop:
         policy = self.nice_policy if self.nice else "fixed"
         tid = threading.get_native_id()
         busy = 0  # "bulk": passes in a row that found work
+        # "paced": passes counted toward the pacer's sample, how many slept first, and the
+        # pacer (None under every other policy: one truth test per pass).
+        passes = woken = 0
+        pacer = Pacer(self.nice, 0, **self.pacing) if policy == "paced" else None
+        if pacer is not None:
+            pacer.start(monotonic())
+            sample = pacer.sample
         pass_ = self._pass
         while not self._stopping:
             # A timeout only so learned entries age on an idle host: one clock read per
@@ -430,6 +444,24 @@ class HotLoop:
                         self._renice(tid, self.nice)
                     busy = 0
                     ready = poll(timeout)
+            elif pacer is not None:
+                ready = poll(0)
+                if not ready and not carried:
+                    # Nothing at once: this pass is a wake-up. While paced, the sleep is
+                    # short so the loop notices the stream's end and takes its nice back.
+                    woken += 1
+                    if pacer.nice != pacer.high and timeout > pacer.quiet:
+                        ready = poll(pacer.quiet)
+                        if not ready:
+                            self._pace(tid, pacer.on_quiet(monotonic()))
+                            passes = woken = 0
+                            continue
+                    else:
+                        ready = poll(timeout)
+                passes += 1
+                if passes == sample:
+                    self._pace(tid, pacer.on_sample(monotonic(), woken))
+                    passes = woken = 0
             else:
                 ready = poll(timeout)
             if lock is None:
@@ -486,6 +518,12 @@ class HotLoop:
                     self._drain_offload()
                 elif fd == self._off_tx_fd:
                     self._read_offload_errors(now)
+
+    def _pace(self, tid: int, nice: int | None) -> None:
+        """Carry out the pacer's answer (None: keep the nice value) and count the step."""
+        if nice is not None:
+            self._counters["nice_paced_steps" if nice != self.nice else "nice_unpaced_steps"] += 1
+            self._renice(tid, nice)
 
     def _renice(self, tid: int, nice: int) -> None:
         try:

@@ -1,0 +1,112 @@
+"""The "paced" nice policy's decision, sans-IO: when the hot loop's thread leaves its negative
+nice value for 0 and when it takes it back (issue 15, UDP loss at 80 % of the sustained rate).
+
+At nice -10 the loop preempts the receiving application on every datagram of a paced stream
+(one datagram per wake-up, no batch ever forms, 60 % more CPU per datagram), and on 2 cores
+`iperf3 -u` loses datagrams at its own socket; at nice 0 batches form and the loss goes
+(benchmarks/profiles/udploss-offload.md). A ping (a lone frame every 10-1000 ms) and bulk TCP
+(the loop finds work on pass after pass) want -10 (loaded-latency-budget.md). The loop feeds
+`Pacer` what it sees without cost per frame: every `SAMPLE_PASSES` passes, how many of them it
+slept before (a wake-up) and the monotonic time; and when a short sleep ended with nothing to
+do. The pacer answers with the nice value to take, or None."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+#: Passes per sample: at `PACED_RATE` a sample spans ~13 ms ("the last few ms"), and the loop
+#: reads the clock once per sample, not per pass. A ping takes 64 passes 0.6-64 s.
+SAMPLE_PASSES = 64
+#: Wake-ups per second from which a stream of lone frames counts as paced: a ping is 1-100, a
+#: UDP stream at 80 % of the offload path (0.7-1.5 Gb/s of 1400-octet datagrams) 60-130 k.
+#: Below ~5 k the loop's preemption costs the receiver too little CPU to matter (≤ 5 % of a
+#: core at the 9 µs per datagram measured).
+PACED_RATE = 5000.0
+#: Share of a sample's passes that must be wake-ups (slept first, found little) to step down:
+#: a paced stream at -10 wakes for every datagram; bulk finds work on pass after pass.
+PACED_WOKEN_SHARE = 0.75
+#: Back up while paced when fewer than this share of a sample's passes were wake-ups (bulk
+#: returned: the loop finds work at once again), or when the wake-up rate fell below half
+#: of `PACED_RATE` (hysteresis: a stream near the threshold does not flip on every sample).
+BULK_WOKEN_SHARE = 0.25
+#: Seconds of sleep with nothing to do after which a paced loop takes its nice value back (the
+#: stream ended): the loop's poll timeout while stepped down. At `PACED_RATE` the gap between
+#: datagrams is 0.2 ms; a ping arriving within this of a stream's end meets nice 0.
+PACED_QUIET = 0.01
+
+
+class PacerArgs(TypedDict, total=False):
+    """`Pacer`'s thresholds, for the loop to pass on (tests lower them)."""
+
+    rate: float
+    woken_share: float
+    bulk_share: float
+    quiet: float
+    sample: int
+
+
+class Pacer:
+    """Nice value of the loop's thread under the "paced" policy: `high` (the loop's `nice`,
+    for pings and bulk) or `low` (while a paced stream wakes it for lone frames)."""
+
+    def __init__(
+        self,
+        high: int,
+        low: int = 0,
+        *,
+        rate: float = PACED_RATE,
+        woken_share: float = PACED_WOKEN_SHARE,
+        bulk_share: float = BULK_WOKEN_SHARE,
+        quiet: float = PACED_QUIET,
+        sample: int = SAMPLE_PASSES,
+    ) -> None:
+        if sample < 1 or rate <= 0 or quiet <= 0:
+            raise ValueError("sample, rate and quiet must be positive")
+        if not 0 <= bulk_share <= woken_share <= 1:
+            raise ValueError("need 0 <= bulk_share <= woken_share <= 1")
+        self.high, self.low = high, low
+        self.sample = sample
+        self.quiet = quiet
+        # A sample shorter than this is fast enough to step down; one longer than twice it
+        # slow enough to step back up.
+        self._fast = sample / rate
+        self._woken_min = woken_share * sample
+        self._woken_bulk = bulk_share * sample
+        #: The value the pacer last asked for (the loop starts at `high`).
+        self.nice = high
+        self._since: float | None = None
+
+    @property
+    def paced(self) -> bool:
+        return self.nice == self.low and self.low != self.high
+
+    def start(self, now: float) -> None:
+        """The loop begins counting passes at `now`."""
+        self._since = now
+
+    def on_sample(self, now: float, woken: int) -> int | None:
+        """`sample` passes ended at `now`, `woken` of them after a sleep: the nice value to
+        take, or None to keep the current one."""
+        since, self._since = self._since, now
+        if since is None:  # no start: this sample only opens the first
+            return None
+        span = now - since
+        if self.nice == self.high:
+            if span <= self._fast and woken >= self._woken_min:
+                return self._take(self.low)
+        elif woken < self._woken_bulk or span > 2 * self._fast:
+            return self._take(self.high)
+        return None
+
+    def on_quiet(self, now: float) -> int | None:
+        """The loop slept `quiet` seconds and nothing came: the stream ended."""
+        self._since = now  # the passes counted so far are no longer a rate
+        if self.nice != self.high:
+            return self._take(self.high)
+        return None
+
+    def _take(self, nice: int) -> int | None:
+        if nice == self.nice:
+            return None
+        self.nice = nice
+        return nice
