@@ -24,6 +24,7 @@ from overlaynet.dataplane.hotpath import DRAIN_BUDGET, LOOP_NICE, NICE_POLICIES
 from overlaynet.dataplane.lane import LANE_MODES
 from overlaynet.dataplane.seal import DataKey, SealError, parse_key
 from overlaynet.dataplane.switching import DEFAULT_MTU
+from overlaynet.dataplane.tap import set_link
 from overlaynet.dataplane.vtep import ACCEL_CHOICES, Vtep
 from overlaynet.wire import vxlan
 
@@ -125,6 +126,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--lane-nice", type=int, default=None, metavar="NICE",
         help="nice value of the lane thread (--lane nice, or fifo refused; default -20)",
     )  # fmt: skip
+    p.add_argument(
+        "--txqueuelen", type=int, default=None, metavar="FRAMES",
+        help="queue length of the TAP toward the VTEP (default: tap.DEFAULT_TXQUEUELEN)",
+    )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")
     p.add_argument("--ready", type=Path, help="touch this file once the VTEP is serving")
     return p.parse_args(argv)
@@ -162,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         offload = args.offload or bool(args.offload_peer)
         vtep.add_network(args.vni, args.tap, args.mtu, offload=offload)
+        if args.txqueuelen is not None:
+            set_link(args.tap, txqueuelen=args.txqueuelen)
         if args.bridge:
             _attach(args.tap, args.bridge)
         vtep.set_peers(args.vni, args.peer)
