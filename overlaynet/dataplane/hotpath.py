@@ -460,6 +460,11 @@ class HotLoop:
                         ready = poll(timeout)
                 passes += 1
                 if passes == sample:
+                    # Samples spent stepped down, against all: how much of its time the
+                    # loop ran at 0 (a step count alone does not say).
+                    self._counters["pacer_samples"] += 1
+                    if pacer.nice != pacer.high:
+                        self._counters["pacer_samples_paced"] += 1
                     self._pace(tid, pacer.on_sample(monotonic(), woken))
                     passes = woken = 0
             else:

@@ -26,9 +26,12 @@ PACED_RATE = 5000.0
 #: a paced stream at -10 wakes for every datagram; bulk finds work on pass after pass.
 PACED_WOKEN_SHARE = 0.75
 #: Back up while paced when fewer than this share of a sample's passes were wake-ups (bulk
-#: returned: the loop finds work at once again), or when the wake-up rate fell below half
-#: of `PACED_RATE` (hysteresis: a stream near the threshold does not flip on every sample).
+#: returned: the loop finds work at once again).
 BULK_WOKEN_SHARE = 0.25
+#: ... or when the wake-up rate fell below this share of the rate that stepped down. Low,
+#: because stepping down itself lowers the rate: at nice 0 the loop wakes once for several
+#: datagrams (at 1/2, a 100 Mb/s stream stepped up and down 16 times a second).
+LEAVE_RATE_SHARE = 0.125
 #: Seconds of sleep with nothing to do after which a paced loop takes its nice value back (the
 #: stream ended): the loop's poll timeout while stepped down. At `PACED_RATE` the gap between
 #: datagrams is 0.2 ms; a ping arriving within this of a stream's end meets nice 0.
@@ -41,6 +44,7 @@ class PacerArgs(TypedDict, total=False):
     rate: float
     woken_share: float
     bulk_share: float
+    leave_share: float
     quiet: float
     sample: int
 
@@ -57,19 +61,21 @@ class Pacer:
         rate: float = PACED_RATE,
         woken_share: float = PACED_WOKEN_SHARE,
         bulk_share: float = BULK_WOKEN_SHARE,
+        leave_share: float = LEAVE_RATE_SHARE,
         quiet: float = PACED_QUIET,
         sample: int = SAMPLE_PASSES,
     ) -> None:
-        if sample < 1 or rate <= 0 or quiet <= 0:
-            raise ValueError("sample, rate and quiet must be positive")
+        if sample < 1 or rate <= 0 or quiet <= 0 or not 0 < leave_share <= 1:
+            raise ValueError("sample, rate, quiet and leave_share must be positive")
         if not 0 <= bulk_share <= woken_share <= 1:
             raise ValueError("need 0 <= bulk_share <= woken_share <= 1")
         self.high, self.low = high, low
         self.sample = sample
         self.quiet = quiet
-        # A sample shorter than this is fast enough to step down; one longer than twice it
+        # A sample shorter than this is fast enough to step down; one longer than `_slow`
         # slow enough to step back up.
         self._fast = sample / rate
+        self._slow = self._fast / leave_share
         self._woken_min = woken_share * sample
         self._woken_bulk = bulk_share * sample
         #: The value the pacer last asked for (the loop starts at `high`).
@@ -94,7 +100,7 @@ class Pacer:
         if self.nice == self.high:
             if span <= self._fast and woken >= self._woken_min:
                 return self._take(self.low)
-        elif woken < self._woken_bulk or span > 2 * self._fast:
+        elif woken < self._woken_bulk or span > self._slow:
             return self._take(self.high)
         return None
 

@@ -56,6 +56,14 @@ def test_a_stream_slowing_to_a_ping_rate_steps_back_up() -> None:
     assert pacer.on_sample(PING, SAMPLE_PASSES) == HIGH
 
 
+def test_a_paced_stream_batching_at_nice_0_stays_paced() -> None:
+    """At nice 0 the loop wakes once for several datagrams: a quarter of the rate that
+    stepped down keeps it there (hysteresis: no flip back on the next sample)."""
+    pacer = _paced()
+    assert pacer.on_sample(4 * (SAMPLE_PASSES / PACED_RATE), SAMPLE_PASSES) is None
+    assert pacer.paced
+
+
 def test_quiet_steps_back_up_once() -> None:
     pacer = _paced()
     assert pacer.on_quiet(1.0) == HIGH
@@ -86,7 +94,14 @@ def test_a_loop_at_nice_0_is_never_stepped() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"sample": 0}, {"rate": 0.0}, {"quiet": 0.0}, {"bulk_share": 0.9}, {"woken_share": 1.5}],
+    [
+        {"sample": 0},
+        {"rate": 0.0},
+        {"quiet": 0.0},
+        {"bulk_share": 0.9},
+        {"woken_share": 1.5},
+        {"leave_share": 0.0},
+    ],
 )
 def test_bad_thresholds_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):

@@ -1,0 +1,48 @@
+"""The "paced" nice policy through two offload-mode `vtep_main`s (issue 15): pings leave the
+loop at its nice value; a paced UDP stream (`iperf3 -u -b`) steps the receiving VTEP's loop
+down to nice 0, and once the stream has ended it is back at its nice value."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from overlaynet.lab.testbed import Testbed
+from tests.integration.dataplane.paths import TIMEOUT, TwoVteps, iperf3, ping
+
+#: 200 Mb/s of 1400-octet datagrams: ~18,000 a second, over `pacing.PACED_RATE` wake-ups a
+#: second at nice -10 (one datagram each), and far below what the path sustains, so the
+#: loop sleeps between them even on a busy machine.
+PACED = ("-u", "-b", "200M", "-l", "1400")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[TwoVteps]:
+    with Testbed("onet-pc-") as tb:
+        yield TwoVteps(tb, ("--offload", "--nice-policy", "paced"), (71, 72))
+
+
+def _steps(lab: TwoVteps) -> tuple[int, int]:
+    """The receiving (h2) VTEP's steps down to nice 0 and back up."""
+    counters = lab.stats(lab.h2)["counters"]
+    return counters.get("nice_paced_steps", 0), counters.get("nice_unpaced_steps", 0)
+
+
+def test_pings_leave_the_loop_at_its_nice_value(lab: TwoVteps) -> None:
+    ping(lab.tb, lab.c1, lab.c2, count=5)
+    assert _steps(lab) == (0, 0)
+
+
+def test_a_paced_udp_stream_steps_down_and_back_once_it_ends(lab: TwoVteps) -> None:
+    result = iperf3(lab.tb, lab.c1, lab.c2, extra=PACED)
+    assert result["end"]["sum"]["packets"] > 0
+    deadline = time.monotonic() + TIMEOUT
+    down, up = _steps(lab)
+    while up != down:  # the quiet after the stream steps it back: give the loop its moment
+        assert time.monotonic() < deadline, f"stepped down {down}, back up only {up}"
+        time.sleep(0.1)
+        down, up = _steps(lab)
+    assert down >= 1
+    assert "priority_refused" not in lab.stats(lab.h2)["counters"]
