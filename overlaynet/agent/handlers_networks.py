@@ -13,7 +13,7 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from overlaynet.agent import hostcore, views
+from overlaynet.agent import hostcore, swarm_overlay_args, views
 from overlaynet.agent import requests as rq
 from overlaynet.cluster import lbidle
 from overlaynet.dataplane import datakeys
@@ -37,7 +37,10 @@ class NetworkRequests:
     async def network_create(self, req: rq.NetworkCreate) -> Any:
         if req.driver == "overlay" and self.agent.swarm.in_swarm:
             # In a swarm an overlay is cluster-scoped: the managers allocate its VNI and subnet
-            # (and, --opt encrypted, its data keys: issue 18).
+            # (and, --opt encrypted, its data keys: issue 18). What they would not keep is
+            # refused rather than dropped (swarm_overlay_args).
+            swarm_overlay_args.refuse_what_is_not_carried(req)
+            vni = swarm_overlay_args.requested_vni(req)
             try:
                 encrypted, key_period = datakeys.wanted(req.options)
             except datakeys.DataKeyError as e:
@@ -57,6 +60,7 @@ class NetworkRequests:
                 gateway=req.gateway,
                 attachable=req.attachable,
                 labels=labels,
+                vni=vni,
                 encrypted=encrypted,
                 key_period=key_period,
             )

@@ -32,3 +32,26 @@ def test_network_vtep_on_a_host_the_overlay_has_not_reached_says_so(swarm2: Lab)
     swarm2.ok("node1", "run", "-d", "--name", "v1", "--network", "far-net", "alpine", "top")
     view = swarm2.ok("node1", "network", "vtep", "far-net")
     assert view.startswith("VNI ") and "VTEP 192.168.0.11:4789" in view, view
+
+
+def test_a_swarm_overlay_keeps_the_vni_asked_for_and_refuses_what_it_would_drop(
+    swarm2: Lab,
+) -> None:
+    # The README's `--opt vni=4200` on a swarm host gave the next free VNI without a word.
+    swarm2.ok("node1", "network", "create", "-d", "overlay", "--opt", "vni=4200", "ov42")
+    vni = swarm2.ok("node1", "network", "inspect", "-f", "{{.Overlay.VNI}}", "ov42").strip()
+    assert vni == "4200"
+    taken = swarm2.cli("node1", "network", "create", "-d", "overlay", "--opt", "vni=4200", "o2")
+    assert taken.returncode == 1 and "4200" in taken.stderr, taken.stderr
+    # --ip-range and options the managers do not keep: refused, one line, nothing made.
+    for extra, says in (
+        (("--subnet", "10.0.9.0/24", "--ip-range", "10.0.9.128/25"), "--ip-range"),
+        (("--opt", "learning=on"), "--opt learning"),
+        (("--opt", "com.docker.network.driver.mtu=1400"), "--opt com.docker.network.driver.mtu"),
+    ):
+        out = swarm2.cli("node1", "network", "create", "-d", "overlay", *extra, "dropped")
+        assert out.returncode == 1, out.stdout
+        assert says in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    names = swarm2.ok("node1", "network", "ls", "--format", "{{.Name}}").split()
+    assert "dropped" not in names and "o2" not in names and "ov42" in names
