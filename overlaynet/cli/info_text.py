@@ -60,11 +60,17 @@ def info_doc(
 
 def _swarm_doc(swarm: dict[str, Any] | None, nodes: list[dict[str, Any]] | None) -> dict[str, Any]:
     if not swarm:
+        # Every field of docker's swarm.Info, zero-valued: its templates read them in any state
+        # (`{{.Swarm.Nodes}}` is 0 outside a swarm, not an error).
         return {
             "LocalNodeState": "inactive",
             "ControlAvailable": False,
             "NodeID": "",
             "NodeAddr": "",
+            "Error": "",
+            "RemoteManagers": None,
+            "Nodes": 0,
+            "Managers": 0,
         }
     managers = list(swarm.get("Managers") or [])
     manager = swarm.get("Role") == "manager"
@@ -80,6 +86,8 @@ def _swarm_doc(swarm: dict[str, Any] | None, nodes: list[dict[str, Any]] | None)
     if nodes is not None:
         doc["Nodes"] = len(nodes)
         doc["Managers"] = sum(1 for n in nodes if n.get("role") == "manager")
+    elif not manager:
+        doc["Nodes"] = 0  # docker fills the counts on managers only: a worker's Nodes is 0
     return doc
 
 

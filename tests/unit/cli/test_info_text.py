@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from overlaynet.cli.gotemplate import render as render_format
 from overlaynet.cli.info_text import info_doc, info_text, node_pretty
 
 AGENT: dict[str, Any] = {
@@ -111,3 +112,14 @@ def test_node_pretty_of_a_worker_has_no_manager_status() -> None:
     text = node_pretty(worker, "v")
     assert "Manager Status:" not in text and "Labels:" not in text
     assert text.splitlines()[0] == "ID:                     abc"
+
+
+def test_info_templates_read_the_swarm_counts_in_any_state() -> None:
+    # The README's `info -f '{{.Swarm.LocalNodeState}} {{.Swarm.Nodes}}'`: docker prints
+    # "inactive 0" outside a swarm (and 0 on a worker); it was a template error.
+    template = "{{.Swarm.LocalNodeState}} {{.Swarm.Nodes}}"
+    alone = info_doc({**AGENT, "Swarm": None}, [], 0, "v", None)
+    assert render_format(template, alone) == "inactive 0"
+    worker = info_doc({**AGENT, "Swarm": {**AGENT["Swarm"], "Role": "worker"}}, [], 0, "v", None)
+    assert render_format(template, worker) == "active 0"
+    assert render_format(template, info_doc(AGENT, [], 0, "v", NODES)) == "active 3"
