@@ -55,3 +55,12 @@ def test_a_swarm_overlay_keeps_the_vni_asked_for_and_refuses_what_it_would_drop(
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     names = swarm2.ok("node1", "network", "ls", "--format", "{{.Name}}").split()
     assert "dropped" not in names and "o2" not in names and "ov42" in names
+
+
+def test_node_inspect_answers_dockers_templates(swarm2: Lab) -> None:
+    # docker's `node inspect --format '{{ .Status.Addr }}' NODE` printed <nil>: the document
+    # had the manager's own lowercase keys.
+    out = swarm2.ok("node1", "node", "inspect", "-f", "{{.Status.Addr}} {{.Spec.Role}}", "node2")
+    assert out == "192.168.0.12 worker\n"
+    leader = swarm2.ok("node1", "node", "inspect", "-f", "{{.ManagerStatus.Leader}}", "self")
+    assert leader == "true\n"

@@ -48,7 +48,7 @@ def test_join_tokens_and_bad_joins(swarm3: Lab) -> None:
 def test_node_update_drain_and_inspect(swarm3: Lab) -> None:
     swarm3.ok("node1", "node", "update", "--availability", "drain", "node3")
     doc = json.loads(swarm3.ok("node1", "node", "inspect", "node3"))[0]
-    assert doc["availability"] == "drain" and doc["hostname"] == "node3"
+    assert doc["Spec"]["Availability"] == "drain" and doc["Description"]["Hostname"] == "node3"
     assert "Drain" in next(
         line for line in swarm3.ok("node1", "node", "ls").splitlines() if "node3" in line
     )
