@@ -202,3 +202,35 @@ NODES = Kind(
 def status_implies_all(filters: Filters) -> bool:
     """dockerd lists stopped containers too when a `status=` filter is given (daemon/list.go)."""
     return bool(filters.get("status"))
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """Go's path.Match as a regular expression: `*` and `?` stop at `/`."""
+    parts = []
+    for ch in pattern:
+        parts.append({"*": "[^/]*", "?": "[^/]"}.get(ch) or re.escape(ch))
+    return re.compile("".join(parts))
+
+
+def reference_match(values: Sequence[str], row: Row) -> bool:
+    """docker's `reference=` (reference.FamiliarMatch): a glob over `NAME:TAG`, or over the name
+    alone when the pattern has no tag (so `alpine` and `dockersamples/*` select by name)."""
+    name = str(row.get("Repository", ""))
+    full = f"{name}:{row.get('Tag', '')}"
+    return any(
+        _glob(v).fullmatch(full) is not None or _glob(v).fullmatch(name) is not None for v in values
+    )
+
+
+IMAGES = Kind(
+    "images",
+    {
+        "reference": reference_match,
+        # Catalog images always have a name and tag: none is dangling.
+        "dangling": lambda vs, r: "false" in vs,
+        # The catalog gives images no labels: a label filter selects none.
+        "label": lambda vs, r: labels_match(vs, {}),
+    },
+    closed={"dangling": ("true", "false")},
+    unsupported=frozenset({"before", "since", "until"}),
+)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overlaynet.cli import filters
-from overlaynet.cli.filters import FilterError, Filters
+from overlaynet.cli.filters import IMAGES, FilterError, Filters, parse_filter
 
 NETS: list[dict[str, Any]] = [
     {"id": "17e3aa", "name": "bridge", "driver": "bridge", "scope": "local", "labels": {}},
@@ -142,3 +142,43 @@ def test_selection_is_or_within_and_across(drivers: list[str], scopes: list[str]
         if (not drivers or n["driver"] in drivers) and (not scopes or n["scope"] in scopes)
     ]
     assert got == expected
+
+
+IMAGE_ROWS = [
+    {"Repository": "alpine", "Tag": "latest"},
+    {"Repository": "dockersamples/atsea-db", "Tag": "mssql"},
+    {"Repository": "overlaynet/web", "Tag": "latest"},
+]
+
+
+def test_image_reference_filters_are_globs_over_the_name_or_name_tag() -> None:
+    # The README says image ls takes --filter: it was an unknown flag.
+    def names(*specs: str) -> list[str]:
+        chosen = IMAGES.select(Filters.of(parse_filter(s) for s in specs), IMAGE_ROWS)
+        return [str(r["Repository"]) for r in chosen]
+
+    assert names("reference=alpine") == ["alpine"]
+    assert names("reference=dockersamples/*") == ["dockersamples/atsea-db"]
+    assert names("reference=*:latest") == ["alpine"]  # `*` stops at `/`, as Go's path.Match
+    assert names("reference=overlaynet/web:latest", "reference=alpine") == [
+        "alpine",
+        "overlaynet/web",
+    ]
+    assert names("dangling=true") == [] and len(names("dangling=false")) == 3
+
+
+def test_image_filters_docker_refuses_are_refused() -> None:
+    for spec, says in (("bogus=1", "invalid filter 'bogus'"), ("dangling=maybe", "dangling")):
+        with pytest.raises(FilterError, match=says):
+            IMAGES.check(Filters.of([parse_filter(spec)]))
+
+
+def test_image_ls_and_images_take_filter_on_the_command_line() -> None:
+    from overlaynet.cli import main as cli
+
+    for argv in (
+        ["image", "ls", "--filter", "reference=alpine"],
+        ["images", "-f", "dangling=false"],
+    ):
+        ns = cli.build_parser().parse_args(argv)
+        assert ns.filter and ns.func is cli.cmd_image_ls
