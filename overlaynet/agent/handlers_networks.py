@@ -149,17 +149,38 @@ class NetworkRequests:
         return views.network_doc(net, list(rt.containers.values()), extra)
 
     async def network_peer(self, req: rq.NetworkPeer) -> Any:
+        await self._refuse_remote_swarm_network(req.network, "peer")
         net = await self.agent._state(
             partial(self.agent.runtime.overlay_peer, req.network, req.host, req.add)
         )
         return {"peers": net.peers}
 
     async def network_fdb(self, req: rq.NetworkFdb) -> Any:
+        await self._refuse_remote_swarm_network(req.network, "fdb")
         fn = partial(
             self.agent.runtime.overlay_fdb, req.network, req.mac, req.host, req.ip, req.add
         )
         net = await self.agent._state(fn)
         return {"static_endpoints": net.static_endpoints}
+
+    async def _refuse_remote_swarm_network(self, ref: str, verb: str) -> None:
+        """`network peer|fdb` name a swarm overlay this host has no copy of: say so, rather
+        than "not found" for a network `network inspect` shows."""
+        with contextlib.suppress(NotFound):
+            self.agent.runtime.network(ref)
+            return
+        if not self.agent.swarm.in_swarm:
+            return
+        try:
+            doc = await self._swarm_network_doc(ref)
+        except ApiError:
+            return  # not a swarm network either (or no manager to ask): the usual answer
+        if doc is not None:
+            raise InvalidArgument(
+                f"network {ref} is a swarm overlay: its peers and FDB come from the managers "
+                f"and gossip (`network {verb}` is for overlays made outside a swarm, e.g. "
+                "toward a kernel VTEP)"
+            )
 
     async def network_rm(self, req: rq.NetworkRm) -> Any:
         ref = req.network

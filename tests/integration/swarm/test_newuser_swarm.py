@@ -64,3 +64,18 @@ def test_node_inspect_answers_dockers_templates(swarm2: Lab) -> None:
     assert out == "192.168.0.12 worker\n"
     leader = swarm2.ok("node1", "node", "inspect", "-f", "{{.ManagerStatus.Leader}}", "self")
     assert leader == "true\n"
+
+
+def test_network_peer_on_a_swarm_overlay_says_what_it_is(swarm2: Lab) -> None:
+    # The README's static-peer section run on a swarm lab: `network peer add ov …` answered
+    # "network ov not found" for a network `network inspect ov` shows.
+    swarm2.ok("node1", "network", "create", "-d", "overlay", "peerless")
+    for args in (
+        ("network", "peer", "add", "peerless", "192.168.0.12"),
+        ("network", "fdb", "add", "peerless", "02:42:0a:00:09:80", "192.168.0.12"),
+    ):
+        out = swarm2.cli("node1", *args)
+        assert out.returncode == 1, out.stdout
+        assert "network peerless is a swarm overlay" in out.stderr, out.stderr
+    out = swarm2.cli("node1", "network", "peer", "add", "nosuch", "192.168.0.12")
+    assert out.returncode == 1 and "network nosuch not found" in out.stderr, out.stderr
