@@ -78,6 +78,14 @@ def cmd_lab_impair(ns: argparse.Namespace) -> int:
         spec = Impairment(ns.loss, ns.delay, ns.jitter, ns.duplicate, ns.reorder, ns.rate, ns.seed)
     except ImpairmentError as e:
         raise CliError(str(e)) from None
+    if spec.empty:
+        # Installing nothing would replace what NODE has (`lab impair node1` to look at it
+        # healed it without a word): refused, nothing changed.
+        raise CliError(
+            f"lab impair {ns.node} needs at least one of --loss, --delay, --duplicate, "
+            f"--reorder, --rate: nothing was changed (`lab ls` shows what applies, "
+            f"`lab heal {ns.node}` ends it)"
+        )
     return _run(impair.impair, _lab(ns), ns.node, ns.to, spec)
 
 
