@@ -172,6 +172,7 @@ class TracePlane:
             vtep=vtep.trace_records() if vtep is not None else [],
             local_ip=self.agent.overlay.local_ip or "",
             lb=lb,
+            ifname=ep.ifname,
         )
         return report.to_json()
 

@@ -27,9 +27,9 @@ STAGES = (
 class Capture:
     """A probe or reply frame seen on a port by a short AF_PACKET capture on the source host.
 
-    `stage`: "container" (the container's own eth0, in its namespace), "veth" (the host end of
-    the source container's veth), "port" (another port of the same bridge: a TAP or another
-    container's veth)."""
+    `stage`: "container" (the container's own interface, eth0 or eth1…, in its namespace),
+    "veth" (the host end of the source container's veth), "port" (another port of the same
+    bridge: a TAP or another container's veth)."""
 
     stage: str
     port: str
@@ -104,6 +104,8 @@ class SourceReport:
     vtep: list[dict[str, Any]] = field(default_factory=list)
     local_ip: str = ""
     lb: dict[str, Any] | None = None  # the destination is a VIP: `LbRule.to_json`
+    # FROM's interface on the probe's network: eth0 for its first network, eth1 for the next…
+    ifname: str = "eth0"
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> SourceReport:

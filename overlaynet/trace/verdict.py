@@ -114,7 +114,7 @@ class _Walk:
         if s.send_error is not None:
             if s.send_error == "EMSGSIZE":
                 why = f"too big for the MTU {s.mtu} with DF ({s.size} bytes)"
-                return Stop(host, "container", f"{s.container} eth0: {why}")
+                return Stop(host, "container", f"{s.container} {s.ifname}: {why}")
             if s.send_error in _NO_ROUTE or s.network is None:
                 nets = ", ".join(s.networks) or "none"
                 why = f"no route: {s.dst_ip} is not on a network of {s.container} ({nets})"
@@ -122,7 +122,9 @@ class _Walk:
             return Stop(host, "container", f"{s.container} could not send: {s.send_error}")
         if s.network is None:
             nets = ", ".join(s.networks) or "none"
-            self._hop("container", f"{s.container} eth0", f"sent {what} (default route)", s.sent_at)
+            self._hop(
+                "container", f"{s.container} {s.ifname}", f"sent {what} (default route)", s.sent_at
+            )
             why = f"no route: {s.dst_ip} is not on a network of {s.container} ({nets})"
             return Stop(host, "container", why)
         out = self._seen("container", "probe")
@@ -138,13 +140,13 @@ class _Walk:
             # Sent, yet seen on no port: the kernel still held it (a neighbour entry not
             # resolved within the wait), so it is the container, not the veth, that kept it.
             why = (
-                f"the probe never left {s.container} eth0: no ARP answer for {s.dst_ip} "
+                f"the probe never left {s.container} {s.ifname}: no ARP answer for {s.dst_ip} "
                 "came within the wait"
             )
             return Stop(host, "container", why)
         self._hop(
             "container",
-            f"{s.container} eth0",
+            f"{s.container} {s.ifname}",
             f"sent {what} on {s.network}",
             out.t if out else s.sent_at,
         )
@@ -305,7 +307,7 @@ class _Walk:
         veth = self._seen("veth", "reply")
         if veth is not None:
             self._hop("reply", veth.port, f"{veth.src_mac} > {veth.dst_mac}", veth.t)
-        self._hop("reply", f"{s.container} eth0", f"received {s.reply}", s.reply_at)
+        self._hop("reply", f"{s.container} {s.ifname}", f"received {s.reply}", s.reply_at)
 
 
 def _first(records: list[dict[str, Any]], stage: str, kind: str) -> dict[str, Any] | None:

@@ -259,3 +259,20 @@ def test_a_probe_seen_on_no_port_never_left_the_container() -> None:
     trace = explain(_source(captures=[]), [])
     assert trace.stop is not None and trace.stop.where == "container"
     assert trace.stop.why.startswith("the probe never left c1 eth0")
+
+
+def test_a_probe_on_the_sources_second_network_names_its_eth1() -> None:
+    # trace FROM TO --network NET2 (or a TO only NET2 reaches): the probe leaves FROM's eth1,
+    # and the hops said eth0, the interface of its other network.
+    source, peers = _answered()
+    second = replace(
+        source,
+        ifname="eth1",
+        captures=[
+            replace(c, port="eth1") if c.stage == "container" else c for c in source.captures
+        ],
+    )
+    trace = explain(second, peers)
+    assert trace.hops[0].where == "c1 eth1" and trace.hops[-1].where == "c1 eth1"
+    too_big = explain(_source(ifname="eth1", size=1460, send_error="EMSGSIZE", captures=[]), [])
+    assert too_big.stop is not None and too_big.stop.why.startswith("c1 eth1: too big")
