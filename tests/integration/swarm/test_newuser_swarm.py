@@ -3,6 +3,8 @@ each now a clear answer (no traceback, nothing lost)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -79,3 +81,26 @@ def test_network_peer_on_a_swarm_overlay_says_what_it_is(swarm2: Lab) -> None:
         assert "network peerless is a swarm overlay" in out.stderr, out.stderr
     out = swarm2.cli("node1", "network", "peer", "add", "nosuch", "192.168.0.12")
     assert out.returncode == 1 and "network nosuch not found" in out.stderr, out.stderr
+
+
+def test_network_rm_ingress_asks_first_and_no_keeps_it(swarm2: Lab) -> None:
+    # `network rm ingress` removed the routing mesh at once, for good (it cannot be made
+    # again here): docker asks first.
+    argv = [sys.executable, "-m", "overlaynet", "--lab", swarm2.name, "-H", "node1"]
+    for answer in ("n\n", ""):
+        out = subprocess.run(
+            [*argv, "network", "rm", "ingress"],
+            input=answer,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "WARNING! This is the routing mesh's network" in out.stdout
+        assert out.stdout.endswith("Are you sure you want to continue? [y/N] ")
+        names = swarm2.ok("node1", "network", "ls", "--format", "{{.Name}}").split()
+        assert "ingress" in names
+    # Other networks go without a question, as before.
+    swarm2.ok("node1", "network", "create", "-d", "overlay", "gone")
+    assert swarm2.ok("node1", "network", "rm", "gone") == "gone\n"
