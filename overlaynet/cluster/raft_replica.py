@@ -174,7 +174,8 @@ class RaftReplica:
                 "the swarm's Raft leader changed before this write was committed, so it was "
                 f"not made ({outcome}): retry",
             )
-        raise ClusterError(ErrorKind.UNAVAILABLE, self.status().quorum_message())
+        # In this manager's Raft log, not committed: it may be, later.
+        raise ClusterError(ErrorKind.UNAVAILABLE, self.status().quorum_message(in_flight=True))
 
     # ----- applying (every manager) -----
 

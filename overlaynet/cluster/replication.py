@@ -130,19 +130,30 @@ class RaftStatus:
     def needed(self) -> int:
         return len(self.members) // 2 + 1
 
-    def quorum_message(self) -> str:
+    def quorum_message(self, in_flight: bool = False) -> str:
         """The one line a write that was not committed says: no quorum, or (enough managers
-        connected) a commit that did not come in time — a slow or busy manager, not a lost one."""
+        connected) a commit that did not come in time — a slow or busy manager, not a lost one.
+
+        `in_flight`: the leader had put the write in its log when the wait ran out. Raft may
+        still commit it once a quorum answers again (the same leader, same term): it was not
+        made *yet*, so the line says to look before retrying (a retried `network create`
+        answered "already exists" after "the write was not made")."""
+        outcome = (
+            "the write is not committed yet and may still be once a quorum answers: look "
+            "before retrying"
+            if in_flight
+            else "the write was not made"
+        )
         if self.reachable >= self.needed:
             return (
                 f"the write was not committed in time though {self.reachable} of "
                 f"{len(self.members)} managers are reachable ({self.needed} needed): a manager "
-                "is slow or busy, or a leader is being elected; the write was not made, retry"
+                f"is slow or busy, or a leader is being elected; {outcome}"
+                + ("" if in_flight else ", retry")
             )
         return (
             f"no quorum: {self.reachable} of {len(self.members)} managers reachable, "
-            f"{self.needed} needed; the write was not made (reads still answer from this "
-            "manager's copy)"
+            f"{self.needed} needed; {outcome} (reads still answer from this manager's copy)"
         )
 
     def to_doc(self) -> dict[str, Any]:

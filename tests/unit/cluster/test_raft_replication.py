@@ -133,3 +133,17 @@ def test_membership_changes_one_at_a_time_adds_first_never_removing_itself() -> 
     assert rp.membership_step([ME], status) == (rp.MembershipStep.REMOVE, TWO)
     # Demoted itself: nothing it can do but hand leadership on (the next leader removes it).
     assert rp.membership_step([TWO], rp.RaftStatus(ME, 1, 1, 1, ME, True, {TWO: True})) is None
+
+
+def test_a_write_in_the_leaders_log_is_not_said_to_be_lost() -> None:
+    # A write the leader had logged when its wait ran out was committed once the other
+    # managers came back (`network create q1` then answered "already exists") though its line
+    # said "the write was not made".
+    alone = rp.RaftStatus(ME, 1, 1, 1, ME, True, {"a": False, "b": False})
+    logged = alone.quorum_message(in_flight=True)
+    assert logged.startswith("no quorum: 1 of 3 managers reachable, 2 needed; ")
+    assert "not made" not in logged and "may still be once a quorum answers" in logged
+    assert "look before retrying" in logged
+    assert "the write was not made" in alone.quorum_message()
+    slow = rp.RaftStatus(ME, 1, 1, 1, ME, True, {"a": True, "b": True})
+    assert "not made" not in slow.quorum_message(in_flight=True)
