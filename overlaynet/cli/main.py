@@ -225,8 +225,9 @@ def cmd_network_inspect(ns: argparse.Namespace) -> int:
 
 
 def cmd_network_rm(ns: argparse.Namespace) -> int:
-    _, status = _each(ns.networks, lambda n: call(ns, "network.rm", network=n), echo=True)
-    return status
+    from overlaynet.cli import network_rm  # it imports this module: asks before ingress goes
+
+    return network_rm.cmd_network_rm(ns)
 
 
 def cmd_network_connect(ns: argparse.Namespace) -> int:
@@ -254,45 +255,9 @@ def cmd_network_fdb(ns: argparse.Namespace) -> int:
 
 
 def cmd_network_vtep(ns: argparse.Namespace) -> int:
-    """The data plane of one overlay network: peers, FDB, ARP answers, counters."""
-    doc = call(ns, "network.inspect", network=ns.network)
-    overlay = doc.get("Overlay")
-    if overlay is None:
-        raise CliError(f"network {ns.network} is not an overlay network")
-    dp = overlay.get("DataPlane") or {}
-    print(f"VNI {overlay['VNI']}   VTEP {overlay['VTEP']}   TAP {dp.get('tap', '-')}")
-    print(f"peers (head-end replication): {' '.join(overlay['Peers']) or '-'}")
-    if dp.get("accel"):
-        print(f"accel: {dp['accel']}")
-    lane = dp.get("lane")
-    if lane:
-        print(
-            f"lane: {lane['mode']} ({lane['wakeups']} wake-ups, {lane['demoted']} demoted; "
-            "pings and other lone frames in a thread of their own)"
-        )
-    if dp.get("tap_tso") and not dp.get("offload"):
-        print("tap: tso (super-frames cut into RFC 7348 segments in c)")
-    learning = dp.get("learning")
-    if learning:
-        print(f"MAC learning: on, {learning['learned']} of {learning['limit']} learned\n")
-    else:
-        print("MAC learning: off (the FDB comes from gossip or `network fdb`)\n")
-    if dp.get("offload"):
-        wires = " ".join(f"{p}={w}" for p, w in sorted(dp["offload"]["wire"].items()))
-        tap = dp["offload"].get("tap", "-")
-        print(f"offload: on, tap: {tap}, wire per peer: {wires or '-'}\n")
-    fdb = [
-        [r["mac"], r["remote_ip"], str(r["tx_frames"]), str(r["rx_frames"])]
-        for r in dp.get("fdb", [])
-    ]
-    print(table(["MAC", "VTEP", "TX FRAMES", "RX FRAMES"], fdb))
-    print()
-    arp = [[ip, mac] for ip, mac in sorted(dp.get("arp", {}).items())]
-    print(table(["IP (ARP ANSWERED LOCALLY)", "MAC"], arp))
-    print()
-    counters = [[k, str(v)] for k, v in sorted(dp.get("counters", {}).items())]
-    print(table(["COUNTER", "VALUE"], counters))
-    return 0
+    from overlaynet.cli import vtep_cmd  # imports this module: the view lives there
+
+    return vtep_cmd.cmd_network_vtep(ns)
 
 
 def cmd_network_disconnect(ns: argparse.Namespace) -> int:
@@ -542,7 +507,7 @@ def cmd_exec(ns: argparse.Namespace) -> int:
 
 def cmd_image_ls(ns: argparse.Namespace) -> int:
     """The agent's image catalog, as `docker image ls` prints images."""
-    rows = call(ns, "image.ls")
+    rows = _select(filters.IMAGES, ns, call(ns, "image.ls"))
     contexts = [
         {**r, "ID": r["ID"] if ns.no_trunc else short_id(r["ID"].removeprefix("sha256:"))}
         for r in rows
@@ -730,12 +695,17 @@ def cmd_swarm_init(ns: argparse.Namespace) -> int:
     if paths.lab:
         # In a lab every host is reached with -H: spell the command out for each other host.
         from overlaynet import lab
+        from overlaynet.cli import join_text
 
         others = [h.name for h in lab.read_hosts(paths.lab) if h.name != paths.host]
         if others:
             print(f"In lab {paths.lab}, paste for each host that joins:\n")
             for host in others:
-                print(_join_command(res["worker_token"], res["manager_addr"], host))
+                print(
+                    join_text.lab_join_command(
+                        res["worker_token"], res["manager_addr"], host, paths.lab
+                    )
+                )
             print()
     print(
         "To add a manager to this swarm, run 'overlaynet swarm join-token manager' "
@@ -793,7 +763,9 @@ def cmd_node_inspect(ns: argparse.Namespace) -> int:
         from overlaynet.cli import info_text  # it imports this module
 
         return info_text.cmd_node_inspect_pretty(ns, refs)
-    return _inspect_each(ns, refs, "node.inspect", "node")
+    from overlaynet.cli import node_doc  # it imports this module
+
+    return node_doc.cmd_node_inspect(ns, refs)
 
 
 def cmd_node_update(ns: argparse.Namespace) -> int:
@@ -1159,9 +1131,7 @@ def build_parser() -> argparse.ArgumentParser:
     for verbs, parent in ((("ls", "list"), img), (("images",), sub)):
         for verb in verbs:
             c = parent.add_parser(verb, help="list the images of the catalog")
-            c.add_argument("-q", "--quiet", action="store_true", help="only display image IDs")
-            c.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
-            c.add_argument("--format", help="'table', 'json' or a Go TEMPLATE")
+            _list_options(c, "images", "reference=alpine", no_trunc=True)
             c.set_defaults(func=cmd_image_ls)
 
     sw = sub.add_parser("swarm", help="manage the swarm").add_subparsers(
