@@ -30,8 +30,41 @@ def test_unknown_flag_names_the_verb_to_ask_for_help(capsys: pytest.CaptureFixtu
 
 def test_missing_argument(capsys: pytest.CaptureFixture[str]) -> None:
     err = usage_error(capsys, "network", "create")
-    assert err.startswith("overlaynet: the following arguments are required: name.\n")
-    assert err.endswith("See 'overlaynet network create --help'.\n")
+    assert err.startswith('"overlaynet network create" requires exactly 1 argument.\n')
+    assert "See 'overlaynet network create --help'.\n" in err
+    assert err.endswith("Usage:  overlaynet network create [OPTIONS] NAME\n")
+
+
+def test_run_without_arguments_counts_as_docker_does(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse said "required: image, cmd" though the command is optional
+    assert usage_error(capsys, "run") == (
+        '"overlaynet run" requires at least 1 argument.\n'
+        "See 'overlaynet run --help'.\n\n"
+        "Usage:  overlaynet run [OPTIONS] IMAGE [COMMAND] [ARG...]\n"
+    )
+    err = usage_error(capsys, "service", "create")
+    assert err.startswith('"overlaynet service create" requires at least 1 argument.\n')
+    assert "command" not in err.split("\n")[0]
+    err = usage_error(capsys, "container", "stop")
+    assert err.startswith('"overlaynet container stop" requires at least 1 argument.\n')
+    err = usage_error(capsys, "network", "connect")
+    assert err.startswith('"overlaynet network connect" requires exactly 2 arguments.\n')
+
+
+def test_exec_needs_container_and_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert usage_error(capsys, "exec").startswith(
+        '"overlaynet exec" requires at least 2 arguments.\n'
+    )
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--lab", "s9v-none", "exec", "b1"])
+    assert e.value.code == 125
+    assert capsys.readouterr().err.startswith('"overlaynet exec" requires at least 2 arguments.\n')
+
+
+def test_missing_flag_or_verb_keeps_argparse_words(capsys: pytest.CaptureFixture[str]) -> None:
+    err = usage_error(capsys, "swarm", "join")
+    assert "the following arguments are required: --token, HOST:PORT." in err
+    assert "required: VERB." in usage_error(capsys, "network")
 
 
 def test_stray_argument_and_unknown_verb(capsys: pytest.CaptureFixture[str]) -> None:
