@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from overlaynet.agent import hostcore, views
 from overlaynet.agent.hostrecords import (
@@ -21,7 +22,7 @@ from overlaynet.agent.hostrecords import (
 )
 from overlaynet.agent.requests import ContainerCreate, labels_of
 from overlaynet.errors import ApiError, Conflict, InvalidArgument, Unavailable
-from overlaynet.host import netns, process
+from overlaynet.host import command_lookup, netns, process
 from overlaynet.images import catalog, rootfs
 from overlaynet.model import SANDBOX_LABEL, Container, Driver, Network, Status
 from overlaynet.names import BadName, check_container_name, new_id
@@ -184,6 +185,12 @@ class ContainerOps(HostRecords):
             root = rootfs.prepare(image, d, c.uts_name)
         except (catalog.ImageError, OSError) as e:
             raise Unavailable(f"cannot prepare the root filesystem of {c.name}: {e}") from None
+        roots = [Path("/")] if root is None else [root.upper, root.lower]
+        missing = command_lookup.check(
+            roots, c.cmd, command_lookup.path_of(c.env, process.LAUNCH_PATH)
+        )
+        if missing is not None:
+            raise InvalidArgument(missing.message)
         # `run -t`: a pseudo-terminal whose output the agent copies to the log and whose input
         # is the client's (with -i); without -i nothing writes to it and the command waits.
         tty = c.tty

@@ -9,19 +9,22 @@ logs, exec, and image ls.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from overlaynet.agent import containers, views
 from overlaynet.agent import requests as rq
-from overlaynet.agent import views
 from overlaynet.agent.health import health_doc
 from overlaynet.errors import ApiError, InvalidArgument, Unavailable
-from overlaynet.host import netns, process
+from overlaynet.host import command_lookup, netns, process
 from overlaynet.model import Container, Status
 
 if TYPE_CHECKING:
@@ -149,6 +152,12 @@ class ContainerRequests:
             )
         c = self.agent.runtime.container(req.container)
         argv, env = self.agent.runtime.exec_spec(c, req.cmd, req.env, req.term)
+        missing = await trio.to_thread.run_sync(self._exec_missing, c, req.cmd, env)
+        if missing is not None:
+            # As docker: the reason on the client's stderr, 127 (not found) or 126.
+            with contextlib.suppress(OSError):
+                os.write(fds[2], f"{missing.message}\n".encode())
+            return {"ExitCode": missing.status}
         try:
             proc = await trio.lowlevel.open_process(
                 argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], env=env
@@ -163,6 +172,18 @@ class ContainerRequests:
                 with trio.CancelScope(shield=True):
                     await proc.wait()
         return {"ExitCode": code}
+
+    def _exec_missing(
+        self, c: Container, cmd: Sequence[str], env: dict[str, str]
+    ) -> command_lookup.Missing | None:
+        """Why `cmd` cannot start in the running container (looked up in its root as its
+        first process sees it), or None."""
+        pid = self.agent.runtime.exec_pid(c)
+        if pid is None:
+            return None  # it just ended: the exec itself reports that
+        return command_lookup.check(
+            [Path(f"/proc/{pid}/root")], cmd, env.get("PATH", containers.EXEC_PATH)
+        )
 
     async def image_ls(self, req: rq.ImageLs) -> Any:
         return await trio.to_thread.run_sync(self.agent.runtime.image_rows)

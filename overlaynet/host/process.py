@@ -28,6 +28,8 @@ from pathlib import Path
 
 # 125: Docker's exit status when the container could not be started by the runtime.
 EXIT_SETUP_FAILED = 125
+# The PATH a container's first process starts with (Docker's default), unless its env sets one.
+LAUNCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Docker's default stop timeout (docker stop -t) before SIGKILL.
 STOP_TIMEOUT = 10.0
 
@@ -201,7 +203,7 @@ def spawn(spec: Launch) -> Started:
     if spec.tty:
         argv = [*_SETSID_CTTY, *argv]
     env = {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": LAUNCH_PATH,
         "HOME": "/root",
         "HOSTNAME": spec.hostname,
         "ONET_HOSTS": str(spec.hosts_file),
