@@ -39,7 +39,8 @@ def info_doc(
     swarm = agent.get("Swarm")
     doc: dict[str, Any] = {
         **agent,
-        "ID": (swarm or {}).get("NodeID", ""),
+        # docker's engine ID (the agent's, kept in its state folder), not the swarm node's.
+        "ID": agent.get("ID", ""),
         "Containers": len(states),
         "ContainersRunning": running,
         "ContainersPaused": paused,
@@ -129,7 +130,7 @@ def info_text(doc: dict[str, Any], client_version: str, context: str) -> str:
         f" Architecture: {doc['Architecture']}",
         f" CPUs: {doc['NCPU']}",
         f" Name: {doc.get('Name', '')}",
-        f" ID: {doc['ID']}",
+        *([f" ID: {doc['ID']}"] if doc["ID"] else []),  # an agent from before engine IDs
         f" Docker Root Dir: {doc['DockerRootDir']}",
     ]
     if doc.get("Lab"):

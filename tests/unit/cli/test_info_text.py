@@ -72,6 +72,18 @@ def test_info_text_for_a_worker_and_outside_a_swarm() -> None:
     assert " Swarm: inactive" in lines and not any("NodeID" in x for x in lines)
 
 
+def test_info_id_is_the_engines_in_and_out_of_a_swarm() -> None:
+    # It was the swarm node's ID, so outside a swarm the line read ' ID: ' with nothing.
+    engine = {**AGENT, "ID": "2b6c1f0e-6d3a-4a53-9a0e-5f1d2c3b4a59"}
+    for swarm in (AGENT["Swarm"], None):
+        agent = {**engine, "Swarm": swarm}
+        lines = info_text(info_doc(agent, [], 0, "v", None), "v", "node1").splitlines()
+        assert " ID: 2b6c1f0e-6d3a-4a53-9a0e-5f1d2c3b4a59" in lines
+    old_agent = {**AGENT, "Swarm": None}
+    lines = info_text(info_doc(old_agent, [], 0, "v", None), "v", "node1").splitlines()
+    assert not any(x.startswith(" ID:") for x in lines)
+
+
 NODE = {
     "id": "abc",
     "hostname": "node1",
