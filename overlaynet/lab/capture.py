@@ -181,6 +181,12 @@ def run(
 
     if count < 1:
         raise CaptureError(f"--count must be at least 1, not {count}")
+    # Refused, not cut to MAX_SECONDS without a word; 0 would be `timeout 0`: no limit at all.
+    if not 0 < seconds <= MAX_SECONDS:
+        raise CaptureError(
+            f"--seconds must be more than 0 and at most {MAX_SECONDS:.0f} (a capture stops "
+            f"then, so a quiet network cannot hang it), not {seconds:g}"
+        )
     if container:
         owner, where = container_namespace(lab, container, host)
         iface, label = "eth0", f"container {container} on {owner}"
@@ -194,7 +200,7 @@ def run(
     frames = capture(where, iface, count, bpf, seconds, keep=write)
     if not frames:
         matching = f" matching {bpf!r}" if bpf else ""
-        print(f"no frames{matching} on {label} within {min(seconds, MAX_SECONDS):.0f} s")
+        print(f"no frames{matching} on {label} within {seconds:g} s")
         return 1
     if write is not None:
         print(f"{len(frames)} frames from {label} written to {write}")
