@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import random
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 from overlaynet import api
 from overlaynet.cli import main as cli
+from overlaynet.cli import service_names
 from overlaynet.cli.health_flags import add_health_flags, duration
 from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError, NotFound
@@ -24,6 +26,8 @@ from overlaynet.paths import HostPaths
 
 # docker prints ids cut to 12 characters unless --no-trunc (stringid.TruncateID).
 SHORT = 12
+# Where a generated service name's randomness comes from (a seeded Random in tests).
+NAME_RANDOM = random.Random()
 # Without --detach, create and scale show progress until the service converged; Docker waits
 # forever, a bound keeps a script with a service that never converges from hanging.
 CONVERGE_TIMEOUT = 300.0
@@ -276,7 +280,9 @@ def cmd_create(ns: argparse.Namespace) -> int:
         **_health_update_args(ns),
     }
     if not ns.name:
-        raise cli.CliError("service create needs --name (generated names are not supported)")
+        # As docker: a generated adjective_surname, one the swarm does not have yet.
+        taken = {str(r["name"]) for r in cli.call(ns, "service.ls")}
+        args["name"] = service_names.generate(taken, NAME_RANDOM)
     doc = cli.call(ns, "service.create", **args)
     print(doc["ID"], flush=True)
     if not ns.detach:
