@@ -463,8 +463,10 @@ class HotLoop:
                     # Samples spent stepped down, against all: how much of its time the
                     # loop ran at 0 (a step count alone does not say).
                     self._counters["pacer_samples"] += 1
+                    self._counters["pacer_woken"] += woken
                     if pacer.nice != pacer.high:
                         self._counters["pacer_samples_paced"] += 1
+                        self._counters["pacer_woken_paced"] += woken
                     self._pace(tid, pacer.on_sample(monotonic(), woken))
                     passes = woken = 0
             else:
