@@ -17,13 +17,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# docker's exit statuses (docker run reference): the command cannot be invoked / is not found.
-EXIT_NOT_EXECUTABLE = 126
-EXIT_NOT_FOUND = 127
+from overlaynet.exec_status import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, PREFIX, exit_status
+
+__all__ = [
+    "EXIT_NOT_EXECUTABLE",
+    "EXIT_NOT_FOUND",
+    "PREFIX",
+    "Missing",
+    "check",
+    "exit_status",
+    "path_of",
+    "resolve",
+]
+
 # The kernel's limit on links followed in one lookup (MAXSYMLINKS, ELOOP past it).
 MAX_LINKS = 40
-# runc's words before the reason; the CLI recognises a failed start by them.
-PREFIX = "unable to start container process: "
 
 
 @dataclass(frozen=True)
@@ -111,15 +119,3 @@ def path_of(env: Sequence[str], default: str) -> str:
         if key == "PATH":
             found = value
     return found
-
-
-def exit_status(message: str) -> int | None:
-    """docker's exit status for an error that `check` made (seen by the CLI as the daemon's
-    message), None for any other error."""
-    if PREFIX + "exec: " not in message:
-        return None
-    return (
-        EXIT_NOT_EXECUTABLE
-        if message.rstrip(".").endswith("permission denied")
-        else (EXIT_NOT_FOUND)
-    )
