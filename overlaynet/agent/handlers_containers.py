@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from overlaynet.agent import containers, views
+from overlaynet.agent import containers, exec_tty, views
 from overlaynet.agent import requests as rq
 from overlaynet.agent.health import health_doc
 from overlaynet.errors import ApiError, InvalidArgument, Unavailable
@@ -158,6 +158,10 @@ class ContainerRequests:
             with contextlib.suppress(OSError):
                 os.write(fds[2], f"{missing.message}\n".encode())
             return {"ExitCode": missing.status}
+        if req.term is not None:  # -t: a pseudo-terminal of its own, as docker's exec -t
+            pid = self.agent.runtime.exec_pid(c)
+            root = Path(f"/proc/{pid}/root")
+            return {"ExitCode": await exec_tty.run_on_pty(argv, env, fds, root)}
         try:
             proc = await trio.lowlevel.open_process(
                 argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], env=env

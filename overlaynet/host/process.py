@@ -66,7 +66,11 @@ for f in "$R"/dev/*; do
     d=${f##*/}
     if [ -f "$f" ] && [ ! -L "$f" ]; then $ONET_BB mount --bind "/dev/$d" "$f" || fail "/dev/$d"; fi
 done
-if [ -n "$ONET_PTS" ]; then $ONET_BB mount --bind /dev/pts "$R/dev/pts" || fail /dev/pts; fi
+# `run -t`'s pty is the host's; otherwise a devpts of the container's own, as runc mounts
+# one: `exec -t` opens its pty there, so the command's terminal has a name inside.
+if [ -n "$ONET_PTS" ]; then $ONET_BB mount --bind /dev/pts "$R/dev/pts" || fail /dev/pts
+else $ONET_BB mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$R/dev/pts" \
+    || fail /dev/pts; fi
 $ONET_BB mount --bind "$ONET_HOSTS" "$R/etc/hosts" || fail /etc/hosts
 $ONET_BB mount --bind "$ONET_RESOLV" "$R/etc/resolv.conf" || fail /etc/resolv.conf
 $ONET_BB hostname "$ONET_HOSTNAME" || fail hostname
