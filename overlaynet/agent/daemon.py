@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import trio
 
 from overlaynet import api
-from overlaynet.agent import control, hostcore, metrics
+from overlaynet.agent import control, engine_id, hostcore, metrics
 from overlaynet.agent import requests as rq
 from overlaynet.agent.apiserver import ApiServer, bind_unix
 from overlaynet.agent.container_health import for_agent as container_health_for
@@ -400,6 +400,7 @@ class Agent:
         # Reads on the event loop walk copies: a request may be changing the dicts in a thread.
         running = sum(1 for c in list(rt.containers.values()) if c.status == Status.RUNNING)
         return {
+            "ID": engine_id.load_or_create(self.paths.state_dir),
             "Name": self.paths.host,
             "Lab": self.paths.lab,
             "Pid": os.getpid(),

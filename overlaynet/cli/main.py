@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from overlaynet import api
 from overlaynet.cli import (
+    arg_counts,
     completion,
     filters,
     formats,
@@ -31,6 +32,7 @@ from overlaynet.cli import (
 )
 from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError
+from overlaynet.exec_status import exit_status as exec_exit_status
 from overlaynet.names import BadName, short_id
 from overlaynet.paths import HostPaths
 
@@ -54,6 +56,9 @@ class DockerStyleParser(argparse.ArgumentParser):
     stderr, exit 125. Sub-parsers inherit the class, so every verb answers the same way."""
 
     def error(self, message: str) -> NoReturn:
+        counted = arg_counts.usage_error_text(self.prog, self._actions, message)
+        if counted is not None:
+            self.exit(EXIT_USAGE, counted)
         root = self.prog.split()[0]
         message = message if message.endswith((".", "!", "?")) else message + "."
         self.exit(EXIT_USAGE, f"{root}: {message}\nSee '{self.prog} --help'.\n")
@@ -319,7 +324,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         else:
             res = call(ns, "container.create", **args)
     except CliError as e:
-        raise CliError(str(e), EXIT_RUN_FAILED) from None
+        # A command the image lacks: docker's 127 (126 not executable), as docker run.
+        raise CliError(str(e), exec_exit_status(str(e)) or EXIT_RUN_FAILED) from None
     if ns.detach:
         print(res["id"])
         return 0
@@ -483,7 +489,7 @@ def cmd_exec(ns: argparse.Namespace) -> int:
     """The agent runs the command; it gets this process's stdin, stdout and stderr with the
     request (the API's attach mechanism), so output streams straight to the terminal."""
     if not ns.cmd:
-        raise CliError("exec needs a command: overlaynet exec CONTAINER COMMAND [ARG...]")
+        ns._verb_parser.error(arg_counts.REQUIRED_PREFIX + " cmd")
     env = [f"{k}={v}" for k, v in _key_values(ns.env, "environment variable").items()]
     stdin = 0 if ns.interactive else os.open(os.devnull, os.O_RDONLY)
     sys.stdout.flush()
@@ -495,7 +501,9 @@ def cmd_exec(ns: argparse.Namespace) -> int:
         "term": os.environ.get("TERM", "xterm") if ns.tty else None,
     }
     try:
-        res = _client(ns, None).call_attached("container.exec", (stdin, 1, 2), **args)
+        # -it on a terminal: keys go to the command's pty as typed (^C included), as docker.
+        with _raw_terminal(ns.tty and ns.interactive):
+            res = _client(ns, None).call_attached("container.exec", (stdin, 1, 2), **args)
     except api.AgentDown:
         raise CliError(_agent_down(_host_paths(ns))) from None
     except ApiError as e:
@@ -675,9 +683,8 @@ def cmd_host_show(ns: argparse.Namespace) -> int:
 # ---- swarm ---------------------------------------------------------------------------------
 
 
-def _join_command(token: str, addr: str, host: str | None = None) -> str:
-    where = f"-H {host} " if host else ""
-    return f"    overlaynet {where}swarm join --token {token} {addr}"
+def _join_command(token: str, addr: str) -> str:
+    return f"    overlaynet swarm join --token {token} {addr}"
 
 
 def cmd_swarm_init(ns: argparse.Namespace) -> int:
@@ -870,16 +877,9 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
 
 
 def cmd_lab_down(ns: argparse.Namespace) -> int:
-    from overlaynet import lab
+    from overlaynet.cli import lab_down
 
-    names = lab.all_labs() if ns.all else [ns.name or ns.lab]
-    for name in names:
-        try:
-            count = lab.down(name)
-        except BadName as e:
-            raise CliError(str(e)) from None
-        print(f"lab {name}: removed {count} namespaces")
-    return 0
+    return lab_down.run(ns.name or ns.lab, ns.all)
 
 
 def cmd_lab_ls(ns: argparse.Namespace) -> int:
