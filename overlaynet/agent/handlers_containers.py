@@ -101,7 +101,8 @@ class ContainerRequests:
     async def container_ls(self, req: rq.ContainerLs) -> Any:
         containers = list(self.agent.runtime.containers.values())
         by_id = {c.id: c for c in containers}
-        rows = views.container_rows(containers, req.all, time.time())
+        runtime = self.agent.runtime
+        rows = views.container_rows(containers, req.all, time.time(), runtime.networks)
         for row in rows:
             # `Up 3 seconds (healthy)`: a task's health check, as Docker's ps shows it.
             c = by_id[row["id"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -175,8 +176,31 @@ def command_text(cmd: list[str], width: int = 20) -> str:
     return f'"{text}"'
 
 
-def container_rows(containers: Iterable[Container], include_all: bool, now: float) -> list[Any]:
-    """`ps` rows, newest first; stopped containers only with `--all`."""
+def ps_networks(c: Container, networks: Mapping[str, Network]) -> list[str]:
+    """The names `ps --format '{{.Networks}}'` joins: every network the container has an
+    endpoint on, and `host`/`none` for those modes (Docker's NetworkSettings.Networks keys,
+    sorted as its formatter sorts them)."""
+    names = {networks[e.network_id].name for e in c.endpoints if e.network_id in networks}
+    if c.network_mode in ("host", "none"):
+        names.add(c.network_mode)
+    return sorted(names)
+
+
+def created_at_text(iso: str) -> str:
+    """`ps --format '{{.CreatedAt}}'`: Go's time.Unix(created, 0).String() in UTC, as docker
+    prints it on a host whose zone is UTC (`2026-11-30 13:33:00 +0000 UTC`)."""
+    when = datetime.datetime.fromtimestamp(int(epoch_from_iso(iso)), datetime.UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S +0000 UTC")
+
+
+def container_rows(
+    containers: Iterable[Container],
+    include_all: bool,
+    now: float,
+    networks: Mapping[str, Network] | None = None,
+) -> list[Any]:
+    """`ps` rows, newest first; stopped containers only with `--all`. With the host's
+    `networks` (id -> network) each row names its networks (`{{.Networks}}`)."""
     rows = []
     for c in sorted(containers, key=lambda c: c.created, reverse=True):
         if (not include_all and c.status != Status.RUNNING) or is_sandbox(c):
@@ -196,8 +220,11 @@ def container_rows(containers: Iterable[Container], include_all: bool, now: floa
                 "names": c.name,
                 "state": str(c.status),
                 "labels": dict(c.labels),
+                "created_at": created_at_text(c.created),
             }
         )
+        if networks is not None:
+            rows[-1]["networks"] = ps_networks(c, networks)
     return rows
 
 
