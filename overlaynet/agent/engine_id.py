@@ -7,17 +7,18 @@ only in a swarm). The agent keeps its own the same way, in its state folder.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from overlaynet import paths
 
 FILE_NAME = "engine-id"
 
 
 def load_or_create(state_dir: Path, make: Callable[[], str] = lambda: str(uuid.uuid4())) -> str:
     """The ID kept in `state_dir`, made (by `make`) and kept there if there is none or it is
-    unreadable; written to a temporary file and renamed, so a crash leaves no half ID."""
+    unreadable; written owner-only to a temporary file and renamed, so a crash leaves no half ID."""
     path = state_dir / FILE_NAME
     try:
         kept = path.read_text().strip()
@@ -27,7 +28,6 @@ def load_or_create(state_dir: Path, make: Callable[[], str] = lambda: str(uuid.u
         return kept
     new = make()
     state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}")
-    tmp.write_text(new + "\n")
-    os.replace(tmp, path)
+    # Owner-only as everything in the state folder (paths.make_private_dir warns otherwise).
+    paths.write_private(path, new + "\n")
     return new

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from overlaynet import paths
 from overlaynet.agent import engine_id
 
 
@@ -21,3 +22,12 @@ def test_an_empty_file_gets_a_new_id(tmp_path: Path) -> None:
     (tmp_path / engine_id.FILE_NAME).write_text("\n")
     assert engine_id.load_or_create(tmp_path, make=lambda: "e1") == "e1"
     assert engine_id.load_or_create(tmp_path, make=lambda: "e2") == "e1"
+
+
+def test_the_file_is_owner_only_as_everything_in_the_state_folder(tmp_path: Path) -> None:
+    # Written with the umask's 0644, the next make_private_dir of the folder (an agent's
+    # restart) warned "narrowed the mode of .../engine-id to owner only (it holds secrets)".
+    state = tmp_path / "node1"
+    engine_id.load_or_create(state)
+    assert (state / engine_id.FILE_NAME).stat().st_mode & 0o777 == paths.PRIVATE_FILE_MODE
+    assert paths.make_private_dir(state) == []
