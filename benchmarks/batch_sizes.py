@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any
 
+import bench_args
+
 from overlaynet.lab.testbed import Container, Host, Testbed
 
 SECONDS = 2  # per transfer
@@ -48,7 +50,13 @@ def counters(tb: Testbed, host: Host, process: Any) -> tuple[int, int, int, int]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("variant", nargs="+", metavar="NAME=ARGS", help="vtep_main arguments")
+    parser.add_argument(
+        "variant",
+        nargs="+",
+        metavar="NAME=ARGS",
+        type=bench_args.variant,
+        help="vtep_main arguments",
+    )
     args = parser.parse_args()
     with Testbed("onet-bbs-") as tb:
         pairs = []

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_args
 import e2e_throughput as e2e
 from dnslib import QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
@@ -252,7 +253,9 @@ def main() -> int:
     p_client.add_argument("--server", required=True)
     p_client.add_argument("--port", type=int, default=53)
     for p in (parser, p_client):
-        p.add_argument("--rate", type=int, default=DEFAULT_RATE, help="queries per second")
+        p.add_argument(
+            "--rate", type=bench_args.positive_int, default=DEFAULT_RATE, help="queries per second"
+        )
         p.add_argument("--count", type=int, default=DEFAULT_COUNT, help="queries per phase")
     parser.add_argument(
         "--nice", type=int, default=0,

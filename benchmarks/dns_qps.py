@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import bench_args
 import trio
 from dnslib import RCODE, DNSRecord
 
@@ -227,11 +228,19 @@ def path_shares(counts: dict[str, int]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="length of each dnsperf run")
-    parser.add_argument("--rate", type=int, default=20_000, help="qps of the paced run")
-    parser.add_argument("--clients", type=int, default=1, help="dnsperf client sockets (-c)")
+    parser.add_argument(
+        "--seconds", type=bench_args.positive_float, default=4.0, help="length of each dnsperf run"
+    )
+    parser.add_argument(
+        "--rate", type=bench_args.positive_int, default=20_000, help="qps of the paced run"
+    )
+    parser.add_argument(
+        "--clients", type=bench_args.positive_int, default=1, help="dnsperf client sockets (-c)"
+    )
     parser.add_argument("--mix", action="store_true", help="add a paced realistic-mix run")
-    parser.add_argument("--mix-rate", type=int, default=5_000, help="qps of the mix run")
+    parser.add_argument(
+        "--mix-rate", type=bench_args.positive_int, default=5_000, help="qps of the mix run"
+    )
     parser.add_argument("--no-pin", action="store_true", help="let the kernel place both")
     parser.add_argument("--json", action="store_true", help="print the runs as JSON")
     args = parser.parse_args()

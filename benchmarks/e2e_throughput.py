@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_args
 import cpuuse
 
 from overlaynet.dataplane.seal import SEAL_OVERHEAD
@@ -586,23 +587,26 @@ def _redacted(extra: list[str]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS)
-    parser.add_argument("--pings", type=int, default=DEFAULT_PINGS)
+    parser.add_argument("--seconds", type=bench_args.positive_int, default=DEFAULT_SECONDS)
+    parser.add_argument("--pings", type=bench_args.positive_int, default=DEFAULT_PINGS)
     parser.add_argument(
-        "--variant", action="append", default=[], metavar="NAME=ARGS",
+        "--variant", action="append", default=[], metavar="NAME=ARGS", type=bench_args.variant,
         help="extra overlaynet variant: vtep_main arguments, e.g. 'naive=--no-batch'",
     )  # fmt: skip
     parser.add_argument(
         "--code", action="append", default=[], metavar="NAME=PATH",
         help="run variant NAME's vtep_main from the checkout PATH (a git worktree of a base)",
     )  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--rounds", type=bench_args.positive_int, default=DEFAULT_ROUNDS)
     parser.add_argument(
         "--underlay-mtu", type=int, default=DEFAULT_UNDERLAY_MTU,
         help="MTU of the underlay veths (9000: jumbo; overlay and containers get 50 less)",
     )  # fmt: skip
     parser.add_argument(
-        "--streams", default="1,4", help="iperf3 stream counts to measure: 1,4 (default), 1 or 4"
+        "--streams",
+        type=bench_args.stream_counts,
+        default="1,4",
+        help="iperf3 stream counts to measure: 1,4 (default), 1 or 4",
     )
     parser.add_argument(
         "--no-interop", dest="interop", action="store_false", default=True,
@@ -640,7 +644,7 @@ def main() -> int:
         if name not in variants:
             parser.error(f"--code {spec}: no variant named {name!r}")
         code[name] = Path(path).resolve()
-    streams = {int(n) for n in args.streams.split(",")}
+    streams: set[int] = args.streams
     load_before = os.getloadavg()
     samples: dict[str, list[dict[str, Any]]] = {}
     results: dict[str, dict[str, Any]] = {}

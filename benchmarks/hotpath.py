@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bench_args
+
 from overlaynet.dataplane import fastingress
 from overlaynet.dataplane.fdb import ForwardingDatabase
 from overlaynet.dataplane.hotpath import DRAIN_BUDGET, SOL_UDP, UDP_GRO, HotLoop
@@ -230,11 +232,12 @@ def loop(frames: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-loop", action="store_true", help="skip the TAP loop (needs root)")
-    parser.add_argument("--frames", type=int, default=LOOP_FRAMES)
+    parser.add_argument("--frames", type=bench_args.positive_int, default=LOOP_FRAMES)
     args = parser.parse_args()
     report: dict[str, Any] = {"micro": micro()}
+    width = max(len(name) for name in report["micro"])
     for name, value in report["micro"].items():
-        print(f"{name:28s} {value:8.0f}")
+        print(f"{name:{width}s} {value:8.0f}")
     if not args.no_loop and os.geteuid() == 0:
         report["loop"] = loop(args.frames)
         r = report["loop"]

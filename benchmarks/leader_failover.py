@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_args
+
 from overlaynet import api
 from overlaynet import lab as labmod
 from overlaynet.errors import ApiError
@@ -89,7 +91,7 @@ def one_round(lab: str, n: int) -> float | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=bench_args.positive_int, default=10)
     args = parser.parse_args()
     lab = "bfo" + secrets.token_hex(3)
     times: list[float] = []

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_args
 import e2e_throughput as e2e
 
 from overlaynet.lab.testbed import DEFAULT_UNDERLAY_MTU, Testbed
@@ -154,9 +155,9 @@ def git(*args: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=DEFAULT_SECONDS)
-    parser.add_argument("--pings", type=int, default=DEFAULT_PINGS)
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--seconds", type=bench_args.positive_int, default=DEFAULT_SECONDS)
+    parser.add_argument("--pings", type=bench_args.positive_int, default=DEFAULT_PINGS)
+    parser.add_argument("--rounds", type=bench_args.positive_int, default=DEFAULT_ROUNDS)
     parser.add_argument("--quick", action="store_true", help="2 s cells, 100 pings, one round")
     args = parser.parse_args()
     if args.quick:

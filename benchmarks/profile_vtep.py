@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_args
+
 from overlaynet.lab.testbed import Container, Host, Testbed
 
 PROFILES = Path(__file__).parent / "profiles"
@@ -221,9 +223,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", choices=("o2k", "k2o", "a2a"), default="o2k")
     parser.add_argument("--no-fdb", dest="fdb", action="store_false", default=True)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--streams", type=int, default=1)
-    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--seconds", type=bench_args.positive_int, default=5)
+    parser.add_argument("--streams", type=bench_args.positive_int, default=1)
+    parser.add_argument("--top", type=bench_args.positive_int, default=20)
     parser.add_argument(
         "--receiving", action="store_true",
         help="a2a: profile the VTEP that receives the bulk, not the one that sends it",

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_args
+
 from overlaynet import lab as labmod
 
 # The lab helpers the integration tests use (the repository root, not an installed package).
@@ -73,7 +75,7 @@ def summary(output: str) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--replicas", type=int, default=10)
+    p.add_argument("--replicas", type=bench_args.positive_int, default=10)
     p.add_argument("--monitor", default="1s", help="--update-monitor (Docker's default: 5s)")
     args = p.parse_args()
     name = "b" + secrets.token_hex(4)

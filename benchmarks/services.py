@@ -27,6 +27,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import bench_args
+
 from overlaynet import lab as labmod
 from overlaynet.paths import HostPaths
 
@@ -167,7 +169,7 @@ def timeline(lab_name: str, t0: float) -> dict[str, dict[str, list[float]]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--requests", type=bench_args.positive_int, default=300)
     p.add_argument(
         "--converge-only", action="store_true", help="measure the convergence only (part 1)"
     )

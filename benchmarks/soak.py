@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import bench_args
+
 from overlaynet import api
 from overlaynet import lab as labmod
 from overlaynet.host.nssocket import run_in_netns, socket_in_netns
@@ -323,7 +325,9 @@ def run_phase(lab: str, name: str, fn: Callable[[], int], inputs: int) -> Phase:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every phase's count")
+    p.add_argument(
+        "--scale", type=bench_args.positive_float, default=1.0, help="multiply every phase's count"
+    )
     ns = p.parse_args()
     rng = random.Random(ns.seed)
 

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bench_args
+
 from overlaynet import api
 from overlaynet import lab as labmod
 from overlaynet.paths import HostPaths
@@ -137,8 +139,8 @@ def summary(values: list[float | None]) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--crashes", type=int, default=5)
+    p.add_argument("--trials", type=bench_args.positive_int, default=20)
+    p.add_argument("--crashes", type=bench_args.positive_int, default=5)
     ns = p.parse_args()
     lab = "b" + secrets.token_hex(4)
     try:

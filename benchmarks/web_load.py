@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import bench_args
+
 from overlaynet import lab as labmod
 
 RESULTS = Path(__file__).parent / "results"
@@ -116,11 +118,20 @@ def form_swarm(lab: str, hosts: list[labmod.LabHost]) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--hosts", type=int, default=20)
-    p.add_argument("--per-host", type=int, default=4, help="containers per host")
-    p.add_argument("--idle", type=float, default=120.0, help="idle window, seconds")
-    p.add_argument("--churn", type=int, default=10, help="stop/start cycles")
-    p.add_argument("--sample", type=float, default=10.0, help="page metrics every (s)")
+    p.add_argument("--hosts", type=bench_args.int_between(2, MAX_HOSTS), default=20)
+    p.add_argument(
+        "--per-host",
+        type=bench_args.int_between(1, MAX_PER_HOST),
+        default=4,
+        help="containers per host",
+    )
+    p.add_argument(
+        "--idle", type=bench_args.positive_float, default=120.0, help="idle window, seconds"
+    )
+    p.add_argument("--churn", type=bench_args.positive_int, default=10, help="stop/start cycles")
+    p.add_argument(
+        "--sample", type=bench_args.positive_float, default=10.0, help="page metrics every (s)"
+    )
     ns = p.parse_args()
     hosts = max(2, min(ns.hosts, MAX_HOSTS))
     per_host = max(1, min(ns.per_host, MAX_PER_HOST))
