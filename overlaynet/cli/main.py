@@ -29,6 +29,7 @@ from overlaynet.cli import (
     health_flags,
     lab_impair,
     logtail,
+    tty_check,
 )
 from overlaynet.cli.tables import table
 from overlaynet.errors import ApiError
@@ -295,6 +296,8 @@ def _health_labels(ns: argparse.Namespace) -> list[str]:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
+    if not ns.detach and (refused := tty_check.refusal(ns.interactive, ns.tty, os.isatty(0))):
+        raise CliError(refused)
     args: dict[str, Any] = {
         "image": ns.image,
         "cmd": ns.cmd,
@@ -490,6 +493,8 @@ def cmd_exec(ns: argparse.Namespace) -> int:
     request (the API's attach mechanism), so output streams straight to the terminal."""
     if not ns.cmd:
         ns._verb_parser.error(arg_counts.REQUIRED_PREFIX + " cmd")
+    if refused := tty_check.refusal(ns.interactive, ns.tty, os.isatty(0)):
+        raise CliError(refused)
     env = [f"{k}={v}" for k, v in _key_values(ns.env, "environment variable").items()]
     stdin = 0 if ns.interactive else os.open(os.devnull, os.O_RDONLY)
     sys.stdout.flush()
