@@ -103,6 +103,12 @@ async def ask_host(host: LabHost, ask: Caller) -> HostReport:
             if doc is not None:
                 docs[row["id"]] = _expect(doc, dict, "network.inspect")
         members = _expect((info.get("Gossip") or {}).get("Members", []), list, "info")
+        nodes: Sequence[Mapping[str, Any]] = ()
+        if (info.get("Swarm") or {}).get("Role") == "manager":
+            # A manager lists every node's availability (`node update --availability drain`).
+            answer = await _optional(ask, "node.ls")
+            if answer is not None:
+                nodes = _expect(answer, list, "node.ls")
         endpoints: dict[str, Sequence[Mapping[str, Any]]] = {}
         if info.get("Swarm"):
             for net_id, doc in docs.items():
@@ -143,6 +149,7 @@ async def ask_host(host: LabHost, ask: Caller) -> HostReport:
         endpoints=endpoints,
         dns=dns,
         lb=lb,
+        nodes=nodes,
     )
 
 

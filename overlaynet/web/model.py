@@ -60,6 +60,8 @@ class HostReport:
     endpoints: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     dns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # id -> dns.records
     lb: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # id -> network.lb
+    # node.ls rows, from a manager only (a worker cannot list nodes): each node's availability.
+    nodes: Sequence[Mapping[str, Any]] = ()
 
     @property
     def answered(self) -> bool:
@@ -145,7 +147,19 @@ def _host(report: HostReport, reports: Sequence[HostReport]) -> Record:
         "error": report.error or "",
         "role": str(swarm.get("Role", "")),
         "node_id": str(swarm.get("NodeID", "")),
+        "availability": _availability(report, reports),
     }
+
+
+def _availability(report: HostReport, reports: Sequence[HostReport]) -> str:
+    """`node ls`'s AVAILABILITY of this host (active, pause, drain) as a manager that answered
+    lists it; empty outside a swarm or when no manager answered."""
+    node_id = str((report.info.get("Swarm") or {}).get("NodeID", ""))
+    for other in reports:
+        for row in other.nodes:
+            if (node_id and row.get("id") == node_id) or row.get("hostname") == report.name:
+                return str(row.get("availability", ""))
+    return ""
 
 
 def _networks(view: View, report: HostReport) -> None:

@@ -107,7 +107,7 @@ function elements() {
   }
   for (const h of hosts) {
     const id = "host/" + h.name;
-    const label = `${h.name}\n${h.ip}\n${h.state}${h.role ? " · " + h.role : ""}`;
+    const label = `${h.name}\n${h.ip}\n${h.state}${h.role ? " · " + h.role : ""}${availability(h)}`;
     nodes.push({ data: { id, kind: "host", label, state: h.state, colour: COLOURS[h.state] },
       position: { x: hostX.get(h.name), y: ROW_HOST } });
     if (view.has("underlay")) {
@@ -220,7 +220,8 @@ function hostSection(name) {
   const section = el("section", { class: "host", "data-host": name, "data-state": h.state },
     el("h3", {}, name, el("span", { class: "state" }, h.state),
       el("span", { class: "meta" },
-        `${h.ip}${h.role ? " · " + h.role : ""}${h.node_id ? " · node " + h.node_id.slice(0, 12) : ""}`)));
+        `${h.ip}${h.role ? " · " + h.role : ""}${availability(h)}` +
+        `${h.node_id ? " · node " + h.node_id.slice(0, 12) : ""}`)));
   if (h.agent === "down") {
     section.append(el("p", { class: "stale" }, `agent not answering (${h.error}); ` +
       "tables below are the last known"));
@@ -318,6 +319,11 @@ function drawHosts(touched) {
     if (have) have.replaceWith(fresh);
     else box.insertBefore(fresh, box.children[i] || null);
   });
+}
+
+// `node ls`'s AVAILABILITY when it is not the usual active (drain, pause), as the CLI shows it.
+function availability(h) {
+  return h.availability && h.availability !== "active" ? " · " + h.availability : "";
 }
 
 function drawSummary() {
