@@ -470,13 +470,21 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _cell(value: float, kernel: float) -> str:
+    """A figure with its ratio to kernel VXLAN; a figure the run did not measure (`--streams
+    1` leaves out the 4-stream column) is a dash, not 'nan (nanx)'."""
+    if math.isnan(value):
+        return f"{'-':>20s}"
+    return f"{value:>11.3f} ({value / kernel:5.2f}x)"
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     """Each figure with its ratio to kernel VXLAN."""
     kernel = results["kernel VXLAN"]
     head = "".join(f"{label:>20s}" for label in LABELS) + f"{'ping loss idle/loaded':>23s}"
     lines = [f"{'path':26s}{head}"]
     for name, r in results.items():
-        cells = "".join(f"{r[f]:>11.3f} ({r[f] / kernel[f]:5.2f}x)" for f in FIGURES)
+        cells = "".join(_cell(r[f], kernel[f]) for f in FIGURES)
         loss = f"{r['ping_loss']:.1%} / {r['loaded_ping_loss']:.1%}"
         lines.append(f"{name:26s}{cells}{loss:>23s}")
     return "\n".join(lines)
