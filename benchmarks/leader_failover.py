@@ -119,7 +119,9 @@ def main() -> int:
     }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"leader_failover-{int(time.time())}.json").write_text(json.dumps(result))
+    out = RESULTS / f"leader_failover-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result))
+    print(f"wrote {out}")
     return 0 if times and failures == 0 else 1
 
 

@@ -154,7 +154,9 @@ def main() -> int:
     result = {"run_to_ping": ping, "crash_to_withdrawn": crash, "load": os.getloadavg()}
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"swarm_convergence-{int(time.time())}.json").write_text(json.dumps(result))
+    out = RESULTS / f"swarm_convergence-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(result))
+    print(f"wrote {out}")
     return 0
 
 
