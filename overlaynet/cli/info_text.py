@@ -82,13 +82,14 @@ def _swarm_doc(swarm: dict[str, Any] | None, nodes: list[dict[str, Any]] | None)
         "NodeAddr": swarm.get("AdvertiseAddr") or "",
         "Cluster": {"ID": swarm.get("ClusterID", "")},
         "RemoteManagers": [{"Addr": a} for a in managers],
-        "Managers": len(managers),
+        # docker counts from the manager's node list only (daemon/cluster/swarm.go Info): a
+        # worker, or a manager whose list failed (no quorum), reads 0 and 0.
+        "Nodes": 0,
+        "Managers": 0,
     }
     if nodes is not None:
         doc["Nodes"] = len(nodes)
         doc["Managers"] = sum(1 for n in nodes if n.get("role") == "manager")
-    elif not manager:
-        doc["Nodes"] = 0  # docker fills the counts on managers only: a worker's Nodes is 0
     return doc
 
 
@@ -118,8 +119,7 @@ def info_text(doc: dict[str, Any], client_version: str, context: str) -> str:
         if sw["ControlAvailable"]:
             lines.append(f"  ClusterID: {sw['Cluster']['ID']}")
             lines.append(f"  Managers: {sw['Managers']}")
-            if "Nodes" in sw:
-                lines.append(f"  Nodes: {sw['Nodes']}")
+            lines.append(f"  Nodes: {sw['Nodes']}")
         lines.append(f"  Node Address: {sw['NodeAddr']}")
         lines.append("  Manager Addresses:")
         lines += [f"   {m['Addr']}" for m in sw["RemoteManagers"]]
@@ -199,7 +199,7 @@ def cmd_info(ns: argparse.Namespace) -> int:
         try:
             nodes = call(ns, "node.ls")
         except CliError:
-            nodes = None  # no quorum just now: Nodes is left out
+            nodes = None  # no quorum just now: docker's counts stay 0
     doc = info_doc(agent, containers, images, version, nodes)
     if ns.format:
         print(_render(ns.format, doc))

@@ -135,3 +135,12 @@ def test_info_templates_read_the_swarm_counts_in_any_state() -> None:
     worker = info_doc({**AGENT, "Swarm": {**AGENT["Swarm"], "Role": "worker"}}, [], 0, "v", None)
     assert render_format(template, worker) == "active 0"
     assert render_format(template, info_doc(AGENT, [], 0, "v", NODES)) == "active 3"
+
+
+def test_a_manager_without_quorum_reads_zero_nodes_as_docker() -> None:
+    # node.ls failed (no quorum): Nodes was left out, so `info -f '{{.Swarm.Nodes}}'` said
+    # "can't evaluate field Nodes"; docker leaves both counts at 0 and prints them.
+    doc = info_doc(AGENT, [], 0, "v", None)
+    assert render_format("{{.Swarm.Nodes}} {{.Swarm.Managers}}", doc) == "0 0"
+    lines = info_text(doc, "v", "node1").splitlines()
+    assert "  Managers: 0" in lines and "  Nodes: 0" in lines
