@@ -180,11 +180,21 @@ def node_pretty(node: dict[str, Any], engine_version: str) -> str:
     return "\n".join(lines)
 
 
+def _go_typed(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as docker's templates see its typed fields: RemoteManagers outside a
+    swarm is a nil []Peer, which Go's fmt prints `[]` (JSON keeps it null; an untyped nil
+    would print `<nil>`)."""
+    swarm = doc.get("Swarm")
+    if isinstance(swarm, dict) and swarm.get("RemoteManagers") is None:
+        return {**doc, "Swarm": {**swarm, "RemoteManagers": []}}
+    return doc
+
+
 def _render(template: str, doc: Any) -> str:
     if template == "json":
         return json.dumps(doc, indent=4)
     try:
-        return gotemplate.render(template, doc)
+        return gotemplate.render(template, _go_typed(doc))
     except gotemplate.TemplateError as e:
         raise CliError(f"template parsing error: {e}") from None
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from overlaynet.cli.gotemplate import render as render_format
-from overlaynet.cli.info_text import info_doc, info_text, node_pretty
+from overlaynet.cli.info_text import _render, info_doc, info_text, node_pretty
 
 AGENT: dict[str, Any] = {
     "Name": "node1",
@@ -144,3 +145,15 @@ def test_a_manager_without_quorum_reads_zero_nodes_as_docker() -> None:
     assert render_format("{{.Swarm.Nodes}} {{.Swarm.Managers}}", doc) == "0 0"
     lines = info_text(doc, "v", "node1").splitlines()
     assert "  Managers: 0" in lines and "  Nodes: 0" in lines
+
+
+def test_a_workers_counts_are_zero_and_remote_managers_print_as_a_list() -> None:
+    # A worker's Managers was the number of managers it knew while its Nodes was 0; docker
+    # fills both on an active manager only. Outside a swarm {{.Swarm.RemoteManagers}} printed
+    # <nil> where docker prints [] (a nil []Peer); the JSON document keeps null.
+    worker = info_doc({**AGENT, "Swarm": {**AGENT["Swarm"], "Role": "worker"}}, [], 0, "v", None)
+    assert (worker["Swarm"]["Managers"], worker["Swarm"]["Nodes"]) == (0, 0)
+    alone = info_doc({**AGENT, "Swarm": None}, [], 0, "v", None)
+    assert _render("{{.Swarm.RemoteManagers}}", alone) == "[]"
+    assert json.loads(_render("json", alone))["Swarm"]["RemoteManagers"] is None
+    assert _render("{{len .Swarm.RemoteManagers}}", worker) == "1"
