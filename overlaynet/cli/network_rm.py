@@ -2,7 +2,8 @@
 
 Removing `ingress` takes every published port of the swarm with it, and here it cannot be made
 again (no `network create --ingress`): docker asks first (cli/command/network/remove.go), and so
-does this, on stdin; anything but y/yes keeps the network. Other networks go as they always did,
+does this, on stdin; anything but y/Y keeps the network, and so does a stdin that is not a
+terminal and stays silent (prune.confirm's bound). Other networks go as they always did,
 each name echoed, an error for one not stopping the others.
 """
 

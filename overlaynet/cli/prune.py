@@ -9,7 +9,10 @@ catalog here (nothing to reclaim), so the total is docker's `0B`.
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -34,12 +37,46 @@ QUESTION = "Are you sure you want to continue? [y/N] "
 RECLAIMED = "Total reclaimed space: 0B"
 
 
-def confirm(warning: str, stdin: TextIO, stdout: TextIO) -> bool:
-    """docker's prompt: the warning, the question, and yes only for y/Y/yes."""
+# How long a prompt waits for a stdin that is not a terminal (a pipe, a file) to answer. A
+# script that means to answer has written its `y` already; one that stays open and silent
+# (`sleep 20 | overlaynet network rm ingress`) would otherwise hold the command forever.
+PIPE_ANSWER_WAIT = 5.0
+
+
+def _answer_from_pipe(fd: int, wait: float) -> str | None:
+    """One line read from a descriptor that is not a terminal, byte by byte (nothing past the
+    line is taken from the stream); None if no whole line or end of input came within `wait`."""
+    deadline = time.monotonic() + wait
+    got = bytearray()
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return None
+        byte = os.read(fd, 1)
+        if byte in (b"", b"\n"):
+            return got.decode(errors="replace")
+        got += byte
+
+
+def confirm(warning: str, stdin: TextIO, stdout: TextIO, wait: float = PIPE_ANSWER_WAIT) -> bool:
+    """docker's prompt (cli/internal/prompt.Confirm): the warning, the question, and yes only
+    for y or Y. A stdin that is not a terminal has `wait` seconds to answer; silence is no,
+    said in one line."""
     stdout.write(f"{warning}\n{QUESTION}")
     stdout.flush()
-    answer = stdin.readline().strip().lower()
-    return answer in ("y", "yes")
+    try:
+        fd = stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None  # an in-memory stream: it has its answer already
+    if fd is None or stdin.isatty():
+        answer: str | None = stdin.readline()
+    else:
+        answer = _answer_from_pipe(fd, wait)
+    if answer is None:
+        stdout.write(f"\nno answer on stdin (not a terminal) within {wait:g} s: taken as no\n")
+        stdout.flush()
+        return False
+    return answer.strip() in ("y", "Y")
 
 
 def stopped_containers(rows: list[dict[str, Any]]) -> list[str]:
