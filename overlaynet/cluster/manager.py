@@ -706,7 +706,13 @@ class ManagerServer:
                 while replica.status().leader == leader:
                     await trio.sleep(ASSIGNED_RECHECK)
         if failure is None or replica.status().leader is None:
-            raise ClusterError(ErrorKind.UNAVAILABLE, replica.status().quorum_message())
+            # A forward that came back UNAVAILABLE may have reached the leader, which may have
+            # logged the write before its quorum went (its own timeout says so): Raft may
+            # still commit it, so the line must not say it was not made.
+            raise ClusterError(
+                ErrorKind.UNAVAILABLE,
+                replica.status().quorum_message(in_flight=failure is not None),
+            )
         raise failure
 
     async def _until_moved(self, index: int, node_id: str) -> None:
