@@ -87,8 +87,11 @@ LOOP_NICE = -10
 #: otherwise idle host. Measured in benchmarks/profiles/dns-under-load.md. "paced" runs at 0
 #: while a stream of lone frames wakes the loop thousands of times a second (at -10 it preempts
 #: the receiver on every datagram: UDP loss at 80 %, issue 15) and at `nice` for pings and bulk;
-#: the decision is `pacing.Pacer`'s, measured in benchmarks/profiles/s9-paced.md.
-NICE_POLICIES = ("fixed", "yield", "bulk", "paced")
+#: the decision is `pacing.Pacer`'s, measured in benchmarks/profiles/s9-paced.md. Its sign of
+#: a lone frame: a pass that drained a TAP latency queue or delivered a non-TCP frame to one
+#: (bulk TCP, ACKs included, never does); "paced-wake", the first version kept for comparison:
+#: a pass that slept first (bursty paced UDP at -10 rarely does, bulk through offload often).
+NICE_POLICIES = ("fixed", "yield", "bulk", "paced", "paced-wake")
 #: Passes in a row that found work before "bulk" steps down to `bulk_nice`: a ping and its
 #: reply are one or two passes; a TCP stream keeps the loop busy for thousands.
 BULK_PASSES = 8
@@ -416,10 +419,15 @@ class HotLoop:
         policy = self.nice_policy if self.nice else "fixed"
         tid = threading.get_native_id()
         busy = 0  # "bulk": passes in a row that found work
-        # "paced": passes counted toward the pacer's sample, how many slept first, and the
-        # pacer (None under every other policy: one truth test per pass).
-        passes = woken = 0
-        pacer = Pacer(self.nice, 0, **self.pacing) if policy == "paced" else None
+        # "paced", "paced-wake": passes counted toward the pacer's sample, how many were lone,
+        # and the pacer (None under every other policy: one truth test per pass). "paced": a
+        # pass is lone when it drained an urgent TAP queue (looked up in the next pass's
+        # branch, in the `ready` it drained) or delivered a non-TCP frame (`_woke`, below).
+        passes = lone = 0
+        by_frames = policy == "paced"
+        lone_pass = False
+        ready: list[tuple[int, int]] = []
+        pacer = Pacer(self.nice, 0, **self.pacing) if policy.startswith("paced") else None
         if pacer is not None:
             pacer.start(monotonic())
             sample = pacer.sample
@@ -445,16 +453,29 @@ class HotLoop:
                     busy = 0
                     ready = poll(timeout)
             elif pacer is not None:
+                if by_frames:
+                    # The last pass: lone if it delivered a non-TCP frame or drained an
+                    # urgent TAP queue (the kernel queues non-TCP flows there).
+                    if not lone_pass:
+                        urgent = self._urgent
+                        for fd, _events in ready:
+                            if fd in urgent:
+                                lone_pass = True
+                                break
+                    if lone_pass:
+                        lone += 1
+                        lone_pass = False
                 ready = poll(0)
                 if not ready and not carried:
                     # Nothing at once: this pass is a wake-up. While paced, the sleep is
                     # short so the loop notices the stream's end and takes its nice back.
-                    woken += 1
+                    if not by_frames:
+                        lone += 1
                     if pacer.nice != pacer.high and timeout > pacer.quiet:
                         ready = poll(pacer.quiet)
                         if not ready:
                             self._pace(tid, pacer.on_quiet(monotonic()))
-                            passes = woken = 0
+                            passes = lone = 0
                             continue
                     else:
                         ready = poll(timeout)
@@ -463,12 +484,12 @@ class HotLoop:
                     # Samples spent stepped down, against all: how much of its time the
                     # loop ran at 0 (a step count alone does not say).
                     self._counters["pacer_samples"] += 1
-                    self._counters["pacer_woken"] += woken
+                    self._counters["pacer_lone"] += lone
                     if pacer.nice != pacer.high:
                         self._counters["pacer_samples_paced"] += 1
-                        self._counters["pacer_woken_paced"] += woken
-                    self._pace(tid, pacer.on_sample(monotonic(), woken))
-                    passes = woken = 0
+                        self._counters["pacer_lone_paced"] += lone
+                    self._pace(tid, pacer.on_sample(monotonic(), lone))
+                    passes = lone = 0
             else:
                 ready = poll(timeout)
             if lock is None:
@@ -484,6 +505,8 @@ class HotLoop:
                     self._renice(tid, 0)
                     os.sched_yield()
                     self._renice(tid, self.nice)
+                else:
+                    lone_pass = True  # "paced": it delivered a non-TCP frame
 
     def _pass(
         self, ready: list[tuple[int, int]], rx_fd: int, checked_fd: int, wake_fd: int

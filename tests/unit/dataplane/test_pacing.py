@@ -99,7 +99,7 @@ def test_a_loop_at_nice_0_is_never_stepped() -> None:
         {"rate": 0.0},
         {"quiet": 0.0},
         {"bulk_share": 0.9},
-        {"woken_share": 1.5},
+        {"lone_share": 1.5},
         {"leave_share": 0.0},
     ],
 )
@@ -128,9 +128,9 @@ def test_every_answer_is_a_change_between_the_two_values(
     now = 0.0
     pacer.start(now)
     current = HIGH
-    for span, woken, quiet in events:
+    for span, lone, quiet in events:
         now += span
-        answer = pacer.on_quiet(now) if quiet else pacer.on_sample(now, woken)
+        answer = pacer.on_quiet(now) if quiet else pacer.on_sample(now, lone)
         if answer is not None:
             assert answer != current and answer in (HIGH, 0)
             current = answer
@@ -144,9 +144,9 @@ def test_a_quiet_spell_always_ends_at_the_loop_nice_value(
     pacer = Pacer(HIGH)
     now = 0.0
     pacer.start(now)
-    for span, woken, quiet in events:
+    for span, lone, quiet in events:
         now += span
-        pacer.on_quiet(now) if quiet else pacer.on_sample(now, woken)
+        pacer.on_quiet(now) if quiet else pacer.on_sample(now, lone)
     pacer.on_quiet(now + 1.0)
     assert pacer.nice == HIGH
 

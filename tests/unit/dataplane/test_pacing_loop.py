@@ -1,21 +1,28 @@
-"""The hot loop under the "paced" nice policy (issue 15): lone frames that wake it one at a time,
-in a stream, step its thread down to nice 0 and the stream's end steps it back; frames that the
-loop finds queued pass after pass (bulk) and a few lone frames leave its nice value alone.
+"""The hot loop under the "paced" nice policies (issue 15). "paced": passes that move lone
+(non-TCP) frames, here from the TAP's latency queue, at a high rate step its thread down to
+nice 0, whether each frame wakes the loop or a burst is found pass after pass, and the stream's
+end steps it back; TCP frames from the bulk queue leave its nice value alone even when each one
+wakes the loop, and so do a few lone frames. "paced-wake" (the first version, kept for
+comparison) steps on wake-ups instead: TCP frames that wake the loop one at a time step it down.
 The pacer's rate threshold is lowered so that a test's Python sender counts as a stream."""
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections import Counter
 
-from overlaynet.dataplane.hotpath import DRAIN_BUDGET, NICE_POLICIES
+import pytest
 
-from .test_loop_knobs import TIMEOUT, _frame, _Rig
+from overlaynet.dataplane.hotpath import DRAIN_BUDGET, NICE_POLICIES
+from overlaynet.dataplane.switching import Network
+
+from .test_loop_knobs import TIMEOUT, VNI, _frame, _Rig, _tcp
 
 #: A test sender manages thousands of frames a second, a loaded machine maybe a few hundred:
-#: 20 wake-ups a second counts as paced here (the default is `pacing.PACED_RATE`).
+#: 20 passes a second counts as paced here (the default is `pacing.PACED_RATE`).
 TEST_RATE = 20.0
 #: The pacer's sample (passes): small, so a few hundred frames make several samples.
 TEST_SAMPLE = 16
@@ -26,19 +33,24 @@ PACE = 0.001
 TEST_QUIET = 0.05
 
 
-def _serve_paced(frames: int, *, paced: bool) -> tuple[Counter[str], int, int]:
-    """A loop with the "paced" policy takes `frames` ICMP
-    frames, one at a time (each `PACE` after the previous one's datagram: a wake-up each) when
-    `paced`, all queued at once otherwise with a budget of 1 (one pass per frame, every pass
-    finds work: bulk). Returns its counters, its thread's nice value once
-    it has settled after the last frame, and its configured nice value."""
+def _serve(policy: str, frames: int, *, paced: bool, lone: bool) -> tuple[Counter[str], int, int]:
+    """A loop with `policy` and a two-queue TAP takes `frames` frames: ICMP on the latency
+    queue when `lone`, TCP on the bulk queue otherwise; one at a time (each `PACE` after the
+    previous one's datagram: a wake-up each) when `paced`, all queued at once otherwise with a
+    budget of 1 (one pass per frame, every pass finds work). Returns its counters, its
+    thread's nice value once it has settled after the last frame, and its configured nice."""
     # A paced frame's drain sees the queue run empty (a budget of 1 would carry it to a
     # second pass that finds it: not the single pass a real lone frame takes).
     rig = _Rig(budget=DRAIN_BUDGET if paced else 1)
+    latency, latency_peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    latency.setblocking(False)
+    rig.net = Network(VNI, rig.tap.fileno(), 1450, rig.net.fdb, queues=(latency.fileno(),))
+    sender = latency_peer if lone else rig.bridge
+    make = _frame if lone else _tcp
     caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     # A nice value above the caller's and distinct from 0: both steps are visible.
     rig.loop.nice = min(19, max(caller, 0) + 3)
-    rig.loop.nice_policy = "paced"
+    rig.loop.nice_policy = policy
     rig.loop.pacing = {"rate": TEST_RATE, "sample": TEST_SAMPLE, "quiet": TEST_QUIET}
     rig.loop.add(rig.net)
     tids: list[int] = []
@@ -51,13 +63,13 @@ def _serve_paced(frames: int, *, paced: bool) -> tuple[Counter[str], int, int]:
     try:
         if not paced:
             for n in range(frames):
-                rig.bridge.send(_frame(n))
+                sender.send(make(n))
         rig.loop.arm()
         thread.start()
         for n in range(frames):
             if paced:
-                rig.bridge.send(_frame(n))
-            rig.sink.recv(65536)  # every frame crossed (ICMP: one datagram each)
+                sender.send(make(n))
+            rig.sink.recv(65536)  # every frame crossed (one datagram each)
             if paced:
                 time.sleep(PACE)  # the loop is asleep again before the next one comes
         deadline = time.monotonic() + TIMEOUT
@@ -69,27 +81,51 @@ def _serve_paced(frames: int, *, paced: bool) -> tuple[Counter[str], int, int]:
         rig.loop.stop()
         thread.join(TIMEOUT)
         rig.close()
+        latency.close()
+        latency_peer.close()
 
 
-def test_paced_is_a_nice_policy() -> None:
-    assert "paced" in NICE_POLICIES
+def test_paced_and_paced_wake_are_nice_policies() -> None:
+    assert {"paced", "paced-wake"} <= set(NICE_POLICIES)
 
 
-def test_a_stream_of_lone_frames_steps_down_and_its_end_steps_back() -> None:
-    counters, now, nice = _serve_paced(200, paced=True)
+@pytest.mark.parametrize("paced", [True, False], ids=["one-per-wake-up", "burst"])
+def test_a_stream_of_lone_frames_steps_down_and_its_end_steps_back(paced: bool) -> None:
+    """Both ways a UDP stream reaches the loop: a datagram per wake-up, or iperf3's 1 ms
+    bursts that a loop at -10 finds pass after pass (which "paced-wake" took for bulk)."""
+    counters, now, nice = _serve("paced", 200, paced=paced, lone=True)
     assert counters["nice_paced_steps"] >= 1
     assert counters["nice_unpaced_steps"] == counters["nice_paced_steps"]
+    assert counters["pacer_lone"] > 0
     assert now == nice
     assert "priority_refused" not in counters
 
 
-def test_bulk_found_on_every_pass_leaves_the_nice_value_alone() -> None:
-    counters, now, nice = _serve_paced(200, paced=False)
+def test_tcp_from_the_bulk_queue_leaves_the_nice_value_alone() -> None:
+    """Bulk through offload wakes the loop for each super-frame: not a lone pass (TCP frames
+    one per wake-up, which "paced-wake" steps down on: below)."""
+    counters, now, nice = _serve("paced", 200, paced=True, lone=False)
     assert counters["nice_paced_steps"] == 0
+    assert counters["pacer_samples"] > 0 and counters["pacer_lone"] == 0
     assert now == nice
 
 
 def test_a_few_lone_frames_leave_the_nice_value_alone() -> None:
     """Fewer frames than one sample: no rate to judge, like a ping."""
-    counters, _now, _nice = _serve_paced(TEST_SAMPLE // 2, paced=True)
+    counters, _now, _nice = _serve("paced", TEST_SAMPLE // 2, paced=True, lone=True)
     assert counters["nice_paced_steps"] == 0
+
+
+def test_paced_wake_steps_down_on_wake_ups_whatever_they_carry() -> None:
+    """The first version's signal: TCP frames one per wake-up step it down ("paced" above
+    does not), and its stream's end steps it back."""
+    counters, now, nice = _serve("paced-wake", 200, paced=True, lone=False)
+    assert counters["nice_paced_steps"] >= 1
+    assert counters["nice_unpaced_steps"] == counters["nice_paced_steps"]
+    assert now == nice
+
+
+def test_paced_wake_leaves_bulk_found_on_every_pass_alone() -> None:
+    counters, now, nice = _serve("paced-wake", 200, paced=False, lone=True)
+    assert counters["nice_paced_steps"] == 0
+    assert now == nice
