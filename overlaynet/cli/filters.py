@@ -204,12 +204,69 @@ def status_implies_all(filters: Filters) -> bool:
     return bool(filters.get("status"))
 
 
+# Go's path.ErrBadPattern, as dockerd returns it for a reference= it cannot match with.
+BAD_PATTERN = "syntax error in pattern"
+
+
+def _class(pattern: str, i: int) -> tuple[str, int]:
+    """The character class opening at pattern[i] ('['), as a regular expression, and the index
+    after its ']'. Go: `[` [`^`] { c | `\\`c | lo`-`hi } `]`, never empty; a range lo > hi
+    matches nothing."""
+    i += 1
+    negated = i < len(pattern) and pattern[i] == "^"
+    i += negated
+    items: list[str] = []
+
+    def char() -> str:
+        nonlocal i
+        if i >= len(pattern) or pattern[i] in "-]":
+            raise FilterError(BAD_PATTERN)
+        if pattern[i] == "\\":
+            i += 1
+            if i >= len(pattern):
+                raise FilterError(BAD_PATTERN)
+        i += 1
+        return pattern[i - 1]
+
+    while True:
+        if i >= len(pattern):
+            raise FilterError(BAD_PATTERN)
+        if pattern[i] == "]" and items:
+            break
+        lo = char()
+        hi = lo
+        if i < len(pattern) and pattern[i] == "-":
+            i += 1
+            hi = char()
+        # An empty range still counts as an item (the class is not empty), matching nothing.
+        items.append(f"{re.escape(lo)}-{re.escape(hi)}" if lo <= hi else "")
+    body = "".join(items)
+    if negated:
+        return (f"[^{body}]" if body else "."), i + 1
+    return (f"[{body}]" if body else "(?!)"), i + 1
+
+
 def _glob(pattern: str) -> re.Pattern[str]:
-    """Go's path.Match as a regular expression: `*` and `?` stop at `/`."""
+    """Go's path.Match as a regular expression: `*` and `?` stop at `/`, `[a-z]` and `[^...]`
+    are classes, `\\` takes the next character as it is; a malformed pattern is an error."""
     parts = []
-    for ch in pattern:
-        parts.append({"*": "[^/]*", "?": "[^/]"}.get(ch) or re.escape(ch))
-    return re.compile("".join(parts))
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "[":
+            part, i = _class(pattern, i)
+            parts.append(part)
+            continue
+        if ch == "\\":
+            i += 1
+            if i >= len(pattern):
+                raise FilterError(BAD_PATTERN)
+            ch = pattern[i]
+            parts.append(re.escape(ch))
+        else:
+            parts.append({"*": "[^/]*", "?": "[^/]"}.get(ch) or re.escape(ch))
+        i += 1
+    return re.compile("".join(parts), re.DOTALL)
 
 
 def reference_match(values: Sequence[str], row: Row) -> bool:
@@ -222,15 +279,28 @@ def reference_match(values: Sequence[str], row: Row) -> bool:
     )
 
 
+# moby's Args.GetBoolOrDefault (image list's `dangling=`): these words and no others.
+TRUE_WORDS = ("true", "1")
+FALSE_WORDS = ("false", "0")
+
+
+def _dangling_wanted(values: Sequence[str]) -> bool:
+    """dangling=true|1 or false|0; both at once is docker's invalid filter."""
+    wanted = {v in TRUE_WORDS for v in values}
+    if len(wanted) > 1:
+        raise FilterError(f"invalid filter 'dangling=[{' '.join(sorted(values))}]'")
+    return wanted == {True}
+
+
 IMAGES = Kind(
     "images",
     {
         "reference": reference_match,
         # Catalog images always have a name and tag: none is dangling.
-        "dangling": lambda vs, r: "false" in vs,
+        "dangling": lambda vs, r: not _dangling_wanted(vs),
         # The catalog gives images no labels: a label filter selects none.
         "label": lambda vs, r: labels_match(vs, {}),
     },
-    closed={"dangling": ("true", "false")},
+    closed={"dangling": (*TRUE_WORDS, *FALSE_WORDS)},
     unsupported=frozenset({"before", "since", "until"}),
 )

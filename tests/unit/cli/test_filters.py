@@ -167,6 +167,26 @@ def test_image_reference_filters_are_globs_over_the_name_or_name_tag() -> None:
     assert names("dangling=true") == [] and len(names("dangling=false")) == 3
 
 
+def test_image_references_take_go_classes_and_escapes_and_dangling_takes_1_and_0() -> None:
+    # `[a-z]` and `\\` were matched as the characters themselves (reference=alp[a-z]ne chose
+    # nothing; docker's path.Match chooses alpine), and dangling=1/0 were refused.
+    def names(*specs: str) -> list[str]:
+        chosen = IMAGES.select(Filters.of(parse_filter(s) for s in specs), IMAGE_ROWS)
+        return [str(r["Repository"]) for r in chosen]
+
+    assert names("reference=alp[a-z]ne") == ["alpine"]
+    assert names("reference=alp[^0-9]ne:lates[t]") == ["alpine"]
+    assert names("reference=alp[^a-z]ne") == []
+    assert names("reference=\\alpine") == ["alpine"]  # `\\a` is a
+    assert names("reference=alpine[z-a]") == []  # an empty range matches nothing
+    assert names("dangling=1") == [] and len(names("dangling=0")) == 3
+    for bad in ("alp[", "alpine\\", "alp[]ne", "a[b-]"):
+        with pytest.raises(FilterError, match="syntax error in pattern"):
+            names(f"reference={bad}")
+    with pytest.raises(FilterError, match=r"invalid filter 'dangling=\[0 true\]'"):
+        names("dangling=true", "dangling=0")
+
+
 def test_image_filters_docker_refuses_are_refused() -> None:
     for spec, says in (("bogus=1", "invalid filter 'bogus'"), ("dangling=maybe", "dangling")):
         with pytest.raises(FilterError, match=says):
