@@ -42,8 +42,22 @@ def _counts(actions: Iterable[argparse.Action]) -> tuple[int, bool] | None:
     return least, variable
 
 
-def _usage_word(a: argparse.Action) -> str:
+# The parsers name a list of objects in the plural (`networks`); docker's usage lines name
+# one and repeat it: `docker network rm NETWORK [NETWORK...]`,
+# `docker inspect NAME|ID [NAME|ID...]`.
+SINGULAR = {
+    "CONTAINERS": "CONTAINER",
+    "NETWORKS": "NETWORK",
+    "NODES": "NODE",
+    "SERVICES": "SERVICE",
+    "OBJECTS": "NAME|ID",
+}
+
+
+def _usage_word(a: argparse.Action, command_required: bool = False) -> str:
     name = str(a.metavar or a.dest).upper()
+    if a.metavar is None:
+        name = SINGULAR.get(name, name)
     if a.nargs is None:
         return name
     if isinstance(a.nargs, int):
@@ -51,8 +65,10 @@ def _usage_word(a: argparse.Action) -> str:
     if a.nargs == argparse.ONE_OR_MORE:
         return f"{name} [{name}...]"
     if a.nargs == argparse.REMAINDER:
-        # docker's usage lines say COMMAND where the parsers say cmd
-        return f"[{'COMMAND' if name == 'CMD' else name}] [ARG...]"
+        # docker's usage lines say COMMAND where the parsers say cmd; a verb that needs it
+        # (exec: MIN_ARGS_OVERRIDE) shows it without brackets, `CONTAINER COMMAND [ARG...]`.
+        word = "COMMAND" if name == "CMD" else name
+        return f"{word} [ARG...]" if command_required else f"[{word}] [ARG...]"
     if a.nargs == argparse.ZERO_OR_MORE:
         return f"[{name}...]"
     return f"[{name}]"
@@ -64,7 +80,12 @@ def usage_line(prog: str, actions: Iterable[argparse.Action]) -> str:
     words = [prog]
     if any(a.option_strings and a.dest != "help" for a in acts):
         words.append("[OPTIONS]")
-    words += [_usage_word(a) for a in acts if not a.option_strings]
+    positionals = [a for a in acts if not a.option_strings]
+    least = _counts(acts)
+    needed = MIN_ARGS_OVERRIDE.get(prog.split()[-1], 0)
+    # The override raises the count past what argparse requires: the optional tail is needed.
+    command_required = least is not None and needed > least[0]
+    words += [_usage_word(a, command_required) for a in positionals]
     return "Usage:  " + " ".join(words)
 
 

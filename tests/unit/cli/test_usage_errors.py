@@ -61,6 +61,21 @@ def test_exec_needs_container_and_command(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().err.startswith('"overlaynet exec" requires at least 2 arguments.\n')
 
 
+def test_usage_lines_name_what_docker_names(capsys: pytest.CaptureFixture[str]) -> None:
+    # exec showed `CONTAINER [COMMAND] [ARG...]` though COMMAND is required, and lists showed
+    # the parser's plural (`NETWORKS [NETWORKS...]`); docker: `NETWORK [NETWORK...]`.
+    for argv, usage in (
+        (["exec"], "overlaynet exec [OPTIONS] CONTAINER COMMAND [ARG...]"),
+        (["container", "exec"], "overlaynet container exec [OPTIONS] CONTAINER COMMAND [ARG...]"),
+        (["network", "rm"], "overlaynet network rm NETWORK [NETWORK...]"),
+        (["stop"], "overlaynet stop [OPTIONS] CONTAINER [CONTAINER...]"),
+        (["inspect"], "overlaynet inspect [OPTIONS] NAME|ID [NAME|ID...]"),
+        (["node", "rm"], "overlaynet node rm [OPTIONS] NODE [NODE...]"),
+    ):
+        assert usage_error(capsys, *argv).endswith(f"\nUsage:  {usage}\n"), argv
+    assert usage_error(capsys, "run").endswith(" IMAGE [COMMAND] [ARG...]\n")  # optional there
+
+
 def test_missing_flag_or_verb_keeps_argparse_words(capsys: pytest.CaptureFixture[str]) -> None:
     err = usage_error(capsys, "swarm", "join")
     assert "the following arguments are required: --token, HOST:PORT." in err
