@@ -42,12 +42,45 @@ class Missing:
     status: int
 
 
+# overlayfs marks a directory re-made in the upper layer over a deleted one with this xattr
+# ("y"): nothing of the layers below shows through it (Documentation/filesystems/overlayfs.rst,
+# "whiteouts and opaque directories"); `user.` when mounted with userxattr.
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    """overlayfs's whiteout: a character device 0:0 in an upper layer, a name deleted there."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _is_opaque(directory: Path) -> bool:
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(directory, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue  # not set, or the file system keeps no xattrs
+    return False
+
+
 def _find(roots: Sequence[Path], rel: str) -> Path | None:
-    """The first layer that has `rel` (a path inside the root, without its leading /)."""
-    for root in roots:
+    """The first layer that has `rel` (a path inside the root, without its leading /). A
+    whiteout in a layer above the last means deleted (the layers below do not show through),
+    and so does a name absent under an opaque directory. The callers walk one component at a
+    time, so only `rel`'s own folder can be opaque here."""
+    for depth, root in enumerate(roots):
         p = root / rel if rel else root
-        if os.path.lexists(p):
-            return p
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            if rel and depth < len(roots) - 1 and _is_opaque(p.parent):
+                return None
+            continue
+        except OSError:
+            continue
+        if depth < len(roots) - 1 and _is_whiteout(st):
+            return None
+        return p
     return None
 
 

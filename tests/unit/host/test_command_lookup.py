@@ -1,10 +1,14 @@
 """A container's command looked up in its root as runc does, before the shell that starts it
-could say it in its own words; no root needed (folders under tmp_path stand for the layers)."""
+could say it in its own words; folders under tmp_path stand for the layers (root only for the
+whiteout tests: mknod)."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+import pytest
 
 from overlaynet.host import command_lookup as cl
 
@@ -75,3 +79,40 @@ def test_path_comes_from_the_containers_env_and_other_errors_have_no_status() ->
     assert cl.path_of(["A=1", "PATH=/opt/bin"], PATH) == "/opt/bin"
     assert cl.path_of([], PATH) == PATH
     assert cl.exit_status("Error response from daemon: no such image") is None
+
+
+needs_mknod = pytest.mark.skipif(
+    os.geteuid() != 0, reason="a whiteout is a 0:0 character device: mknod needs root"
+)
+
+
+@needs_mknod
+def test_a_command_deleted_in_the_container_is_not_found(tmp_path: Path) -> None:
+    # `rm /bin/busybox` in a container that then stopped leaves a whiteout (a 0:0 character
+    # device) in its upper folder: the lookup took it for a file it cannot run (126,
+    # permission denied); the command is gone (127), as runc sees it through the overlay.
+    upper, lower = roots = _layers(tmp_path)
+    (upper / "bin").mkdir()
+    os.mknod(upper / "bin/busybox", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    missing = cl.check(roots, ["/bin/busybox"], PATH)
+    assert missing is not None and missing.status == cl.EXIT_NOT_FOUND
+    assert missing.message.endswith("stat /bin/busybox: no such file or directory")
+    assert cl.check(roots, ["/bin/ls"], PATH) is not None  # its link target went with it
+    # A deleted folder hides everything the image had in it.
+    os.mknod(upper / "usr", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    assert cl.resolve(roots, "/usr/bin/env") is None
+    # The lowest layer has no layer below: a device there is a device.
+    os.mknod(lower / "etc/null0", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    assert cl.resolve(roots, "/etc/null0") == lower / "etc/null0"
+
+
+@needs_mknod
+def test_an_opaque_folder_hides_the_layer_below(tmp_path: Path) -> None:
+    # A folder deleted and made again in the container: overlayfs marks it opaque and
+    # nothing the image had in it shows through.
+    upper, lower = roots = _layers(tmp_path)
+    (upper / "bin").mkdir()
+    os.setxattr(upper / "bin", "trusted.overlay.opaque", b"y")
+    missing = cl.check(roots, ["/bin/busybox"], PATH)
+    assert missing is not None and missing.status == cl.EXIT_NOT_FOUND
+    assert cl.resolve(roots, "/etc/hosts") == lower / "etc/hosts"
