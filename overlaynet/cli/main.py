@@ -704,21 +704,9 @@ def cmd_swarm_init(ns: argparse.Namespace) -> int:
     print("To add a worker to this swarm, run the following command:\n")
     print(_join_command(res["worker_token"], res["manager_addr"]) + "\n")
     paths = _host_paths(ns)
-    if paths.lab:
-        # In a lab every host is reached with -H: spell the command out for each other host.
-        from overlaynet import lab
-        from overlaynet.cli import join_text
+    from overlaynet.cli import join_text
 
-        others = [h.name for h in lab.read_hosts(paths.lab) if h.name != paths.host]
-        if others:
-            print(f"In lab {paths.lab}, paste for each host that joins:\n")
-            for host in others:
-                print(
-                    join_text.lab_join_command(
-                        res["worker_token"], res["manager_addr"], host, paths.lab
-                    )
-                )
-            print()
+    join_text.print_lab_join(paths.lab, paths.host, res["worker_token"], res["manager_addr"])
     print(
         "To add a manager to this swarm, run 'overlaynet swarm join-token manager' "
         "and follow the instructions.\n"
@@ -741,6 +729,10 @@ def cmd_swarm_join_token(ns: argparse.Namespace) -> int:
         print(f"Successfully rotated {ns.role} join token.\n")
     print(f"To add a {ns.role} to this swarm, run the following command:\n")
     print(_join_command(res["token"], res["manager_addr"]) + "\n")
+    paths = _host_paths(ns)
+    from overlaynet.cli import join_text
+
+    join_text.print_lab_join(paths.lab, paths.host, res["token"], res["manager_addr"])
     return 0
 
 
