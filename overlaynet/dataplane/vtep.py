@@ -251,7 +251,7 @@ class Vtep:
         batch: bool = True,
         learned_max_age: float = LEARNED_MAX_AGE,
         nice: int = LOOP_NICE,
-        nice_policy: str = "fixed",
+        nice_policy: str = "paced",
         bulk_nice: int = 0,
         drain_budget: int = DRAIN_BUDGET,
         offload_port: int = chunks.OFFLOAD_PORT,

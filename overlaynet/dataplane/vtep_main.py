@@ -82,7 +82,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="nice value of the forwarding thread (negative: woken ahead of other processes)",
     )  # fmt: skip
     p.add_argument(
-        "--nice-policy", choices=NICE_POLICIES, default="fixed",
+        "--nice-policy", choices=NICE_POLICIES, default="paced",
         help="how the thread's nice value follows its work (hotpath.NICE_POLICIES)",
     )  # fmt: skip
     p.add_argument(

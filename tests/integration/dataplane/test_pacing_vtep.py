@@ -1,10 +1,10 @@
 """The "paced" nice policy through two offload-mode `vtep_main`s (issue 15): pings leave the
 loop at its nice value, and so does bulk TCP (it never moves a non-TCP frame: its super-frames
-and ACKs go through the TAPs' bulk queues; "paced-wake", the first version, stepped down on
-it); a paced UDP stream (`iperf3 -u -b`, in iperf3's own 1 ms bursts, which "paced-wake" took
-for bulk) steps the VTEPs' loops down to nice 0 (the sending one drains the TAP's latency queue
-on nearly every pass, the receiving one delivers to it), and once the stream has ended they are
-back at their nice value."""
+and ACKs go through the TAPs' bulk queues; "paced-wake", the first version, stepped down on it
+in benchmarks, not reliably in this 1 s test); a paced UDP stream (`iperf3 -u -b`, in iperf3's
+own 1 ms bursts, which "paced-wake" took for bulk) steps the VTEPs' loops down to nice 0 (the
+sending one drains the TAP's latency queue on nearly every pass, the receiving one delivers to
+it), and once the stream has ended they are back at their nice value."""
 
 from __future__ import annotations
 
