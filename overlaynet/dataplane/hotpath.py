@@ -417,6 +417,10 @@ class HotLoop:
         else:
             self._apply_tso()  # wishes made before the loop ran (`arm` cleared their wake-up)
         policy = self.nice_policy if self.nice else "fixed"
+        if policy.startswith("paced") and self.nice > 0:
+            # The paced policies step to 0 so that the processes a stream feeds get the CPU
+            # first; from a positive nice that step would do the opposite: kept fixed.
+            policy = "fixed"
         tid = threading.get_native_id()
         busy = 0  # "bulk": passes in a row that found work
         # "paced", "paced-wake": passes counted toward the pacer's sample, how many were lone,
@@ -551,15 +555,18 @@ class HotLoop:
 
     def _pace(self, tid: int, nice: int | None) -> None:
         """Carry out the pacer's answer (None: keep the nice value) and count the step."""
-        if nice is not None:
+        if nice is not None and self._renice(tid, nice):
+            # Counted only when made: a refused step is `priority_refused`, not a step.
             self._counters["nice_paced_steps" if nice != self.nice else "nice_unpaced_steps"] += 1
-            self._renice(tid, nice)
 
-    def _renice(self, tid: int, nice: int) -> None:
+    def _renice(self, tid: int, nice: int) -> bool:
+        """Set thread `tid`'s nice value; False (counted) when the kernel refuses."""
         try:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
         except OSError:
             self._counters["priority_refused"] += 1
+            return False
+        return True
 
     def _set_priority(self) -> None:
         """Give the loop's own thread (not the rest of the process) the `nice` value: every

@@ -36,6 +36,18 @@ def _pair(text: str) -> tuple[str, str]:
     return left, right
 
 
+def _frames(text: str) -> int:
+    """A queue length: a positive number of frames (0 would drop every frame, and the
+    kernel would refuse a negative one only once the VTEP is built)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of frames") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of frames")
+    return value
+
+
 def _key(text: str) -> DataKey:
     try:
         return parse_key(text)
@@ -127,7 +139,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="nice value of the lane thread (--lane nice, or fifo refused; default -20)",
     )  # fmt: skip
     p.add_argument(
-        "--txqueuelen", type=int, default=None, metavar="FRAMES",
+        "--txqueuelen", type=_frames, default=None, metavar="FRAMES",
         help="queue length of the TAP toward the VTEP (default: tap.DEFAULT_TXQUEUELEN)",
     )  # fmt: skip
     p.add_argument("--stats", type=Path, help="write counters here as JSON")

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from overlaynet.dataplane.tap import DEFAULT_TXQUEUELEN
+from overlaynet.dataplane.vtep_main import parse_args
 from overlaynet.lab.testbed import Testbed
 
 TAP = "on-tap-tdp"  # `Testbed.start_vtep`'s TAP
@@ -21,3 +22,15 @@ def test_the_tap_takes_the_queue_length_given(extra: tuple[str, ...]) -> None:
         tb.start_vtep(host, [peer], extra=extra)
         (link,) = json.loads(tb.exec(host.ns, "ip", "-j", "link", "show", TAP))
     assert link["txqlen"] == (int(extra[1]) if extra else DEFAULT_TXQUEUELEN)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots"])
+def test_a_queue_length_that_is_not_a_positive_number_is_refused_before_anything_is_built(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(
+            ["--local-ip", "192.0.2.1", "--vni", "1", "--tap", "on-tap-x", "--txqueuelen", value]
+        )
+    assert exit_.value.code == 2
+    assert "argument --txqueuelen" in capsys.readouterr().err

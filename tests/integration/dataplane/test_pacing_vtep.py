@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from overlaynet.lab.testbed import Testbed
-from tests.integration.dataplane.paths import TIMEOUT, TwoVteps, iperf3, ping
+from tests.integration.dataplane.paths import TIMEOUT, TwoVteps, iperf3
 
 #: 200 Mb/s of 1400-octet datagrams: ~18,000 a second, far below what the path sustains, so
 #: the loops have time to spare even on a busy machine; sent in iperf3's default 1 ms bursts.
@@ -40,15 +40,27 @@ def _steps(lab: TwoVteps) -> tuple[int, int]:
     return down, up
 
 
+def _samples(lab: TwoVteps) -> list[int]:
+    """Each VTEP's pacer samples so far: the pacer judged (a judgement that can step)."""
+    return [lab.stats(host)["counters"].get("pacer_samples", 0) for host in (lab.h1, lab.h2)]
+
+
 def test_pings_leave_the_loop_at_its_nice_value(lab: TwoVteps) -> None:
-    ping(lab.tb, lab.c1, lab.c2, count=5)
+    before = _samples(lab)
+    # 300 pings 10 ms apart: several of the pacer's samples on each VTEP (a pass per
+    # request and per reply), at 100 lone passes a second, far below `pacing.PACED_RATE`.
+    lab.tb.exec(lab.c1.ns, "ping", "-q", "-c", "300", "-i", "0.01", "-W", "2", lab.c2.ip)
+    after = _samples(lab)
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
     assert _steps(lab) == (0, 0)
 
 
 def test_bulk_tcp_leaves_the_loop_at_its_nice_value(lab: TwoVteps) -> None:
     before = _steps(lab)
+    samples = _samples(lab)
     result = iperf3(lab.tb, lab.c1, lab.c2)
     assert result["end"]["sum_received"]["bytes"] > 0
+    assert all(a > b for a, b in zip(_samples(lab), samples, strict=True))  # it was judged
     assert _steps(lab) == before
 
 

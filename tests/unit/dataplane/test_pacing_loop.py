@@ -31,9 +31,15 @@ TEST_SAMPLE = 16
 PACE = 0.001
 #: Stepped down, the loop sleeps this long without work before it takes its nice back.
 TEST_QUIET = 0.05
+#: The loops' nice value in these tests: negative and distinct from the default's -10.
+LOOPS_NICE = -3
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a negative nice value needs root")
 
 
-def _serve(policy: str, frames: int, *, paced: bool, lone: bool) -> tuple[Counter[str], int, int]:
+def _serve(
+    policy: str, frames: int, *, paced: bool, lone: bool, nice: int = LOOPS_NICE
+) -> tuple[Counter[str], int, int]:
     """A loop with `policy` and a two-queue TAP takes `frames` frames: ICMP on the latency
     queue when `lone`, TCP on the bulk queue otherwise; one at a time (each `PACE` after the
     previous one's datagram: a wake-up each) when `paced`, all queued at once otherwise with a
@@ -47,9 +53,9 @@ def _serve(policy: str, frames: int, *, paced: bool, lone: bool) -> tuple[Counte
     rig.net = Network(VNI, rig.tap.fileno(), 1450, rig.net.fdb, queues=(latency.fileno(),))
     sender = latency_peer if lone else rig.bridge
     make = _frame if lone else _tcp
-    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    # A nice value above the caller's and distinct from 0: both steps are visible.
-    rig.loop.nice = min(19, max(caller, 0) + 3)
+    # Below 0, as the loop's own (`LOOP_NICE`): the policies step down to 0 only from a
+    # negative nice value (needs CAP_SYS_NICE: the module is skipped without root).
+    rig.loop.nice = nice
     rig.loop.nice_policy = policy
     rig.loop.pacing = {"rate": TEST_RATE, "sample": TEST_SAMPLE, "quiet": TEST_QUIET}
     rig.loop.add(rig.net)
@@ -123,6 +129,14 @@ def test_paced_wake_steps_down_on_wake_ups_whatever_they_carry() -> None:
     assert counters["nice_paced_steps"] >= 1
     assert counters["nice_unpaced_steps"] == counters["nice_paced_steps"]
     assert now == nice
+
+
+def test_a_positive_nice_value_is_kept_fixed() -> None:
+    """From a positive nice value the step to 0 would raise the loop above the processes the
+    stream feeds, the opposite of the policy's purpose: the loop keeps its nice value."""
+    counters, now, nice = _serve("paced", 200, paced=True, lone=True, nice=3)
+    assert nice == 3 and now == 3
+    assert counters["nice_paced_steps"] == 0 and counters["pacer_samples"] == 0
 
 
 def test_paced_wake_leaves_bulk_found_on_every_pass_alone() -> None:
