@@ -89,7 +89,10 @@ LOOP_NICE = -10
 #: the receiver on every datagram: UDP loss at 80 %, issue 15) and at `nice` for pings and bulk;
 #: the decision is `pacing.Pacer`'s, measured in benchmarks/profiles/s9-paced.md. Its sign of
 #: a lone frame: a pass that drained a TAP latency queue or delivered a non-TCP frame to one
-#: (bulk TCP, ACKs included, never does); "paced-wake", the first version kept for comparison:
+#: (bulk IPv4 TCP, ACKs included, never does; the queue split knows IPv4 TCP only, so IPv6 or
+#: VLAN-tagged TCP counts as lone). Both run as "fixed" with a lane (its deliveries would read
+#: as the main loop's) or when the loop's nice value was refused or is not negative.
+#: "paced-wake", the first version kept for comparison:
 #: a pass that slept first (bursty paced UDP at -10 rarely does, bulk through offload often).
 NICE_POLICIES = ("fixed", "yield", "bulk", "paced", "paced-wake")
 #: Passes in a row that found work before "bulk" steps down to `bulk_nice`: a ping and its
@@ -164,6 +167,20 @@ _Parked: TypeAlias = tuple[list[bytes], int, int, int, FdbEntry | None, tuple[st
 _Carried: TypeAlias = tuple[
     list[bytes], int, int, int, bytes, bytes, FdbEntry | None, tuple[str, ...], dict[bytes, _Parked]
 ]
+
+
+def effective_policy(policy: str, nice: int, niced: bool, *, lane: bool) -> str:
+    """The nice policy the loop runs: `policy`, or "fixed" where it cannot do its job. Every
+    policy is fixed at nice 0. The paced ones step to 0 so that the processes a stream feeds
+    get the CPU first: from a positive nice that step would do the opposite, and from a nice
+    value the kernel refused (`niced` False) it would change nothing while its counters said
+    otherwise; with a lane the urgent fds are the lane's and its deliveries set `_woke` too,
+    so the main loop's bulk passes would read as lone."""
+    if not nice:
+        return "fixed"
+    if policy.startswith("paced") and (nice > 0 or not niced or lane):
+        return "fixed"
+    return policy
 
 
 class HotLoop:
@@ -409,18 +426,13 @@ class HotLoop:
         # impairments cost while nothing is held.
         held = self._held.heap
         carried = self._carried
-        if self.nice:
-            self._set_priority()
+        niced = self._set_priority() if self.nice else True
         if lock is not None:
             with lock:
                 self._apply_tso()
         else:
             self._apply_tso()  # wishes made before the loop ran (`arm` cleared their wake-up)
-        policy = self.nice_policy if self.nice else "fixed"
-        if policy.startswith("paced") and self.nice > 0:
-            # The paced policies step to 0 so that the processes a stream feeds get the CPU
-            # first; from a positive nice that step would do the opposite: kept fixed.
-            policy = "fixed"
+        policy = effective_policy(self.nice_policy, self.nice, niced, lane=lock is not None)
         tid = threading.get_native_id()
         busy = 0  # "bulk": passes in a row that found work
         # "paced", "paced-wake": passes counted toward the pacer's sample, how many were lone,
@@ -469,20 +481,27 @@ class HotLoop:
                     if lone_pass:
                         lone += 1
                         lone_pass = False
-                ready = poll(0)
-                if not ready and not carried:
-                    # Nothing at once: this pass is a wake-up. While paced, the sleep is
-                    # short so the loop notices the stream's end and takes its nice back.
-                    if not by_frames:
+                    # One poll per pass, as "fixed"; stepped down, the sleep is short so the
+                    # loop notices the stream's end and takes its nice back.
+                    short = pacer.nice != pacer.high and timeout > pacer.quiet
+                    ready = poll(pacer.quiet if short else timeout)
+                    if short and not ready:
+                        self._pace(tid, pacer.on_quiet(monotonic()))
+                        passes = lone = 0
+                        continue
+                else:
+                    ready = poll(0)
+                    if not ready and not carried:
+                        # Nothing at once: this pass is a wake-up ("paced-wake"'s lone pass).
                         lone += 1
-                    if pacer.nice != pacer.high and timeout > pacer.quiet:
-                        ready = poll(pacer.quiet)
-                        if not ready:
-                            self._pace(tid, pacer.on_quiet(monotonic()))
-                            passes = lone = 0
-                            continue
-                    else:
-                        ready = poll(timeout)
+                        if pacer.nice != pacer.high and timeout > pacer.quiet:
+                            ready = poll(pacer.quiet)
+                            if not ready:
+                                self._pace(tid, pacer.on_quiet(monotonic()))
+                                passes = lone = 0
+                                continue
+                        else:
+                            ready = poll(timeout)
                 passes += 1
                 if passes == sample:
                     # Samples spent stepped down, against all: how much of its time the
@@ -568,15 +587,12 @@ class HotLoop:
             return False
         return True
 
-    def _set_priority(self) -> None:
+    def _set_priority(self) -> bool:
         """Give the loop's own thread (not the rest of the process) the `nice` value: every
         frame waits for this thread's wake-up, which on a busy machine is a wait for a CPU
         (the kernel's VXLAN runs in softirq and never waits behind processes). Refused
-        (no CAP_SYS_NICE): counted, and the loop runs at its inherited priority."""
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-        except OSError:
-            self._counters["priority_refused"] += 1
+        (no CAP_SYS_NICE): counted, False, and the loop runs at its inherited priority."""
+        return self._renice(threading.get_native_id(), self.nice)
 
     def _flush_carried(self, ready: list[tuple[int, int]]) -> None:
         """Drain the queues holding carried batches that epoll no longer reports (they became

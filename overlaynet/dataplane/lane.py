@@ -30,7 +30,8 @@ threads can touch during a drain, and why each is safe:
 - `fastegress.FastEgress`: its event list (`_ev`) and `emptied` are per instance, so the lane
   has its own instance (`Lane.fast`); the main loop's keeps the bulk queues.
 - `fastoffload`: called only with the lock held (not released inside).
-- `_woke`: a flag, set by either, read by the main loop for the "yield" nice policy only.
+- `_woke`: a flag, set by either, read by the main loop for the "yield" nice policy only (the
+  "paced" policies run as "fixed" with a lane: the lane's deliveries would read as its own).
 - `_held`'s release: the main loop's (its wake-up computes the first datagram's due time); the
   lane pokes it after a drain that left datagrams held.
 - TSO switching (`_switch_tso`): either thread, under the lock; a C drain that ran while the

@@ -9,7 +9,8 @@ want -10 (loaded-latency-budget.md). The loop feeds `Pacer` what it sees without
 frame: every `SAMPLE_PASSES` passes, how many of them were "lone" passes and the monotonic
 time; and when a short sleep ended with nothing to do. What makes a pass lone is the policy's
 (`hotpath.NICE_POLICIES`): under "paced" it moved a non-TCP frame (drained a TAP latency queue,
-or delivered a frame to one), which bulk TCP never does, its ACKs included; under "paced-wake"
+or delivered a frame to one), which bulk IPv4 TCP never does, its ACKs included (the queue
+split knows IPv4 TCP only: IPv6 or VLAN-tagged TCP counts as lone); under "paced-wake"
 it slept first, which a bursty paced stream at -10 does as seldom as bulk through offload
 (benchmarks/profiles/s9-paced.md). The pacer answers with the nice value to take, or None."""
 

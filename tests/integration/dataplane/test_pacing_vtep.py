@@ -66,6 +66,7 @@ def test_bulk_tcp_leaves_the_loop_at_its_nice_value(lab: TwoVteps) -> None:
 
 def test_a_paced_udp_stream_steps_down_and_back_once_it_ends(lab: TwoVteps) -> None:
     before, _ = _steps(lab)
+    receiver = lab.stats(lab.h2)["counters"].get("nice_paced_steps", 0)
     result = iperf3(lab.tb, lab.c1, lab.c2, extra=PACED)
     assert result["end"]["sum"]["packets"] > 0
     deadline = time.monotonic() + TIMEOUT
@@ -75,3 +76,6 @@ def test_a_paced_udp_stream_steps_down_and_back_once_it_ends(lab: TwoVteps) -> N
         time.sleep(0.1)
         down, up = _steps(lab)
     assert down > before
+    # The receiving loop too (it delivers the stream's frames: `_woke`): its iperf3 is the one
+    # that lost datagrams at a fixed -10.
+    assert lab.stats(lab.h2)["counters"].get("nice_paced_steps", 0) > receiver

@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from overlaynet.dataplane.hotpath import DRAIN_BUDGET, NICE_POLICIES
+from overlaynet.dataplane.hotpath import DRAIN_BUDGET, NICE_POLICIES, effective_policy
 from overlaynet.dataplane.switching import Network
 
 from .test_loop_knobs import TIMEOUT, VNI, _frame, _Rig, _tcp
@@ -38,13 +38,21 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a negative nice value
 
 
 def _serve(
-    policy: str, frames: int, *, paced: bool, lone: bool, nice: int = LOOPS_NICE
+    policy: str,
+    frames: int,
+    *,
+    paced: bool,
+    lone: bool,
+    nice: int = LOOPS_NICE,
+    rate: float = TEST_RATE,
+    settles: int | None = None,
 ) -> tuple[Counter[str], int, int]:
     """A loop with `policy` and a two-queue TAP takes `frames` frames: ICMP on the latency
     queue when `lone`, TCP on the bulk queue otherwise; one at a time (each `PACE` after the
     previous one's datagram: a wake-up each) when `paced`, all queued at once otherwise with a
     budget of 1 (one pass per frame, every pass finds work). Returns its counters, its
-    thread's nice value once it has settled after the last frame, and its configured nice."""
+    thread's nice value once it has settled after the last frame (at `settles`, by default its
+    configured nice), and its configured nice."""
     # A paced frame's drain sees the queue run empty (a budget of 1 would carry it to a
     # second pass that finds it: not the single pass a real lone frame takes).
     rig = _Rig(budget=DRAIN_BUDGET if paced else 1)
@@ -57,7 +65,7 @@ def _serve(
     # negative nice value (needs CAP_SYS_NICE: the module is skipped without root).
     rig.loop.nice = nice
     rig.loop.nice_policy = policy
-    rig.loop.pacing = {"rate": TEST_RATE, "sample": TEST_SAMPLE, "quiet": TEST_QUIET}
+    rig.loop.pacing = {"rate": rate, "sample": TEST_SAMPLE, "quiet": TEST_QUIET}
     rig.loop.add(rig.net)
     tids: list[int] = []
 
@@ -79,7 +87,8 @@ def _serve(
             if paced:
                 time.sleep(PACE)  # the loop is asleep again before the next one comes
         deadline = time.monotonic() + TIMEOUT
-        while os.getpriority(os.PRIO_PROCESS, tids[0]) != rig.loop.nice:
+        settled = rig.loop.nice if settles is None else settles
+        while os.getpriority(os.PRIO_PROCESS, tids[0]) != settled:
             assert time.monotonic() < deadline, "the loop never went back to its nice value"
             time.sleep(0.01)
         return rig.loop._counters, os.getpriority(os.PRIO_PROCESS, tids[0]), rig.loop.nice
@@ -116,10 +125,49 @@ def test_tcp_from_the_bulk_queue_leaves_the_nice_value_alone() -> None:
     assert now == nice
 
 
-def test_a_few_lone_frames_leave_the_nice_value_alone() -> None:
-    """Fewer frames than one sample: no rate to judge, like a ping."""
-    counters, _now, _nice = _serve("paced", TEST_SAMPLE // 2, paced=True, lone=True)
+def test_lone_frames_below_the_rate_leave_the_nice_value_alone() -> None:
+    """Like pings: samples full of lone passes, but far fewer a second than the rate."""
+    counters, now, nice = _serve("paced", 200, paced=True, lone=True, rate=1e6)
+    assert counters["pacer_samples"] > 0 and counters["pacer_lone"] > 0
     assert counters["nice_paced_steps"] == 0
+    assert now == nice
+
+
+def test_a_refused_nice_value_runs_the_policy_as_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without CAP_SYS_NICE the steps would change nothing and their counters would lie."""
+    real = os.setpriority
+
+    def refuse_negative(which: int, who: int, prio: int) -> None:
+        if prio < 0:
+            raise PermissionError(1, "Operation not permitted")
+        real(which, who, prio)
+
+    monkeypatch.setattr(os, "setpriority", refuse_negative)
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    counters, now, _nice = _serve("paced", 200, paced=True, lone=True, settles=caller)
+    assert counters["priority_refused"] >= 1
+    assert counters["pacer_samples"] == 0 and counters["nice_paced_steps"] == 0
+    assert now == caller
+
+
+@pytest.mark.parametrize(
+    ("policy", "nice", "niced", "lane", "runs"),
+    [
+        ("paced", -10, True, False, "paced"),
+        ("paced-wake", -10, True, False, "paced-wake"),
+        ("paced", -10, True, True, "fixed"),  # the lane's deliveries would read as lone
+        ("paced-wake", -10, True, True, "fixed"),
+        ("paced", -10, False, False, "fixed"),  # refused: the steps would change nothing
+        ("paced", 3, True, False, "fixed"),  # stepping to 0 would raise the loop
+        ("paced", 0, True, False, "fixed"),
+        ("bulk", -10, True, True, "bulk"),  # the other policies keep their lane behaviour
+        ("yield", 0, True, False, "fixed"),
+    ],
+)
+def test_the_policy_the_loop_runs(
+    policy: str, nice: int, niced: bool, lane: bool, runs: str
+) -> None:
+    assert effective_policy(policy, nice, niced, lane=lane) == runs
 
 
 def test_paced_wake_steps_down_on_wake_ups_whatever_they_carry() -> None:
