@@ -59,8 +59,36 @@ class _Rig:
         self.loop = HotLoop(self.rx, [self.plain], port, Counter(), tx_gso=[self.gso])
         self.loop.drain_budget = budget
         self.net = Network(VNI, self.tap.fileno(), 1450, fdb.table(VNI))
+        self.thread: threading.Thread | None = None
+        self.tid = 0  # the serving thread's native id (`serve`)
+
+    def serve(self) -> None:
+        """Arm the loop and serve it in a thread of its own; `close` stops and joins it."""
+        started = threading.Event()
+
+        def run() -> None:
+            self.tid = threading.get_native_id()
+            started.set()
+            self.loop.serve()
+
+        self.loop.arm()
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        assert started.wait(TIMEOUT)
+
+    def settled_nice(self, nice: int) -> int:
+        """The serving thread's nice value once it is `nice` (a bounded wait: the loop takes
+        its nice value back on its own time)."""
+        deadline = time.monotonic() + TIMEOUT
+        while os.getpriority(os.PRIO_PROCESS, self.tid) != nice:
+            assert time.monotonic() < deadline, f"the loop never went back to nice {nice}"
+            time.sleep(0.01)
+        return nice
 
     def close(self) -> None:
+        if self.thread is not None:
+            self.loop.stop()
+            self.thread.join(TIMEOUT)
         self.loop.close()
         for s in (self.tap, self.bridge, self.sink, self.plain, self.gso, self.rx):
             s.close()
@@ -163,28 +191,14 @@ def _serve_bulk_policy(frames: list[bytes]) -> tuple[Counter[str], int, int]:
     rig.loop.nice, rig.loop.bulk_nice = min(19, caller + 3), min(19, caller + 6)
     rig.loop.nice_policy = "bulk"
     rig.loop.add(rig.net)
-    tids: list[int] = []
-
-    def serve() -> None:
-        tids.append(threading.get_native_id())
-        rig.loop.serve()
-
-    thread = threading.Thread(target=serve)
     try:
         for frame in frames:
             rig.bridge.send(frame)
-        rig.loop.arm()
-        thread.start()
+        rig.serve()
         for _ in frames:  # every frame crossed (ICMP: one datagram each)
             rig.sink.recv(65536)
-        deadline = time.monotonic() + TIMEOUT
-        while os.getpriority(os.PRIO_PROCESS, tids[0]) != rig.loop.nice:
-            assert time.monotonic() < deadline, "the loop never went back to its nice value"
-            time.sleep(0.01)
-        return rig.loop._counters, os.getpriority(os.PRIO_PROCESS, tids[0]), rig.loop.nice
+        return rig.loop._counters, rig.settled_nice(rig.loop.nice), rig.loop.nice
     finally:
-        rig.loop.stop()
-        thread.join(TIMEOUT)
         rig.close()
 
 

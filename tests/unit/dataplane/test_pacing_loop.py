@@ -19,7 +19,7 @@ import pytest
 from overlaynet.dataplane.hotpath import DRAIN_BUDGET, NICE_POLICIES, effective_policy
 from overlaynet.dataplane.switching import Network
 
-from .test_loop_knobs import TIMEOUT, VNI, _frame, _Rig, _tcp
+from .test_loop_knobs import VNI, _frame, _Rig, _tcp
 
 #: A test sender manages thousands of frames a second, a loaded machine maybe a few hundred:
 #: 20 passes a second counts as paced here (the default is `pacing.PACED_RATE`).
@@ -67,34 +67,20 @@ def _serve(
     rig.loop.nice_policy = policy
     rig.loop.pacing = {"rate": rate, "sample": TEST_SAMPLE, "quiet": TEST_QUIET}
     rig.loop.add(rig.net)
-    tids: list[int] = []
-
-    def serve() -> None:
-        tids.append(threading.get_native_id())
-        rig.loop.serve()
-
-    thread = threading.Thread(target=serve)
     try:
         if not paced:
             for n in range(frames):
                 sender.send(make(n))
-        rig.loop.arm()
-        thread.start()
+        rig.serve()
         for n in range(frames):
             if paced:
                 sender.send(make(n))
             rig.sink.recv(65536)  # every frame crossed (one datagram each)
             if paced:
                 time.sleep(PACE)  # the loop is asleep again before the next one comes
-        deadline = time.monotonic() + TIMEOUT
-        settled = rig.loop.nice if settles is None else settles
-        while os.getpriority(os.PRIO_PROCESS, tids[0]) != settled:
-            assert time.monotonic() < deadline, "the loop never went back to its nice value"
-            time.sleep(0.01)
-        return rig.loop._counters, os.getpriority(os.PRIO_PROCESS, tids[0]), rig.loop.nice
+        settled = rig.settled_nice(rig.loop.nice if settles is None else settles)
+        return rig.loop._counters, settled, rig.loop.nice
     finally:
-        rig.loop.stop()
-        thread.join(TIMEOUT)
         rig.close()
         latency.close()
         latency_peer.close()
